@@ -1,0 +1,1 @@
+"""Outputs to the streaming ecosystem (virtual webcam, VMC, VRChat, VTube Studio, WebSocket)."""

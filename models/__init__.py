@@ -1,0 +1,1 @@
+"""Portrait analysis, motion generation and rendering. `motion` is the contract between all parts."""

@@ -1,0 +1,1 @@
+"""The facecast daemon side: CLI, configuration, audio input, render pipeline, scheduling."""
