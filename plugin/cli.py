@@ -1,0 +1,173 @@
+"""The `facecast` command: one entry point, one subcommand per job.
+
+Errors the user can fix (bad files, missing faces, unwritable outputs) are
+printed as one line on stderr with a non-zero exit code, never a traceback;
+`--debug` (or FACECAST_DEBUG=1) shows the traceback for bug reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Sequence
+
+# mediapipe's C++ core logs to stderr on first use; keep the terminal for our own messages.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from facecast.models.errors import FacecastError  # noqa: E402
+
+EXIT_ERROR = 1
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+def _version() -> str:
+    try:
+        return version("facecast")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _add_portrait_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--portrait", "-p", type=Path, required=True, help="the picture to animate (JPEG, PNG, WebP, ...)")
+    parser.add_argument("--size", type=int, default=512, help="output width and height in pixels, 256-1024 (default 512)")
+    parser.add_argument("--face-index", type=int, default=None, metavar="N",
+                        help="which face to animate when the picture has several: 0 = largest (default), 1 = next, ...")
+    parser.add_argument("--landmarks", type=Path, default=None, metavar="POINTS.json",
+                        help="hand-placed face points for pictures where no face is detected: a JSON object with "
+                             "[x, y] pixel positions for left_eye_outer, left_eye_inner, right_eye_inner, "
+                             "right_eye_outer, nose_tip, mouth_left, mouth_right, chin (the subject's left/right)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facecast",
+        description="One portrait + a voice -> a talking face, on an ordinary computer.",
+    )
+    parser.add_argument("--version", action="version", version=f"facecast {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    render = commands.add_parser("render", help="render a talking-face video from a portrait and speech",
+                                 description="Render a lip-synced talking-face MP4 (or PNG frames) from one portrait "
+                                             "and a speech file, or from a motion file.")
+    _add_portrait_options(render)
+    render.add_argument("--audio", "-a", type=Path, help="speech to lip-sync: any audio file or a video's audio track")
+    render.add_argument("--motion", "-m", type=Path, help="render a motion .jsonl (from `facecast motion`) instead of generating it")
+    out = render.add_mutually_exclusive_group(required=True)
+    out.add_argument("--output", "-o", type=Path, help="the MP4 to write")
+    out.add_argument("--frames", type=Path, metavar="DIR", help="write numbered PNG frames (alpha kept) into DIR instead")
+    render.add_argument("--fps", type=float, default=None, help="frames per second: 25 (default), 30 or 60")
+    render.add_argument("--seed", type=int, default=0, help="random seed for blinks, glances and idle motion (default 0)")
+    render.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to render (default: CUDA when present)")
+    render.add_argument("--background", default="#ffffff", metavar="#RRGGBB",
+                        help="colour behind transparent portraits in the MP4 (default white)")
+    render.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
+    render.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    render.set_defaults(handler=_cmd_render)
+
+    motion = commands.add_parser("motion", help="turn speech into a motion file (JSON Lines) to inspect, edit or render",
+                                 description="Generate facecast's motion representation (head pose, gaze, blinks, "
+                                             "ARKit expressions, visemes, voice level) from speech.")
+    motion.add_argument("--audio", "-a", type=Path, required=True, help="speech: any audio file or a video's audio track")
+    motion.add_argument("--output", "-o", type=Path, required=True, help="the .jsonl file to write")
+    motion.add_argument("--fps", type=float, default=25.0, help="frames per second: 25 (default), 30 or 60")
+    motion.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    motion.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
+    motion.set_defaults(handler=_cmd_motion)
+
+    analyze = commands.add_parser("analyze", help="check a portrait: find the face, write the aligned crop",
+                                  description="Detect the face in a portrait and report how it was found; "
+                                              "optionally save the aligned crop with its landmarks drawn.")
+    _add_portrait_options(analyze)
+    analyze.add_argument("--output", "-o", type=Path, help="save the aligned crop (PNG) with landmarks drawn")
+    analyze.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
+    analyze.set_defaults(handler=_cmd_analyze)
+    return parser
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """'#rrggbb' or 'rrggbb' -> an RGB triple."""
+    from facecast.models.errors import InputError
+
+    value = text.strip().lstrip("#")
+    if len(value) != 6 or any(c not in "0123456789abcdefABCDEF" for c in value):
+        raise InputError(f"colour must look like #RRGGBB (got '{text}')")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from facecast.plugin.render import RenderRequest, render
+
+    report = render(RenderRequest(
+        portrait=args.portrait, output=args.output, frames_dir=args.frames, audio=args.audio, motion=args.motion,
+        size=args.size, fps=args.fps, seed=args.seed, face_index=args.face_index, landmarks=args.landmarks,
+        overwrite=args.overwrite, device=args.device, background=parse_color(args.background),
+        progress=not args.quiet and sys.stderr.isatty(),
+    ))
+    if not args.quiet:
+        speed = report.duration / report.seconds if report.seconds > 0 else float("inf")
+        print(f"wrote {report.output}: {report.frames} frames, {report.duration:.2f} s of video "
+              f"in {report.seconds:.1f} s ({speed:.1f}x real time)")
+    return 0
+
+
+def _cmd_motion(args: argparse.Namespace) -> int:
+    from facecast.plugin.render import generate_motion_file
+
+    path, count = generate_motion_file(args.audio, args.output, fps=args.fps, seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote {path}: {count} frames at {args.fps:g} fps")
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from facecast.models.errors import InputError
+    from facecast.models.portrait import analyze_portrait
+
+    rig = analyze_portrait(args.portrait, size=args.size, face_index=args.face_index, landmarks_json=args.landmarks)
+    print(f"{args.portrait}: {rig.face_count} face(s) found; using one via {rig.method}; "
+          f"aligned to {rig.size}x{rig.size}{' with alpha' if rig.has_alpha else ''}")
+    if args.output is not None:
+        import cv2
+
+        from facecast.plugin.media import AtomicOutput
+
+        with AtomicOutput(args.output, args.overwrite) as sink:
+            canvas = rig.image[:, :, :3].copy()
+            for x, y in rig.landmarks[:, :2]:
+                cv2.circle(canvas, (int(round(x)), int(round(y))), 1, (0, 255, 0), -1, lineType=cv2.LINE_AA)
+            if not cv2.imwrite(str(sink.temp), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
+                raise InputError(f"cannot write {args.output}: use a .png or .jpg file name")
+            sink.commit()
+        print(f"wrote {args.output}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("FACECAST_DEBUG") == "1"
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.handler(args)
+    except FacecastError as exc:
+        print(f"facecast: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("facecast: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: one line by default, the traceback with --debug
+        if debug:
+            raise
+        print(f"facecast: internal error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Shared test fixtures: sample files, the shared data folder, and audio/video makers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_portrait() -> Path:
+    return SAMPLES / "mona_lisa.jpg"
+
+
+@pytest.fixture(scope="session")
+def sample_speech() -> Path:
+    return SAMPLES / "grid_s1_speech.flac"
+
+
+@pytest.fixture(scope="session")
+def sample_words() -> list[tuple[float, float, str]]:
+    rows = [line.split() for line in (SAMPLES / "grid_s1_speech.words.txt").read_text().splitlines() if line.strip()]
+    return [(float(a), float(b), w) for a, b, w in rows]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared recordings not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def write_audio(path: Path, samples: np.ndarray, rate: int, codec: str | None = None) -> Path:
+    """Encode float samples (n,) or (n, channels) with FFmpeg into `path` (format from its suffix)."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    channels = samples.shape[1]
+    layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
+    codec = codec or {".wav": "pcm_s16le", ".flac": "flac", ".mp3": "libmp3lame", ".ogg": "libopus",
+                      ".m4a": "aac"}[path.suffix]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.layout = layout
+        fmt = stream.codec_context.format.name if stream.codec_context.format else "s16"
+        resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate,
+                                      frame_size=stream.codec_context.frame_size or None)
+        if samples.shape[0]:
+            # packed float: channels interleaved in one plane
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples).reshape(1, -1), format="flt", layout=layout)
+            frame.sample_rate = rate
+            for out in resampler.resample(frame):
+                container.mux(stream.encode(out))
+        for out in resampler.resample(None):
+            container.mux(stream.encode(out))
+        container.mux(stream.encode(None))
+    return path
+
+
+def tone_speech(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
+    """A syllable-like test signal: voiced harmonic bursts at 4 Hz with gaps."""
+    t = np.arange(int(seconds * rate)) / rate
+    voice = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))
+    envelope = (np.sin(2 * np.pi * 4 * t) > 0).astype(np.float32)
+    mono = (0.2 * voice * envelope).astype(np.float32)
+    return np.repeat(mono[:, None], channels, axis=1) if channels > 1 else mono

@@ -1,0 +1,116 @@
+"""Audio decoding through the real FFmpeg decoders (PyAV), and atomic outputs."""
+
+from __future__ import annotations
+
+import wave
+
+import av
+import numpy as np
+import pytest
+from conftest import tone_speech, write_audio
+
+from facecast.models.errors import InputError, OutputError
+from facecast.plugin.media import AtomicOutput, AudioReader, Mp4Writer, decode_mono, iter_mono_blocks
+
+
+@pytest.mark.parametrize("name, rate, channels", [
+    ("speech.wav", 44100, 2), ("speech.mp3", 48000, 2), ("speech.ogg", 48000, 1),
+    ("speech.wav", 8000, 1), ("speech.flac", 96000, 6), ("speech.wav", 11025, 1),
+])
+def test_any_rate_and_channel_count_is_resampled_to_16k_mono(tmp_path, name, rate, channels):
+    path = write_audio(tmp_path / name, tone_speech(2.0, rate, channels), rate)
+    info = AudioReader(path).info
+    assert (info.sample_rate, info.channels) == (rate, channels)
+    mono = decode_mono(path)
+    assert mono.dtype == np.float32 and mono.ndim == 1
+    assert abs(mono.size - 32000) <= 16000 * 0.03  # codec padding only
+    # the 4 Hz syllable rhythm survives resampling and downmixing
+    envelope = np.abs(mono[: 32000 // 160 * 160]).reshape(-1, 160).mean(axis=1)
+    spectrum = np.abs(np.fft.rfft(envelope - envelope.mean()))
+    assert np.argmax(spectrum) * 100 / envelope.size == pytest.approx(4.0, abs=0.5)
+
+
+def test_the_audio_track_of_a_video_is_read(shared_data):
+    clip = next((shared_data / "talking" / "grid_s1").glob("*.mp4"))
+    mono = decode_mono(clip)
+    assert 2.8 * 16000 < mono.size < 3.2 * 16000 and np.abs(mono).max() > 0.05
+
+
+def test_blocks_stream_instead_of_loading_everything(tmp_path):
+    path = write_audio(tmp_path / "long.flac", tone_speech(30.0, 16000), 16000)
+    sizes = [block.size for block in iter_mono_blocks(path)]
+    assert len(sizes) > 50 and max(sizes) < 16000
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "not found"),
+    (b"", "not a supported audio or video file"),
+    (b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk" * 3, "not a supported audio or video file"),
+    (b"just some text, not sound\n" * 20, "not a supported audio or video file"),
+])
+def test_missing_or_corrupt_audio_is_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "speech.wav"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=message) as caught:
+        AudioReader(path)
+    assert "\n" not in str(caught.value)
+
+
+def write_empty_wav(path):
+    with wave.open(str(path), "wb") as out:  # a valid WAV header announcing zero samples
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+    return path
+
+
+def test_zero_length_audio_is_rejected(tmp_path):
+    path = write_empty_wav(tmp_path / "empty.wav")
+    with pytest.raises(InputError, match="zero-length"):
+        decode_mono(path)
+
+
+def test_video_without_audio_track_is_rejected(tmp_path):
+    path = tmp_path / "silent.mp4"
+    writer = Mp4Writer(path, 256, 25)
+    writer.write_frame(np.zeros((256, 256, 3), np.uint8))
+    writer.close()
+    with pytest.raises(InputError, match="no audio track"):
+        AudioReader(path)
+
+
+def test_mp4_writer_muxes_audio_in_sync(tmp_path):
+    source = write_audio(tmp_path / "in.wav", tone_speech(2.0, 44100, 2), 44100)
+    path = tmp_path / "out.mp4"
+    writer = Mp4Writer(path, 256, 25, audio_channels=2)
+    with AudioReader(source) as reader:
+        for frame in reader.frames():
+            writer.write_audio(frame)
+    for i in range(50):
+        writer.write_frame(np.full((256, 256, 3), i * 4, np.uint8))
+    writer.close()
+    with av.open(str(path)) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        assert video.codec_context.name == "h264" and audio.codec_context.name == "aac"
+        assert audio.codec_context.channels == 2
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames == 50
+    assert abs(float(audio.duration * audio.time_base) - 2.0) < 1 / 25
+
+
+def test_atomic_output_appears_only_on_commit(tmp_path):
+    final = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError):
+        with AtomicOutput(final, overwrite=False) as out:
+            out.temp.write_bytes(b"half")
+            raise RuntimeError("render failed")
+    assert list(tmp_path.iterdir()) == []
+    with AtomicOutput(final, overwrite=False) as out:
+        out.temp.write_bytes(b"whole")
+        out.commit()
+    assert final.read_bytes() == b"whole" and len(list(tmp_path.iterdir())) == 1
+    with pytest.raises(OutputError, match="already exists"):
+        AtomicOutput(final, overwrite=False)
+    with pytest.raises(OutputError, match="does not exist"):
+        AtomicOutput(tmp_path / "missing" / "out.mp4", overwrite=False)
