@@ -84,7 +84,7 @@ VOICE_TC = (0.02, 0.12)
 ACCENT_TC = (0.03, 0.25)
 
 # --- mouth mapping --------------------------------------------------------------------------------
-JAW_MAX = 0.7
+JAW_MAX = 0.9                        # calibrated: measured lip gap during GRID words ~ real s1 video (0.027 of face height)
 UNVOICED_OPENING = 0.35              # share of full opening for voiceless speech
 FRICATIVE_JAW = 0.12
 
@@ -131,7 +131,7 @@ BLINK_RATE_PER_MIN = 16.0
 BLINK_REFRACTORY_S = 0.8
 PHRASE_END_BLINK_PROB = 0.5          # extra blink chance spread over the pause onset
 PHRASE_END_WINDOW_S = 0.5
-BLINK_CLOSE_S, BLINK_HOLD_S, BLINK_OPEN_S = 0.09, 0.04, 0.18
+BLINK_CLOSE_S, BLINK_HOLD_S, BLINK_OPEN_S = 0.09, 0.06, 0.18
 BLINK_ASYMMETRY = 0.06
 
 GLANCE_RATE_PER_MIN = 4.0

@@ -1,0 +1,165 @@
+"""Render benchmark: speed of each stage and memory of whole renders, printed as one table.
+
+    python benchmarks/render.py                 # the full run quoted in README (~10 min on 2 cores)
+    python benchmarks/render.py --long-minutes 5   # a quicker constant-memory check
+
+Rows:
+* generator: audio -> motion frames per second (60 s of speech);
+* renderer: motion -> image frames per second at 256², 512², 1024²;
+* end to end excluding encode: generator + renderer + RGBA flattening;
+* end to end including encode: the same plus H.264 encoding into an MP4;
+* `facecast render` wall time for 60 s of speech at 512², 25 fps (start-up,
+  analysis, generation, rendering, encoding, muxing), and the peak RSS of the
+  process for 1 minute and for `--long-minutes` of audio (constant memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+
+from facecast.models.portrait import analyze_portrait  # noqa: E402
+from facecast.models.renderer import Renderer  # noqa: E402
+from facecast.models.rule_generator import RuleMotionGenerator, generate_motion  # noqa: E402
+from facecast.plugin.media import Mp4Writer, decode_mono  # noqa: E402
+from facecast.plugin.render import flatten_alpha  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PORTRAIT = REPO / "samples" / "mona_lisa.jpg"
+SAMPLE_SPEECH = REPO / "samples" / "grid_s1_speech.flac"
+SHARED_SPEECH = REPO.parent / "shared" / "data" / "audio" / "musetalk_eng.flac"
+FPS = 25
+WHITE = np.array([255, 255, 255], np.float32)
+
+
+def one_minute_of_speech() -> np.ndarray:
+    """60 s of real English speech at 16 kHz (the shared 60 s clip, else the bundled sample looped)."""
+    source = SHARED_SPEECH if SHARED_SPEECH.exists() else SAMPLE_SPEECH
+    speech = decode_mono(source)
+    return np.resize(speech, 60 * RuleMotionGenerator.SAMPLE_RATE)
+
+
+def write_flac(path: Path, speech: np.ndarray, repeats: int) -> Path:
+    """`speech` repeated `repeats` times, encoded block by block (never all in memory)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("flac", rate=RuleMotionGenerator.SAMPLE_RATE)
+        stream.layout = "mono"
+        pcm = (np.clip(speech, -1, 1) * 32767).astype(np.int16)[None, :]
+        for _ in range(repeats):
+            frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+            frame.sample_rate = RuleMotionGenerator.SAMPLE_RATE
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
+
+
+def bench_generator(speech: np.ndarray) -> tuple[float, list]:
+    started = time.perf_counter()
+    frames = list(generate_motion(np.array_split(speech, len(speech) // 1024), fps=FPS))
+    return rate(len(frames), time.perf_counter() - started), frames
+
+
+def bench_size(size: int, speech: np.ndarray, motion: list, frames: int, workdir: Path) -> dict[str, float]:
+    rig = analyze_portrait(PORTRAIT, size=size)
+    renderer = Renderer(rig, device="cpu")
+    for frame in motion[:10]:
+        renderer.render(frame)  # warm-up
+
+    started = time.perf_counter()
+    for frame in motion[:frames]:
+        renderer.render(frame)
+    render_fps = rate(frames, time.perf_counter() - started)
+
+    seconds = frames / FPS
+    chunk = speech[: int(seconds * RuleMotionGenerator.SAMPLE_RATE)]
+    started = time.perf_counter()
+    for frame in generate_motion(np.array_split(chunk, max(1, len(chunk) // 1024)), fps=FPS):
+        flatten_alpha(renderer.render(frame), WHITE)
+    e2e_fps = rate(frames, time.perf_counter() - started)
+
+    writer = Mp4Writer(workdir / f"bench{size}.mp4", size, FPS)
+    started = time.perf_counter()
+    for frame in generate_motion(np.array_split(chunk, max(1, len(chunk) // 1024)), fps=FPS):
+        writer.write_frame(flatten_alpha(renderer.render(frame), WHITE))
+    writer.close()
+    encode_fps = rate(frames, time.perf_counter() - started)
+    return {"render": render_fps, "e2e": e2e_fps, "e2e_encode": encode_fps}
+
+
+def run_cli_render(audio: Path, out: Path, size: int) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one `facecast render` process."""
+    command = [sys.executable, "-m", "facecast.plugin.cli", "render", "--portrait", str(PORTRAIT), "--audio",
+               str(audio), "-o", str(out), "--size", str(size), "--overwrite", "--quiet"]
+    started = time.perf_counter()
+    # a fresh interpreter per measurement, so ru_maxrss of the child is this render's alone
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+    result = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"render failed: {result.stderr.strip()}")
+    return wall, int(result.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=500, help="frames per size for the stage timings")
+    parser.add_argument("--long-minutes", type=int, default=60, help="length of the long render for the memory check")
+    parser.add_argument("--memory-size", type=int, default=256,
+                        help="frame size for the 1-minute vs long memory comparison (default 256 keeps it quick)")
+    args = parser.parse_args()
+
+    speech = one_minute_of_speech()
+    generator_fps, motion = bench_generator(speech)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for size in (256, 512, 1024):
+            frames = args.frames if size < 1024 else max(100, args.frames // 3)
+            rows.append((size, bench_size(size, speech, motion, frames, workdir)))
+
+        minute = write_flac(workdir / "minute.flac", speech, 1)
+        cli_wall, _ = run_cli_render(minute, workdir / "minute512.mp4", 512)
+        _, rss_minute = run_cli_render(minute, workdir / "minute.mp4", args.memory_size)
+        long_audio = write_flac(workdir / "long.flac", speech, args.long_minutes)
+        long_wall, rss_long = run_cli_render(long_audio, workdir / "long.mp4", args.memory_size)
+
+    print(f"\nfacecast render benchmark — {os.cpu_count()} CPU cores, torch threads {_torch_threads()}\n")
+    print(f"| stage | 256² | 512² | 1024² |")
+    print(f"|---|---|---|---|")
+    print(f"| generator (audio → motion), fps | {generator_fps:,.0f} | (size-independent) | |")
+    for key, label in (("render", "renderer (motion → frame), fps"),
+                       ("e2e", "end to end excluding encode, fps"),
+                       ("e2e_encode", "end to end including H.264 encode, fps")):
+        print(f"| {label} | " + " | ".join(f"{stats[key]:,.0f}" for _, stats in rows) + " |")
+    print()
+    print("| whole `facecast render` process | value |")
+    print("|---|---|")
+    print(f"| 60 s of speech at 512², 25 fps: wall time | {cli_wall:.1f} s (real-time factor {cli_wall / 60:.2f}) |")
+    print(f"| peak RSS, 1 min of audio at {args.memory_size}² | {rss_minute:.0f} MiB |")
+    print(f"| peak RSS, {args.long_minutes} min of audio at {args.memory_size}² | {rss_long:.0f} MiB "
+          f"({(rss_long / rss_minute - 1) * 100:+.1f} %; rendered in {long_wall:.0f} s) |")
+
+
+def _torch_threads() -> str:
+    import torch
+
+    return str(torch.get_num_threads())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The `facecast` command as a user meets it: help, and one clear line for every bad input.
+
+Each bad input must give a non-zero exit, exactly one line on stderr, no
+traceback, and leave no output (not even a partial file) behind.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tone_speech, write_audio
+from PIL import Image
+
+
+def run_facecast(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "facecast.plugin.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0, result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("facecast: error: "), lines[0]
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def assert_nothing_written(folder: Path, before: set[str]) -> None:
+    assert {p.name for p in folder.iterdir()} == before
+
+
+def test_help_lists_the_subcommands():
+    result = run_facecast("--help")
+    assert result.returncode == 0
+    for command in ("render", "motion", "analyze"):
+        assert command in result.stdout
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path, sample_portrait: Path, sample_speech: Path) -> Path:
+    (tmp_path / "face.jpg").write_bytes(sample_portrait.read_bytes())
+    (tmp_path / "speech.flac").write_bytes(sample_speech.read_bytes())
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    (tmp_path / "notes.txt").write_text("hello\n" * 50)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 20)
+    Image.new("RGB", (400, 400), (120, 160, 200)).save(tmp_path / "sky.png")
+    with wave.open(str(tmp_path / "empty.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+    (tmp_path / "existing.mp4").write_bytes(b"keep me")
+    (tmp_path / "folder.mp4").mkdir()
+    (tmp_path / "bad.jsonl").write_text('{"format": "facecast.motion", "version": 1, "fps": 25}\n{"t": "soon"}\n')
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--portrait", "missing.jpg", "--audio", "speech.flac", "-o", "out.mp4"], ["missing.jpg"]),
+    (["--portrait", "corrupt.jpg", "--audio", "speech.flac", "-o", "out.mp4"], ["corrupt.jpg"]),
+    (["--portrait", "notes.txt", "--audio", "speech.flac", "-o", "out.mp4"], ["notes.txt"]),
+    (["--portrait", "sky.png", "--audio", "speech.flac", "-o", "out.mp4"], ["no face", "--landmarks"]),
+    (["--portrait", "face.jpg", "--audio", "missing.wav", "-o", "out.mp4"], ["missing.wav", "not found"]),
+    (["--portrait", "face.jpg", "--audio", "corrupt.wav", "-o", "out.mp4"], ["corrupt.wav"]),
+    (["--portrait", "face.jpg", "--audio", "notes.txt", "-o", "out.mp4"], ["notes.txt"]),
+    (["--portrait", "face.jpg", "--audio", "empty.wav", "-o", "out.mp4"], ["zero-length"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "no/such/dir/out.mp4"], ["does not exist"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "existing.mp4"], ["already exists", "--overwrite"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "folder.mp4", "--overwrite"], ["folder"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.avi"], ["unsupported output format"]),
+    (["--portrait", "face.jpg", "--motion", "bad.jsonl", "-o", "out.mp4"], ["bad.jsonl:2"]),
+    (["--portrait", "face.jpg", "--motion", "notes.txt", "-o", "out.mp4"], ["not a facecast motion file"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--size", "4000"], ["--size"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--fps", "24"], ["--fps"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--background", "blue"], ["#RRGGBB"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--face-index", "3"], ["face"]),
+    (["--portrait", "face.jpg", "-o", "out.mp4"], ["--audio"]),
+])
+def test_bad_render_input_is_one_line_and_leaves_nothing(workdir, args, fragments):
+    before = {p.name for p in workdir.iterdir()}
+    result = run_facecast("render", *args, cwd=workdir)
+    assert_one_line_error(result, *fragments)
+    assert_nothing_written(workdir, before)
+    assert (workdir / "existing.mp4").read_bytes() == b"keep me"
+
+
+def test_bad_motion_command_input(workdir):
+    before = {p.name for p in workdir.iterdir()}
+    assert_one_line_error(run_facecast("motion", "--audio", "corrupt.wav", "-o", "m.jsonl", cwd=workdir), "corrupt.wav")
+    assert_one_line_error(run_facecast("motion", "--audio", "empty.wav", "-o", "m.jsonl", cwd=workdir), "zero-length")
+    assert_nothing_written(workdir, before)
+
+
+def test_motion_command_writes_editable_jsonl(workdir):
+    write_audio(workdir / "tone.wav", tone_speech(2.0, 44100, 2), 44100)
+    result = run_facecast("motion", "--audio", "tone.wav", "-o", "m.jsonl", "--fps", "30", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    lines = (workdir / "m.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["format"] == "facecast.motion" and header["fps"] == 30 and header["generator"] == "rule"
+    assert len(lines) - 1 == 60
+    frame = json.loads(lines[1 + 30])
+    assert set(frame) >= {"t", "head", "gaze", "blink", "expressions", "visemes", "voice"}
+    assert frame["t"] == pytest.approx(1.0)
+
+
+def test_landmarks_file_problems_are_one_line(workdir):
+    (workdir / "points.json").write_text(json.dumps({"nose_tip": [10, 10]}))
+    result = run_facecast("render", "--portrait", "sky.png", "--landmarks", "points.json",
+                          "--audio", "speech.flac", "-o", "out.mp4", cwd=workdir)
+    assert_one_line_error(result, "points.json")
+    assert not (workdir / "out.mp4").exists()
