@@ -4,6 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages some tests drive for real: PortAudio + a private PulseAudio
+# server (a real microphone device fed from a FIFO) and Chromium (the overlay page).
+DEBIAN_PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins chromium)
+missing=()
+for package in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
+    as_root=()
+    [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+    echo "installing Debian packages: ${missing[*]}" >&2
+    "${as_root[@]}" apt-get update -qq || echo "apt-get update failed; trying the install anyway" >&2
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+        || echo "could not install ${missing[*]}: the tests that need them will be skipped" >&2
+fi
+
 python3 -m venv .venv
 # shellcheck disable=SC1091
 . .venv/bin/activate

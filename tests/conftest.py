@@ -73,3 +73,18 @@ def tone_speech(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
     envelope = (np.sin(2 * np.pi * 4 * t) > 0).astype(np.float32)
     mono = (0.2 * voice * envelope).astype(np.float32)
     return np.repeat(mono[:, None], channels, axis=1) if channels > 1 else mono
+
+
+class FakeClock:
+    """A monotonic clock that only moves when the code under test sleeps (or the test moves it)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, tone_speech, write_audio
+from conftest import REPO, FakeClock, tone_speech, write_audio
 from facecast.models.errors import InputError
 from facecast.plugin import audio_input
 from facecast.plugin.audio_input import AudioDeviceError, FileSource, MicrophoneSource, list_input_devices
@@ -31,19 +31,6 @@ BLOCK_MS = 10.0
 BLOCK = int(MOTION_SAMPLE_RATE * BLOCK_MS / 1000)
 
 
-class FakeClock:
-    """A clock that only moves when slept on (or when told to)."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def read_all(source: FileSource, clock: FakeClock, extra_blocks: int = 0, late: float = 0.0):

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import FakeClock
 
 from facecast.plugin.pacing import FramePacer, LatestFrame
 
 
-class FakeClock:
-    """A clock that only moves when the code under test sleeps or the test advances it."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.mark.parametrize("fps", [30, 60])
@@ -28,7 +16,7 @@ def test_ticks_land_on_a_fixed_grid(fps):
     pacer = FramePacer(fps, clock=clock, sleep=clock.sleep)
     ticks = [pacer.next_tick() for _ in range(2 * fps)]
     assert [t.index for t in ticks] == list(range(2 * fps))
-    assert clock.now == pytest.approx(100.0 + (2 * fps - 1) / fps)
+    assert clock.now == pytest.approx(1000.0 + (2 * fps - 1) / fps)
     assert all(t.late == 0 for t in ticks)
 
 
@@ -38,7 +26,7 @@ def test_jittery_work_does_not_accumulate_drift():
     work = [0.001, 0.030, 0.002, 0.025, 0.0]  # some frames take almost a whole period
     for i in range(300):
         tick = pacer.next_tick()
-        assert tick.due == pytest.approx(100.0 + i / 30)
+        assert tick.due == pytest.approx(1000.0 + i / 30)
         clock.now += work[i % len(work)]
     assert pacer.skipped == 0
 
