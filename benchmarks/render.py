@@ -139,8 +139,8 @@ def main() -> None:
         long_wall, rss_long = run_cli_render(long_audio, workdir / "long.mp4", args.memory_size)
 
     print(f"\nfacecast render benchmark — {os.cpu_count()} CPU cores, torch threads {_torch_threads()}\n")
-    print(f"| stage | 256² | 512² | 1024² |")
-    print(f"|---|---|---|---|")
+    print("| stage | 256² | 512² | 1024² |")
+    print("|---|---|---|---|")
     print(f"| generator (audio → motion), fps | {generator_fps:,.0f} | (size-independent) | |")
     for key, label in (("render", "renderer (motion → frame), fps"),
                        ("e2e", "end to end excluding encode, fps"),

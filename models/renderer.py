@@ -6,22 +6,25 @@ Per frame: the active channels' precomputed backward fields (see
 hair moves with the head while shoulders and background stay), upsampled and
 used to resample the portrait once. An opening mouth gets a synthesised interior
 (`mouth_interior`). The CPU path uses OpenCV; the CUDA path runs the same math in
-torch with `grid_sample`.
+torch with `grid_sample` (`torch_warp`); torch is imported only when that path
+is used, so CPU renders skip its start-up cost.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import Any
+
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from facecast.models.errors import InputError
 from facecast.models.motion import MotionFrame
 from facecast.models.mouth_interior import MouthInterior, Patch
 from facecast.models.rig import PortraitRig
 from facecast.models.warp_basis import (
-    EXPRESSION_CHANNELS, GAZE_REF_DEG, PARALLAX_REF_DEG, Field, WarpBasis,
+    EXPRESSION_CHANNELS, GAZE_REF_DEG, PARALLAX_REF_DEG, WarpBasis,
 )
 
 #: Head turns beyond this many times the parallax reference angle are clamped.
@@ -55,6 +58,17 @@ def _coefficients(frame: MotionFrame) -> dict[str, float]:
     return {name: c for name, c in coeffs.items() if abs(c) > ACTIVE_EPS}
 
 
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU; torch is not even imported where no NVIDIA driver exists."""
+    if sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia"):
+        return False
+    if sys.platform == "darwin":
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def _affine3(matrix2x3: np.ndarray) -> np.ndarray:
     return np.vstack([matrix2x3, [0.0, 0.0, 1.0]])
 
@@ -67,8 +81,8 @@ class Renderer:
         if device not in DEVICES:
             raise InputError(f"unknown device '{device}': use {', '.join(DEVICES)}")
         if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cuda" and not torch.cuda.is_available():
+            device = "cuda" if cuda_available() else "cpu"
+        if device == "cuda" and not cuda_available():
             raise InputError("device 'cuda' requested but no CUDA GPU is available to torch")
         backend = backend or ("torch" if device == "cuda" else "cv2")
         if backend not in ("cv2", "torch") or (backend == "cv2" and device == "cuda"):
@@ -79,8 +93,12 @@ class Renderer:
         self._image = np.ascontiguousarray(rig.image)
         self._basis = WarpBasis(self._image, rig.landmarks)
         self._mouth = MouthInterior(self._image, rig.landmarks)
-        self._warper = (_TorchWarper(self._image, self._basis, device) if backend == "torch"
-                        else _Cv2Warper(self._image, self._basis))
+        if backend == "torch":
+            from facecast.models.torch_warp import TorchWarper
+
+            self._warper: Any = TorchWarper(self._image, self._basis, device)
+        else:
+            self._warper = _Cv2Warper(self._image, self._basis)
 
     def render(self, frame: MotionFrame) -> np.ndarray:
         """One (size, size, channels) uint8 RGB(A) frame for `frame`."""
@@ -121,8 +139,7 @@ class Renderer:
         return points
 
 
-def _sum_fields(flow: np.ndarray | torch.Tensor, fields: dict[str, Field | torch.Tensor],
-                basis: WarpBasis, coeffs: dict[str, float]) -> None:
+def sum_fields(flow: Any, fields: dict[str, Any], basis: WarpBasis, coeffs: dict[str, float]) -> None:
     """flow += sum of c * field over the active channels (each field covers only its box)."""
     for name, c in coeffs.items():
         if name not in basis.fields:
@@ -184,7 +201,7 @@ class _Cv2Warper:
         basis, grid = self._basis, self._basis.grid
         flow = self._flow
         flow.fill(0.0)
-        _sum_fields(flow, self._data, basis, coeffs)
+        sum_fields(flow, self._data, basis, coeffs)
         if inverse is None:
             in_cells = forward_cells = None
         else:
@@ -217,50 +234,3 @@ class _Cv2Warper:
             region += alpha * (patch.colour - region)
             out[patch.y0:patch.y0 + h, patch.x0:patch.x0 + w, :3] = np.rint(region).astype(np.uint8)
         return out
-
-
-class _TorchWarper:
-    """The same math in torch (grid_sample), for CUDA."""
-
-    def __init__(self, image: np.ndarray, basis: WarpBasis, device: str) -> None:
-        self._device = torch.device(device)
-        self._basis = basis
-        self._image = torch.from_numpy(image).to(self._device).permute(2, 0, 1)[None].float()
-        self._data = {name: torch.from_numpy(f.data).to(self._device) for name, f in basis.fields.items()}
-        grid = basis.grid
-        self._base = torch.from_numpy(np.stack([grid.x, grid.y], -1)).to(self._device)
-        axis = torch.arange(grid.extent, dtype=torch.float32, device=self._device)
-        self._pixels = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1)
-        self._mask = torch.from_numpy(basis.head_mask).to(self._device)[None, None]
-
-    @staticmethod
-    def _sample(image: torch.Tensor, pixels: torch.Tensor, padding: str, extent: int) -> torch.Tensor:
-        """Bilinear samples of a (1, C, h, w) image covering `extent` pixels at pixel positions (h', w', 2)."""
-        normalised = (pixels + 0.5) * (2.0 / extent) - 1.0
-        return F.grid_sample(image, normalised[None], mode="bilinear", padding_mode=padding, align_corners=False)
-
-    @torch.inference_mode()
-    def render(self, coeffs: dict[str, float], inverse: np.ndarray | None, patch: Patch | None) -> np.ndarray:
-        basis, size, extent = self._basis, self._basis.grid.size, self._basis.grid.extent
-        flow = torch.zeros_like(self._base)
-        _sum_fields(flow, self._data, basis, coeffs)
-        if inverse is None:
-            source = self._base + flow
-        else:
-            m = torch.from_numpy(inverse.astype(np.float32)).to(self._device)
-            behind = self._base @ m[:, :2].T + m[:, 2]
-            mask = self._sample(self._mask, behind, "zeros", extent)[0, 0]
-            q = self._base + mask[..., None] * (behind - self._base)
-            source = q + self._sample(flow.permute(2, 0, 1)[None], q, "zeros", extent)[0].permute(1, 2, 0)
-        if basis.grid.cells != extent:
-            shift = F.interpolate((source - self._base).permute(2, 0, 1)[None], size=(extent, extent),
-                                  mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
-            source = shift + self._pixels
-        out = self._sample(self._image, source[:size, :size], "border", size)[0]
-        if patch is not None:
-            h, w = patch.alpha.shape
-            colour = torch.from_numpy(patch.colour).to(self._device).permute(2, 0, 1)
-            alpha = torch.from_numpy(patch.alpha).to(self._device)[None]
-            region = out[:3, patch.y0:patch.y0 + h, patch.x0:patch.x0 + w]
-            region += alpha * (colour - region)
-        return out.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()

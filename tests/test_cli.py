@@ -12,7 +12,6 @@ import sys
 import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import tone_speech, write_audio
 from PIL import Image
