@@ -116,3 +116,12 @@ def test_landmarks_file_problems_are_one_line(workdir):
                           "--audio", "speech.flac", "-o", "out.mp4", cwd=workdir)
     assert_one_line_error(result, "points.json")
     assert not (workdir / "out.mp4").exists()
+
+
+def test_analyze_reports_the_face_and_writes_the_aligned_crop(workdir):
+    result = run_facecast("analyze", "--portrait", "face.jpg", "--size", "256", "-o", "crop.png", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "1 face(s) found" in result.stdout
+    crop = Image.open(workdir / "crop.png")
+    assert crop.size == (256, 256)
+    assert_one_line_error(run_facecast("analyze", "--portrait", "sky.png", cwd=workdir), "no face")
