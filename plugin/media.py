@@ -26,6 +26,13 @@ MOTION_SAMPLE_RATE = 16000
 #: The MP4's audio track: AAC at this rate, mono or stereo like the input.
 MUX_SAMPLE_RATE = 48000
 MUX_AUDIO_BITRATE = 128_000
+#: A regular MP4: exact edit lists (AAC priming and end padding trimmed), index at the front.
+REGULAR_MP4 = "+faststart"
+#: A fragmented MP4 (plays in browsers, VLC, mpv, QuickTime and OBS like a regular one) keeps an
+#: index per fragment instead of one for the whole file; delay_moov lets the muxer still write the
+#: edit list that aligns AAC priming and B-frame delay. Only the last AAC frame's padding (< 22 ms)
+#: stays untrimmed.
+FRAGMENTED_MP4 = "+frag_keyframe+empty_moov+delay_moov+default_base_moof"
 
 # av raises subclasses of av.FFmpegError for corrupt data; older releases named it av.AVError.
 _FFMPEG_ERRORS = tuple(e for e in (getattr(av, "FFmpegError", None), getattr(av, "AVError", None)) if e) or (Exception,)
@@ -207,19 +214,22 @@ def _remove(path: Path) -> None:
 class Mp4Writer:
     """H.264 video (+ optional AAC audio) streamed into an MP4 as frames arrive.
 
-    Frames are encoded as they come (constant memory). `audio_channels=None`
+    Frames are encoded as they come. A regular MP4's index grows with every
+    packet (measured: ~28 MiB over 60 min of video + audio), so long renders
+    use `fragmented=True`, whose memory stays flat. `audio_channels=None`
     writes a silent video. x264's `veryfast` preset at CRF 20 keeps encoding
     out of the way of a faster-than-real-time render at good quality.
     """
 
     def __init__(self, path: str | Path, size: int, fps: float, audio_channels: int | None = None,
-                 crf: int = 20, preset: str = "veryfast") -> None:
-        self._container = av.open(str(path), "w", format="mp4")
+                 crf: int = 20, preset: str = "veryfast", fragmented: bool = False) -> None:
+        movflags = FRAGMENTED_MP4 if fragmented else REGULAR_MP4
+        self._container = av.open(str(path), "w", format="mp4", options={"movflags": movflags})
         self._video = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         self._video.width = size
         self._video.height = size
         self._video.pix_fmt = "yuv420p"
-        self._video.options = {"crf": str(crf), "preset": preset, "movflags": "+faststart"}
+        self._video.options = {"crf": str(crf), "preset": preset}
         self._video.codec_context.time_base = Fraction(1, 1) / Fraction(fps).limit_denominator(1001)
         self._frames = 0
         self._audio = None

@@ -20,6 +20,8 @@ from facecast.models.motion import MotionFrame, MotionHeader, read_motion, write
 from facecast.plugin.media import AtomicOutput, AudioReader, MonoResampler, Mp4Writer
 
 SUPPORTED_FPS = (25.0, 30.0, 60.0)
+#: Renders longer than this (or of unknown length) write a fragmented MP4 so memory stays flat.
+FRAGMENTED_AFTER_S = 600.0
 MIN_SIZE, MAX_SIZE = 256, 1024
 
 
@@ -96,8 +98,11 @@ def render(request: RenderRequest) -> RenderReport:
             if request.frames_dir is not None:
                 writer: _FrameSink = PngFrameWriter(sink.temp)
             else:
+                length = reader.info.duration if reader is not None else None
+                long_render = length is None or length > FRAGMENTED_AFTER_S
                 writer = _Mp4Sink(Mp4Writer(sink.temp, rig.size, fps,
-                                            audio_channels=reader.info.channels if reader else None),
+                                            audio_channels=reader.info.channels if reader else None,
+                                            fragmented=long_render),
                                   request.background)
             with _progress(expected, request.progress) as bar:
                 def emit(frame: MotionFrame) -> None:

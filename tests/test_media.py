@@ -80,10 +80,11 @@ def test_video_without_audio_track_is_rejected(tmp_path):
         AudioReader(path)
 
 
-def test_mp4_writer_muxes_audio_in_sync(tmp_path):
+@pytest.mark.parametrize("fragmented", [False, True])
+def test_mp4_writer_muxes_audio_in_sync(tmp_path, fragmented):
     source = write_audio(tmp_path / "in.wav", tone_speech(2.0, 44100, 2), 44100)
     path = tmp_path / "out.mp4"
-    writer = Mp4Writer(path, 256, 25, audio_channels=2)
+    writer = Mp4Writer(path, 256, 25, audio_channels=2, fragmented=fragmented)
     with AudioReader(source) as reader:
         for frame in reader.frames():
             writer.write_audio(frame)
@@ -95,7 +96,10 @@ def test_mp4_writer_muxes_audio_in_sync(tmp_path):
         assert video.codec_context.name == "h264" and audio.codec_context.name == "aac"
         assert audio.codec_context.channels == 2
         frames = sum(1 for _ in container.decode(video=0))
-    assert frames == 50
+    with av.open(str(path)) as container:
+        first_video = next(container.demux(video=0)).pts
+    assert frames == 50 and first_video == 0
+    assert float(video.duration * video.time_base) == pytest.approx(2.0)
     assert abs(float(audio.duration * audio.time_base) - 2.0) < 1 / 25
 
 
