@@ -183,6 +183,10 @@ class AtomicOutput:
         self._done = False
 
     def commit(self) -> Path:
+        # mkstemp/mkdtemp create private (0600/0700) entries; give the output the user's usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.temp, (0o777 if self.is_dir else 0o666) & ~umask)
         if self.is_dir and self.final.exists():
             _remove(self.final)
         os.replace(self.temp, self.final)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import wave
 
 import av
@@ -95,12 +96,14 @@ def test_mp4_writer_muxes_audio_in_sync(tmp_path, fragmented):
         video, audio = container.streams.video[0], container.streams.audio[0]
         assert video.codec_context.name == "h264" and audio.codec_context.name == "aac"
         assert audio.codec_context.channels == 2
+        video_seconds = float(video.duration * video.time_base)
+        audio_seconds = float(audio.duration * audio.time_base)
         frames = sum(1 for _ in container.decode(video=0))
     with av.open(str(path)) as container:
         first_video = next(container.demux(video=0)).pts
     assert frames == 50 and first_video == 0
-    assert float(video.duration * video.time_base) == pytest.approx(2.0)
-    assert abs(float(audio.duration * audio.time_base) - 2.0) < 1 / 25
+    assert video_seconds == pytest.approx(2.0)
+    assert abs(audio_seconds - 2.0) < 1 / 25
 
 
 def test_atomic_output_appears_only_on_commit(tmp_path):
@@ -114,6 +117,9 @@ def test_atomic_output_appears_only_on_commit(tmp_path):
         out.temp.write_bytes(b"whole")
         out.commit()
     assert final.read_bytes() == b"whole" and len(list(tmp_path.iterdir())) == 1
+    umask = os.umask(0)
+    os.umask(umask)
+    assert final.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     with pytest.raises(OutputError, match="already exists"):
         AtomicOutput(final, overwrite=False)
     with pytest.raises(OutputError, match="does not exist"):
