@@ -18,11 +18,14 @@ import logging
 import math
 import socket
 import time
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
 
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
+
+if TYPE_CHECKING:
+    from facecast.models.motion import MotionFrame
 
 #: Seconds of sending without a single error after which an outage counts as over.
 #: On loopback a closed port answers every other datagram with ICMP "port
@@ -203,3 +206,27 @@ class UdpOscSender:
         """Release the socket; later sends only count as failed."""
         self._closed = True
         self._sock.close()
+
+
+class FrameEncoder(Protocol):
+    def encode(self, frame: "MotionFrame") -> list[bytes]: ...
+
+
+class OscBridge:
+    """A pure encoder paired with a UDP transport: the shape of every OSC output.
+
+    A missing or restarting receiver never stops the caller: sending is
+    non-blocking and never raises.
+    """
+
+    def __init__(self, encoder: FrameEncoder, host: str, port: int, name: str) -> None:
+        self.encoder = encoder
+        self.transport = UdpOscSender(host, port, name=name)
+
+    def send(self, frame: "MotionFrame") -> None:
+        """Encode and send one frame now."""
+        self.transport.send(self.encoder.encode(frame))
+
+    def close(self) -> None:
+        """Release the socket."""
+        self.transport.close()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from facecast.bridge.osc import (OscInt, OscMessageSpec, UdpOscSender, clamp, osc_bundle,
+from facecast.bridge.osc import (OscBridge, OscInt, OscMessageSpec, clamp, osc_bundle,
                                  parse_host_port)
 from facecast.models.motion import GAZE_FULL_SCALE_DEG, MotionFrame
 
@@ -199,17 +199,8 @@ class VmcEncoder:
         ]
 
 
-class VmcSender:
+class VmcSender(OscBridge):
     """Send frames to a VMC receiver over UDP; a missing or restarting receiver never stops the caller."""
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = PERFORMER_PORT, names: str = "vrm0") -> None:
-        self.encoder = VmcEncoder(names)
-        self.transport = UdpOscSender(host, port, name="vmc")
-
-    def send(self, frame: MotionFrame) -> None:
-        """Encode and send one frame now (non-blocking, never raises)."""
-        self.transport.send(self.encoder.encode(frame))
-
-    def close(self) -> None:
-        """Release the socket."""
-        self.transport.close()
+        super().__init__(VmcEncoder(names), host, port, name="vmc")

@@ -25,7 +25,7 @@ avatars set up without it. An avatar simply ignores names it lacks.
 
 from __future__ import annotations
 
-from facecast.bridge.osc import MAX_DATAGRAM, OSC_RESERVED, UdpOscSender, clamp, osc_bundles
+from facecast.bridge.osc import MAX_DATAGRAM, OSC_RESERVED, OscBridge, clamp, osc_bundles
 from facecast.models.motion import MotionFrame
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PREFIX", "VrchatEncoder", "VrchatSender",
@@ -122,17 +122,8 @@ class VrchatEncoder:
                            MAX_DATAGRAM)
 
 
-class VrchatSender:
+class VrchatSender(OscBridge):
     """Send frames to VRChat over UDP; VRChat not running (or restarting) never stops the caller."""
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, prefix: str = DEFAULT_PREFIX) -> None:
-        self.encoder = VrchatEncoder(prefix)
-        self.transport = UdpOscSender(host, port, name="vrchat")
-
-    def send(self, frame: MotionFrame) -> None:
-        """Encode and send one frame now (non-blocking, never raises)."""
-        self.transport.send(self.encoder.encode(frame))
-
-    def close(self) -> None:
-        """Release the socket."""
-        self.transport.close()
+        super().__init__(VrchatEncoder(prefix), host, port, name="vrchat")
