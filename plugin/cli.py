@@ -87,6 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--output", "-o", type=Path, help="save the aligned crop (PNG) with landmarks drawn")
     analyze.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
     analyze.set_defaults(handler=_cmd_analyze)
+
+    from facecast.plugin.live import add_live_flags
+
+    live = commands.add_parser("live", help="microphone -> talking portrait on a virtual webcam, OSC and WebSocket",
+                               description="Run the live daemon: the microphone (or --audio FILE in real time) "
+                                           "animates the portrait and every enabled output receives it. "
+                                           "Stop with Ctrl-C.")
+    add_live_flags(live)
+    live.set_defaults(handler=_cmd_live)
+
+    devices = commands.add_parser("devices", help="list microphones and virtual-camera backends")
+    devices.add_argument("--json", action="store_true", help="machine-readable output")
+    devices.set_defaults(handler=_cmd_devices)
+
+    config = commands.add_parser("config", help="write a commented default settings file for `facecast live`")
+    config.add_argument("--init", action="store_true", required=True, help="write the default file")
+    config.add_argument("--output", "-o", type=Path, default=None,
+                        help="where to write it (default: ~/.config/facecast/facecast.toml)")
+    config.add_argument("--overwrite", "-y", action="store_true", help="replace an existing file")
+    config.set_defaults(handler=_cmd_config)
     return parser
 
 
@@ -144,6 +164,47 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                 raise InputError(f"cannot write {args.output}: use a .png or .jpg file name")
             sink.commit()
         print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_live(args: argparse.Namespace) -> int:
+    from facecast.plugin.live import run_live
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "debug")}
+    return run_live(flags)
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    import json
+
+    from facecast.bridge.vcam import list_vcam_backends
+    from facecast.plugin.audio_input import list_input_devices
+
+    listing = {"audio_inputs": list_input_devices(), "virtual_cameras": list_vcam_backends()}
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    print("Audio inputs:" if listing["audio_inputs"] else "Audio inputs: none found")
+    for device in listing["audio_inputs"]:
+        mark = "*" if device.get("is_default") else " "
+        print(f" {mark} [{device['index']}] {device['name']} ({device['channels']} ch, "
+              f"{device['default_sample_rate']:g} Hz, {device['host_api']})")
+    print("Virtual cameras:" if listing["virtual_cameras"] else "Virtual cameras: none found")
+    for backend in listing["virtual_cameras"]:
+        print("   " + ", ".join(f"{k}={v}" for k, v in backend.items()))
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from facecast.plugin.live import default_config_path, default_config_text
+    from facecast.plugin.media import AtomicOutput
+
+    target = args.output or default_config_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with AtomicOutput(target, args.overwrite) as sink:
+        sink.temp.write_text(default_config_text(), encoding="utf-8")
+        sink.commit()
+    print(f"wrote {target}")
     return 0
 
 

@@ -85,6 +85,12 @@ class LatestFrame(Generic[T]):
             self._latest = frame
             self._fresh = True
 
+    @property
+    def has_fresh(self) -> bool:
+        """Whether a frame arrived that no `take` has seen yet."""
+        with self._lock:
+            return self._fresh
+
     def take(self) -> T | None:
         """The newest frame (None before the first); repeats are counted."""
         with self._lock:
