@@ -9,6 +9,7 @@ setting can never exist in one place and not the other.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -320,4 +321,5 @@ def run_live(flags: dict[str, Any]) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     log.info("stopped after %d frames: %s", stats.frames, daemon.status_line())
+    log.info("summary %s", json.dumps(daemon.summary()))
     return 0

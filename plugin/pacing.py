@@ -3,7 +3,7 @@
 Audio arrives in blocks of whatever size the device likes; motion frames are
 generated when enough audio is in. Outputs (webcam, OSC, WebSocket) need a
 frame every 1/fps seconds no matter what. `FramePacer` ticks on a fixed
-schedule and `LatestFrame` hands each tick the newest motion frame, repeating
+schedule and `FrameQueue` hands each tick its own motion frame, repeating
 the last one (and counting it) when the generator is late, so output never
 stalls. The clock and sleep are injected so pacing is tested without wall time.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
 
@@ -35,13 +36,14 @@ class FramePacer:
     """Yields ticks at `fps` on a fixed grid; skips slots rather than bursting when far behind."""
 
     def __init__(self, fps: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, start: float | None = None) -> None:
+        """`start` places the grid (default: now), e.g. just after frames are expected to be ready."""
         if fps <= 0:
             raise ValueError("fps must be positive")
         self.period = 1.0 / fps
         self._clock = clock
         self._sleep = sleep
-        self._start = clock()
+        self._start = clock() if start is None else start
         self._index = 0
         self.skipped = 0
 
@@ -62,39 +64,57 @@ class FramePacer:
         return tick
 
 
-class LatestFrame(Generic[T]):
-    """A one-slot mailbox between the generator thread and the output clock.
+class FrameQueue(Generic[T]):
+    """Motion frames in order, handed to the frame clock by index so each tick shows its own frame.
 
-    The producer `put`s frames as they are made; each tick `take`s the newest.
-    When nothing new arrived since the last tick the previous frame is
-    returned again and counted as repeated; frames overwritten before any tick
-    saw them are counted as dropped.
+    Frames become ready on the audio block rhythm (e.g. 10/20/20 ms apart),
+    not on the output's even grid, so "latest frame wins" would show some
+    frames twice and skip others. Instead tick k takes frame k, or the newest
+    frame before it when frame k is late (a repeat, counted); frames passed
+    over unseen are counted as dropped. Thread-safe: one producer, one consumer.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 16) -> None:
         self._lock = threading.Lock()
-        self._latest: T | None = None
-        self._fresh = False
+        self._frames: deque[tuple[int, T]] = deque()
+        self._capacity = capacity
+        self._shown: tuple[int, T] | None = None
         self.repeated = 0
         self.dropped = 0
 
-    def put(self, frame: T) -> None:
+    def put(self, index: int, frame: T) -> None:
         with self._lock:
-            if self._fresh:
+            self._frames.append((index, frame))
+            while len(self._frames) > self._capacity:
+                self._frames.popleft()
                 self.dropped += 1
-            self._latest = frame
-            self._fresh = True
 
-    @property
-    def has_fresh(self) -> bool:
-        """Whether a frame arrived that no `take` has seen yet."""
+    def first_index(self) -> int | None:
+        """The index of the oldest frame waiting (None when empty)."""
         with self._lock:
-            return self._fresh
+            return self._frames[0][0] if self._frames else None
 
-    def take(self) -> T | None:
-        """The newest frame (None before the first); repeats are counted."""
+    def peek(self) -> T | None:
+        """The oldest waiting frame without taking it."""
         with self._lock:
-            if self._latest is not None and not self._fresh:
-                self.repeated += 1
-            self._fresh = False
-            return self._latest
+            return self._frames[0][1] if self._frames else None
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._frames)
+
+    def take(self, index: int) -> T | None:
+        """The newest frame with an index <= `index` (repeating the last shown one if none is new)."""
+        with self._lock:
+            chosen = None
+            while self._frames and self._frames[0][0] <= index:
+                if chosen is not None:
+                    self.dropped += 1
+                chosen = self._frames.popleft()
+            if chosen is None:
+                if self._shown is not None:
+                    self.repeated += 1
+                    return self._shown[1]
+                return None
+            self._shown = chosen
+            return chosen[1]

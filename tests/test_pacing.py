@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from conftest import FakeClock
 
-from facecast.plugin.pacing import FramePacer, LatestFrame
+from facecast.plugin.pacing import FramePacer, FrameQueue
 
 
 
@@ -43,12 +45,43 @@ def test_a_long_stall_reanchors_instead_of_bursting():
     assert following.index == tick.index + 1 and clock.sleeps[-1] > 0
 
 
-def test_late_generator_repeats_the_last_frame_and_counts_it():
-    mailbox: LatestFrame[str] = LatestFrame()
-    assert mailbox.take() is None
-    mailbox.put("a")
-    assert mailbox.take() == "a"
-    assert mailbox.take() == "a" and mailbox.repeated == 1
-    mailbox.put("b")
-    mailbox.put("c")  # two frames between ticks: the older is dropped, the newest wins
-    assert mailbox.take() == "c" and mailbox.dropped == 1 and mailbox.repeated == 1
+def test_each_tick_shows_its_own_frame_even_when_frames_arrive_unevenly():
+    queue: FrameQueue[str] = FrameQueue()
+    assert queue.take(0) is None
+    # frames arrive on the audio-block rhythm: two between ticks 0 and 1, none between 1 and 2
+    queue.put(0, "f0")
+    assert queue.take(0) == "f0"
+    queue.put(1, "f1")
+    queue.put(2, "f2")
+    assert queue.take(1) == "f1"   # not the newer f2: it belongs to the next tick
+    assert queue.take(2) == "f2"
+    assert (queue.repeated, queue.dropped) == (0, 0)
+
+
+def test_late_frames_repeat_and_passed_over_frames_are_dropped():
+    queue: FrameQueue[str] = FrameQueue(capacity=4)
+    queue.put(0, "f0")
+    assert queue.take(0) == "f0"
+    assert queue.take(1) == "f0" and queue.repeated == 1  # the generator is late: repeat, counted
+    queue.put(1, "f1")
+    queue.put(2, "f2")
+    assert queue.take(2) == "f2" and queue.dropped == 1   # f1 came too late to be seen
+    for i in range(3, 10):
+        queue.put(i, f"f{i}")
+    assert queue.pending() == 4 and queue.dropped == 4    # bounded: the oldest go first
+
+
+def test_steady_grid_with_block_quantised_arrivals_never_repeats():
+    """60 fps frames ready on a 10 ms audio-block grid, ticks on a 16.7 ms grid one block later."""
+    queue: FrameQueue[int] = FrameQueue()
+    fps, block = 60, 0.010
+    arrivals = sorted((math.ceil((i / fps) / block) * block, i) for i in range(600))
+    pending = iter(arrivals)
+    upcoming = next(pending)
+    for k in range(590):
+        tick_time = k / fps + block + 0.4 / fps
+        while upcoming is not None and upcoming[0] <= tick_time:
+            queue.put(upcoming[1], upcoming[1])
+            upcoming = next(pending, None)
+        assert queue.take(k) == k
+    assert (queue.repeated, queue.dropped) == (0, 0)

@@ -1,0 +1,117 @@
+"""Live benchmark: the real `facecast live` on an audio file in real time, bridges to loopback receivers.
+
+    python benchmarks/live.py            # 30 and 60 fps at 512², ~1 min
+
+The daemon runs as its own process (so its CPU and memory are its own) with
+VMC, VRChat OSC, the WebSocket motion stream and the overlay's frame stream
+enabled; this script runs the receivers: python-osc servers for VMC and VRChat
+and two websockets clients (JSON motion, binary overlay frames). The virtual
+webcam cannot run here (no v4l2loopback device). Latency is mic-to-frame: from
+the capture time of the newest audio sample a frame used (for a file, when that
+sample was fed in at real-time pace) to the moment the frame is handed to the
+output transports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_server import ThreadingOSCUDPServer
+
+REPO = Path(__file__).resolve().parents[1]
+PORTRAIT = REPO / "samples" / "mona_lisa.jpg"
+SPEECH = REPO / "samples" / "grid_s1_speech.flac"
+
+
+class OscCounter:
+    """A loopback OSC receiver counting messages on one address."""
+
+    def __init__(self, address: str) -> None:
+        self.count = 0
+        dispatcher = Dispatcher()
+        dispatcher.map(address, self._hit)
+        self.server = ThreadingOSCUDPServer(("127.0.0.1", 0), dispatcher)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _hit(self, *_: object) -> None:
+        self.count += 1
+
+
+def ws_reader(url: str, counts: dict, key: str, stop: threading.Event) -> None:
+    """Read a WebSocket stream until told to stop, counting messages."""
+    import websockets.sync.client
+
+    for _ in range(50):
+        try:
+            with websockets.sync.client.connect(url) as ws:
+                while not stop.is_set():
+                    try:
+                        ws.recv(timeout=0.5)
+                        counts[key] += 1
+                    except TimeoutError:
+                        continue
+                return
+        except OSError:
+            time.sleep(0.1)
+
+
+def run(fps: int, size: int) -> dict:
+    vmc, vrchat = OscCounter("/VMC/Ext/OK"), OscCounter("/avatar/parameters/FT/v2/JawOpen")
+    command = [sys.executable, "-m", "facecast.plugin.cli", "live", "--portrait", str(PORTRAIT), "--audio", str(SPEECH),
+               "--once", "--fps", str(fps), "--size", str(size), "--vmc", str(vmc.port), "--vrchat", str(vrchat.port),
+               "--ws", "0", "--log-level", "info"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    counts = {"motion": 0, "frames": 0}  # messages read on ws /motion and ws /frames
+    stop = threading.Event()
+    readers = []
+    summary = None
+    for line in process.stderr:
+        if "serving the overlay at" in line:
+            base = line.split("serving the overlay at ")[1].split("/ ")[0].replace("http", "ws")
+            for key in counts:
+                reader = threading.Thread(target=ws_reader, args=(f"{base}/{key}", counts, key, stop), daemon=True)
+                reader.start()
+                readers.append(reader)
+        if " summary " in line:
+            summary = json.loads(line.split(" summary ", 1)[1])
+    stop.set()
+    process.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if process.returncode != 0 or summary is None:
+        raise SystemExit(f"facecast live failed (exit {process.returncode})")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    vmc.server.shutdown()
+    vrchat.server.shutdown()
+    return {**summary, "cpu_cores": cpu / summary["elapsed_s"], "rss_mib": after.ru_maxrss / 1024,
+            "vmc": vmc.count, "vrchat": vrchat.count, "ws_motion": counts["motion"], "ws_frames": counts["frames"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=512)
+    args = parser.parse_args()
+    results = {fps: run(fps, args.size) for fps in (30, 60)}
+    print(f"\nfacecast live benchmark — {os.cpu_count()} CPU cores, {args.size}², 12 s of speech played in real time, "
+          "outputs: VMC, VRChat OSC, WebSocket motion + overlay frames (loopback receivers)\n")
+    print("| fps | achieved fps | latency p50 | latency p95 | longest gap | repeated | CPU (cores) | peak RSS | "
+          "received: VMC / VRChat / ws motion / ws overlay frames |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for fps, r in results.items():
+        print(f"| {fps} | {r['fps']:.1f} | {r['latency_p50_ms']:.0f} ms | {r['latency_p95_ms']:.0f} ms | "
+              f"{r['max_gap_ms']:.0f} ms | {r['repeated']} | {r['cpu_cores']:.2f} | {r['rss_mib']:.0f} MiB | "
+              f"{r['vmc']} / {r['vrchat']} / {r['ws_motion']} / {r['ws_frames']} of {r['frames']} sent |")
+
+
+if __name__ == "__main__":
+    main()
