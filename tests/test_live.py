@@ -178,3 +178,19 @@ def test_config_init_and_devices_commands(tmp_path):
     assert listing.returncode == 0, listing.stderr
     data = json.loads(listing.stdout)
     assert set(data) == {"audio_inputs", "virtual_cameras"}
+
+
+def test_sigterm_stops_the_daemon_cleanly(sample_portrait, sample_speech):
+    import signal
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "facecast.plugin.cli", "live", "--portrait", str(sample_portrait), "--audio",
+         str(sample_speech), "--size", "256", "--vrchat", "9"], stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        if "live:" in line:
+            break
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    rest = process.stderr.read()
+    assert process.wait(timeout=20) == 0
+    assert "stopped after" in rest and "Traceback" not in rest
