@@ -28,6 +28,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from facecast.models.controls import Controls
 from facecast.models.motion import MotionFrame
 from facecast.plugin.pacing import FramePacer, FrameQueue
 
@@ -120,7 +121,8 @@ class LiveDaemon:
 
     def __init__(self, source: Any, generator: Any, outputs: list[Output], fps: float,
                  render: Callable[[MotionFrame], np.ndarray] | None = None, once: bool = False,
-                 block_s: float = 0.01,
+                 block_s: float = 0.01, controls: Controls | None = None,
+                 load_renderer: Callable[[Path], Callable[[MotionFrame], np.ndarray]] | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.source = source
         self.generator = generator
@@ -128,6 +130,8 @@ class LiveDaemon:
         self.fps = fps
         self.once = once
         self._block_s = block_s  # the audio source's block length
+        self.controls = controls or Controls()
+        self._load_renderer = load_renderer
         self._render = render if any(o.needs_image for o in outputs) else None
         self._clock = clock
         self._sleep = sleep
@@ -165,7 +169,8 @@ class LiveDaemon:
             while not self._stop.is_set():
                 block = self.source.read(timeout=0.1)
                 if block is not None:
-                    for frame in self.generator.push(block.samples, capture_time=block.capture_time):
+                    samples = np.zeros_like(block.samples) if self.controls.muted else block.samples
+                    for frame in self.generator.push(samples, capture_time=block.capture_time):
                         self._queue.put(round(frame.t * self.fps), frame)
                 if self.once and self.source.finished:
                     for frame in self.generator.finish():
@@ -201,15 +206,16 @@ class LiveDaemon:
         next_log = self._clock() + STATUS_LOG_INTERVAL_S
         while not self._stop.is_set():
             tick = pacer.next_tick()
-            frame = self._queue.take(first_index + tick.index)
+            generated = self._queue.take(first_index + tick.index)
+            frame = self.controls.apply(generated) if generated is not None else None
             if frame is None:
                 if self._audio_done.is_set() and self.once:
                     break
                 continue
-            if frame is not last_frame and self._render is not None:
+            fresh = generated is not last_frame
+            if fresh and self._render is not None:
                 image = self._render(frame)
-            fresh = frame is not last_frame
-            last_frame = frame
+            last_frame = generated
             for output in self.outputs:
                 output.send(frame, image if output.output.needs_image else None)
             now = self._clock()
@@ -235,6 +241,28 @@ class LiveDaemon:
             latency = (now - frame.capture_time) * 1000.0
             stats.latencies_ms.append(latency)
             stats.all_latencies_ms.append(latency)
+
+    def on_control(self, command: dict[str, Any]) -> None:
+        """A validated control message (emotion, gaze, distance, mute, portrait); ValueError refuses it."""
+        if command["type"] == "portrait":
+            path = Path(command["path"])
+            if self._load_renderer is None or self._render is None:
+                raise ValueError("no output shows the portrait, so it cannot be swapped")
+            if not path.is_file():
+                raise ValueError(f"portrait not found: {path}")
+            threading.Thread(target=self._swap_portrait, args=(path,), name="facecast-portrait", daemon=True).start()
+            return
+        self.controls.update(command)
+        log.info("control %s applied", command["type"])
+
+    def _swap_portrait(self, path: Path) -> None:
+        """Analyse the new portrait off the frame loop; the old one keeps showing until it is ready."""
+        try:
+            self._render = self._load_renderer(path)
+            log.info("portrait swapped to %s", path)
+        except Exception as exc:  # a bad picture must not stop the stream
+            self.motion_error = f"portrait {path}: {exc}"
+            log.error("portrait swap failed: %s", exc)
 
     def status(self) -> dict[str, Any]:
         """The health report for `/status` and the logs."""

@@ -245,7 +245,19 @@ class VcamOutput:
         self._camera.close()
 
 
-def build_outputs(settings: dict[str, Any]) -> list[Any]:
+class ControlForward:
+    """Lets the WebSocket server start before the daemon exists, then hands control messages to it."""
+
+    def __init__(self) -> None:
+        self.handler: Any = None
+
+    def __call__(self, command: dict[str, Any]) -> None:
+        if self.handler is None:
+            raise ValueError("facecast is still starting")
+        self.handler(command)
+
+
+def build_outputs(settings: dict[str, Any], on_control: ControlForward | None = None) -> list[Any]:
     """The enabled outputs; one that cannot start is a one-line error before anything runs."""
     from facecast.bridge.osc import parse_host_port
 
@@ -270,7 +282,8 @@ def build_outputs(settings: dict[str, Any]) -> list[Any]:
             from facecast.bridge.ws_server import DEFAULT_PORT as WS_PORT
             from facecast.bridge.ws_server import WsServer
 
-            server = WsServer(settings["ws_host"], int(settings["ws"]) if settings["ws"] != "" else WS_PORT)
+            server = WsServer(settings["ws_host"], int(settings["ws"]) if settings["ws"] != "" else WS_PORT,
+                              on_control=on_control)
             server.start()
             outputs.append(WsOutput(server))
             log.info("overlay page %s/overlay (control token %s)", server.url, server.token)
@@ -301,13 +314,19 @@ def run_live(flags: dict[str, Any]) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     validate_size_fps(settings["size"], 30.0)
     source = load_source(Path(settings["audio"]) if settings["audio"] else None, settings["device"])
-    rig = analyze_portrait(settings["portrait"], size=settings["size"])
-    renderer = Renderer(rig, device="auto")
+
+    def load_renderer(path: Path | str) -> Any:
+        return Renderer(analyze_portrait(path, size=settings["size"]), device="auto").render
+
+    render = load_renderer(settings["portrait"])
     generator = RuleMotionGenerator(fps=settings["fps"], seed=settings["seed"])
-    outputs = build_outputs(settings)
+    controls = ControlForward()
+    outputs = build_outputs(settings, controls)
     if not outputs:
         log.warning("no outputs enabled: add --vcam, --vmc, --vrchat, --vts or --ws (running anyway)")
-    daemon = LiveDaemon(source, generator, outputs, settings["fps"], render=renderer.render, once=settings["once"])
+    daemon = LiveDaemon(source, generator, outputs, settings["fps"], render=render, once=settings["once"],
+                        load_renderer=load_renderer)
+    controls.handler = daemon.on_control
     for output in outputs:
         if isinstance(output, WsOutput):
             output.server.set_status_provider(daemon.status)

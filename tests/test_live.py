@@ -194,3 +194,71 @@ def test_sigterm_stops_the_daemon_cleanly(sample_portrait, sample_speech):
     rest = process.stderr.read()
     assert process.wait(timeout=20) == 0
     assert "stopped after" in rest and "Traceback" not in rest
+
+
+def test_control_messages_change_the_live_motion(sample_portrait, sample_speech):
+    """Over ws /control with the run's token: 'happy' shows in the motion stream, 'mute' stops speech."""
+    import websockets.sync.client
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "facecast.plugin.cli", "live", "--portrait", str(sample_portrait), "--audio",
+         str(sample_speech), "--size", "256", "--ws", "0"], stderr=subprocess.PIPE, text=True)
+    try:
+        url = token = None
+        for line in process.stderr:
+            if "overlay page" in line:
+                url = line.split("overlay page ")[1].split("/overlay")[0].replace("http", "ws")
+                token = line.split("control token ")[1].split(")")[0]
+                break
+        assert url and token
+
+        def expressions(seconds: float) -> list[dict]:
+            with websockets.sync.client.connect(url + "/motion") as ws:
+                ws.recv(timeout=5)  # hello
+                end = time.monotonic() + seconds
+                return [json.loads(ws.recv(timeout=2))["frame"]["expressions"] for _ in iter(
+                    lambda: time.monotonic() < end, False)]
+
+        with websockets.sync.client.connect(url + "/control") as control:
+            control.send(json.dumps({"type": "emotion", "preset": "happy", "token": token}))
+            assert json.loads(control.recv(timeout=5))["type"] == "ack"
+            happy = expressions(0.5)
+            assert min(e["mouthSmileLeft"] for e in happy) >= 0.5
+            control.send(json.dumps({"type": "mute", "muted": True, "token": "wrong"}))
+            assert json.loads(control.recv(timeout=5))["type"] == "error"
+            control.send(json.dumps({"type": "mute", "muted": True, "token": token}))
+            assert json.loads(control.recv(timeout=5))["type"] == "ack"
+            time.sleep(0.5)  # let the mouth settle
+            muted = expressions(1.5)  # the sample speaks almost all the time: muted, the jaw stays shut
+            assert max(e["jawOpen"] for e in muted) < 0.1
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_portrait_swap_replaces_the_renderer_and_refuses_missing_files(tmp_path, shared_data):
+    class Picture:
+        name = "picture"
+        needs_image = True
+
+        def __init__(self) -> None:
+            self.images: list = []
+
+        def send(self, frame, image):
+            self.images.append(image)
+
+        def close(self):
+            pass
+
+    new_portrait = tmp_path / "new.png"
+    new_portrait.write_bytes(b"stand-in file: the loader below decides what it shows")
+    picture = Picture()
+    daemon = LiveDaemon(FileSource(shared_data / GRID_CLIP), RuleMotionGenerator(fps=30), [picture], 30,
+                        render=lambda frame: "old", once=True,
+                        load_renderer=lambda path: (lambda frame: "new"))
+    with pytest.raises(ValueError, match="not found"):
+        daemon.on_control({"type": "portrait", "path": str(tmp_path / "missing.png")})
+    swapped = threading.Timer(1.0, daemon.on_control, args=({"type": "portrait", "path": str(new_portrait)},))
+    swapped.start()
+    daemon.run(max_seconds=10)
+    assert picture.images[0] == "old" and picture.images[-1] == "new"
