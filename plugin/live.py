@@ -307,12 +307,12 @@ def run_live(flags: dict[str, Any]) -> int:
     from facecast.models.renderer import Renderer
     from facecast.models.rule_generator import RuleMotionGenerator
     from facecast.plugin.daemon import LiveDaemon, load_source
-    from facecast.plugin.render import validate_size_fps
+    from facecast.plugin.render import validate_size
 
     settings = resolve_settings(flags)
     logging.basicConfig(level=settings["log_level"].upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    validate_size_fps(settings["size"], 30.0)
+    validate_size(settings["size"])
     source = load_source(Path(settings["audio"]) if settings["audio"] else None, settings["device"])
 
     def load_renderer(path: Path | str) -> Any:

@@ -123,22 +123,31 @@ class MonoResampler:
         return np.concatenate(parts).astype(np.float32, copy=False)
 
 
+def decode_with_mono(reader: AudioReader, rate: int = MOTION_SAMPLE_RATE) -> Iterator[tuple[av.AudioFrame | None, np.ndarray]]:
+    """Each decoded frame paired with the same audio as mono float32 at `rate`.
+
+    The resampler's tail comes last, paired with None. Callers that also need
+    the original frames (to mux them) and callers that need only the mono audio
+    share this one loop and its zero-length check (InputError).
+    """
+    resample = MonoResampler(rate)
+    total = 0
+    for frame in reader.frames():
+        block = resample(frame)
+        total += block.size
+        yield frame, block
+    tail = resample(None)
+    if total + tail.size == 0:
+        raise InputError(f"{reader.path} contains no audio samples (zero-length audio)")
+    yield None, tail
+
+
 def iter_mono_blocks(path: str | Path, rate: int = MOTION_SAMPLE_RATE) -> Iterator[np.ndarray]:
     """Mono float32 blocks of a whole file at `rate`; raises InputError if it holds no samples."""
-    total = 0
-    resample = MonoResampler(rate)
     with AudioReader(path) as reader:
-        for frame in reader.frames():
-            block = resample(frame)
-            total += block.size
+        for _, block in decode_with_mono(reader, rate):
             if block.size:
                 yield block
-        tail = resample(None)
-        total += tail.size
-        if tail.size:
-            yield tail
-    if total == 0:
-        raise InputError(f"{Path(path)} contains no audio samples (zero-length audio)")
 
 
 def decode_mono(path: str | Path, rate: int = MOTION_SAMPLE_RATE) -> np.ndarray:

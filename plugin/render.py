@@ -17,7 +17,7 @@ import numpy as np
 
 from facecast.models.errors import InputError
 from facecast.models.motion import MotionFrame, MotionHeader, read_motion, write_motion
-from facecast.plugin.media import AtomicOutput, AudioReader, MonoResampler, Mp4Writer
+from facecast.plugin.media import AtomicOutput, AudioReader, Mp4Writer, decode_with_mono
 
 SUPPORTED_FPS = (25.0, 30.0, 60.0)
 #: Renders longer than this (or of unknown length) write a fragmented MP4 so memory stays flat.
@@ -56,9 +56,12 @@ class RenderReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def validate_size_fps(size: int, fps: float) -> None:
+def validate_size(size: int) -> None:
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise InputError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels (got {size})")
+
+
+def validate_fps(fps: float) -> None:
     if fps not in SUPPORTED_FPS:
         raise InputError(f"--fps must be one of {', '.join(f'{f:g}' for f in SUPPORTED_FPS)} (got {fps:g})")
 
@@ -83,7 +86,8 @@ def render(request: RenderRequest) -> RenderReport:
         if request.fps is not None and request.fps != motion_header.fps:
             raise InputError(f"{request.motion} is at {motion_header.fps:g} fps; leave out --fps or regenerate the motion at {request.fps:g} fps")
     fps = request.fps or (motion_header.fps if motion_header else 25.0)
-    validate_size_fps(request.size, fps)
+    validate_size(request.size)
+    validate_fps(fps)
 
     reader = AudioReader(request.audio) if request.audio is not None else None
     try:
@@ -134,19 +138,12 @@ def _render_from_audio(reader: AudioReader, fps: float, seed: int,
     from facecast.models.rule_generator import RuleMotionGenerator
 
     generator = RuleMotionGenerator(fps=fps, seed=seed)
-    to_mono = MonoResampler(generator.SAMPLE_RATE)
-    samples = 0
-    for audio_frame in reader.frames():
-        block = to_mono(audio_frame)
-        samples += block.size
+    for audio_frame, block in decode_with_mono(reader, generator.SAMPLE_RATE):
         for frame in generator.push(block):
             emit(frame)
-        writer.write_audio(audio_frame)
-    tail = to_mono(None)
-    samples += tail.size
-    if samples == 0:
-        raise InputError(f"{reader.path} contains no audio samples (zero-length audio)")
-    for frame in generator.push(tail) + generator.finish():
+        if audio_frame is not None:
+            writer.write_audio(audio_frame)
+    for frame in generator.finish():
         emit(frame)
 
 
@@ -156,7 +153,7 @@ def generate_motion_file(audio: Path, output: Path, fps: float = 25.0, seed: int
     from facecast.models.rule_generator import generate_motion
     from facecast.plugin.media import iter_mono_blocks
 
-    validate_size_fps(MIN_SIZE, fps)
+    validate_fps(fps)
     AudioReader(audio).close()  # fail on bad audio before creating anything
     with AtomicOutput(output, overwrite) as sink:
         header = MotionHeader(fps=fps, generator="rule", seed=seed, source=audio.name)
