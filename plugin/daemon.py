@@ -18,6 +18,7 @@ influenced the frame to the moment it is handed to the outputs.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import threading
 import time
@@ -36,6 +37,9 @@ log = logging.getLogger("facecast.live")
 
 #: How many recent latency samples the p50/p95 figures cover (10 s at 60 fps).
 LATENCY_WINDOW = 600
+#: Whole-run latencies are counted in 1 ms bins (constant memory however long the daemon runs);
+#: anything slower lands in the last bin.
+LATENCY_HISTOGRAM_MS = 2000
 #: Frames become ready only when the audio block holding their newest sample arrives, so up to one
 #: block after that sample's capture time. The frame clock ticks one block plus this share of a frame
 #: period after each frame's capture time, so a tick never races the frame it should show
@@ -97,14 +101,25 @@ class LiveStats:
     dropped: int = 0
     skipped: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
-    all_latencies_ms: list[float] = field(default_factory=list)
+    latency_histogram: np.ndarray = field(default_factory=lambda: np.zeros(LATENCY_HISTOGRAM_MS, np.int64))
     max_gap_ms: float = 0.0
     started: float = 0.0
     elapsed: float = 0.0
     cpu_seconds: float = 0.0
 
+    def add_latency(self, latency_ms: float) -> None:
+        self.latencies_ms.append(latency_ms)
+        self.latency_histogram[min(max(int(latency_ms), 0), LATENCY_HISTOGRAM_MS - 1)] += 1
+
     def percentile(self, q: float, window: bool = True) -> float | None:
-        values = list(self.latencies_ms) if window else self.all_latencies_ms
+        """Latency percentile of the recent window (exact) or of the whole run (to 1 ms, rounded up)."""
+        if not window:
+            total = int(self.latency_histogram.sum())
+            if total == 0:
+                return None
+            rank = max(1, math.ceil(q / 100.0 * total))
+            return float(np.searchsorted(np.cumsum(self.latency_histogram), rank) + 1)
+        values = list(self.latencies_ms)
         if not values:
             return None
         if len(values) == 1:
@@ -182,23 +197,27 @@ class LiveDaemon:
         finally:
             self._audio_done.set()
 
-    def _grid_start(self) -> float | None:
-        """Wait for the generator's first frame and place the frame clock's grid just after frames are ready."""
+    def _grid_start(self) -> tuple[float, int] | None:
+        """Wait for the generator's first frame; the frame clock's grid starts just after frames are ready.
+
+        Returns the grid's start time and the index of the frame its first tick shows.
+        """
         while not self._stop.is_set():
-            first = self._queue.peek()
-            if first is not None:
+            head = self._queue.peek()
+            if head is not None:
+                first_index, first = head
                 ready = first.capture_time if first.capture_time is not None else self._clock()
-                return ready + self._block_s + PHASE_MARGIN_PERIODS / self.fps
+                return ready + self._block_s + PHASE_MARGIN_PERIODS / self.fps, first_index
             if self._audio_done.is_set():
                 return None
             self._sleep(0.002)
         return None
 
     def _output_loop(self, max_seconds: float | None) -> None:
-        start = self._grid_start()
-        if start is None:
+        grid = self._grid_start()
+        if grid is None:
             return
-        first_index = self._queue.first_index() or 0
+        start, first_index = grid
         pacer = FramePacer(self.fps, clock=self._clock, sleep=self._sleep, start=start)
         last_frame: MotionFrame | None = None
         image: np.ndarray | None = None
@@ -238,9 +257,7 @@ class LiveDaemon:
         if previous is not None:
             stats.max_gap_ms = max(stats.max_gap_ms, (now - previous) * 1000.0)
         if fresh and frame.capture_time is not None:
-            latency = (now - frame.capture_time) * 1000.0
-            stats.latencies_ms.append(latency)
-            stats.all_latencies_ms.append(latency)
+            stats.add_latency((now - frame.capture_time) * 1000.0)
 
     def on_control(self, command: dict[str, Any]) -> None:
         """A validated control message (emotion, gaze, distance, mute, portrait); ValueError refuses it."""

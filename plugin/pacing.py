@@ -89,15 +89,10 @@ class FrameQueue(Generic[T]):
                 self._frames.popleft()
                 self.dropped += 1
 
-    def first_index(self) -> int | None:
-        """The index of the oldest frame waiting (None when empty)."""
+    def peek(self) -> tuple[int, T] | None:
+        """The oldest waiting (index, frame) without taking it."""
         with self._lock:
-            return self._frames[0][0] if self._frames else None
-
-    def peek(self) -> T | None:
-        """The oldest waiting frame without taking it."""
-        with self._lock:
-            return self._frames[0][1] if self._frames else None
+            return self._frames[0] if self._frames else None
 
     def pending(self) -> int:
         with self._lock:
