@@ -21,6 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from facecast.models.errors import FacecastError  # noqa: E402
 
 EXIT_ERROR = 1
+EXIT_NOT_FOUND = 1       # `verify`: no watermark
+EXIT_BAD_INPUT = 2       # `verify`: unreadable file (argparse usage errors also exit 2)
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to render (default: CUDA when present)")
     render.add_argument("--background", default="#ffffff", metavar="#RRGGBB",
                         help="colour behind transparent portraits in the MP4 (default white)")
+    render.add_argument("--badge", nargs="?", const="AI-generated", default=None, metavar="TEXT",
+                        help="show a visible disclosure label (default text: AI-generated); "
+                             "the invisible watermark is always embedded")
     render.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
     render.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     render.set_defaults(handler=_cmd_render)
@@ -101,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--json", action="store_true", help="machine-readable output")
     devices.set_defaults(handler=_cmd_devices)
 
+    verify = commands.add_parser("verify", help="check a video or image for facecast's invisible watermark",
+                                 description="Look for the watermark facecast embeds in everything it generates. "
+                                             "Exit code 0: found, 1: not found, 2: the file cannot be read.")
+    verify.add_argument("file", type=Path, help="a video (MP4, WebM, MKV, ...) or an image (PNG, JPEG, WebP)")
+    verify.add_argument("--seconds", type=float, default=20.0, help="how much of a video to read (default 20)")
+    verify.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    verify.set_defaults(handler=_cmd_verify)
+
     config = commands.add_parser("config", help="write a commented default settings file for `facecast live`")
     config.add_argument("--init", action="store_true", required=True, help="write the default file")
     config.add_argument("--output", "-o", type=Path, default=None,
@@ -127,13 +140,26 @@ def _cmd_render(args: argparse.Namespace) -> int:
         portrait=args.portrait, output=args.output, frames_dir=args.frames, audio=args.audio, motion=args.motion,
         size=args.size, fps=args.fps, seed=args.seed, face_index=args.face_index, landmarks=args.landmarks,
         overwrite=args.overwrite, device=args.device, background=parse_color(args.background),
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=not args.quiet and sys.stderr.isatty(), badge=args.badge,
     ))
     if not args.quiet:
         speed = report.duration / report.seconds if report.seconds > 0 else float("inf")
         print(f"wrote {report.output}: {report.frames} frames, {report.duration:.2f} s of video "
-              f"in {report.seconds:.1f} s ({speed:.1f}x real time)")
+              f"in {report.seconds:.1f} s ({speed:.1f}x real time); watermark run id {report.run_id}")
     return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from facecast.models.errors import InputError
+    from facecast.plugin.verify import verify
+
+    try:
+        report = verify(args.file, max_seconds=args.seconds)
+    except InputError as exc:
+        print(f"facecast: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(report.as_json() if args.json else report.line())
+    return 0 if report.detection.detected else EXIT_NOT_FOUND
 
 
 def _cmd_motion(args: argparse.Namespace) -> int:

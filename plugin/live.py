@@ -39,6 +39,7 @@ class Option:
     default: Any
     help: str
     optional_value: bool = False  # a flag that may be given bare (`--vmc`) or with a value (`--vmc 39540`)
+    metavar: str = "[HOST:]PORT"
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -50,6 +51,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", int, 0, "random seed for blinks, glances and idle motion"),
     Option("once", bool, False, "with --audio: exit when the file has played instead of idling"),
     Option("log_level", str, "info", "debug, info, warning or error"),
+    Option("badge", str, None, "show a visible disclosure label on the avatar (bare flag: AI-generated); "
+           "the invisible watermark is always embedded", optional_value=True, metavar="TEXT"),
     Option("vcam", bool, False, "send the avatar to a virtual webcam (OBS, Discord, Zoom)"),
     Option("vcam_width", int, 1280, "virtual webcam width"),
     Option("vcam_height", int, 720, "virtual webcam height"),
@@ -61,7 +64,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("vrchat_prefix", str, "FT/v2/", "VRChat parameter prefix (VRCFaceTracking v2 names follow it)"),
     Option("vts", bool, False, "drive VTube Studio through its plugin API (approve facecast in VTube Studio once)"),
     Option("ws", int, None, "serve the overlay page, motion stream and /status on this port (bare flag: 39650)",
-           optional_value=True),
+           optional_value=True, metavar="PORT"),
     Option("ws_host", str, "127.0.0.1", "address the WebSocket/HTTP server binds to"),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -102,7 +105,7 @@ def add_live_flags(parser: argparse.ArgumentParser) -> None:
         if option.kind is bool:
             parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=option.help)
         elif option.optional_value:
-            parser.add_argument(flag, nargs="?", const="", default=argparse.SUPPRESS, metavar="[HOST:]PORT",
+            parser.add_argument(flag, nargs="?", const="", default=argparse.SUPPRESS, metavar=option.metavar,
                                 help=option.help)
         else:
             parser.add_argument(flag, type=option.kind, default=argparse.SUPPRESS, help=option.help + default_text)
@@ -304,6 +307,7 @@ def build_outputs(settings: dict[str, Any], on_control: ControlForward | None = 
 def run_live(flags: dict[str, Any]) -> int:
     """`facecast live`: resolve settings, start everything, run until Ctrl-C/SIGTERM (or the file ends with --once)."""
     from facecast.models.portrait import analyze_portrait
+    from facecast.models.provenance import DEFAULT_BADGE, Provenance
     from facecast.models.renderer import Renderer
     from facecast.models.rule_generator import RuleMotionGenerator
     from facecast.plugin.daemon import LiveDaemon, load_source
@@ -315,8 +319,12 @@ def run_live(flags: dict[str, Any]) -> int:
     validate_size(settings["size"])
     source = load_source(Path(settings["audio"]) if settings["audio"] else None, settings["device"])
 
+    badge = settings["badge"]
+    provenance = Provenance(DEFAULT_BADGE if badge == "" else badge)
+
     def load_renderer(path: Path | str) -> Any:
-        return Renderer(analyze_portrait(path, size=settings["size"]), device="auto").render
+        renderer = Renderer(analyze_portrait(path, size=settings["size"]), device="auto")
+        return lambda frame: provenance.apply(renderer.render(frame), frame.t)
 
     render = load_renderer(settings["portrait"])
     generator = RuleMotionGenerator(fps=settings["fps"], seed=settings["seed"])
@@ -331,7 +339,8 @@ def run_live(flags: dict[str, Any]) -> int:
         if isinstance(output, WsOutput):
             output.server.set_status_provider(daemon.status)
     previous = signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
-    log.info("live: %s at %g fps from %s", settings["portrait"], settings["fps"], settings["audio"] or "the microphone")
+    log.info("live: %s at %g fps from %s; watermark run id %s", settings["portrait"], settings["fps"],
+             settings["audio"] or "the microphone", provenance.run_id)
     try:
         stats = daemon.run()
     except KeyboardInterrupt:

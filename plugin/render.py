@@ -43,6 +43,7 @@ class RenderRequest:
     device: str = "auto"
     background: tuple[int, int, int] = (255, 255, 255)  # behind transparent portraits in MP4
     progress: bool = True
+    badge: str | None = None            # visible disclosure text; the invisible watermark is always on
 
 
 @dataclass
@@ -53,6 +54,7 @@ class RenderReport:
     frames: int
     duration: float
     seconds: float
+    run_id: str = ""                     # the watermark's per-run id, for `facecast verify`
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -70,6 +72,7 @@ def render(request: RenderRequest) -> RenderReport:
     """Run the whole offline pipeline; raises FacecastError subclasses for bad input/output."""
     # Imported here so `facecast --help` and the motion command stay fast.
     from facecast.models.portrait import analyze_portrait
+    from facecast.models.provenance import Provenance
     from facecast.models.renderer import Renderer
 
     started = time.perf_counter()
@@ -88,6 +91,7 @@ def render(request: RenderRequest) -> RenderReport:
     fps = request.fps or (motion_header.fps if motion_header else 25.0)
     validate_size(request.size)
     validate_fps(fps)
+    provenance = Provenance(request.badge)
 
     reader = AudioReader(request.audio) if request.audio is not None else None
     try:
@@ -110,7 +114,7 @@ def render(request: RenderRequest) -> RenderReport:
                                   request.background)
             with _progress(expected, request.progress) as bar:
                 def emit(frame: MotionFrame) -> None:
-                    writer.write(renderer.render(frame))
+                    writer.write(provenance.apply(writer.prepare(renderer.render(frame)), frame.t))
                     bar.update(1)
 
                 if motion_frames is not None:
@@ -130,7 +134,7 @@ def render(request: RenderRequest) -> RenderReport:
             reader.close()
     elapsed = time.perf_counter() - started
     return RenderReport(output=sink.final, frames=writer.frames, duration=writer.frames / fps,
-                        seconds=elapsed, stage_seconds=stages)
+                        seconds=elapsed, run_id=provenance.run_id, stage_seconds=stages)
 
 
 def _render_from_audio(reader: AudioReader, fps: float, seed: int,
@@ -165,21 +169,28 @@ def generate_motion_file(audio: Path, output: Path, fps: float = 25.0, seed: int
 class _FrameSink:
     frames: int
 
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """The frame as this sink stores it (before provenance is stamped on it)."""
+        return image
+
     def write(self, image: np.ndarray) -> None: ...
     def write_audio(self, frame: object) -> None: ...
     def close(self) -> None: ...
 
 
 class _Mp4Sink(_FrameSink):
-    """Flattens RGBA over the background colour (MP4 has no alpha) and encodes."""
+    """Flattens RGBA over the background colour (MP4 has no alpha, and the mark must be on what is seen) and encodes."""
 
     def __init__(self, writer: Mp4Writer, background: tuple[int, int, int]) -> None:
         self._writer = writer
         self._background = np.asarray(background, dtype=np.float32)
         self.frames = 0
 
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return flatten_alpha(image, self._background)
+
     def write(self, image: np.ndarray) -> None:
-        self._writer.write_frame(flatten_alpha(image, self._background))
+        self._writer.write_frame(image)
         self.frames += 1
 
     def write_audio(self, frame: object) -> None:

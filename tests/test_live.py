@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
@@ -15,7 +16,9 @@ import pytest
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 
+from facecast.bridge.frame_codec import decode_frame
 from facecast.models.errors import InputError
+from facecast.models.watermark import detect_frames
 from facecast.models.motion import MotionFrame
 from facecast.models.rule_generator import RuleMotionGenerator, generate_motion
 from facecast.plugin.audio_input import FileSource
@@ -107,8 +110,10 @@ def test_facecast_live_feeds_vmc_and_websocket_at_the_frame_rate(tmp_path, sampl
         stderr=subprocess.PIPE, text=True)
     url = None
     motion_messages = 0
+    seen = []
     try:
         for line in process.stderr:
+            seen.append(line)
             if "serving the overlay at" in line:
                 url = line.split("serving the overlay at ")[1].split("/ ")[0]
                 break
@@ -121,6 +126,13 @@ def test_facecast_live_feeds_vmc_and_websocket_at_the_frame_rate(tmp_path, sampl
                 message = json.loads(ws.recv(timeout=2))
                 assert message["type"] == "motion" and "jawOpen" in message["frame"]["expressions"]
                 motion_messages += 1
+        with websockets.sync.client.connect(url.replace("http", "ws") + "/frames") as ws:
+            overlay = []
+            while len(overlay) < 15:
+                data = ws.recv(timeout=2)
+                if isinstance(data, bytes):
+                    header, image = decode_frame(data)
+                    overlay.append((image, header.t))
         rest = process.stderr.read()
         assert process.wait(timeout=30) == 0, rest
     finally:
@@ -130,6 +142,10 @@ def test_facecast_live_feeds_vmc_and_websocket_at_the_frame_rate(tmp_path, sampl
     assert 0.8 * 3.0 * 30 <= counts["ok"] <= 3.0 * 30 + 10   # one VMC frame per tick for the 3 s clip
     assert max(counts["A"]) > 0.2                      # speech opened the mouth
     assert "stopped after" in rest and "Traceback" not in rest
+    # the overlay's frames carry this run's invisible watermark
+    run_id = re.search(r"watermark run id ([0-9a-f]{8})", "".join(seen) + rest).group(1)
+    found = detect_frames(overlay)
+    assert found.detected and found.payload.run_hex == run_id
 
 
 def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
