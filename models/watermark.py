@@ -43,7 +43,7 @@ PAYLOAD_BITS = 64
 #: Fixed key: the chip signs and which cell carries which bit (anyone may detect; this is not a secret).
 KEY = 0xFACECA57
 #: Peak pattern amplitude in grey levels; measured PSNR of marked vs unmarked frames stays >= 40 dB.
-STRENGTH = 3.0
+STRENGTH = 3.6
 #: Supersampling of the smoothed tile the frame pattern is sampled from.
 _TILE_SUPERSAMPLE = 8
 #: Detector resolution: pixels per cell after folding the residual into one tile.
@@ -51,7 +51,7 @@ _DETECT_PX = 2
 #: Period candidates tried around each autocorrelation peak (relative scale steps).
 _REFINE_STEPS = (0.0, -0.003, 0.003, -0.006, 0.006)
 #: Mean |z| of the bit correlations below which nothing is reported, whatever the CRC says.
-MIN_STRENGTH = 2.0
+MIN_STRENGTH = 1.6
 
 
 def _crc16(data: bytes) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import re
@@ -10,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -19,6 +17,8 @@ from facecast.bridge.frame_codec import decode_frame, encode_frame
 from facecast.bridge.vcam import VcamCompositor
 from facecast.models.provenance import Badge, Provenance
 from facecast.models.watermark import Payload, Watermarker, detect_frames
+from facecast.plugin.media import Mp4Writer
+from facecast.plugin.verify import verify
 
 FPS = 25.0
 
@@ -46,24 +46,17 @@ def mark(frames: list[np.ndarray], payload: Payload) -> list[np.ndarray]:
     return [marker.embed(frame.copy(), i / FPS) for i, frame in enumerate(frames)]
 
 
-def h264(frames: list[np.ndarray], crf: int, height: int | None = None) -> list[np.ndarray]:
-    """Encode with libx264 at `crf` (optionally rescaled to `height`) and decode again, all in memory."""
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
-        h, w = frames[0].shape[:2]
-        if height:
-            w, h = int(round(w * height / h / 2)) * 2, height
-        stream = container.add_stream("libx264", rate=int(FPS))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for frame in frames:
-            if frame.shape[:2] != (h, w):
-                frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if h < frame.shape[0] else cv2.INTER_CUBIC)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode(None))
-    buffer.seek(0)
-    with av.open(buffer) as container:
-        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+def reencode(frames: list[np.ndarray], folder: Path, crf: int, height: int | None = None) -> Payload | None:
+    """Re-encode like a platform would (x264 at `crf`, optionally rescaled), then run `facecast verify`'s reader."""
+    if height:
+        method = cv2.INTER_AREA if height < frames[0].shape[0] else cv2.INTER_CUBIC
+        frames = [cv2.resize(f, (height, height), interpolation=method) for f in frames]
+    path = folder / f"reencoded_{crf}_{height}.mp4"
+    writer = Mp4Writer(path, frames[0].shape[0], FPS, crf=crf, preset="medium")
+    for frame in frames:
+        writer.write_frame(np.ascontiguousarray(frame))
+    writer.close()
+    return verify(path).detection.payload
 
 
 def timed(frames: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
@@ -90,7 +83,7 @@ def test_marking_is_invisible_and_leaves_alpha_alone(talking_frames):
     marked = marker.embed(frame.copy(), 0.4)
     mse = np.mean((marked.astype(np.float64) - frame) ** 2)
     assert 10 * np.log10(255 ** 2 / mse) >= 40.0
-    assert np.abs(marked.astype(int) - frame).max() <= 4
+    assert np.abs(marked.astype(int) - frame).max() <= 6
     rgba = np.dstack([frame, np.arange(512 * 512).reshape(512, 512) % 256]).astype(np.uint8)
     alpha = rgba[:, :, 3].copy()
     marker.embed(rgba, 0.4)
@@ -111,18 +104,17 @@ def test_one_marked_frame_is_enough_unmarked_frames_are_not(talking_frames):
 
 
 @pytest.mark.parametrize("crf, height", [(28, None), (35, None), (28, 720), (28, 360)])
-def test_mark_survives_h264_and_rescaling(talking_frames, crf, height):
+def test_mark_survives_h264_and_rescaling(tmp_path, talking_frames, crf, height):
     payload = Payload(run_id=0x1234ABCD)
-    found = detect_frames(timed(h264(mark(talking_frames, payload), crf, height)))
-    assert found.payload == payload
+    assert reencode(mark(talking_frames, payload), tmp_path, crf, height) == payload
 
 
-def test_mark_survives_cropping_and_colour_changes(talking_frames):
+def test_mark_survives_cropping_and_colour_changes(tmp_path, talking_frames):
     payload = Payload(run_id=0x00C0FFEE)
     marked = mark(talking_frames, payload)
     cut = round(0.05 * 512)
     cropped = [frame[cut:-cut, cut:-cut].copy() for frame in marked]
-    assert detect_frames(timed(h264(cropped, 28))).payload == payload
+    assert reencode(cropped, tmp_path, 28) == payload
     lut = np.clip(255.0 * (np.arange(256) / 255.0) ** 0.9 + 0.5, 0, 255).astype(np.uint8)
 
     def screen_capture(frame: np.ndarray) -> np.ndarray:
@@ -130,7 +122,7 @@ def test_mark_survives_cropping_and_colour_changes(talking_frames):
         hsv[:, :, 1] = np.clip(hsv[:, :, 1] * 1.05, 0, 255)
         return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
 
-    assert detect_frames(timed(h264([screen_capture(f) for f in marked], 28))).payload == payload
+    assert reencode([screen_capture(f) for f in marked], tmp_path, 28) == payload
 
 
 def test_live_outputs_keep_the_mark(talking_frames):
