@@ -84,7 +84,8 @@ def default_config_text() -> str:
         value = option.default
         if value is None:
             example = {"portrait": '"me.png"', "audio": '"speech.wav"', "device": '"USB Microphone"',
-                       "vmc": '"127.0.0.1:39539"', "vrchat": '"127.0.0.1:9000"', "ws": "39650"}[option.name]
+                       "vmc": '"127.0.0.1:39539"', "vrchat": '"127.0.0.1:9000"', "ws": "39650",
+                       "badge": '"AI-generated"'}[option.name]
             lines.append(f"# {option.name} = {example}")
         elif isinstance(value, bool):
             lines.append(f"# {option.name} = {'true' if value else 'false'}")
@@ -283,11 +284,14 @@ def build_outputs(settings: dict[str, Any], on_control: ControlForward | None = 
             outputs.append(VtsOutput())
         if settings["ws"] is not None:
             from facecast.bridge.ws_server import DEFAULT_PORT as WS_PORT
-            from facecast.bridge.ws_server import WsServer
+            from facecast.bridge.ws_server import ServerStartError, WsServer
 
             server = WsServer(settings["ws_host"], int(settings["ws"]) if settings["ws"] != "" else WS_PORT,
                               on_control=on_control)
-            server.start()
+            try:
+                server.start()
+            except ServerStartError as exc:  # a port in use is the user's to fix: one line, not an internal error
+                raise InputError(str(exc)) from None
             outputs.append(WsOutput(server))
             log.info("overlay page %s/overlay (control token %s)", server.url, server.token)
         if settings["vcam"]:

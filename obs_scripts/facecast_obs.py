@@ -1,0 +1,1245 @@
+"""facecast for OBS Studio: a control panel (Tools -> Scripts) and a one-click avatar overlay.
+
+Load this file in OBS under Tools -> Scripts. The panel runs `facecast live`
+as a child process (Start/Stop), shows its health, sends emotion presets, and
+adds the talking avatar to the current scene: a Browser Source on the
+daemon's transparent overlay page, or, in an OBS built without the browser
+plugin (Debian's), a Media Source reading the daemon's MJPEG stream.
+
+Rules this file keeps, and why:
+
+* Standard library only, Python 3.8-3.12: OBS loads it into its own Python,
+  not facecast's environment (check with ``vermin -t=3.8- facecast_obs.py``).
+* Never block OBS: the daemon, the microphone listing and every network call
+  run as child processes or non-blocking sockets, advanced by a 100 ms timer.
+* The daemon starts only when the user asks (Start button or hotkey), never
+  merely because the script loaded; it stops on Stop, on script unload and on
+  OBS exit (on Linux also if OBS is killed, through the parent-death signal).
+* Everything that does not need OBS (command line, status text, error
+  extraction, the small HTTP and WebSocket clients) is plain functions and
+  classes, tested without OBS in tests/test_obs_script.py.
+
+Hotkeys (Settings -> Hotkeys, or obs-websocket ``TriggerHotkeyByName``):
+``facecast.start``, ``facecast.stop``, ``facecast.add_overlay`` and
+``facecast.emotion.<preset>`` run the same actions as the panel's buttons.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import json
+import os
+import re
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+try:  # only inside OBS; the rest of this file works (and is tested) without it
+    import obspython as obs  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on where the file is loaded
+    obs = None
+
+# --------------------------------------------------------------------------------------------- constants
+
+DEFAULT_PORT = 39650  # the daemon's default `--ws` port (bridge/ws_server.py)
+HOST = "127.0.0.1"  # the daemon's server binds to loopback only
+FPS_CHOICES = (30, 60)  # `facecast live` accepts only these
+MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 256, 1024, 512
+#: The daemon's emotion presets (bridge/ws_server.py CONTROL_SCHEMA); repeated here because OBS's Python
+#: cannot import facecast.
+EMOTION_PRESETS = ("neutral", "happy", "sad", "angry", "surprised", "fear", "disgusted", "contempt")
+SOURCE_NAME = "facecast overlay"
+BROWSER_SOURCE = "browser_source"
+MEDIA_SOURCE = "ffmpeg_source"
+TICK_MS = 100  # the timer that advances every non-blocking job
+STATUS_EVERY_S = 1.0  # how often a running daemon's /status is asked
+NETWORK_TIMEOUT_S = 2.0  # one /status or control exchange gives up after this
+DEVICES_TIMEOUT_S = 20.0  # `facecast devices --json` (imports PortAudio) gives up after this
+STOP_GRACE_S = 5.0  # SIGTERM, then kill after this
+LOG_TAIL_CHARS = 16384  # the daemon log kept in memory for parsing
+SCENE_FILL = 0.9  # the overlay is scaled down to at most this share of the canvas height
+
+_TOKEN_RE = re.compile(r"control token ([A-Za-z0-9_\-]+)")
+_LOG_LINE_RE = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+): (.*)$")
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+# --------------------------------------------------------------------------------------------- settings
+
+def default_settings() -> Dict[str, Any]:
+    """Every panel setting with its default (OBS stores the user's values in the scene collection)."""
+    return {
+        "facecast_path": "", "portrait": "", "microphone": "", "audio_file": "",
+        "fps": 30, "size": DEFAULT_SIZE, "port": DEFAULT_PORT, "intensity": 0.6,
+        "out_overlay": True, "out_vcam": False, "out_vmc": False, "out_vrchat": False, "out_vts": False,
+    }
+
+
+def find_facecast(configured: str) -> Optional[str]:
+    """The `facecast` executable: the configured path if given (a file, or a name looked up on PATH), else PATH's."""
+    configured = configured.strip()
+    if configured:
+        if os.path.isfile(configured):
+            return configured
+        return shutil.which(configured)
+    return shutil.which("facecast")
+
+
+def build_command(executable: str, settings: Mapping[str, Any]) -> List[str]:
+    """The `facecast live` command line for the panel's settings; ValueError says what is missing.
+
+    Values go as ``--flag=value`` so a file name starting with a dash cannot be read as a flag.
+    """
+    portrait = str(settings.get("portrait") or "").strip()
+    if not portrait:
+        raise ValueError("choose a portrait picture first")
+    fps = int(settings.get("fps") or 30)
+    if fps not in FPS_CHOICES:
+        raise ValueError("fps must be 30 or 60")
+    size = int(settings.get("size") or DEFAULT_SIZE)
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError("size must be %d-%d" % (MIN_SIZE, MAX_SIZE))
+    command = [executable, "live", "--portrait=" + portrait, "--fps=%d" % fps, "--size=%d" % size,
+               "--log-level=info"]
+    audio_file = str(settings.get("audio_file") or "").strip()
+    microphone = str(settings.get("microphone") or "").strip()
+    if audio_file:
+        command.append("--audio=" + audio_file)
+    elif microphone:
+        command.append("--device=" + microphone)
+    if settings.get("out_overlay"):
+        port = int(settings.get("port") or DEFAULT_PORT)
+        if not 1 <= port <= 65535:
+            raise ValueError("port must be 1-65535")
+        command.append("--ws=%d" % port)
+    for key, flag in (("out_vcam", "--vcam"), ("out_vmc", "--vmc"), ("out_vrchat", "--vrchat"), ("out_vts", "--vts")):
+        if settings.get(key):
+            command.append(flag)
+    return command
+
+
+def base_url(port: int) -> str:
+    """The daemon's HTTP base URL for a port."""
+    return "http://%s:%d" % (HOST, port)
+
+
+def overlay_source(browser_available: bool, port: int, size: int, fps: int) -> Tuple[str, Dict[str, Any]]:
+    """The OBS source kind and settings that show the avatar.
+
+    A Browser Source on the overlay page keeps the avatar's alpha (OBS's default
+    CSS makes the page transparent), sized to the avatar. Without the browser
+    plugin, a Media Source reads the MJPEG stream (no alpha): network input,
+    MJPEG over HTTP, no buffering (a live picture, not a video to smooth),
+    reconnecting every second while the daemon is down.
+    """
+    if browser_available:
+        return BROWSER_SOURCE, {
+            "url": base_url(port) + "/overlay", "width": size, "height": size,
+            "fps_custom": True, "fps": fps, "reroute_audio": False, "shutdown": False, "restart_when_active": False,
+        }
+    return MEDIA_SOURCE, {
+        "is_local_file": False, "input": base_url(port) + "/video.mjpeg", "input_format": "mpjpeg",
+        "buffering_mb": 0, "reconnect_delay_sec": 1, "restart_on_activate": False, "close_when_inactive": False,
+        "clear_on_media_end": False, "hw_decode": False, "looping": False, "seekable": False,
+    }
+
+
+def overlay_placement(canvas_width: int, canvas_height: int, size: int, margin: int = 16) -> Tuple[float, float, float]:
+    """Where the overlay goes: (x, y, scale) for the bottom-right corner, scaled down to fit small canvases."""
+    scale = min(1.0, SCENE_FILL * canvas_height / float(size), SCENE_FILL * canvas_width / float(size))
+    shown = size * scale
+    return max(0.0, canvas_width - shown - margin), max(0.0, canvas_height - shown - margin), scale
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+def parse_devices(text: str) -> List[Tuple[str, str]]:
+    """`facecast devices --json` -> [(value for --device, label)], microphones only; [] if unreadable."""
+    try:
+        listing = json.loads(text)
+        inputs = listing["audio_inputs"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    out = []
+    for device in inputs if isinstance(inputs, list) else []:
+        if not isinstance(device, dict) or not device.get("name"):
+            continue
+        name = str(device["name"])
+        details = ", ".join(str(part) for part in (
+            "%s ch" % device["channels"] if device.get("channels") else None, device.get("host_api")) if part)
+        label = name + (" (%s)" % details if details else "") + (" - default" if device.get("is_default") else "")
+        out.append((name, label))
+    return out
+
+
+def parse_log_line(line: str) -> Optional[Tuple[str, str, str]]:
+    """A daemon log line -> (level, logger, message), or None for other lines (tracebacks, final errors)."""
+    match = _LOG_LINE_RE.match(line.strip())
+    return (match.group(1), match.group(2), match.group(3)) if match else None
+
+
+def extract_token(log_text: str) -> Optional[str]:
+    """The control token the daemon logs at start (needed for ws /control)."""
+    found = _TOKEN_RE.findall(log_text)
+    return found[-1] if found else None
+
+
+def extract_error(log_text: str) -> Optional[str]:
+    """The daemon's one-line reason for stopping: its ``facecast: error:`` line, else the last error logged.
+
+    facecast prints user errors (no face, port in use, bad file) as one line
+    on stderr; a crash without one ends in a traceback whose last line is the
+    exception.
+    """
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("facecast: error: "):
+            return line[len("facecast: error: "):]
+        if line.startswith("facecast: internal error: "):
+            return line[len("facecast: "):]
+    for line in reversed(lines):
+        parsed = parse_log_line(line)
+        if parsed is not None and parsed[0] in ("ERROR", "CRITICAL"):
+            return parsed[2]
+    if lines and re.match(r"^[A-Za-z_][\w.]*(Error|Exception)(:|$)", lines[-1]):
+        return lines[-1]  # the last line of a traceback
+    return None
+
+
+def microphone_problem(log_text: str) -> Optional[str]:
+    """The daemon's latest warning about the microphone (it keeps running and retries), if any."""
+    for line in reversed(log_text.splitlines()):
+        parsed = parse_log_line(line)
+        if parsed is None:
+            continue
+        level, _, message = parsed
+        if "microphone" in message and " is back " in message:
+            return None
+        if level == "WARNING" and message.startswith("microphone "):
+            return message.split("; sending silence")[0]
+    return None
+
+
+def _number(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def summarize_status(status: Mapping[str, Any]) -> str:
+    """A /status JSON object -> the panel's one line: frame rate, mic-to-frame latency, audio input state."""
+    parts = []
+    fps = _number(status.get("fps"))
+    parts.append("%.1f fps" % fps if fps is not None else "fps unknown")
+    latency = status.get("latency_ms") if isinstance(status.get("latency_ms"), dict) else {}
+    p50, p95 = _number(latency.get("p50")), _number(latency.get("p95"))
+    if p50 is not None:
+        parts.append("latency %.0f ms" % p50 + (" (p95 %.0f ms)" % p95 if p95 is not None else ""))
+    else:
+        parts.append("latency -")
+    inputs = status.get("inputs") if isinstance(status.get("inputs"), dict) else {}
+    audio = inputs.get("audio") if isinstance(inputs.get("audio"), dict) else {}
+    if audio.get("state"):
+        parts.append("audio %s" % audio["state"])
+    return ", ".join(parts)
+
+
+def status_problem(status: Mapping[str, Any]) -> Optional[str]:
+    """What is wrong in a running daemon's /status (no microphone, a failing output), or None."""
+    inputs = status.get("inputs") if isinstance(status.get("inputs"), dict) else {}
+    audio = inputs.get("audio") if isinstance(inputs.get("audio"), dict) else {}
+    if audio.get("state") in ("lost", "reopening"):
+        return "no microphone (%s)" % (audio.get("device") or "default input")
+    error = status.get("last_error")
+    return str(error) if error else None
+
+
+def format_status_line(state: str, status: Optional[Mapping[str, Any]] = None, error: Optional[str] = None,
+                       problem: Optional[str] = None, overlay: bool = True) -> str:
+    """The panel's status line for a daemon state ('stopped', 'starting', 'running', 'stopping', 'failed')."""
+    if state == "failed":
+        return "Error: " + (error or "facecast stopped unexpectedly")
+    if state == "stopped":
+        return "Stopped." + (" Last error: " + error if error else " Press Start.")
+    if state == "stopping":
+        return "Stopping..."
+    if state == "starting":
+        return "Starting facecast (analysing the portrait)..."
+    line = "Running"
+    if status is not None:
+        line += ": " + summarize_status(status)
+    elif not overlay:
+        line += " (enable the Overlay output to see fps and latency)"
+    if problem:
+        line += ". Warning: " + problem
+    return line
+
+
+# --------------------------------------------------------------------------------------------- non-blocking network
+
+class _Exchange:
+    """One request/answer over a non-blocking TCP socket, advanced by `poll()` from OBS's timer.
+
+    `poll()` never waits: it does what the socket allows right now and returns
+    True once `result` or `error` is set. Subclasses say what to send and when
+    the answer is complete.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float = NETWORK_TIMEOUT_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.host, self.port = host, port
+        self.result: Any = None
+        self.error: Optional[str] = None
+        self.done = False
+        self._clock = clock
+        self._deadline = clock() + timeout
+        self._out = b""
+        self._in = b""
+        self._connected = False
+        self._eof = False
+        self._sock: Optional[socket.socket] = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setblocking(False)
+        code = self._sock.connect_ex((host, port))
+        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY, getattr(errno, "WSAEWOULDBLOCK", -1)):
+            self._finish(error=self._refused(code))
+
+    def _refused(self, code: int) -> str:
+        if code == errno.ECONNREFUSED or code == getattr(errno, "WSAECONNREFUSED", -1):
+            return "nothing listens on %s:%d" % (self.host, self.port)
+        return "cannot connect to %s:%d: %s" % (self.host, self.port, os.strerror(code) if code > 0 else code)
+
+    def _finish(self, result: Any = None, error: Optional[str] = None) -> None:
+        self.result, self.error, self.done = result, error, True
+        self.close()
+
+    def close(self) -> None:
+        """Drop the connection (also when abandoning an exchange)."""
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None
+
+    def poll(self) -> bool:
+        """Advance without blocking; True when finished (see `result` and `error`)."""
+        if self.done:
+            return True
+        if self._clock() > self._deadline:
+            self._finish(error="no answer from %s:%d" % (self.host, self.port))
+            return True
+        sock = self._sock
+        assert sock is not None
+        try:
+            readable, writable, failed = select.select([sock], [sock] if (self._out or not self._connected) else [],
+                                                       [sock], 0)
+            if failed:
+                self._finish(error=self._refused(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or errno.ECONNREFUSED))
+                return True
+            if not self._connected and (writable or readable):
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code:
+                    self._finish(error=self._refused(code))
+                    return True
+                self._connected = True
+                self._out += self.opening()
+            if self._connected and self._out and (writable or select.select([], [sock], [], 0)[1]):
+                sent = sock.send(self._out)
+                self._out = self._out[sent:]
+            if readable and self._connected:
+                while True:
+                    try:
+                        chunk = sock.recv(65536)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    if not chunk:
+                        self._eof = True
+                        break
+                    self._in += chunk
+        except OSError as exc:
+            self._finish(error="connection to %s:%d failed: %s" % (self.host, self.port, exc.strerror or exc))
+            return True
+        if self._connected:
+            self.received(self._eof)
+        if not self.done and self._eof:
+            self._finish(error="%s:%d closed the connection early" % (self.host, self.port))
+        return self.done
+
+    def send(self, data: bytes) -> None:
+        self._out += data
+
+    def opening(self) -> bytes:
+        """The bytes to send once connected."""
+        raise NotImplementedError
+
+    def received(self, eof: bool) -> None:
+        """Look at `self._in`; call `_finish` when the answer is complete."""
+        raise NotImplementedError
+
+
+def parse_http_response(data: bytes, close_delimited: bool = False) -> Optional[Tuple[int, bytes]]:
+    """(status code, body) once `data` holds a whole HTTP/1.1 answer; None while incomplete.
+
+    `close_delimited`: the connection has closed, so a body without Content-Length is complete.
+    """
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    try:
+        code = int(lines[0].split()[1])
+    except (IndexError, ValueError):
+        raise ValueError("not an HTTP answer: %r" % lines[0][:80])
+    length = None
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    if length is None:
+        return (code, body) if close_delimited else None
+    if len(body) < length:
+        return None
+    return code, body[:length]
+
+
+class HttpGet(_Exchange):
+    """GET a path; `result` = (status code, body bytes)."""
+
+    def __init__(self, host: str, port: int, path: str, **kwargs: Any) -> None:
+        self.path = path
+        super().__init__(host, port, **kwargs)
+
+    def opening(self) -> bytes:
+        return ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+                % (self.path, self.host, self.port)).encode("ascii")
+
+    def received(self, eof: bool) -> None:
+        try:
+            answer = parse_http_response(self._in)
+        except ValueError as exc:
+            self._finish(error=str(exc))
+            return
+        if answer is None and eof:  # no Content-Length: the body ends with the connection
+            try:
+                answer = parse_http_response(self._in, close_delimited=True)
+            except ValueError as exc:
+                self._finish(error=str(exc))
+                return
+        if answer is not None:
+            self._finish(result=answer)
+
+
+def websocket_accept(key: str) -> str:
+    """The Sec-WebSocket-Accept value a server must answer to `key` (RFC 6455 section 4.2.2)."""
+    return base64.b64encode(hashlib.sha1((key + _WS_GUID).encode("ascii")).digest()).decode("ascii")
+
+
+def encode_ws_frame(payload: bytes, opcode: int = 0x1, mask: Optional[bytes] = None) -> bytes:
+    """One final, masked client frame (clients must mask, RFC 6455 section 5.3)."""
+    mask = os.urandom(4) if mask is None else mask
+    length = len(payload)
+    if length < 126:
+        header = bytes([0x80 | opcode, 0x80 | length])
+    elif length < 65536:
+        header = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        header = bytes([0x80 | opcode, 0x80 | 127]) + length.to_bytes(8, "big")
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return header + mask + masked
+
+
+def decode_ws_frame(data: bytes) -> Optional[Tuple[int, bytes, int]]:
+    """(opcode, payload, bytes used) for the first whole frame in `data`, or None while incomplete."""
+    if len(data) < 2:
+        return None
+    opcode = data[0] & 0x0F
+    masked = data[1] & 0x80
+    length = data[1] & 0x7F
+    offset = 2
+    if length == 126:
+        if len(data) < 4:
+            return None
+        length, offset = int.from_bytes(data[2:4], "big"), 4
+    elif length == 127:
+        if len(data) < 10:
+            return None
+        length, offset = int.from_bytes(data[2:10], "big"), 10
+    key = b""
+    if masked:
+        if len(data) < offset + 4:
+            return None
+        key, offset = data[offset:offset + 4], offset + 4
+    if len(data) < offset + length:
+        return None
+    payload = data[offset:offset + length]
+    if masked:
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return opcode, payload, offset + length
+
+
+class ControlMessage(_Exchange):
+    """Send one JSON command on ws /control and read its answer; `result` = the answer as a dict.
+
+    A client that is not a web page sends no Origin header, which the daemon
+    accepts; the command itself carries the run's token.
+    """
+
+    def __init__(self, host: str, port: int, message: Mapping[str, Any], **kwargs: Any) -> None:
+        self._message = json.dumps(dict(message)).encode("utf-8")
+        self._key = base64.b64encode(os.urandom(16)).decode("ascii")
+        self._upgraded = False
+        super().__init__(host, port, **kwargs)
+
+    def opening(self) -> bytes:
+        return ("GET /control HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                % (self.host, self.port, self._key)).encode("ascii")
+
+    def received(self, eof: bool) -> None:
+        if not self._upgraded:
+            head, sep, rest = self._in.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {name.strip().lower(): value.strip()
+                       for name, _, value in (line.partition(":") for line in lines[1:])}
+            if " 101 " not in lines[0] + " ":
+                body = rest.decode("utf-8", "replace").strip()
+                self._finish(error="control refused: %s%s" % (lines[0], (" (%s)" % body) if body else ""))
+                return
+            if headers.get("sec-websocket-accept") != websocket_accept(self._key):
+                self._finish(error="control refused: bad WebSocket handshake")
+                return
+            self._upgraded = True
+            self._in = rest
+            self.send(encode_ws_frame(self._message))
+        while True:
+            frame = decode_ws_frame(self._in)
+            if frame is None:
+                return
+            opcode, payload, used = frame
+            self._in = self._in[used:]
+            if opcode == 0x1:
+                try:
+                    answer = json.loads(payload.decode("utf-8"))
+                except ValueError:
+                    self._finish(error="control: answer is not JSON")
+                    return
+                self._finish(result=answer)
+                return
+            if opcode == 0x8:
+                self._finish(error="control: the daemon closed the connection")
+                return
+            # pings (0x9) and anything else: wait for the text answer
+
+
+def control_outcome(exchange: _Exchange) -> Optional[str]:
+    """None when the daemon acknowledged a control command, else the one-line reason it was not applied."""
+    if exchange.error:
+        return exchange.error
+    answer = exchange.result if isinstance(exchange.result, dict) else {}
+    if answer.get("type") == "ack":
+        return None
+    return str(answer.get("message") or "unexpected answer %r" % (answer,))
+
+
+# --------------------------------------------------------------------------------------------- child processes
+
+def launch_prefix(platform: str = sys.platform, which: Callable[[str], Optional[str]] = shutil.which) -> List[str]:
+    """On Linux, ``setpriv --pdeathsig TERM --``: the kernel stops the daemon if OBS dies without unloading
+    scripts (killed, crashed; OBS 29 exits on SIGTERM without cleanup).
+
+    setpriv (util-linux) sets the signal and execs facecast in the same
+    process, so no Python code runs between fork and exec. The signal follows
+    the thread that started the child, which is why the daemon is started
+    only from OBS's UI thread or its long-lived timer thread. Elsewhere: none.
+    """
+    if platform.startswith("linux"):
+        setpriv = which("setpriv")
+        if setpriv:
+            return [setpriv, "--pdeathsig", "TERM", "--"]
+    return []
+
+
+def _spawn(command: Sequence[str], log_path: str) -> subprocess.Popen:
+    """Start `command` with stdout and stderr appended to `log_path`, no console window, no stdin."""
+    kwargs: Dict[str, Any] = {}
+    if sys.platform == "win32":
+        kwargs["creationflags"] = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(launch_prefix() + list(command), stdin=subprocess.DEVNULL, stdout=log_file,
+                                stderr=subprocess.STDOUT, env=env, **kwargs)
+
+
+class DaemonController:
+    """Runs one `facecast live` child and follows its log; `poll()` (from the timer) never blocks.
+
+    States: 'stopped' -> 'starting' (launched, portrait being analysed) ->
+    'running' (the daemon logged its start or answered /status) ->
+    'stopping' -> 'stopped'; 'failed' when it exits on its own, with
+    `error` holding the daemon's one-line message.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.state = "stopped"
+        self.error: Optional[str] = None
+        self.token: Optional[str] = None
+        self.log_path: Optional[str] = None
+        self.log_tail = ""
+        self.command: List[str] = []
+        self.process: Optional[subprocess.Popen] = None
+        self._clock = clock
+        self._log_offset = 0
+        self._stop_deadline: Optional[float] = None
+        self._lock = threading.RLock()  # buttons (UI thread), hotkeys and the timer all call in
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, command: Sequence[str]) -> Optional[str]:
+        """Launch the daemon; returns an error line (and sets state 'failed') if it cannot even start."""
+        with self._lock:
+            if self.alive:
+                return None
+            self._remove_log()
+            handle, path = tempfile.mkstemp(prefix="facecast-obs-", suffix=".log")  # private: the log holds the token
+            os.close(handle)
+            self.log_path, self.log_tail, self._log_offset = path, "", 0
+            self.token, self.error, self.command = None, None, list(command)
+            if shutil.which(command[0]) is None:  # say so now, not as the launcher's exit code
+                self.state = "failed"
+                self.error = "cannot run %s: no such executable file" % command[0]
+                return self.error
+            try:
+                self.process = _spawn(command, path)
+            except OSError as exc:
+                self.process = None
+                self.state = "failed"
+                self.error = "cannot run %s: %s" % (command[0], exc.strerror or exc)
+                return self.error
+            self.state = "starting"
+            self._stop_deadline = None
+            return None
+
+    def stop(self, wait: float = 0.0) -> None:
+        """Ask the daemon to stop (SIGTERM: it closes its outputs); `wait` > 0 blocks up to that long, then kills.
+
+        The wait happens outside the lock, so the timer is never held up by it.
+        """
+        with self._lock:
+            process = self.process
+            if process is None or process.poll() is not None:
+                self._reap()
+                return
+            if self.state != "stopping":
+                try:
+                    process.terminate()
+                except OSError:
+                    pass
+                self.state = "stopping"
+                self._stop_deadline = self._clock() + STOP_GRACE_S
+        if wait <= 0:
+            return
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            try:
+                process.wait(1.0)
+            except subprocess.TimeoutExpired:
+                pass
+        with self._lock:
+            if self.process is process:
+                self._reap()
+
+    def poll(self) -> None:
+        """Read new log lines and notice an exit; kill a daemon that ignored SIGTERM for `STOP_GRACE_S`."""
+        with self._lock:
+            self._read_log()
+            process = self.process
+            if process is None:
+                return
+            if process.poll() is not None:
+                self._reap()
+                return
+            if self.state == "stopping" and self._stop_deadline is not None and self._clock() > self._stop_deadline:
+                process.kill()
+            if self.state == "starting" and (self.token is not None or " facecast.live: live: " in self.log_tail):
+                self.state = "running"
+
+    def mark_running(self) -> None:
+        """The daemon answered /status."""
+        with self._lock:
+            if self.state == "starting" and self.alive:
+                self.state = "running"
+
+    def _reap(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        self._read_log()
+        code = process.poll()
+        if self.state == "stopping" or code == 0:
+            self.state = "stopped"
+        else:
+            self.state = "failed"
+            self.error = extract_error(self.log_tail) or "facecast exited with code %s" % code
+
+    def _read_log(self) -> None:
+        if not self.log_path:
+            return
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(self._log_offset)
+                data = handle.read(1 << 20)
+        except OSError:
+            return
+        if not data:
+            return
+        self._log_offset += len(data)
+        self.log_tail = (self.log_tail + data.decode("utf-8", "replace"))[-LOG_TAIL_CHARS:]
+        token = extract_token(self.log_tail)
+        if token:
+            self.token = token
+
+    def _remove_log(self) -> None:
+        if self.log_path:
+            try:
+                os.remove(self.log_path)
+            except OSError:
+                pass
+            self.log_path = None
+
+    def shutdown(self) -> None:
+        """Stop for good (script unload, OBS exit): wait briefly, kill if needed, delete the log."""
+        self.stop(wait=3.0)
+        with self._lock:
+            self._remove_log()
+
+
+class DeviceLister:
+    """`facecast devices --json` in the background; `poll()` returns the microphones once it finished."""
+
+    def __init__(self, executable: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._deadline = clock() + DEVICES_TIMEOUT_S
+        handle, self._path = tempfile.mkstemp(prefix="facecast-obs-devices-", suffix=".json")
+        os.close(handle)
+        self.error: Optional[str] = None
+        self.process: Optional[subprocess.Popen] = None
+        try:
+            kwargs: Dict[str, Any] = {}
+            if sys.platform == "win32":
+                kwargs["creationflags"] = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+            with open(self._path, "wb") as out:
+                self.process = subprocess.Popen([executable, "devices", "--json"], stdin=subprocess.DEVNULL,
+                                                stdout=out, stderr=subprocess.DEVNULL, **kwargs)
+        except OSError as exc:
+            self.error = "cannot run %s: %s" % (executable, exc.strerror or exc)
+            self._cleanup()
+
+    def poll(self) -> Optional[List[Tuple[str, str]]]:
+        """None while running; then the microphones ([] with `error` set if the listing failed)."""
+        process = self.process
+        if process is None:
+            return []
+        if process.poll() is None:
+            if self._clock() < self._deadline:
+                return None
+            process.kill()
+            process.wait()
+            self.error = "listing microphones timed out"
+        try:
+            with open(self._path, "r", encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError:
+            text = ""
+        self.process = None
+        self._cleanup()
+        devices = parse_devices(text)
+        if not devices and not self.error and process.returncode != 0:
+            self.error = "`facecast devices` failed (exit code %s)" % process.returncode
+        return devices
+
+    def cancel(self) -> None:
+        """Kill the listing (script unload)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        try:
+            os.remove(self._path)
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------------------------- the panel's state
+
+class Panel:
+    """Everything the OBS glue below does, kept apart from `obspython` so it is easy to follow and test.
+
+    `settings` is a plain dict mirror of the OBS settings; `tick()` advances
+    the daemon, the /status poll, control messages and the microphone listing.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings: Dict[str, Any] = default_settings()
+        self.daemon = DaemonController(clock=clock)
+        self.microphones: Optional[List[Tuple[str, str]]] = None  # None: not listed yet
+        self.microphone_error: Optional[str] = None
+        self.last_status: Optional[Dict[str, Any]] = None
+        self.notice: Optional[str] = None  # the outcome of the last button (emotion refused, overlay added...)
+        self._clock = clock
+        self._lister: Optional[DeviceLister] = None
+        self._status_request: Optional[HttpGet] = None
+        self._next_status = 0.0
+        self._controls: List[ControlMessage] = []
+        self._port = DEFAULT_PORT  # the port the running daemon serves on (settings may change meanwhile)
+        self._lock = threading.RLock()
+
+    # ---- actions
+
+    def executable(self) -> Optional[str]:
+        return find_facecast(str(self.settings.get("facecast_path") or ""))
+
+    def start(self) -> str:
+        """Start the daemon with the current settings; returns the line to show."""
+        with self._lock:
+            if self.daemon.alive:
+                return "facecast is already running"
+            executable = self.executable()
+            if executable is None:
+                self.daemon.state, self.daemon.error = "failed", (
+                    "facecast executable not found: set 'facecast executable' (e.g. the facecast file in your "
+                    "virtual environment's bin or Scripts folder)")
+                return self.daemon.error
+            try:
+                command = build_command(executable, self.settings)
+            except ValueError as exc:
+                self.daemon.state, self.daemon.error = "failed", str(exc)
+                return str(exc)
+            self._port = int(self.settings.get("port") or DEFAULT_PORT)
+            self.last_status = None
+            self.notice = None
+            error = self.daemon.start(command)
+            return error or "starting: " + " ".join(command[1:])
+
+    def stop(self) -> str:
+        with self._lock:
+            self.daemon.stop()
+            self._drop_requests()
+            return "stopping facecast"
+
+    def emotion(self, preset: str) -> str:
+        """Queue an emotion preset for the running daemon (sent over ws /control by the timer)."""
+        with self._lock:
+            if preset not in EMOTION_PRESETS:
+                return "unknown emotion %r" % preset
+            if not self.daemon.alive or not self.settings.get("out_overlay"):
+                self.notice = "emotions need a running facecast with the Overlay output on"
+                return self.notice
+            if self.daemon.token is None:
+                self.notice = "facecast is still starting; try again in a moment"
+                return self.notice
+            intensity = min(1.0, max(0.0, float(self.settings.get("intensity") or 0.0)))
+            message = {"type": "emotion", "preset": preset, "intensity": round(intensity, 3),
+                       "token": self.daemon.token}
+            self._controls.append(ControlMessage(HOST, self._port, message, clock=self._clock))
+            self.notice = "emotion %s sent" % preset
+            return self.notice
+
+    def list_microphones(self) -> None:
+        """Start (again) listing microphones in the background."""
+        with self._lock:
+            executable = self.executable()
+            if executable is None:
+                self.microphones, self.microphone_error = [], "facecast executable not found"
+                return
+            if self._lister is None:
+                self._lister = DeviceLister(executable, clock=self._clock)
+
+    # ---- the timer
+
+    def tick(self) -> None:
+        """Advance every background job by what is possible now (called every `TICK_MS`)."""
+        with self._lock:
+            self.daemon.poll()
+            if self._lister is not None:
+                devices = self._lister.poll()
+                if devices is not None:
+                    self.microphones, self.microphone_error = devices, self._lister.error
+                    self._lister = None
+            self._poll_status()
+            for exchange in list(self._controls):
+                if exchange.poll():
+                    self._controls.remove(exchange)
+                    problem = control_outcome(exchange)
+                    if problem is not None:
+                        self.notice = "control refused: " + problem
+
+    def _poll_status(self) -> None:
+        if not self.daemon.alive or not self.settings.get("out_overlay"):
+            self._drop_requests(controls=False)
+            if not self.daemon.alive:
+                self.last_status = None
+            return
+        request = self._status_request
+        if request is None:
+            if self._clock() >= self._next_status:
+                self._status_request = HttpGet(HOST, self._port, "/status", clock=self._clock)
+                self._next_status = self._clock() + STATUS_EVERY_S
+            return
+        if not request.poll():
+            return
+        self._status_request = None
+        if request.error is None and request.result[0] == 200:
+            try:
+                status = json.loads(request.result[1].decode("utf-8"))
+            except ValueError:
+                return
+            if isinstance(status, dict):
+                self.last_status = status
+                self.daemon.mark_running()
+
+    def _drop_requests(self, controls: bool = True) -> None:
+        if self._status_request is not None:
+            self._status_request.close()
+            self._status_request = None
+        if controls:
+            for exchange in self._controls:
+                exchange.close()
+            self._controls = []
+
+    def status_line(self) -> str:
+        """The text the panel shows now."""
+        with self._lock:
+            daemon = self.daemon
+            problem = None
+            if daemon.state == "running":
+                problem = microphone_problem(daemon.log_tail) or (
+                    status_problem(self.last_status) if self.last_status is not None else None)
+            line = format_status_line(daemon.state, self.last_status, daemon.error, problem,
+                                      bool(self.settings.get("out_overlay")))
+            if self.notice and daemon.state == "running":
+                line += " (" + self.notice + ")"
+            return line
+
+    def shutdown(self) -> None:
+        """Stop everything this panel started (script unload, OBS exit)."""
+        with self._lock:
+            self._drop_requests()
+            lister, self._lister = self._lister, None
+        self.daemon.shutdown()
+        if lister is not None:
+            lister.cancel()
+
+
+# ============================================================================================= OBS glue
+# Everything below runs only inside OBS. Threads: button callbacks and script_properties run on OBS's
+# UI thread, the timer on its graphics thread, hotkeys wherever OBS (or obs-websocket) triggers them.
+# Hotkeys therefore only queue their action for the timer, which keeps child processes tied to one
+# long-lived thread; the status text is written into the OBS settings only on the UI thread (obs_data
+# has no lock, and the panel reads it there), right before the panel is drawn.
+
+PANEL = Panel()
+_obs_settings: Any = None  # the script's obs_data_t (owned by OBS); the panel's status field reads "status"
+_hotkeys: Dict[str, int] = {}
+_queued: List[Callable[[], Any]] = []
+_queue_lock = threading.Lock()
+_logged_key: Tuple[str, str] = ("", "")
+_was_running = False
+
+
+def _log(message: str, warning: bool = False) -> None:
+    """One line in OBS's script log and OBS's log file (a warning also opens the Script Log window)."""
+    if obs is not None:
+        obs.script_log(obs.LOG_WARNING if warning else obs.LOG_INFO, message)
+    else:
+        print(message)
+
+
+def _read_settings(settings: Any) -> Dict[str, Any]:
+    """The OBS settings object -> a plain dict of this script's settings."""
+    values: Dict[str, Any] = {}
+    for key, default in default_settings().items():
+        if isinstance(default, bool):
+            values[key] = obs.obs_data_get_bool(settings, key)
+        elif isinstance(default, int):
+            values[key] = obs.obs_data_get_int(settings, key)
+        elif isinstance(default, float):
+            values[key] = obs.obs_data_get_double(settings, key)
+        else:
+            values[key] = obs.obs_data_get_string(settings, key)
+    return values
+
+
+def log_key(line: str) -> Tuple[str, str]:
+    """What makes a status line worth a log line: its state word and any warning (not every fps change)."""
+    word = re.split(r"[ :.(]", line, maxsplit=1)[0]
+    return (word, line) if word == "Error" else (word, line.partition(". Warning: ")[2])
+
+
+def _log_status() -> None:
+    """Log the status line when its state or warning changed (the script log is the panel's history)."""
+    global _logged_key
+    line = PANEL.status_line()
+    key = log_key(line)
+    if key != _logged_key:
+        _logged_key = key
+        _log("facecast: " + line, warning=key[0] == "Error")
+
+
+def _write_status() -> None:
+    """Put the current status line where the panel shows it. UI thread only."""
+    if _obs_settings is not None:
+        obs.obs_data_set_string(_obs_settings, "status", PANEL.status_line())
+
+
+def _tick() -> None:
+    """Every TICK_MS on OBS's graphics thread: queued hotkey actions, then every non-blocking job."""
+    global _was_running
+    with _queue_lock:
+        actions = list(_queued)
+        del _queued[:]
+    for action in actions:
+        action()
+    PANEL.tick()
+    running = PANEL.daemon.state == "running"
+    if running and not _was_running:
+        _reopen_media_source()
+    _was_running = running
+    _log_status()
+
+
+def _reopen_media_source() -> None:
+    """Make the Media Source connect now that the daemon serves its stream.
+
+    OBS 29's Media Source retries a network input every few seconds, but when
+    the connection is refused at once its retry can stop for good (the failure
+    is reported before the source records that it opened the input). Updating
+    the source reopens it, as pressing OK in its properties would.
+    """
+    source = obs.obs_get_source_by_name(SOURCE_NAME)
+    if source is None:
+        return
+    if obs.obs_source_get_unversioned_id(source) == MEDIA_SOURCE:
+        nothing_new = obs.obs_data_create()
+        obs.obs_source_update(source, nothing_new)
+        obs.obs_data_release(nothing_new)
+    obs.obs_source_release(source)
+
+
+def _queue(action: Callable[[], Any]) -> Callable[[bool], None]:
+    """A hotkey callback that leaves `action` to the timer."""
+    def on_hotkey(pressed: bool) -> None:
+        if pressed:
+            with _queue_lock:
+                _queued.append(action)
+    return on_hotkey
+
+
+def _do_start() -> None:
+    _log("facecast: " + PANEL.start())
+    _log_status()
+
+
+def _do_stop() -> None:
+    _log("facecast: " + PANEL.stop())
+    _log_status()
+
+
+def add_overlay() -> str:
+    """Create (or update) the facecast source and put it in the current scene, sized to the avatar."""
+    settings = PANEL.settings
+    if not settings.get("out_overlay"):
+        return "turn the Overlay output on first (the source reads the daemon's local server)"
+    port = int(settings.get("port") or DEFAULT_PORT)
+    size, fps = int(settings.get("size") or DEFAULT_SIZE), int(settings.get("fps") or 30)
+    browser = obs.obs_source_get_display_name(BROWSER_SOURCE) is not None
+    kind, values = overlay_source(browser, port, size, fps)
+    source = obs.obs_get_source_by_name(SOURCE_NAME)
+    if source is not None and obs.obs_source_get_unversioned_id(source) != kind:
+        obs.obs_source_release(source)
+        return "a source named %r of another kind exists: rename or remove it" % SOURCE_NAME
+    data = obs.obs_data_create_from_json(json.dumps(values))
+    if source is None:
+        source = obs.obs_source_create(kind, SOURCE_NAME, data, None)
+    else:
+        current = obs.obs_source_get_settings(source)
+        address = "url" if kind == BROWSER_SOURCE else "input"
+        if obs.obs_data_get_string(current, address) != values[address]:  # the port changed
+            obs.obs_source_update(source, data)
+        obs.obs_data_release(current)
+    obs.obs_data_release(data)
+    scene_source = obs.obs_frontend_get_current_scene()
+    scene = obs.obs_scene_from_source(scene_source)
+    if obs.obs_scene_find_source(scene, SOURCE_NAME) is None:
+        item = obs.obs_scene_add(scene, source)
+        video = obs.obs_video_info()
+        obs.obs_get_video_info(video)
+        x, y, scale = overlay_placement(video.base_width, video.base_height, size)
+        position, factor = obs.vec2(), obs.vec2()
+        position.x, position.y = x, y
+        factor.x = factor.y = scale
+        obs.obs_sceneitem_set_pos(item, position)
+        obs.obs_sceneitem_set_scale(item, factor)
+    obs.obs_source_release(scene_source)
+    obs.obs_source_release(source)
+    how = "Browser Source (transparent)" if kind == BROWSER_SOURCE else "Media Source (this OBS has no Browser Source)"
+    return "added %r as a %s" % (SOURCE_NAME, how)
+
+
+def _do_add_overlay() -> None:
+    PANEL.notice = add_overlay()
+    _log("facecast: " + PANEL.notice)
+
+
+def _do_emotion(preset: str) -> Callable[[], None]:
+    def action() -> None:
+        _log("facecast: " + PANEL.emotion(preset))
+    return action
+
+
+# ---- script API (called by OBS)
+
+def script_description() -> str:
+    return ("<b>facecast</b>: your portrait talks with your voice.<br>"
+            "Pick a portrait and a microphone, press <b>Start</b>, then <b>Add facecast overlay</b>. "
+            "Start/Stop, the overlay and emotions also have hotkeys (Settings &rarr; Hotkeys).")
+
+
+def script_defaults(settings: Any) -> None:
+    for key, value in default_settings().items():
+        if isinstance(value, bool):
+            obs.obs_data_set_default_bool(settings, key, value)
+        elif isinstance(value, int):
+            obs.obs_data_set_default_int(settings, key, value)
+        elif isinstance(value, float):
+            obs.obs_data_set_default_double(settings, key, value)
+        else:
+            obs.obs_data_set_default_string(settings, key, value)
+
+
+def _button(callback: Callable[[], Any]) -> Callable[[Any, Any], bool]:
+    """A properties-button callback: run `callback`, then redraw the panel (returning True) with fresh status."""
+    def pressed(props: Any, prop: Any) -> bool:
+        callback()
+        _write_status()
+        return True
+    return pressed
+
+
+def script_properties() -> Any:
+    """The panel, built each time OBS shows it; microphones come from a cached background listing."""
+    if PANEL.microphones is None:
+        PANEL.list_microphones()
+    _write_status()
+    props = obs.obs_properties_create()
+    info = getattr(obs, "OBS_TEXT_INFO", None)  # OBS 28+; older ones show a read-only text field
+    status = obs.obs_properties_add_text(props, "status", "Status", obs.OBS_TEXT_DEFAULT if info is None else info)
+    if info is None:
+        obs.obs_property_set_enabled(status, False)
+    obs.obs_properties_add_button(props, "start", "Start", _button(_do_start))
+    obs.obs_properties_add_button(props, "stop", "Stop", _button(_do_stop))
+    obs.obs_properties_add_button(props, "refresh_status", "Refresh status", _button(lambda: None))
+    obs.obs_properties_add_button(props, "add_overlay", "Add facecast overlay to the current scene",
+                                  _button(_do_add_overlay))
+
+    obs.obs_properties_add_path(props, "portrait", "Portrait", obs.OBS_PATH_FILE,
+                                "Pictures (*.png *.jpg *.jpeg *.webp *.bmp);;All files (*.*)", None)
+    mics = obs.obs_properties_add_list(props, "microphone", "Microphone", obs.OBS_COMBO_TYPE_LIST,
+                                       obs.OBS_COMBO_FORMAT_STRING)
+    obs.obs_property_list_add_string(mics, "Default microphone", "")
+    listed = PANEL.microphones or []
+    for value, label in listed:
+        obs.obs_property_list_add_string(mics, label, value)
+    current = PANEL.settings.get("microphone") or ""
+    if current and current not in [value for value, _ in listed]:
+        obs.obs_property_list_add_string(mics, current + " (not found now)", current)
+    if PANEL.microphones is None:
+        obs.obs_property_set_long_description(mics, "Listing microphones... press Refresh microphones.")
+    elif not listed:
+        obs.obs_property_set_long_description(mics, "No microphone found" + (
+            ": " + PANEL.microphone_error if PANEL.microphone_error else "") + ".")
+    obs.obs_properties_add_button(props, "refresh_mics", "Refresh microphones", _button(PANEL.list_microphones))
+    obs.obs_properties_add_path(props, "audio_file", "Audio file instead of the microphone (optional)",
+                                obs.OBS_PATH_FILE, "Audio (*.wav *.flac *.mp3 *.ogg *.opus *.m4a);;All files (*.*)",
+                                None)
+    fps = obs.obs_properties_add_list(props, "fps", "Frames per second", obs.OBS_COMBO_TYPE_LIST,
+                                      obs.OBS_COMBO_FORMAT_INT)
+    for choice in FPS_CHOICES:
+        obs.obs_property_list_add_int(fps, str(choice), choice)
+    obs.obs_properties_add_int(props, "size", "Avatar size (pixels)", MIN_SIZE, MAX_SIZE, 32)
+
+    obs.obs_properties_add_bool(props, "out_overlay", "Overlay in OBS (local server; also status and emotions)")
+    obs.obs_properties_add_int(props, "port", "Overlay server port", 1024, 65535, 1)
+    obs.obs_properties_add_bool(props, "out_vcam", "Virtual webcam")
+    obs.obs_properties_add_bool(props, "out_vmc", "VMC protocol (VSeeFace, VNyan...)")
+    obs.obs_properties_add_bool(props, "out_vrchat", "VRChat OSC")
+    obs.obs_properties_add_bool(props, "out_vts", "VTube Studio")
+
+    obs.obs_properties_add_float_slider(props, "intensity", "Emotion intensity", 0.0, 1.0, 0.05)
+    for preset in EMOTION_PRESETS:
+        obs.obs_properties_add_button(props, "emotion_" + preset, "Emotion: " + preset, _button(_do_emotion(preset)))
+    obs.obs_properties_add_path(props, "facecast_path", "facecast executable (empty: found on PATH)",
+                                obs.OBS_PATH_FILE, "", None)
+    return props
+
+
+def script_update(settings: Any) -> None:
+    global _obs_settings
+    _obs_settings = settings
+    PANEL.settings = _read_settings(settings)
+
+
+def script_load(settings: Any) -> None:
+    """Register the timer and hotkeys and list microphones; the daemon is NOT started here."""
+    global _obs_settings
+    _obs_settings = settings
+    PANEL.settings = _read_settings(settings)
+    _write_status()
+    actions = [("facecast.start", "facecast: Start", _do_start), ("facecast.stop", "facecast: Stop", _do_stop),
+               ("facecast.add_overlay", "facecast: Add overlay to the current scene", _do_add_overlay)]
+    actions += [("facecast.emotion." + p, "facecast: Emotion " + p, _do_emotion(p)) for p in EMOTION_PRESETS]
+    for name, description, action in actions:
+        hotkey = obs.obs_hotkey_register_frontend(name, description, _queue(action))
+        _hotkeys[name] = hotkey
+        saved = obs.obs_data_get_array(settings, "hotkey_" + name)
+        obs.obs_hotkey_load(hotkey, saved)
+        obs.obs_data_array_release(saved)
+    obs.obs_frontend_add_event_callback(_on_event)
+    obs.timer_add(_tick, TICK_MS)
+    PANEL.list_microphones()
+
+
+def script_save(settings: Any) -> None:
+    """Persist the hotkey bindings with the script's other settings."""
+    for name, hotkey in _hotkeys.items():
+        saved = obs.obs_hotkey_save(hotkey)
+        obs.obs_data_set_array(settings, "hotkey_" + name, saved)
+        obs.obs_data_array_release(saved)
+
+
+def _on_event(event: int) -> None:
+    """OBS is closing (or unloading scripts): stop the daemon before OBS goes away."""
+    if event in (getattr(obs, "OBS_FRONTEND_EVENT_EXIT", -1), getattr(obs, "OBS_FRONTEND_EVENT_SCRIPTING_SHUTDOWN", -1)):
+        PANEL.shutdown()
+
+
+def script_unload() -> None:
+    """Stop the daemon; OBS itself drops this script's timer, hotkeys and event callback."""
+    obs.timer_remove(_tick)
+    PANEL.shutdown()
+    _hotkeys.clear()
