@@ -251,6 +251,9 @@ def obs_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObsRun]:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("WAYLAND_DISPLAY", None)
+    # importing cv2 (opencv-python's Qt build) points Qt at its own plugins; OBS must use the system's
+    for variable in ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_PLUGIN_PATH", "QT_QPA_FONTDIR"):
+        env.pop(variable, None)
     obs_output = (root / "obs-stdout.txt").open("wb")
     process = None
     try:

@@ -431,7 +431,7 @@ def test_daemon_stops_when_obs_is_killed(fake_facecast: Path, tmp_path: Path) ->
     pid_file = tmp_path / "pid"
     try:
         run_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=20)
-        pid = int(pid_file.read_text())
+        pid = int(run_until(lambda: pid_file.exists() and pid_file.read_text().strip(), None))
         assert alive(pid)
         host.kill()  # like `kill -9 obs`
         host.wait()
@@ -627,7 +627,7 @@ def test_panel_in_obs(in_obs: Any, fake_facecast: Path, tmp_path: Path) -> None:
     assert props["start"]["callback"](props, props["start"]) is True  # the button redraws the panel
     assert settings.values["status"].startswith("Starting")
     run_until(lambda: in_obs.PANEL.daemon.state == "running", tick)
-    pid = int(pid_file.read_text())
+    pid = int(run_until(lambda: pid_file.exists() and pid_file.read_text().strip(), None))
     props["refresh_status"]["callback"](props, None)
     assert settings.values["status"].startswith("Running")
     assert any("--ws=40123" in message for _, message in obs.log)
@@ -639,7 +639,7 @@ def test_panel_in_obs(in_obs: Any, fake_facecast: Path, tmp_path: Path) -> None:
     obs.hotkeys["facecast.start"](True)  # a hotkey only queues: the timer starts the daemon
     assert in_obs.PANEL.daemon.process is None
     run_until(lambda: in_obs.PANEL.daemon.state == "running", tick)
-    pid = int(pid_file.read_text())
+    pid = int(run_until(lambda: pid_file.exists() and pid_file.read_text().strip(), None))
     in_obs.script_unload()
     assert not alive(pid) and not obs.timers
 
