@@ -120,7 +120,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to write it (default: ~/.config/facecast/facecast.toml)")
     config.add_argument("--overwrite", "-y", action="store_true", help="replace an existing file")
     config.set_defaults(handler=_cmd_config)
+    _add_dataset_commands(commands)
     return parser
+
+
+def _add_dataset_commands(commands: argparse._SubParsersAction) -> None:
+    """`extract` (video -> motion) and `dataset build` (shared recordings -> cached training data)."""
+    extract = commands.add_parser("extract", help="recover motion (head, gaze, blinks, expressions) from a talking video",
+                                  description="Measure a real talking video with the face mesh and write facecast's "
+                                              "motion representation (visemes and voice level from its audio track).")
+    extract.add_argument("video", type=Path, help="a video with one face (MP4, MKV, WebM, ...)")
+    extract.add_argument("--output", "-o", type=Path, required=True, help="the .jsonl motion file to write")
+    extract.add_argument("--reference", default="neutral", metavar="neutral|N",
+                         help="the frame motion is relative to, as a portrait would be: 'neutral' (default: eyes open, "
+                              "mouth closed) or a frame number (0 = the first frame)")
+    extract.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
+    extract.set_defaults(handler=_cmd_extract)
+
+    dataset = commands.add_parser("dataset", help="build the speaker-split motion dataset from recorded clips")
+    actions = dataset.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = actions.add_parser("build", help="extract motion and audio features of every clip into the cache "
+                                             "(incremental: clips already cached are skipped)")
+    build.add_argument("--data", type=Path, default=None, help="the recordings folder (default: ../shared/data)")
+    build.add_argument("--cache", type=Path, default=None, help="where to cache (default: ~/.cache/facecast/dataset)")
+    build.add_argument("--only", default=None, metavar="GLOB", help="only clips whose relative path matches, "
+                                                                    "e.g. 'talking/grid_s4/*'")
+    build.add_argument("--quiet", "-q", action="store_true", help="no per-clip lines")
+    build.set_defaults(handler=_cmd_dataset_build)
 
 
 def parse_color(text: str) -> tuple[int, int, int]:
@@ -218,6 +244,39 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     print("Virtual cameras:" if listing["virtual_cameras"] else "Virtual cameras: none found")
     for backend in listing["virtual_cameras"]:
         print("   " + ", ".join(f"{k}={v}" for k, v in backend.items()))
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from facecast.models.extraction import extract_motion_file
+
+    reference = args.reference if args.reference == "neutral" else _frame_number(args.reference)
+    path, result = extract_motion_file(args.video, args.output, reference=reference, overwrite=args.overwrite)
+    print(f"wrote {path}: {len(result.found)} frames at {result.fps:g} fps, relative to frame {result.reference}; "
+          f"face lost in {result.lost} frame(s) (filled from their neighbours)")
+    return 0
+
+
+def _frame_number(text: str) -> int:
+    from facecast.models.errors import InputError
+
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"--reference must be 'neutral' or a frame number, got '{text}'") from None
+
+
+def _cmd_dataset_build(args: argparse.Namespace) -> int:
+    from facecast.models.dataset import DEFAULT_DATA, build, default_cache_dir, load_index, summary
+
+    cache = args.cache or default_cache_dir()
+    report = build(args.data or DEFAULT_DATA, cache, only=args.only, progress=None if args.quiet else print)
+    for rel, reason in report.failed or []:
+        print(f"skipped {rel}: {reason}", file=sys.stderr)
+    print(f"{cache}: {report.clips} clips ({report.extracted} extracted, {report.skipped} already cached, "
+          f"{len(report.failed or [])} skipped), {report.frames} new frames ({report.lost} with the face lost) "
+          f"in {report.seconds:.0f} s; cache {report.bytes / 1e6:.1f} MB")
+    print("\n".join(summary(load_index(cache))))
     return 0
 
 
