@@ -221,7 +221,7 @@ def luma_residual(image: np.ndarray) -> np.ndarray:
     """Band-pass luma normalised by local activity: flat areas count more than busy texture.
 
     The wide low-pass and the activity window use stack/box blurs (about 5x
-    cheaper than Gaussians of that size) so a 512 px frame costs ~4 ms.
+    cheaper than Gaussians of that size): measured 2.4-2.7 ms for a 512 px frame.
     """
     rgb = np.ascontiguousarray(image[:, :, :3])
     luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)

@@ -7,29 +7,12 @@ traceback, and leave no output (not even a partial file) behind.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import wave
 from pathlib import Path
 
 import pytest
-from conftest import tone_speech, write_audio
+from conftest import assert_one_line_error, run_facecast, tone_speech, write_audio
 from PIL import Image
-
-
-def run_facecast(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facecast.plugin.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode != 0, result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("facecast: error: "), lines[0]
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def assert_nothing_written(folder: Path, before: set[str]) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, run_facecast
 
 from facecast.bridge.frame_codec import decode_frame, encode_frame
 from facecast.bridge.vcam import VcamCompositor
@@ -21,11 +20,6 @@ from facecast.plugin.media import Mp4Writer
 from facecast.plugin.verify import verify
 
 FPS = 25.0
-
-
-def run_facecast(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facecast.plugin.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +179,4 @@ def test_render_then_verify_end_to_end(tmp_path, sample_portrait, shared_data):
 def test_verify_bad_input_is_exit_2_and_one_line(tmp_path, make, fragment):
     result = run_facecast("verify", make(tmp_path))
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("facecast: error:") and fragment in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result, fragment)
