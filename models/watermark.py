@@ -229,7 +229,8 @@ def luma_residual(image: np.ndarray) -> np.ndarray:
     wide = 2 * round(4.5 * cell) + 1
     band = cv2.GaussianBlur(luma, (0, 0), 0.3 * cell) - cv2.stackBlur(luma, (wide, wide))
     window = 2 * round(4.0 * cell) + 1
-    activity = np.sqrt(cv2.blur(band * band, (window, window)))
+    # a box blur of squares can come out a hair below zero in float32: clamp before the root
+    activity = np.sqrt(np.maximum(cv2.blur(band * band, (window, window)), 0.0))
     return np.clip(band / (activity + 0.5), -3.0, 3.0)
 
 
