@@ -37,7 +37,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from facecast.models import face_regions as fr
 from facecast.models.errors import FacecastError, InputError
 
 SPLIT_PATH = Path(__file__).resolve().parent / "data" / "split.json"
@@ -46,7 +45,6 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASET_VERSION = 1
 KINDS = ("talking", "motion_only")
 SPLITS = ("train", "validation")
-LIP_POINTS: tuple[int, ...] = fr.LIPS_OUTER + fr.LIPS_INNER
 AUDIO_FEATURES = ("level_db", "low_frac", "mid_frac", "high_frac", "voicing", "f0", "f1", "f2")
 
 
@@ -145,9 +143,7 @@ def extract_clip(data: Path, relpath: str, kind: str, speaker: Speaker,
     path = data / relpath
     result = extract(path, reference="neutral", audio=kind == "talking")
     count = len(result.found)
-    ref = result.aligned[result.reference]
-    centre = (ref[fr.UPPER_LIP_CENTER] + ref[fr.LOWER_LIP_CENTER]) / 2
-    lips = (result.aligned[:, list(LIP_POINTS)] - centre) / result.face_height
+    lips = result.lip_shape()
     samples = decode_mono(path) if kind == "talking" and open_video(path).has_audio else None
     words, start, end = clip_words(data, relpath, samples, aligner)
     visemes, voice = (result.visemes, result.voice) if len(result.voice) else (np.zeros((count, 6)), np.zeros(count))

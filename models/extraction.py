@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -48,6 +48,9 @@ from facecast.models.warp_basis import (
 )
 
 os.environ.setdefault("GLOG_minloglevel", "2")
+
+#: The lip landmarks `Extraction.lip_shape` keeps: outer contour, then inner.
+LIP_POINTS: tuple[int, ...] = fr.LIPS_OUTER + fr.LIPS_INNER
 
 #: Bump when extraction changes what it produces (dataset caches key on it).
 EXTRACTION_VERSION = 1
@@ -144,16 +147,22 @@ def iter_video_frames(path: str | Path) -> Iterator[np.ndarray]:
 
 def track_landmarks(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Face-mesh landmarks of every frame: (T, 478, 3) float32 pixels (NaN where lost), found (T,) bool."""
+    landmarks, found = track_frames(iter_video_frames(path), max_frames)
+    if not len(found):
+        raise InputError(f"{path} holds no video frames")
+    return landmarks, found
+
+
+def track_frames(frames: Iterable[np.ndarray], max_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`track_landmarks` for RGB frames in memory (rendered output, for instance); empty arrays for no frames."""
     from facecast.models.portrait import _native_stderr_silenced  # mediapipe's C++ logs bypass Python
 
     points: list[np.ndarray | None] = []
     with _native_stderr_silenced(), FaceMeasurer() as measurer:
-        for rgb in iter_video_frames(path):
+        for rgb in frames:
             points.append(measurer.landmarks(rgb))
             if max_frames is not None and len(points) >= max_frames:
                 break
-    if not points:
-        raise InputError(f"{path} holds no video frames")
     found = np.array([p is not None for p in points])
     out = np.full((len(points), fr.NUM_LANDMARKS, 3), np.nan, np.float32)
     for i, p in enumerate(points):
@@ -335,6 +344,13 @@ class Extraction:
     @property
     def lost(self) -> int:
         return int((~self.found).sum())
+
+    def lip_shape(self) -> np.ndarray:
+        """(T, 40, 2) outer+inner lip landmarks in the reference head pose, in face heights from the
+        reference frame's mouth centre: the mouth alone, whatever the head does (lip-sync models' input)."""
+        ref = self.aligned[self.reference]
+        centre = (ref[fr.UPPER_LIP_CENTER] + ref[fr.LOWER_LIP_CENTER]) / 2
+        return ((self.aligned[:, list(LIP_POINTS)] - centre) / self.face_height).astype(np.float32)
 
     def frames(self) -> list[MotionFrame]:
         """The motion representation, one frame per video frame."""

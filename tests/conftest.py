@@ -107,3 +107,26 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+#: Held-out clips the scorer and quality tests measure: three GRID s4 sentences and one in-the-wild speaker.
+HELD_OUT_CLIPS = ("talking/grid_s4/bbaf2a.mp4", "talking/grid_s4/lgar9n.mp4", "talking/grid_s4/pric2a.mp4",
+                  "talking/wild/pcavs_Audio_Source_00015.mp4")
+
+
+@pytest.fixture(scope="session")
+def held_out_dataset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data folder, dataset cache) of HELD_OUT_CLIPS, built by the real dataset builder (~30 s)."""
+    import shutil
+
+    from facecast.models.dataset import build
+
+    root = tmp_path_factory.mktemp("held_out")
+    data, cache = root / "data", root / "cache"
+    for rel in HELD_OUT_CLIPS:
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(shared_data / rel, data / rel)
+    (data / "motion_only").mkdir()
+    report = build(data, cache)
+    assert report.failed == [] and report.clips == len(HELD_OUT_CLIPS)
+    return data, cache

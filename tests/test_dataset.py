@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from facecast.models.dataset import (
-    AUDIO_FEATURES, LIP_POINTS, audio_features, build, iter_clips, list_clips, load_clip, load_index, load_split,
+    AUDIO_FEATURES, audio_features, build, iter_clips, list_clips, load_clip, load_index, load_split,
     speaker_of, summary,
 )
 from facecast.models.errors import FacecastError, InputError
+from facecast.models.extraction import LIP_POINTS
 from facecast.models.warp_basis import EXPRESSION_CHANNELS
 from facecast.models.word_timing import ForcedAligner, grid_sentence, read_grid_align
 from facecast.plugin.media import decode_mono

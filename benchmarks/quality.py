@@ -1,0 +1,210 @@
+"""Quality benchmark: every motion generator against real people, on speakers no model trained on.
+
+    python benchmarks/quality.py                     # every held-out clip, all generators (the README table)
+    python benchmarks/quality.py --clips 6           # a quick look (3 GRID s4 + 3 in-the-wild clips)
+
+Needs the dataset cache (`facecast dataset build`, about 30 minutes once). For
+each held-out talking clip (`models/data/split.json`: GRID s4 and the
+validation in-the-wild speakers) and each generator: the generator turns the
+clip's audio into motion at the clip's frame rate, the renderer renders it on
+the clip's first frame (512²), and the output frames are measured with the face
+mesh exactly as the real videos were (`facecast.models.motion_quality`). The
+"real" row is the original video, measured the same way.
+
+Columns (means over clips unless said):
+* mouth r: Pearson correlation of the generated with the real mouth opening
+  (all held-out clips; then GRID s4 and in-the-wild alone); lag: the median
+  lag (frames) that maximises it, positive = generated late;
+* sync conf / off: our lip-sync scorer (`facecast.models.sync_scorer`, the
+  SyncNet protocol) on the output's mouth and the clip's audio: mean
+  confidence, median offset (frames at 25 fps, positive = audio late), and the
+  share of clips found within +-1 frame;
+* closed b/p/m, other: share of GRID s4's bilabial words (bin, blue, by,
+  place, please, b, p, m) during which the mouth closes, and of all other words
+  (a mouth that closes everywhere is not lip sync);
+* head °/s, spread °: mean head rotation speed and rotation spread, in-the-wild
+  clips only (GRID speakers barely move);
+* blinks/min: over all held-out footage; jitter: mean |second difference| of
+  head rotation (degrees per frame²); face %: output frames where the face mesh
+  found the face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import numpy as np  # noqa: E402
+
+from facecast.models import dataset  # noqa: E402
+from facecast.models.motion_quality import (  # noqa: E402
+    GENERATORS, Measured, blinks_per_minute, head_motion, jitter, lagged_correlation, measure_frames, word_closures,
+)
+from facecast.models.sync_scorer import MAX_OFFSET, SyncScorer, scorable  # noqa: E402
+
+SIZE = 512
+
+
+def _init_worker() -> None:
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | None) -> dict[str, object]:
+    """Render every generator's motion for one held-out clip and measure the output frames."""
+    from facecast.models.extraction import iter_video_frames
+    from facecast.models.portrait import analyze_portrait
+    from facecast.models.renderer import Renderer
+    from facecast.plugin.media import decode_mono
+
+    clip = dataset.load_clip(relpath, cache)
+    fps, count = float(clip["fps"]), len(clip["found"])
+    first = int(np.argmax(clip["found"]))
+    portrait = next(frame for i, frame in enumerate(iter_video_frames(data / relpath)) if i == first)
+    renderer = Renderer(analyze_portrait(portrait, size=SIZE), device="cpu")
+    samples = decode_mono(data / relpath)
+    out: dict[str, object] = {"seconds": {}}
+    for name in generators:
+        started = time.perf_counter()
+        motion = GENERATORS[name](samples, fps, count)
+        out[name] = measure_frames((renderer.render(frame)[:, :, :3] for frame in motion), fps)
+        out["seconds"][name] = time.perf_counter() - started  # type: ignore[index]
+    return out
+
+
+def _median(values: list[float]) -> float:
+    values = [v for v in values if np.isfinite(v)]
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: SyncScorer) -> dict[str, float]:
+    """One table row: `measured[i]` is this row's measurement of `clips[i]`."""
+    r_all, r_grid, r_wild, lags, conf, offsets = [], [], [], [], [], []
+    bilabial, other, speed, spread, jit = [], [], [], [], []
+    blinks, minutes, found, frames = 0.0, 0.0, 0, 0
+    for clip, m in zip(clips, measured):
+        real = Measured.from_clip(clip)
+        wild = "/wild/" in str(clip["path"])
+        r, lag = lagged_correlation(m.mouth_opening, real.mouth_opening)
+        r_all.append(r)
+        (r_wild if wild else r_grid).append(r)
+        lags.append(lag)
+        if m.found.sum() >= 2 * m.fps:
+            score = scorer.score(m.lips, m.found, m.fps, clip["audio"])
+            conf.append(score.confidence)
+            offsets.append(score.offset)
+        closed_b, closed_other = word_closures(m.mouth_opening, m.fps, clip["words"], clip["word_start"], clip["word_end"])
+        bilabial += closed_b
+        other += closed_other
+        if wild:
+            s, sd = head_motion(m.head, m.fps)
+            speed.append(s)
+            spread.append(sd)
+        jit.append(jitter(m.head))
+        duration = len(m.found) / m.fps / 60.0
+        blinks += blinks_per_minute(m.blink, m.fps) * duration
+        minutes += duration
+        found += int(m.found.sum())
+        frames += len(m.found)
+    return {
+        "generator": name, "clips": len(clips), "mouth_r": _mean(r_all), "mouth_r_grid": _mean(r_grid),
+        "mouth_r_wild": _mean(r_wild), "lag": _median(lags), "sync_conf": _mean(conf), "sync_offset": _median(offsets),
+        "sync_in_1": float(np.mean([abs(o) <= 1 for o in offsets])) if offsets else float("nan"),
+        "closed_bilabial": float(np.mean(bilabial)) if bilabial else float("nan"),
+        "closed_other": float(np.mean(other)) if other else float("nan"),
+        "head_speed": _mean(speed), "head_spread": _mean(spread), "blinks_per_min": blinks / minutes if minutes else float("nan"),
+        "jitter": _mean(jit), "face_found": found / frames if frames else float("nan"),
+    }
+
+
+COLUMNS = (  # (title, key, format)
+    ("generator", "generator", "{:<10}"), ("mouth r", "mouth_r", "{:7.3f}"), ("GRID s4", "mouth_r_grid", "{:7.3f}"),
+    ("wild", "mouth_r_wild", "{:6.3f}"), ("lag", "lag", "{:4.0f}"), ("sync conf", "sync_conf", "{:9.3f}"),
+    ("off", "sync_offset", "{:4.0f}"), ("±1", "sync_in_1", "{:5.0%}"), ("closed b/p/m", "closed_bilabial", "{:12.0%}"),
+    ("other", "closed_other", "{:6.0%}"), ("head °/s", "head_speed", "{:8.1f}"), ("spread °", "head_spread", "{:8.2f}"),
+    ("blinks/min", "blinks_per_min", "{:10.1f}"), ("jitter °", "jitter", "{:8.3f}"), ("face %", "face_found", "{:7.1%}"),
+)
+
+
+def table(rows: list[dict[str, float]]) -> list[str]:
+    """Markdown table lines."""
+    lines = ["| " + " | ".join(title for title, _, _ in COLUMNS) + " |",
+             "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    for row in rows:
+        cells = []
+        for _, key, fmt in COLUMNS:
+            value = row[key]
+            cells.append(fmt.format(value).strip() if isinstance(value, str) or np.isfinite(value) else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def held_out(cache: Path | None, limit: int | None) -> list[dict]:
+    clips = [c for c in dataset.iter_clips(split="validation", kind="talking", cache=cache) if scorable(c)]
+    if limit:
+        grid = [c for c in clips if "/wild/" not in str(c["path"])]
+        wild = [c for c in clips if "/wild/" in str(c["path"])]
+        clips = grid[: (limit + 1) // 2] + wild[: limit // 2]
+    return clips
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clips", type=int, default=None, help="at most this many held-out clips (half GRID s4, half wild)")
+    parser.add_argument("--generators", default=",".join(GENERATORS), help=f"comma-separated, of {', '.join(GENERATORS)}")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--data", type=Path, default=dataset.DEFAULT_DATA)
+    parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+    generators = [g.strip() for g in args.generators.split(",") if g.strip()]
+    unknown = [g for g in generators if g not in GENERATORS]
+    if unknown:
+        parser.error(f"unknown generator(s) {', '.join(unknown)}; choose from {', '.join(GENERATORS)}")
+    started = time.perf_counter()
+    clips = held_out(args.cache, args.clips)
+    if not clips:
+        print("no held-out clips in the dataset cache: run `facecast dataset build` first", file=sys.stderr)
+        return 2
+    frames = sum(len(c["found"]) for c in clips)
+    print(f"{len(clips)} held-out clips ({frames} frames), generators: {', '.join(generators)}", file=sys.stderr)
+    results: list[dict] = [{}] * len(clips)
+    with ProcessPoolExecutor(max_workers=args.workers, initializer=_init_worker) as pool:
+        futures = {pool.submit(render_clip, str(c["path"]), generators, args.data, args.cache): i for i, c in enumerate(clips)}
+        for done, future in enumerate(as_completed(futures), 1):
+            results[futures[future]] = future.result()
+            print(f"  {done}/{len(clips)} {clips[futures[future]]['path']}  {time.perf_counter() - started:5.0f} s",
+                  file=sys.stderr, flush=True)
+    scorer = SyncScorer()
+    rows = [summarise("real", clips, [Measured.from_clip(c) for c in clips], scorer)]
+    rows += [summarise(name, clips, [r[name] for r in results], scorer) for name in generators]
+    elapsed = time.perf_counter() - started
+    grid = sum("/wild/" not in str(c["path"]) for c in clips)
+    print(f"\nQuality on held-out speakers: {grid} GRID s4 clips + {len(clips) - grid} in-the-wild clips "
+          f"({frames} frames), rendered at {SIZE}², scorer offsets searched over ±{MAX_OFFSET} frames; "
+          f"{elapsed / 60:.1f} min with {args.workers} workers\n")
+    for line in table(rows):
+        print(line)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
