@@ -37,6 +37,7 @@ from facecast.models.extraction import (  # noqa: E402
     extract, fit_rigid, iter_video_frames, load_template, rotation_angles,
 )
 from facecast.models.face_measure import FaceMeasurer, head_yaw_proxy, mouth_opening  # noqa: E402
+from facecast.models.motion_quality import pearson  # noqa: E402
 from facecast.models.portrait import analyze_portrait  # noqa: E402
 from facecast.models.renderer import Renderer  # noqa: E402
 
@@ -47,14 +48,6 @@ DEFAULT_CLIPS = (
                                                   "pcavs_Audio_Source_741400104", "pcavs_Audio_Source_00015",
                                                   "styletalk_andrew_clip_1")]
 )
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation (NaN when either signal is constant)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.std() < 1e-12 or b.std() < 1e-12:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def gain(original: np.ndarray, rendered: np.ndarray) -> float:
