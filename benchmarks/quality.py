@@ -22,11 +22,12 @@ Columns (means over clips unless said):
 * closed b/p/m, other: share of GRID s4's bilabial words (bin, blue, by,
   place, please, b, p, m) during which the mouth closes, and of all other words
   (a mouth that closes everywhere is not lip sync);
-* head °/s, spread °: mean head rotation speed and rotation spread, in-the-wild
-  clips only (GRID speakers barely move);
-* blinks/min: over all held-out footage; jitter: mean |second difference| of
-  head rotation (degrees per frame²); face %: output frames where the face mesh
-  found the face.
+* head °/s, spread °: mean head rotation speed (of the rotation smoothed by a
+  60 ms Gaussian, so the face mesh's per-frame noise does not count as motion) and
+  rotation spread, in-the-wild clips only (GRID speakers barely move);
+* blinks/min: over all held-out footage; jitter °: mean distance of the head
+  rotation from its smoothed path (shake: tracking noise plus any real
+  tremble), all clips; face %: output frames where the face mesh found the face.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: Sy
             s, sd = head_motion(m.head, m.fps)
             speed.append(s)
             spread.append(sd)
-        jit.append(jitter(m.head))
+        jit.append(jitter(m.head, m.fps))
         duration = len(m.found) / m.fps / 60.0
         blinks += blinks_per_minute(m.blink, m.fps) * duration
         minutes += duration
@@ -138,7 +139,7 @@ COLUMNS = (  # (title, key, format)
     ("wild", "mouth_r_wild", "{:6.3f}"), ("lag", "lag", "{:4.0f}"), ("sync conf", "sync_conf", "{:9.3f}"),
     ("off", "sync_offset", "{:4.0f}"), ("±1", "sync_in_1", "{:5.0%}"), ("closed b/p/m", "closed_bilabial", "{:12.0%}"),
     ("other", "closed_other", "{:6.0%}"), ("head °/s", "head_speed", "{:8.1f}"), ("spread °", "head_spread", "{:8.2f}"),
-    ("blinks/min", "blinks_per_min", "{:10.1f}"), ("jitter °", "jitter", "{:8.3f}"), ("face %", "face_found", "{:7.1%}"),
+    ("blinks/min", "blinks_per_min", "{:10.1f}"), ("jitter °", "jitter", "{:8.2f}"), ("face %", "face_found", "{:7.1%}"),
 )
 
 
