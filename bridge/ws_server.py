@@ -68,7 +68,7 @@ from websockets.http11 import Request, Response
 from facecast.bridge.frame_codec import (
     MJPEG_BOUNDARY, as_rgb_background, check_image, encode_frame, encode_jpeg, mjpeg_part,
 )
-from facecast.models.controls import EMOTION_PRESETS
+from facecast.models.controls import EMOTION_PRESETS, MAX_DISTANCE, MAX_GAZE_DEG, MIN_DISTANCE
 from facecast.models.motion import ARKIT_BLENDSHAPES, DERIVED_BLENDSHAPES, MotionFrame
 
 __all__ = [
@@ -111,10 +111,6 @@ _LOOPBACK_NAMES = frozenset({"localhost"})
 # ---- control commands
 
 #: Emotion presets: the eight MEAD emotions, the vocabulary of the emotional clips facecast learns from.
-#: Gaze targets beyond this (degrees from the camera) look like eye-rolling.
-MAX_GAZE_DEG = 45.0
-#: Head distance relative to the portrait (1.0 as in the portrait).
-MIN_DISTANCE, MAX_DISTANCE = 0.5, 2.0
 MAX_PATH_CHARS = 4096
 _OFFSET_NAMES = frozenset(ARKIT_BLENDSHAPES) - DERIVED_BLENDSHAPES
 

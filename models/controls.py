@@ -12,7 +12,13 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from facecast.models.errors import InputError
 from facecast.models.motion import MotionFrame
+
+#: Bounds shared by the command line and the live control messages: gaze targets beyond this (degrees
+#: from the camera) look like eye-rolling; head distance is relative to the portrait (1.0 as pictured).
+MAX_GAZE_DEG = 45.0
+MIN_DISTANCE, MAX_DISTANCE = 0.5, 2.0
 
 #: ARKit expression offsets at full intensity for each emotion preset (the eight MEAD emotions).
 #: Renderers show the channels they animate; ARKit-speaking bridges receive them all.
@@ -99,3 +105,37 @@ def parse_emotion(text: str) -> tuple[str, float]:
         if not (0.0 <= intensity <= 1.0) or math.isnan(intensity):
             raise ValueError(f"emotion intensity must be in 0-1 (got {intensity:g})")
     return name, intensity
+
+
+def parse_gaze(text: str) -> tuple[float, float]:
+    """'YAW,PITCH' in degrees (0,0 = the camera; yaw > 0 towards image right, pitch > 0 up) -> floats."""
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        yaw, pitch = (float(part) for part in parts)
+    except ValueError:
+        raise ValueError(f"gaze must be YAW,PITCH in degrees, for example 10,-5 (got '{text}')") from None
+    if not all(math.isfinite(v) and abs(v) <= MAX_GAZE_DEG for v in (yaw, pitch)):
+        raise ValueError(f"gaze angles must be within +-{MAX_GAZE_DEG:g} degrees (got '{text}')")
+    return yaw, pitch
+
+
+def check_distance(value: float) -> float:
+    """Head distance relative to the portrait (1 = as pictured, 2 = twice as far)."""
+    if not (math.isfinite(value) and MIN_DISTANCE <= value <= MAX_DISTANCE):
+        raise ValueError(f"distance must be {MIN_DISTANCE:g}-{MAX_DISTANCE:g} (1 = as in the portrait; got {value:g})")
+    return float(value)
+
+
+def controls_from(emotion: str | None = None, gaze: str | None = None, distance: float | None = None) -> Controls:
+    """The starting controls of a render or a live run from its options; InputError with a one-line reason."""
+    controls = Controls()
+    try:
+        if emotion:
+            controls.emotion, controls.intensity = parse_emotion(emotion)
+        if gaze:
+            controls.gaze_yaw, controls.gaze_pitch = parse_gaze(gaze)
+        if distance is not None:
+            controls.distance = check_distance(float(distance))
+    except (TypeError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    return controls

@@ -45,6 +45,19 @@ def _add_portrait_options(parser: argparse.ArgumentParser) -> None:
                              "right_eye_outer, nose_tip, mouth_left, mouth_right, chin (the subject's left/right)")
 
 
+def _add_control_options(parser: argparse.ArgumentParser) -> None:
+    """--emotion, --gaze, --distance: layered on any generator's motion (`models/controls.py`)."""
+    from facecast.models.controls import EMOTION_PRESETS
+
+    parser.add_argument("--emotion", default=None, metavar="NAME[:INTENSITY]",
+                        help=f"an emotion over the speech: {', '.join(EMOTION_PRESETS)}; intensity 0-1 (default 1)")
+    parser.add_argument("--gaze", default=None, metavar="YAW,PITCH",
+                        help="main gaze direction in degrees (default 0,0 = the camera; yaw > 0 towards image right, "
+                             "pitch > 0 up); glances still happen around it")
+    parser.add_argument("--distance", type=float, default=None, metavar="D",
+                        help="head distance relative to the portrait: 0.5-2 (default 1; 1.5 = half as far again)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facecast",
@@ -71,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--badge", nargs="?", const="AI-generated", default=None, metavar="TEXT",
                         help="show a visible disclosure label (default text: AI-generated); "
                              "the invisible watermark is always embedded")
+    _add_control_options(render)
     render.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
     render.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     render.set_defaults(handler=_cmd_render)
@@ -160,6 +174,7 @@ def parse_color(text: str) -> tuple[int, int, int]:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
+    from facecast.models.controls import controls_from
     from facecast.plugin.render import RenderRequest, render
 
     report = render(RenderRequest(
@@ -167,6 +182,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         size=args.size, fps=args.fps, seed=args.seed, face_index=args.face_index, landmarks=args.landmarks,
         overwrite=args.overwrite, device=args.device, background=parse_color(args.background),
         progress=not args.quiet and sys.stderr.isatty(), badge=args.badge,
+        controls=controls_from(args.emotion, args.gaze, args.distance),
     ))
     if not args.quiet:
         speed = report.duration / report.seconds if report.seconds > 0 else float("inf")

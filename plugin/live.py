@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from facecast.models.controls import controls_from
 from facecast.models.errors import InputError
 from facecast.models.motion import MotionFrame
 
@@ -53,6 +54,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", str, "info", "debug, info, warning or error"),
     Option("badge", str, None, "show a visible disclosure label on the avatar (bare flag: AI-generated); "
            "the invisible watermark is always embedded", optional_value=True, metavar="TEXT"),
+    Option("emotion", str, None, "an emotion over the speech, NAME[:INTENSITY]: neutral, happy, sad, angry, surprised, "
+           "fear, disgusted or contempt; intensity 0-1 (changeable live over ws /control)"),
+    Option("gaze", str, None, "main gaze direction YAW,PITCH in degrees (0,0: the camera; yaw > 0 towards image right)"),
+    Option("distance", float, 1.0, "head distance relative to the portrait, 0.5-2"),
     Option("vcam", bool, False, "send the avatar to a virtual webcam (OBS, Discord, Zoom)"),
     Option("vcam_width", int, 1280, "virtual webcam width"),
     Option("vcam_height", int, 720, "virtual webcam height"),
@@ -85,7 +90,7 @@ def default_config_text() -> str:
         if value is None:
             example = {"portrait": '"me.png"', "audio": '"speech.wav"', "device": '"USB Microphone"',
                        "vmc": '"127.0.0.1:39539"', "vrchat": '"127.0.0.1:9000"', "ws": "39650",
-                       "badge": '"AI-generated"'}[option.name]
+                       "badge": '"AI-generated"', "emotion": '"happy:0.5"', "gaze": '"10,-5"'}[option.name]
             lines.append(f"# {option.name} = {example}")
         elif isinstance(value, bool):
             lines.append(f"# {option.name} = {'true' if value else 'false'}")
@@ -161,6 +166,7 @@ def _validate(settings: dict[str, Any]) -> None:
         raise InputError(f"--vmc-names must be one of {', '.join(VMC_NAME_SETS)}")
     if settings["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise InputError("--log-level must be debug, info, warning or error")
+    controls_from(settings["emotion"], settings["gaze"], settings["distance"])  # raises InputError for bad values
     if settings["ws"] is not None and settings["ws"] != "":
         try:
             port = int(settings["ws"])
@@ -337,7 +343,8 @@ def run_live(flags: dict[str, Any]) -> int:
     if not outputs:
         log.warning("no outputs enabled: add --vcam, --vmc, --vrchat, --vts or --ws (running anyway)")
     daemon = LiveDaemon(source, generator, outputs, settings["fps"], render=render, once=settings["once"],
-                        load_renderer=load_renderer)
+                        load_renderer=load_renderer,
+                        controls=controls_from(settings["emotion"], settings["gaze"], settings["distance"]))
     controls.handler = daemon.on_control
     for output in outputs:
         if isinstance(output, WsOutput):

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from facecast.models.controls import Controls
 from facecast.models.errors import InputError
 from facecast.models.motion import MotionFrame, MotionHeader, read_motion, write_motion
 from facecast.plugin.media import AtomicOutput, AudioReader, Mp4Writer, decode_with_mono
@@ -44,6 +45,7 @@ class RenderRequest:
     background: tuple[int, int, int] = (255, 255, 255)  # behind transparent portraits in MP4
     progress: bool = True
     badge: str | None = None            # visible disclosure text; the invisible watermark is always on
+    controls: Controls = field(default_factory=Controls)  # emotion, main gaze, head distance on every frame
 
 
 @dataclass
@@ -114,6 +116,7 @@ def render(request: RenderRequest) -> RenderReport:
                                   request.background)
             with _progress(expected, request.progress) as bar:
                 def emit(frame: MotionFrame) -> None:
+                    frame = request.controls.apply(frame)
                     writer.write(provenance.apply(writer.prepare(renderer.render(frame)), frame.t))
                     bar.update(1)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from facecast.models.controls import EMOTION_PRESETS, Controls, parse_emotion
+from facecast.models.controls import EMOTION_PRESETS, Controls, controls_from, parse_emotion, parse_gaze
+from facecast.models.errors import InputError
 from facecast.models.motion import MotionFrame
+from conftest import assert_one_line_error, run_facecast
 
 
 def _frame() -> MotionFrame:
@@ -60,3 +63,109 @@ def test_parse_emotion():
     for bad in ("joyful", "happy:2", "happy:lots"):
         with pytest.raises(ValueError):
             parse_emotion(bad)
+
+
+def test_command_line_controls_parse_or_fail_in_one_line():
+    controls = controls_from("sad:0.4", "10,-5", 1.5)
+    assert (controls.emotion, controls.intensity) == ("sad", 0.4)
+    assert (controls.gaze_yaw, controls.gaze_pitch, controls.distance) == (10.0, -5.0, 1.5)
+    assert controls_from() == Controls()
+    assert parse_gaze(" -20 , 7.5 ") == (-20.0, 7.5)
+    for bad, message in ((dict(emotion="furious"), "unknown emotion"), (dict(emotion="happy:2"), "0-1"),
+                         (dict(gaze="10"), "YAW,PITCH"), (dict(gaze="a,b"), "YAW,PITCH"),
+                         (dict(gaze="60,0"), "45"), (dict(gaze="nan,0"), "45"),
+                         (dict(distance=0.2), "0.5-2"), (dict(distance=float("inf")), "0.5-2")):
+        with pytest.raises(InputError, match=message):
+            controls_from(**bad)
+
+
+# ---- measured on rendered output: each control moves the face the expected way
+
+def _measure(portrait, controls: Controls, seconds: float = 1.6) -> dict[str, float]:
+    """Rule-generator motion for speech-like bursts, controls applied as render/live do, rendered, face-meshed."""
+    from facecast.models import face_regions as fr
+    from facecast.models.extraction import track_frames
+    from facecast.models.face_measure import eye_openness, face_height
+    from facecast.models.motion_quality import rule_motion
+
+    t = np.arange(int(seconds * 16000)) / 16000
+    speech = 0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 2.0 * t) > 0)
+    fps = 25.0
+    motion = [controls.apply(f) for f in rule_motion(speech, fps, int(seconds * fps))]
+    landmarks, found = track_frames(_RENDERER[portrait].render(f)[:, :, :3] for f in motion)
+    assert found.all()
+    rows = []
+    for p in landmarks:
+        height = face_height(p)
+        eye_centre = (p[fr.LEFT_EYE_OUTER, 0] + p[fr.LEFT_EYE_INNER, 0]) / 2
+        eye_width = abs(p[fr.LEFT_EYE_OUTER, 0] - p[fr.LEFT_EYE_INNER, 0])
+        lip_mid_y = (p[fr.UPPER_LIP_CENTER, 1] + p[fr.LOWER_LIP_CENTER, 1]) / 2
+        corners_y = (p[fr.MOUTH_LEFT, 1] + p[fr.MOUTH_RIGHT, 1]) / 2
+        brow_y = np.mean([p[i, 1] for i in fr.LEFT_EYEBROW + fr.RIGHT_EYEBROW])
+        eyes_y = np.mean([p[i, 1] for i in fr.LEFT_EYE + fr.RIGHT_EYE])
+        rows.append({
+            "face_height": height,
+            "iris_x": (p[fr.LEFT_IRIS[0], 0] - eye_centre) / eye_width,
+            "iris_y": (p[fr.LEFT_IRIS[0], 1] - (p[fr.LEFT_EYE_TOP, 1] + p[fr.LEFT_EYE_BOTTOM, 1]) / 2) / eye_width,
+            "corner_lift": (lip_mid_y - corners_y) / height,      # > 0: corners above the lip centre (smile)
+            "mouth_width": abs(p[fr.MOUTH_LEFT, 0] - p[fr.MOUTH_RIGHT, 0]) / height,
+            "brow_height": (eyes_y - brow_y) / height,
+            "eye_open": (eye_openness(p, "left") + eye_openness(p, "right")) / 2,
+        })
+    return {key: float(np.median([r[key] for r in rows])) for key in rows[0]}
+
+
+_RENDERER: dict = {}
+
+
+@pytest.fixture(scope="module")
+def portrait(sample_portrait):
+    from facecast.models.portrait import analyze_portrait
+    from facecast.models.renderer import Renderer
+
+    _RENDERER[sample_portrait] = Renderer(analyze_portrait(sample_portrait, size=384), device="cpu")
+    return sample_portrait
+
+
+@pytest.fixture(scope="module")
+def neutral(portrait):
+    return _measure(portrait, Controls())
+
+
+@pytest.mark.parametrize("controls, key, direction", [
+    (Controls(gaze_yaw=25.0), "iris_x", +1),          # looks towards image right
+    (Controls(gaze_yaw=-25.0), "iris_x", -1),
+    (Controls(gaze_pitch=20.0), "iris_y", -1),        # looks up: the iris rises (image y grows downwards)
+    (Controls(distance=1.5), "face_height", -1),      # farther away: smaller
+    (Controls(distance=0.75), "face_height", +1),
+    (Controls(emotion="happy"), "corner_lift", +1),
+    (Controls(emotion="sad"), "corner_lift", -1),
+    (Controls(emotion="surprised"), "brow_height", +1),
+    (Controls(emotion="angry"), "brow_height", -1),
+])
+def test_each_control_moves_the_rendered_face_the_expected_way(portrait, neutral, controls, key, direction):
+    changed = _measure(portrait, controls)[key]
+    spread = max(abs(neutral[key]) * 0.02, 1e-4)
+    assert (changed - neutral[key]) * direction > spread, (key, neutral[key], changed)
+
+
+def test_render_applies_the_command_line_controls(sample_portrait, sample_speech, tmp_path):
+    """--distance and --emotion reach the rendered frames through `facecast render`."""
+    from facecast.models.extraction import track_frames
+    from facecast.models.face_measure import face_height
+    import cv2
+
+    sizes = {}
+    for name, extra in (("plain", ()), ("far", ("--distance", "1.6", "--emotion", "happy:0.8", "--gaze", "15,0"))):
+        frames = tmp_path / name
+        result = run_facecast("render", "-p", sample_portrait, "-a", sample_speech, "--frames", frames,
+                              "--size", "256", "-q", *extra)
+        assert result.returncode == 0, result.stderr
+        pngs = sorted(frames.glob("*.png"))[::10]
+        landmarks, found = track_frames(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in pngs)
+        assert found.all()
+        sizes[name] = np.median([face_height(p) for p in landmarks])
+    assert sizes["far"] < 0.8 * sizes["plain"]
+    bad = run_facecast("render", "-p", sample_portrait, "-a", sample_speech, "-o", tmp_path / "x.mp4", "--gaze", "99,0")
+    assert_one_line_error(bad, "gaze angles must be within")
+    assert not (tmp_path / "x.mp4").exists()

@@ -162,6 +162,9 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     ('portrait = "me.png"\nfps = "fast"\n', "'fps' must be float"),
     ('portrait = "me.png"\nfps = 24\n', "30 or 60"),
     ("portrait = \n", "not valid TOML"),
+    ('portrait = "me.png"\nemotion = "furious"\n', "unknown emotion 'furious'"),
+    ('portrait = "me.png"\ngaze = "left"\n', "gaze must be YAW,PITCH"),
+    ('portrait = "me.png"\ndistance = 5\n', "distance must be 0.5-2"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, text, message):
     config = tmp_path / "facecast.toml"
