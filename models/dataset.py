@@ -101,14 +101,38 @@ def list_clips(data: Path) -> list[tuple[str, str]]:
 
 # ----------------------------------------------------------------------------- per clip
 
+class AudioFeatureStream:
+    """Per-hop features (AUDIO_FEATURES order) of a stream of 16 kHz mono blocks, kept compactly
+    (32 bytes per 10 ms), so hours of audio can be analysed before generating from it."""
+
+    def __init__(self) -> None:
+        from facecast.models.audio_features import HopFramer
+
+        self._framer = HopFramer()
+        self._parts: list[np.ndarray] = []
+        self.samples = 0
+
+    def push(self, block: np.ndarray) -> None:
+        from facecast.models.audio_features import hop_features
+
+        block = np.asarray(block, dtype=np.float64)
+        self.samples += len(block)
+        for windows in self._framer.push(block):
+            batch = hop_features(windows)
+            self._parts.append(np.stack([getattr(batch, name) for name in AUDIO_FEATURES], 1).astype(np.float32))
+
+    def matrix(self) -> np.ndarray:
+        """(H, 8) features of every completed hop so far."""
+        if not self._parts:
+            return np.zeros((0, len(AUDIO_FEATURES)), np.float32)
+        return np.concatenate(self._parts)
+
+
 def audio_features(samples: np.ndarray) -> np.ndarray:
     """(H, 8) per-hop features (AUDIO_FEATURES order) of 16 kHz mono speech, as the rule generator sees them."""
-    from facecast.models.audio_features import HopFramer, hop_features
-
-    batches = [hop_features(windows) for windows in HopFramer().push(np.asarray(samples, dtype=np.float64))]
-    if not batches:
-        return np.zeros((0, len(AUDIO_FEATURES)), np.float32)
-    return np.concatenate([np.stack([getattr(b, name) for name in AUDIO_FEATURES], 1) for b in batches]).astype(np.float32)
+    stream = AudioFeatureStream()
+    stream.push(samples)
+    return stream.matrix()
 
 
 def clip_words(data: Path, relpath: str, samples: np.ndarray | None,

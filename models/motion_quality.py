@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
@@ -70,8 +71,17 @@ def _fit(motion: list[MotionFrame], fps: float, frames: int) -> list[MotionFrame
     return motion
 
 
+def learned_motion(samples: np.ndarray, fps: float, frames: int) -> list[MotionFrame]:
+    """The learned diffusion-transformer generator (`motion_diffusion`) with its shipped weights."""
+    from facecast.models.motion_diffusion import learned_motion as generate
+
+    return generate(samples, fps, frames)
+
+
 Generator = Callable[[np.ndarray, float, int], list[MotionFrame]]
 GENERATORS: dict[str, Generator] = {"loudness": loudness_motion, "rule": rule_motion}
+if (Path(__file__).resolve().parent / "data" / "motion_diffusion.pt").exists():
+    GENERATORS["learned"] = learned_motion
 
 
 # ----------------------------------------------------------------------------- measuring output

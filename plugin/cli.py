@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--badge", nargs="?", const="AI-generated", default=None, metavar="TEXT",
                         help="show a visible disclosure label (default text: AI-generated); "
                              "the invisible watermark is always embedded")
+    render.add_argument("--generator", default="rule", choices=("rule", "learned"),
+                        help="speech -> motion: the rule-based generator (default) or the learned diffusion "
+                             "transformer (see README: Measuring motion)")
     _add_control_options(render)
     render.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
     render.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
@@ -182,7 +185,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         size=args.size, fps=args.fps, seed=args.seed, face_index=args.face_index, landmarks=args.landmarks,
         overwrite=args.overwrite, device=args.device, background=parse_color(args.background),
         progress=not args.quiet and sys.stderr.isatty(), badge=args.badge,
-        controls=controls_from(args.emotion, args.gaze, args.distance),
+        controls=controls_from(args.emotion, args.gaze, args.distance), generator=args.generator,
     ))
     if not args.quiet:
         speed = report.duration / report.seconds if report.seconds > 0 else float("inf")

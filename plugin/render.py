@@ -18,7 +18,7 @@ import numpy as np
 from facecast.models.controls import Controls
 from facecast.models.errors import InputError
 from facecast.models.motion import MotionFrame, MotionHeader, read_motion, write_motion
-from facecast.plugin.media import AtomicOutput, AudioReader, Mp4Writer, decode_with_mono
+from facecast.plugin.media import MOTION_SAMPLE_RATE, AtomicOutput, AudioReader, Mp4Writer, decode_with_mono
 
 SUPPORTED_FPS = (25.0, 30.0, 60.0)
 #: Renders longer than this (or of unknown length) write a fragmented MP4 so memory stays flat.
@@ -46,6 +46,7 @@ class RenderRequest:
     progress: bool = True
     badge: str | None = None            # visible disclosure text; the invisible watermark is always on
     controls: Controls = field(default_factory=Controls)  # emotion, main gaze, head distance on every frame
+    generator: str = "rule"             # speech -> motion: "rule" or "learned" (models/motion_diffusion.py)
 
 
 @dataclass
@@ -127,7 +128,8 @@ def render(request: RenderRequest) -> RenderReport:
                         for audio_frame in reader.frames():
                             writer.write_audio(audio_frame)
                 else:
-                    _render_from_audio(reader, fps, request.seed, emit, writer)
+                    render_audio = _render_learned if request.generator == "learned" else _render_from_audio
+                    render_audio(reader, fps, request.seed, emit, writer)
             writer.close()
             if writer.frames == 0:
                 raise InputError(f"{request.motion} holds no motion frames")
@@ -151,6 +153,23 @@ def _render_from_audio(reader: AudioReader, fps: float, seed: int,
         if audio_frame is not None:
             writer.write_audio(audio_frame)
     for frame in generator.finish():
+        emit(frame)
+
+
+def _render_learned(reader: AudioReader, fps: float, seed: int,
+                    emit: Callable[[MotionFrame], None], writer: "_FrameSink") -> None:
+    """The learned generator looks ahead a whole window, so offline it analyses all the audio first
+    (32 bytes per 10 ms), muxing it as it goes, then generates and renders window by window."""
+    from facecast.models.dataset import AudioFeatureStream
+    from facecast.models.motion_diffusion import generate_frames
+
+    stream = AudioFeatureStream()
+    for audio_frame, block in decode_with_mono(reader, MOTION_SAMPLE_RATE):
+        stream.push(block)
+        if audio_frame is not None:
+            writer.write_audio(audio_frame)
+    total = max(1, round(stream.samples / MOTION_SAMPLE_RATE * fps))
+    for frame in generate_frames(stream.matrix(), fps, total, seed=seed):
         emit(frame)
 
 
