@@ -184,3 +184,36 @@ def _levinson(acf: np.ndarray, order: int) -> np.ndarray:
         a[:, i] = k
         err = err * (1 - k * k)
     return a
+
+
+# ----------------------------------------------------------------------------- log-mel (for learned models)
+
+#: Mel bands of `log_mel`: the usual speech front end, 60-7600 Hz.
+MEL_BANDS = 40
+
+
+def _mel(hz: np.ndarray) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + hz / 700.0)
+
+
+def _mel_filterbank(bands: int = MEL_BANDS, low_hz: float = 60.0, high_hz: float = 7600.0) -> np.ndarray:
+    """(bands, NFFT // 2 + 1) triangular filters, equally spaced on the mel scale (HTK formula)."""
+    edges_mel = np.linspace(_mel(np.array(low_hz)), _mel(np.array(high_hz)), bands + 2)
+    edges = 700.0 * (10 ** (edges_mel / 2595.0) - 1.0)
+    bank = np.zeros((bands, len(_FREQS)))
+    for b in range(bands):
+        lo, mid, hi = edges[b], edges[b + 1], edges[b + 2]
+        rising = (_FREQS - lo) / (mid - lo)
+        falling = (hi - _FREQS) / (hi - mid)
+        bank[b] = np.clip(np.minimum(rising, falling), 0.0, None)
+    return bank
+
+
+_MEL_BANK = _mel_filterbank()
+
+
+def log_mel(windows: np.ndarray) -> np.ndarray:
+    """(hops, MEL_BANDS) log mel energies in dB of a batch of analysis windows (the hop grid of `hop_features`)."""
+    spec = sfft.rfft(windows * _WINDOW, NFFT, axis=-1)
+    power = (spec.real**2 + spec.imag**2) / (NFFT * WIN * _WINDOW_POWER)
+    return (10 * np.log10(power @ _MEL_BANK.T + _POWER_FLOOR)).astype(np.float32)

@@ -102,29 +102,37 @@ def list_clips(data: Path) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------- per clip
 
 class AudioFeatureStream:
-    """Per-hop features (AUDIO_FEATURES order) of a stream of 16 kHz mono blocks, kept compactly
-    (32 bytes per 10 ms), so hours of audio can be analysed before generating from it."""
+    """Per-hop features of a stream of 16 kHz mono blocks, kept compactly (32 bytes per 10 ms for the 8
+    AUDIO_FEATURES, 160 for `kind="logmel"`), so hours of audio can be analysed before generating from it."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str = "hop8") -> None:
         from facecast.models.audio_features import HopFramer
 
+        if kind not in ("hop8", "logmel"):
+            raise ValueError(f"audio feature kind must be hop8 or logmel, got {kind!r}")
+        self.kind = kind
         self._framer = HopFramer()
         self._parts: list[np.ndarray] = []
         self.samples = 0
 
     def push(self, block: np.ndarray) -> None:
-        from facecast.models.audio_features import hop_features
+        from facecast.models.audio_features import hop_features, log_mel
 
         block = np.asarray(block, dtype=np.float64)
         self.samples += len(block)
         for windows in self._framer.push(block):
+            if self.kind == "logmel":
+                self._parts.append(log_mel(windows))
+                continue
             batch = hop_features(windows)
             self._parts.append(np.stack([getattr(batch, name) for name in AUDIO_FEATURES], 1).astype(np.float32))
 
     def matrix(self) -> np.ndarray:
-        """(H, 8) features of every completed hop so far."""
+        """(H, 8) or (H, MEL_BANDS) features of every completed hop so far."""
         if not self._parts:
-            return np.zeros((0, len(AUDIO_FEATURES)), np.float32)
+            from facecast.models.audio_features import MEL_BANDS
+
+            return np.zeros((0, MEL_BANDS if self.kind == "logmel" else len(AUDIO_FEATURES)), np.float32)
         return np.concatenate(self._parts)
 
 
@@ -189,7 +197,8 @@ def extract_clip(data: Path, relpath: str, kind: str, speaker: Speaker,
 
 # ----------------------------------------------------------------------------- the cache
 
-def _cache_name(relpath: str) -> str:
+def cache_name(relpath: str) -> str:
+    """The cache file name of a clip (its relative path, flattened)."""
     return relpath.replace("/", "__").removesuffix(".mp4") + ".npz"
 
 
@@ -243,7 +252,7 @@ def build(data: Path = DEFAULT_DATA, cache: Path | None = None, only: str | None
     for number, (rel, kind) in enumerate(clips, start=1):
         signature = _signature(data / rel)
         entry = index.get(rel)
-        target = cache / _cache_name(rel)
+        target = cache / cache_name(rel)
         if entry is not None and entry.get("signature") == signature and target.exists():
             report.skipped += 1
             continue
@@ -307,7 +316,7 @@ def summary(index: dict[str, dict]) -> list[str]:
 def load_clip(relpath: str, cache: Path | None = None) -> dict[str, np.ndarray]:
     """All cached arrays of one clip."""
     cache = Path(cache) if cache is not None else default_cache_dir()
-    with np.load(cache / _cache_name(relpath)) as npz:
+    with np.load(cache / cache_name(relpath)) as npz:
         return {key: npz[key] for key in npz.files}
 
 

@@ -40,7 +40,8 @@ from facecast.models.warp_basis import EXPRESSION_CHANNELS
 
 FPS = 25.0
 HOPS_PER_FRAME = 4
-AUDIO_DIMS = 8 * HOPS_PER_FRAME
+#: Audio feature kinds, per 10 ms hop: the rule generator's 8 features, or 40 log-mel bands.
+FEATURE_DIMS = {"hop8": 8, "logmel": 40}
 WINDOW = 25                      # frames denoised together (1 s)
 CONTEXT = 10                     # clean frames of the previous window given as context
 MOTION_DIMS = len(EXPRESSION_CHANNELS) + 6 + 2 + 2   # expressions, head, blink, gaze
@@ -67,17 +68,49 @@ def resample_frames(values: np.ndarray, fps: float, target_fps: float = FPS, cou
     return np.stack([np.interp(target, source, values[:, j]) for j in range(values.shape[1])], 1).astype(np.float32)
 
 
-def frame_audio(audio: np.ndarray, frames: int) -> np.ndarray:
-    """(frames, 32): the 8 per-hop features of each 25 fps frame's 4 hops, normalised like the lip-sync scorer's."""
+def frame_audio(audio: np.ndarray, frames: int, kind: str = "hop8") -> np.ndarray:
+    """(frames, 4 x per-hop dims): each 25 fps frame's 4 hops, levels relative to the clip's loud level.
+
+    hop8: normalised like the lip-sync scorer's input; logmel: dB / 20 relative to the 95th
+    percentile of the hops' mean band level, so microphone gain does not matter."""
     from facecast.models.sync_scorer import audio_track
 
-    track = audio_track(audio)
+    dims = FEATURE_DIMS[kind]
+    if kind == "hop8":
+        track = audio_track(audio)
+        floor = track[:, :1].min(0) if len(track) else np.array([-4.0])
+    else:
+        audio = np.asarray(audio, np.float32).reshape(-1, dims)
+        loud = np.percentile(audio.mean(1), 95) if len(audio) else 0.0
+        track = np.clip((audio - loud) / 20.0, -4.0, 1.0).astype(np.float32)
+        floor = np.full(1, -4.0)
     needed = frames * HOPS_PER_FRAME
     if len(track) < needed:
-        filler = np.zeros((needed - len(track), track.shape[1]), np.float32)
-        filler[:, 0] = track[:, 0].min() if len(track) else -4.0
+        filler = np.zeros((needed - len(track), dims), np.float32)
+        filler[:, 0] = floor[0] if kind == "hop8" else 0.0
+        if kind == "logmel":
+            filler[:] = track.min() if len(track) else -4.0
         track = np.concatenate([track, filler])
-    return track[:needed].reshape(frames, AUDIO_DIMS)
+    return track[:needed].reshape(frames, dims * HOPS_PER_FRAME)
+
+
+def clip_audio(clip: dict[str, np.ndarray], kind: str, data: Path | None = None, cache: Path | None = None) -> np.ndarray:
+    """A cached clip's per-hop audio of this kind: hop8 is in the dataset cache; log-mel is computed
+    from the recording once and cached beside it (`<cache>/logmel/`)."""
+    if kind == "hop8":
+        return clip["audio"]
+    from facecast.models.dataset import DEFAULT_DATA, AudioFeatureStream, cache_name, default_cache_dir
+    from facecast.plugin.media import decode_mono
+
+    folder = (Path(cache) if cache is not None else default_cache_dir()) / "logmel"
+    path = folder / cache_name(str(clip["path"])).replace(".npz", ".npy")
+    if path.exists():
+        return np.load(path)
+    stream = AudioFeatureStream("logmel")
+    stream.push(decode_mono(Path(data or DEFAULT_DATA) / str(clip["path"])))
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(path, stream.matrix().astype(np.float16))
+    return np.load(path)
 
 
 # ----------------------------------------------------------------------------- the network
@@ -88,16 +121,17 @@ def _torch():
     return torch
 
 
-def build_model(width: int = 192, layers: int = 4, heads: int = 4):
+def build_model(kind: str = "hop8", width: int = 192, layers: int = 4, heads: int = 4):
     """The denoiser: (noisy window + clean context, audio, noise level) -> clean window."""
     torch = _torch()
     nn = torch.nn
+    audio_dims = FEATURE_DIMS[kind] * HOPS_PER_FRAME
 
     class Denoiser(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.motion_in = nn.Linear(MOTION_DIMS + 1, width)      # + "is context" flag
-            self.audio_in = nn.Sequential(nn.Linear(AUDIO_DIMS, width), nn.GELU(), nn.Linear(width, width))
+            self.audio_in = nn.Sequential(nn.Linear(audio_dims, width), nn.GELU(), nn.Linear(width, width))
             self.null_audio = nn.Parameter(torch.zeros(width))
             self.position = nn.Parameter(torch.randn(CONTEXT + WINDOW, width) * 0.02)
             self.level = nn.Sequential(nn.Linear(64, width), nn.GELU(), nn.Linear(width, width))
@@ -133,8 +167,9 @@ def _alpha_bar(t):
 class _Clips:
     """Training clips at 25 fps: normalised motion, frame audio and which frames had a face."""
 
-    def __init__(self, clips: Sequence[dict[str, np.ndarray]], mean: np.ndarray | None = None,
-                 std: np.ndarray | None = None) -> None:
+    def __init__(self, clips: Sequence[dict[str, np.ndarray]], kind: str = "hop8", data: Path | None = None,
+                 cache: Path | None = None) -> None:
+        self.kind = kind
         self.motion, self.audio, self.found, self.groups = [], [], [], []
         for clip in clips:
             fps = float(clip["fps"])
@@ -143,15 +178,14 @@ class _Clips:
             if found.sum() < 10:
                 continue
             self.motion.append(motion)
-            self.audio.append(frame_audio(clip["audio"], len(motion)))
+            self.audio.append(frame_audio(clip_audio(clip, kind, data, cache), len(motion), kind))
             self.found.append(found)
             path = str(clip["path"])
             self.groups.append("grid" if "/grid_" in path else "lrc_ar" if "/lrc_ar/" in path else "wild")
         if not self.motion:
             raise FacecastError("no training clips: run `facecast dataset build` first")
-        if mean is None:
-            stacked = np.concatenate([m[f] for m, f in zip(self.motion, self.found)])
-            mean, std = stacked.mean(0), np.maximum(stacked.std(0), 1e-3)
+        stacked = np.concatenate([m[f] for m, f in zip(self.motion, self.found)])
+        mean, std = stacked.mean(0), np.maximum(stacked.std(0), 1e-3)
         self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
         self.motion = [((m - self.mean) / self.std).astype(np.float32) for m in self.motion]
         self.groups = np.array(self.groups)
@@ -162,7 +196,7 @@ class _Clips:
         names = sorted(set(self.groups))
         p = np.array([weights.get(n, 1.0) for n in names])
         motion = np.zeros((size, length, MOTION_DIMS), np.float32)
-        audio = np.zeros((size, length, AUDIO_DIMS), np.float32)
+        audio = np.zeros((size, length, FEATURE_DIMS[self.kind] * HOPS_PER_FRAME), np.float32)
         valid = np.zeros((size, length), bool)
         for b, g in enumerate(rng.choice(len(names), size=size, p=p / p.sum())):
             index = rng.choice(np.flatnonzero(self.groups == names[g]))
@@ -182,7 +216,8 @@ GROUP_WEIGHTS = {"grid": 0.3, "lrc_ar": 0.3, "wild": 0.4}
 
 def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float = 15.0, batch: int = 64,
           seed: int = 0, out: Path = WEIGHTS_PATH, cache: Path | None = None, log_every: int = 200,
-          audio_drop: float = 0.1, context_drop: float = 0.5) -> dict[str, float]:
+          audio_drop: float = 0.1, context_drop: float = 0.5, features: str = "hop8",
+          data_dir: Path | None = None) -> dict[str, float]:
     """Train the denoiser for `minutes` on the cached training split; writes `out`."""
     torch = _torch()
     from facecast.models.dataset import iter_clips
@@ -191,8 +226,10 @@ def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float =
     rng = np.random.default_rng(seed)
     if clips is None:
         clips = [c for c in iter_clips(split="train", kind="talking", cache=cache) if len(c["audio"])]
-    data = _Clips(clips)
-    model = build_model()
+    started_load = time.monotonic()
+    data = _Clips(clips, features, data_dir, cache)
+    print(f"{len(data.motion)} training clips ({features}) loaded in {time.monotonic() - started_load:.0f} s", flush=True)
+    model = build_model(features)
     optimiser = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=1e-4)
     is_context = torch.zeros(batch, CONTEXT + WINDOW, dtype=torch.bool)
     is_context[:, :CONTEXT] = True
@@ -231,7 +268,8 @@ def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float =
             print(f"step {step:6d}  loss {np.mean(recent[-log_every:]):.4f}  {time.monotonic() - started:6.0f} s", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "mean": torch.from_numpy(data.mean), "std": torch.from_numpy(data.std),
-                "steps": step, "minutes": minutes, "seed": seed, "window": WINDOW, "context": CONTEXT}, out)
+                "steps": step, "minutes": minutes, "seed": seed, "window": WINDOW, "context": CONTEXT,
+                "features": features}, out)
     return {"steps": step, "loss": float(np.mean(recent[-log_every:])) if recent else float("nan")}
 
 
@@ -253,16 +291,18 @@ class LearnedMotion:
             raise FacecastError(f"learned motion weights not found: {path} (train them: "
                                 "python -m facecast.models.motion_diffusion train)")
         state = torch.load(path, map_location="cpu", weights_only=True)
-        self.model = build_model()
+        self.features: str = state.get("features", "hop8")
+        self.model = build_model(self.features)
         self.model.load_state_dict(state["model"])
         self.model.eval()
         self.mean, self.std = state["mean"].numpy(), state["std"].numpy()
 
     def generate(self, audio: np.ndarray, frames: int, sampling: Sampling = Sampling()) -> np.ndarray:
-        """(frames, MOTION_DIMS) motion at 25 fps for per-hop audio features (H, 8)."""
+        """(frames, MOTION_DIMS) motion at 25 fps for per-hop audio features (H, dims of `self.features`)."""
         torch = _torch()
         generator = torch.Generator().manual_seed(sampling.seed)
-        features = torch.from_numpy(frame_audio(audio, frames))
+        features = torch.from_numpy(frame_audio(audio, frames, self.features))
+        audio_dims = features.shape[1]
         out = np.zeros((frames, MOTION_DIMS), np.float32)
         previous = None
         length = CONTEXT + WINDOW
@@ -272,7 +312,7 @@ class LearnedMotion:
         with torch.inference_mode():
             for start in range(0, frames, WINDOW):
                 count = min(WINDOW, frames - start)
-                audio_window = torch.zeros(1, length, AUDIO_DIMS)
+                audio_window = torch.zeros(1, length, audio_dims)
                 lo = max(0, start - CONTEXT)
                 audio_window[0, CONTEXT - (start - lo): CONTEXT] = features[lo:start]
                 audio_window[0, CONTEXT: CONTEXT + count] = features[start: start + count]
@@ -313,13 +353,18 @@ def motion_frames(matrix: np.ndarray, fps: float) -> Iterator[MotionFrame]:
                           blink=Blink(float(blink[0]), float(blink[1])), expressions=expressions)
 
 
-def generate_frames(audio: np.ndarray, fps: float, frames: int, seed: int = 0,
-                    path: Path = WEIGHTS_PATH) -> Iterator[MotionFrame]:
-    """`frames` MotionFrames at `fps` for per-hop audio features (H, 8): offline rendering's entry point."""
+def load(path: Path = WEIGHTS_PATH) -> "LearnedMotion":
+    """The model at `path`, loaded once per process."""
     if path not in _LOADED:
         _LOADED[path] = LearnedMotion(path)
+    return _LOADED[path]
+
+
+def generate_frames(audio: np.ndarray, fps: float, frames: int, seed: int = 0,
+                    path: Path = WEIGHTS_PATH) -> Iterator[MotionFrame]:
+    """`frames` MotionFrames at `fps` for per-hop audio features of the model's kind (`load(path).features`)."""
     count = max(1, int(math.ceil(frames / fps * FPS)))
-    matrix = _LOADED[path].generate(audio, count, Sampling(seed=seed))
+    matrix = load(path).generate(audio, count, Sampling(seed=seed))
     return motion_frames(resample_frames(matrix, FPS, fps, count=frames), fps)
 
 
@@ -328,9 +373,11 @@ _LOADED: dict[Path, LearnedMotion] = {}
 
 def learned_motion(samples: np.ndarray, fps: float, frames: int, path: Path = WEIGHTS_PATH) -> list[MotionFrame]:
     """Quality-benchmark generator: 16 kHz speech -> `frames` MotionFrames at `fps`."""
-    from facecast.models.dataset import audio_features
+    from facecast.models.dataset import AudioFeatureStream
 
-    return list(generate_frames(audio_features(samples), fps, frames, path=path))
+    stream = AudioFeatureStream(load(path).features)
+    stream.push(samples)
+    return list(generate_frames(stream.matrix(), fps, frames, path=path))
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -341,8 +388,11 @@ def _main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--cache", type=Path, default=None)
     t.add_argument("-o", "--output", type=Path, default=WEIGHTS_PATH)
+    t.add_argument("--features", choices=tuple(FEATURE_DIMS), default="hop8", help="per-hop audio features")
+    t.add_argument("--data", type=Path, default=None, help="the recordings (for log-mel; default ../shared/data)")
     args = parser.parse_args(argv)
-    result = train(minutes=args.minutes, seed=args.seed, out=args.output, cache=args.cache)
+    result = train(minutes=args.minutes, seed=args.seed, out=args.output, cache=args.cache, features=args.features,
+                   data_dir=args.data)
     print(f"wrote {args.output} after {result['steps']} steps (loss {result['loss']:.4f})")
     return 0
 

@@ -161,9 +161,9 @@ def _render_learned(reader: AudioReader, fps: float, seed: int,
     """The learned generator looks ahead a whole window, so offline it analyses all the audio first
     (32 bytes per 10 ms), muxing it as it goes, then generates and renders window by window."""
     from facecast.models.dataset import AudioFeatureStream
-    from facecast.models.motion_diffusion import generate_frames
+    from facecast.models.motion_diffusion import generate_frames, load
 
-    stream = AudioFeatureStream()
+    stream = AudioFeatureStream(load().features)
     for audio_frame, block in decode_with_mono(reader, MOTION_SAMPLE_RATE):
         stream.push(block)
         if audio_frame is not None:

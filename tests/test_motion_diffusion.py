@@ -88,3 +88,22 @@ def test_render_with_the_learned_generator(sample_portrait: Path, sample_speech:
         frames = sum(1 for _ in container.decode(video=0))
         duration = float(audio.duration * audio.time_base)
     assert abs(frames - duration * 25) <= 2 and frames > 25
+
+
+def test_log_mel_features_are_block_size_invariant_and_put_a_tone_in_its_band() -> None:
+    from facecast.models.audio_features import _MEL_BANK, _FREQS, MEL_BANDS
+    from facecast.models.dataset import AudioFeatureStream
+
+    t = np.arange(16000) / 16000
+    tone = 0.3 * np.sin(2 * np.pi * 1000 * t)
+    whole = AudioFeatureStream("logmel")
+    whole.push(tone)
+    pieces = AudioFeatureStream("logmel")
+    for start in range(0, len(tone), 777):
+        pieces.push(tone[start:start + 777])
+    assert whole.matrix().shape == (100, MEL_BANDS)
+    assert np.allclose(whole.matrix(), pieces.matrix(), atol=1e-3)
+    band = int(np.argmax(whole.matrix()[50]))
+    assert _MEL_BANK[band, np.argmin(np.abs(_FREQS - 1000))] > 0.5      # the band whose filter covers 1 kHz
+    framed = frame_audio(whole.matrix(), 25, "logmel")
+    assert framed.shape == (25, 4 * MEL_BANDS) and framed.max() <= 1.0
