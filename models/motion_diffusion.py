@@ -7,9 +7,10 @@ window; this is that design at CPU size:
 
 * a token per 25 fps frame: the motion vector (`MOTION_DIMS`: 24 expression
   coefficients, head yaw/pitch/roll/x/y/distance, blinks, gaze; normalised by
-  the training set's statistics) plus the frame's audio features (the 8
-  per-hop features of `dataset.AUDIO_FEATURES` for the 4 hops of the frame,
-  level relative to the clip's loud level);
+  the training set's statistics) plus the frame's audio features for its 4
+  10-ms hops: 40 log-mel bands (or the rule generator's 8 per-hop features;
+  log-mel won on the quality benchmark, see the model card), levels relative
+  to the clip's loud level;
 * a window of WINDOW frames is denoised; the CONTEXT frames before it are given
   clean (the previous window's output), so long audio is generated window by
   window without seams;
@@ -20,7 +21,9 @@ window; this is that design at CPU size:
 
 Train (needs `facecast dataset build`):
 
-    python -m facecast.models.motion_diffusion train --minutes 15
+    python -m facecast.models.motion_diffusion train --features logmel --minutes 20
+
+Model card: `data/motion_diffusion.md`.
 """
 
 from __future__ import annotations
@@ -214,9 +217,9 @@ GROUP_WEIGHTS = {"grid": 0.3, "lrc_ar": 0.3, "wild": 0.4}
 
 # ----------------------------------------------------------------------------- training
 
-def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float = 15.0, batch: int = 64,
+def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float = 20.0, batch: int = 64,
           seed: int = 0, out: Path = WEIGHTS_PATH, cache: Path | None = None, log_every: int = 200,
-          audio_drop: float = 0.1, context_drop: float = 0.5, features: str = "hop8",
+          audio_drop: float = 0.1, context_drop: float = 0.5, features: str = "logmel",
           data_dir: Path | None = None) -> dict[str, float]:
     """Train the denoiser for `minutes` on the cached training split; writes `out`."""
     torch = _torch()
@@ -384,11 +387,11 @@ def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m facecast.models.motion_diffusion", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--minutes", type=float, default=15.0)
+    t.add_argument("--minutes", type=float, default=20.0)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--cache", type=Path, default=None)
     t.add_argument("-o", "--output", type=Path, default=WEIGHTS_PATH)
-    t.add_argument("--features", choices=tuple(FEATURE_DIMS), default="hop8", help="per-hop audio features")
+    t.add_argument("--features", choices=tuple(FEATURE_DIMS), default="logmel", help="per-hop audio features")
     t.add_argument("--data", type=Path, default=None, help="the recordings (for log-mel; default ../shared/data)")
     args = parser.parse_args(argv)
     result = train(minutes=args.minutes, seed=args.seed, out=args.output, cache=args.cache, features=args.features,

@@ -10,7 +10,7 @@ import pytest
 from facecast.models.dataset import load_clip
 from facecast.models.errors import FacecastError
 from facecast.models.motion_diffusion import (
-    CONTEXT, FPS, MOTION_DIMS, WINDOW, LearnedMotion, Sampling, frame_audio, learned_motion, motion_frames,
+    CONTEXT, FPS, MOTION_DIMS, WINDOW, LearnedMotion, Sampling, clip_audio, frame_audio, learned_motion, motion_frames,
     motion_matrix, resample_frames, train,
 )
 from facecast.models.warp_basis import EXPRESSION_CHANNELS
@@ -19,10 +19,13 @@ from conftest import HELD_OUT_CLIPS
 
 @pytest.fixture(scope="module")
 def tiny_model(held_out_dataset: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    clips = [load_clip(rel, held_out_dataset[1]) for rel in HELD_OUT_CLIPS]
+    data, cache = held_out_dataset
+    clips = [load_clip(rel, cache) for rel in HELD_OUT_CLIPS]
     out = tmp_path_factory.mktemp("learned") / "motion.pt"
-    result = train(clips=clips, minutes=0.1, batch=16, out=out, log_every=10**9)
+    result = train(clips=clips, minutes=0.1, batch=16, out=out, log_every=10**9, features="logmel",
+                   data_dir=data, cache=cache)
     assert result["steps"] >= 3 and np.isfinite(result["loss"])
+    assert len(list((cache / "logmel").glob("*.npy"))) == len(HELD_OUT_CLIPS)   # log-mel cached beside the dataset
     return out
 
 
@@ -38,7 +41,9 @@ def test_features_line_up_with_25_fps_frames(held_out_dataset: tuple[Path, Path]
 
 def test_generation_is_window_by_window_for_any_length(tiny_model: Path, held_out_dataset: tuple[Path, Path]) -> None:
     model = LearnedMotion(tiny_model)
-    audio = load_clip(HELD_OUT_CLIPS[3], held_out_dataset[1])["audio"]
+    data, cache = held_out_dataset
+    audio = clip_audio(load_clip(HELD_OUT_CLIPS[3], cache), model.features, data, cache)
+    assert model.features == "logmel" and audio.shape[1] == 40
     for frames in (1, WINDOW, WINDOW + CONTEXT + 3, 3 * WINDOW + 7):
         out = model.generate(audio, frames)
         assert out.shape == (frames, MOTION_DIMS) and np.isfinite(out).all()
