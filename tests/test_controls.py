@@ -81,17 +81,17 @@ def test_command_line_controls_parse_or_fail_in_one_line():
 
 # ---- measured on rendered output: each control moves the face the expected way
 
-def _measure(portrait, controls: Controls, seconds: float = 1.6) -> dict[str, float]:
-    """Rule-generator motion for speech-like bursts, controls applied as render/live do, rendered, face-meshed."""
+def _measure(portrait, controls: Controls, generator: str = "rule", seconds: float = 1.6) -> dict[str, float]:
+    """A generator's motion for speech-like bursts, controls applied as render/live do, rendered, face-meshed."""
     from facecast.models import face_regions as fr
     from facecast.models.extraction import track_frames
     from facecast.models.face_measure import eye_openness, face_height
-    from facecast.models.motion_quality import rule_motion
+    from facecast.models.motion_quality import GENERATORS
 
     t = np.arange(int(seconds * 16000)) / 16000
     speech = 0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 2.0 * t) > 0)
     fps = 25.0
-    motion = [controls.apply(f) for f in rule_motion(speech, fps, int(seconds * fps))]
+    motion = [controls.apply(f) for f in GENERATORS[generator](speech, fps, int(seconds * fps))]
     landmarks, found = track_frames(_RENDERER[portrait].render(f)[:, :, :3] for f in motion)
     assert found.all()
     rows = []
@@ -127,9 +127,13 @@ def portrait(sample_portrait):
     return sample_portrait
 
 
-@pytest.fixture(scope="module")
-def neutral(portrait):
-    return _measure(portrait, Controls())
+_NEUTRAL: dict[str, dict[str, float]] = {}
+
+
+def _neutral(portrait, generator: str) -> dict[str, float]:
+    if generator not in _NEUTRAL:
+        _NEUTRAL[generator] = _measure(portrait, Controls(), generator)
+    return _NEUTRAL[generator]
 
 
 @pytest.mark.parametrize("controls, key, direction", [
@@ -143,8 +147,10 @@ def neutral(portrait):
     (Controls(emotion="surprised"), "brow_height", +1),
     (Controls(emotion="angry"), "brow_height", -1),
 ])
-def test_each_control_moves_the_rendered_face_the_expected_way(portrait, neutral, controls, key, direction):
-    changed = _measure(portrait, controls)[key]
+@pytest.mark.parametrize("generator", ["rule", "learned"])
+def test_each_control_moves_the_rendered_face_the_expected_way(portrait, generator, controls, key, direction):
+    neutral = _neutral(portrait, generator)
+    changed = _measure(portrait, controls, generator)[key]
     spread = max(abs(neutral[key]) * 0.02, 1e-4)
     assert (changed - neutral[key]) * direction > spread, (key, neutral[key], changed)
 
