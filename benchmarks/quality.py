@@ -47,9 +47,9 @@ import numpy as np  # noqa: E402
 
 from facecast.models import dataset  # noqa: E402
 from facecast.models.motion_quality import (  # noqa: E402
-    GENERATORS, Measured, blinks_per_minute, head_motion, jitter, lagged_correlation, measure_frames, word_closures,
+    GENERATORS, Measured, count_blinks, head_motion, jitter, lagged_correlation, measure_frames, word_closures,
 )
-from facecast.models.sync_scorer import MAX_OFFSET, SyncScorer, scorable  # noqa: E402
+from facecast.models.sync_scorer import MAX_OFFSET, SyncScorer, enough_face, scorable  # noqa: E402
 
 SIZE = 512
 
@@ -98,7 +98,7 @@ def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: Sy
     """One table row: `measured[i]` is this row's measurement of `clips[i]`."""
     r_all, r_grid, r_wild, lags, conf, offsets = [], [], [], [], [], []
     bilabial, other, speed, spread, jit = [], [], [], [], []
-    blinks, minutes, found, frames = 0.0, 0.0, 0, 0
+    blinks, minutes, found, frames = 0, 0.0, 0, 0
     for clip, m in zip(clips, measured):
         real = Measured.from_clip(clip)
         wild = "/wild/" in str(clip["path"])
@@ -106,7 +106,7 @@ def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: Sy
         r_all.append(r)
         (r_wild if wild else r_grid).append(r)
         lags.append(lag)
-        if m.found.sum() >= 2 * m.fps:
+        if enough_face(m.found, m.fps):
             score = scorer.score(m.lips, m.found, m.fps, clip["audio"])
             conf.append(score.confidence)
             offsets.append(score.offset)
@@ -118,9 +118,8 @@ def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: Sy
             speed.append(s)
             spread.append(sd)
         jit.append(jitter(m.head, m.fps))
-        duration = len(m.found) / m.fps / 60.0
-        blinks += blinks_per_minute(m.blink, m.fps) * duration
-        minutes += duration
+        blinks += count_blinks(m.blink)
+        minutes += len(m.found) / m.fps / 60.0
         found += int(m.found.sum())
         frames += len(m.found)
     return {

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -193,6 +194,28 @@ def extract_clip(data: Path, relpath: str, kind: str, speaker: Speaker,
         "kind": np.array(kind), "speaker": np.array(speaker.id), "split": np.array(speaker.split),
         "path": np.array(relpath),
     }
+
+
+def resample_frames(values: np.ndarray, fps: float, target_fps: float, count: int | None = None) -> np.ndarray:
+    """Linear resampling of per-frame rows (T, D) from `fps` to `target_fps` (same start time; float32 or
+    wider kept); `count` defaults to the frames that fit the same duration."""
+    values = np.asarray(values, dtype=np.result_type(values, np.float32))
+    if count is None:
+        count = max(1, int(math.floor(len(values) / fps * target_fps + 1e-6)))
+    if abs(fps - target_fps) < 1e-6 and count <= len(values):
+        return values[:count]
+    source = np.arange(len(values)) / fps
+    target = np.arange(count) / target_fps
+    return np.stack([np.interp(target, source, values[:, j]) for j in range(values.shape[1])], 1).astype(values.dtype)
+
+
+def clip_group(relpath: str) -> str:
+    """The corpus a talking clip comes from, for balanced sampling: grid, lrc_ar or wild."""
+    if "/grid_" in relpath:
+        return "grid"
+    if "/lrc_ar/" in relpath:
+        return "lrc_ar"
+    return "wild"
 
 
 # ----------------------------------------------------------------------------- the cache

@@ -37,6 +37,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from facecast.models.dataset import clip_group, resample_frames
 from facecast.models.errors import FacecastError
 from facecast.models.motion import Blink, Gaze, HeadPose, MotionFrame
 from facecast.models.warp_basis import EXPRESSION_CHANNELS
@@ -59,41 +60,26 @@ def motion_matrix(clip: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([clip["expressions"], clip["head"], clip["blink"], clip["gaze"]], 1).astype(np.float32)
 
 
-def resample_frames(values: np.ndarray, fps: float, target_fps: float = FPS, count: int | None = None) -> np.ndarray:
-    """Linear resampling of per-frame rows from `fps` to `target_fps` (same start time)."""
-    values = np.asarray(values, np.float32)
-    if count is None:
-        count = max(1, int(math.floor(len(values) / fps * target_fps + 1e-6)))
-    if abs(fps - target_fps) < 1e-6 and count <= len(values):
-        return values[:count]
-    source = np.arange(len(values)) / fps
-    target = np.arange(count) / target_fps
-    return np.stack([np.interp(target, source, values[:, j]) for j in range(values.shape[1])], 1).astype(np.float32)
-
-
 def frame_audio(audio: np.ndarray, frames: int, kind: str = "hop8") -> np.ndarray:
-    """(frames, 4 x per-hop dims): each 25 fps frame's 4 hops, levels relative to the clip's loud level.
+    """(frames, 4 x per-hop dims): each 25 fps frame's 4 hops, levels relative to the clip's loud level,
+    padded with the clip's own silence where the audio ends early.
 
     hop8: normalised like the lip-sync scorer's input; logmel: dB / 20 relative to the 95th
     percentile of the hops' mean band level, so microphone gain does not matter."""
-    from facecast.models.sync_scorer import audio_track
+    from facecast.models.sync_scorer import audio_track, silence_row
 
     dims = FEATURE_DIMS[kind]
     if kind == "hop8":
         track = audio_track(audio)
-        floor = track[:, :1].min(0) if len(track) else np.array([-4.0])
+        silence = silence_row(track)
     else:
         audio = np.asarray(audio, np.float32).reshape(-1, dims)
         loud = np.percentile(audio.mean(1), 95) if len(audio) else 0.0
         track = np.clip((audio - loud) / 20.0, -4.0, 1.0).astype(np.float32)
-        floor = np.full(1, -4.0)
+        silence = np.full(dims, track.min() if len(track) else -4.0, np.float32)
     needed = frames * HOPS_PER_FRAME
     if len(track) < needed:
-        filler = np.zeros((needed - len(track), dims), np.float32)
-        filler[:, 0] = floor[0] if kind == "hop8" else 0.0
-        if kind == "logmel":
-            filler[:] = track.min() if len(track) else -4.0
-        track = np.concatenate([track, filler])
+        track = np.concatenate([track, np.repeat(silence[None], needed - len(track), 0)])
     return track[:needed].reshape(frames, dims * HOPS_PER_FRAME)
 
 
@@ -111,9 +97,10 @@ def clip_audio(clip: dict[str, np.ndarray], kind: str, data: Path | None = None,
         return np.load(path)
     stream = AudioFeatureStream("logmel")
     stream.push(decode_mono(Path(data or DEFAULT_DATA) / str(clip["path"])))
+    features = stream.matrix().astype(np.float16)
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(path, stream.matrix().astype(np.float16))
-    return np.load(path)
+    np.save(path, features)
+    return features
 
 
 # ----------------------------------------------------------------------------- the network
@@ -176,15 +163,14 @@ class _Clips:
         self.motion, self.audio, self.found, self.groups = [], [], [], []
         for clip in clips:
             fps = float(clip["fps"])
-            motion = resample_frames(motion_matrix(clip), fps)
-            found = resample_frames(clip["found"][:, None].astype(np.float32), fps, count=len(motion))[:, 0] > 0.99
+            motion = resample_frames(motion_matrix(clip), fps, FPS)
+            found = resample_frames(clip["found"][:, None].astype(np.float32), fps, FPS, count=len(motion))[:, 0] > 0.99
             if found.sum() < 10:
                 continue
             self.motion.append(motion)
             self.audio.append(frame_audio(clip_audio(clip, kind, data, cache), len(motion), kind))
             self.found.append(found)
-            path = str(clip["path"])
-            self.groups.append("grid" if "/grid_" in path else "lrc_ar" if "/lrc_ar/" in path else "wild")
+            self.groups.append(clip_group(str(clip["path"])))
         if not self.motion:
             raise FacecastError("no training clips: run `facecast dataset build` first")
         stacked = np.concatenate([m[f] for m, f in zip(self.motion, self.found)])
@@ -194,7 +180,7 @@ class _Clips:
         self.groups = np.array(self.groups)
 
     def batch(self, rng: np.random.Generator, size: int, weights: dict[str, float]):
-        """Windows of CONTEXT + WINDOW frames: motion, audio, valid mask, and whether the context is real."""
+        """Windows of CONTEXT + WINDOW frames: motion, audio and which frames exist with a face (valid)."""
         length = CONTEXT + WINDOW
         names = sorted(set(self.groups))
         p = np.array([weights.get(n, 1.0) for n in names])

@@ -198,16 +198,20 @@ def jitter(head: np.ndarray, fps: float) -> float:
     return float(np.linalg.norm(rotation - smooth_rotation(rotation, fps), axis=1).mean())
 
 
-def blinks_per_minute(blink: np.ndarray, fps: float) -> float:
-    """Blinks per minute: both eyes' mean closure rising above BLINK_ON, counted again only after it fell
-    below BLINK_OFF (a mouth-driven wobble around one level is not a blink)."""
-    closure = np.nan_to_num(np.asarray(blink, float).mean(1))
-    if len(closure) < 2:
-        return float("nan")
+def count_blinks(blink: np.ndarray) -> int:
+    """Blinks: both eyes' mean closure rising above BLINK_ON, counted again only after it fell below
+    BLINK_OFF (a mouth-driven wobble around one level is not a blink)."""
     count, armed = 0, True
-    for value in closure:
+    for value in np.nan_to_num(np.asarray(blink, float).mean(1)):
         if armed and value > BLINK_ON:
             count, armed = count + 1, False
         elif value < BLINK_OFF:
             armed = True
-    return count / (len(closure) / fps / 60.0)
+    return count
+
+
+def blinks_per_minute(blink: np.ndarray, fps: float) -> float:
+    """`count_blinks` per minute of footage (NaN for under two frames)."""
+    if len(blink) < 2:
+        return float("nan")
+    return count_blinks(blink) / (len(blink) / fps / 60.0)

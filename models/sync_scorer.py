@@ -39,6 +39,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from facecast.models.dataset import clip_group, resample_frames
 from facecast.models.errors import FacecastError
 
 FPS = 25.0
@@ -55,6 +56,7 @@ LIP_SCALE = 50.0             # lip displacements are ~0.01 face heights
 AUDIO_PAD_HOPS = 4 * (MAX_OFFSET + 10) + 20
 WEIGHTS_PATH = Path(__file__).resolve().parent / "data" / "sync_scorer.pt"
 SHIFT_RANGE = (3, MAX_OFFSET)  # negatives: the same clip's audio this many frames away
+MIN_FACE_SECONDS = 2.0
 
 
 # ----------------------------------------------------------------------------- features
@@ -65,15 +67,11 @@ def lip_track(lips: np.ndarray, found: np.ndarray, fps: float) -> tuple[np.ndarr
     found = np.asarray(found, bool)
     if len(lips) == 0:
         return np.zeros((0, 2 * LIP_POINTS), np.float32), np.zeros(0, bool)
-    duration = len(lips) / fps
-    count = max(1, int(math.floor(duration * FPS + 1e-6)))
-    source_t = np.arange(len(lips)) / fps
-    target_t = np.arange(count) / FPS
+    resampled = resample_frames(lips, fps, FPS)
     if abs(fps - FPS) < 1e-6:
-        resampled, ok = lips[:count], found[:count]
+        ok = found[: len(resampled)]
     else:
-        resampled = np.stack([np.interp(target_t, source_t, lips[:, j]) for j in range(lips.shape[1])], 1)
-        nearest = np.clip(np.round(target_t * fps).astype(int), 0, len(lips) - 1)
+        nearest = np.clip(np.round(np.arange(len(resampled)) / FPS * fps).astype(int), 0, len(lips) - 1)
         ok = found[nearest]
     centre = np.median(resampled[ok], axis=0) if ok.any() else np.zeros(lips.shape[1])
     return ((resampled - centre) * LIP_SCALE).astype(np.float32), ok.astype(bool)
@@ -98,7 +96,8 @@ def audio_track(audio: np.ndarray) -> np.ndarray:
     return out
 
 
-def _silence_row(track: np.ndarray) -> np.ndarray:
+def silence_row(track: np.ndarray) -> np.ndarray:
+    """One hop of the clip's own silence in normalised features (its lowest level, nothing else)."""
     row = np.zeros(track.shape[1], np.float32)
     row[0] = track[:, 0].min() if len(track) else -4.0
     return row
@@ -106,7 +105,7 @@ def _silence_row(track: np.ndarray) -> np.ndarray:
 
 def pad_audio(track: np.ndarray, pad: int = AUDIO_PAD_HOPS) -> np.ndarray:
     """The normalised audio with `pad` hops of the clip's own silence level on both sides."""
-    filler = np.repeat(_silence_row(track)[None], pad, 0)
+    filler = np.repeat(silence_row(track)[None], pad, 0)
     return np.concatenate([filler, track, filler]).astype(np.float32)
 
 
@@ -297,9 +296,14 @@ def validate(scorer: SyncScorer, clips: Sequence[dict[str, np.ndarray]], shift: 
                       float(np.mean(zero)), float(np.mean(found)), float(np.mean(exact)), float(np.mean(absolute)))
 
 
+def enough_face(found: np.ndarray, fps: float) -> bool:
+    """At least MIN_FACE_SECONDS of frames with the face found: enough evidence to score."""
+    return int(np.sum(found)) >= MIN_FACE_SECONDS * float(fps)
+
+
 def scorable(clip: dict[str, np.ndarray]) -> bool:
-    """A talking clip with audio and at least ~2 s of found face."""
-    return len(clip["audio"]) > 0 and int(np.sum(clip["found"])) >= 2 * float(clip["fps"])
+    """A talking clip with audio and enough found face (`enough_face`)."""
+    return len(clip["audio"]) > 0 and enough_face(clip["found"], float(clip["fps"]))
 
 
 # ----------------------------------------------------------------------------- training
@@ -320,7 +324,7 @@ class _Pool:
             frames = np.flatnonzero(valid)
             anchors.append(np.stack([lip_base + frames, audio_base + AUDIO_PAD_HOPS + HOPS_PER_FRAME * frames
                                      + FIRST_HOP, np.full(len(frames), len(self.clip_frames))], 1))
-            groups.append(_group(str(clip["path"])))
+            groups.append(clip_group(str(clip["path"])))
             tracks.append(track)
             audios.append(padded)
             self.clip_frames.append(len(track))
@@ -344,14 +348,6 @@ class _Pool:
             clip_anchors = self.anchors[rng.choice(members)]
             rows.append(clip_anchors[rng.integers(len(clip_anchors))])
         return np.array(rows)
-
-
-def _group(relpath: str) -> str:
-    if "/grid_" in relpath:
-        return "grid"
-    if "/lrc_ar/" in relpath:
-        return "lrc_ar"
-    return "wild"
 
 
 GROUP_WEIGHTS = {"grid": 0.35, "lrc_ar": 0.35, "wild": 0.3}

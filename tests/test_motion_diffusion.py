@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facecast.models.dataset import load_clip
+from facecast.models.dataset import load_clip, resample_frames
 from facecast.models.errors import FacecastError
 from facecast.models.motion_diffusion import (
     CONTEXT, FPS, MOTION_DIMS, WINDOW, LearnedMotion, Sampling, clip_audio, frame_audio, learned_motion, motion_frames,
-    motion_matrix, resample_frames, train,
+    motion_matrix, train,
 )
 from facecast.models.warp_basis import EXPRESSION_CHANNELS
 from conftest import HELD_OUT_CLIPS
@@ -31,11 +31,11 @@ def tiny_model(held_out_dataset: tuple[Path, Path], tmp_path_factory: pytest.Tem
 
 def test_features_line_up_with_25_fps_frames(held_out_dataset: tuple[Path, Path]) -> None:
     clip = load_clip(HELD_OUT_CLIPS[3], held_out_dataset[1])
-    motion = resample_frames(motion_matrix(clip), float(clip["fps"]))
+    motion = resample_frames(motion_matrix(clip), float(clip["fps"]), FPS)
     assert motion.shape == (len(clip["found"]), MOTION_DIMS)   # this clip is 25 fps already
     audio = frame_audio(clip["audio"], len(motion))
     assert audio.shape == (len(motion), 32) and np.isfinite(audio).all()
-    thirty = resample_frames(np.arange(90, dtype=np.float32)[:, None], 30.0)
+    thirty = resample_frames(np.arange(90, dtype=np.float32)[:, None], 30.0, FPS)
     assert len(thirty) == 75 and thirty[25, 0] == pytest.approx(30.0)   # 1 s in = frame 30 at 30 fps
 
 
