@@ -10,6 +10,8 @@ and the first two formants (vowel shape) from selective LPC on 0-4 kHz.
 
 from __future__ import annotations
 
+from collections import deque
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +80,36 @@ class HopFeatures:
 
     def __len__(self) -> int:
         return len(self.level_db)
+
+
+class CaptureClock:
+    """When each received sample was captured, from the capture time of the blocks that held them.
+
+    Why: live latency is measured from the capture of the newest sample a
+    frame used; generators record each timed block here and ask for a
+    sample's time when they emit a frame (samples asked for must not go back
+    in time, so old blocks are forgotten).
+    """
+
+    def __init__(self) -> None:
+        self._blocks: deque[tuple[int, float]] = deque()   # (end sample index, capture time of that end)
+        self.samples = 0
+
+    def add(self, count: int, capture_time: float | None) -> None:
+        """`count` more samples arrived; `capture_time` is when the last of them was captured (None: untimed)."""
+        self.samples += count
+        if capture_time is not None and count:
+            self._blocks.append((self.samples, float(capture_time)))
+
+    def time_of(self, sample: int) -> float | None:
+        """Capture time of sample `sample` (0-based; beyond the received ones: the last received one)."""
+        if not self._blocks:
+            return None
+        sample = min(sample, self.samples - 1)
+        while len(self._blocks) > 1 and self._blocks[0][0] <= sample:
+            self._blocks.popleft()
+        end, captured = self._blocks[0]
+        return captured - (end - 1 - sample) / SAMPLE_RATE
 
 
 class HopFramer:

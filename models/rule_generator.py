@@ -26,7 +26,9 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from facecast.models.audio_features import HOP, SAMPLE_RATE, WIN, HopFeatures, HopFramer, hop_features
+from facecast.models.audio_features import (
+    HOP, SAMPLE_RATE, WIN, CaptureClock, HopFeatures, HopFramer, hop_features,
+)
 from facecast.models.motion import VISEMES, Blink, Gaze, HeadPose, MotionFrame
 
 HOP_S = HOP / SAMPLE_RATE
@@ -535,12 +537,11 @@ class RuleMotionGenerator:
         self._framer = HopFramer()
         self._analyser = _HopAnalyser()
         self._animator = _FaceAnimator(self.fps, seed)
-        self._samples = 0          # real samples received
+        self._clock = CaptureClock()  # real samples received and when
         self._hops = 0             # hops analysed
         self._next_frame = 0       # next frame whose mouth snapshot is pending
         self._snapshots: deque[tuple[_MouthState, int]] = deque()  # (interpolated state, hops it needed)
         self._before = self._analyser.state.copy()  # state after k hops, for the next frame's interpolation
-        self._clock: deque[tuple[int, float]] = deque()  # (end sample index, capture time) per timed block
         self._finished = False
 
     def _frame_position(self, i: int) -> tuple[int, float]:
@@ -560,20 +561,18 @@ class RuleMotionGenerator:
         if block.ndim != 1:
             raise ValueError(f"expected mono samples (a 1-D array), got shape {block.shape}")
         block = np.nan_to_num(block, nan=0.0, posinf=1.0, neginf=-1.0)
-        self._samples += len(block)
-        if capture_time is not None and len(block):
-            self._clock.append((self._samples, float(capture_time)))
+        self._clock.add(len(block), capture_time)
         self._analyse(block)
         # A frame exists only if the stream is certainly long enough: D * fps > i + 0.5.
-        return self._emit(lambda i: self._samples * self.fps > (i + 0.5) * SAMPLE_RATE)
+        return self._emit(lambda i: self._clock.samples * self.fps > (i + 0.5) * SAMPLE_RATE)
 
     def finish(self) -> list[MotionFrame]:
         """End of input: pad silence for the lookahead and return the remaining frames."""
         if self._finished:
             return []
         self._finished = True
-        total = max(1, round(self._samples / SAMPLE_RATE * self.fps))
-        missing = (self._frame_position(total - 1)[0] + 1) * HOP - self._samples
+        total = max(1, round(self._clock.samples / SAMPLE_RATE * self.fps))
+        missing = (self._frame_position(total - 1)[0] + 1) * HOP - self._clock.samples
         if missing > 0:
             self._analyse(np.zeros(missing))
         return self._emit(lambda i: i < total)
@@ -604,13 +603,7 @@ class RuleMotionGenerator:
 
     def _capture_time(self, sample: int) -> float | None:
         """Capture time of a sample, from the block that held it (the last real sample for padding)."""
-        if not self._clock:
-            return None
-        sample = min(sample, self._samples - 1)
-        while len(self._clock) > 1 and self._clock[0][0] <= sample:
-            self._clock.popleft()
-        end, captured = self._clock[0]
-        return captured - (end - 1 - sample) / SAMPLE_RATE
+        return self._clock.time_of(sample)
 
 
 def generate_motion(chunks: Iterable[np.ndarray], fps: float = 25.0, seed: int = 0) -> Iterator[MotionFrame]:
