@@ -100,6 +100,21 @@ def list_clips(data: Path) -> list[tuple[str, str]]:
     return clips
 
 
+#: Video files `list_videos` picks up.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+
+
+def list_videos(folder: Path) -> list[tuple[str, str]]:
+    """(relative path, "talking") of every video anywhere under `folder`, sorted."""
+    if not folder.is_dir():
+        raise InputError(f"video folder not found: {folder}")
+    videos = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                    if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    if not videos:
+        raise InputError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under {folder}")
+    return [(rel, "talking") for rel in videos]
+
+
 # ----------------------------------------------------------------------------- per clip
 
 class AudioFeatureStream:
@@ -248,8 +263,11 @@ class BuildReport:
 
 
 def build(data: Path = DEFAULT_DATA, cache: Path | None = None, only: str | None = None,
-          progress: Callable[[str], None] | None = None) -> BuildReport:
+          progress: Callable[[str], None] | None = None, own_videos: bool = False) -> BuildReport:
     """Extract every clip not yet cached (or changed); `only` is a glob on relative paths to limit the work.
+
+    `own_videos`: `data` is any folder of talking videos of one person (a user's own recordings, for
+    fine-tuning): every video in it is a training clip of speaker "you", and no split file is used.
 
     A clip that cannot be extracted (no face anywhere, undecodable) is reported
     and left out, not fatal: one bad file must not stop a 30-minute build.
@@ -258,9 +276,14 @@ def build(data: Path = DEFAULT_DATA, cache: Path | None = None, only: str | None
 
     started = time.perf_counter()
     data, cache = Path(data), Path(cache) if cache is not None else default_cache_dir()
+    if own_videos:
+        speakers = [Speaker("you", "train", ("*",), "the user's own videos")]
+        listed = list_videos(data)
+    else:
+        speakers = load_split()
+        listed = list_clips(data)
     cache.mkdir(parents=True, exist_ok=True)
-    speakers = load_split()
-    clips = [(rel, kind) for rel, kind in list_clips(data) if only is None or fnmatch.fnmatchcase(rel, only)]
+    clips = [(rel, kind) for rel, kind in listed if only is None or fnmatch.fnmatchcase(rel, only)]
     owners = {rel: speaker_of(rel, speakers) for rel, _ in clips}  # all split errors before any work
     index_path = cache / "index.json"
     index: dict[str, dict] = json.loads(index_path.read_text(encoding="utf-8")) if index_path.exists() else {}

@@ -44,8 +44,9 @@ from facecast.models.warp_basis import EXPRESSION_CHANNELS
 
 FPS = 25.0
 HOPS_PER_FRAME = 4
-#: Audio feature kinds, per 10 ms hop: the rule generator's 8 features, or 40 log-mel bands.
-FEATURE_DIMS = {"hop8": 8, "logmel": 40}
+#: Audio feature kinds, per 10 ms hop: the rule generator's 8 features, 40 log-mel bands, or a one-hot
+#: of pocketsphinx's allphone segmentation (39 phones + silence, offline only; see `phones`).
+FEATURE_DIMS = {"hop8": 8, "logmel": 40, "allphone": 40}
 WINDOW = 25                      # frames denoised together (1 s)
 CONTEXT = 10                     # clean frames of the previous window given as context
 MOTION_DIMS = len(EXPRESSION_CHANNELS) + 6 + 2 + 2   # expressions, head, blink, gaze
@@ -72,10 +73,14 @@ def frame_audio(audio: np.ndarray, frames: int, kind: str = "hop8") -> np.ndarra
     if kind == "hop8":
         track = audio_track(audio)
         silence = silence_row(track)
+    elif kind == "allphone":
+        from facecast.models.phones import SILENCE
+
+        track = np.asarray(audio, np.float32).reshape(-1, dims)
+        silence = np.eye(dims, dtype=np.float32)[SILENCE]
     else:
         audio = np.asarray(audio, np.float32).reshape(-1, dims)
-        loud = np.percentile(audio.mean(1), 95) if len(audio) else 0.0
-        track = np.clip((audio - loud) / 20.0, -4.0, 1.0).astype(np.float32)
+        track = relative_logmel(audio, loud_level(audio.mean(1)) if len(audio) else 0.0)
         silence = np.full(dims, track.min() if len(track) else -4.0, np.float32)
     needed = frames * HOPS_PER_FRAME
     if len(track) < needed:
@@ -83,21 +88,42 @@ def frame_audio(audio: np.ndarray, frames: int, kind: str = "hop8") -> np.ndarra
     return track[:needed].reshape(frames, dims * HOPS_PER_FRAME)
 
 
+def speech_features(samples: np.ndarray, kind: str) -> np.ndarray:
+    """(H, FEATURE_DIMS[kind]) per-hop features of 16 kHz mono speech."""
+    if kind == "allphone":
+        from facecast.models.phones import phone_track
+
+        return phone_track(samples)
+    from facecast.models.dataset import AudioFeatureStream
+
+    stream = AudioFeatureStream(kind)
+    stream.push(samples)
+    return stream.matrix()
+
+
+def loud_level(hop_levels: np.ndarray) -> float:
+    """The clip's loud level: the 95th percentile of its hops' mean log-mel band level (dB)."""
+    return float(np.percentile(hop_levels, 95))
+
+
+def relative_logmel(audio: np.ndarray, loud: float) -> np.ndarray:
+    """Log-mel bands in units of 20 dB relative to the loud level, so microphone gain does not matter."""
+    return np.clip((np.asarray(audio, np.float32) - loud) / 20.0, -4.0, 1.0).astype(np.float32)
+
+
 def clip_audio(clip: dict[str, np.ndarray], kind: str, data: Path | None = None, cache: Path | None = None) -> np.ndarray:
-    """A cached clip's per-hop audio of this kind: hop8 is in the dataset cache; log-mel is computed
-    from the recording once and cached beside it (`<cache>/logmel/`)."""
+    """A cached clip's per-hop audio of this kind: hop8 is in the dataset cache; the others are computed
+    from the recording once and cached beside it (`<cache>/<kind>/`)."""
     if kind == "hop8":
         return clip["audio"]
-    from facecast.models.dataset import DEFAULT_DATA, AudioFeatureStream, cache_name, default_cache_dir
+    from facecast.models.dataset import DEFAULT_DATA, cache_name, default_cache_dir
     from facecast.plugin.media import decode_mono
 
-    folder = (Path(cache) if cache is not None else default_cache_dir()) / "logmel"
+    folder = (Path(cache) if cache is not None else default_cache_dir()) / kind
     path = folder / cache_name(str(clip["path"])).replace(".npz", ".npy")
     if path.exists():
         return np.load(path)
-    stream = AudioFeatureStream("logmel")
-    stream.push(decode_mono(Path(data or DEFAULT_DATA) / str(clip["path"])))
-    features = stream.matrix().astype(np.float16)
+    features = speech_features(decode_mono(Path(data or DEFAULT_DATA) / str(clip["path"])), kind).astype(np.float16)
     folder.mkdir(parents=True, exist_ok=True)
     np.save(path, features)
     return features
@@ -112,7 +138,7 @@ def _torch():
 
 
 def build_model(kind: str = "hop8", width: int = 192, layers: int = 4, heads: int = 4):
-    """The denoiser: (noisy window + clean context, audio, noise level) -> clean window."""
+    """The denoiser: (noisy window + clean context, audio, speaking style, noise level) -> clean window."""
     torch = _torch()
     nn = torch.nn
     audio_dims = FEATURE_DIMS[kind] * HOPS_PER_FRAME
@@ -123,6 +149,7 @@ def build_model(kind: str = "hop8", width: int = 192, layers: int = 4, heads: in
             self.motion_in = nn.Linear(MOTION_DIMS + 1, width)      # + "is context" flag
             self.audio_in = nn.Sequential(nn.Linear(audio_dims, width), nn.GELU(), nn.Linear(width, width))
             self.null_audio = nn.Parameter(torch.zeros(width))
+            self.style = nn.Embedding(len(STYLES) + 1, width)        # the last row: style not given
             self.position = nn.Parameter(torch.randn(CONTEXT + WINDOW, width) * 0.02)
             self.level = nn.Sequential(nn.Linear(64, width), nn.GELU(), nn.Linear(width, width))
             layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.1, batch_first=True,
@@ -130,12 +157,13 @@ def build_model(kind: str = "hop8", width: int = 192, layers: int = 4, heads: in
             self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
             self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, MOTION_DIMS))
 
-        def forward(self, motion, is_context, audio, audio_kept, noise_level, valid):
-            """motion (B, L, D), is_context (B, L), audio (B, L, A), audio_kept (B,), noise_level (B,), valid (B, L)."""
+        def forward(self, motion, is_context, audio, audio_kept, noise_level, valid, style):
+            """motion (B, L, D), is_context (B, L), audio (B, L, A), audio_kept (B,), noise_level (B,),
+            valid (B, L), style (B,) indices into STYLES (len(STYLES): not given)."""
             half = 32
             freqs = torch.exp(torch.arange(half, dtype=motion.dtype) * (-math.log(1000.0) / half))
             angle = noise_level[:, None] * 1000.0 * freqs[None]
-            level = self.level(torch.cat([angle.sin(), angle.cos()], 1))
+            level = self.level(torch.cat([angle.sin(), angle.cos()], 1)) + self.style(style)
             sound = self.audio_in(audio)
             sound = torch.where(audio_kept[:, None, None], sound, self.null_audio.expand_as(sound))
             tokens = self.motion_in(torch.cat([motion, is_context[..., None].to(motion.dtype)], -1))
@@ -154,39 +182,60 @@ def _alpha_bar(t):
 
 # ----------------------------------------------------------------------------- data
 
+#: Speaking styles the model is conditioned on: the corpora differ most in head motion (GRID speakers
+#: sit still, news anchors nod a little, in-the-wild speakers move freely). Generation asks for
+#: DEFAULT_STYLE, the lively one a streamer expects.
+STYLES = ("grid", "lrc_ar", "wild")
+DEFAULT_STYLE = "wild"
+#: Share of training windows drawn from each group; motion-only clips (head and blinks of in-the-wild
+#: people, no usable speech) train the wild style with the audio condition dropped.
+GROUP_WEIGHTS = {"grid": 0.25, "lrc_ar": 0.25, "wild": 0.3, "motion_only": 0.2}
+
+
+def _group(clip: dict[str, np.ndarray]) -> str:
+    return "motion_only" if str(clip["kind"]) == "motion_only" else clip_group(str(clip["path"]))
+
+
 class _Clips:
-    """Training clips at 25 fps: normalised motion, frame audio and which frames had a face."""
+    """Training clips at 25 fps: normalised motion, frame audio, which frames had a face, and the style."""
 
     def __init__(self, clips: Sequence[dict[str, np.ndarray]], kind: str = "hop8", data: Path | None = None,
-                 cache: Path | None = None) -> None:
+                 cache: Path | None = None, normalisation: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.kind = kind
         self.motion, self.audio, self.found, self.groups = [], [], [], []
+        audio_dims = FEATURE_DIMS[kind] * HOPS_PER_FRAME
         for clip in clips:
             fps = float(clip["fps"])
             motion = resample_frames(motion_matrix(clip), fps, FPS)
             found = resample_frames(clip["found"][:, None].astype(np.float32), fps, FPS, count=len(motion))[:, 0] > 0.99
             if found.sum() < 10:
                 continue
+            group = _group(clip)
             self.motion.append(motion)
-            self.audio.append(frame_audio(clip_audio(clip, kind, data, cache), len(motion), kind))
+            self.audio.append(np.zeros((len(motion), audio_dims), np.float32) if group == "motion_only"
+                              else frame_audio(clip_audio(clip, kind, data, cache), len(motion), kind))
             self.found.append(found)
-            self.groups.append(clip_group(str(clip["path"])))
+            self.groups.append(group)
         if not self.motion:
             raise FacecastError("no training clips: run `facecast dataset build` first")
-        stacked = np.concatenate([m[f] for m, f in zip(self.motion, self.found)])
-        mean, std = stacked.mean(0), np.maximum(stacked.std(0), 1e-3)
-        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
+        if normalisation is None:
+            stacked = np.concatenate([m[f] for m, f in zip(self.motion, self.found)])
+            normalisation = stacked.mean(0), np.maximum(stacked.std(0), 1e-3)
+        self.mean, self.std = (np.asarray(v, np.float32) for v in normalisation)
         self.motion = [((m - self.mean) / self.std).astype(np.float32) for m in self.motion]
         self.groups = np.array(self.groups)
 
     def batch(self, rng: np.random.Generator, size: int, weights: dict[str, float]):
-        """Windows of CONTEXT + WINDOW frames: motion, audio and which frames exist with a face (valid)."""
+        """Windows of CONTEXT + WINDOW frames: motion, audio, which frames exist with a face (valid), whether
+        the window has speech, and its style index."""
         length = CONTEXT + WINDOW
         names = sorted(set(self.groups))
         p = np.array([weights.get(n, 1.0) for n in names])
         motion = np.zeros((size, length, MOTION_DIMS), np.float32)
         audio = np.zeros((size, length, FEATURE_DIMS[self.kind] * HOPS_PER_FRAME), np.float32)
         valid = np.zeros((size, length), bool)
+        has_audio = np.ones(size, bool)
+        style = np.zeros(size, np.int64)
         for b, g in enumerate(rng.choice(len(names), size=size, p=p / p.sum())):
             index = rng.choice(np.flatnonzero(self.groups == names[g]))
             m, a, f = self.motion[index], self.audio[index], self.found[index]
@@ -195,38 +244,90 @@ class _Clips:
             motion[b, lo - start: hi - start] = m[lo:hi]
             audio[b, lo - start: hi - start] = a[lo:hi]
             valid[b, lo - start: hi - start] = f[lo:hi]
-        return motion, audio, valid
-
-
-GROUP_WEIGHTS = {"grid": 0.3, "lrc_ar": 0.3, "wild": 0.4}
+            has_audio[b] = names[g] != "motion_only"
+            style[b] = STYLES.index(names[g]) if names[g] in STYLES else STYLES.index(DEFAULT_STYLE)
+        return motion, audio, valid, has_audio, style
 
 
 # ----------------------------------------------------------------------------- training
 
+@dataclass
+class Budget:
+    """When training stops: after `minutes` of training time or `steps` steps, whichever comes first
+    (time spent before a resume counts). The learning rate decays over the whole budget."""
+
+    minutes: float = 20.0
+    steps: int | None = None
+
+
+def checkpoint_path(out: Path) -> Path:
+    """Where training of `out` keeps its resumable state (beside it, `<name>.ckpt`)."""
+    return Path(out).with_suffix(".ckpt")
+
+
 def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float = 20.0, batch: int = 64,
           seed: int = 0, out: Path = WEIGHTS_PATH, cache: Path | None = None, log_every: int = 200,
-          audio_drop: float = 0.1, context_drop: float = 0.5, features: str = "logmel",
-          data_dir: Path | None = None) -> dict[str, float]:
-    """Train the denoiser for `minutes` on the cached training split; writes `out`."""
+          audio_drop: float = 0.1, context_drop: float = 0.5, style_drop: float = 0.1, features: str = "logmel",
+          data_dir: Path | None = None, steps: int | None = None, resume: bool = False,
+          init_from: Path | None = None, learning_rate: float = 5e-4, save_every_s: float = 300.0,
+          truncated: float = 0.3) -> dict[str, float]:
+    """Train the denoiser on the cached training split (talking and motion-only clips); writes `out`.
+
+    Every `save_every_s` the whole training state goes to `checkpoint_path(out)`; `resume=True` carries
+    on from it (same result as an uninterrupted run up to the order of random draws after the resume).
+    `init_from` starts from another model's weights and normalisation (fine-tuning). A `truncated` share
+    of windows end after a random number of frames, as the live stream's short chunks do."""
     torch = _torch()
     from facecast.models.dataset import iter_clips
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    budget = Budget(minutes, steps)
+    checkpoint = checkpoint_path(out)
+    base = read_model(init_from) if init_from is not None else None
+    if base is not None:
+        features = base.get("features", features)
     if clips is None:
-        clips = [c for c in iter_clips(split="train", kind="talking", cache=cache) if len(c["audio"])]
+        clips = [c for c in iter_clips(split="train", cache=cache)
+                 if str(c["kind"]) == "motion_only" or len(c["audio"])]
     started_load = time.monotonic()
-    data = _Clips(clips, features, data_dir, cache)
+    data = _Clips(clips, features, data_dir, cache,
+                  normalisation=(base["mean"].numpy(), base["std"].numpy()) if base is not None else None)
     print(f"{len(data.motion)} training clips ({features}) loaded in {time.monotonic() - started_load:.0f} s", flush=True)
     model = build_model(features)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=1e-4)
+    if base is not None:
+        model.load_state_dict(base["model"])
+    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
+    step, total, spent, recent = 0, steps, 0.0, []
+    if resume:
+        if not checkpoint.exists():
+            raise FacecastError(f"nothing to resume: {checkpoint} not found")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        step, spent, recent = state["step"], state["spent"], state["recent"]
+        total = steps if steps is not None else state["total"]   # a new step budget reshapes the decay
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resumed at step {step} after {spent / 60:.1f} min", flush=True)
+
+    def save_checkpoint() -> None:
+        temp = checkpoint.with_name(checkpoint.name + ".partial")
+        torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step, "total": total,
+                    "spent": spent + time.monotonic() - started, "recent": recent[-log_every:],
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, temp)
+        temp.replace(checkpoint)
+
     is_context = torch.zeros(batch, CONTEXT + WINDOW, dtype=torch.bool)
     is_context[:, :CONTEXT] = True
-    deadline = time.monotonic() + minutes * 60
-    started, step, recent, total = time.monotonic(), 0, [], None
+    started = last_save = time.monotonic()
+    first_step = step
     model.train()
-    while time.monotonic() < deadline:
-        motion, audio, valid = (torch.from_numpy(x) for x in data.batch(rng, batch, GROUP_WEIGHTS))
+    while spent + time.monotonic() - started < budget.minutes * 60 and (budget.steps is None or step < budget.steps):
+        motion, audio, valid, has_audio, style = data.batch(rng, batch, GROUP_WEIGHTS)
+        ends = np.where(rng.random(batch) < truncated, CONTEXT + rng.integers(1, WINDOW + 1, batch), CONTEXT + WINDOW)
+        valid &= np.arange(CONTEXT + WINDOW)[None] < ends[:, None]
+        motion, audio, valid, style = (torch.from_numpy(x) for x in (motion, audio, valid, style))
         keep_context = torch.from_numpy(rng.random(batch) >= context_drop)
         context_valid = valid & is_context & keep_context[:, None]
         valid_tokens = torch.where(is_context, context_valid, valid)
@@ -235,8 +336,9 @@ def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float =
         signal = _alpha_bar(level)[:, None, None]
         noisy = signal.sqrt() * motion + (1 - signal).sqrt() * torch.randn_like(motion)
         inputs = torch.where(is_context[..., None], motion * context_valid[..., None], noisy)
-        audio_kept = torch.from_numpy(rng.random(batch) >= audio_drop)
-        predicted = model(inputs, is_context, audio, audio_kept, level, valid_tokens)
+        audio_kept = torch.from_numpy((rng.random(batch) >= audio_drop) & has_audio)
+        style = torch.where(torch.from_numpy(rng.random(batch) < style_drop), len(STYLES), style)
+        predicted = model(inputs, is_context, audio, audio_kept, level, valid_tokens, style)
         target_mask = (valid & ~is_context)[..., None].float()
         error = ((predicted - motion) ** 2 * target_mask).sum() / target_mask.sum().clamp(min=1) / MOTION_DIMS
         velocity = (((predicted[:, 1:] - predicted[:, :-1]) - (motion[:, 1:] - motion[:, :-1])) ** 2
@@ -248,18 +350,62 @@ def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float =
         optimiser.step()
         step += 1
         recent.append(loss.item())
-        if total is None and step == 50:
-            total = int(step / (time.monotonic() - started) * minutes * 60)
+        if total is None and step - first_step == 50:
+            rate = 50 / (time.monotonic() - started)
+            total = step + int(rate * (budget.minutes * 60 - spent - (time.monotonic() - started)))
         if total:
             for group in optimiser.param_groups:
-                group["lr"] = 5e-4 * 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))
+                group["lr"] = learning_rate * 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))
         if step % log_every == 0:
-            print(f"step {step:6d}  loss {np.mean(recent[-log_every:]):.4f}  {time.monotonic() - started:6.0f} s", flush=True)
+            elapsed = spent + time.monotonic() - started
+            print(f"step {step:6d}  loss {np.mean(recent[-log_every:]):.4f}  {elapsed:6.0f} s", flush=True)
+        if time.monotonic() - last_save >= save_every_s:
+            save_checkpoint()
+            last_save = time.monotonic()
+    spent += time.monotonic() - started
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "mean": torch.from_numpy(data.mean), "std": torch.from_numpy(data.std),
-                "steps": step, "minutes": minutes, "seed": seed, "window": WINDOW, "context": CONTEXT,
-                "features": features}, out)
-    return {"steps": step, "loss": float(np.mean(recent[-log_every:])) if recent else float("nan")}
+                "steps": step, "minutes": round(spent / 60, 1), "seed": seed, "window": WINDOW, "context": CONTEXT,
+                "features": features, "styles": list(STYLES)}, out)
+    checkpoint.unlink(missing_ok=True)
+    return {"steps": step, "loss": float(np.mean(recent[-log_every:])) if recent else float("nan"),
+            "minutes": spent / 60}
+
+
+def default_own_model_path() -> Path:
+    """Where `facecast train --data` writes a fine-tuned model: ~/.local/share/facecast/motion_model.pt."""
+    import os
+
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "facecast" / "motion_model.pt"
+
+
+def fine_tune(videos: Path, out: Path | None = None, minutes: float = 10.0, steps: int | None = None,
+              resume: bool = False, cache: Path | None = None, base: Path = WEIGHTS_PATH,
+              progress=print) -> dict[str, float]:
+    """`facecast train --data DIR`: extract a folder of one person's talking videos (cached, incremental),
+    then continue training `base` on them at a lower learning rate; writes `out`."""
+    import hashlib
+
+    from facecast.models.dataset import build, default_cache_dir, iter_clips, list_videos
+    from facecast.models.errors import InputError
+
+    videos = Path(videos)
+    out = Path(out) if out is not None else default_own_model_path()
+    if cache is None:
+        key = hashlib.sha1(str(videos.resolve()).encode()).hexdigest()[:12]
+        cache = default_cache_dir().parent / "own_videos" / key
+    wanted = {rel for rel, _ in list_videos(videos)}
+    report = build(videos, cache, progress=progress, own_videos=True)
+    for rel, reason in report.failed or []:
+        progress(f"skipped {rel}: {reason}")
+    clips = [c for c in iter_clips(cache=cache) if str(c["path"]) in wanted and len(c["audio"])]
+    if not clips:
+        raise InputError(f"none of the videos under {videos} has both a face and a voice to learn from")
+    seconds = sum(len(c["found"]) / float(c["fps"]) for c in clips)
+    progress(f"fine-tuning on {len(clips)} videos ({seconds / 60:.1f} min) from {base}")
+    return train(clips=clips, minutes=minutes, steps=steps, resume=resume, out=out, cache=cache, data_dir=videos,
+                 init_from=base, learning_rate=1e-4, log_every=100)
 
 
 # ----------------------------------------------------------------------------- generation
@@ -269,17 +415,31 @@ class Sampling:
     steps: int = SAMPLE_STEPS
     guidance: float = 1.5       # classifier-free guidance on audio
     seed: int = 0
+    style: str = DEFAULT_STYLE  # speaking style (STYLES), or "" for none
+
+
+def read_model(path: Path) -> dict:
+    """A trained model file's contents (weights, normalisation, features); a clear error for anything else."""
+    torch = _torch()
+    if not Path(path).exists():
+        raise FacecastError(f"learned motion weights not found: {path} (train them: "
+                            "python -m facecast.models.motion_diffusion train)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not {"model", "mean", "std"} <= set(state):
+            raise KeyError("model, mean, std")
+    except Exception as exc:  # any unreadable or foreign file: one clear line
+        raise FacecastError(f"{path} is not a facecast motion model ({type(exc).__name__})") from None
+    width = state["model"]["null_audio"].shape[0]
+    state["model"].setdefault("style.weight", torch.zeros(len(STYLES) + 1, width))  # trained before styles
+    return state
 
 
 class LearnedMotion:
     """The trained denoiser: speech features -> motion, window by window."""
 
     def __init__(self, path: Path = WEIGHTS_PATH) -> None:
-        torch = _torch()
-        if not Path(path).exists():
-            raise FacecastError(f"learned motion weights not found: {path} (train them: "
-                                "python -m facecast.models.motion_diffusion train)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_model(path)
         self.features: str = state.get("features", "hop8")
         self.model = build_model(self.features)
         self.model.load_state_dict(state["model"])
@@ -287,47 +447,46 @@ class LearnedMotion:
         self.mean, self.std = state["mean"].numpy(), state["std"].numpy()
 
     def generate(self, audio: np.ndarray, frames: int, sampling: Sampling = Sampling()) -> np.ndarray:
-        """(frames, MOTION_DIMS) motion at 25 fps for per-hop audio features (H, dims of `self.features`)."""
+        """(frames, MOTION_DIMS) motion at 25 fps for per-hop audio features (H, dims of `self.features`),
+        WINDOW frames at a time, each window continuing from the last CONTEXT frames before it."""
         torch = _torch()
         generator = torch.Generator().manual_seed(sampling.seed)
         features = torch.from_numpy(frame_audio(audio, frames, self.features))
-        audio_dims = features.shape[1]
-        out = np.zeros((frames, MOTION_DIMS), np.float32)
-        previous = None
-        length = CONTEXT + WINDOW
-        is_context = torch.zeros(1, length, dtype=torch.bool)
+        out = torch.zeros(frames, MOTION_DIMS)
+        for start in range(0, frames, WINDOW):
+            count = min(WINDOW, frames - start)
+            lo = max(0, start - CONTEXT)
+            out[start: start + count] = self.denoise(out[lo:start], features[lo: start + count], sampling, generator)
+        return out.numpy() * self.std + self.mean
+
+    def denoise(self, context, audio, sampling: Sampling, generator):
+        """The next frames after `context` (c <= CONTEXT, MOTION_DIMS normalised frames, may be empty), given
+        framed audio (c + n, A) for the context and the n new frames (n <= WINDOW): (n, MOTION_DIMS)."""
+        torch = _torch()
+        have, count = len(context), len(audio) - len(context)
+        length = CONTEXT + count
+        is_context = torch.zeros(2, length, dtype=torch.bool)
         is_context[:, :CONTEXT] = True
+        audio_window = torch.zeros(2, length, audio.shape[1])
+        audio_window[:, CONTEXT - have:] = audio
+        fixed = torch.zeros(2, length, MOTION_DIMS)
+        fixed[:, CONTEXT - have: CONTEXT] = context
+        valid = torch.zeros(2, length, dtype=torch.bool)
+        valid[:, CONTEXT - have:] = True
+        audio_kept = torch.tensor([True, False])
+        style = torch.full((2,), STYLES.index(sampling.style) if sampling.style else len(STYLES))
         levels = torch.linspace(1.0, 0.0, sampling.steps + 1)
+        x = torch.randn(1, length, MOTION_DIMS, generator=generator)
         with torch.inference_mode():
-            for start in range(0, frames, WINDOW):
-                count = min(WINDOW, frames - start)
-                audio_window = torch.zeros(1, length, audio_dims)
-                lo = max(0, start - CONTEXT)
-                audio_window[0, CONTEXT - (start - lo): CONTEXT] = features[lo:start]
-                audio_window[0, CONTEXT: CONTEXT + count] = features[start: start + count]
-                context = torch.zeros(1, length, MOTION_DIMS)
-                valid = torch.zeros(1, length, dtype=torch.bool)
-                valid[0, CONTEXT: CONTEXT + count] = True
-                if previous is not None:
-                    have = min(CONTEXT, len(previous))
-                    context[0, CONTEXT - have: CONTEXT] = previous[-have:]
-                    valid[0, CONTEXT - have: CONTEXT] = True
-                x = torch.randn(1, length, MOTION_DIMS, generator=generator)
-                for i in range(sampling.steps):
-                    t, t_next = levels[i], levels[i + 1]
-                    inputs = torch.where(is_context[..., None], context, x)
-                    level = t.reshape(1)
-                    cond = self.model(inputs, is_context, audio_window, torch.tensor([True]), level, valid)
-                    if sampling.guidance != 1.0:
-                        uncond = self.model(inputs, is_context, audio_window, torch.tensor([False]), level, valid)
-                        cond = uncond + sampling.guidance * (cond - uncond)
-                    a_t, a_next = _alpha_bar(t), _alpha_bar(t_next)
-                    eps = (x - a_t.sqrt() * cond) / (1 - a_t).clamp(min=1e-6).sqrt()
-                    x = a_next.sqrt() * cond + (1 - a_next).sqrt() * eps
-                window = x[0, CONTEXT: CONTEXT + count]
-                previous = window if previous is None else torch.cat([previous, window])[-CONTEXT:]
-                out[start: start + count] = window.numpy()
-        return out * self.std + self.mean
+            for i in range(sampling.steps):
+                t, t_next = levels[i], levels[i + 1]
+                inputs = torch.where(is_context[..., None], fixed, x.expand(2, -1, -1))
+                cond, uncond = self.model(inputs, is_context, audio_window, audio_kept, t.expand(2), valid, style)
+                guided = (uncond + sampling.guidance * (cond - uncond))[None]
+                a_t, a_next = _alpha_bar(t), _alpha_bar(t_next)
+                eps = (x - a_t.sqrt() * guided) / (1 - a_t).clamp(min=1e-6).sqrt()
+                x = a_next.sqrt() * guided + (1 - a_next).sqrt() * eps
+        return x[0, CONTEXT:]
 
 
 def motion_frames(matrix: np.ndarray, fps: float) -> Iterator[MotionFrame]:
@@ -362,26 +521,27 @@ _LOADED: dict[Path, LearnedMotion] = {}
 
 def learned_motion(samples: np.ndarray, fps: float, frames: int, path: Path = WEIGHTS_PATH) -> list[MotionFrame]:
     """Quality-benchmark generator: 16 kHz speech -> `frames` MotionFrames at `fps`."""
-    from facecast.models.dataset import AudioFeatureStream
-
-    stream = AudioFeatureStream(load(path).features)
-    stream.push(samples)
-    return list(generate_frames(stream.matrix(), fps, frames, path=path))
+    return list(generate_frames(speech_features(samples, load(path).features), fps, frames, path=path))
 
 
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m facecast.models.motion_diffusion", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train")
-    t.add_argument("--minutes", type=float, default=20.0)
+    t.add_argument("--minutes", type=float, default=20.0, help="training-time budget (default 20)")
+    t.add_argument("--steps", type=int, default=None, help="stop after this many steps (a budget that does not "
+                   "depend on the machine's speed)")
+    t.add_argument("--resume", action="store_true", help="carry on from the checkpoint beside --output")
+    t.add_argument("--truncated", type=float, default=0.3, help="share of training windows cut short, as live "
+                   "streaming's chunks are (default 0.3)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--cache", type=Path, default=None)
     t.add_argument("-o", "--output", type=Path, default=WEIGHTS_PATH)
     t.add_argument("--features", choices=tuple(FEATURE_DIMS), default="logmel", help="per-hop audio features")
     t.add_argument("--data", type=Path, default=None, help="the recordings (for log-mel; default ../shared/data)")
     args = parser.parse_args(argv)
-    result = train(minutes=args.minutes, seed=args.seed, out=args.output, cache=args.cache, features=args.features,
-                   data_dir=args.data)
+    result = train(minutes=args.minutes, steps=args.steps, resume=args.resume, seed=args.seed, out=args.output,
+                   cache=args.cache, features=args.features, data_dir=args.data, truncated=args.truncated)
     print(f"wrote {args.output} after {result['steps']} steps (loss {result['loss']:.4f})")
     return 0
 

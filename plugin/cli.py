@@ -58,6 +58,17 @@ def _add_control_options(parser: argparse.ArgumentParser) -> None:
                         help="head distance relative to the portrait: 0.5-2 (default 1; 1.5 = half as far again)")
 
 
+def _add_generator_options(parser: argparse.ArgumentParser) -> None:
+    """--generator and --motion-model: which speech -> motion generator (`plugin/render.py`)."""
+    from facecast.plugin.render import DEFAULT_GENERATOR, GENERATOR_CHOICES
+
+    parser.add_argument("--generator", default=DEFAULT_GENERATOR, choices=GENERATOR_CHOICES,
+                        help=f"speech -> motion: the rule-based generator or the learned diffusion transformer "
+                             f"(default {DEFAULT_GENERATOR}; README: Measuring motion)")
+    parser.add_argument("--motion-model", type=Path, default=None, metavar="FILE",
+                        help="weights for --generator learned, e.g. from `facecast train` (default: the shipped model)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facecast",
@@ -84,9 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--badge", nargs="?", const="AI-generated", default=None, metavar="TEXT",
                         help="show a visible disclosure label (default text: AI-generated); "
                              "the invisible watermark is always embedded")
-    render.add_argument("--generator", default="rule", choices=("rule", "learned"),
-                        help="speech -> motion: the rule-based generator (default) or the learned diffusion "
-                             "transformer (see README: Measuring motion)")
+    _add_generator_options(render)
     _add_control_options(render)
     render.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
     render.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
@@ -165,6 +174,21 @@ def _add_dataset_commands(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--quiet", "-q", action="store_true", help="no per-clip lines")
     build.set_defaults(handler=_cmd_dataset_build)
 
+    train = commands.add_parser("train", help="fine-tune the learned motion model on your own talking videos",
+                                description="Extract a folder of talking videos of one person (cached, so a second "
+                                            "run only extracts new videos) and continue training the shipped "
+                                            "learned motion model on them. Use the result with `--generator "
+                                            "learned --motion-model FILE` on render and live.")
+    train.add_argument("--data", type=Path, required=True, metavar="DIR",
+                       help="a folder of talking videos (MP4, MOV, MKV, WebM, AVI), each with one face and a voice")
+    train.add_argument("--output", "-o", type=Path, default=None,
+                       help="the weights to write (default: ~/.local/share/facecast/motion_model.pt)")
+    train.add_argument("--minutes", type=float, default=10.0, help="training time after extraction (default 10)")
+    train.add_argument("--steps", type=int, default=None, help="or stop after this many steps")
+    train.add_argument("--resume", action="store_true", help="carry on from an interrupted run's checkpoint")
+    train.add_argument("--cache", type=Path, default=None, help="where to cache the extracted videos")
+    train.set_defaults(handler=_cmd_train)
+
 
 def parse_color(text: str) -> tuple[int, int, int]:
     """'#rrggbb' or 'rrggbb' -> an RGB triple."""
@@ -186,6 +210,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, device=args.device, background=parse_color(args.background),
         progress=not args.quiet and sys.stderr.isatty(), badge=args.badge,
         controls=controls_from(args.emotion, args.gaze, args.distance), generator=args.generator,
+        motion_model=args.motion_model,
     ))
     if not args.quiet:
         speed = report.duration / report.seconds if report.seconds > 0 else float("inf")
@@ -296,6 +321,16 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
           f"{len(report.failed or [])} skipped), {report.frames} new frames ({report.lost} with the face lost) "
           f"in {report.seconds:.0f} s; cache {report.bytes / 1e6:.1f} MB")
     print("\n".join(summary(load_index(cache))))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from facecast.models.motion_diffusion import default_own_model_path, fine_tune
+
+    out = args.output or default_own_model_path()
+    result = fine_tune(args.data, out, minutes=args.minutes, steps=args.steps, resume=args.resume, cache=args.cache)
+    print(f"wrote {out} after {result['steps']} steps ({result['minutes']:.1f} min, loss {result['loss']:.3f}); "
+          f"use it: facecast render --generator learned --motion-model {out} ...")
     return 0
 
 

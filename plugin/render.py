@@ -21,6 +21,9 @@ from facecast.models.motion import MotionFrame, MotionHeader, read_motion, write
 from facecast.plugin.media import MOTION_SAMPLE_RATE, AtomicOutput, AudioReader, Mp4Writer, decode_with_mono
 
 SUPPORTED_FPS = (25.0, 30.0, 60.0)
+#: Speech -> motion: the rule-based generator or the learned diffusion model (models/motion_diffusion.py).
+GENERATOR_CHOICES = ("rule", "learned")
+DEFAULT_GENERATOR = "rule"
 #: Renders longer than this (or of unknown length) write a fragmented MP4 so memory stays flat.
 FRAGMENTED_AFTER_S = 600.0
 MIN_SIZE, MAX_SIZE = 256, 1024
@@ -46,7 +49,8 @@ class RenderRequest:
     progress: bool = True
     badge: str | None = None            # visible disclosure text; the invisible watermark is always on
     controls: Controls = field(default_factory=Controls)  # emotion, main gaze, head distance on every frame
-    generator: str = "rule"             # speech -> motion: "rule" or "learned" (models/motion_diffusion.py)
+    generator: str = DEFAULT_GENERATOR  # speech -> motion: one of GENERATOR_CHOICES
+    motion_model: Path | None = None    # the learned generator's weights (default: the shipped model)
 
 
 @dataclass
@@ -128,8 +132,10 @@ def render(request: RenderRequest) -> RenderReport:
                         for audio_frame in reader.frames():
                             writer.write_audio(audio_frame)
                 else:
-                    render_audio = _render_learned if request.generator == "learned" else _render_from_audio
-                    render_audio(reader, fps, request.seed, emit, writer)
+                    if request.generator == "learned":
+                        _render_learned(reader, fps, request.seed, emit, writer, request.motion_model)
+                    else:
+                        _render_from_audio(reader, fps, request.seed, emit, writer)
             writer.close()
             if writer.frames == 0:
                 raise InputError(f"{request.motion} holds no motion frames")
@@ -156,20 +162,21 @@ def _render_from_audio(reader: AudioReader, fps: float, seed: int,
         emit(frame)
 
 
-def _render_learned(reader: AudioReader, fps: float, seed: int,
-                    emit: Callable[[MotionFrame], None], writer: "_FrameSink") -> None:
+def _render_learned(reader: AudioReader, fps: float, seed: int, emit: Callable[[MotionFrame], None],
+                    writer: "_FrameSink", weights: Path | None = None) -> None:
     """The learned generator looks ahead a whole window, so offline it analyses all the audio first
-    (32 bytes per 10 ms), muxing it as it goes, then generates and renders window by window."""
+    (160 bytes per 10 ms), muxing it as it goes, then generates and renders window by window."""
     from facecast.models.dataset import AudioFeatureStream
-    from facecast.models.motion_diffusion import generate_frames, load
+    from facecast.models.motion_diffusion import WEIGHTS_PATH, generate_frames, load
 
-    stream = AudioFeatureStream(load().features)
+    path = weights or WEIGHTS_PATH
+    stream = AudioFeatureStream(load(path).features)
     for audio_frame, block in decode_with_mono(reader, MOTION_SAMPLE_RATE):
         stream.push(block)
         if audio_frame is not None:
             writer.write_audio(audio_frame)
     total = max(1, round(stream.samples / MOTION_SAMPLE_RATE * fps))
-    for frame in generate_frames(stream.matrix(), fps, total, seed=seed):
+    for frame in generate_frames(stream.matrix(), fps, total, seed=seed, path=path):
         emit(frame)
 
 

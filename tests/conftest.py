@@ -130,3 +130,22 @@ def held_out_dataset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory
     report = build(data, cache)
     assert report.failed == [] and report.clips == len(HELD_OUT_CLIPS)
     return data, cache
+
+
+@pytest.fixture(scope="session")
+def tiny_model(held_out_dataset: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A learned motion model trained for a few seconds on the held-out clips (for shapes and plumbing)."""
+    import numpy as np
+
+    from facecast.models.dataset import load_clip
+    from facecast.models.motion_diffusion import train
+
+    data, cache = held_out_dataset
+    clips = [load_clip(rel, cache) for rel in HELD_OUT_CLIPS]
+    out = tmp_path_factory.mktemp("learned") / "motion.pt"
+    result = train(clips=clips, steps=20, minutes=5, batch=16, out=out, log_every=10**9, features="logmel",
+                   data_dir=data, cache=cache)
+    assert result["steps"] == 20 and np.isfinite(result["loss"])
+    assert len(list((cache / "logmel").glob("*.npy"))) == len(HELD_OUT_CLIPS)   # log-mel cached beside the dataset
+    assert not out.with_suffix(".ckpt").exists()                                 # a finished run leaves no checkpoint
+    return out

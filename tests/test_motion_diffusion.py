@@ -17,18 +17,6 @@ from facecast.models.warp_basis import EXPRESSION_CHANNELS
 from conftest import HELD_OUT_CLIPS
 
 
-@pytest.fixture(scope="module")
-def tiny_model(held_out_dataset: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data, cache = held_out_dataset
-    clips = [load_clip(rel, cache) for rel in HELD_OUT_CLIPS]
-    out = tmp_path_factory.mktemp("learned") / "motion.pt"
-    result = train(clips=clips, minutes=0.1, batch=16, out=out, log_every=10**9, features="logmel",
-                   data_dir=data, cache=cache)
-    assert result["steps"] >= 3 and np.isfinite(result["loss"])
-    assert len(list((cache / "logmel").glob("*.npy"))) == len(HELD_OUT_CLIPS)   # log-mel cached beside the dataset
-    return out
-
-
 def test_features_line_up_with_25_fps_frames(held_out_dataset: tuple[Path, Path]) -> None:
     clip = load_clip(HELD_OUT_CLIPS[3], held_out_dataset[1])
     motion = resample_frames(motion_matrix(clip), float(clip["fps"]), FPS)
@@ -112,3 +100,101 @@ def test_log_mel_features_are_block_size_invariant_and_put_a_tone_in_its_band() 
     assert _MEL_BANK[band, np.argmin(np.abs(_FREQS - 1000))] > 0.5      # the band whose filter covers 1 kHz
     framed = frame_audio(whole.matrix(), 25, "logmel")
     assert framed.shape == (25, 4 * MEL_BANDS) and framed.max() <= 1.0
+
+
+def test_an_interrupted_training_resumes_to_the_same_weights(held_out_dataset: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    """Kill a training run after its first checkpoint, resume it: the weights equal an uninterrupted run's."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    data, cache = held_out_dataset
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from facecast.models.dataset import load_clip\n"
+        "from facecast.models.motion_diffusion import train\n"
+        f"clips = [load_clip(r, Path({str(cache)!r})) for r in {HELD_OUT_CLIPS!r}]\n"
+        "train(clips=clips, steps=40, minutes=30, batch=8, out=Path(sys.argv[1]), cache=Path(%r), data_dir=Path(%r),\n"
+        "      save_every_s=0.0, resume=sys.argv[2] == 'resume', log_every=10**9)\n" % (str(cache), str(data)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    interrupted = tmp_path / "interrupted.pt"
+    process = subprocess.Popen([sys.executable, "-c", script, str(interrupted), "new"], env=env)
+    checkpoint = interrupted.with_suffix(".ckpt")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if checkpoint.exists() and torch.load(checkpoint, weights_only=False)["step"] >= 5:
+            break
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert not interrupted.exists(), "the run finished before it could be interrupted"
+    stopped_at = torch.load(checkpoint, weights_only=False)["step"]
+    assert 5 <= stopped_at < 40
+    resumed = subprocess.run([sys.executable, "-c", script, str(interrupted), "resume"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed at step {stopped_at}" in resumed.stdout
+    whole = tmp_path / "whole.pt"
+    subprocess.run([sys.executable, "-c", script, str(whole), "new"], env=env, check=True, capture_output=True,
+                   timeout=300)
+    a, b = torch.load(interrupted, weights_only=True), torch.load(whole, weights_only=True)
+    assert a["steps"] == b["steps"] == 40
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    with pytest.raises(FacecastError, match="nothing to resume"):
+        train(clips=[load_clip(HELD_OUT_CLIPS[0], cache)], steps=1, out=tmp_path / "never.pt", resume=True,
+              cache=cache, data_dir=data)
+
+
+def test_facecast_train_fine_tunes_on_a_folder_of_videos(held_out_dataset: tuple[Path, Path], tiny_model: Path,
+                                                          sample_portrait: Path, sample_speech: Path,
+                                                          tmp_path: Path) -> None:
+    """`facecast train --data DIR`: every video in the folder (bad ones skipped with a line), the result
+    renders with `--motion-model`."""
+    import shutil
+
+    from conftest import assert_one_line_error, run_facecast
+
+    data, _ = held_out_dataset
+    videos = tmp_path / "my videos"
+    (videos / "sub").mkdir(parents=True)
+    shutil.copy2(data / HELD_OUT_CLIPS[0], videos / "one.mp4")
+    shutil.copy2(data / HELD_OUT_CLIPS[3], videos / "sub" / "two.MOV")
+    (videos / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "mine.pt"
+    result = run_facecast("train", "--data", videos, "--steps", "3", "-o", out, "--cache", tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    assert "skipped broken.mp4" in result.stdout and "fine-tuning on 2 videos" in result.stdout
+    assert f"wrote {out} after 3 steps" in result.stdout
+    model = LearnedMotion(out)
+    assert model.features == "logmel"
+    rendered = tmp_path / "mine.mp4"
+    result = run_facecast("render", "-p", sample_portrait, "-a", sample_speech, "-o", rendered, "--size", "256",
+                          "--generator", "learned", "--motion-model", out, "-q")
+    assert result.returncode == 0 and rendered.stat().st_size > 10_000, result.stderr
+    assert_one_line_error(run_facecast("train", "--data", tmp_path / "nowhere"), "video folder not found")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run_facecast("train", "--data", tmp_path / "empty"), "no videos")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    assert_one_line_error(run_facecast("render", "-p", sample_portrait, "-a", sample_speech, "-o", tmp_path / "j.mp4",
+                                       "--generator", "learned", "--motion-model", tmp_path / "junk.pt"),
+                          "is not a facecast motion model")
+    assert not (tmp_path / "j.mp4").exists()
+
+
+def test_allphone_features_are_one_phone_per_hop(sample_speech: Path) -> None:
+    """pocketsphinx's allphone segmentation as features: one-hot rows; frames past the audio are silence."""
+    from facecast.models.phones import PHONES, SILENCE, phone_track
+    from facecast.plugin.media import decode_mono
+
+    speech = decode_mono(sample_speech)[: 16000 * 3]
+    track = phone_track(speech)
+    assert track.shape == (300, len(PHONES)) and np.all(track.sum(1) == 1)
+    spoken = set(np.flatnonzero(track.sum(0)))
+    assert len(spoken - {SILENCE}) >= 8                                  # three seconds of speech: many phones
+    framed = frame_audio(track, 80, "allphone")
+    assert framed.shape == (80, 4 * len(PHONES)) and np.all(framed[75:].reshape(-1, 4, len(PHONES)).argmax(2) == SILENCE)
