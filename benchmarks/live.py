@@ -1,6 +1,6 @@
 """Live benchmark: the real `facecast live` on an audio file in real time, bridges to loopback receivers.
 
-    python benchmarks/live.py            # 30 and 60 fps at 512², ~1 min
+    python benchmarks/live.py            # both generators at 30 and 60 fps, 512², ~1 min
 
 The daemon runs as its own process (so its CPU and memory are its own) with
 VMC, VRChat OSC, the WebSocket motion stream and the overlay's frame stream
@@ -65,11 +65,11 @@ def ws_reader(url: str, counts: dict, key: str, stop: threading.Event) -> None:
             time.sleep(0.1)
 
 
-def run(fps: int, size: int) -> dict:
+def run(fps: int, size: int, generator: str = "rule") -> dict:
     vmc, vrchat = OscCounter("/VMC/Ext/OK"), OscCounter("/avatar/parameters/FT/v2/JawOpen")
     command = [sys.executable, "-m", "facecast.plugin.cli", "live", "--portrait", str(PORTRAIT), "--audio", str(SPEECH),
                "--once", "--fps", str(fps), "--size", str(size), "--vmc", str(vmc.port), "--vrchat", str(vrchat.port),
-               "--ws", "0", "--log-level", "info"]
+               "--ws", "0", "--log-level", "info", "--generator", generator]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     counts = {"motion": 0, "frames": 0}  # messages read on ws /motion and ws /frames
@@ -100,15 +100,17 @@ def run(fps: int, size: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--generators", default="rule,learned", help="comma-separated: rule, learned")
     args = parser.parse_args()
-    results = {fps: run(fps, args.size) for fps in (30, 60)}
+    results = {(generator, fps): run(fps, args.size, generator)
+               for generator in args.generators.split(",") for fps in (30, 60)}
     print(f"\nfacecast live benchmark — {os.cpu_count()} CPU cores, {args.size}², 12 s of speech played in real time, "
           "outputs: VMC, VRChat OSC, WebSocket motion + overlay frames (loopback receivers)\n")
-    print("| fps | achieved fps | latency p50 | latency p95 | longest gap | repeated | CPU (cores) | peak RSS | "
-          "received: VMC / VRChat / ws motion / ws overlay frames |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for fps, r in results.items():
-        print(f"| {fps} | {r['fps']:.1f} | {r['latency_p50_ms']:.0f} ms | {r['latency_p95_ms']:.0f} ms | "
+    print("| generator | fps | achieved fps | latency p50 | latency p95 | longest gap | repeated | CPU (cores) | "
+          "peak RSS | received: VMC / VRChat / ws motion / ws overlay frames |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (generator, fps), r in results.items():
+        print(f"| {generator} | {fps} | {r['fps']:.1f} | {r['latency_p50_ms']:.0f} ms | {r['latency_p95_ms']:.0f} ms | "
               f"{r['max_gap_ms']:.0f} ms | {r['repeated']} | {r['cpu_cores']:.2f} | {r['rss_mib']:.0f} MiB | "
               f"{r['vmc']} / {r['vrchat']} / {r['ws_motion']} / {r['ws_frames']} of {r['frames']} sent |")
 

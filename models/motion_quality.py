@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -78,10 +78,22 @@ def learned_motion(samples: np.ndarray, fps: float, frames: int) -> list[MotionF
     return generate(samples, fps, frames)
 
 
+def learned_live_motion(samples: np.ndarray, fps: float, frames: int) -> list[MotionFrame]:
+    """The learned generator as the live daemon streams it (10 ms blocks, bounded lookahead)."""
+    from facecast.models.learned_stream import LearnedMotionGenerator
+
+    generator = LearnedMotionGenerator(fps=fps)
+    out: list[MotionFrame] = []
+    for start in range(0, len(samples), 160):
+        out += generator.push(samples[start: start + 160])
+    return _fit(out + generator.finish(), fps, frames)
+
+
 Generator = Callable[[np.ndarray, float, int], list[MotionFrame]]
 GENERATORS: dict[str, Generator] = {"loudness": loudness_motion, "rule": rule_motion}
 if (Path(__file__).resolve().parent / "data" / "motion_diffusion.pt").exists():
     GENERATORS["learned"] = learned_motion
+    GENERATORS["learned-live"] = learned_live_motion
 
 
 # ----------------------------------------------------------------------------- measuring output
@@ -102,6 +114,15 @@ class Measured:
         """The real video's measurements, as the dataset cached them."""
         return cls(float(clip["fps"]), clip["found"].astype(bool), clip["mouth_opening"].astype(np.float64),
                    clip["head"].astype(np.float64), clip["blink"].astype(np.float64), clip["lips"])
+
+
+def motion_head_and_blink(motion: Sequence[MotionFrame]) -> tuple[np.ndarray, np.ndarray]:
+    """A generator's own head (T, 6: yaw, pitch, roll in degrees, x, y, distance) and blinks (T, 2),
+    before rendering: what it asked for, next to what the face mesh reads off the rendered output."""
+    head = np.array([[f.head.yaw, f.head.pitch, f.head.roll, f.head.x, f.head.y, f.head.distance] for f in motion],
+                    float).reshape(-1, 6)
+    blink = np.array([[f.blink.left, f.blink.right] for f in motion], float).reshape(-1, 2)
+    return head, blink
 
 
 def measure_frames(frames: Iterable[np.ndarray], fps: float) -> Measured:

@@ -207,7 +207,8 @@ class LiveDaemon:
             if head is not None:
                 first_index, first = head
                 ready = first.capture_time if first.capture_time is not None else self._clock()
-                return ready + self._block_s + PHASE_MARGIN_PERIODS / self.fps, first_index
+                processing = getattr(self.generator, "processing_s", 0.0)   # a frame's compute after its audio
+                return ready + self._block_s + processing + PHASE_MARGIN_PERIODS / self.fps, first_index
             if self._audio_done.is_set():
                 return None
             self._sleep(0.002)

@@ -24,6 +24,7 @@ import numpy as np
 from facecast.models.controls import controls_from
 from facecast.models.errors import InputError
 from facecast.models.motion import MotionFrame
+from facecast.plugin.render import DEFAULT_GENERATOR, GENERATOR_CHOICES
 
 log = logging.getLogger("facecast.live")
 
@@ -50,6 +51,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("fps", float, 30.0, "output frames per second: 30 or 60"),
     Option("size", int, 512, "avatar size in pixels, 256-1024"),
     Option("seed", int, 0, "random seed for blinks, glances and idle motion"),
+    Option("generator", str, DEFAULT_GENERATOR, f"speech -> motion: {' or '.join(GENERATOR_CHOICES)} (the learned "
+           "model streams with an 80 ms lookahead)"),
+    Option("motion_model", str, None, "weights for the learned generator, e.g. from `facecast train` "
+           "(default: the shipped model)"),
     Option("once", bool, False, "with --audio: exit when the file has played instead of idling"),
     Option("log_level", str, "info", "debug, info, warning or error"),
     Option("badge", str, None, "show a visible disclosure label on the avatar (bare flag: AI-generated); "
@@ -90,7 +95,8 @@ def default_config_text() -> str:
         if value is None:
             example = {"portrait": '"me.png"', "audio": '"speech.wav"', "device": '"USB Microphone"',
                        "vmc": '"127.0.0.1:39539"', "vrchat": '"127.0.0.1:9000"', "ws": "39650",
-                       "badge": '"AI-generated"', "emotion": '"happy:0.5"', "gaze": '"10,-5"'}[option.name]
+                       "badge": '"AI-generated"', "emotion": '"happy:0.5"', "gaze": '"10,-5"',
+                       "motion_model": '"my_motion.pt"'}[option.name]
             lines.append(f"# {option.name} = {example}")
         elif isinstance(value, bool):
             lines.append(f"# {option.name} = {'true' if value else 'false'}")
@@ -167,6 +173,10 @@ def _validate(settings: dict[str, Any]) -> None:
     if settings["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise InputError("--log-level must be debug, info, warning or error")
     controls_from(settings["emotion"], settings["gaze"], settings["distance"])  # raises InputError for bad values
+    if settings["generator"] not in GENERATOR_CHOICES:
+        raise InputError(f"--generator must be one of {', '.join(GENERATOR_CHOICES)} (got {settings['generator']!r})")
+    if settings["motion_model"] and not Path(settings["motion_model"]).is_file():
+        raise InputError(f"motion model not found: {settings['motion_model']}")
     if settings["ws"] is not None and settings["ws"] != "":
         try:
             port = int(settings["ws"])
@@ -314,12 +324,27 @@ def build_outputs(settings: dict[str, Any], on_control: ControlForward | None = 
     return outputs
 
 
+def make_live_generator(settings: dict[str, Any]) -> Any:
+    """The streaming speech -> motion generator the settings ask for."""
+    if settings["generator"] == "learned":
+        import torch
+
+        from facecast.models.learned_stream import LearnedMotionGenerator
+        from facecast.models.motion_diffusion import WEIGHTS_PATH
+
+        torch.set_num_threads(1)   # a small model: one thread per chunk, the other core renders
+        path = Path(settings["motion_model"]) if settings["motion_model"] else WEIGHTS_PATH
+        return LearnedMotionGenerator(fps=settings["fps"], seed=settings["seed"], path=path)
+    from facecast.models.rule_generator import RuleMotionGenerator
+
+    return RuleMotionGenerator(fps=settings["fps"], seed=settings["seed"])
+
+
 def run_live(flags: dict[str, Any]) -> int:
     """`facecast live`: resolve settings, start everything, run until Ctrl-C/SIGTERM (or the file ends with --once)."""
     from facecast.models.portrait import analyze_portrait
     from facecast.models.provenance import DEFAULT_BADGE, Provenance
     from facecast.models.renderer import Renderer
-    from facecast.models.rule_generator import RuleMotionGenerator
     from facecast.plugin.daemon import LiveDaemon, load_source
     from facecast.plugin.render import validate_size
 
@@ -337,7 +362,7 @@ def run_live(flags: dict[str, Any]) -> int:
         return lambda frame: provenance.apply(renderer.render(frame), frame.t)
 
     render = load_renderer(settings["portrait"])
-    generator = RuleMotionGenerator(fps=settings["fps"], seed=settings["seed"])
+    generator = make_live_generator(settings)
     controls = ControlForward()
     outputs = build_outputs(settings, controls)
     if not outputs:

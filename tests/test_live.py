@@ -96,8 +96,10 @@ def _vmc_receiver(port_holder: list, counts: dict) -> ThreadingOSCUDPServer:
     return server
 
 
-def test_facecast_live_feeds_vmc_and_websocket_at_the_frame_rate(tmp_path, sample_portrait, shared_data):
-    """`facecast live --audio ... --vmc --ws` on a fresh process: receivers see motion at the configured rate."""
+@pytest.mark.parametrize("generator", ["rule", "learned"])
+def test_facecast_live_feeds_vmc_and_websocket_at_the_frame_rate(tmp_path, sample_portrait, shared_data, generator):
+    """`facecast live --audio ... --vmc --ws` on a fresh process: receivers see motion at the configured rate,
+    with either generator (the learned one streamed)."""
     import websockets.sync.client
 
     counts: dict = {"ok": 0, "A": []}
@@ -106,7 +108,7 @@ def test_facecast_live_feeds_vmc_and_websocket_at_the_frame_rate(tmp_path, sampl
     clip = shared_data / GRID_CLIP
     process = subprocess.Popen(
         [sys.executable, "-m", "facecast.plugin.cli", "live", "--portrait", str(sample_portrait), "--audio", str(clip),
-         "--once", "--size", "256", "--vmc", str(ports[0]), "--ws", "0", "--log-level", "info"],
+         "--once", "--size", "256", "--vmc", str(ports[0]), "--ws", "0", "--log-level", "info", "--generator", generator],
         stderr=subprocess.PIPE, text=True)
     url = None
     motion_messages = 0
@@ -165,6 +167,8 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     ('portrait = "me.png"\nemotion = "furious"\n', "unknown emotion 'furious'"),
     ('portrait = "me.png"\ngaze = "left"\n', "gaze must be YAW,PITCH"),
     ('portrait = "me.png"\ndistance = 5\n', "distance must be 0.5-2"),
+    ('portrait = "me.png"\ngenerator = "magic"\n', "--generator must be one of rule, learned"),
+    ('portrait = "me.png"\nmotion_model = "/no/such/model.pt"\n', "motion model not found"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, text, message):
     config = tmp_path / "facecast.toml"
