@@ -34,7 +34,7 @@ from facecast.models.audio_features import MEL_BANDS, SAMPLE_RATE, CaptureClock,
 from facecast.models.errors import FacecastError
 from facecast.models.motion import MotionFrame
 from facecast.models.motion_diffusion import (
-    CONTEXT, FPS, HOPS_PER_FRAME, WEIGHTS_PATH, WINDOW, Sampling, load, motion_frames, relative_logmel,
+    CONTEXT, FPS, HOPS_PER_FRAME, WEIGHTS_PATH, WINDOW, load, motion_frames, relative_logmel,
 )
 from facecast.models.rule_generator import RuleMotionGenerator
 
@@ -71,7 +71,7 @@ class LearnedMotionGenerator:
         self.chunk, self.lookahead = chunk, lookahead
         #: How far past a chunk's last frame the audio is read before the chunk is committed.
         self.lookahead_s = lookahead / FPS
-        self._sampling = Sampling(seed=seed)
+        self._sampling = self.model.sampling_for(seed)
         self._random = torch.Generator().manual_seed(seed)
         self._framer = HopFramer()
         self._hops: list[np.ndarray] = []               # log-mel hops not yet making up a whole frame

@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -366,7 +366,8 @@ def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float =
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "mean": torch.from_numpy(data.mean), "std": torch.from_numpy(data.std),
                 "steps": step, "minutes": round(spent / 60, 1), "seed": seed, "window": WINDOW, "context": CONTEXT,
-                "features": features, "styles": list(STYLES)}, out)
+                "features": features, "styles": list(STYLES),
+                **({"sampling": base["sampling"]} if base is not None and "sampling" in base else {})}, out)
     checkpoint.unlink(missing_ok=True)
     return {"steps": step, "loss": float(np.mean(recent[-log_every:])) if recent else float("nan"),
             "minutes": spent / 60}
@@ -408,14 +409,83 @@ def fine_tune(videos: Path, out: Path | None = None, minutes: float = 10.0, step
                  init_from=base, learning_rate=1e-4, log_every=100)
 
 
+#: Guidance scales `calibrate` tries: audio guidance x head guidance.
+CALIBRATION_GRID = ((1.5, 2.0, 3.0), (0.0, 0.5, 1.0, 1.5))
+#: Settings whose jaw correlation is within this of the best count as equally good lip sync ...
+JAW_TOLERANCE = 0.01
+
+
+def calibrate(path: Path = WEIGHTS_PATH, cache: Path | None = None, progress=print,
+              clips: Sequence[dict[str, np.ndarray]] | None = None, data_dir: Path | None = None) -> dict[str, float]:
+    """Choose the guidance scales on training clips and store them in the model file.
+
+    Criterion: among the settings whose jaw-opening correlation with the real speakers is within
+    JAW_TOLERANCE of the best, the one whose head speed and spread on the in-the-wild training clips
+    are closest (largest relative miss) to the real ones. Held-out speakers are never looked at.
+    """
+    torch = _torch()
+    from facecast.models.dataset import iter_clips
+    from facecast.models.motion_quality import head_motion, pearson
+
+    model = LearnedMotion(path)
+    if clips is None:
+        clips = [c for c in iter_clips(split="train", kind="talking", cache=cache) if len(c["audio"])]
+    wild = [c for c in clips if clip_group(str(c["path"])) == "wild"]
+    others = [c for c in clips if clip_group(str(c["path"])) != "wild"][:: 100 if len(clips) > 1000 else 1]
+    if not wild:
+        raise FacecastError("calibration needs in-the-wild training clips (their head motion is the target)")
+    chosen = wild + others
+    n = len(EXPRESSION_CHANNELS)
+    real = [resample_frames(motion_matrix(c), float(c["fps"]), FPS) for c in chosen]
+    audio = [clip_audio(c, model.features, data_dir, cache) for c in chosen]
+
+    def head_stats(rows: list[np.ndarray]) -> tuple[float, float]:
+        stats = [head_motion(r[:, n: n + 6], FPS) for r in rows]
+        return float(np.nanmean([s for s, _ in stats])), float(np.nanmean([d for _, d in stats]))
+
+    target_speed, target_spread = head_stats(real[: len(wild)])
+    results = []
+    for guidance in CALIBRATION_GRID[0]:
+        for head_guidance in CALIBRATION_GRID[1]:
+            sampling = Sampling(guidance=guidance, head_guidance=head_guidance)
+            generated = [model.generate(a, len(r), sampling) for a, r in zip(audio, real)]
+            jaw = float(np.nanmean([pearson(g[:, 0], r[:, 0]) for g, r in zip(generated, real)]))
+            speed, spread = head_stats(generated[: len(wild)])
+            miss = max(abs(speed / target_speed - 1), abs(spread / target_spread - 1))
+            results.append((jaw, miss, sampling))
+            progress(f"guidance {guidance:.1f} head {head_guidance:.1f}: jaw r {jaw:.3f}, head {speed:.1f} deg/s "
+                     f"spread {spread:.2f} (training speakers: {target_speed:.1f}, {target_spread:.2f})")
+    best_jaw = max(jaw for jaw, _, _ in results)
+    _, _, best = min((r for r in results if r[0] >= best_jaw - JAW_TOLERANCE), key=lambda r: r[1])
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state["sampling"] = {"guidance": best.guidance, "head_guidance": best.head_guidance}
+    torch.save(state, path)
+    _LOADED.pop(path, None)
+    progress(f"chose guidance {best.guidance}, head guidance {best.head_guidance} ({len(wild)} in-the-wild + "
+             f"{len(others)} other training clips)")
+    return asdict(best)
+
+
 # ----------------------------------------------------------------------------- generation
 
 @dataclass
 class Sampling:
+    """How motion is drawn from the model. The guidance scales are calibrated on training clips
+    (`python -m facecast.models.motion_diffusion calibrate`; the model card has the numbers)."""
+
     steps: int = SAMPLE_STEPS
     guidance: float = 1.5       # classifier-free guidance on audio
     seed: int = 0
     style: str = DEFAULT_STYLE  # speaking style (STYLES), or "" for none
+    #: Style guidance on head rotation and position only: the head is pushed further from how the
+    #: still-sitting GRID speakers move (CONTRAST_STYLE). Diffusion sampling draws the head close to its
+    #: mean (audio says little about it); this restores its range without touching the mouth's targets.
+    head_guidance: float = 0.0
+
+
+CONTRAST_STYLE = "grid"
+#: Motion dimensions head guidance acts on: yaw, pitch, roll, x, y (not distance).
+HEAD_GUIDED = slice(len(EXPRESSION_CHANNELS), len(EXPRESSION_CHANNELS) + 5)
 
 
 def read_model(path: Path) -> dict:
@@ -445,11 +515,19 @@ class LearnedMotion:
         self.model.load_state_dict(state["model"])
         self.model.eval()
         self.mean, self.std = state["mean"].numpy(), state["std"].numpy()
+        #: The file's calibrated sampling (guidance scales), or the defaults.
+        self.sampling = Sampling(**state.get("sampling", {}))
 
-    def generate(self, audio: np.ndarray, frames: int, sampling: Sampling = Sampling()) -> np.ndarray:
+    def sampling_for(self, seed: int) -> Sampling:
+        """This model's calibrated sampling with another seed."""
+        return replace(self.sampling, seed=seed)
+
+    def generate(self, audio: np.ndarray, frames: int, sampling: Sampling | None = None) -> np.ndarray:
         """(frames, MOTION_DIMS) motion at 25 fps for per-hop audio features (H, dims of `self.features`),
-        WINDOW frames at a time, each window continuing from the last CONTEXT frames before it."""
+        WINDOW frames at a time, each window continuing from the last CONTEXT frames before it
+        (`sampling`: the model's calibrated one by default)."""
         torch = _torch()
+        sampling = sampling or self.sampling
         generator = torch.Generator().manual_seed(sampling.seed)
         features = torch.from_numpy(frame_audio(audio, frames, self.features))
         out = torch.zeros(frames, MOTION_DIMS)
@@ -465,24 +543,36 @@ class LearnedMotion:
         torch = _torch()
         have, count = len(context), len(audio) - len(context)
         length = CONTEXT + count
-        is_context = torch.zeros(2, length, dtype=torch.bool)
+        styled = STYLES.index(sampling.style) if sampling.style else len(STYLES)
+        # One batch: with audio, without audio (audio guidance), and with audio in the contrast style.
+        audio_kept, style = [True, False], [styled, styled]
+        if sampling.head_guidance:
+            audio_kept.append(True)
+            style.append(STYLES.index(CONTRAST_STYLE))
+        rows = len(style)
+        is_context = torch.zeros(rows, length, dtype=torch.bool)
         is_context[:, :CONTEXT] = True
-        audio_window = torch.zeros(2, length, audio.shape[1])
+        audio_window = torch.zeros(rows, length, audio.shape[1])
         audio_window[:, CONTEXT - have:] = audio
-        fixed = torch.zeros(2, length, MOTION_DIMS)
+        fixed = torch.zeros(rows, length, MOTION_DIMS)
         fixed[:, CONTEXT - have: CONTEXT] = context
-        valid = torch.zeros(2, length, dtype=torch.bool)
+        valid = torch.zeros(rows, length, dtype=torch.bool)
         valid[:, CONTEXT - have:] = True
-        audio_kept = torch.tensor([True, False])
-        style = torch.full((2,), STYLES.index(sampling.style) if sampling.style else len(STYLES))
+        audio_kept, style = torch.tensor(audio_kept), torch.tensor(style)
+        head = torch.zeros(MOTION_DIMS)
+        head[HEAD_GUIDED] = sampling.head_guidance
         levels = torch.linspace(1.0, 0.0, sampling.steps + 1)
         x = torch.randn(1, length, MOTION_DIMS, generator=generator)
         with torch.inference_mode():
             for i in range(sampling.steps):
                 t, t_next = levels[i], levels[i + 1]
-                inputs = torch.where(is_context[..., None], fixed, x.expand(2, -1, -1))
-                cond, uncond = self.model(inputs, is_context, audio_window, audio_kept, t.expand(2), valid, style)
-                guided = (uncond + sampling.guidance * (cond - uncond))[None]
+                inputs = torch.where(is_context[..., None], fixed, x.expand(rows, -1, -1))
+                predicted = self.model(inputs, is_context, audio_window, audio_kept, t.expand(rows), valid, style)
+                cond, uncond = predicted[0], predicted[1]
+                guided = uncond + sampling.guidance * (cond - uncond)
+                if sampling.head_guidance:
+                    guided = guided + head * (cond - predicted[2])
+                guided = guided[None]
                 a_t, a_next = _alpha_bar(t), _alpha_bar(t_next)
                 eps = (x - a_t.sqrt() * guided) / (1 - a_t).clamp(min=1e-6).sqrt()
                 x = a_next.sqrt() * guided + (1 - a_next).sqrt() * eps
@@ -512,7 +602,8 @@ def generate_frames(audio: np.ndarray, fps: float, frames: int, seed: int = 0,
                     path: Path = WEIGHTS_PATH) -> Iterator[MotionFrame]:
     """`frames` MotionFrames at `fps` for per-hop audio features of the model's kind (`load(path).features`)."""
     count = max(1, int(math.ceil(frames / fps * FPS)))
-    matrix = load(path).generate(audio, count, Sampling(seed=seed))
+    model = load(path)
+    matrix = model.generate(audio, count, model.sampling_for(seed))
     return motion_frames(resample_frames(matrix, FPS, fps, count=frames), fps)
 
 
@@ -534,15 +625,24 @@ def _main(argv: list[str] | None = None) -> int:
     t.add_argument("--resume", action="store_true", help="carry on from the checkpoint beside --output")
     t.add_argument("--truncated", type=float, default=0.3, help="share of training windows cut short, as live "
                    "streaming's chunks are (default 0.3)")
+    t.add_argument("--no-calibrate", action="store_true", help="skip choosing the guidance scales afterwards")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--cache", type=Path, default=None)
     t.add_argument("-o", "--output", type=Path, default=WEIGHTS_PATH)
     t.add_argument("--features", choices=tuple(FEATURE_DIMS), default="logmel", help="per-hop audio features")
     t.add_argument("--data", type=Path, default=None, help="the recordings (for log-mel; default ../shared/data)")
+    c = sub.add_parser("calibrate", help="choose the guidance scales on training clips; stored in the model file")
+    c.add_argument("model", type=Path, nargs="?", default=WEIGHTS_PATH)
+    c.add_argument("--cache", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.command == "calibrate":
+        calibrate(args.model, args.cache)
+        return 0
     result = train(minutes=args.minutes, steps=args.steps, resume=args.resume, seed=args.seed, out=args.output,
                    cache=args.cache, features=args.features, data_dir=args.data, truncated=args.truncated)
     print(f"wrote {args.output} after {result['steps']} steps (loss {result['loss']:.4f})")
+    if not args.no_calibrate:
+        calibrate(args.output, args.cache, data_dir=args.data)
     return 0
 
 

@@ -175,7 +175,7 @@ def _validate(settings: dict[str, Any]) -> None:
     controls_from(settings["emotion"], settings["gaze"], settings["distance"])  # raises InputError for bad values
     if settings["generator"] not in GENERATOR_CHOICES:
         raise InputError(f"--generator must be one of {', '.join(GENERATOR_CHOICES)} (got {settings['generator']!r})")
-    if settings["motion_model"] and not Path(settings["motion_model"]).is_file():
+    if settings["generator"] == "learned" and settings["motion_model"] and not Path(settings["motion_model"]).is_file():
         raise InputError(f"motion model not found: {settings['motion_model']}")
     if settings["ws"] is not None and settings["ws"] != "":
         try:

@@ -168,7 +168,7 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     ('portrait = "me.png"\ngaze = "left"\n', "gaze must be YAW,PITCH"),
     ('portrait = "me.png"\ndistance = 5\n', "distance must be 0.5-2"),
     ('portrait = "me.png"\ngenerator = "magic"\n', "--generator must be one of rule, learned"),
-    ('portrait = "me.png"\nmotion_model = "/no/such/model.pt"\n', "motion model not found"),
+    ('portrait = "me.png"\ngenerator = "learned"\nmotion_model = "/no/such/model.pt"\n', "motion model not found"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, text, message):
     config = tmp_path / "facecast.toml"

@@ -198,3 +198,24 @@ def test_allphone_features_are_one_phone_per_hop(sample_speech: Path) -> None:
     assert len(spoken - {SILENCE}) >= 8                                  # three seconds of speech: many phones
     framed = frame_audio(track, 80, "allphone")
     assert framed.shape == (80, 4 * len(PHONES)) and np.all(framed[75:].reshape(-1, 4, len(PHONES)).argmax(2) == SILENCE)
+
+
+def test_calibration_stores_the_chosen_guidance_in_the_model_file(tiny_model: Path, held_out_dataset: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    import shutil
+
+    from facecast.models.motion_diffusion import CALIBRATION_GRID, calibrate
+
+    data, cache = held_out_dataset
+    path = tmp_path / "calibrated.pt"
+    shutil.copy2(tiny_model, path)
+    lines: list[str] = []
+    chosen = calibrate(path, cache, progress=lines.append, clips=[load_clip(r, cache) for r in HELD_OUT_CLIPS],
+                       data_dir=data)
+    assert len(lines) == len(CALIBRATION_GRID[0]) * len(CALIBRATION_GRID[1]) + 1
+    assert chosen["guidance"] in CALIBRATION_GRID[0] and chosen["head_guidance"] in CALIBRATION_GRID[1]
+    model = LearnedMotion(path)
+    assert (model.sampling.guidance, model.sampling.head_guidance) == (chosen["guidance"], chosen["head_guidance"])
+    assert model.sampling_for(3).seed == 3 and model.sampling_for(3).guidance == chosen["guidance"]
+    with pytest.raises(FacecastError, match="in-the-wild"):
+        calibrate(path, cache, progress=lines.append, clips=[load_clip(HELD_OUT_CLIPS[0], cache)], data_dir=data)

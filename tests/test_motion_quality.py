@@ -96,17 +96,24 @@ def test_every_generator_gives_exactly_the_video_frame_count(sample_speech: Path
             assert len(motion) == frames, name
 
 
-def test_quality_benchmark_prints_one_table_with_every_generator(held_out_dataset: tuple[Path, Path]) -> None:
+def test_quality_benchmark_prints_one_table_with_every_generator(held_out_dataset: tuple[Path, Path],
+                                                                tiny_model: Path) -> None:
     data, cache = held_out_dataset
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--data", str(data), "--cache", str(cache),
-         "--workers", "1"], capture_output=True, text=True, timeout=600)
+         "--workers", "1", "--model", f"tiny={tiny_model}"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "3 GRID s4 clips + 1 in-the-wild clips" in result.stdout
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines if line.startswith("| ")}
-    assert set(rows) == {"generator", "real", *GENERATORS}
+    assert set(rows) == {"generator", "real", "tiny", *GENERATORS}
+    column = {title: i for i, title in enumerate(rows["generator"])}
     assert rows["real"][0] == "1.000"                      # the real video against itself
-    for name in GENERATORS:
+    assert rows["real"][column["motion °/s"]] == rows["real"][column["head °/s"]]   # real motion is what was measured
+    for name in [*GENERATORS, "tiny"]:
         assert -1.0 <= float(rows[name][0]) <= 1.0
-        assert rows[name][-1] == "100.0%"                  # the face was found in every output frame
+        assert rows[name][column["face %"]] == "100.0%"    # the face was found in every output frame
+        assert float(rows[name][column["motion spread °"]]) >= 0 and float(rows[name][column["motion blinks/min"]]) >= 0
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "quality.py"), "--model", "x=/no/such.pt"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "NAME=WEIGHTS" in bad.stderr
