@@ -8,20 +8,26 @@ window; this is that design at CPU size:
 * a token per 25 fps frame: the motion vector (`MOTION_DIMS`: 24 expression
   coefficients, head yaw/pitch/roll/x/y/distance, blinks, gaze; normalised by
   the training set's statistics) plus the frame's audio features for its 4
-  10-ms hops: 40 log-mel bands (or the rule generator's 8 per-hop features;
-  log-mel won on the quality benchmark, see the model card), levels relative
-  to the clip's loud level;
+  10-ms hops: 40 log-mel bands, levels relative to the clip's loud level (the
+  model card compares them with the rule generator's 8 per-hop features and
+  with pocketsphinx allphone phones);
+* a speaking-style condition (the corpus: GRID, LRC-AR news, in the wild).
+  Motion-only clips (head and blinks, no usable speech) train the in-the-wild
+  style with the audio condition dropped;
 * a window of WINDOW frames is denoised; the CONTEXT frames before it are given
   clean (the previous window's output), so long audio is generated window by
-  window without seams;
+  window without seams. Some training windows end early, as the live stream's
+  short chunks do (`learned_stream`);
 * the network predicts the clean motion (x0) from the noised window at a
-  cosine-schedule noise level; audio and context are each dropped at random in
-  training, so sampling can use classifier-free guidance on audio;
-* sampling is deterministic DDIM in SAMPLE_STEPS steps.
+  cosine-schedule noise level; audio, context and style are each dropped at
+  random in training, so sampling can use classifier-free guidance;
+* sampling is deterministic DDIM in SAMPLE_STEPS steps with guidance on audio
+  and a head guidance (style contrast on the head only); `calibrate` picks both
+  scales on training clips and stores them in the model file.
 
-Train (needs `facecast dataset build`):
+Train (needs `facecast dataset build`; resumable with --resume; calibrates after):
 
-    python -m facecast.models.motion_diffusion train --features logmel --minutes 20
+    python -m facecast.models.motion_diffusion train --steps 14000 --minutes 120
 
 Model card: `data/motion_diffusion.md`.
 """
@@ -626,6 +632,8 @@ def _main(argv: list[str] | None = None) -> int:
     t.add_argument("--truncated", type=float, default=0.3, help="share of training windows cut short, as live "
                    "streaming's chunks are (default 0.3)")
     t.add_argument("--no-calibrate", action="store_true", help="skip choosing the guidance scales afterwards")
+    t.add_argument("--init-from", type=Path, default=None, help="start from this model's weights (fine-tuning)")
+    t.add_argument("--learning-rate", type=float, default=5e-4)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--cache", type=Path, default=None)
     t.add_argument("-o", "--output", type=Path, default=WEIGHTS_PATH)
@@ -639,7 +647,8 @@ def _main(argv: list[str] | None = None) -> int:
         calibrate(args.model, args.cache)
         return 0
     result = train(minutes=args.minutes, steps=args.steps, resume=args.resume, seed=args.seed, out=args.output,
-                   cache=args.cache, features=args.features, data_dir=args.data, truncated=args.truncated)
+                   cache=args.cache, features=args.features, data_dir=args.data, truncated=args.truncated,
+                   init_from=args.init_from, learning_rate=args.learning_rate)
     print(f"wrote {args.output} after {result['steps']} steps (loss {result['loss']:.4f})")
     if not args.no_calibrate:
         calibrate(args.output, args.cache, data_dir=args.data)
