@@ -35,8 +35,10 @@ BORDER_ANCHORS_PER_SIDE = 8
 
 #: Head turn the parallax channels are built for; other angles scale linearly.
 PARALLAX_REF_DEG = 20.0
-#: Share of mediapipe's landmark depth used for parallax (a 2-D warp cannot show occlusion).
-PARALLAX_DEPTH_GAIN = 0.6
+#: Share of mediapipe's landmark depth used for parallax. At 0.6 the face mesh measured only 0.45-0.7 of the
+#: yaw asked for on rendered frames; at 1.0, 0.7-1.0 (mona_lisa and two LivePortrait photos, +-15 deg yaw,
+#: +-10 deg pitch, no folds). Larger turns than ~20 deg would need occlusion, which a 2-D warp cannot show.
+PARALLAX_DEPTH_GAIN = 1.0
 #: Gaze angle (degrees) for the iris shifts below; gaze scales linearly.
 GAZE_REF_DEG = 30.0
 GAZE_SHIFT_X = 0.2    # of the eye width
