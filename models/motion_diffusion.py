@@ -107,9 +107,15 @@ def speech_features(samples: np.ndarray, kind: str) -> np.ndarray:
     return stream.matrix()
 
 
+#: The loud level is never below this (dB), which is quieter than 99 % of the training clips' loud levels
+#: (1st percentile -56 dB): so silence, or a quiet room, is not taken for speech at full voice.
+QUIET_LOUD_DB = -58.0
+
+
 def loud_level(hop_levels: np.ndarray) -> float:
-    """The clip's loud level: the 95th percentile of its hops' mean log-mel band level (dB)."""
-    return float(np.percentile(hop_levels, 95))
+    """The clip's loud level: the 95th percentile of its hops' mean log-mel band level (dB), at least
+    QUIET_LOUD_DB."""
+    return max(float(np.percentile(hop_levels, 95)), QUIET_LOUD_DB)
 
 
 def relative_logmel(audio: np.ndarray, loud: float) -> np.ndarray:
@@ -373,7 +379,9 @@ def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float =
     torch.save({"model": model.state_dict(), "mean": torch.from_numpy(data.mean), "std": torch.from_numpy(data.std),
                 "steps": step, "minutes": round(spent / 60, 1), "seed": seed, "window": WINDOW, "context": CONTEXT,
                 "features": features, "styles": list(STYLES),
-                **({"sampling": base["sampling"]} if base is not None and "sampling" in base else {})}, out)
+                # a fine-tuned model keeps its base's calibration until it is calibrated itself
+                **{key: base[key] for key in ("sampling", "expression_gain") if base is not None and key in base}},
+               out)
     checkpoint.unlink(missing_ok=True)
     return {"steps": step, "loss": float(np.mean(recent[-log_every:])) if recent else float("nan"),
             "minutes": spent / 60}
@@ -434,6 +442,7 @@ def calibrate(path: Path = WEIGHTS_PATH, cache: Path | None = None, progress=pri
     from facecast.models.motion_quality import head_motion, pearson
 
     model = LearnedMotion(path)
+    model.expression_gain[:] = 1.0          # measured afresh below
     if clips is None:
         clips = [c for c in iter_clips(split="train", kind="talking", cache=cache) if len(c["audio"])]
     wild = [c for c in clips if clip_group(str(c["path"])) == "wild"]
@@ -463,13 +472,32 @@ def calibrate(path: Path = WEIGHTS_PATH, cache: Path | None = None, progress=pri
                      f"spread {spread:.2f} (training speakers: {target_speed:.1f}, {target_spread:.2f})")
     best_jaw = max(jaw for jaw, _, _ in results)
     _, _, best = min((r for r in results if r[0] >= best_jaw - JAW_TOLERANCE), key=lambda r: r[1])
+    gain = expression_gain(real, [model.generate(a, len(r), best) for a, r in zip(audio, real)])
     state = torch.load(path, map_location="cpu", weights_only=True)
     state["sampling"] = {"guidance": best.guidance, "head_guidance": best.head_guidance}
+    state["expression_gain"] = torch.from_numpy(gain)
     torch.save(state, path)
     _LOADED.pop(path, None)
     progress(f"chose guidance {best.guidance}, head guidance {best.head_guidance} ({len(wild)} in-the-wild + "
-             f"{len(others)} other training clips)")
-    return asdict(best)
+             f"{len(others)} other training clips); expression gain: jawOpen {gain[0]:.2f}, "
+             f"median {float(np.median(gain)):.2f}")
+    return {**asdict(best), "expression_gain": gain.tolist()}
+
+
+#: Expression gains are kept within these bounds (never narrowed: a calm model stays calm where it should).
+EXPRESSION_GAIN_RANGE = (1.0, 3.0)
+
+
+def expression_gain(real: Sequence[np.ndarray], generated: Sequence[np.ndarray]) -> np.ndarray:
+    """Per expression channel, the real clips' movement about each clip's own mean over the generated
+    clips' (standard deviations pooled over clips), within EXPRESSION_GAIN_RANGE."""
+    n = len(EXPRESSION_CHANNELS)
+
+    def spread(rows: Sequence[np.ndarray]) -> np.ndarray:
+        return np.sqrt(np.concatenate([(r[:, :n] - r[:, :n].mean(0)) ** 2 for r in rows]).mean(0))
+
+    ratio = spread(real) / np.maximum(spread(generated), 1e-6)
+    return np.clip(ratio, *EXPRESSION_GAIN_RANGE).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- generation
@@ -523,6 +551,17 @@ class LearnedMotion:
         self.mean, self.std = state["mean"].numpy(), state["std"].numpy()
         #: The file's calibrated sampling (guidance scales), or the defaults.
         self.sampling = Sampling(**state.get("sampling", {}))
+        #: Per expression channel, how much to widen the generated movement about the training mean
+        #: (calibrated: sampling draws expressions towards their mean, so the mouth opened half as wide).
+        gain = state.get("expression_gain")
+        self.expression_gain = gain.numpy() if gain is not None else np.ones(len(EXPRESSION_CHANNELS), np.float32)
+
+    def to_motion(self, normalised: np.ndarray) -> np.ndarray:
+        """The model's normalised output rows -> motion rows, expressions widened by `expression_gain`."""
+        rows = normalised * self.std + self.mean
+        n = len(EXPRESSION_CHANNELS)
+        rows[:, :n] = self.mean[:n] + self.expression_gain * (rows[:, :n] - self.mean[:n])
+        return rows
 
     def sampling_for(self, seed: int) -> Sampling:
         """This model's calibrated sampling with another seed."""
@@ -541,7 +580,7 @@ class LearnedMotion:
             count = min(WINDOW, frames - start)
             lo = max(0, start - CONTEXT)
             out[start: start + count] = self.denoise(out[lo:start], features[lo: start + count], sampling, generator)
-        return out.numpy() * self.std + self.mean
+        return self.to_motion(out.numpy())
 
     def denoise(self, context, audio, sampling: Sampling, generator):
         """The next frames after `context` (c <= CONTEXT, MOTION_DIMS normalised frames, may be empty), given

@@ -24,11 +24,14 @@ import numpy as np
 from facecast.models.controls import controls_from
 from facecast.models.errors import InputError
 from facecast.models.motion import MotionFrame
-from facecast.plugin.render import DEFAULT_GENERATOR, GENERATOR_CHOICES
+from facecast.plugin.render import GENERATOR_CHOICES
 
 log = logging.getLogger("facecast.live")
 
 LIVE_FPS = (30.0, 60.0)
+#: Live, the rule generator: streamed, the learned model's mouth follows the voice about 3 frames later
+#: than the rule generator's, its latency is at the 100 ms target's edge and it costs more CPU (README: Live).
+LIVE_DEFAULT_GENERATOR = "rule"
 VMC_NAME_SETS = ("vrm0", "vrm1", "arkit")
 
 
@@ -51,7 +54,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("fps", float, 30.0, "output frames per second: 30 or 60"),
     Option("size", int, 512, "avatar size in pixels, 256-1024"),
     Option("seed", int, 0, "random seed for blinks, glances and idle motion"),
-    Option("generator", str, DEFAULT_GENERATOR, f"speech -> motion: {' or '.join(GENERATOR_CHOICES)} (the learned "
+    Option("generator", str, LIVE_DEFAULT_GENERATOR, f"speech -> motion: {' or '.join(GENERATOR_CHOICES)} (the learned "
            "model streams with an 80 ms lookahead)"),
     Option("motion_model", str, None, "weights for the learned generator, e.g. from `facecast train` "
            "(default: the shipped model)"),
@@ -348,6 +351,11 @@ def run_live(flags: dict[str, Any]) -> int:
     from facecast.plugin.daemon import LiveDaemon, load_source
     from facecast.plugin.render import validate_size
 
+    from threadpoolctl import threadpool_limits
+
+    # numpy's BLAS (OpenBLAS) would split the live path's tiny matrix products (the learned generator's
+    # log-mel) across threads that then spin between calls: measured, that doubled the daemon's CPU.
+    threadpool_limits(limits=1, user_api="blas")
     settings = resolve_settings(flags)
     logging.basicConfig(level=settings["log_level"].upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

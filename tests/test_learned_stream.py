@@ -75,3 +75,17 @@ def test_silence_and_odd_input(tiny_model: Path) -> None:
     assert len(LearnedMotionGenerator(fps=30.0, path=tiny_model).finish()) == 1   # no audio: one still frame
     with pytest.raises(ValueError):
         LearnedMotionGenerator(fps=0.0, path=tiny_model)
+
+
+def test_the_head_is_smoothed_and_the_mouth_is_not(tiny_model: Path, sample_speech: Path) -> None:
+    """Each chunk is sampled afresh, so the raw head shakes between chunks; the output smooths it causally."""
+    speech = decode_mono(sample_speech)[: SAMPLE_RATE * 3]
+    raw = stream(LearnedMotionGenerator(fps=25.0, path=tiny_model, head_smoothing_s=0.0), speech, 160)
+    smooth = stream(LearnedMotionGenerator(fps=25.0, path=tiny_model), speech, 160)
+
+    def head_steps(frames: list) -> float:
+        yaw_pitch_roll = np.array([[f.head.yaw, f.head.pitch, f.head.roll] for f in frames])
+        return float(np.abs(np.diff(yaw_pitch_roll, axis=0)).sum(1).mean())
+
+    assert head_steps(smooth) < 0.7 * head_steps(raw)
+    assert [f.expression("jawOpen") for f in smooth] == pytest.approx([f.expression("jawOpen") for f in raw], abs=1e-6)

@@ -217,5 +217,36 @@ def test_calibration_stores_the_chosen_guidance_in_the_model_file(tiny_model: Pa
     model = LearnedMotion(path)
     assert (model.sampling.guidance, model.sampling.head_guidance) == (chosen["guidance"], chosen["head_guidance"])
     assert model.sampling_for(3).seed == 3 and model.sampling_for(3).guidance == chosen["guidance"]
+    assert np.allclose(model.expression_gain, chosen["expression_gain"])
+    assert ((model.expression_gain >= 1) & (model.expression_gain <= 3)).all()
     with pytest.raises(FacecastError, match="in-the-wild"):
         calibrate(path, cache, progress=lines.append, clips=[load_clip(HELD_OUT_CLIPS[0], cache)], data_dir=data)
+
+
+def test_expression_gain_widens_what_sampling_narrowed() -> None:
+    from facecast.models.motion_diffusion import MOTION_DIMS, expression_gain
+
+    rng = np.random.default_rng(0)
+    real = [rng.normal(0.3, 0.2, (50, MOTION_DIMS)) for _ in range(3)]
+    narrow = [0.3 + 0.5 * (r - 0.3) for r in real]
+    assert np.allclose(expression_gain(real, narrow), 2.0, atol=1e-4)
+    assert np.allclose(expression_gain(narrow, real), 1.0)              # never narrowed
+    wild = [0.3 + 10 * (r - 0.3) for r in real]
+    assert np.allclose(expression_gain(wild, real), 3.0)                # bounded
+    assert expression_gain(real, narrow).shape == (len(EXPRESSION_CHANNELS),)
+
+
+def test_the_model_applies_its_expression_gain(tiny_model: Path, tmp_path: Path) -> None:
+    import torch
+
+    from facecast.models.motion_diffusion import FEATURE_DIMS
+
+    state = torch.load(tiny_model, weights_only=True)
+    state["expression_gain"] = torch.full((len(EXPRESSION_CHANNELS),), 2.0)
+    torch.save(state, tmp_path / "wide.pt")
+    plain, wide = LearnedMotion(tiny_model), LearnedMotion(tmp_path / "wide.pt")
+    audio = np.random.default_rng(1).normal(-30, 10, (160, FEATURE_DIMS[plain.features])).astype(np.float32)
+    a, b = plain.generate(audio, 40), wide.generate(audio, 40)
+    n = len(EXPRESSION_CHANNELS)
+    assert np.allclose(b[:, :n] - plain.mean[:n], 2 * (a[:, :n] - plain.mean[:n]), atol=1e-5)
+    assert np.allclose(b[:, n:], a[:, n:])                              # head, blinks and gaze untouched
