@@ -15,7 +15,9 @@ mesh exactly as the real videos were (`facecast.models.motion_quality`). The
 Columns (means over clips unless said):
 * mouth r: Pearson correlation of the generated with the real mouth opening
   (all held-out clips; then GRID s4 and in-the-wild alone); lag: the median
-  lag (frames) that maximises it, positive = generated late;
+  lag (frames) that maximises it, positive = generated late; mouth size: the
+  output's widest mouth opening (90th percentile) over the real speaker's, median
+  over clips (correlation is blind to how far the mouth opens);
 * sync conf / off: our lip-sync scorer (`facecast.models.sync_scorer`, the
   SyncNet protocol) on the output's mouth and the clip's audio: mean
   confidence, median offset (frames at 25 fps, positive = audio late), and the
@@ -32,7 +34,7 @@ Columns (means over clips unless said):
 * motion °/s, motion spread °, motion blinks/min: the same head and blink
   measures of the generator's own motion before rendering (for the real row,
   the video's extracted motion). The renderer turns the head less than asked
-  (0.55-0.65 of yaw and pitch, benchmarks/extraction.py) and the face mesh
+  (0.8-0.9 of yaw, benchmarks/extraction.py) and the face mesh
   never reads a rendered eye fully shut, so the rendered columns understate
   what a generator produced; these say what it asked for.
 """
@@ -109,11 +111,16 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _wide_opening(opening: np.ndarray) -> float:
+    finite = opening[np.isfinite(opening)]
+    return float(np.percentile(finite, 90)) if len(finite) else float("nan")
+
+
 def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: SyncScorer,
               motion: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     """One table row: `measured[i]` is this row's measurement of `clips[i]`, `motion[i]` the generator's own
     head and blinks for it (for the real row: the video's extracted motion)."""
-    r_all, r_grid, r_wild, lags, conf, offsets = [], [], [], [], [], []
+    r_all, r_grid, r_wild, lags, conf, offsets, size = [], [], [], [], [], [], []
     bilabial, other, speed, spread, jit, own_speed, own_spread = [], [], [], [], [], [], []
     blinks, own_blinks, minutes, found, frames = 0, 0, 0.0, 0, 0
     for clip, m, (own_head, own_blink) in zip(clips, measured, motion):
@@ -123,6 +130,8 @@ def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: Sy
         r_all.append(r)
         (r_wild if wild else r_grid).append(r)
         lags.append(lag)
+        real_wide = _wide_opening(real.mouth_opening)
+        size.append(_wide_opening(m.mouth_opening) / real_wide if real_wide > 0 else float("nan"))
         if enough_face(m.found, m.fps):
             score = scorer.score(m.lips, m.found, m.fps, clip["audio"])
             conf.append(score.confidence)
@@ -145,7 +154,7 @@ def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: Sy
         frames += len(m.found)
     return {
         "generator": name, "clips": len(clips), "mouth_r": _mean(r_all), "mouth_r_grid": _mean(r_grid),
-        "mouth_r_wild": _mean(r_wild), "lag": _median(lags), "sync_conf": _mean(conf), "sync_offset": _median(offsets),
+        "mouth_r_wild": _mean(r_wild), "lag": _median(lags), "mouth_size": _median(size), "sync_conf": _mean(conf), "sync_offset": _median(offsets),
         "sync_in_1": float(np.mean([abs(o) <= 1 for o in offsets])) if offsets else float("nan"),
         "closed_bilabial": float(np.mean(bilabial)) if bilabial else float("nan"),
         "closed_other": float(np.mean(other)) if other else float("nan"),
@@ -158,7 +167,7 @@ def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: Sy
 
 COLUMNS = (  # (title, key, format)
     ("generator", "generator", "{:<10}"), ("mouth r", "mouth_r", "{:7.3f}"), ("GRID s4", "mouth_r_grid", "{:7.3f}"),
-    ("wild", "mouth_r_wild", "{:6.3f}"), ("lag", "lag", "{:4.0f}"), ("sync conf", "sync_conf", "{:9.3f}"),
+    ("wild", "mouth_r_wild", "{:6.3f}"), ("lag", "lag", "{:4.0f}"), ("mouth size", "mouth_size", "{:10.2f}"), ("sync conf", "sync_conf", "{:9.3f}"),
     ("off", "sync_offset", "{:4.0f}"), ("±1", "sync_in_1", "{:5.0%}"), ("closed b/p/m", "closed_bilabial", "{:12.0%}"),
     ("other", "closed_other", "{:6.0%}"), ("head °/s", "head_speed", "{:8.1f}"), ("spread °", "head_spread", "{:8.2f}"),
     ("blinks/min", "blinks_per_min", "{:10.1f}"), ("jitter °", "jitter", "{:8.2f}"), ("face %", "face_found", "{:7.1%}"),

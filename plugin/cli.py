@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     motion.add_argument("--output", "-o", type=Path, required=True, help="the .jsonl file to write")
     motion.add_argument("--fps", type=float, default=25.0, help="frames per second: 25 (default), 30 or 60")
     motion.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_generator_options(motion)
     motion.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
     motion.set_defaults(handler=_cmd_motion)
 
@@ -235,7 +236,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_motion(args: argparse.Namespace) -> int:
     from facecast.plugin.render import generate_motion_file
 
-    path, count = generate_motion_file(args.audio, args.output, fps=args.fps, seed=args.seed, overwrite=args.overwrite)
+    path, count = generate_motion_file(args.audio, args.output, fps=args.fps, seed=args.seed, overwrite=args.overwrite,
+                                       generator=args.generator, motion_model=args.motion_model)
     print(f"wrote {path}: {count} frames at {args.fps:g} fps")
     return 0
 

@@ -80,17 +80,21 @@ def test_bad_motion_command_input(workdir):
     assert_nothing_written(workdir, before)
 
 
-def test_motion_command_writes_editable_jsonl(workdir):
+@pytest.mark.parametrize("generator", ["learned", "rule"])
+def test_motion_command_writes_editable_jsonl(workdir, generator):
     write_audio(workdir / "tone.wav", tone_speech(2.0, 44100, 2), 44100)
-    result = run_facecast("motion", "--audio", "tone.wav", "-o", "m.jsonl", "--fps", "30", cwd=workdir)
+    flags = ["--generator", generator] if generator != "learned" else []        # learned is the default
+    result = run_facecast("motion", "--audio", "tone.wav", "-o", "m.jsonl", "--fps", "30", *flags, cwd=workdir)
     assert result.returncode == 0, result.stderr
     lines = (workdir / "m.jsonl").read_text().splitlines()
     header = json.loads(lines[0])
-    assert header["format"] == "facecast.motion" and header["fps"] == 30 and header["generator"] == "rule"
+    assert header["format"] == "facecast.motion" and header["fps"] == 30 and header["generator"] == generator
     assert len(lines) - 1 == 60
-    frame = json.loads(lines[1 + 30])
-    assert set(frame) >= {"t", "head", "gaze", "blink", "expressions", "visemes", "voice"}
-    assert frame["t"] == pytest.approx(1.0)
+    frames = [json.loads(line) for line in lines[1:]]
+    assert set(frames[30]) >= {"t", "head", "gaze", "blink", "expressions", "visemes", "voice"}
+    assert frames[30]["t"] == pytest.approx(1.0)
+    assert max(f["voice"] for f in frames) > 0.3 and max(f["visemes"].get("A", 0) for f in frames) > 0.1
+    assert max(f["expressions"].get("jawOpen", 0) for f in frames) > 0.05
 
 
 def test_landmarks_file_problems_are_one_line(workdir):
