@@ -21,13 +21,16 @@ MAX_GAZE_DEG = 45.0
 MIN_DISTANCE, MAX_DISTANCE = 0.5, 2.0
 
 #: ARKit expression offsets at full intensity for each emotion preset (the eight MEAD emotions).
-#: Renderers show the channels they animate; ARKit-speaking bridges receive them all.
+#: Renderers show the channels they animate; ARKit-speaking bridges receive them all. Negative offsets
+#: take back what the generator did that the emotion contradicts (a smile while sad: the learned model
+#: smiles a little as real speakers do, and that had cancelled most of the frown).
 EMOTION_OFFSETS: dict[str, dict[str, float]] = {
     "neutral": {},
     "happy": {"mouthSmileLeft": 0.55, "mouthSmileRight": 0.55, "cheekSquintLeft": 0.35, "cheekSquintRight": 0.35,
               "eyeSquintLeft": 0.25, "eyeSquintRight": 0.25},
     "sad": {"browInnerUp": 0.6, "mouthFrownLeft": 0.5, "mouthFrownRight": 0.5, "mouthPressLeft": 0.15,
-            "mouthPressRight": 0.15, "eyeSquintLeft": 0.1, "eyeSquintRight": 0.1},
+            "mouthPressRight": 0.15, "eyeSquintLeft": 0.1, "eyeSquintRight": 0.1, "mouthSmileLeft": -0.5,
+            "mouthSmileRight": -0.5},
     "angry": {"browDownLeft": 0.7, "browDownRight": 0.7, "noseSneerLeft": 0.3, "noseSneerRight": 0.3,
               "mouthPressLeft": 0.35, "mouthPressRight": 0.35, "eyeSquintLeft": 0.3, "eyeSquintRight": 0.3},
     "surprised": {"browInnerUp": 0.7, "browOuterUpLeft": 0.7, "browOuterUpRight": 0.7, "eyeWideLeft": 0.6,

@@ -520,6 +520,8 @@ class Sampling:
 CONTRAST_STYLE = "grid"
 #: Motion dimensions head guidance acts on: yaw, pitch, roll, x, y (not distance).
 HEAD_GUIDED = slice(len(EXPRESSION_CHANNELS), len(EXPRESSION_CHANNELS) + 5)
+#: The motion dimension of the gaze pitch (after expressions, head, blinks and the gaze yaw).
+GAZE_PITCH = len(EXPRESSION_CHANNELS) + 6 + 2 + 1
 
 
 def read_model(path: Path) -> dict:
@@ -557,10 +559,16 @@ class LearnedMotion:
         self.expression_gain = gain.numpy() if gain is not None else np.ones(len(EXPRESSION_CHANNELS), np.float32)
 
     def to_motion(self, normalised: np.ndarray) -> np.ndarray:
-        """The model's normalised output rows -> motion rows, expressions widened by `expression_gain`."""
+        """The model's normalised output rows -> motion rows, expressions widened by `expression_gain`.
+
+        The gaze pitch is held at 0 (straight ahead; `--gaze` and glances still move it): the training
+        set's gaze pitch has a spread of ~1000 degrees from face-mesh failures (eyes shut or out of view),
+        so the model's pitch, denormalised by it, swung by +-100 degrees. Robust statistics and retraining
+        would fix that at the source."""
         rows = normalised * self.std + self.mean
         n = len(EXPRESSION_CHANNELS)
         rows[:, :n] = self.mean[:n] + self.expression_gain * (rows[:, :n] - self.mean[:n])
+        rows[:, GAZE_PITCH] = 0.0
         return rows
 
     def sampling_for(self, seed: int) -> Sampling:
@@ -628,7 +636,8 @@ def motion_frames(matrix: np.ndarray, fps: float) -> Iterator[MotionFrame]:
     """Rows of (expressions, head, blink, gaze) -> MotionFrames (coefficients clamped to their ranges), lazily."""
     n = len(EXPRESSION_CHANNELS)
     for i, row in enumerate(matrix):
-        expressions = {name: float(v) for name, v in zip(EXPRESSION_CHANNELS, np.clip(row[:n], 0, 1)) if v > 1e-3}
+        # every channel, zeros too: receivers (VMC, VTube Studio, the JSON stream) see a stable set of names
+        expressions = {name: float(v) for name, v in zip(EXPRESSION_CHANNELS, np.clip(row[:n], 0, 1))}
         yaw, pitch, roll, x, y, distance = (float(v) for v in row[n: n + 6])
         blink = np.clip(row[n + 6: n + 8], 0, 1)
         yield MotionFrame(t=i / fps, head=HeadPose(yaw, pitch, roll, x, y, max(0.5, distance)),

@@ -51,6 +51,15 @@ def test_generated_rows_become_valid_motion_frames() -> None:
     frames = list(motion_frames(rows, 25.0))
     assert frames[0].expression("jawOpen") == 1.0 and frames[1].head.distance == 0.5
     assert frames[2].blink.left == 0.0 and [f.t for f in frames] == [0.0, 0.04, 0.08]
+    assert set(frames[2].expressions) == set(EXPRESSION_CHANNELS)     # zeros included: a stable set of names
+
+
+def test_shipped_model_keeps_the_gaze_sane(sample_speech: Path) -> None:
+    """The training set's gaze pitch is dominated by tracking failures; generation holds it straight."""
+    from facecast.plugin.media import decode_mono
+
+    frames = learned_motion(decode_mono(sample_speech)[: 16000 * 3], FPS, 75)
+    assert all(f.gaze.pitch == 0.0 and abs(f.gaze.yaw) < 30 for f in frames)
 
 
 def test_benchmark_generator_matches_the_video_frame_rate(tiny_model: Path, sample_speech: Path) -> None:
