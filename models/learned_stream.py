@@ -34,7 +34,7 @@ from facecast.models.audio_features import MEL_BANDS, SAMPLE_RATE, CaptureClock,
 from facecast.models.errors import FacecastError
 from facecast.models.motion import MotionFrame
 from facecast.models.motion_diffusion import (
-    CONTEXT, FPS, HEAD_GUIDED, HOPS_PER_FRAME, WEIGHTS_PATH, WINDOW, load, loud_level, motion_frames,
+    CONTEXT, FPS, BlinkShaper, HEAD_GUIDED, HOPS_PER_FRAME, WEIGHTS_PATH, WINDOW, load, loud_level, motion_frames,
     relative_logmel,
 )
 from facecast.models.rule_generator import RuleMotionGenerator
@@ -83,6 +83,7 @@ class LearnedMotionGenerator:
         #: Share of the way the output head moves towards each new frame's (exponential smoothing at 25 fps).
         self._head_step = 1.0 - float(np.exp(-1.0 / (FPS * head_smoothing_s))) if head_smoothing_s > 0 else 1.0
         self._head: np.ndarray | None = None
+        self._blinks = BlinkShaper()
         self._sampling = replace(self.model.sampling_for(seed), steps=LIVE_SAMPLE_STEPS)
         self._random = torch.Generator().manual_seed(seed)
         self._framer = HopFramer()
@@ -173,7 +174,7 @@ class LearnedMotionGenerator:
         new = self.model.denoise(self._context, audio, self._sampling, self._random)[:count]
         self._context = torch.cat([self._context, new])[-CONTEXT:]
         capture = self._clock.time_of((start + span) * SAMPLES_PER_FRAME - 1)
-        for i, row in enumerate(self.model.to_motion(new.numpy())):
+        for i, row in enumerate(self._blinks.shape(self.model.to_motion(new.numpy()))):
             head = row[HEAD_GUIDED].copy()
             self._head = head if self._head is None else self._head + self._head_step * (head - self._head)
             row[HEAD_GUIDED] = self._head

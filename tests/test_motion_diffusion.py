@@ -259,3 +259,22 @@ def test_the_model_applies_its_expression_gain(tiny_model: Path, tmp_path: Path)
     n = len(EXPRESSION_CHANNELS)
     assert np.allclose(b[:, :n] - plain.mean[:n], 2 * (a[:, :n] - plain.mean[:n]), atol=1e-5)
     assert np.allclose(b[:, n:], a[:, n:])                              # head, blinks and gaze untouched
+
+
+def test_blink_shaper_turns_flutter_into_clean_blinks() -> None:
+    from facecast.models.motion_diffusion import BLINKS, MOTION_DIMS, BlinkShaper
+
+    closure = np.zeros(100)
+    closure[10:30] = [1, .4, .9, .35, 1, 1, .8, .9, 1, 1, .9, 1, .2, 0, .8, .9, 0, 0, .6, 0]   # flutter, 0.8 s
+    closure[60:63] = [.5, .9, .1]                                                           # a later blink
+    rows = np.zeros((100, MOTION_DIMS))
+    rows[:, BLINKS] = closure[:, None]
+    shaped = BlinkShaper(fps=25.0).shape(rows.copy())[:, BLINKS].mean(1)
+    assert set(np.unique(shaped)) <= {0.0, 1.0}
+    starts = np.flatnonzero(np.diff(shaped, prepend=0) > 0)
+    assert list(starts) == [10, 61]                       # one blink for the flutter; the next one after 1.5 s
+    assert shaped[10:30].sum() <= 0.25 * 25 + 1          # closed at most ~0.25 s
+    # frame by frame (live) equals all at once (offline)
+    shaper = BlinkShaper(fps=25.0)
+    live = np.concatenate([shaper.shape(rows[i:i + 1].copy()) for i in range(100)])[:, BLINKS].mean(1)
+    assert np.array_equal(live, shaped)

@@ -91,10 +91,16 @@ def test_blinks_occur(sample_render):
     points = sample_render[3]
     openness = np.array([(eye_openness(p, "left") + eye_openness(p, "right")) / 2 for p in points])
     baseline = np.median(openness)
-    # the face mesh reads a fully closed rendered eye at ~0.45-0.55 of its open value (its eye-shape prior)
-    closed = openness < 0.62 * baseline
-    onsets = np.flatnonzero(closed[1:] & ~closed[:-1])
-    assert 1 <= len(onsets) <= 8  # 12 s of video: natural rates are 2-5 blinks
+    # the face mesh reads a fully closed rendered eye at ~0.45-0.55 of its open value (its eye-shape prior);
+    # a blink starts below 0.62 of the baseline and ends above 0.8 (hysteresis: a lid hovering near one
+    # threshold is one blink, not several)
+    onsets, closed = 0, False
+    for value in openness:
+        if not closed and value < 0.62 * baseline:
+            onsets, closed = onsets + 1, True
+        elif closed and value > 0.8 * baseline:
+            closed = False
+    assert 1 <= onsets <= 8  # 12 s of video: natural rates are 2-5 blinks
 
 
 def test_silence_is_a_valid_idle_video(tmp_path, sample_portrait):
