@@ -49,9 +49,9 @@ LOOKAHEAD_FRAMES = 2
 #: 19 held-out clips (offline: 11 deg/s); with 0.15 s, 13 deg/s and 0.25 deg. The mouth is left alone (it
 #: must not lag).
 HEAD_SMOOTHING_S = 0.15
-#: Denoising steps per chunk (offline: 8). Measured on 17 held-out clips, live jaw r was 0.234 with 8 steps,
-#: 0.267 with 4 and 0.288 with 2, and 2 steps quarter the compute (live latency p95 at 30 fps: 123 ms with 8,
-#: 101 ms with 2; model card).
+#: Denoising steps per chunk (offline: 8). Measured with 80 ms chunks on 17 held-out clips, live jaw r was
+#: 0.234 with 8 steps, 0.267 with 4 and 0.288 with 2, and 2 steps quarter the compute (live latency p95 at
+#: 30 fps: 123 ms with 8, 101 ms with 2; model card).
 LIVE_SAMPLE_STEPS = 2
 SAMPLES_PER_FRAME = int(SAMPLE_RATE / FPS)
 #: The loud level is the 95th percentile of this many seconds of recent hops (`loud_level`).

@@ -24,7 +24,7 @@ SUPPORTED_FPS = (25.0, 30.0, 60.0)
 #: Speech -> motion: the rule-based generator or the learned diffusion model (models/motion_diffusion.py).
 GENERATOR_CHOICES = ("rule", "learned")
 #: Offline, the learned model: on the quality benchmark it follows real mouths better (r 0.45 vs 0.29) and
-#: moves the head and blinks like real speakers (README: Measuring motion). Live keeps the rule generator
+#: moves the head about as fast as real speakers (README: Measuring motion). Live keeps the rule generator
 #: (`plugin/live.py`).
 DEFAULT_GENERATOR = "learned"
 #: Renders longer than this (or of unknown length) write a fragmented MP4 so memory stays flat.

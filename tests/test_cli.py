@@ -77,6 +77,13 @@ def test_bad_motion_command_input(workdir):
     before = {p.name for p in workdir.iterdir()}
     assert_one_line_error(run_facecast("motion", "--audio", "corrupt.wav", "-o", "m.jsonl", cwd=workdir), "corrupt.wav")
     assert_one_line_error(run_facecast("motion", "--audio", "empty.wav", "-o", "m.jsonl", cwd=workdir), "zero-length")
+    write_audio(workdir / "tone.wav", tone_speech(1.0, 16000), 16000)
+    before = {p.name for p in workdir.iterdir()}
+    (workdir / "junk.pt").write_bytes(b"not a model")
+    for model, fragment in (("missing.pt", "not found"), ("junk.pt", "not a facecast motion model")):
+        result = run_facecast("motion", "--audio", "tone.wav", "-o", "m.jsonl", "--motion-model", model, cwd=workdir)
+        assert_one_line_error(result, model, fragment)
+    (workdir / "junk.pt").unlink()
     assert_nothing_written(workdir, before)
 
 
