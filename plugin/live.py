@@ -30,7 +30,7 @@ log = logging.getLogger("facecast.live")
 
 LIVE_FPS = (30.0, 60.0)
 #: Live, the rule generator: the streamed learned model follows real mouths better and meets the latency
-#: target too, but it costs twice the CPU (0.99 vs 0.49 cores at 30 fps) and 200 MiB more beside a game, and
+#: target too, but it costs 1.4-2x the CPU (0.91 vs 0.65, 0.99 vs 0.49 cores at 30 fps) and 200 MiB more, and
 #: closes the lips at fewer b/p/m words (66 % vs 96 %; README: Live).
 LIVE_DEFAULT_GENERATOR = "rule"
 VMC_NAME_SETS = ("vrm0", "vrm1", "arkit")
