@@ -87,6 +87,10 @@ BLINK_RESPONSE = ((0.0, 0.95), (0.125, 0.93), (0.25, 0.87), (0.375, 0.80), (0.5,
                   (0.625, 0.665), (0.75, 0.61), (0.875, 0.53), (1.0, 0.45))
 #: Gaze is not read while the eye is this closed (iris landmarks wander under the lid).
 GAZE_BLINK_LIMIT = 0.5
+#: Eyes turn at most ~45 degrees in the head; a reading beyond is a lost iris (the face mesh fails on
+#: shut, shadowed or turned-away eyes: a few frames in a thousand read hundreds of degrees) and is
+#: filled from the frames around it, like any lost frame.
+GAZE_LIMIT_DEG = 45.0
 #: Neutral reference: eyes at least this open (share of the clip's 80th percentile) and
 #: the head within this many degrees of its median pose.
 NEUTRAL_EYES = 0.85
@@ -469,7 +473,18 @@ def _gaze(aligned: np.ndarray, ref: int, frame: FaceFrame, closed: np.ndarray) -
     open_eye = closed < GAZE_BLINK_LIMIT
     if open_eye.any() and not open_eye.all():
         gaze = fill_lost(gaze, open_eye)
-    return gaze
+    return plausible_gaze(gaze)
+
+
+def plausible_gaze(gaze: np.ndarray) -> np.ndarray:
+    """(T, 2) gaze with readings beyond GAZE_LIMIT_DEG filled from the plausible frames around them
+    (all zero when none is plausible)."""
+    plausible = (np.abs(gaze) <= GAZE_LIMIT_DEG).all(1)
+    if plausible.all():
+        return gaze
+    if not plausible.any():
+        return np.zeros_like(gaze)
+    return fill_lost(gaze, plausible)
 
 
 def audio_motion(path: str | Path, fps: float, count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -63,8 +63,12 @@ WEIGHTS_PATH = Path(__file__).resolve().parent / "data" / "motion_diffusion.pt"
 # ----------------------------------------------------------------------------- features
 
 def motion_matrix(clip: dict[str, np.ndarray]) -> np.ndarray:
-    """(T, MOTION_DIMS) motion of a cached clip at its own frame rate."""
-    return np.concatenate([clip["expressions"], clip["head"], clip["blink"], clip["gaze"]], 1).astype(np.float32)
+    """(T, MOTION_DIMS) motion of a cached clip at its own frame rate (gaze readings of lost irises filled,
+    for caches built before extraction did it)."""
+    from facecast.models.extraction import plausible_gaze
+
+    gaze = plausible_gaze(np.asarray(clip["gaze"], np.float32))
+    return np.concatenate([clip["expressions"], clip["head"], clip["blink"], gaze], 1).astype(np.float32)
 
 
 def frame_audio(audio: np.ndarray, frames: int, kind: str = "hop8") -> np.ndarray:

@@ -10,8 +10,8 @@ import pytest
 from facecast.models import face_regions as fr
 from facecast.models.errors import InputError
 from facecast.models.extraction import (
-    ExpressionFitter, angles_rotation, extract, extract_from_landmarks, fill_lost, fit_rigid, iter_video_frames,
-    load_template, rotation_angles, track_landmarks,
+    GAZE_LIMIT_DEG, ExpressionFitter, angles_rotation, extract, extract_from_landmarks, fill_lost, fit_rigid,
+    iter_video_frames, load_template, plausible_gaze, rotation_angles, track_landmarks,
 )
 from facecast.models.motion import VISEMES, read_motion
 from facecast.models.warp_basis import EXPRESSION_CHANNELS
@@ -48,6 +48,14 @@ def test_fill_lost_interpolates_and_holds_ends() -> None:
     values = np.array([[np.nan], [1.0], [np.nan], [np.nan], [4.0], [np.nan]])
     found = ~np.isnan(values[:, 0])
     assert fill_lost(values, found)[:, 0].tolist() == [1.0, 1.0, 2.0, 3.0, 4.0, 4.0]
+
+
+def test_implausible_gaze_readings_count_as_lost() -> None:
+    gaze = np.array([[2.0, -1.0], [4.0, 900.0], [6.0, 3.0], [-60.0, 0.0], [8.0, 5.0]])
+    assert plausible_gaze(gaze).tolist() == [[2.0, -1.0], [4.0, 1.0], [6.0, 3.0], [7.0, 4.0], [8.0, 5.0]]
+    assert plausible_gaze(np.full((3, 2), 1e4)).tolist() == [[0.0, 0.0]] * 3
+    clean = np.array([[GAZE_LIMIT_DEG, -GAZE_LIMIT_DEG], [0.0, 10.0]])
+    assert plausible_gaze(clean).tolist() == clean.tolist()                # at the limit is still plausible
 
 
 @pytest.fixture(scope="module")
