@@ -182,9 +182,10 @@ def test_default_config_documents_every_setting_and_parses(tmp_path):
     assert tomllib.loads(text) == {}  # everything commented out: defaults apply
     uncommented = "\n".join(line[2:] for line in text.splitlines() if line.startswith("# ") and " = " in line)
     settings = tomllib.loads(uncommented)
-    assert {"portrait", "fps", "vmc", "vrchat", "vts", "ws", "vcam", "device"} <= set(settings)
+    assert {"portrait", "fps", "vmc", "vrchat", "vts", "ws", "vcam", "device", "motion_model"} <= set(settings)
     path = tmp_path / "all.toml"
-    path.write_text(uncommented)
+    # the example motion_model names a user's own file, which the learned (default) generator must find
+    path.write_text("\n".join(line for line in uncommented.splitlines() if not line.startswith("motion_model")))
     assert resolve_settings({"config": path})["vmc"] == "127.0.0.1:39539"
 
 
