@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         if not name or not Path(weights).is_file():
             parser.error(f"--model wants NAME=WEIGHTS with an existing weights file, got {spec!r}")
         models[name] = Path(weights)
-        generators.append(name)
+        if name not in generators:          # `--generators alt --model alt=...` renders it once
+            generators.append(name)
     unknown = [g for g in generators if g not in GENERATORS and g not in models]
     if unknown:
         parser.error(f"unknown generator(s) {', '.join(unknown)}; choose from {', '.join(GENERATORS)}")
