@@ -524,8 +524,6 @@ class Sampling:
 CONTRAST_STYLE = "grid"
 #: Motion dimensions head guidance acts on: yaw, pitch, roll, x, y (not distance).
 HEAD_GUIDED = slice(len(EXPRESSION_CHANNELS), len(EXPRESSION_CHANNELS) + 5)
-#: The motion dimension of the gaze pitch (after expressions, head, blinks and the gaze yaw).
-GAZE_PITCH = len(EXPRESSION_CHANNELS) + 6 + 2 + 1
 #: The motion dimensions of the two blinks.
 BLINKS = slice(len(EXPRESSION_CHANNELS) + 6, len(EXPRESSION_CHANNELS) + 8)
 
@@ -598,16 +596,10 @@ class LearnedMotion:
         self.expression_gain = gain.numpy() if gain is not None else np.ones(len(EXPRESSION_CHANNELS), np.float32)
 
     def to_motion(self, normalised: np.ndarray) -> np.ndarray:
-        """The model's normalised output rows -> motion rows, expressions widened by `expression_gain`.
-
-        The gaze pitch is held at 0 (straight ahead; `--gaze` and glances still move it): the training
-        set's gaze pitch has a spread of ~1000 degrees from face-mesh failures (eyes shut or out of view),
-        so the model's pitch, denormalised by it, swung by +-100 degrees. Robust statistics and retraining
-        would fix that at the source."""
+        """The model's normalised output rows -> motion rows, expressions widened by `expression_gain`."""
         rows = normalised * self.std + self.mean
         n = len(EXPRESSION_CHANNELS)
         rows[:, :n] = self.mean[:n] + self.expression_gain * (rows[:, :n] - self.mean[:n])
-        rows[:, GAZE_PITCH] = 0.0
         return rows
 
     def sampling_for(self, seed: int) -> Sampling:

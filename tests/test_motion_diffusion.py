@@ -55,11 +55,14 @@ def test_generated_rows_become_valid_motion_frames() -> None:
 
 
 def test_shipped_model_keeps_the_gaze_sane(sample_speech: Path) -> None:
-    """The training set's gaze pitch is dominated by tracking failures; generation holds it straight."""
+    """Trained on gaze with lost irises filled (a few readings of hundreds of degrees had made its pitch swing
+    by +-100 degrees), the model moves the eyes both ways, within what eyes do."""
     from facecast.plugin.media import decode_mono
 
     frames = learned_motion(decode_mono(sample_speech)[: 16000 * 3], FPS, 75)
-    assert all(f.gaze.pitch == 0.0 and abs(f.gaze.yaw) < 30 for f in frames)
+    yaw, pitch = np.array([(f.gaze.yaw, f.gaze.pitch) for f in frames]).T
+    assert np.abs(yaw).max() < 30 and np.abs(pitch).max() < 30
+    assert yaw.std() > 0.1 and pitch.std() > 0.1
 
 
 def test_benchmark_generator_matches_the_video_frame_rate(tiny_model: Path, sample_speech: Path) -> None:
