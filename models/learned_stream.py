@@ -106,18 +106,21 @@ class LearnedMotionGenerator:
         #: schedules frames this much after their audio.
         self.processing_s = self._time_a_chunk()
 
-    def _time_a_chunk(self, repeats: int = 3) -> float:
-        """1.5 x the slowest of a few chunk computations on silence, plus 5 ms."""
+    def _time_a_chunk(self, repeats: int = 7) -> float:
+        """Twice the median of a few chunk computations on silence (after one to warm up), plus 5 ms. The
+        median, not the slowest: the daemon keeps this delay for the whole session, and a start-up beside
+        other start-up work had measured one slow chunk and made every frame ~40 ms later (p50 82 vs 41 ms in
+        the live benchmark); an odd slow chunk later only repeats a frame."""
         torch = _torch()
         span = self.chunk + self.lookahead
         context = torch.zeros(CONTEXT, len(self.model.mean))
         audio = torch.full((CONTEXT + span, HOPS_PER_FRAME * MEL_BANDS), SILENT)
-        slowest = 0.0
-        for _ in range(repeats):
+        timings = []
+        for _ in range(repeats + 1):
             started = time.perf_counter()
             self.model.denoise(context, audio, self._sampling, torch.Generator().manual_seed(0))
-            slowest = max(slowest, time.perf_counter() - started)
-        return 1.5 * slowest + 0.005
+            timings.append(time.perf_counter() - started)
+        return 2.0 * float(np.median(timings[1:])) + 0.005
 
     def push(self, samples: np.ndarray, capture_time: float | None = None) -> list[MotionFrame]:
         """Feed the next block of 16 kHz mono samples; return the frames that became final."""
