@@ -553,8 +553,9 @@ class BlinkShaper:
     REFRACTORY_S = 1.5
     MAX_CLOSED_S = 0.25
 
-    def __init__(self, fps: float = FPS) -> None:
+    def __init__(self, fps: float = FPS, start: float = START) -> None:
         self.fps = fps
+        self.start = start
         self._frame = 0
         self._last_start = -10**9
         self._started: int | None = None     # frame the current blink started, or None
@@ -566,7 +567,7 @@ class BlinkShaper:
             if self._started is not None and (closure < self.END or
                                               self._frame - self._started >= self.MAX_CLOSED_S * self.fps):
                 self._started = None
-            if (self._started is None and closure > self.START
+            if (self._started is None and closure > self.start
                     and self._frame - self._last_start >= self.REFRACTORY_S * self.fps):
                 self._started = self._last_start = self._frame
             row[BLINKS] = 0.0 if self._started is None else 1.0
