@@ -100,8 +100,8 @@ def run(fps: int, size: int, generator: str = "rule") -> dict:
     vmc.server.shutdown()
     vrchat.server.shutdown()
     # CPU while live (the daemon's own count), and the whole process's including start-up.
-    return {**summary, "scheduled_ms": scheduled_ms, "cpu_cores": summary["cpu_s"] / summary["elapsed_s"], "process_cpu_s": cpu, "rss_mib": after.ru_maxrss / 1024,
-            "vmc": vmc.count, "vrchat": vrchat.count, "ws_motion": counts["motion"], "ws_frames": counts["frames"]}
+    return {**summary, "scheduled_ms": scheduled_ms, "cpu_cores": summary["cpu_s"] / summary["elapsed_s"],
+            "process_cpu_s": cpu, "rss_mib": after.ru_maxrss / 1024, "vmc": vmc.count, "vrchat": vrchat.count, "ws_motion": counts["motion"], "ws_frames": counts["frames"]}
 
 
 def main() -> None:

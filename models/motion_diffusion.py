@@ -605,7 +605,7 @@ class LearnedMotion:
         #: The file's calibrated sampling (guidance scales), or the defaults.
         self.sampling = Sampling(**state.get("sampling", {}))
         #: Per expression channel, how much to widen the generated movement about the training mean
-        #: (calibrated on training clips; for the shipped model 1.0 for the jaw, up to 1.5 for brows and cheeks).
+        #: (calibrated on training clips; for the shipped model 1.0 for the jaw, up to 1.9 for brows and cheeks).
         gain = state.get("expression_gain")
         self.expression_gain = gain.numpy() if gain is not None else np.ones(len(EXPRESSION_CHANNELS), np.float32)
 
