@@ -33,6 +33,7 @@ import numpy as np
 from facecast.models.audio_features import MEL_BANDS, SAMPLE_RATE, CaptureClock, HopFramer, log_mel
 from facecast.models.errors import FacecastError
 from facecast.models.motion import MotionFrame
+from facecast.models.mouth_gap import RECEPTIVE_FIELD
 from facecast.models.motion_diffusion import (
     CONTEXT, FPS, HEAD_GUIDED, HEAD_RECENTRE_S, HOPS_PER_FRAME, WEIGHTS_PATH, WINDOW, BlinkShaper, load, loud_level,
     motion_frames, relative_logmel,
@@ -93,6 +94,11 @@ class LearnedMotionGenerator:
         #: The head's slow drift (causal average over HEAD_RECENTRE_S), taken out so it faces the camera.
         self._centre = np.zeros(HEAD_GUIDED.stop - HEAD_GUIDED.start, np.float32)
         self._centre_step = 1.0 - float(np.exp(-1.0 / (FPS * HEAD_RECENTRE_S)))
+        #: The mouth-gap net with the longest lookahead the stream hears (`mouth_gap`), if the model has one.
+        heard_ahead = [look for look in self.model.mouth if look <= lookahead] or sorted(self.model.mouth)[:1]
+        self._mouth = self.model.mouth[max(heard_ahead)] if heard_ahead else None
+        #: Frames of audio kept before the next commit: the model's context and the mouth net's history.
+        self._history = max(CONTEXT, RECEPTIVE_FIELD if self._mouth is not None else 0)
         self._blinks = BlinkShaper(start=LIVE_BLINK_START)
         self._sampling = replace(self.model.sampling_for(seed), steps=LIVE_SAMPLE_STEPS)
         self._random = torch.Generator().manual_seed(seed)
@@ -129,6 +135,8 @@ class LearnedMotionGenerator:
         for _ in range(repeats + 1):
             started = time.perf_counter()
             self.model.denoise(context, audio, self._sampling, torch.Generator().manual_seed(0))
+            if self._mouth is not None:
+                self._mouth.predict(np.full((RECEPTIVE_FIELD + span, audio.shape[1]), SILENT, np.float32), self.lookahead)
             timings.append(time.perf_counter() - started)
         return 2.0 * float(np.median(timings[1:])) + 0.005
 
@@ -187,14 +195,18 @@ class LearnedMotionGenerator:
         new = self.model.denoise(self._context, audio, self._sampling, self._random)[:count]
         self._context = torch.cat([self._context, new])[-CONTEXT:]
         capture = self._clock.time_of((start + span) * SAMPLES_PER_FRAME - 1)
-        for i, row in enumerate(self._blinks.shape(self.model.to_motion(new.numpy()))):
+        rows = self.model.to_motion(new.numpy())
+        if self._mouth is not None:
+            heard = np.stack([self._audio[i] for i in range(max(0, start - RECEPTIVE_FIELD), start + span)])
+            self._mouth.apply(rows, heard, future=span - count)
+        for i, row in enumerate(self._blinks.shape(rows)):
             head = row[HEAD_GUIDED].copy()
             self._head = head if self._head is None else self._head + self._head_step * (head - self._head)
             self._centre += self._centre_step * (self._head - self._centre)
             row[HEAD_GUIDED] = self._head - self._centre
             self._rows[start + i] = (row, capture)
         self._committed += count
-        for old in [i for i in self._audio if i < self._committed - CONTEXT]:
+        for old in [i for i in self._audio if i < self._committed - self._history]:
             del self._audio[old]
 
     def _emit(self, last: int, until: int | None = None) -> list[MotionFrame]:

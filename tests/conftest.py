@@ -139,6 +139,7 @@ def tiny_model(held_out_dataset: tuple[Path, Path], tmp_path_factory: pytest.Tem
 
     from facecast.models.dataset import load_clip
     from facecast.models.motion_diffusion import train
+    from facecast.models.mouth_gap import add_to_model
 
     data, cache = held_out_dataset
     clips = [load_clip(rel, cache) for rel in HELD_OUT_CLIPS]
@@ -148,4 +149,5 @@ def tiny_model(held_out_dataset: tuple[Path, Path], tmp_path_factory: pytest.Tem
     assert result["steps"] == 20 and np.isfinite(result["loss"])
     assert len(list((cache / "logmel").glob("*.npy"))) == len(HELD_OUT_CLIPS)   # log-mel cached beside the dataset
     assert not out.with_suffix(".ckpt").exists()                                 # a finished run leaves no checkpoint
+    add_to_model(out, steps=20, cache=cache, data_dir=data, clips=clips, seeds=(0,), progress=lambda line: None)
     return out
