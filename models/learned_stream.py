@@ -57,10 +57,6 @@ HEAD_SMOOTHING_S = 0.25
 #: 0.234 with 8 steps, 0.267 with 4 and 0.288 with 2, and 2 steps quarter the compute (live latency p95 at
 #: 30 fps: 123 ms with 8, 101 ms with 2; model card).
 LIVE_SAMPLE_STEPS = 2
-#: Closure at which a streamed blink starts (offline: BlinkShaper.START, 0.7). Two denoising steps draw the
-#: blink channels shallower: on the 59 held-out clips the stream blinked 3.4 / 10.3 / 15.4 times a minute
-#: starting at 0.7 / 0.5 / 0.4 (offline at 0.7: 10.1; real speakers 13.3).
-LIVE_BLINK_START = 0.5
 SAMPLES_PER_FRAME = int(SAMPLE_RATE / FPS)
 #: The loud level is the 95th percentile of this many seconds of recent hops (`loud_level`).
 LEVEL_HISTORY_S = 30.0
@@ -99,7 +95,7 @@ class LearnedMotionGenerator:
         self._mouth = self.model.mouth[max(heard_ahead)] if heard_ahead else None
         #: Frames of audio kept before the next commit: the model's context and the mouth net's history.
         self._history = max(CONTEXT, RECEPTIVE_FIELD if self._mouth is not None else 0)
-        self._blinks = BlinkShaper(start=LIVE_BLINK_START)
+        self._blinks = BlinkShaper()
         self._sampling = replace(self.model.sampling_for(seed), steps=LIVE_SAMPLE_STEPS)
         self._random = torch.Generator().manual_seed(seed)
         self._framer = HopFramer()

@@ -23,7 +23,7 @@ from facecast.plugin.media import MOTION_SAMPLE_RATE, AtomicOutput, AudioReader,
 SUPPORTED_FPS = (25.0, 30.0, 60.0)
 #: Speech -> motion: the rule-based generator or the learned diffusion model (models/motion_diffusion.py).
 GENERATOR_CHOICES = ("rule", "learned")
-#: The learned model: on the quality benchmark it follows real mouths better (r 0.45 vs 0.29) and moves the
+#: The learned model: on the quality benchmark it follows real mouths better (r 0.61 vs 0.29) and moves the
 #: head about as fast as real speakers (README: Measuring motion); live uses it too (`plugin/live.py`).
 DEFAULT_GENERATOR = "learned"
 #: Renders longer than this (or of unknown length) write a fragmented MP4 so memory stays flat.
