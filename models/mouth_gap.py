@@ -227,8 +227,9 @@ def _rate_changed(arrays: Sequence[np.ndarray], rng: np.random.Generator) -> lis
 
 def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: Sequence[int] = SEEDS,
                batch: int = 64, length: int = 75, data_dir: Path | None = None, cache: Path | None = None,
-               progress=print) -> dict:
-    """Train one net per seed on talking clips; returns the state `MouthGap` reads."""
+               progress=print, init: dict | None = None, learning_rate: float = 1e-3) -> dict:
+    """Train one net per seed on talking clips; returns the state `MouthGap` reads. With `init` (such a
+    state), its nets continue training (fine-tuning), with its gap normalisation."""
     torch = _torch()
     F = torch.nn.functional
     data = [_clip_targets(c, data_dir, cache) for c in clips]
@@ -236,17 +237,19 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
     if not data:
         raise FacecastError("no talking clips with a face to train the mouth gap on")
     gaps = np.concatenate([gap[found] for _, gap, _, found in data])
-    mean, std = float(gaps.mean()), float(max(gaps.std(), 1e-6))
+    mean, std = (float(init["mean"]), float(init["std"])) if init else (float(gaps.mean()), float(max(gaps.std(), 1e-6)))
     nets = []
-    for seed in seeds:
+    for index, seed in enumerate(seeds if init is None else range(len(init["nets"]))):
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         net = build_net()
-        optimiser = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-2)
+        if init is not None:
+            net.load_state_dict(init["nets"][index])
+        optimiser = torch.optim.AdamW(net.parameters(), learning_rate, weight_decay=1e-2)
         started = time.monotonic()
         for step in range(1, steps + 1):
             for group in optimiser.param_groups:
-                group["lr"] = 1e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
+                group["lr"] = learning_rate * 0.5 * (1 + math.cos(math.pi * step / steps))
             audio = np.zeros((batch, length + lookahead, FRAME_DIMS), np.float32)
             target = np.zeros((batch, length), np.float32)
             shut = np.zeros((batch, length), np.float32)
@@ -276,19 +279,24 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
 
 
 def add_to_model(path: Path, steps: int = 2000, cache: Path | None = None, data_dir: Path | None = None,
-                 clips: Sequence[dict] | None = None, seeds: Sequence[int] = SEEDS, progress=print) -> dict:
-    """Train the offline and live mouth-gap nets on the training split's talking clips and store them in the
-    motion model file at `path`."""
+                 clips: Sequence[dict] | None = None, seeds: Sequence[int] = SEEDS, progress=print,
+                 fine_tune: bool = False) -> dict:
+    """Train the offline and live mouth-gap nets on the training split's talking clips (or `clips`) and store
+    them in the motion model file at `path`; `fine_tune` continues the file's own nets at a fifth of the
+    learning rate instead (`facecast train --data`)."""
     torch = _torch()
     from facecast.models.dataset import iter_clips
     from facecast.models.motion_diffusion import _LOADED, read_model
 
-    read_model(path)                              # a clear error for a missing or foreign file
+    base = read_model(path).get("mouth", {}) if fine_tune else {}   # a clear error for a missing or foreign file
+    if fine_tune and not base:
+        raise FacecastError(f"{path} has no mouth-gap nets to fine-tune")
     if clips is None:
         clips = [c for c in iter_clips(split="train", kind="talking", cache=cache) if len(c["audio"])]
     started = time.monotonic()
-    mouth = {str(look): train_nets(clips, look, steps, seeds, data_dir=data_dir, cache=cache, progress=progress)
-             for look in (OFFLINE_LOOKAHEAD, LIVE_LOOKAHEAD)}
+    mouth = {str(look): train_nets(clips, look, steps, seeds, data_dir=data_dir, cache=cache, progress=progress,
+                                   init=base.get(str(look)), learning_rate=2e-4 if fine_tune else 1e-3)
+             for look in ((OFFLINE_LOOKAHEAD, LIVE_LOOKAHEAD) if not fine_tune else map(int, base))}
     state = torch.load(path, map_location="cpu", weights_only=True)
     state["mouth"] = mouth
     torch.save(state, path)
