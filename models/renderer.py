@@ -24,7 +24,7 @@ from facecast.models.motion import MotionFrame
 from facecast.models.mouth_interior import MouthInterior, Patch
 from facecast.models.rig import PortraitRig
 from facecast.models.warp_basis import (
-    EXPRESSION_CHANNELS, GAZE_REF_DEG, PARALLAX_REF_DEG, WarpBasis,
+    EXPRESSION_CHANNELS, GAZE_REF_DEG, HEAD_CHANNELS, PARALLAX_REF_DEG, WarpBasis,
 )
 
 #: Head turns beyond this many times the parallax reference angle are clamped.
@@ -139,6 +139,15 @@ class Renderer:
         return points
 
 
+def split_turn(coeffs: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """(face channels, head-turn channels). The warp composes them: a pixel of the output first follows the
+    head's turn back to where it was on the still face, and the face's own fields (lids, lips, gaze) act
+    there. Summed instead, a blink with the head turned 14 degrees closed the lids beside the eye it was
+    meant for: the face mesh read the far eye as open."""
+    face = {n: c for n, c in coeffs.items() if n not in HEAD_CHANNELS}
+    return face, {n: c for n, c in coeffs.items() if n in HEAD_CHANNELS}
+
+
 def sum_fields(flow: Any, fields: dict[str, Any], basis: WarpBasis, coeffs: dict[str, float]) -> None:
     """flow += sum of c * field over the active channels (each field covers only its box)."""
     for name, c in coeffs.items():
@@ -173,6 +182,7 @@ class _Cv2Warper:
         axis = np.arange(grid.extent, dtype=np.float32)
         self._pixels = np.stack(np.meshgrid(axis, axis), -1)
         self._flow = np.zeros_like(self._cells)
+        self._turn = np.zeros_like(self._cells)
         offset = 0.5 / grid.scale - 0.5
         self._to_cells = np.array([[1 / grid.scale, 0, offset], [0, 1 / grid.scale, offset], [0, 0, 1]])
         self._from_cells = np.linalg.inv(self._to_cells)
@@ -199,9 +209,13 @@ class _Cv2Warper:
 
     def render(self, coeffs: dict[str, float], inverse: np.ndarray | None, patch: Patch | None) -> np.ndarray:
         basis, grid = self._basis, self._basis.grid
-        flow = self._flow
+        flow, turn = self._flow, self._turn
+        face, turned = split_turn(coeffs)
         flow.fill(0.0)
-        sum_fields(flow, self._data, basis, coeffs)
+        sum_fields(flow, self._data, basis, face)
+        if turned:
+            turn.fill(0.0)
+            sum_fields(turn, self._data, basis, turned)
         if inverse is None:
             in_cells = forward_cells = None
         else:
@@ -211,14 +225,20 @@ class _Cv2Warper:
         out = self._image.copy()
         if cy1 <= cy0 or cx1 <= cx0:
             return out
-        if in_cells is None:
+        if in_cells is None and not turned:
             box = flow[cy0:cy1, cx0:cx1]
         else:
+            # each output point: back through the rigid head motion, then the head's turn, then the face's fields
             cells = self._cells[cy0:cy1, cx0:cx1]
-            behind = cv2.transform(cells, in_cells[:2])   # where each output point was before the head moved
-            mask = _remap(basis.head_mask, behind, cv2.BORDER_CONSTANT)
-            head = behind - cells
-            head *= mask[..., None]
+            if in_cells is None:
+                head = np.zeros_like(cells)
+            else:
+                behind = cv2.transform(cells, in_cells[:2])   # where each output point was before the head moved
+                mask = _remap(basis.head_mask, behind, cv2.BORDER_CONSTANT)
+                head = behind - cells
+                head *= mask[..., None]
+            if turned:
+                head += _remap(turn, head + cells, cv2.BORDER_CONSTANT)
             box = head + _remap(flow, head + cells, cv2.BORDER_CONSTANT)
         k = grid.scale
         y0, y1, x0, x1 = cy0 * k, min(cy1 * k, grid.size), cx0 * k, min(cx1 * k, grid.size)

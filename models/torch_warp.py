@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from facecast.models.mouth_interior import Patch
-from facecast.models.renderer import sum_fields
+from facecast.models.renderer import split_turn, sum_fields
 from facecast.models.warp_basis import WarpBasis
 
 
@@ -37,15 +37,23 @@ class TorchWarper:
     @torch.inference_mode()
     def render(self, coeffs: dict[str, float], inverse: np.ndarray | None, patch: Patch | None) -> np.ndarray:
         basis, size, extent = self._basis, self._basis.grid.size, self._basis.grid.extent
+        face, turned = split_turn(coeffs)
         flow = torch.zeros_like(self._base)
-        sum_fields(flow, self._data, basis, coeffs)
-        if inverse is None:
+        sum_fields(flow, self._data, basis, face)
+        if inverse is None and not turned:
             source = self._base + flow
         else:
-            m = torch.from_numpy(inverse.astype(np.float32)).to(self._device)
-            behind = self._base @ m[:, :2].T + m[:, 2]
-            mask = self._sample(self._mask, behind, "zeros", extent)[0, 0]
-            q = self._base + mask[..., None] * (behind - self._base)
+            # back through the rigid head motion, then the head's turn, then the face's fields (`split_turn`)
+            q = self._base
+            if inverse is not None:
+                m = torch.from_numpy(inverse.astype(np.float32)).to(self._device)
+                behind = self._base @ m[:, :2].T + m[:, 2]
+                mask = self._sample(self._mask, behind, "zeros", extent)[0, 0]
+                q = self._base + mask[..., None] * (behind - self._base)
+            if turned:
+                turn = torch.zeros_like(self._base)
+                sum_fields(turn, self._data, basis, turned)
+                q = q + self._sample(turn.permute(2, 0, 1)[None], q, "zeros", extent)[0].permute(1, 2, 0)
             source = q + self._sample(flow.permute(2, 0, 1)[None], q, "zeros", extent)[0].permute(1, 2, 0)
         if basis.grid.cells != extent:
             shift = F.interpolate((source - self._base).permute(2, 0, 1)[None], size=(extent, extent),
