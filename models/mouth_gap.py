@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -220,9 +221,10 @@ def _rate_changed(arrays: Sequence[np.ndarray], rng: np.random.Generator) -> lis
     high = np.minimum(low + 1, length - 1)
     weight = position - low
     audio, gap, shut, found = arrays
-    mix = lambda a: (a[low] * (1 - weight[:, None] if a.ndim == 2 else 1 - weight)   # noqa: E731
-                     + a[high] * (weight[:, None] if a.ndim == 2 else weight)).astype(np.float32)
-    return [mix(audio), mix(gap), np.maximum(shut[low], shut[high]), found[low] & found[high]]
+    blended_audio = audio[low] * (1 - weight[:, None]) + audio[high] * weight[:, None]
+    blended_gap = gap[low] * (1 - weight) + gap[high] * weight
+    return [blended_audio.astype(np.float32), blended_gap.astype(np.float32), np.maximum(shut[low], shut[high]),
+            found[low] & found[high]]
 
 
 def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: Sequence[int] = SEEDS,
@@ -288,7 +290,8 @@ def add_to_model(path: Path, steps: int = 2000, cache: Path | None = None, data_
     from facecast.models.dataset import iter_clips
     from facecast.models.motion_diffusion import _LOADED, read_model
 
-    base = read_model(path).get("mouth", {}) if fine_tune else {}   # a clear error for a missing or foreign file
+    state = read_model(path)                        # a clear error for a missing or foreign file, before training
+    base = state.get("mouth", {}) if fine_tune else {}
     if fine_tune and not base:
         raise FacecastError(f"{path} has no mouth-gap nets to fine-tune")
     if clips is None:
@@ -315,9 +318,11 @@ def _main(argv: list[str] | None = None) -> int:
     train.add_argument("--model", type=Path, default=WEIGHTS_PATH, help="the motion model file (default: shipped)")
     train.add_argument("--steps", type=int, default=2000, help="steps per net (default 2000)")
     args = parser.parse_args(argv)
-    torch = _torch()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    add_to_model(args.model, steps=args.steps)
+    try:
+        add_to_model(args.model, steps=args.steps)
+    except FacecastError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -94,3 +94,14 @@ def test_the_shipped_model_parts_the_lips_like_an_unseen_speaker(held_out_datase
                                count=frames)[:, 0]
         r.append(pearson(rendered_gap(rows), real))
     assert np.mean(r) > 0.6, r
+
+
+def test_the_train_command_refuses_a_missing_model_at_once(tmp_path: Path) -> None:
+    """One line and exit 1 before any training (it once trained for 14 minutes, then failed to save)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "facecast.models.mouth_gap", "train", "--model",
+                             str(tmp_path / "none.pt")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "step" not in result.stdout          # nothing trained
+    assert result.stderr.strip().count("\n") == 0 and "not found" in result.stderr
