@@ -154,9 +154,9 @@ class MouthGap:
         return gap, closure
 
     def apply(self, rows: np.ndarray, audio: np.ndarray, future: int = 0) -> np.ndarray:
-        """Set the jaw of the first len(rows) frames so the rendered gap is this model's (in place; returns rows).
-        `audio`: their frame audio, with RECEPTIVE_FIELD rows of history before them where there are any and
-        `future` rows after."""
+        """Set the jaw of `rows` so the rendered gap is this model's (in place; returns rows). `audio`: frame
+        audio ending with the rows' own frames and then `future` rows heard after them; rows before theirs
+        (up to RECEPTIVE_FIELD) are history."""
         gap, closure = self.predict(audio, future)
         gap, closure = gap[-len(rows):], closure[-len(rows):]
         target = np.maximum(gap, 0.0) * (1.0 - closure ** CLOSURE_EXPONENT)
