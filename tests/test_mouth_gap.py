@@ -61,6 +61,34 @@ def test_prediction_is_causal_up_to_the_lookahead_and_the_same_in_blocks(tiny_mo
     assert np.allclose(net.predict(audio)[0], whole, atol=1e-5)
 
 
+def test_the_fused_ensemble_is_the_mean_of_its_nets(held_out_dataset: tuple[Path, Path]) -> None:
+    """`MouthGap` runs its seeds as one grouped net (for the live stream's speed): each member run on its own
+    and averaged gives the same gap and closure."""
+    import torch
+
+    from facecast.models.mouth_gap import RECEPTIVE_FIELD, build_net
+
+    from facecast.models.motion_diffusion import WEIGHTS_PATH, read_model
+
+    shipped = LearnedMotion().mouth[LIVE_LOOKAHEAD]
+    members = read_model(WEIGHTS_PATH)["mouth"][str(LIVE_LOOKAHEAD)]["nets"]
+    audio, _ = _frame_audio(HELD_OUT_CLIPS[2], held_out_dataset)
+    assert len(members) == 2
+    outs = []
+    for weights in members:
+        net = build_net()
+        net.load_state_dict(weights)
+        net.eval()
+        block = np.concatenate([audio, np.full((LIVE_LOOKAHEAD, audio.shape[1]), audio.min(), np.float32)])
+        with torch.inference_mode():
+            outs.append(net(torch.from_numpy(block.T[None].copy()))[0, :, LIVE_LOOKAHEAD:].numpy())
+    mean = np.mean(outs, 0)
+    gap, closure = shipped.predict(audio)
+    assert np.allclose(gap, mean[0] * shipped.std + shipped.mean, atol=1e-4)
+    assert np.allclose(closure, 1 / (1 + np.exp(-mean[1])), atol=1e-5)
+    assert len(audio) > RECEPTIVE_FIELD
+
+
 def test_training_follows_the_mouth_of_the_clips_it_learns(held_out_dataset: tuple[Path, Path]) -> None:
     """A few hundred steps on three GRID clips: the predicted gap follows their real mouths."""
     data, cache = held_out_dataset
