@@ -16,7 +16,10 @@ lips keep the diffusion model's shape (funnel, stretch, press), the opening
 follows the regressor. A second output, the probability that the lips are shut
 (trained on the frames where the real mouth is as closed as the quality
 benchmark's "closed" words), closes the mouth where the regressor's average
-would leave it half open (b, p, m).
+would leave it half open; its labels are mostly pauses. A third, the
+probability of a closure inside speech (shut, with the mouth open within 120 ms
+on both sides: the b, p and m of "bin", "place", "jump"), closes the lips at
+bilabials, which the first two left open at a quarter of such words.
 
 Each net sees RECEPTIVE_FIELD frames of the past and `lookahead` frames of the
 future (25 fps): offline 14 (0.56 s), live the stream's 2 (80 ms). Two nets
@@ -54,6 +57,15 @@ LIVE_LOOKAHEAD = 2
 SEEDS = (0, 1)
 #: How strongly the closure probability shuts the lips: gap * (1 - p ** CLOSURE_EXPONENT).
 CLOSURE_EXPONENT = 4.0
+#: The third output: the probability of a closure inside speech, a shut mouth with the mouth open within
+#: IN_SPEECH_FRAMES before and after (what b, p and m make; the second output's labels are mostly silences).
+#: Its loss weighs closures IN_SPEECH_WEIGHT times (they are rare), and it shuts the lips by
+#: (1 - q ** IN_SPEECH_EXPONENT) on top of the second output's. The model card has the weights tried.
+IN_SPEECH_FRAMES = 3
+IN_SPEECH_WEIGHT = 10.0
+IN_SPEECH_EXPONENT = 2.0
+#: Outputs per frame: the normalised gap, the shut-lips logit, the in-speech closure logit.
+OUTPUTS = 3
 JAW, CLOSE = EXPRESSION_CHANNELS.index("jawOpen"), EXPRESSION_CHANNELS.index("mouthClose")
 FRAME_DIMS = 160      # 4 hops x 40 log-mel bands (motion_diffusion.frame_audio, "logmel")
 #: Frames predicted per pass over long audio (2 min).
@@ -66,9 +78,10 @@ def _torch():
     return torch
 
 
-def build_net(width: int = WIDTH):
-    """(B, FRAME_DIMS, T) frame audio -> (B, 2, T): the normalised gap and the closure logit, each output
-    frame from the RECEPTIVE_FIELD frames up to and including its input frame."""
+def build_net(width: int = WIDTH, outputs: int = OUTPUTS):
+    """(B, FRAME_DIMS, T) frame audio -> (B, outputs, T): the normalised gap and the closure logits (OUTPUTS),
+    each output frame from the RECEPTIVE_FIELD frames up to and including its input frame. Model files made
+    before the in-speech closure output have two."""
     torch = _torch()
     nn, F = torch.nn, torch.nn.functional
 
@@ -78,7 +91,7 @@ def build_net(width: int = WIDTH):
             self.inp = nn.Conv1d(FRAME_DIMS, width, 1)
             self.layers = nn.ModuleList(nn.Conv1d(width, width, 3, dilation=d) for d in DILATIONS)
             self.drop = nn.Dropout(0.1)
-            self.out = nn.Conv1d(width, 2, 1)
+            self.out = nn.Conv1d(width, outputs, 1)
 
         def forward(self, x):
             h = F.gelu(self.inp(x))
@@ -117,8 +130,8 @@ def rendered_gap(rows: np.ndarray) -> np.ndarray:
 
 
 class MouthGap:
-    """An ensemble of gap nets with one lookahead: frame audio -> gap (face heights above a closed mouth) and
-    the probability that the lips are shut."""
+    """An ensemble of gap nets with one lookahead: frame audio -> gap (face heights above a closed mouth), the
+    probability that the lips are shut and that of a closure inside speech."""
 
     def __init__(self, state: dict) -> None:
         self.lookahead = int(state["lookahead"])
@@ -145,10 +158,11 @@ class MouthGap:
         out = F.conv1d(h, *self._out, groups=self._members)
         return out.reshape(self._members, -1, out.shape[-1]).mean(0)
 
-    def predict(self, audio: np.ndarray, future: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Frame audio rows (T, FRAME_DIMS) -> (gap, closure) for the first T - `future` rows (the last `future`
-        rows are audio heard after them; lookahead beyond it is taken as silence). Long audio goes through in
-        blocks, so an hour costs no more memory than a minute."""
+    def predict(self, audio: np.ndarray, future: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Frame audio rows (T, FRAME_DIMS) -> (gap, shut, in-speech closure) for the first T - `future` rows
+        (the last `future` rows are audio heard after them; lookahead beyond it is taken as silence); the last
+        is zeros for nets without that output. Long audio goes through in blocks, so an hour costs no more
+        memory than a minute."""
         torch = _torch()
         audio = np.asarray(audio, np.float32)
         frames = len(audio) - future
@@ -156,7 +170,7 @@ class MouthGap:
         silence = np.full((frames + self.lookahead - len(audio), FRAME_DIMS), audio.min() if audio.size else -4.0,
                           np.float32)
         audio = np.concatenate([audio, silence])
-        gap, closure = np.zeros(frames, np.float32), np.zeros(frames, np.float32)
+        gap, closure, inside = (np.zeros(frames, np.float32) for _ in range(3))
         for start in range(0, frames, BLOCK_FRAMES):
             end = min(frames, start + BLOCK_FRAMES)
             history = min(start, RECEPTIVE_FIELD)
@@ -166,15 +180,20 @@ class MouthGap:
             out = out[:, history + self.lookahead:]
             gap[start:end] = out[0] * self.std + self.mean
             closure[start:end] = 1.0 / (1.0 + np.exp(-out[1]))
-        return gap, closure
+            if len(out) > 2:
+                inside[start:end] = 1.0 / (1.0 + np.exp(-out[2]))
+        return gap, closure, inside
+
+    def target(self, audio: np.ndarray, future: int = 0) -> np.ndarray:
+        """The gap the lips should show (face heights), `predict`'s rows: the gap shut by both closures."""
+        gap, closure, inside = self.predict(audio, future)
+        return np.maximum(gap, 0.0) * (1.0 - closure ** CLOSURE_EXPONENT) * (1.0 - inside ** IN_SPEECH_EXPONENT)
 
     def apply(self, rows: np.ndarray, audio: np.ndarray, future: int = 0) -> np.ndarray:
         """Set the jaw of `rows` so the rendered gap is this model's (in place; returns rows). `audio`: frame
         audio ending with the rows' own frames and then `future` rows heard after them; rows before theirs
         (up to RECEPTIVE_FIELD) are history."""
-        gap, closure = self.predict(audio, future)
-        gap, closure = gap[-len(rows):], closure[-len(rows):]
-        target = np.maximum(gap, 0.0) * (1.0 - closure ** CLOSURE_EXPONENT)
+        target = self.target(audio, future)[-len(rows):]
         per = gap_per_coefficient()
         closed = np.clip(rows[:, CLOSE], 0.0, 1.0)
         parting = np.flatnonzero(per > 0)
@@ -198,7 +217,8 @@ class MouthGap:
 # ----------------------------------------------------------------------------- training
 
 def _clip_targets(clip: dict, data_dir: Path | None, cache: Path | None):
-    """A talking clip at 25 fps: (frame audio, gap above its closed mouth, shut-lips labels, face found)."""
+    """A talking clip at 25 fps: (frame audio, gap above its closed mouth, shut-lips labels, in-speech closure
+    labels, face found)."""
     from facecast.models.dataset import resample_frames
     from facecast.models.motion_diffusion import FPS, clip_audio, frame_audio
     from facecast.models.motion_quality import CLOSED_FRACTION
@@ -210,8 +230,13 @@ def _clip_targets(clip: dict, data_dir: Path | None, cache: Path | None):
     seen = opening[found] if found.sum() > 5 else opening
     low, high = np.percentile(seen, [5, 95])
     shut = (opening <= low + CLOSED_FRACTION * (high - low)).astype(np.float32)
+    opened = opening > low + 0.5 * (high - low)
+    inside = np.zeros_like(shut)
+    for t in np.flatnonzero(shut):
+        if opened[max(0, t - IN_SPEECH_FRAMES): t].any() and opened[t + 1: t + 1 + IN_SPEECH_FRAMES].any():
+            inside[t] = 1.0
     audio = frame_audio(clip_audio(clip, "logmel", data_dir, cache), count, "logmel")
-    return audio, (opening - low).astype(np.float32), shut, found
+    return audio, (opening - low).astype(np.float32), shut, inside, found
 
 
 def _augmented(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -235,11 +260,11 @@ def _rate_changed(arrays: Sequence[np.ndarray], rng: np.random.Generator) -> lis
     low = np.floor(position).astype(int)
     high = np.minimum(low + 1, length - 1)
     weight = position - low
-    audio, gap, shut, found = arrays
+    audio, gap, *labels, found = arrays
     blended_audio = audio[low] * (1 - weight[:, None]) + audio[high] * weight[:, None]
     blended_gap = gap[low] * (1 - weight) + gap[high] * weight
-    return [blended_audio.astype(np.float32), blended_gap.astype(np.float32), np.maximum(shut[low], shut[high]),
-            found[low] & found[high]]
+    return [blended_audio.astype(np.float32), blended_gap.astype(np.float32),
+            *(np.maximum(label[low], label[high]) for label in labels), found[low] & found[high]]
 
 
 def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: Sequence[int] = SEEDS,
@@ -250,18 +275,20 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
     torch = _torch()
     F = torch.nn.functional
     data = [_clip_targets(c, data_dir, cache) for c in clips]
-    data = [d for d in data if d[3].sum() >= 10]
+    data = [d for d in data if d[-1].sum() >= 10]
     if not data:
         raise FacecastError("no talking clips with a face to train the mouth gap on")
-    gaps = np.concatenate([gap[found] for _, gap, _, found in data])
+    gaps = np.concatenate([d[1][d[-1]] for d in data])
     mean, std = (float(init["mean"]), float(init["std"])) if init else (float(gaps.mean()), float(max(gaps.std(), 1e-6)))
     nets = []
     for index, seed in enumerate(seeds if init is None else range(len(init["nets"]))):
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        net = build_net()
+        net = build_net(outputs=OUTPUTS if init is None else int(init["nets"][index]["out.weight"].shape[0]))
         if init is not None:
             net.load_state_dict(init["nets"][index])
+        outputs = int(net.out.weight.shape[0])
+        in_speech_weight = torch.tensor(IN_SPEECH_WEIGHT)
         optimiser = torch.optim.AdamW(net.parameters(), learning_rate, weight_decay=1e-2)
         started = time.monotonic()
         for step in range(1, steps + 1):
@@ -270,20 +297,25 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
             audio = np.zeros((batch, length + lookahead, FRAME_DIMS), np.float32)
             target = np.zeros((batch, length), np.float32)
             shut = np.zeros((batch, length), np.float32)
+            inside = np.zeros((batch, length), np.float32)
             mask = np.zeros((batch, length), np.float32)
             for b in range(batch):
-                a, g, s, f = _rate_changed(data[int(rng.integers(len(data)))], rng)
+                a, g, s, i, f = _rate_changed(data[int(rng.integers(len(data)))], rng)
                 start = int(rng.integers(0, max(1, len(g) - length)))
                 end = min(len(g), start + length)
                 heard = np.concatenate([a, np.full((lookahead, FRAME_DIMS), a.min(), np.float32)])[start: end + lookahead]
                 audio[b, : len(heard)] = _augmented(heard, rng)
                 target[b, : end - start] = (g[start:end] - mean) / std
                 shut[b, : end - start] = s[start:end]
+                inside[b, : end - start] = i[start:end]
                 mask[b, : end - start] = f[start:end]
-            audio_t, target_t, shut_t, mask_t = (torch.from_numpy(x) for x in (audio, target, shut, mask))
+            audio_t, target_t, shut_t, inside_t, mask_t = (torch.from_numpy(x) for x in (audio, target, shut, inside, mask))
             out = net(audio_t.transpose(1, 2))[:, :, lookahead:]
-            loss = (((out[:, 0] - target_t) ** 2 + F.binary_cross_entropy_with_logits(out[:, 1], shut_t, reduction="none"))
-                    * mask_t).sum() / mask_t.sum().clamp(min=1)
+            per_frame = (out[:, 0] - target_t) ** 2 + F.binary_cross_entropy_with_logits(out[:, 1], shut_t, reduction="none")
+            if outputs > 2:
+                per_frame = per_frame + F.binary_cross_entropy_with_logits(out[:, 2], inside_t, reduction="none",
+                                                                            pos_weight=in_speech_weight)
+            loss = (per_frame * mask_t).sum() / mask_t.sum().clamp(min=1)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

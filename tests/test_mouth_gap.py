@@ -12,7 +12,7 @@ from facecast.models.dataset import load_clip, resample_frames
 from facecast.models.motion_diffusion import FPS, MOTION_DIMS, LearnedMotion, clip_audio, frame_audio, learned_motion
 from facecast.models.motion_quality import pearson
 from facecast.models.mouth_gap import (
-    CLOSURE_EXPONENT, JAW, LIVE_LOOKAHEAD, OFFLINE_LOOKAHEAD, MouthGap, gap_per_coefficient, rendered_gap, train_nets,
+    CLOSURE_EXPONENT, IN_SPEECH_EXPONENT, JAW, LIVE_LOOKAHEAD, OFFLINE_LOOKAHEAD, MouthGap, gap_per_coefficient, rendered_gap, train_nets,
 )
 from facecast.models.warp_basis import EXPRESSION_CHANNELS
 from conftest import HELD_OUT_CLIPS
@@ -32,8 +32,9 @@ def test_the_jaw_is_set_so_the_rendered_gap_is_the_predicted_one(tiny_model: Pat
     audio, _ = _frame_audio(HELD_OUT_CLIPS[0], held_out_dataset)
     net = model.mouth[OFFLINE_LOOKAHEAD]
     rows = np.random.default_rng(0).uniform(0, 0.3, (len(audio), MOTION_DIMS)).astype(np.float32)
-    gap, closure = net.predict(audio)
-    target = np.maximum(gap, 0) * (1 - closure ** CLOSURE_EXPONENT)
+    gap, closure, inside = net.predict(audio)
+    target = np.maximum(gap, 0) * (1 - closure ** CLOSURE_EXPONENT) * (1 - inside ** IN_SPEECH_EXPONENT)
+    assert np.allclose(net.target(audio), target)
     lips = rows.copy()
     lips[:, :2] = 0                                         # what the other lip coefficients part alone
     assert (rendered_gap(lips) > target + 1e-3).any()       # some frames: the lips alone part wider than asked
@@ -50,10 +51,12 @@ def test_prediction_is_causal_up_to_the_lookahead_and_the_same_in_blocks(tiny_mo
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     audio, _ = _frame_audio(HELD_OUT_CLIPS[1], held_out_dataset)
     net = LearnedMotion(tiny_model).mouth[LIVE_LOOKAHEAD]
-    whole, _ = net.predict(audio)
+    whole = np.array(net.predict(audio))
+    assert whole.shape == (3, len(audio)) and whole[2].std() > 0      # gap, shut, in-speech closure
     # the first 40 frames, heard with their 2 frames of lookahead, come out as from the whole clip
-    early, _ = net.predict(audio[: 40 + LIVE_LOOKAHEAD], future=LIVE_LOOKAHEAD)
-    assert len(early) == 40 and np.allclose(early, whole[:40], atol=1e-5)
+    early = np.array(net.predict(audio[: 40 + LIVE_LOOKAHEAD], future=LIVE_LOOKAHEAD))
+    assert early.shape == (3, 40) and np.allclose(early, whole[:, :40], atol=1e-5)
+    whole = whole[0]
     # audio further ahead changes nothing; less lookahead than the net's (silence instead) does
     assert np.allclose(net.predict(audio[:50], future=10)[0], whole[:40], atol=1e-5)
     assert not np.allclose(net.predict(audio[:40])[0][-1], whole[39], atol=1e-4)
@@ -83,30 +86,54 @@ def test_the_fused_ensemble_is_the_mean_of_its_nets(held_out_dataset: tuple[Path
         with torch.inference_mode():
             outs.append(net(torch.from_numpy(block.T[None].copy()))[0, :, LIVE_LOOKAHEAD:].numpy())
     mean = np.mean(outs, 0)
-    gap, closure = shipped.predict(audio)
+    gap, closure, inside = shipped.predict(audio)
     assert np.allclose(gap, mean[0] * shipped.std + shipped.mean, atol=1e-4)
     assert np.allclose(closure, 1 / (1 + np.exp(-mean[1])), atol=1e-5)
+    assert np.allclose(inside, 1 / (1 + np.exp(-mean[2])), atol=1e-5)
     assert len(audio) > RECEPTIVE_FIELD
 
 
+def test_nets_from_before_the_in_speech_closure_output_still_work() -> None:
+    """A model file whose nets have two outputs (gap, shut) predicts no in-speech closures and shuts by the
+    second output alone."""
+    import torch
+
+    from facecast.models.mouth_gap import FRAME_DIMS, build_net
+
+    torch.manual_seed(0)
+    state = {"lookahead": 2, "mean": 0.1, "std": 0.05, "nets": [build_net(outputs=2).state_dict()]}
+    net = MouthGap(state)
+    audio = np.random.default_rng(0).normal(-3, 1, (60, FRAME_DIMS)).astype(np.float32)
+    gap, closure, inside = net.predict(audio)
+    assert not inside.any() and closure.std() > 0
+    assert np.allclose(net.target(audio), np.maximum(gap, 0) * (1 - closure ** CLOSURE_EXPONENT))
+
+
 def test_training_follows_the_mouth_of_the_clips_it_learns(held_out_dataset: tuple[Path, Path]) -> None:
-    """A few hundred steps on three GRID clips: the predicted gap follows their real mouths."""
+    """A few hundred steps on three GRID clips: the predicted gap follows their real mouths, and the in-speech
+    closure output rises where their lips shut between open frames (the b, p, m of "bin", "place")."""
     data, cache = held_out_dataset
     clips = [load_clip(rel, cache) for rel in HELD_OUT_CLIPS[:3]]
     state = train_nets(clips, LIVE_LOOKAHEAD, steps=150, seeds=(0,), batch=16, data_dir=data, cache=cache,
                        progress=lambda line: None)
     net = MouthGap(state)
-    r = []
-    for rel in HELD_OUT_CLIPS[:3]:
-        audio, clip = _frame_audio(rel, held_out_dataset)
+    r, inside, labelled = [], [], []
+    for rel, clip in zip(HELD_OUT_CLIPS[:3], clips):
+        audio, _ = _frame_audio(rel, held_out_dataset)
         real = resample_frames(clip["mouth_opening"][:, None].astype(np.float32), float(clip["fps"]), FPS,
                                count=len(audio))[:, 0]
-        r.append(pearson(net.predict(audio)[0], real))
+        gap, _, closure = net.predict(audio)
+        r.append(pearson(gap, real))
+        inside.append(closure)
+        labelled.append(mouth_gap._clip_targets(clip, data, cache)[3] > 0)
     assert np.mean(r) > 0.5, r
+    closure, labels = np.concatenate(inside), np.concatenate(labelled)
+    assert 0 < labels.mean() < 0.3
+    assert closure[labels].mean() > closure[~labels].mean() + 0.1, (closure[labels].mean(), closure[~labels].mean())
 
 
 def test_the_shipped_model_parts_the_lips_like_an_unseen_speaker(held_out_dataset: tuple[Path, Path]) -> None:
-    """Held-out GRID s4 clips: the shipped model's rendered gap follows the real mouth (on these three, r 0.73;
+    """Held-out GRID s4 clips: the shipped model's rendered gap follows the real mouth (on these three, r 0.75;
     the diffusion model's own lips 0.49; the quality benchmark measures it on 59 held-out clips, rendered)."""
     from facecast.plugin.media import decode_mono
 
