@@ -230,16 +230,14 @@ class _Cv2Warper:
         else:
             # each output point: back through the rigid head motion, then the head's turn, then the face's fields
             cells = self._cells[cy0:cy1, cx0:cx1]
-            if in_cells is None:
-                head = np.zeros_like(cells)
-            else:
+            source = cells
+            if in_cells is not None:
                 behind = cv2.transform(cells, in_cells[:2])   # where each output point was before the head moved
                 mask = _remap(basis.head_mask, behind, cv2.BORDER_CONSTANT)
-                head = behind - cells
-                head *= mask[..., None]
+                source = cells + mask[..., None] * (behind - cells)
             if turned:
-                head += _remap(turn, head + cells, cv2.BORDER_CONSTANT)
-            box = head + _remap(flow, head + cells, cv2.BORDER_CONSTANT)
+                source = source + _remap(turn, source, cv2.BORDER_CONSTANT)
+            box = source - cells + _remap(flow, source, cv2.BORDER_CONSTANT)
         k = grid.scale
         y0, y1, x0, x1 = cy0 * k, min(cy1 * k, grid.size), cx0 * k, min(cx1 * k, grid.size)
         if k > 1:
