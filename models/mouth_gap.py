@@ -176,12 +176,12 @@ class MouthGap:
             history = min(start, RECEPTIVE_FIELD)
             block = torch.from_numpy(audio[start - history: end + self.lookahead].T[None].copy())
             with torch.inference_mode():
-                out = self._forward(block).numpy()
-            out = out[:, history + self.lookahead:]
-            gap[start:end] = out[0] * self.std + self.mean
-            closure[start:end] = 1.0 / (1.0 + np.exp(-out[1]))
+                out = self._forward(block)[:, history + self.lookahead:]
+                out[1:] = out[1:].sigmoid()
+            gap[start:end] = out[0].numpy() * self.std + self.mean
+            closure[start:end] = out[1].numpy()
             if len(out) > 2:
-                inside[start:end] = 1.0 / (1.0 + np.exp(-out[2]))
+                inside[start:end] = out[2].numpy()
         return gap, closure, inside
 
     def target(self, audio: np.ndarray, future: int = 0) -> np.ndarray:

@@ -51,8 +51,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("fps", float, 30.0, "output frames per second: 30 or 60"),
     Option("size", int, 512, "avatar size in pixels, 256-1024"),
     Option("seed", int, 0, "random seed for blinks, glances and idle motion"),
-    # The learned model, streamed, as offline: it meets the latency target; rule is the light choice (0.55 vs
-    # 0.85 cores at 30 fps, 210 MiB less; README: Live).
+    # The learned model, streamed, as offline: it meets the latency target; rule is the light choice (0.53 vs
+    # 0.95 cores at 30 fps, 225 MiB less; README: Live).
     Option("generator", str, DEFAULT_GENERATOR, f"speech -> motion: {' or '.join(GENERATOR_CHOICES)} (the learned "
            "model streams with an 80 ms lookahead; rule needs less CPU)"),
     Option("motion_model", str, None, "weights for the learned generator, e.g. from `facecast train` "
