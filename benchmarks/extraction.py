@@ -3,7 +3,7 @@
     python benchmarks/extraction.py                   # 5 grid_s4 + 5 in-the-wild clips, two tables (~3 min)
     python benchmarks/extraction.py --reference neutral --max-frames 150 CLIP.mp4 ...
 
-For each clip: extract motion (`facecast.models.extraction`) relative to a
+For each clip: extract motion (`facecast.face.extraction`) relative to a
 reference frame, take that frame as the portrait (`analyze_portrait` on it,
 512²), render the motion with the renderer, and measure the output frames with
 the face mesh exactly as the original frames were measured. Two tables: the
@@ -33,13 +33,13 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import numpy as np  # noqa: E402
 
-from facecast.models.extraction import (  # noqa: E402
+from facecast.face.extraction import (  # noqa: E402
     extract, fit_rigid, iter_video_frames, load_template, rotation_angles,
 )
-from facecast.models.face_measure import FaceMeasurer, head_yaw_proxy, mouth_opening  # noqa: E402
-from facecast.models.motion_quality import pearson  # noqa: E402
-from facecast.models.portrait import analyze_portrait  # noqa: E402
-from facecast.models.renderer import Renderer  # noqa: E402
+from facecast.face.measure import FaceMeasurer, head_yaw_proxy, mouth_opening  # noqa: E402
+from facecast.evaluation.motion_quality import pearson  # noqa: E402
+from facecast.face.portrait import analyze_portrait  # noqa: E402
+from facecast.render.renderer import Renderer  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "talking"
 DEFAULT_CLIPS = (

@@ -71,7 +71,7 @@ def ws_reader(url: str, counts: dict, key: str, stop: threading.Event) -> None:
 
 def run(fps: int, size: int, generator: str = "rule") -> dict:
     vmc, vrchat = OscCounter("/VMC/Ext/OK"), OscCounter("/avatar/parameters/FT/v2/JawOpen")
-    command = [sys.executable, "-m", "facecast.plugin.cli", "live", "--portrait", str(PORTRAIT), "--audio", str(SPEECH),
+    command = [sys.executable, "-m", "facecast.app.cli", "live", "--portrait", str(PORTRAIT), "--audio", str(SPEECH),
                "--once", "--fps", str(fps), "--size", str(size), "--vmc", str(vmc.port), "--vrchat", str(vrchat.port),
                "--ws", "0", "--log-level", "info", "--generator", generator]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

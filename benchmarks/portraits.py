@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from facecast.models import face_regions as fr
-from facecast.models.errors import NoFaceError
-from facecast.models.portrait import analyze_portrait, load_image
+from facecast import face_regions as fr
+from facecast.errors import NoFaceError
+from facecast.face.portrait import analyze_portrait, load_image
 
 PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "portraits"
 IRISES = [fr.RIGHT_IRIS[0], fr.LEFT_IRIS[0]]

@@ -5,11 +5,11 @@
     python benchmarks/quality.py --generators rule --model alt=out/alt.pt   # other learned weights as row "alt"
 
 Needs the dataset cache (`facecast dataset build`, about 30 minutes once). For
-each held-out talking clip (`models/data/split.json`: GRID s4 and the
+each held-out talking clip (`src/facecast/dataset/split.json`: GRID s4 and the
 validation in-the-wild speakers) and each generator: the generator turns the
 clip's audio into motion at the clip's frame rate, the renderer renders it on
 the clip's first frame (512²), and the output frames are measured with the face
-mesh exactly as the real videos were (`facecast.models.motion_quality`). The
+mesh exactly as the real videos were (`facecast.evaluation.motion_quality`). The
 "real" row is the original video, measured the same way.
 
 Columns (means over clips unless said):
@@ -18,7 +18,7 @@ Columns (means over clips unless said):
   lag (frames) that maximises it, positive = generated late; mouth size: the
   output's widest mouth opening (90th percentile) over the real speaker's, median
   over clips (correlation is blind to how far the mouth opens);
-* sync conf / off: our lip-sync scorer (`facecast.models.sync_scorer`, the
+* sync conf / off: our lip-sync scorer (`facecast.evaluation.sync_scorer`, the
   SyncNet protocol) on the output's mouth and the clip's audio: mean
   confidence, median offset (frames at 25 fps, positive = audio late), and the
   share of clips found within +-1 frame;
@@ -54,12 +54,12 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import numpy as np  # noqa: E402
 
-from facecast.models import dataset  # noqa: E402
-from facecast.models.motion_quality import (  # noqa: E402
+from facecast.dataset import cache# noqa: E402
+from facecast.evaluation.motion_quality import (  # noqa: E402
     GENERATORS, Measured, count_blinks, head_motion, jitter, lagged_correlation, measure_frames, motion_head_and_blink,
     word_closures,
 )
-from facecast.models.sync_scorer import MAX_OFFSET, SyncScorer, enough_face, scorable  # noqa: E402
+from facecast.evaluation.sync_scorer import MAX_OFFSET, SyncScorer, enough_face, scorable  # noqa: E402
 
 SIZE = 512
 
@@ -78,11 +78,11 @@ def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | N
     learned generators with other weights (name -> weights file)."""
     from functools import partial
 
-    from facecast.models.motion_diffusion import learned_motion
-    from facecast.models.extraction import iter_video_frames
-    from facecast.models.portrait import analyze_portrait
-    from facecast.models.renderer import Renderer
-    from facecast.plugin.media import decode_mono
+    from facecast.speech.learned import learned_motion
+    from facecast.face.extraction import iter_video_frames
+    from facecast.face.portrait import analyze_portrait
+    from facecast.render.renderer import Renderer
+    from facecast.media import decode_mono
 
     clip = dataset.load_clip(relpath, cache)
     fps, count = float(clip["fps"]), len(clip["found"])

@@ -28,11 +28,11 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
-from facecast.models.portrait import analyze_portrait  # noqa: E402
-from facecast.models.renderer import Renderer  # noqa: E402
-from facecast.models.rule_generator import RuleMotionGenerator, generate_motion  # noqa: E402
-from facecast.plugin.media import Mp4Writer, decode_mono  # noqa: E402
-from facecast.plugin.render import flatten_alpha  # noqa: E402
+from facecast.face.portrait import analyze_portrait  # noqa: E402
+from facecast.render.renderer import Renderer  # noqa: E402
+from facecast.speech.rule import RuleMotionGenerator, generate_motion  # noqa: E402
+from facecast.media import Mp4Writer, decode_mono  # noqa: E402
+from facecast.app.render import flatten_alpha  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PORTRAIT = REPO / "samples" / "mona_lisa.jpg"
@@ -102,7 +102,7 @@ def bench_size(size: int, speech: np.ndarray, motion: list, frames: int, workdir
 
 def run_cli_render(audio: Path, out: Path, size: int) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one `facecast render` process."""
-    command = [sys.executable, "-m", "facecast.plugin.cli", "render", "--portrait", str(PORTRAIT), "--audio",
+    command = [sys.executable, "-m", "facecast.app.cli", "render", "--portrait", str(PORTRAIT), "--audio",
                str(audio), "-o", str(out), "--size", str(size), "--overwrite", "--quiet"]
     started = time.perf_counter()
     # a fresh interpreter per measurement, so ru_maxrss of the child is this render's alone

@@ -34,9 +34,9 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from facecast.models.watermark import Payload, Watermarker, detect_frames  # noqa: E402
-from facecast.plugin.media import Mp4Writer  # noqa: E402
-from facecast.plugin.verify import IMAGE_SUFFIXES, verify  # noqa: E402
+from facecast.provenance.watermark import Payload, Watermarker, detect_frames  # noqa: E402
+from facecast.media import Mp4Writer  # noqa: E402
+from facecast.provenance.verify import IMAGE_SUFFIXES, verify  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -109,10 +109,10 @@ _RIGS: dict[Path, object] = {}
 
 def render_clip(portrait: Path, speech: Path, seed: int) -> list[np.ndarray]:
     """3 s of unmarked 512² frames: a random 3 s window of `speech` on `portrait`."""
-    from facecast.models.portrait import analyze_portrait
-    from facecast.models.renderer import Renderer
-    from facecast.models.rule_generator import RuleMotionGenerator, generate_motion
-    from facecast.plugin.media import decode_mono
+    from facecast.face.portrait import analyze_portrait
+    from facecast.render.renderer import Renderer
+    from facecast.speech.rule import RuleMotionGenerator, generate_motion
+    from facecast.media import decode_mono
 
     if portrait not in _RIGS:
         _RIGS[portrait] = analyze_portrait(portrait, size=SIZE)

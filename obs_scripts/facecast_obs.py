@@ -49,11 +49,11 @@ except ImportError:  # pragma: no cover - depends on where the file is loaded
 
 # --------------------------------------------------------------------------------------------- constants
 
-DEFAULT_PORT = 39650  # the daemon's default `--ws` port (bridge/ws_server.py)
+DEFAULT_PORT = 39650  # the daemon's default `--ws` port (bridges/ws_server.py)
 HOST = "127.0.0.1"  # the daemon's server binds to loopback only
 FPS_CHOICES = (30, 60)  # `facecast live` accepts only these
 MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 256, 1024, 512
-#: The daemon's emotion presets (bridge/ws_server.py CONTROL_SCHEMA); repeated here because OBS's Python
+#: The daemon's emotion presets (bridges/ws_server.py CONTROL_SCHEMA); repeated here because OBS's Python
 #: cannot import facecast.
 EMOTION_PRESETS = ("neutral", "happy", "sad", "angry", "surprised", "fear", "disgusted", "contempt")
 SOURCE_NAME = "facecast overlay"

@@ -94,7 +94,7 @@ class FakeClock:
 
 def run_facecast(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`facecast ARGS...` as its own process, output captured as text."""
-    return subprocess.run([sys.executable, "-m", "facecast.plugin.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "facecast.app.cli", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
@@ -119,7 +119,7 @@ def held_out_dataset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory
     """(data folder, dataset cache) of HELD_OUT_CLIPS, built by the real dataset builder (~30 s)."""
     import shutil
 
-    from facecast.models.dataset import build
+    from facecast.dataset.cache import build
 
     root = tmp_path_factory.mktemp("held_out")
     data, cache = root / "data", root / "cache"
@@ -137,9 +137,9 @@ def tiny_model(held_out_dataset: tuple[Path, Path], tmp_path_factory: pytest.Tem
     """A learned motion model trained for a few seconds on the held-out clips (for shapes and plumbing)."""
     import numpy as np
 
-    from facecast.models.dataset import load_clip
-    from facecast.models.motion_diffusion import train
-    from facecast.models.mouth_gap import add_to_model
+    from facecast.dataset.cache import load_clip
+    from facecast.speech.learned import train
+    from facecast.speech.mouth_gap import add_to_model
 
     data, cache = held_out_dataset
     clips = [load_clip(rel, cache) for rel in HELD_OUT_CLIPS]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facecast.models.controls import EMOTION_PRESETS, Controls, controls_from, parse_emotion, parse_gaze
-from facecast.models.errors import InputError
-from facecast.models.motion import MotionFrame
+from facecast.controls import EMOTION_PRESETS, Controls, controls_from, parse_emotion, parse_gaze
+from facecast.errors import InputError
+from facecast.motion import MotionFrame
 from conftest import assert_one_line_error, run_facecast
 
 
@@ -83,10 +83,10 @@ def test_command_line_controls_parse_or_fail_in_one_line():
 
 def _measure(portrait, controls: Controls, generator: str = "rule", seconds: float = 1.6) -> dict[str, float]:
     """A generator's motion for speech-like bursts, controls applied as render/live do, rendered, face-meshed."""
-    from facecast.models import face_regions as fr
-    from facecast.models.extraction import track_frames
-    from facecast.models.face_measure import eye_openness, face_height
-    from facecast.models.motion_quality import GENERATORS
+    from facecast import face_regions as fr
+    from facecast.face.extraction import track_frames
+    from facecast.face.measure import eye_openness, face_height
+    from facecast.evaluation.motion_quality import GENERATORS
 
     t = np.arange(int(seconds * 16000)) / 16000
     speech = 0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 2.0 * t) > 0)
@@ -120,8 +120,8 @@ _RENDERER: dict = {}
 
 @pytest.fixture(scope="module")
 def portrait(sample_portrait):
-    from facecast.models.portrait import analyze_portrait
-    from facecast.models.renderer import Renderer
+    from facecast.face.portrait import analyze_portrait
+    from facecast.render.renderer import Renderer
 
     _RENDERER[sample_portrait] = Renderer(analyze_portrait(sample_portrait, size=384), device="cpu")
     return sample_portrait
@@ -157,8 +157,8 @@ def test_each_control_moves_the_rendered_face_the_expected_way(portrait, generat
 
 def test_render_applies_the_command_line_controls(sample_portrait, sample_speech, tmp_path):
     """--distance and --emotion reach the rendered frames through `facecast render`."""
-    from facecast.models.extraction import track_frames
-    from facecast.models.face_measure import face_height
+    from facecast.face.extraction import track_frames
+    from facecast.face.measure import face_height
     import cv2
 
     sizes = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mediapipe.python.solutions import face_mesh_connections as conn
 
-from facecast.models import face_regions as fr
+from facecast import face_regions as fr
 
 
 def indices(connections) -> set[int]:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import tone_speech, write_audio
 
-from facecast.models.errors import InputError, OutputError
-from facecast.plugin.media import AtomicOutput, AudioReader, Mp4Writer, decode_mono, iter_mono_blocks
+from facecast.errors import InputError, OutputError
+from facecast.media import AtomicOutput, AudioReader, Mp4Writer, decode_mono, iter_mono_blocks
 
 
 @pytest.mark.parametrize("name, rate, channels", [

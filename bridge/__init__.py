@@ -1,1 +1,0 @@
-"""Outputs to the streaming ecosystem (virtual webcam, VMC, VRChat, VTube Studio, WebSocket)."""

@@ -1,1 +1,0 @@
-"""Portrait analysis, motion generation and rendering. `motion` is the contract between all parts."""

@@ -1,1 +1,0 @@
-"""The facecast daemon side: CLI, configuration, audio input, render pipeline, scheduling."""

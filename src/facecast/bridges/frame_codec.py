@@ -1,0 +1,134 @@
+"""Pure image encoders for facecast's network outputs: the overlay's binary frames and the MJPEG stream.
+
+No sockets, no threads, no clock: `facecast.bridges.ws_server` calls these once
+per frame and shares the bytes between all clients; third-party clients can use
+`decode_frame` as the reference decoder.
+
+Binary frame format (one WebSocket binary message on ``/frames``), version 1,
+all numbers big-endian:
+
+====== ======= =====================================================================
+offset size    field
+====== ======= =====================================================================
+0      3       magic ``b"FCF"``
+3      1       format version, ``1``
+4      4       uint32 frame index (counts submitted frames, wraps at 2**32)
+8      8       float64 ``t``: the frame's presentation time in seconds (`MotionFrame.t`)
+16     8       float64 capture time: `MotionFrame.capture_time`, seconds on the daemon's
+               monotonic clock (matches ``/motion``), NaN when the frame has none
+24     ...     the image: a WebP file (RIFF), lossy colour with lossless alpha
+====== ======= =====================================================================
+
+Why WebP: measured on a 512x512 RGBA portrait on the 2-core CPU machine,
+Pillow's WebP encoder (quality 80, method 0) takes 11-14 ms for about 40 KiB,
+while PNG (zlib level 1) takes 19-23 ms for about 520 KiB, and OpenCV's WebP
+encoder about 45 ms (it cannot pick the fast method). The server encodes on
+its own thread, once per frame for all clients, so the frame loop never pays
+for it. Browsers decode WebP with alpha natively (``createImageBitmap``).
+
+MJPEG parts (``GET /video.mjpeg``): ``multipart/x-mixed-replace`` with boundary
+`MJPEG_BOUNDARY`; each part carries ``Content-Type: image/jpeg`` and
+``Content-Length``, the avatar composited over a solid background colour
+(JPEG has no alpha).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "FRAME_HEADER", "FRAME_MAGIC", "FRAME_VERSION", "JPEG_QUALITY", "MJPEG_BOUNDARY", "WEBP_METHOD", "WEBP_QUALITY",
+    "FrameHeader", "as_rgb_background", "check_image", "decode_frame", "encode_frame", "encode_jpeg", "mjpeg_part",
+]
+
+FRAME_MAGIC = b"FCF"
+FRAME_VERSION = 1
+#: magic, version, frame index, t, capture time (see the module docstring).
+FRAME_HEADER = struct.Struct(">3sBIdd")
+_INDEX_MODULUS = 2**32
+
+#: Lossy colour quality; alpha stays lossless (Pillow's default ``alpha_quality=100``).
+WEBP_QUALITY = 80
+#: libwebp's fastest method: about 4x faster than the default method 4 for about 30 % more bytes.
+WEBP_METHOD = 0
+JPEG_QUALITY = 85
+MJPEG_BOUNDARY = "facecastframe"
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """The fixed part of one binary frame."""
+
+    index: int
+    t: float
+    capture_time: float | None
+
+
+def check_image(image: np.ndarray) -> None:
+    """Raise ValueError unless `image` is an (H, W, 3) RGB or (H, W, 4) RGBA uint8 array."""
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+            and image.shape[2] in (3, 4) and image.shape[0] > 0 and image.shape[1] > 0):
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"expected an (H, W, 3) RGB or (H, W, 4) RGBA uint8 image, got {got}")
+
+
+def as_rgb_background(colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Validate an RGB background colour (three integers 0-255)."""
+    values = tuple(colour)
+    if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in values):
+        raise ValueError(f"background must be three integers 0-255 (R, G, B), got {colour!r}")
+    return (int(values[0]), int(values[1]), int(values[2]))
+
+
+def encode_frame(image: np.ndarray, index: int, t: float, capture_time: float | None = None,
+                 quality: int = WEBP_QUALITY) -> bytes:
+    """One binary ``/frames`` message: header + WebP of an RGB or RGBA uint8 image."""
+    check_image(image)
+    buffer = io.BytesIO()
+    buffer.write(FRAME_HEADER.pack(FRAME_MAGIC, FRAME_VERSION, index % _INDEX_MODULUS, t,
+                                   math.nan if capture_time is None else capture_time))
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, "WEBP", quality=quality, method=WEBP_METHOD)
+    return buffer.getvalue()
+
+
+def decode_frame(data: bytes) -> tuple[FrameHeader, np.ndarray]:
+    """Parse one binary frame into its header and an RGBA uint8 image; ValueError if it is not one."""
+    if len(data) <= FRAME_HEADER.size:
+        raise ValueError(f"a frame needs more than {FRAME_HEADER.size} bytes, got {len(data)}")
+    magic, version, index, t, capture = FRAME_HEADER.unpack_from(data)
+    if magic != FRAME_MAGIC:
+        raise ValueError(f"not a facecast frame (magic {magic!r})")
+    if version != FRAME_VERSION:
+        raise ValueError(f"frame format version {version}; this decoder reads version {FRAME_VERSION}")
+    try:
+        with Image.open(io.BytesIO(data[FRAME_HEADER.size:]), formats=["WEBP"]) as picture:
+            rgba = np.asarray(picture.convert("RGBA"))
+    except OSError as exc:
+        raise ValueError(f"frame {index}: bad WebP image ({exc})") from None
+    return FrameHeader(index, t, None if math.isnan(capture) else capture), rgba
+
+
+def encode_jpeg(image: np.ndarray, background: tuple[int, int, int], quality: int = JPEG_QUALITY) -> bytes:
+    """A JPEG of `image` (RGB or RGBA) with any alpha composited over `background`.
+
+    Pillow composites in C: about 2 ms at 512x512 where the same blend in NumPy takes 6-8 ms.
+    """
+    check_image(image)
+    picture = Image.fromarray(np.ascontiguousarray(image))
+    if image.shape[2] == 4:
+        picture = Image.alpha_composite(Image.new("RGBA", picture.size, (*background, 255)), picture)
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def mjpeg_part(jpeg: bytes) -> bytes:
+    """One part of the ``multipart/x-mixed-replace`` stream, boundary line included."""
+    head = f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+    return head.encode("ascii") + jpeg + b"\r\n"

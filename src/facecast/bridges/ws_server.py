@@ -1,0 +1,759 @@
+"""facecast's own local server: the OBS browser overlay, motion and frame streams, MJPEG, health and control.
+
+One port (`DEFAULT_PORT`, bound to 127.0.0.1 unless configured) serves:
+
+==================== =========================================================================
+``GET /``, ``/overlay`` the overlay page (``overlay/overlay.html`` + ``overlay.js``): paints only
+                     the avatar, on a transparent page, for OBS's Browser Source. Query
+                     parameters ``x``, ``y``, ``width``, ``height`` (CSS px) place the avatar
+                     box; by default it fills the window, aspect preserved.
+``ws /frames``       binary frames: header + WebP with alpha (format in
+                     `facecast.bridges.frame_codec`), encoded once per frame for all clients and
+                     only while at least one client is connected.
+``ws /motion``       JSON: first ``{"type": "hello", "version": 1, "fps", "size"}`` (``size``:
+                     ``[width, height]`` of the frames, null before the first image), then per
+                     frame ``{"type": "motion", "version": 1, "frame": MotionFrame.to_dict(),
+                     "latency_ms"}`` (mic-to-frame latency, null without a capture time).
+``GET /video.mjpeg`` ``multipart/x-mixed-replace`` JPEG stream (alpha over the background
+                     colour) for OBS's Media Source, ffmpeg, VLC.
+``GET /status``      one JSON health object (see `WsServer.set_status_provider`).
+``ws /control``      JSON commands that need the run's token (see `validate_control`); each gets
+                     ``{"type": "ack"}`` or ``{"type": "error", "message": ...}``.
+==================== =========================================================================
+
+Security: a web page in the user's browser must not drive or read the daemon.
+Every request whose ``Origin`` header is present but not this server's own
+origin is refused (403), and so is every request whose ``Host`` is a DNS name
+other than ``localhost`` or the configured bind host (DNS rebinding: an
+attacker's name resolving to 127.0.0.1 keeps its own name in ``Host``). HTTP
+answers carry no ``Access-Control-*`` headers, and control commands need the
+token, compared in constant time.
+
+Streaming: the frame loop calls `WsServer.submit` and never waits for a client.
+Every client has a latest-frame-wins slot and its own sender task, so a slow
+client only skips frames. websockets answers plain HTTP with one complete
+response, so ``/video.mjpeg`` is served by `_Connection`, which takes over the
+TCP connection after the request was read (websockets' ``create_connection``
+hook) and applies the opening-handshake timeout itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import ipaddress
+import json
+import logging
+import math
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from email.utils import formatdate
+from http import HTTPStatus
+from importlib.resources import files
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from facecast.bridges.frame_codec import (
+    MJPEG_BOUNDARY, as_rgb_background, check_image, encode_frame, encode_jpeg, mjpeg_part,
+)
+from facecast.controls import EMOTION_PRESETS, MAX_DISTANCE, MAX_GAZE_DEG, MIN_DISTANCE
+from facecast.motion import ARKIT_BLENDSHAPES, DERIVED_BLENDSHAPES, MotionFrame
+
+__all__ = [
+    "CONTROL_SCHEMA", "DEFAULT_HOST", "DEFAULT_PORT", "EMOTION_PRESETS", "PROTOCOL_VERSION", "ControlError",
+    "ServerStartError", "WsServer", "request_refusal", "validate_control",
+]
+
+log = logging.getLogger("facecast.bridges.ws_server")
+
+DEFAULT_HOST = "127.0.0.1"
+#: facecast's fixed default port (unassigned by IANA; VMC uses 39539/39540 nearby).
+DEFAULT_PORT = 39650
+PROTOCOL_VERSION = 1
+
+OVERLAY_PATHS = ("/", "/overlay")
+SCRIPT_PATH = "/overlay.js"
+FRAMES_PATH = "/frames"
+MOTION_PATH = "/motion"
+CONTROL_PATH = "/control"
+MJPEG_PATH = "/video.mjpeg"
+STATUS_PATH = "/status"
+WEBSOCKET_PATHS = frozenset({FRAMES_PATH, MOTION_PATH, CONTROL_PATH})
+
+#: Largest message a client may send; control commands are tiny, nothing else is read.
+MAX_MESSAGE_BYTES = 64 * 1024
+#: Time a client has to send its request (and finish the WebSocket handshake).
+OPEN_TIMEOUT_S = 10.0
+#: Stop must not wait long for clients that do not answer the closing handshake.
+CLOSE_TIMEOUT_S = 1.0
+#: An MJPEG client with this much unsent data skips frames until it catches up.
+MJPEG_BACKLOG_BYTES = 256 * 1024
+#: `start` gives up when the server thread has not bound its socket by then.
+START_TIMEOUT_S = 10.0
+#: Window over which `/status` and the hello measure the frame rate.
+FPS_WINDOW_S = 2.0
+#: Latencies kept for the `/status` percentiles (10 s at 30 fps).
+LATENCY_SAMPLES = 300
+_LOOPBACK_NAMES = frozenset({"localhost"})
+
+# ---- control commands
+
+#: Emotion presets: the eight MEAD emotions, the vocabulary of the emotional clips facecast learns from.
+MAX_PATH_CHARS = 4096
+_OFFSET_NAMES = frozenset(ARKIT_BLENDSHAPES) - DERIVED_BLENDSHAPES
+
+#: The overlay may talk to this server only; no plugins, forms, or framing by other pages.
+_PAGE_HEADERS = (
+    ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
+                                "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+)
+_MJPEG_HEAD = (
+    "HTTP/1.1 200 OK\r\n"
+    f"Content-Type: multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}\r\n"
+    "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n"
+).encode("ascii")
+
+
+class ServerStartError(OSError):
+    """The server could not listen (port in use, address not available...); its str() is one line."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class ControlError(ValueError):
+    """A control command was refused; the message is sent back to the client."""
+
+
+# --------------------------------------------------------------------------- pure checks
+
+def _host_name(host_header: str) -> str:
+    """The name part of a ``Host`` header: ``[::1]:80`` -> ``::1``, ``localhost:1`` -> ``localhost``."""
+    if host_header.startswith("["):
+        return host_header[1:host_header.find("]")] if "]" in host_header else ""
+    return host_header.rsplit(":", 1)[0] if ":" in host_header else host_header
+
+
+def _is_ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def request_refusal(headers: Headers, bind_host: str = DEFAULT_HOST) -> str | None:
+    """Why a request must be refused (one line), or None when it may be served.
+
+    ``Host`` must be an IP literal (a browser only sends one when it connected
+    to that very address), ``localhost`` or `bind_host`; any other name means
+    DNS rebinding. ``Origin``, when present, must be this server's own origin,
+    ``http://<Host>``: the overlay page is served by the daemon itself, and
+    non-browser clients send no ``Origin``.
+    """
+    hosts = headers.get_all("Host")
+    if len(hosts) != 1:
+        return "exactly one Host header required"
+    name = _host_name(hosts[0].strip()).lower()
+    if not name or not (name in _LOOPBACK_NAMES or name == bind_host.lower() or _is_ip_literal(name)):
+        return f"host {hosts[0]!r} not allowed"
+    origins = headers.get_all("Origin")
+    if len(origins) > 1:
+        return "more than one Origin header"
+    if origins and origins[0].lower() != f"http://{hosts[0].strip().lower()}":
+        return f"origin {origins[0]!r} not allowed"
+    return None
+
+
+def _number(low: float, high: float) -> Callable[[str, object], float]:
+    def check(name: str, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ControlError(f"'{name}' must be a number")
+        if not low <= value <= high:
+            raise ControlError(f"'{name}' must be between {low:g} and {high:g}")
+        return float(value)
+    return check
+
+
+def _boolean(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ControlError(f"'{name}' must be true or false")
+    return value
+
+
+def _preset(name: str, value: object) -> str:
+    if value not in EMOTION_PRESETS:
+        raise ControlError(f"'{name}' must be one of {', '.join(EMOTION_PRESETS)}")
+    return str(value)
+
+
+_offset_value = _number(-1.0, 1.0)
+
+
+def _offsets(name: str, value: object) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise ControlError(f"'{name}' must be an object of ARKit expression names to numbers")
+    unknown = sorted(str(key) for key in value if key not in _OFFSET_NAMES)
+    if unknown:
+        raise ControlError(f"'{name}': unknown or eye expression name(s) {', '.join(unknown[:5])}")
+    return {key: _offset_value(f"{name}.{key}", number) for key, number in value.items()}
+
+
+def _path(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PATH_CHARS or "\0" in value:
+        raise ControlError(f"'{name}' must be a file path of 1-{MAX_PATH_CHARS} characters")
+    return value
+
+
+_Field = tuple[Callable[[str, object], Any], bool]  # (validator, required)
+
+#: Control commands: type -> field -> (validator, required). Every command also carries "token".
+CONTROL_SCHEMA: dict[str, dict[str, _Field]] = {
+    # preset with an intensity, and/or a global offset of ARKit expressions (VASA-1's "emotion offset")
+    "emotion": {"preset": (_preset, False), "intensity": (_number(0.0, 1.0), False), "offset": (_offsets, False)},
+    # main gaze direction in degrees (0, 0 = the camera); the same convention as MotionFrame.gaze
+    "gaze": {"yaw": (_number(-MAX_GAZE_DEG, MAX_GAZE_DEG), True),
+             "pitch": (_number(-MAX_GAZE_DEG, MAX_GAZE_DEG), True)},
+    "distance": {"value": (_number(MIN_DISTANCE, MAX_DISTANCE), True)},
+    "mute": {"muted": (_boolean, True)},
+    "portrait": {"path": (_path, True)},
+}
+#: Commands that need at least one of these (otherwise optional) fields.
+_NEEDS_ONE_OF = {"emotion": ("preset", "offset")}
+
+
+def validate_control(raw: str | bytes, token: str) -> dict[str, Any]:
+    """Parse and check one control message; returns it without its token, raises ControlError.
+
+    The token is checked before anything else, so a client without it learns
+    nothing about the commands.
+    """
+    if not isinstance(raw, str):
+        raise ControlError("control messages are JSON text, not binary")
+    try:
+        message = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ControlError("not valid JSON") from None
+    if not isinstance(message, dict):
+        raise ControlError("a control message must be a JSON object")
+    given = message.get("token")
+    if not isinstance(given, str) or not secrets.compare_digest(given.encode(errors="surrogatepass"),
+                                                                token.encode()):
+        raise ControlError("missing or wrong token")
+    kind = message.get("type")
+    schema = CONTROL_SCHEMA.get(kind) if isinstance(kind, str) else None
+    if schema is None:
+        raise ControlError(f"'type' must be one of {', '.join(CONTROL_SCHEMA)}")
+    unknown = sorted(set(message) - set(schema) - {"type", "token"})
+    if unknown:
+        raise ControlError(f"unknown field(s) for '{kind}': {', '.join(unknown[:5])}")
+    out: dict[str, Any] = {"type": kind}
+    for name, (check, required) in schema.items():
+        if name in message:
+            out[name] = check(name, message[name])
+        elif required:
+            raise ControlError(f"'{kind}' needs '{name}'")
+    one_of = _NEEDS_ONE_OF.get(kind, ())
+    if one_of and not any(name in out for name in one_of):
+        raise ControlError(f"'{kind}' needs {' or '.join(repr(name) for name in one_of)}")
+    return out
+
+
+def _http_response(status: HTTPStatus, content_type: str, body: bytes,
+                   extra: tuple[tuple[str, str], ...] = ()) -> Response:
+    headers = Headers([
+        ("Date", formatdate(usegmt=True)), ("Connection", "close"), ("Content-Length", str(len(body))),
+        ("Content-Type", content_type), ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"), *extra,
+    ])
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _text_response(status: HTTPStatus, text: str) -> Response:
+    return _http_response(status, "text/plain; charset=utf-8", f"{text}\n".encode())
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+# --------------------------------------------------------------------------- transport
+
+class _Slot:
+    """One client's mailbox: the producer overwrites the unsent message, the sender takes the newest."""
+
+    def __init__(self) -> None:
+        self._message: bytes | str | None = None
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    def put(self, message: bytes | str) -> bool:
+        """Make `message` the next one to send; True when it replaced one the client never got."""
+        replaced = self._message is not None
+        self._message = message
+        self._ready.set()
+        return replaced
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    async def take(self) -> bytes | str | None:
+        """The newest message once there is one; None after `close`."""
+        await self._ready.wait()
+        self._ready.clear()
+        if self._closed:
+            return None
+        message, self._message = self._message, None
+        return message
+
+
+class _Latest(NamedTuple):
+    seq: int
+    motion: str
+    image: np.ndarray | None
+    t: float
+    capture_time: float | None
+
+
+def _encode(latest: _Latest, webp: bool, jpeg: bool,
+            background: tuple[int, int, int]) -> tuple[bytes | None, bytes | None, float]:
+    """The ``/frames`` message and/or the MJPEG part of one frame, and the seconds that took."""
+    assert latest.image is not None
+    begin = time.perf_counter()
+    webp_bytes = encode_frame(latest.image, latest.seq, latest.t, latest.capture_time) if webp else None
+    jpeg_bytes = mjpeg_part(encode_jpeg(latest.image, background)) if jpeg else None
+    return webp_bytes, jpeg_bytes, time.perf_counter() - begin
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _Connection(ServerConnection):
+    """A websockets connection that can also answer ``GET /video.mjpeg`` with an endless stream.
+
+    websockets sends plain HTTP answers as one complete response and then
+    half-closes, so the stream has to start before websockets answers: right
+    after the request was read. The server runs with ``open_timeout=None``;
+    this class applies `OPEN_TIMEOUT_S` to the real handshake instead, so a
+    stream is not cut after 10 s.
+    """
+
+    def __init__(self, app: WsServer, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._app = app
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        stopping = self._app._stopping
+        assert stopping is not None
+        # Browsers open spare connections that may never carry a request: do not let them delay a stop.
+        async with asyncio.timeout(OPEN_TIMEOUT_S):
+            await asyncio.wait([self.request_rcvd, self.connection_lost_waiter, stopping],
+                               return_when=asyncio.FIRST_COMPLETED)
+        request = self.request
+        if request is None or stopping.done():
+            return  # websockets drops a connection whose handshake did not complete
+        if urlsplit(request.path).path == MJPEG_PATH and request_refusal(request.headers, self._app.host) is None:
+            await self._app._stream_mjpeg(self)
+            return
+        async with asyncio.timeout(OPEN_TIMEOUT_S):
+            await super().handshake(*args, **kwargs)
+
+
+class WsServer:
+    """The local WebSocket + HTTP server (see the module docstring for its endpoints).
+
+    Runs its own asyncio loop in a daemon thread. `submit`, `set_status_provider`,
+    `counters` and `stop` may be called from any thread; `submit` never blocks
+    on the network. `on_control` and the status provider are called on the
+    server's thread: keep them short and thread-safe (e.g. put the command on
+    a queue the frame loop reads). `on_control` may raise ValueError to refuse
+    a command; its message goes back to the client.
+    """
+
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None,
+                 on_control: Callable[[dict[str, Any]], None] | None = None,
+                 background: tuple[int, int, int] = (0, 0, 0)) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0-65535, got {port}")
+        if token is not None and not token:
+            raise ValueError("the control token must not be empty")
+        self.host = host
+        self.port = port
+        #: Control clients must send this; generated per run unless configured.
+        self.token = token or secrets.token_urlsafe(24)
+        self.background = as_rgb_background(background)
+        self._on_control = on_control
+        self._status_provider: Callable[[], dict[str, Any]] | None = None
+        overlay = files("facecast.bridges") / "overlay"
+        page = ("text/html; charset=utf-8", (overlay / "overlay.html").read_bytes())
+        self._pages = {**dict.fromkeys(OVERLAY_PATHS, page),
+                       SCRIPT_PATH: ("text/javascript; charset=utf-8", (overlay / "overlay.js").read_bytes())}
+        self._lock = threading.Lock()
+        self._latest: _Latest | None = None
+        self._submitted = 0
+        self._submit_times: deque[float] = deque()
+        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._counters = dict.fromkeys(("motion_sent", "frames_sent", "mjpeg_sent", "dropped", "encoded",
+                                        "control_ok", "control_refused", "http_refused"), 0)
+        self._encode_ms: float | None = None
+        self._failures: set[str] = set()
+        self._last_error: str | None = None
+        # Event-loop state; touched only on the server thread once it runs.
+        self._motion_clients: set[_Slot] = set()
+        self._frame_clients: set[_Slot] = set()
+        self._mjpeg_clients: set[_Slot] = set()
+        self._control_clients = 0
+        self._published = 0
+        self._webp: tuple[int, bytes] | None = None
+        self._jpeg: tuple[int, bytes] | None = None
+        self._encode_wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Future[None] | None = None
+        self._stop_requested = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_error: OSError | None = None
+
+    # ---- called from any thread
+
+    @property
+    def url(self) -> str:
+        """The base HTTP URL, e.g. ``http://127.0.0.1:39650`` (the overlay page lives at ``/``)."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else "::1" if self.host == "::" else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @property
+    def counters(self) -> dict[str, Any]:
+        """Totals since start: frames submitted, messages sent and dropped, clients connected now."""
+        return {
+            "submitted": self._submitted, **self._counters, "encode_ms": self._encode_ms,
+            "clients": {"motion": len(self._motion_clients), "frames": len(self._frame_clients),
+                        "mjpeg": len(self._mjpeg_clients), "control": self._control_clients},
+        }
+
+    def set_status_provider(self, provider: Callable[[], dict[str, Any]] | None) -> None:
+        """Let the daemon fill ``GET /status``.
+
+        The server measures ``fps``, ``latency_ms`` (from `MotionFrame.capture_time`),
+        ``frames`` and ``clients`` itself; the provider's keys replace those,
+        except ``outputs``, which is merged with the server's own ``websocket`` entry.
+        """
+        self._status_provider = provider
+
+    def submit(self, frame: MotionFrame, image: np.ndarray | None = None) -> None:
+        """Publish one frame (and its RGB/RGBA uint8 image) to every client; never blocks.
+
+        The image is copied, so the caller may reuse its buffer at once; an
+        image of another shape or type raises ValueError.
+        """
+        now = time.monotonic()
+        latency = None if frame.capture_time is None else round((now - frame.capture_time) * 1000.0, 1)
+        motion = json.dumps({"type": "motion", "version": PROTOCOL_VERSION, "frame": frame.to_dict(),
+                             "latency_ms": latency}, separators=(",", ":"))
+        if image is not None:
+            check_image(image)
+            image = np.array(image, copy=True)
+        with self._lock:
+            self._submitted += 1
+            self._latest = _Latest(self._submitted, motion, image, frame.t, frame.capture_time)
+            self._submit_times.append(now)
+            while now - self._submit_times[0] > FPS_WINDOW_S:
+                self._submit_times.popleft()
+            if latency is not None:
+                self._latencies.append(latency)
+        loop = self._loop
+        if loop is not None:
+            with suppress(RuntimeError):  # the loop closed after the check: the server is stopping
+                loop.call_soon_threadsafe(self._publish)
+
+    def start(self) -> None:
+        """Listen and serve in a background thread; raises ServerStartError (an OSError) if it cannot listen."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("the server is already running")
+        self._stop_requested.clear()
+        self._start_error = None
+        started = threading.Event()
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(started),),
+                                        name="facecast-ws-server", daemon=True)
+        self._thread.start()
+        if not started.wait(START_TIMEOUT_S):
+            self.stop()
+            raise ServerStartError(errno.ETIMEDOUT, f"the server on {self.host}:{self.port} did not start")
+        if self._start_error is not None:
+            self._thread.join()
+            raise self._start_error
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every connection and the port; waits up to `timeout` s for the server thread."""
+        self._stop_requested.set()
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            with suppress(RuntimeError):  # already closed
+                loop.call_soon_threadsafe(_resolve, stopping)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # ---- the server thread
+
+    async def _main(self, started: threading.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = self._loop.create_future()
+        self._encode_wake = asyncio.Event()
+        try:
+            server = await serve(
+                self._handle, self.host, self.port, process_request=self._process_request,
+                create_connection=functools.partial(_Connection, self), compression=None,
+                max_size=MAX_MESSAGE_BYTES, open_timeout=None, close_timeout=CLOSE_TIMEOUT_S, server_header=None,
+            )
+        except OSError as exc:
+            self._loop = None
+            self._start_error = self._bind_error(exc)
+            started.set()
+            return
+        self.port = server.sockets[0].getsockname()[1]
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecast-ws-encode")
+        encoder = asyncio.create_task(self._encode_loop(executor))
+        log.info("serving the overlay at %s/ (motion, frames, control, video.mjpeg, status)", self.url)
+        started.set()
+        try:
+            if not self._stop_requested.is_set():
+                await self._stopping
+        finally:
+            self._loop = None
+            _resolve(self._stopping)
+            for slot in self._mjpeg_clients:
+                slot.close()
+            server.close()
+            await server.wait_closed()
+            encoder.cancel()
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def _bind_error(self, exc: OSError) -> ServerStartError:
+        where = f"{self.host}:{self.port}"
+        if exc.errno == errno.EADDRINUSE:
+            message = (f"port {self.port} is already in use on {self.host} (another facecast running?); "
+                       "choose another port")
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            message = f"cannot listen on {where}: the address is not on this machine"
+        elif exc.errno == errno.EACCES:
+            message = f"cannot listen on {where}: permission denied (ports below 1024 need privileges)"
+        else:
+            message = f"cannot listen on {where}: {exc.strerror or exc}"
+        return ServerStartError(exc.errno, message)
+
+    def _fail_once(self, key: str, message: str, *args: Any) -> None:
+        """Log a failure once until `_recovered(key)`; remember it for ``/status``."""
+        self._last_error = message % args
+        if key not in self._failures:
+            self._failures.add(key)
+            log.warning(message, *args)
+
+    def _recovered(self, key: str) -> None:
+        if key in self._failures:
+            self._failures.discard(key)
+            log.info("%s works again", key)
+
+    def _publish(self) -> None:
+        latest = self._latest
+        if latest is None or latest.seq == self._published:
+            return
+        self._published = latest.seq
+        for slot in self._motion_clients:
+            self._counters["dropped"] += slot.put(latest.motion)
+        if latest.image is not None and (self._frame_clients or self._mjpeg_clients):
+            assert self._encode_wake is not None
+            self._encode_wake.set()
+
+    async def _encode_loop(self, executor: ThreadPoolExecutor) -> None:
+        """Encode the newest image once for all clients, off the event loop; skips frames that came meanwhile."""
+        assert self._encode_wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._encode_wake.wait()
+            self._encode_wake.clear()
+            latest = self._latest
+            if latest is None or latest.image is None:
+                continue
+            webp = bool(self._frame_clients) and (self._webp is None or self._webp[0] != latest.seq)
+            jpeg = bool(self._mjpeg_clients) and (self._jpeg is None or self._jpeg[0] != latest.seq)
+            if not (webp or jpeg):
+                continue
+            try:
+                webp_bytes, jpeg_bytes, seconds = await loop.run_in_executor(
+                    executor, _encode, latest, webp, jpeg, self.background)
+            except Exception as exc:  # an encoder bug must not end the streams
+                self._fail_once("frame encoding", "cannot encode frames for the overlay: %s", exc)
+                continue
+            self._recovered("frame encoding")
+            self._encode_ms = round(seconds * 1000.0, 2)
+            self._counters["encoded"] += 1
+            if webp_bytes is not None:
+                self._webp = (latest.seq, webp_bytes)
+                for slot in self._frame_clients:
+                    self._counters["dropped"] += slot.put(webp_bytes)
+            if jpeg_bytes is not None:
+                self._jpeg = (latest.seq, jpeg_bytes)
+                for slot in self._mjpeg_clients:
+                    self._counters["dropped"] += slot.put(jpeg_bytes)
+
+    def _offer_latest(self, slot: _Slot, cache: tuple[int, bytes] | None) -> None:
+        """Give a new client the current frame at once: the cached encoding, or ask the encoder for one."""
+        latest = self._latest
+        if latest is None or latest.image is None:
+            return
+        if cache is not None and cache[0] == latest.seq:
+            slot.put(cache[1])
+        else:
+            assert self._encode_wake is not None
+            self._encode_wake.set()
+
+    def _fps(self) -> float:
+        """Frames submitted per second over the last `FPS_WINDOW_S` (0 when the frame loop stalls)."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._submit_times if now - t <= FPS_WINDOW_S]
+        return round((len(recent) - 1) / (now - recent[0]), 1) if len(recent) >= 2 else 0.0
+
+    def _status(self) -> dict[str, Any]:
+        with self._lock:
+            latencies = list(self._latencies)
+            frames = self._submitted
+        counters = self.counters
+        status: dict[str, Any] = {
+            "fps": self._fps(),
+            "latency_ms": {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95)},
+            "frames": frames, "repeated": 0, "inputs": {}, "outputs": {"websocket": {"url": self.url, **counters}},
+            "clients": sum(counters["clients"].values()), "last_error": self._last_error,
+        }
+        provider = self._status_provider
+        if provider is not None:
+            try:
+                extra = dict(provider())
+            except Exception as exc:  # the health endpoint must answer anyway
+                self._fail_once("status provider", "the status provider failed: %s", exc)
+                status["last_error"] = self._last_error
+                return status
+            self._recovered("status provider")
+            outputs = {**status["outputs"], **extra.pop("outputs", {})}
+            status.update(extra, outputs=outputs)
+        return status
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Refuse foreign origins and hosts; answer the plain HTTP endpoints; let WebSocket upgrades through."""
+        refusal = request_refusal(request.headers, self.host)
+        if refusal is not None:
+            self._counters["http_refused"] += 1
+            log.debug("refused %s from %s: %s", request.path, connection.remote_address, refusal)
+            return _text_response(HTTPStatus.FORBIDDEN, refusal)
+        path = urlsplit(request.path).path
+        if path in WEBSOCKET_PATHS:
+            return None
+        if path in self._pages:
+            content_type, body = self._pages[path]
+            return _http_response(HTTPStatus.OK, content_type, body, _PAGE_HEADERS)
+        if path == STATUS_PATH:  # default=str: an odd value from the status provider must not fail the answer
+            body = json.dumps(self._status(), separators=(",", ":"), default=str).encode()
+            return _http_response(HTTPStatus.OK, "application/json", body)
+        return _text_response(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None  # the handshake is done
+        path = urlsplit(ws.request.path).path
+        if path == CONTROL_PATH:
+            await self._serve_control(ws)
+        elif path == MOTION_PATH:
+            await self._serve_motion(ws)
+        elif path == FRAMES_PATH:
+            await self._serve_stream(ws, self._frame_clients, "frames_sent",
+                                     lambda slot: self._offer_latest(slot, self._webp))
+
+    async def _serve_motion(self, ws: ServerConnection) -> None:
+        latest = self._latest
+        size = None if latest is None or latest.image is None else [latest.image.shape[1], latest.image.shape[0]]
+        try:
+            await ws.send(json.dumps({"type": "hello", "version": PROTOCOL_VERSION, "fps": self._fps(), "size": size}))
+        except ConnectionClosed:
+            return
+        await self._serve_stream(ws, self._motion_clients, "motion_sent")
+
+    async def _serve_stream(self, ws: ServerConnection, clients: set[_Slot], counter: str,
+                            greet: Callable[[_Slot], None] | None = None) -> None:
+        """Send a client the newest message whenever there is one; ignore what it sends until it leaves."""
+        slot = _Slot()
+        clients.add(slot)
+        if greet is not None:
+            greet(slot)
+        sender = asyncio.create_task(self._send_loop(ws, slot, counter))
+        try:
+            async for _ in ws:  # reading keeps close frames and pings flowing
+                pass
+        except ConnectionClosed:
+            pass
+        finally:
+            clients.discard(slot)
+            sender.cancel()
+
+    async def _send_loop(self, ws: ServerConnection, slot: _Slot, counter: str) -> None:
+        try:
+            while (message := await slot.take()) is not None:
+                await ws.send(message)
+                self._counters[counter] += 1
+        except ConnectionClosed:
+            pass
+
+    async def _serve_control(self, ws: ServerConnection) -> None:
+        self._control_clients += 1
+        try:
+            async for raw in ws:
+                try:
+                    command = validate_control(raw, self.token)
+                    if self._on_control is not None:
+                        self._on_control(command)
+                except ValueError as exc:  # ControlError, or the daemon refusing the command
+                    self._counters["control_refused"] += 1
+                    await ws.send(json.dumps({"type": "error", "message": str(exc)}))
+                    continue
+                except Exception:  # a daemon bug must not close the server
+                    log.exception("the control callback failed")
+                    self._counters["control_refused"] += 1
+                    await ws.send(json.dumps({"type": "error", "message": "internal error"}))
+                    continue
+                self._counters["control_ok"] += 1
+                await ws.send(json.dumps({"type": "ack"}))
+        except ConnectionClosed:  # includes messages over MAX_MESSAGE_BYTES (close code 1009)
+            pass
+        finally:
+            self._control_clients -= 1
+
+    async def _stream_mjpeg(self, connection: _Connection) -> None:
+        """Serve ``/video.mjpeg`` on a raw connection until the client or the server goes away."""
+        transport = connection.transport
+        transport.write(_MJPEG_HEAD)
+        slot = _Slot()
+        connection.connection_lost_waiter.add_done_callback(lambda _: slot.close())
+        self._mjpeg_clients.add(slot)
+        self._offer_latest(slot, self._jpeg)
+        try:
+            while (part := await slot.take()) is not None:
+                if transport.get_write_buffer_size() > MJPEG_BACKLOG_BYTES:
+                    self._counters["dropped"] += 1
+                    continue
+                transport.write(part)
+                self._counters["mjpeg_sent"] += 1
+        finally:
+            self._mjpeg_clients.discard(slot)

@@ -1,0 +1,144 @@
+"""User controls layered on generated motion: emotion, main gaze direction, head distance, mute.
+
+VASA-1 conditions its generator on these; facecast applies them to any
+generator's output, so the rule-based and learned generators, the renderer and
+every bridge all honour them the same way. The live daemon updates them from
+control messages; offline renders can set them once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from facecast.errors import InputError
+from facecast.motion import MotionFrame
+
+#: Bounds shared by the command line and the live control messages: gaze targets beyond this (degrees
+#: from the camera) look like eye-rolling; head distance is relative to the portrait (1.0 as pictured).
+MAX_GAZE_DEG = 45.0
+MIN_DISTANCE, MAX_DISTANCE = 0.5, 2.0
+
+#: ARKit expression offsets at full intensity for each emotion preset (the eight MEAD emotions).
+#: Renderers show the channels they animate; ARKit-speaking bridges receive them all. Negative offsets
+#: take back what the generator did that the emotion contradicts (a smile while sad: the learned model
+#: smiles a little as real speakers do, and that had cancelled most of the frown).
+EMOTION_OFFSETS: dict[str, dict[str, float]] = {
+    "neutral": {},
+    "happy": {"mouthSmileLeft": 0.55, "mouthSmileRight": 0.55, "cheekSquintLeft": 0.35, "cheekSquintRight": 0.35,
+              "eyeSquintLeft": 0.25, "eyeSquintRight": 0.25},
+    "sad": {"browInnerUp": 0.6, "mouthFrownLeft": 0.5, "mouthFrownRight": 0.5, "mouthPressLeft": 0.15,
+            "mouthPressRight": 0.15, "eyeSquintLeft": 0.1, "eyeSquintRight": 0.1, "mouthSmileLeft": -0.5,
+            "mouthSmileRight": -0.5},
+    "angry": {"browDownLeft": 0.7, "browDownRight": 0.7, "noseSneerLeft": 0.3, "noseSneerRight": 0.3,
+              "mouthPressLeft": 0.35, "mouthPressRight": 0.35, "eyeSquintLeft": 0.3, "eyeSquintRight": 0.3},
+    "surprised": {"browInnerUp": 0.7, "browOuterUpLeft": 0.7, "browOuterUpRight": 0.7, "eyeWideLeft": 0.6,
+                  "eyeWideRight": 0.6, "jawOpen": 0.12},
+    "fear": {"browInnerUp": 0.7, "eyeWideLeft": 0.55, "eyeWideRight": 0.55, "mouthStretchLeft": 0.4,
+             "mouthStretchRight": 0.4},
+    "disgusted": {"noseSneerLeft": 0.6, "noseSneerRight": 0.6, "mouthUpperUpLeft": 0.4, "mouthUpperUpRight": 0.4,
+                  "browDownLeft": 0.35, "browDownRight": 0.35},
+    "contempt": {"mouthSmileLeft": 0.4, "mouthDimpleLeft": 0.3, "browDownRight": 0.15},
+}
+EMOTION_PRESETS: tuple[str, ...] = tuple(EMOTION_OFFSETS)
+
+
+@dataclass
+class Controls:
+    """The current control state; `apply` returns a new frame with it layered on."""
+
+    emotion: str = "neutral"
+    intensity: float = 1.0
+    offset: dict[str, float] = field(default_factory=dict)
+    gaze_yaw: float = 0.0        # main gaze direction (degrees); glances happen around it
+    gaze_pitch: float = 0.0
+    distance: float = 1.0        # multiplies the generated head distance
+    muted: bool = False
+
+    def expression_offsets(self) -> dict[str, float]:
+        offsets = {name: value * self.intensity for name, value in EMOTION_OFFSETS[self.emotion].items()}
+        for name, value in self.offset.items():
+            offsets[name] = offsets.get(name, 0.0) + value
+        return offsets
+
+    def apply(self, frame: MotionFrame) -> MotionFrame:
+        """`frame` with emotion offsets (clamped to [0, 1]), gaze target and distance applied."""
+        offsets = self.expression_offsets()
+        if not offsets and not (self.gaze_yaw or self.gaze_pitch) and self.distance == 1.0:
+            return frame
+        expressions = dict(frame.expressions)
+        for name, value in offsets.items():
+            expressions[name] = min(1.0, max(0.0, expressions.get(name, 0.0) + value))
+        gaze = replace(frame.gaze, yaw=frame.gaze.yaw + self.gaze_yaw, pitch=frame.gaze.pitch + self.gaze_pitch)
+        head = replace(frame.head, distance=frame.head.distance * self.distance)
+        return replace(frame, expressions=expressions, gaze=gaze, head=head)
+
+    def update(self, command: dict[str, Any]) -> None:
+        """Apply one validated control message (see `facecast.bridges.ws_server.CONTROL_SCHEMA`)."""
+        kind = command["type"]
+        if kind == "emotion":
+            if "preset" in command:
+                self.emotion = command["preset"]
+            if "intensity" in command:
+                self.intensity = float(command["intensity"])
+            if "offset" in command:
+                self.offset = {k: float(v) for k, v in command["offset"].items()}
+        elif kind == "gaze":
+            self.gaze_yaw, self.gaze_pitch = float(command["yaw"]), float(command["pitch"])
+        elif kind == "distance":
+            self.distance = float(command["value"])
+        elif kind == "mute":
+            self.muted = bool(command["muted"])
+        else:
+            raise ValueError(f"control '{kind}' is not handled here")
+
+
+def parse_emotion(text: str) -> tuple[str, float]:
+    """'happy' or 'happy:0.5' -> (preset, intensity); ValueError with a one-line reason otherwise."""
+    name, _, amount = text.partition(":")
+    if name not in EMOTION_OFFSETS:
+        raise ValueError(f"unknown emotion '{name}': use {', '.join(EMOTION_PRESETS)}")
+    intensity = 1.0
+    if amount:
+        try:
+            intensity = float(amount)
+        except ValueError:
+            raise ValueError(f"emotion intensity must be a number in 0-1 (got '{amount}')") from None
+        if not (0.0 <= intensity <= 1.0) or math.isnan(intensity):
+            raise ValueError(f"emotion intensity must be in 0-1 (got {intensity:g})")
+    return name, intensity
+
+
+def parse_gaze(text: str) -> tuple[float, float]:
+    """'YAW,PITCH' in degrees (0,0 = the camera; yaw > 0 towards image right, pitch > 0 up) -> floats."""
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        yaw, pitch = (float(part) for part in parts)
+    except ValueError:
+        raise ValueError(f"gaze must be YAW,PITCH in degrees, for example 10,-5 (got '{text}')") from None
+    if not all(math.isfinite(v) and abs(v) <= MAX_GAZE_DEG for v in (yaw, pitch)):
+        raise ValueError(f"gaze angles must be within +-{MAX_GAZE_DEG:g} degrees (got '{text}')")
+    return yaw, pitch
+
+
+def check_distance(value: float) -> float:
+    """Head distance relative to the portrait (1 = as pictured, 2 = twice as far)."""
+    if not (math.isfinite(value) and MIN_DISTANCE <= value <= MAX_DISTANCE):
+        raise ValueError(f"distance must be {MIN_DISTANCE:g}-{MAX_DISTANCE:g} (1 = as in the portrait; got {value:g})")
+    return float(value)
+
+
+def controls_from(emotion: str | None = None, gaze: str | None = None, distance: float | None = None) -> Controls:
+    """The starting controls of a render or a live run from its options; InputError with a one-line reason."""
+    controls = Controls()
+    try:
+        if emotion:
+            controls.emotion, controls.intensity = parse_emotion(emotion)
+        if gaze:
+            controls.gaze_yaw, controls.gaze_pitch = parse_gaze(gaze)
+        if distance is not None:
+            controls.distance = check_distance(float(distance))
+    except (TypeError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    return controls

@@ -1,0 +1,238 @@
+"""Motion quality against real people: the measurements behind `benchmarks/quality.py`.
+
+Why: "lifelike" has to be a number before a learned generator can be trained
+towards it or a default chosen. Every generator is judged the same way: its
+motion for a held-out clip's audio is rendered on that speaker's first frame,
+the output frames are measured with the face mesh (`extraction`), and the
+measurements are compared with the real video's (the dataset cache).
+
+Generators are plain functions `(samples_16k, fps, frames) -> [MotionFrame]`
+in `GENERATORS`, so a new one (the learned model) is one more entry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from facecast.motion import MotionFrame
+
+MAX_LAG = 10
+#: A word "closes" the mouth when its smallest opening comes within this fraction of the clip's opening
+#: range (5th..95th percentile) of the clip's 5th percentile. Calibrated on the real GRID s4 videos:
+#: 91 % of bilabial words close, 36 % of the other words (`benchmarks/quality.py` prints both).
+CLOSED_FRACTION = 0.2
+WORD_MARGIN_S = 0.04
+#: GRID words with a bilabial (b, p, m) closure; letters as spoken ("bee", "pee", "em").
+BILABIAL_WORDS = frozenset({"bin", "blue", "by", "place", "please", "b", "p", "m"})
+#: Sigma (seconds) of the head-rotation smoothing that separates motion from tracking noise.
+SMOOTHING_S = 0.06
+#: Blink hysteresis on the mean closure of both eyes (1 = closed).
+BLINK_ON, BLINK_OFF = 0.7, 0.4
+
+
+# ----------------------------------------------------------------------------- generators
+
+def loudness_motion(samples: np.ndarray, fps: float, frames: int, rate: int = 16000) -> list[MotionFrame]:
+    """The baseline: jaw opening = the audio envelope (40 ms RMS in dB, the clip's loud level = open), nothing else."""
+    half = int(0.02 * rate)
+    samples = np.asarray(samples, np.float64)
+    levels = []
+    for i in range(frames):
+        centre = int(round(i / fps * rate))
+        window = samples[max(0, centre - half): centre + half]
+        levels.append(10 * math.log10(float(np.mean(window**2)) + 1e-10) if len(window) else -100.0)
+    db = np.array(levels)
+    loud = np.percentile(db, 95) if len(db) else 0.0
+    jaw = np.clip((db - (loud - 30.0)) / 30.0, 0.0, 1.0) * 0.7
+    return [MotionFrame(t=i / fps, expressions={"jawOpen": float(j)} if j > 0 else {}) for i, j in enumerate(jaw)]
+
+
+def rule_motion(samples: np.ndarray, fps: float, frames: int, seed: int = 0) -> list[MotionFrame]:
+    """The rule-based generator, exactly as `facecast render` runs it."""
+    from facecast.speech.rule import RuleMotionGenerator
+
+    generator = RuleMotionGenerator(fps=fps, seed=seed)
+    out = generator.push(np.asarray(samples, np.float64)) + generator.finish()
+    return _fit(out, fps, frames)
+
+
+def _fit(motion: list[MotionFrame], fps: float, frames: int) -> list[MotionFrame]:
+    """Cut or hold the last frame so a generator's output has exactly the video's frame count."""
+    motion = motion[:frames]
+    while len(motion) < frames:
+        last = motion[-1] if motion else MotionFrame(t=0.0)
+        motion.append(MotionFrame(t=len(motion) / fps, head=last.head, gaze=last.gaze, blink=last.blink,
+                                  expressions=dict(last.expressions)))
+    return motion
+
+
+def learned_motion(samples: np.ndarray, fps: float, frames: int) -> list[MotionFrame]:
+    """The learned diffusion-transformer generator (`motion_diffusion`) with its shipped weights."""
+    from facecast.speech.learned import learned_motion as generate
+
+    return generate(samples, fps, frames)
+
+
+def learned_live_motion(samples: np.ndarray, fps: float, frames: int) -> list[MotionFrame]:
+    """The learned generator as the live daemon streams it (10 ms blocks, bounded lookahead)."""
+    from facecast.speech.learned_stream import LearnedMotionGenerator
+
+    generator = LearnedMotionGenerator(fps=fps)
+    out: list[MotionFrame] = []
+    for start in range(0, len(samples), 160):
+        out += generator.push(samples[start: start + 160])
+    return _fit(out + generator.finish(), fps, frames)
+
+
+Generator = Callable[[np.ndarray, float, int], list[MotionFrame]]
+GENERATORS: dict[str, Generator] = {"loudness": loudness_motion, "rule": rule_motion}
+if (Path(__file__).resolve().parents[1] / "speech" / "data" / "motion_diffusion.pt").exists():
+    GENERATORS["learned"] = learned_motion
+    GENERATORS["learned-live"] = learned_live_motion
+
+
+# ----------------------------------------------------------------------------- measuring output
+
+@dataclass
+class Measured:
+    """Face-mesh measurements of one video (real or rendered), frame by frame."""
+
+    fps: float
+    found: np.ndarray          # (T,) bool
+    mouth_opening: np.ndarray  # (T,) face heights
+    head: np.ndarray           # (T, 6) yaw, pitch, roll (degrees), x, y, distance
+    blink: np.ndarray          # (T, 2)
+    lips: np.ndarray           # (T, 40, 2) for the lip-sync scorer
+
+    @classmethod
+    def from_clip(cls, clip: dict[str, np.ndarray]) -> "Measured":
+        """The real video's measurements, as the dataset cached them."""
+        return cls(float(clip["fps"]), clip["found"].astype(bool), clip["mouth_opening"].astype(np.float64),
+                   clip["head"].astype(np.float64), clip["blink"].astype(np.float64), clip["lips"])
+
+
+def motion_head_and_blink(motion: Sequence[MotionFrame]) -> tuple[np.ndarray, np.ndarray]:
+    """A generator's own head (T, 6: yaw, pitch, roll in degrees, x, y, distance) and blinks (T, 2),
+    before rendering: what it asked for, next to what the face mesh reads off the rendered output."""
+    head = np.array([[f.head.yaw, f.head.pitch, f.head.roll, f.head.x, f.head.y, f.head.distance] for f in motion],
+                    float).reshape(-1, 6)
+    blink = np.array([[f.blink.left, f.blink.right] for f in motion], float).reshape(-1, 2)
+    return head, blink
+
+
+def measure_frames(frames: Iterable[np.ndarray], fps: float) -> Measured:
+    """Measure RGB frames (rendered output) exactly as the dataset measured the real videos."""
+    from facecast.face.extraction import extract_from_landmarks, track_frames
+
+    landmarks, found = track_frames(frames)
+    count = len(found)
+    if not found.any():
+        nan = np.full(count, np.nan)
+        return Measured(fps, found, nan, np.full((count, 6), np.nan), np.full((count, 2), np.nan),
+                        np.full((count, 40, 2), np.nan, np.float32))
+    result = extract_from_landmarks(landmarks, found, fps, reference="neutral")
+    return Measured(fps, found, result.mouth_opening, result.head, result.blink, result.lip_shape())
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation; NaN when either signal is constant or too short."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or a[ok].std() < 1e-12 or b[ok].std() < 1e-12:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def lagged_correlation(generated: np.ndarray, real: np.ndarray, max_lag: int = MAX_LAG) -> tuple[float, int]:
+    """(correlation at lag 0, the lag in frames that maximises it); a positive lag: the generated signal is late."""
+    best_lag, best = 0, -np.inf
+    for lag in range(-max_lag, max_lag + 1):
+        g = generated[lag:] if lag >= 0 else generated[:lag]
+        r = real[: len(real) - lag] if lag >= 0 else real[-lag:]
+        value = pearson(g, r)
+        if np.isfinite(value) and value > best:
+            best, best_lag = value, lag
+    return pearson(generated, real), best_lag
+
+
+def word_closures(opening: np.ndarray, fps: float, words: Iterable[str], starts: Iterable[float],
+                  ends: Iterable[float]) -> tuple[list[bool], list[bool]]:
+    """Whether the mouth closes during each bilabial word, and during each other word (see CLOSED_FRACTION)."""
+    opening = np.asarray(opening, float)
+    finite = opening[np.isfinite(opening)]
+    if len(finite) < 3:
+        return [], []
+    low, high = np.percentile(finite, [5, 95])
+    threshold = low + CLOSED_FRACTION * max(high - low, 1e-9)
+    bilabial, other = [], []
+    for word, start, end in zip(words, starts, ends):
+        if not (np.isfinite(start) and np.isfinite(end)):
+            continue
+        a = max(0, int(math.floor((start - WORD_MARGIN_S) * fps)))
+        b = min(len(opening), int(math.ceil((end + WORD_MARGIN_S) * fps)) + 1)
+        window = opening[a:b]
+        window = window[np.isfinite(window)]
+        if not len(window):
+            continue
+        (bilabial if str(word).lower() in BILABIAL_WORDS else other).append(bool(window.min() <= threshold))
+    return bilabial, other
+
+
+def _rotation(head: np.ndarray) -> np.ndarray:
+    rotation = np.asarray(head, float)[:, :3]
+    return rotation[np.isfinite(rotation).all(1)]
+
+
+def smooth_rotation(rotation: np.ndarray, fps: float) -> np.ndarray:
+    """Head rotation with frame-to-frame tracking noise removed: a Gaussian of SMOOTHING_S (keeps ~75 % of
+    a 2 Hz nod, nothing of a frame-to-frame flicker)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    if len(rotation) < 2:
+        return rotation.copy()
+    return gaussian_filter1d(rotation, SMOOTHING_S * fps, axis=0, mode="nearest")
+
+
+def head_motion(head: np.ndarray, fps: float) -> tuple[float, float]:
+    """(mean rotation speed in degrees per second of the smoothed rotation, mean standard deviation of
+    yaw, pitch and roll in degrees). Smoothing first keeps the face mesh's own per-frame noise (which
+    makes a still head "move" ~20 degrees per second) out of the speed; `jitter` reports that noise."""
+    rotation = _rotation(head)
+    if len(rotation) < 3:
+        return float("nan"), float("nan")
+    speed = np.linalg.norm(np.diff(smooth_rotation(rotation, fps), axis=0), axis=1).mean() * fps
+    return float(speed), float(rotation.std(0).mean())
+
+
+def jitter(head: np.ndarray, fps: float) -> float:
+    """Mean distance (degrees) of the head rotation from its smoothed path: shake, not motion."""
+    rotation = _rotation(head)
+    if len(rotation) < 4:
+        return float("nan")
+    return float(np.linalg.norm(rotation - smooth_rotation(rotation, fps), axis=1).mean())
+
+
+def count_blinks(blink: np.ndarray) -> int:
+    """Blinks: both eyes' mean closure rising above BLINK_ON, counted again only after it fell below
+    BLINK_OFF (a mouth-driven wobble around one level is not a blink)."""
+    count, armed = 0, True
+    for value in np.nan_to_num(np.asarray(blink, float).mean(1)):
+        if armed and value > BLINK_ON:
+            count, armed = count + 1, False
+        elif value < BLINK_OFF:
+            armed = True
+    return count
+
+
+def blinks_per_minute(blink: np.ndarray, fps: float) -> float:
+    """`count_blinks` per minute of footage (NaN for under two frames)."""
+    if len(blink) < 2:
+        return float("nan")
+    return count_blinks(blink) / (len(blink) / fps / 60.0)

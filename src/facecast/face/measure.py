@@ -1,0 +1,75 @@
+"""Measure faces in frames with mediapipe's face mesh: the instrument tests and benchmarks share.
+
+Rendered output is checked the way a person would judge it: find the face in
+every frame and measure how open the mouth and eyes are and where the head
+and irises point. Ratios are normalised by face size so they compare across
+resolutions and portraits.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from facecast import face_regions as fr
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+
+class FaceMeasurer:
+    """Face-mesh landmarks for a stream of frames (video mode: tracks between frames)."""
+
+    def __init__(self, static_images: bool = False) -> None:
+        import mediapipe as mp
+
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=static_images, max_num_faces=1, refine_landmarks=True,
+            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+    def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
+        """(478, 3) landmarks in pixels (z scaled like x), or None when no face is found."""
+        image = np.ascontiguousarray(rgb[:, :, :3])
+        result = self._mesh.process(image)
+        if not result.multi_face_landmarks:
+            return None
+        height, width = image.shape[:2]
+        points = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], dtype=np.float32)
+        return points * np.array([width, height, width], dtype=np.float32)
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self) -> "FaceMeasurer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def face_height(points: np.ndarray) -> float:
+    """Forehead-top to chin distance: the scale every ratio below is divided by."""
+    return float(np.linalg.norm(points[fr.FOREHEAD_TOP, :2] - points[fr.CHIN, :2]))
+
+
+def mouth_opening(points: np.ndarray) -> float:
+    """Inner-lip gap at the centre, as a fraction of face height (0 = closed)."""
+    gap = np.linalg.norm(points[fr.UPPER_LIP_CENTER, :2] - points[fr.LOWER_LIP_CENTER, :2])
+    return float(gap / face_height(points))
+
+
+def eye_openness(points: np.ndarray, side: str) -> float:
+    """Eyelid gap over eye width for the subject's 'left' or 'right' eye (~0.3 open, <0.1 closed)."""
+    top, bottom, outer, inner = (
+        (fr.LEFT_EYE_TOP, fr.LEFT_EYE_BOTTOM, fr.LEFT_EYE_OUTER, fr.LEFT_EYE_INNER) if side == "left"
+        else (fr.RIGHT_EYE_TOP, fr.RIGHT_EYE_BOTTOM, fr.RIGHT_EYE_OUTER, fr.RIGHT_EYE_INNER))
+    gap = np.linalg.norm(points[top, :2] - points[bottom, :2])
+    width = np.linalg.norm(points[outer, :2] - points[inner, :2])
+    return float(gap / width)
+
+
+def head_yaw_proxy(points: np.ndarray) -> float:
+    """Nose-tip offset from the midpoint of the face's sides, over face width (> 0: turned to image right)."""
+    left, right = points[454, :2], points[234, :2]  # face-oval extremes at cheek level
+    mid = (left + right) / 2
+    return float((points[fr.NOSE_TIP, 0] - mid[0]) / np.linalg.norm(left - right))

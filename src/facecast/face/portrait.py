@@ -1,0 +1,543 @@
+"""Portrait analysis: find the face in one picture and build an aligned `PortraitRig`.
+
+The picture is cropped to a square with head, hair and shoulders framed, eyes
+levelled, and mediapipe's 478 face-mesh landmarks (with iris) expressed in the
+crop's pixels. Landmarks use pixel-centre coordinates (the centre of pixel
+(0, 0) is at 0.0, 0.0), as OpenCV does; z has the same pixel scale.
+
+Detection runs mediapipe's face mesh (the model ships inside the wheel; nothing
+is downloaded). When it finds nothing (paintings, statues, cartoons, dark or
+sideways pictures) it retries on padded, rotated, contrast-enhanced and
+upscaled copies and on crops around faces found by mediapipe's face detector;
+`PortraitRig.method` records which retry worked.
+
+Hand-placed landmarks (`landmarks_json`, the CLI's `--landmarks points.json`)
+are for portraits where detection fails. The file is a JSON object with eight
+points in the ORIGINAL picture's pixel coordinates (x right, y down). Left and
+right are the subject's sides: the subject's left eye appears on the image right.
+
+    {
+      "left_eye_outer":  [x, y],   "left_eye_inner":  [x, y],
+      "right_eye_inner": [x, y],   "right_eye_outer": [x, y],
+      "nose_tip":        [x, y],
+      "mouth_left":      [x, y],   "mouth_right":     [x, y],
+      "chin":            [x, y]
+    }
+
+A shipped mean face (`data/mean_face.npy`, built by `build_mean_face.py`) is
+fitted to these points to give all 478 landmarks; method is "manual".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import cv2
+import mediapipe as mp
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facecast import face_regions as fr
+from facecast.errors import InputError, NoFaceError
+from facecast.rig import PortraitRig
+
+MIN_SIZE, MAX_SIZE = 256, 1024
+DETECT_MAX_SIDE = 2048        # larger pictures are shrunk before detection (speed, same result)
+DETECT_MIN_SIDE = 512         # smaller ones are enlarged so the face detector sees enough pixels
+FACE_CROP_SIZE = 512          # side of the face crops where face mesh looks again (retries, second pass)
+STABLE_FIT = 0.04             # mean landmark shift between two measurements, in eye distances, of a good fit
+MAX_FACES = 8
+# Framing of the aligned crop, as fractions of its size.
+EYE_Y = 0.42                  # eye-centre height
+FACE_LENGTH = 0.40            # forehead-top (landmark 10) to chin, measured in 3D so pitch does not shrink it
+NEUTRAL_GREY = 128            # background under transparent pixels while detecting
+MEAN_FACE_PATH = Path(__file__).resolve().parent / "data" / "mean_face.npy"
+
+MANUAL_POINTS = {
+    "left_eye_outer": fr.LEFT_EYE_OUTER, "left_eye_inner": fr.LEFT_EYE_INNER,
+    "right_eye_inner": fr.RIGHT_EYE_INNER, "right_eye_outer": fr.RIGHT_EYE_OUTER,
+    "nose_tip": fr.NOSE_TIP, "mouth_left": fr.MOUTH_LEFT, "mouth_right": fr.MOUTH_RIGHT,
+    "chin": fr.CHIN,
+}
+_NO_FACE_HINT = ("try a clearer, front-facing picture, or give the face by hand with "
+                 "--landmarks points.json (see `facecast render --help`)")
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read a picture as RGB (H,W,3) or, when the file has alpha, RGBA (H,W,4) uint8, EXIF-upright."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"portrait not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            return _to_uint8_rgb(im)
+    except Image.DecompressionBombError:
+        raise InputError(f"image {path} is too large to open safely (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
+    except UnidentifiedImageError:
+        raise InputError(f"unsupported or unreadable image file: {path} (use a JPEG, PNG or WebP picture)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"cannot read image {path}: the file looks corrupt ({exc})") from None
+
+
+def _to_uint8_rgb(im: Image.Image) -> np.ndarray:
+    """Convert any PIL mode (grey, palette, 16-bit, float, CMYK, with or without alpha) to RGB/RGBA uint8."""
+    if im.mode.startswith("I") or im.mode == "F":              # 16/32-bit integer or float greyscale
+        values = np.asarray(im, dtype=np.float64)
+        if im.mode.startswith("I;16") or values.max() > 255:
+            peak = 65535.0
+        else:
+            peak = 1.0 if im.mode == "F" and values.max() <= 1.0 else 255.0
+        grey = np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
+    return np.ascontiguousarray(np.asarray(im.convert("RGBA" if has_alpha else "RGB")))
+
+
+def _as_image_array(source: np.ndarray) -> np.ndarray:
+    """Validate an in-memory picture and normalise it to RGB/RGBA uint8."""
+    if source.dtype != np.uint8:
+        raise InputError(f"portrait array must be uint8, got {source.dtype}")
+    if source.ndim == 3 and source.shape[2] == 1:
+        source = source[..., 0]
+    if source.ndim == 2:
+        source = np.repeat(source[..., None], 3, axis=2)
+    if source.ndim != 3 or source.shape[2] not in (3, 4) or min(source.shape[:2]) < 1:
+        raise InputError(f"portrait array must be (H,W), (H,W,3) or (H,W,4), got {source.shape}")
+    return np.ascontiguousarray(source)
+
+
+# ----------------------------------------------------------------------------- geometry
+
+def _affine(matrix: np.ndarray) -> np.ndarray:
+    """2x3 -> 3x3 homogeneous."""
+    return np.vstack([matrix, [0.0, 0.0, 1.0]])
+
+
+def _scale_matrix(factor_x: float, factor_y: float) -> np.ndarray:
+    """Pixel-centre mapping of cv2.resize by these factors."""
+    return np.array([[factor_x, 0, 0.5 * factor_x - 0.5], [0, factor_y, 0.5 * factor_y - 0.5], [0, 0, 1]])
+
+
+def _translate(dx: float, dy: float) -> np.ndarray:
+    return np.array([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1]])
+
+
+def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Map (N,3) points through a 3x3 similarity/affine; z scales with the linear part."""
+    out = np.empty_like(points)
+    out[:, :2] = points[:, :2] @ matrix[:2, :2].T + matrix[:2, 2]
+    out[:, 2] = points[:, 2] * np.sqrt(abs(np.linalg.det(matrix[:2, :2])))
+    return out
+
+
+def _eye_centres(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(subject's right eye, subject's left eye) centres from the eye corners, xy only."""
+    right = points[[fr.RIGHT_EYE_OUTER, fr.RIGHT_EYE_INNER], :2].mean(axis=0)
+    left = points[[fr.LEFT_EYE_OUTER, fr.LEFT_EYE_INNER], :2].mean(axis=0)
+    return right, left
+
+
+# ----------------------------------------------------------------------------- detection
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null meanwhile.
+
+    mediapipe's C++ graphs (TFLite, absl) log INFO/WARNING lines straight to the stderr
+    descriptor, ignoring GLOG_minloglevel; the CLI promises one clean line per error."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:                                   # no stderr at all: nothing to protect
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _Detectors:
+    """mediapipe graphs for one analysis, created on first use and closed together (a context manager).
+
+    Native stderr stays silenced until every graph is closed (their worker threads log too)."""
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._mesh = None
+        self._face_detection: dict[int, object] = {}
+
+    def __enter__(self) -> _Detectors:
+        self._stack.enter_context(_native_stderr_silenced())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    def mesh(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Face-mesh faces as (478,3) arrays in pixel-centre coordinates of `rgb`."""
+        if self._mesh is None:
+            self._mesh = self._stack.enter_context(mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=MAX_FACES, refine_landmarks=True))
+        result = self._mesh.process(rgb)
+        h, w = rgb.shape[:2]
+        return [np.array([(p.x * w - 0.5, p.y * h - 0.5, p.z * w) for p in face.landmark], dtype=np.float64)
+                for face in result.multi_face_landmarks or []]
+
+    def face_boxes(self, rgb: np.ndarray, model_selection: int) -> list[tuple[float, float, float, float]]:
+        """Face-detector boxes (x, y, w, h) in pixels of `rgb`."""
+        if model_selection not in self._face_detection:
+            self._face_detection[model_selection] = self._stack.enter_context(
+                mp.solutions.face_detection.FaceDetection(model_selection=model_selection,
+                                                          min_detection_confidence=0.4))
+        result = self._face_detection[model_selection].process(rgb)
+        h, w = rgb.shape[:2]
+        boxes = []
+        for detection in result.detections or []:
+            box = detection.location_data.relative_bounding_box
+            boxes.append((box.xmin * w, box.ymin * h, box.width * w, box.height * h))
+        return boxes
+
+
+def _detection_base(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RGB picture for detection (alpha composited on grey, resized into a useful range) and its
+    3x3 mapping from original pixels to detection pixels."""
+    rgb = image[..., :3]
+    if image.shape[2] == 4:
+        alpha = image[..., 3:4].astype(np.float32) / 255.0
+        rgb = (rgb * alpha + NEUTRAL_GREY * (1.0 - alpha) + 0.5).astype(np.uint8)
+    h, w = rgb.shape[:2]
+    long_side = max(h, w)
+    factor = 1.0
+    if long_side > DETECT_MAX_SIDE:
+        factor = DETECT_MAX_SIDE / long_side
+    elif long_side < DETECT_MIN_SIDE:
+        factor = DETECT_MIN_SIDE / long_side
+    if factor == 1.0:
+        return np.ascontiguousarray(rgb), np.eye(3)
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    resized = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
+    return resized, _scale_matrix(size[0] / w, size[1] / h)
+
+
+def _clahe(rgb: np.ndarray) -> np.ndarray:
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)).apply(lab[..., 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+def _auto_gamma(rgb: np.ndarray) -> np.ndarray:
+    """Gamma that brings the mean brightness to mid-grey (lifts dark pictures, tames washed-out ones)."""
+    mean = float(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).mean()) / 255.0
+    gamma = np.log(0.5) / np.log(np.clip(mean, 0.02, 0.98))
+    table = np.clip((np.arange(256) / 255.0) ** gamma * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return cv2.LUT(rgb, table)
+
+
+def _stretch_contrast(rgb: np.ndarray) -> np.ndarray:
+    low, high = np.percentile(rgb, (1, 99))
+    if high - low < 1:
+        return rgb
+    return np.clip((rgb.astype(np.float32) - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
+
+
+def _grey_equalised(rgb: np.ndarray) -> np.ndarray:
+    grey = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
+
+
+def _pad(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Add a border of a quarter of the long side so a face that fills the frame gets context."""
+    border = max(rgb.shape[:2]) // 4
+    padded = cv2.copyMakeBorder(rgb, border, border, border, border, cv2.BORDER_CONSTANT,
+                                value=(NEUTRAL_GREY,) * 3)
+    return padded, _translate(border, border)
+
+
+def _rotate(rgb: np.ndarray, degrees: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate clockwise by 90/180/270 and give the mapping from the unrotated pixels."""
+    h, w = rgb.shape[:2]
+    code, forward = {90: (cv2.ROTATE_90_CLOCKWISE, [[0, -1, h - 1], [1, 0, 0]]),
+                     180: (cv2.ROTATE_180, [[-1, 0, w - 1], [0, -1, h - 1]]),
+                     270: (cv2.ROTATE_90_COUNTERCLOCKWISE, [[0, 1, 0], [-1, 0, w - 1]])}[degrees]
+    return cv2.rotate(rgb, code), _affine(np.array(forward, dtype=np.float64))
+
+
+def _variants(base: np.ndarray, detectors: _Detectors) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Detection attempts in order of cost and likelihood: (name, picture, mapping from base pixels).
+
+    Lazy, so the usual photo costs a single detection attempt."""
+    identity = np.eye(3)
+    yield "", base, identity
+    padded, pad_matrix = _pad(base)
+    yield "pad", padded, pad_matrix
+    for degrees in (90, 270, 180):
+        rotated, rot_matrix = _rotate(padded, degrees)
+        yield f"rot{degrees}", rotated, rot_matrix @ pad_matrix
+    for name, enhance in (("clahe", _clahe), ("gamma", _auto_gamma), ("contrast", _stretch_contrast),
+                          ("grey", _grey_equalised)):
+        enhanced = enhance(base)
+        yield name, enhanced, identity
+        yield f"{name}+pad", *_pad(enhanced)
+    if max(base.shape[:2]) <= DETECT_MAX_SIDE // 2:
+        upscale = cv2.resize(base, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+        yield "upscale", upscale, _scale_matrix(2, 2)
+    for model_selection, name in ((1, "detect-full"), (0, "detect-short")):
+        for picture_name, picture in (("", base), ("+clahe", _clahe(base))):
+            for x, y, w, h in detectors.face_boxes(picture, model_selection):
+                yield f"{name}{picture_name}", *_crop_around(picture, x, y, w, h)
+
+
+def _crop_around(rgb: np.ndarray, x: float, y: float, w: float, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """Square crop of 2.2x a detector box, edge-replicated where it leaves the picture."""
+    scale = FACE_CROP_SIZE / (2.2 * max(w, h))
+    centre = FACE_CROP_SIZE / 2
+    matrix = np.array([[scale, 0, centre - scale * (x + w / 2)], [0, scale, centre - scale * (y + h / 2)]])
+    crop = cv2.warpAffine(rgb, matrix, (FACE_CROP_SIZE, FACE_CROP_SIZE), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    return crop, _affine(matrix)
+
+
+def _bbox_area(points: np.ndarray) -> float:
+    extent = points[:, :2].max(axis=0) - points[:, :2].min(axis=0)
+    return float(extent[0] * extent[1])
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two detected faces are the same face (their eye centres are within half an eye distance)."""
+    a_right, a_left = _eye_centres(a)
+    b_right, b_left = _eye_centres(b)
+    iod = np.linalg.norm(a_left - a_right)
+    return bool(np.linalg.norm((a_right + a_left) / 2 - (b_right + b_left) / 2) < 0.5 * iod)
+
+
+def _detect_faces(base: np.ndarray, to_base: np.ndarray, detectors: _Detectors,
+                  index: int) -> tuple[list[np.ndarray], str]:
+    """All faces as (478,3) landmarks in original pixels, largest first, and the method that found them.
+
+    Face mesh sometimes fits a sideways or odd face with a wrong pose that it then
+    reproduces on its own crop. A good fit is stable: the chosen face (faces[index]) is
+    measured twice more on its aligned crop, and an attempt is accepted at once when the
+    two agree. Otherwise the most stable attempt wins, then any unconfirmed detection."""
+    best: tuple[float, list[np.ndarray], str] | None = None
+    unconfirmed: tuple[list[np.ndarray], str] = ([], "")
+    for retry, picture, base_to_picture in _variants(base, detectors):
+        found = detectors.mesh(picture)
+        if not found:
+            continue
+        to_original = np.linalg.inv(base_to_picture @ to_base)
+        faces: list[np.ndarray] = []
+        for face in sorted((_apply(to_original, f) for f in found), key=_bbox_area, reverse=True):
+            if not any(_overlaps(kept, face) for kept in faces):
+                faces.append(face)
+        method = "face_mesh" + (f"+retry:{retry}" if retry else "")
+        if index >= len(faces):
+            return faces, method
+        first = _refine(base, to_base, faces[index], detectors)
+        second = None if first is None else _refine(base, to_base, first, detectors)
+        if second is None:
+            unconfirmed = unconfirmed if unconfirmed[0] else (faces, method)
+            continue
+        right, left = _eye_centres(first)
+        instability = float(np.linalg.norm(second[:, :2] - first[:, :2], axis=1).mean() / np.linalg.norm(left - right))
+        faces[index] = second
+        if instability < STABLE_FIT:
+            return faces, method
+        if best is None or instability < best[0]:
+            best = (instability, faces, method)
+    return best[1:] if best else unconfirmed
+
+
+def _refine(base: np.ndarray, to_base: np.ndarray, face: np.ndarray, detectors: _Detectors) -> np.ndarray | None:
+    """Face mesh again on an upright, framed crop of the face, or None when it does not find it there.
+
+    Landmarks from sideways, tiny or retried pictures are rough; the second pass on the
+    crop the renderer will see gives accurate ones."""
+    to_crop = _alignment(face, FACE_CROP_SIZE) @ np.linalg.inv(to_base)
+    crop = cv2.warpAffine(base, (to_crop @ to_base)[:2], (FACE_CROP_SIZE, FACE_CROP_SIZE), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    expected_right, expected_left = _eye_centres(_apply(to_crop, face))
+    for candidate in detectors.mesh(crop):
+        right, left = _eye_centres(candidate)
+        if max(np.linalg.norm(right - expected_right), np.linalg.norm(left - expected_left)) \
+                < 0.25 * np.linalg.norm(expected_left - expected_right):
+            return _apply(np.linalg.inv(to_crop), candidate)
+    return None
+
+
+# ----------------------------------------------------------------------------- manual landmarks
+
+def _load_mean_face() -> np.ndarray:
+    return np.load(MEAN_FACE_PATH).astype(np.float64)
+
+
+def _read_manual_points(path: Path, width: int, height: int) -> np.ndarray:
+    """Validated (8,2) points in MANUAL_POINTS order, in original pixels."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"landmarks file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"landmarks file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"landmarks file {path} must hold a JSON object with the keys {', '.join(MANUAL_POINTS)}")
+    missing = [key for key in MANUAL_POINTS if key not in data]
+    if missing:
+        raise InputError(f"landmarks file {path} is missing {', '.join(missing)} (all of {', '.join(MANUAL_POINTS)} are needed)")
+    points = []
+    for key in MANUAL_POINTS:
+        value = data[key]
+        if (not isinstance(value, (list, tuple)) or len(value) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)):
+            raise InputError(f"landmarks file {path}: {key} must be [x, y] pixel numbers, got {json.dumps(value)}")
+        x, y = value
+        if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
+            raise InputError(f"landmarks file {path}: {key} [{x}, {y}] is outside the {width}x{height} picture")
+        points.append((float(x), float(y)))
+    points = np.array(points)
+    _check_manual_geometry(points, path)
+    return points
+
+
+def _check_manual_geometry(points: np.ndarray, path: Path) -> None:
+    """Reject point sets that cannot be a face: coincident eyes, swapped sides, chin not below the eyes."""
+    p = dict(zip(MANUAL_POINTS, points))
+    right_eye = (p["right_eye_outer"] + p["right_eye_inner"]) / 2
+    left_eye = (p["left_eye_outer"] + p["left_eye_inner"]) / 2
+    eye_vector = left_eye - right_eye
+    iod = float(np.linalg.norm(eye_vector))
+    if iod < 4:
+        raise InputError(f"landmarks file {path}: the eyes are {iod:.1f} px apart; place the points on the eye corners")
+    mouth = (p["mouth_left"] + p["mouth_right"]) / 2
+    down = np.array([-eye_vector[1], eye_vector[0]]) / iod      # eye line turned 90 deg towards the chin
+    eye_mid = (left_eye + right_eye) / 2
+    if np.dot(p["chin"] - eye_mid, down) < 0.5 * iod or np.dot(mouth - eye_mid, down) < 0.3 * iod:
+        raise InputError(f"landmarks file {path}: mouth and chin must lie below the eyes, and the subject's "
+                         "left eye on the image right (left/right are the subject's sides)")
+    if np.linalg.norm(p["left_eye_outer"] - p["right_eye_outer"]) <= np.linalg.norm(p["left_eye_inner"] - p["right_eye_inner"]):
+        raise InputError(f"landmarks file {path}: the outer eye corners must be farther apart than the inner ones")
+
+
+def _fit_mean_face(points: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (no shear, no mirroring) of the mean face onto the hand-placed
+    points -> (478,3) landmarks in original pixels. Complex numbers: point = a * template + b."""
+    template = _load_mean_face()
+    source = template[list(MANUAL_POINTS.values()), :2] @ [1, 1j]
+    target = points @ [1, 1j]
+    (a, b), *_ = np.linalg.lstsq(np.stack([source, np.ones_like(source)], axis=1), target, rcond=None)
+    matrix = np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag], [0, 0, 1]])
+    return _apply(matrix, template)
+
+
+# ----------------------------------------------------------------------------- alignment
+
+def _alignment(points: np.ndarray, size: int) -> np.ndarray:
+    """3x3 similarity from original pixels to the output crop: eyes level, face framed with hair and shoulders."""
+    right_eye, left_eye = _eye_centres(points)
+    dx, dy = left_eye - right_eye
+    angle = np.arctan2(dy, dx)
+    face_length = float(np.linalg.norm(points[fr.FOREHEAD_TOP] - points[fr.CHIN]))
+    scale = FACE_LENGTH * size / face_length
+    cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
+    linear = np.array([[cos, sin], [-sin, cos]])                 # rotate by -roll, then scale
+    # Centre horizontally on the face outline (not the eyes) so turned heads stay centred.
+    oval_x = (points[list(fr.FACE_OVAL), :2] @ linear.T)[:, 0]
+    eye_mid = ((right_eye + left_eye) / 2) @ linear.T
+    offset = np.array([(size - 1) / 2 - (oval_x.min() + oval_x.max()) / 2,
+                       EYE_Y * size - eye_mid[1]])
+    return _affine(np.hstack([linear, offset[:, None]]))
+
+
+def _warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """Resample the crop: area-shrink first when reducing (warpAffine has no area filter), Lanczos otherwise.
+
+    Outside the picture RGBA becomes transparent; RGB gets its edge replicated and blurred
+    progressively, so the border reads as soft background instead of a mirrored face."""
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], dtype=np.float64)
+    source_corners = (np.linalg.inv(matrix) @ corners.T).T[:, :2]
+    scale = np.sqrt(abs(np.linalg.det(matrix[:2, :2])))
+    margin = 4 / scale + 2
+    h, w = image.shape[:2]
+    # Only the part of the picture the crop sees (at least one pixel, for the edge replicate).
+    x0, y0 = np.floor(source_corners.min(axis=0) - margin).astype(int)
+    x1, y1 = np.ceil(source_corners.max(axis=0) + margin).astype(int)
+    x0, y0 = int(np.clip(x0, 0, w - 1)), int(np.clip(y0, 0, h - 1))
+    x1, y1 = int(np.clip(x1, x0 + 1, w)), int(np.clip(y1, y0 + 1, h))
+    region = image[y0:y1, x0:x1]
+    matrix = matrix @ _translate(x0, y0)
+    interpolation = cv2.INTER_LANCZOS4
+    if scale < 1:
+        new_size = (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale)))
+        shrink = _scale_matrix(new_size[0] / region.shape[1], new_size[1] / region.shape[0])
+        region = cv2.resize(region, new_size, interpolation=cv2.INTER_AREA)
+        matrix = matrix @ np.linalg.inv(shrink)
+        interpolation = cv2.INTER_CUBIC
+    m = matrix[:2]
+    rgb = cv2.warpAffine(np.ascontiguousarray(region[..., :3]), m, (size, size), flags=interpolation,
+                         borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.warpAffine(np.full(region.shape[:2], 255, np.uint8), m, (size, size),
+                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if image.shape[2] == 4:
+        alpha = cv2.warpAffine(np.ascontiguousarray(region[..., 3]), m, (size, size), flags=interpolation,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return np.dstack([rgb, np.minimum(alpha, inside)])
+    if inside.min() == 255:
+        return rgb
+    return _soften_outside(rgb, inside, size)
+
+
+def _soften_outside(rgb: np.ndarray, inside: np.ndarray, size: int) -> np.ndarray:
+    outside = (inside < 128).astype(np.uint8)
+    distance = cv2.distanceTransform(outside, cv2.DIST_L2, 5)
+    weight = np.clip(distance / (0.08 * size), 0, 1)[..., None]
+    blurred = cv2.GaussianBlur(rgb, (0, 0), sigmaX=0.04 * size)
+    blurred = cv2.GaussianBlur(blurred, (0, 0), sigmaX=0.04 * size)
+    return (rgb * (1 - weight) + blurred * weight + 0.5).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def analyze_portrait(source: str | Path | np.ndarray, size: int = 512, face_index: int | None = None,
+                     landmarks_json: str | Path | None = None) -> PortraitRig:
+    """Find the face (or use hand-placed points) and return the aligned square portrait rig.
+
+    face_index picks among several faces ordered by size (0 = largest, the default)."""
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise InputError(f"portrait size must be between {MIN_SIZE} and {MAX_SIZE} px, got {size}")
+    if isinstance(source, np.ndarray):
+        image, name, label = _as_image_array(source), "portrait array", "the portrait array"
+    else:
+        image, name, label = load_image(source), str(source), Path(source).name
+    index = 0 if face_index is None else face_index
+    if landmarks_json is not None:
+        points = _fit_mean_face(_read_manual_points(Path(landmarks_json), image.shape[1], image.shape[0]))
+        _check_face_index(index, 1, label)
+        face, face_count, method = points, 1, "manual"
+    else:
+        base, to_base = _detection_base(image)
+        with _Detectors() as detectors:
+            faces, method = _detect_faces(base, to_base, detectors, index)
+        if not faces:
+            raise NoFaceError(f"no face found in {label}: {_NO_FACE_HINT}")
+        _check_face_index(index, len(faces), label)
+        face, face_count = faces[index], len(faces)
+    matrix = _alignment(face, size)
+    return PortraitRig(image=_warp(image, matrix, size), landmarks=_apply(matrix, face).astype(np.float32),
+                       source=name, face_count=face_count, method=method)
+
+
+def _check_face_index(index: int, face_count: int, label: str) -> None:
+    if not 0 <= index < face_count:
+        raise InputError(f"face_index {index} is out of range: found {face_count} face"
+                         f"{'s' if face_count != 1 else ''} in {label} (use 0..{face_count - 1}, 0 = largest)")

@@ -1,0 +1,291 @@
+"""Audio and video through FFmpeg (PyAV): streaming decode, resampling, H.264/AAC encode.
+
+Everything here streams in blocks so an hours-long input runs in constant
+memory. Decoding any container/codec FFmpeg knows (WAV, FLAC, MP3, Ogg, the
+audio track of a video, ...) at any sample rate or channel count is resampled
+to what each consumer needs: 16 kHz mono float for motion generation, and the
+MP4's AAC format for muxing the original sound back in.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from facecast.errors import InputError, OutputError
+
+#: Motion generators consume mono float32 audio at this rate.
+MOTION_SAMPLE_RATE = 16000
+#: The MP4's audio track: AAC at this rate, mono or stereo like the input.
+MUX_SAMPLE_RATE = 48000
+MUX_AUDIO_BITRATE = 128_000
+#: A regular MP4: exact edit lists (AAC priming and end padding trimmed), index at the front.
+REGULAR_MP4 = "+faststart"
+#: A fragmented MP4 (plays in browsers, VLC, mpv, QuickTime and OBS like a regular one) keeps an
+#: index per fragment instead of one for the whole file; delay_moov lets the muxer still write the
+#: edit list that aligns AAC priming and B-frame delay. Only the last AAC frame's padding (< 22 ms)
+#: stays untrimmed.
+FRAGMENTED_MP4 = "+frag_keyframe+empty_moov+delay_moov+default_base_moof"
+
+# av raises subclasses of av.FFmpegError for corrupt data; older releases named it av.AVError.
+_FFMPEG_ERRORS = tuple(e for e in (getattr(av, "FFmpegError", None), getattr(av, "AVError", None)) if e) or (Exception,)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What an audio input holds, read from its container before decoding."""
+
+    path: Path
+    codec: str
+    sample_rate: int
+    channels: int
+    duration: float | None  # seconds; None when the container does not say
+
+
+class AudioReader:
+    """Decodes the first audio stream of a file block by block.
+
+    Opening validates the file (exists, is media, has an audio stream) so bad
+    input fails before any work starts; decoding errors half-way through a
+    corrupt file surface as `InputError` too.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(f"audio file not found: {self.path}")
+        if self.path.is_dir():
+            raise InputError(f"audio input {self.path} is a folder, not a file")
+        try:
+            self._container = av.open(str(self.path), "r")
+        except _FFMPEG_ERRORS as exc:
+            raise InputError(f"cannot read audio from {self.path}: not a supported audio or video file ({_reason(exc)})") from None
+        if not self._container.streams.audio:
+            self._container.close()
+            raise InputError(f"{self.path} has no audio track")
+        stream = self._container.streams.audio[0]
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif self._container.duration is not None:
+            duration = self._container.duration / av.time_base
+        self.info = AudioInfo(
+            path=self.path,
+            codec=stream.codec_context.name,
+            sample_rate=int(stream.codec_context.sample_rate or 0),
+            channels=int(stream.codec_context.channels or 0),
+            duration=duration,
+        )
+        self._stream = stream
+
+    def frames(self) -> Iterator[av.AudioFrame]:
+        """Decoded audio frames in the file's own format."""
+        try:
+            for packet in self._container.demux(self._stream):
+                for frame in packet.decode():
+                    frame.pts = None  # resamplers need no timestamps; odd ones upset them
+                    yield frame
+        except _FFMPEG_ERRORS as exc:
+            raise InputError(f"cannot decode audio in {self.path}: the file is corrupt or truncated ({_reason(exc)})") from None
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> "AudioReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc).split(":")[-1].strip() or type(exc).__name__
+
+
+class MonoResampler:
+    """Turns decoded frames of any rate/layout into mono float32 numpy blocks at one rate."""
+
+    def __init__(self, rate: int = MOTION_SAMPLE_RATE) -> None:
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+
+    def __call__(self, frame: av.AudioFrame | None) -> np.ndarray:
+        """Resample one frame (None flushes the tail); may return an empty block."""
+        parts = [out.to_ndarray().reshape(-1) for out in self._resampler.resample(frame)]
+        if not parts:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def decode_with_mono(reader: AudioReader, rate: int = MOTION_SAMPLE_RATE) -> Iterator[tuple[av.AudioFrame | None, np.ndarray]]:
+    """Each decoded frame paired with the same audio as mono float32 at `rate`.
+
+    The resampler's tail comes last, paired with None. Callers that also need
+    the original frames (to mux them) and callers that need only the mono audio
+    share this one loop and its zero-length check (InputError).
+    """
+    resample = MonoResampler(rate)
+    total = 0
+    for frame in reader.frames():
+        block = resample(frame)
+        total += block.size
+        yield frame, block
+    tail = resample(None)
+    if total + tail.size == 0:
+        raise InputError(f"{reader.path} contains no audio samples (zero-length audio)")
+    yield None, tail
+
+
+def iter_mono_blocks(path: str | Path, rate: int = MOTION_SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of a whole file at `rate`; raises InputError if it holds no samples."""
+    with AudioReader(path) as reader:
+        for _, block in decode_with_mono(reader, rate):
+            if block.size:
+                yield block
+
+
+def decode_mono(path: str | Path, rate: int = MOTION_SAMPLE_RATE) -> np.ndarray:
+    """A whole file as one mono float32 array (for short clips: tests, analysis)."""
+    return np.concatenate(list(iter_mono_blocks(path, rate)))
+
+
+def mux_layout(channels: int) -> str:
+    """The MP4 keeps mono as mono and downmixes anything wider to stereo."""
+    return "mono" if channels <= 1 else "stereo"
+
+
+class AtomicOutput:
+    """A file or folder that appears at its final path only when complete.
+
+    Work goes to a hidden temporary sibling; `commit()` renames it into place,
+    anything else (an error, Ctrl-C) removes it, so a failed run never leaves a
+    partial output behind.
+    """
+
+    def __init__(self, final: str | Path, overwrite: bool, is_dir: bool = False) -> None:
+        self.final = Path(final)
+        self.is_dir = is_dir
+        if self.final.exists() and not overwrite:
+            raise OutputError(f"{self.final} already exists (use --overwrite to replace it)")
+        if self.final.exists() and (self.final.is_dir() != is_dir):
+            kind = "a folder" if self.final.is_dir() else "a file"
+            raise OutputError(f"{self.final} is {kind}; choose another output path")
+        parent = self.final.parent if str(self.final.parent) else Path(".")
+        if not parent.is_dir():
+            raise OutputError(f"cannot write {self.final}: folder {parent} does not exist")
+        prefix = f".{self.final.name}.partial-"
+        try:
+            if is_dir:
+                self.temp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+            else:
+                fd, name = tempfile.mkstemp(prefix=prefix, suffix=self.final.suffix, dir=parent)
+                os.close(fd)
+                self.temp = Path(name)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.final}: {exc.strerror or exc}") from None
+        self._done = False
+
+    def commit(self) -> Path:
+        # mkstemp/mkdtemp create private (0600/0700) entries; give the output the user's usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.temp, (0o777 if self.is_dir else 0o666) & ~umask)
+        if self.is_dir and self.final.exists():
+            _remove(self.final)
+        os.replace(self.temp, self.final)
+        self._done = True
+        return self.final
+
+    def discard(self) -> None:
+        if not self._done:
+            _remove(self.temp)
+            self._done = True
+
+    def __enter__(self) -> "AtomicOutput":
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            self.discard()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        for child in path.iterdir():
+            child.unlink()
+        path.rmdir()
+    elif path.exists():
+        path.unlink()
+
+
+class Mp4Writer:
+    """H.264 video (+ optional AAC audio) streamed into an MP4 as frames arrive.
+
+    Frames are encoded as they come. A regular MP4's index grows with every
+    packet (measured: ~28 MiB over 60 min of video + audio), so long renders
+    use `fragmented=True`, whose memory stays flat. `audio_channels=None`
+    writes a silent video. x264's `veryfast` preset at CRF 20 keeps encoding
+    out of the way of a faster-than-real-time render at good quality.
+    """
+
+    def __init__(self, path: str | Path, size: int, fps: float, audio_channels: int | None = None,
+                 crf: int = 20, preset: str = "veryfast", fragmented: bool = False) -> None:
+        movflags = FRAGMENTED_MP4 if fragmented else REGULAR_MP4
+        self._container = av.open(str(path), "w", format="mp4", options={"movflags": movflags})
+        self._video = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        self._video.width = size
+        self._video.height = size
+        self._video.pix_fmt = "yuv420p"
+        self._video.options = {"crf": str(crf), "preset": preset}
+        self._video.codec_context.time_base = Fraction(1, 1) / Fraction(fps).limit_denominator(1001)
+        self._frames = 0
+        self._audio = None
+        self._audio_resampler = None
+        self._audio_samples = 0
+        if audio_channels is not None:
+            layout = mux_layout(audio_channels)
+            self._audio = self._container.add_stream("aac", rate=MUX_SAMPLE_RATE)
+            self._audio.layout = layout
+            self._audio.bit_rate = MUX_AUDIO_BITRATE
+            self._audio_resampler = av.AudioResampler(format="fltp", layout=layout, rate=MUX_SAMPLE_RATE,
+                                                      frame_size=1024)
+
+    @property
+    def frames_written(self) -> int:
+        return self._frames
+
+    def write_frame(self, image: np.ndarray) -> None:
+        """Encode one RGB uint8 frame (H, W, 3)."""
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = self._frames
+        self._frames += 1
+        self._container.mux(self._video.encode(frame))
+
+    def write_audio(self, frame: av.AudioFrame | None) -> None:
+        """Resample and encode decoded input audio; None flushes the resampler's tail."""
+        if self._audio is None:
+            return
+        for out in self._audio_resampler.resample(frame):
+            out.pts = self._audio_samples
+            self._audio_samples += out.samples
+            self._container.mux(self._audio.encode(out))
+
+    def close(self) -> None:
+        """Flush the encoders and finish the file."""
+        if self._audio is not None:
+            self.write_audio(None)
+            self._container.mux(self._audio.encode(None))
+        self._container.mux(self._video.encode(None))
+        self._container.close()
+
+    def abort(self) -> None:
+        try:
+            self._container.close()
+        except _FFMPEG_ERRORS:
+            pass

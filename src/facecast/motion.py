@@ -1,0 +1,304 @@
+"""The motion representation: the one contract between every part of facecast.
+
+Generators (rule-based, learned, extracted from video) produce `MotionFrame`s;
+the renderer and every bridge (VMC, VRChat, VTube Studio, WebSocket) consume
+them. Keeping one small, explicit, versioned structure means a new output or a
+new generator never needs to know about the others.
+
+Conventions (image space of a non-mirrored portrait, the viewer's point of view):
+
+* angles in degrees. ``yaw > 0``: the nose turns towards image right.
+  ``pitch > 0``: the nose turns up (chin up). ``roll > 0``: the head tilts
+  counter-clockwise as seen by the viewer.
+* ``x``, ``y``: head translation as a fraction of the output frame's width and
+  height; ``x > 0`` moves right, ``y > 0`` moves up.
+* ``distance``: head-to-camera distance relative to the portrait (1.0 = as in
+  the portrait, 1.1 = 10 % further away, so the face looks smaller).
+* gaze: the same angle convention as the head, relative to the head.
+* ``left``/``right`` (blinks, ARKit ``...Left``/``...Right``) are the
+  *subject's* sides, as in ARKit: the subject's left eye appears on image right.
+* expression coefficients and blinks are in [0, 1]; viseme weights are in
+  [0, 1] and sum to 1; ``voice`` is the voice level in [0, 1].
+
+Serialisation is JSON Lines: a header line, then one line per frame, so users
+can inspect and edit motion with any text tool (`facecast motion` writes it,
+`facecast render --motion` reads it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+from facecast.errors import InputError
+
+MOTION_FORMAT = "facecast.motion"
+MOTION_VERSION = 1
+
+#: Apple ARKit's 52 blendshape names, the vocabulary for expression coefficients.
+ARKIT_BLENDSHAPES: tuple[str, ...] = (
+    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight",
+    "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight",
+    "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight",
+    "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight",
+    "eyeWideLeft", "eyeWideRight",
+    "jawForward", "jawLeft", "jawOpen", "jawRight",
+    "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight",
+    "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight",
+    "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight",
+    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
+    "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
+    "mouthUpperUpLeft", "mouthUpperUpRight",
+    "noseSneerLeft", "noseSneerRight", "tongueOut",
+)
+_ARKIT_SET = frozenset(ARKIT_BLENDSHAPES)
+
+#: Blink and gaze have their own fields; these ARKit names are derived from them
+#: (see `MotionFrame.arkit`) and may not be set as free expression coefficients.
+DERIVED_BLENDSHAPES = frozenset(
+    n for n in ARKIT_BLENDSHAPES if n.startswith("eyeBlink") or n.startswith("eyeLook")
+)
+
+#: Mouth-shape classes: silence plus the five vowels VRM avatars animate.
+VISEMES: tuple[str, ...] = ("sil", "A", "I", "U", "E", "O")
+
+#: Gaze angle (degrees) at which ARKit's eyeLook* coefficients reach 1.
+GAZE_FULL_SCALE_DEG = 30.0
+
+
+@dataclass
+class HeadPose:
+    """Rigid head motion relative to the portrait (see module docstring for units)."""
+
+    yaw: float = 0.0
+    pitch: float = 0.0
+    roll: float = 0.0
+    x: float = 0.0
+    y: float = 0.0
+    distance: float = 1.0
+
+
+@dataclass
+class Gaze:
+    """Eye direction relative to the head, in degrees."""
+
+    yaw: float = 0.0
+    pitch: float = 0.0
+
+
+@dataclass
+class Blink:
+    """Eyelid closure per eye (subject's sides): 0 open, 1 closed."""
+
+    left: float = 0.0
+    right: float = 0.0
+
+
+def _silence_visemes() -> dict[str, float]:
+    return {name: (1.0 if name == "sil" else 0.0) for name in VISEMES}
+
+
+@dataclass
+class MotionFrame:
+    """Everything that moves in one output frame.
+
+    ``t`` is the frame's presentation time in seconds from the start of the
+    audio. ``capture_time`` is set only on the live path: the monotonic time at
+    which the newest audio sample that influenced this frame was captured, so
+    outputs can measure mic-to-frame latency.
+    """
+
+    t: float
+    head: HeadPose = field(default_factory=HeadPose)
+    gaze: Gaze = field(default_factory=Gaze)
+    blink: Blink = field(default_factory=Blink)
+    expressions: dict[str, float] = field(default_factory=dict)
+    visemes: dict[str, float] = field(default_factory=_silence_visemes)
+    voice: float = 0.0
+    capture_time: float | None = None
+
+    def expression(self, name: str) -> float:
+        """The coefficient of one ARKit expression (0 when not set)."""
+        return self.expressions.get(name, 0.0)
+
+    def arkit(self) -> dict[str, float]:
+        """All 52 ARKit blendshapes, including those derived from blink and gaze.
+
+        Bridges that speak ARKit ("perfect sync", VRCFaceTracking) use this so
+        they never re-derive eye coefficients on their own.
+        """
+        out = {name: 0.0 for name in ARKIT_BLENDSHAPES}
+        out.update(self.expressions)
+        out["eyeBlinkLeft"] = self.blink.left
+        out["eyeBlinkRight"] = self.blink.right
+        horizontal = _clamp01(abs(self.gaze.yaw) / GAZE_FULL_SCALE_DEG)
+        vertical = _clamp01(abs(self.gaze.pitch) / GAZE_FULL_SCALE_DEG)
+        # Subject's left eye is on image right. Looking towards image right
+        # (yaw > 0) turns the subject's left eye outwards, right eye inwards.
+        if self.gaze.yaw > 0:
+            out["eyeLookOutLeft"] = out["eyeLookInRight"] = horizontal
+        elif self.gaze.yaw < 0:
+            out["eyeLookInLeft"] = out["eyeLookOutRight"] = horizontal
+        if self.gaze.pitch > 0:
+            out["eyeLookUpLeft"] = out["eyeLookUpRight"] = vertical
+        elif self.gaze.pitch < 0:
+            out["eyeLookDownLeft"] = out["eyeLookDownRight"] = vertical
+        return out
+
+    def to_dict(self) -> dict:
+        """A plain JSON-ready dict (the wire form of one frame)."""
+        out = {
+            "t": round(self.t, 6),
+            "head": {k: round(v, 5) for k, v in vars(self.head).items()},
+            "gaze": {k: round(v, 5) for k, v in vars(self.gaze).items()},
+            "blink": {k: round(v, 5) for k, v in vars(self.blink).items()},
+            "expressions": {k: round(v, 5) for k, v in sorted(self.expressions.items())},
+            "visemes": {k: round(v, 5) for k, v in self.visemes.items()},
+            "voice": round(self.voice, 5),
+        }
+        if self.capture_time is not None:
+            out["capture_time"] = self.capture_time
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MotionFrame":
+        """Parse one frame; missing parts default to neutral, wrong parts raise InputError."""
+        if not isinstance(data, dict):
+            raise InputError("a motion frame must be a JSON object")
+        try:
+            t = float(data["t"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError("a motion frame needs a numeric time 't'") from None
+        head = HeadPose(**_floats(data.get("head", {}), HeadPose, "head"))
+        gaze = Gaze(**_floats(data.get("gaze", {}), Gaze, "gaze"))
+        blink = Blink(**_floats(data.get("blink", {}), Blink, "blink"))
+        expressions = _named_floats(data.get("expressions", {}), "expressions")
+        unknown = sorted(set(expressions) - _ARKIT_SET)
+        if unknown:
+            raise InputError(f"unknown expression name(s) {', '.join(unknown)}: use ARKit blendshape names")
+        derived = sorted(set(expressions) & DERIVED_BLENDSHAPES)
+        if derived:
+            raise InputError(f"{', '.join(derived)}: set eyes through 'blink' and 'gaze', not 'expressions'")
+        visemes = _named_floats(data.get("visemes", {}), "visemes") or _silence_visemes()
+        unknown = sorted(set(visemes) - set(VISEMES))
+        if unknown:
+            raise InputError(f"unknown viseme(s) {', '.join(unknown)}: use {', '.join(VISEMES)}")
+        capture = data.get("capture_time")
+        return cls(
+            t=t, head=head, gaze=gaze, blink=blink,
+            expressions={k: _clamp01(v) for k, v in expressions.items()},
+            visemes={name: _clamp01(visemes.get(name, 0.0)) for name in VISEMES},
+            voice=_clamp01(float(data.get("voice", 0.0))),
+            capture_time=None if capture is None else float(capture),
+        )
+
+
+def _clamp01(value: float) -> float:
+    return 0.0 if value < 0.0 else 1.0 if value > 1.0 else value
+
+
+def _floats(part: object, kind: type, label: str) -> dict[str, float]:
+    values = _named_floats(part, label)
+    allowed = set(kind.__dataclass_fields__)
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise InputError(f"unknown {label} field(s) {', '.join(unknown)}: expected {', '.join(sorted(allowed))}")
+    return values
+
+
+def _named_floats(part: object, label: str) -> dict[str, float]:
+    if not isinstance(part, dict):
+        raise InputError(f"motion field '{label}' must be a JSON object")
+    out = {}
+    for key, value in part.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InputError(f"motion field '{label}.{key}' must be a finite number")
+        out[str(key)] = float(value)
+    return out
+
+
+@dataclass
+class MotionHeader:
+    """First line of a motion file: what produced it and at which frame rate."""
+
+    fps: float
+    generator: str = "unknown"
+    seed: int | None = None
+    source: str | None = None
+    format: str = MOTION_FORMAT
+    version: int = MOTION_VERSION
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+def write_motion(path: str | Path | IO[str], header: MotionHeader, frames: Iterable[MotionFrame]) -> int:
+    """Stream frames to a JSONL motion file; returns the number of frames written."""
+    if isinstance(path, (str, Path)):
+        with open(path, "w", encoding="utf-8") as fh:
+            return write_motion(fh, header, frames)
+    path.write(json.dumps(header.to_dict()) + "\n")
+    count = 0
+    for frame in frames:
+        path.write(json.dumps(frame.to_dict(), separators=(",", ":")) + "\n")
+        count += 1
+    return count
+
+
+def read_motion(path: str | Path) -> tuple[MotionHeader, Iterator[MotionFrame]]:
+    """Open a motion file: the header now (validated), the frames lazily.
+
+    Frames are parsed one line at a time so hours-long motion files stay in
+    constant memory. Errors name the file and line.
+    """
+    path = Path(path)
+    try:
+        fh = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read motion file {path}: {exc.strerror or exc}") from None
+    try:
+        first = fh.readline()
+        header_data = json.loads(first) if first.strip() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        fh.close()
+        raise InputError(f"{path} is not a facecast motion file (line 1 is not JSON)") from None
+    if not isinstance(header_data, dict) or header_data.get("format") != MOTION_FORMAT:
+        fh.close()
+        raise InputError(f"{path} is not a facecast motion file (no '{MOTION_FORMAT}' header on line 1)")
+    version = header_data.get("version")
+    if version != MOTION_VERSION:
+        fh.close()
+        raise InputError(f"{path} has motion format version {version}; this facecast reads version {MOTION_VERSION}")
+    try:
+        fps = float(header_data["fps"])
+        if not (0 < fps <= 240):
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        fh.close()
+        raise InputError(f"{path}: header needs a frame rate 'fps' between 0 and 240") from None
+    header = MotionHeader(
+        fps=fps,
+        generator=str(header_data.get("generator", "unknown")),
+        seed=header_data.get("seed"),
+        source=header_data.get("source"),
+    )
+
+    def frames() -> Iterator[MotionFrame]:
+        with fh:
+            for number, line in enumerate(fh, start=2):
+                if not line.strip():
+                    continue
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError:
+                    raise InputError(f"{path}:{number}: not valid JSON") from None
+                try:
+                    yield MotionFrame.from_dict(data)
+                except InputError as exc:
+                    raise InputError(f"{path}:{number}: {exc}") from None
+
+    return header, frames()

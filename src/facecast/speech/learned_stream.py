@@ -1,0 +1,238 @@
+"""The learned motion model, streamed: live audio in, motion frames out with a bounded lookahead.
+
+Why: offline, the diffusion model denoises whole 1 s windows, so a frame can
+wait for up to a second of future audio. Live, that would be a second of lag.
+Here the model commits CHUNK_FRAMES frames (25 fps) at a time, as soon as the
+audio up to LOOKAHEAD_FRAMES after them has arrived. It denoises only those
+frames plus the lookahead ones, continuing from the last CONTEXT frames it
+committed. In training, windows that end early (at the end of a clip) are
+masked the same way. The lookahead frames are thrown away and generated again
+with the next chunk.
+
+The log-mel levels are taken relative to the speaker's loud level. Offline,
+that is the whole clip's 95th percentile. Live, it is the 95th percentile of the
+last LEVEL_HISTORY_S seconds. Both are never below `motion_diffusion.QUIET_LOUD_DB`,
+so silence is not mistaken for speech.
+
+Visemes and the voice level (what VRM "A I U E O" avatars and VTube Studio
+read) come from the rule generator's audio analysis, as the training data's
+did. The interface is the rule generator's (`push` blocks of 16 kHz mono with
+their capture time, `finish` at the end), so the live daemon and `render` can
+use either. Frames come out at any fps, interpolated from the model's 25 fps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from facecast.speech.audio_features import MEL_BANDS, SAMPLE_RATE, CaptureClock, HopFramer, log_mel
+from facecast.errors import FacecastError
+from facecast.motion import MotionFrame
+from facecast.speech.mouth_gap import RECEPTIVE_FIELD
+from facecast.speech.learned import (
+    CONTEXT, FPS, HEAD_GUIDED, HEAD_RECENTRE_S, HOPS_PER_FRAME, WEIGHTS_PATH, WINDOW, BlinkShaper, load, loud_level,
+    motion_frames, relative_logmel,
+)
+from facecast.speech.rule import RuleMotionGenerator
+
+#: Frames (25 fps) committed per model call: 40 ms. Against 80 ms chunks (quality and live benchmarks, with the
+#: model before the gaze retrain): jaw r 0.391 vs 0.354, mouth 1 frame late instead of 3, live p95 70 vs 116 ms
+#: at 30 fps, for 0.3 cores more.
+CHUNK_FRAMES = 1
+#: Frames of audio after a chunk that the model hears before committing it: 80 ms, as the rule generator.
+LOOKAHEAD_FRAMES = 2
+#: Time constant (s) of the causal smoothing of the head's rotation and position in the output. Each chunk
+#: is sampled afresh, so the head shook from chunk to chunk (the model before the gaze retrain, 19 held-out
+#: clips: 19 deg/s and 0.90 deg of jitter unsmoothed, 13 deg/s and 0.25 deg with 0.15 s). The shipped
+#: model's head guidance (1.5) moves it more: on the 9 held-out in-the-wild clips 21.1 / 18.5 / 14.9 deg/s
+#: with 0.15 / 0.2 / 0.3 s (real speakers: 14.3), jitter 0.46 / 0.36 / 0.25 deg. The mouth is left alone
+#: (it must not lag).
+HEAD_SMOOTHING_S = 0.25
+#: Denoising steps per chunk (offline: 8). Measured with 80 ms chunks on 17 held-out clips, live jaw r was
+#: 0.234 with 8 steps, 0.267 with 4 and 0.288 with 2, and 2 steps quarter the compute (live latency p95 at
+#: 30 fps: 123 ms with 8, 101 ms with 2; model card).
+LIVE_SAMPLE_STEPS = 2
+SAMPLES_PER_FRAME = int(SAMPLE_RATE / FPS)
+#: The loud level is the 95th percentile of this many seconds of recent hops (`loud_level`).
+LEVEL_HISTORY_S = 30.0
+#: The relative level of silence (relative_logmel's floor).
+SILENT = -4.0
+
+
+class LearnedMotionGenerator:
+    """Streaming speech -> MotionFrames from the learned model (the rule generator's interface)."""
+
+    SAMPLE_RATE = SAMPLE_RATE
+
+    def __init__(self, fps: float = 25.0, seed: int = 0, path: Path = WEIGHTS_PATH,
+                 chunk: int = CHUNK_FRAMES, lookahead: int = LOOKAHEAD_FRAMES,
+                 head_smoothing_s: float = HEAD_SMOOTHING_S) -> None:
+        torch = _torch()
+        if not (fps > 0 and np.isfinite(fps)):
+            raise ValueError(f"fps must be a positive number, got {fps}")
+        if chunk < 1 or lookahead < 0 or chunk + lookahead > WINDOW:
+            raise ValueError(f"need chunk >= 1, lookahead >= 0 and chunk + lookahead <= {WINDOW}")
+        self.model = load(path)
+        if self.model.features != "logmel":
+            raise FacecastError(f"{path}: live streaming needs a log-mel model, this one uses {self.model.features}")
+        self.fps = float(fps)
+        self.chunk, self.lookahead = chunk, lookahead
+        #: How far past a chunk's last frame the audio is read before the chunk is committed.
+        self.lookahead_s = lookahead / FPS
+        #: Share of the way the output head moves towards each new frame's (exponential smoothing at 25 fps).
+        self._head_step = 1.0 - float(np.exp(-1.0 / (FPS * head_smoothing_s))) if head_smoothing_s > 0 else 1.0
+        self._head: np.ndarray | None = None
+        #: The head's slow drift (causal average over HEAD_RECENTRE_S), taken out so it faces the camera.
+        self._centre = np.zeros(HEAD_GUIDED.stop - HEAD_GUIDED.start, np.float32)
+        self._centre_step = 1.0 - float(np.exp(-1.0 / (FPS * HEAD_RECENTRE_S)))
+        #: The mouth-gap net with the longest lookahead the stream hears (`mouth_gap`), if the model has one.
+        heard_ahead = [look for look in self.model.mouth if look <= lookahead] or sorted(self.model.mouth)[:1]
+        self._mouth = self.model.mouth[max(heard_ahead)] if heard_ahead else None
+        #: Frames of audio kept before the next commit: the model's context and the mouth net's history.
+        self._history = max(CONTEXT, RECEPTIVE_FIELD if self._mouth is not None else 0)
+        self._blinks = BlinkShaper()
+        self._sampling = replace(self.model.sampling_for(seed), steps=LIVE_SAMPLE_STEPS)
+        self._random = torch.Generator().manual_seed(seed)
+        self._framer = HopFramer()
+        self._hops: list[np.ndarray] = []               # log-mel hops not yet making up a whole frame
+        self._levels: deque[float] = deque(maxlen=int(LEVEL_HISTORY_S * 100))
+        self._audio: dict[int, np.ndarray] = {}         # 25 fps frame -> its audio row (context and ahead only)
+        self._framed = 0                                # frames with audio rows so far
+        self._clock = CaptureClock()
+        self._context = torch.zeros(0, len(self.model.mean))   # the last committed frames, normalised
+        self._rows: dict[int, tuple[np.ndarray, float | None]] = {}   # committed frame -> (motion row, capture)
+        self._committed = 0
+        self._emitted = 0
+        self._finished = False
+        # Visemes and voice level (for VRM "A I U E O" avatars and VTube Studio) come from the rule
+        # generator's audio analysis, as the training data's did (`extraction.audio_motion`).
+        self._voice = RuleMotionGenerator(fps=fps, seed=seed)
+        self._voiced: dict[int, MotionFrame] = {}
+        self._last_voiced: MotionFrame | None = None
+        #: Compute time of one chunk, measured now (which also warms the model up): the live daemon
+        #: schedules frames this much after their audio.
+        self.processing_s = self._time_a_chunk()
+
+    def _time_a_chunk(self, repeats: int = 7) -> float:
+        """Twice the median of a few chunk computations on silence (after one to warm up), plus 5 ms. The
+        median, not the slowest: the daemon keeps this delay for the whole session, and a start-up beside
+        other start-up work had measured one slow chunk and made every frame ~40 ms later (p50 82 vs 41 ms in
+        the live benchmark); an odd slow chunk later only repeats a frame."""
+        torch = _torch()
+        span = self.chunk + self.lookahead
+        context = torch.zeros(CONTEXT, len(self.model.mean))
+        audio = torch.full((CONTEXT + span, HOPS_PER_FRAME * MEL_BANDS), SILENT)
+        timings = []
+        for _ in range(repeats + 1):
+            started = time.perf_counter()
+            self.model.denoise(context, audio, self._sampling, torch.Generator().manual_seed(0))
+            if self._mouth is not None:
+                self._mouth.predict(np.full((RECEPTIVE_FIELD + span, audio.shape[1]), SILENT, np.float32), self.lookahead)
+            timings.append(time.perf_counter() - started)
+        return 2.0 * float(np.median(timings[1:])) + 0.005
+
+    def push(self, samples: np.ndarray, capture_time: float | None = None) -> list[MotionFrame]:
+        """Feed the next block of 16 kHz mono samples; return the frames that became final."""
+        if self._finished:
+            raise RuntimeError("push() after finish(): create a new generator for a new stream")
+        block = np.nan_to_num(np.asarray(samples, dtype=np.float64), nan=0.0, posinf=1.0, neginf=-1.0)
+        if block.ndim != 1:
+            raise ValueError(f"expected mono samples (a 1-D array), got shape {block.shape}")
+        self._clock.add(len(block), capture_time)
+        self._keep_voice(self._voice.push(block))
+        for windows in self._framer.push(block):
+            self._add_hops(log_mel(windows))
+        while self._committed + self.chunk + self.lookahead <= self._framed:
+            self._commit(self.chunk, self.chunk + self.lookahead)
+        return self._emit(self._committed - 1)
+
+    def finish(self) -> list[MotionFrame]:
+        """End of input: commit the frames the audio covers (no lookahead left) and return the rest."""
+        if self._finished:
+            return []
+        self._finished = True
+        self._keep_voice(self._voice.finish())
+        total = max(1, round(self._clock.samples / SAMPLE_RATE * FPS))
+        while self._framed < total:                     # a partial last frame counts as silence
+            self._audio[self._framed] = np.full(HOPS_PER_FRAME * MEL_BANDS, SILENT, np.float32)
+            self._framed += 1
+        while self._committed < total:
+            self._commit(min(self.chunk, total - self._committed), min(self.chunk + self.lookahead,
+                                                                       total - self._committed))
+        return self._emit(self._committed - 1, until=max(1, round(self._clock.samples / SAMPLE_RATE * self.fps)))
+
+    def _keep_voice(self, frames: list[MotionFrame]) -> None:
+        for frame in frames:
+            self._voiced[round(frame.t * self.fps)] = frame
+
+    def _add_hops(self, hops: np.ndarray) -> None:
+        """New log-mel hops -> the audio rows of the frames they complete, each relative to the loud level of
+        the hops up to its own end (so block sizes never change the result)."""
+        self._hops.extend(hops)
+        while len(self._hops) >= HOPS_PER_FRAME:
+            frame = np.stack(self._hops[:HOPS_PER_FRAME])
+            del self._hops[:HOPS_PER_FRAME]
+            self._levels.extend(frame.mean(1).tolist())
+            loud = loud_level(np.fromiter(self._levels, float, len(self._levels)))
+            self._audio[self._framed] = relative_logmel(frame, loud).reshape(-1)
+            self._framed += 1
+
+    def _commit(self, count: int, span: int) -> None:
+        """Denoise `span` frames after the context; keep the first `count`. Their capture time is the newest
+        sample the model heard for them (the end of the span)."""
+        torch = _torch()
+        start, have = self._committed, len(self._context)
+        audio = torch.from_numpy(np.stack([self._audio[i] for i in range(start - have, start + span)]))
+        new = self.model.denoise(self._context, audio, self._sampling, self._random)[:count]
+        self._context = torch.cat([self._context, new])[-CONTEXT:]
+        capture = self._clock.time_of((start + span) * SAMPLES_PER_FRAME - 1)
+        rows = self.model.to_motion(new.numpy())
+        if self._mouth is not None:
+            heard = np.stack([self._audio[i] for i in range(max(0, start - RECEPTIVE_FIELD), start + span)])
+            self._mouth.apply(rows, heard, future=span - count)
+        for i, row in enumerate(self._blinks.shape(rows)):
+            head = row[HEAD_GUIDED].copy()
+            self._head = head if self._head is None else self._head + self._head_step * (head - self._head)
+            self._centre += self._centre_step * (self._head - self._centre)
+            row[HEAD_GUIDED] = self._head - self._centre
+            self._rows[start + i] = (row, capture)
+        self._committed += count
+        for old in [i for i in self._audio if i < self._committed - self._history]:
+            del self._audio[old]
+
+    def _emit(self, last: int, until: int | None = None) -> list[MotionFrame]:
+        """Output frames at self.fps, each interpolated between its two 25 fps neighbours, once the later one
+        (up to `last`) is committed; with `until`, exactly that many frames in all (the end holds the last)."""
+        out = []
+        while last >= 0 and (until is None or self._emitted < until):
+            position = self._emitted / self.fps * FPS
+            low = int(position + 1e-9)
+            weight = position - low if position - low > 1e-6 else 0.0
+            high = low + 1 if weight else low
+            if high > last:
+                if until is None:
+                    break
+                low = high = last                       # past the end: hold the last frame
+                weight = 0.0
+            (a, _), (b, capture) = self._rows[low], self._rows[high]
+            frame = next(motion_frames(((1 - weight) * a + weight * b)[None], self.fps))
+            voiced = self._voiced.pop(self._emitted, None) or self._last_voiced
+            self._last_voiced = voiced
+            out.append(replace(frame, t=self._emitted / self.fps, capture_time=capture,
+                               visemes=dict(voiced.visemes) if voiced else frame.visemes,
+                               voice=voiced.voice if voiced else 0.0))
+            self._emitted += 1
+        for old in [i for i in self._rows if i < int(self._emitted / self.fps * FPS) - 1]:
+            del self._rows[old]
+        return out
+
+
+def _torch():
+    import torch
+
+    return torch

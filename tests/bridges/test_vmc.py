@@ -1,0 +1,312 @@
+"""VMC bridge against a real OSC receiver on loopback (python-osc server, no mocks)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_packet import OscPacket
+from pythonosc.osc_server import BlockingOSCUDPServer
+from pythonosc.parsing.osc_types import get_string
+
+from facecast.bridges.vmc import (PERFORMER_PORT, VRM0_TO_VRM1, VmcEncoder, VmcSender, parse_host_port,
+                                 unity_rotation)
+from facecast.motion import ARKIT_BLENDSHAPES, Blink, Gaze, HeadPose, MotionFrame
+
+VRM0_NAMES = {"A", "I", "U", "E", "O", "Blink", "Blink_L", "Blink_R", "Joy", "Angry", "Sorrow",
+              "LookUp", "LookDown", "LookLeft", "LookRight"}
+VRM1_NAMES = {"aa", "ih", "ou", "ee", "oh", "blink", "blinkLeft", "blinkRight", "happy", "angry", "sad",
+              "lookUp", "lookDown", "lookLeft", "lookRight"}
+
+
+@dataclass
+class Packet:
+    """One received datagram: was it a bundle, and its messages as (address, type tags, args)."""
+
+    bundle: bool
+    messages: list[tuple[str, str, list]] = field(default_factory=list)
+
+
+class _RecordingDispatcher(Dispatcher):
+    """Dispatches as usual (frames counted on /VMC/Ext/OK) and keeps each datagram's structure and type tags."""
+
+    def __init__(self) -> None:
+        super().__init__(strict_timing=False)
+        self.packets: list[Packet] = []
+        self.frames = 0
+        self.map("/VMC/Ext/OK", self._ok)
+        self.set_default_handler(lambda *_: None)
+
+    def _ok(self, _address: str, *_args) -> None:
+        self.frames += 1
+
+    def call_handlers_for_packet(self, data: bytes, client_address):
+        packet = Packet(bundle=data.startswith(b"#bundle\0"))
+        for timed in OscPacket(data).messages:
+            message = timed.message
+            _, index = get_string(message.dgram, 0)
+            tags, _ = get_string(message.dgram, index)
+            packet.messages.append((message.address, tags, list(message.params)))
+        self.packets.append(packet)
+        return super().call_handlers_for_packet(data, client_address)
+
+
+class Receiver:
+    """A VMC Marionette stand-in: python-osc's UDP server in a thread (blocking flavour: datagrams stay in order)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.dispatcher = _RecordingDispatcher()
+        self.server = BlockingOSCUDPServer(("127.0.0.1", port), self.dispatcher)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(2)
+
+    def wait_packets(self, count: int, timeout: float = 3.0) -> list[Packet]:
+        deadline = time.monotonic() + timeout
+        while len(self.dispatcher.packets) < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(self.dispatcher.packets) >= count, f"got {len(self.dispatcher.packets)} of {count} datagrams"
+        return self.dispatcher.packets
+
+    def times(self) -> list[float]:
+        """The /VMC/Ext/T value of every frame received."""
+        return [args[0] for p in self.dispatcher.packets for address, _, args in p.messages
+                if address == "/VMC/Ext/T"]
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def closed_udp_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def blend_values(packets: list[Packet]) -> dict[str, float]:
+    return {args[0]: args[1] for address, _, args in packets[1].messages if address == "/VMC/Ext/Blend/Val"}
+
+
+def send_one(receiver: Receiver, frame: MotionFrame, names: str = "vrm0") -> list[Packet]:
+    sender = VmcSender("127.0.0.1", receiver.port, names=names)
+    try:
+        sender.send(frame)
+        return receiver.wait_packets(3)
+    finally:
+        sender.close()
+
+
+def test_frame_is_bones_bundle_then_blend_bundle_then_ok_with_exact_types(receiver):
+    packets = send_one(receiver, MotionFrame(t=1.25, head=HeadPose(yaw=10.0)))
+    assert len(packets) == 3 and all(p.bundle for p in packets)
+
+    bones, blend, ok = packets
+    assert [(a, t, args[0]) for a, t, args in bones.messages] == [
+        ("/VMC/Ext/Bone/Pos", ",sfffffff", "Neck"), ("/VMC/Ext/Bone/Pos", ",sfffffff", "Head")]
+    for _, _, args in bones.messages:
+        qx, qy, qz, qw = args[4:]
+        assert math.isclose(qx * qx + qy * qy + qz * qz + qw * qw, 1.0, rel_tol=1e-5)
+
+    assert blend.messages[-1] == ("/VMC/Ext/Blend/Apply", ",", [])
+    vals = blend.messages[:-1]
+    assert {a for a, _, _ in vals} == {"/VMC/Ext/Blend/Val"}
+    assert {t for _, t, _ in vals} == {",sf"}
+    assert {args[0] for _, _, args in vals} == VRM0_NAMES
+
+    assert ok.messages == [("/VMC/Ext/OK", ",i", [1]), ("/VMC/Ext/T", ",f", [1.25])]
+    assert receiver.dispatcher.frames == 1
+
+
+def test_vrm0_values_visemes_blinks_gaze_and_joy(receiver):
+    frame = MotionFrame(
+        t=0.0, blink=Blink(left=1.0, right=0.0), gaze=Gaze(yaw=15.0, pitch=-30.0),
+        expressions={"jawOpen": 0.8, "mouthSmileLeft": 0.6, "mouthSmileRight": 0.6},
+        visemes={"sil": 0.2, "A": 0.8, "I": 0.0, "U": 0.0, "E": 0.0, "O": 0.0})
+    values = blend_values(send_one(receiver, frame))
+    assert values["A"] == pytest.approx(0.8, abs=1e-6)
+    assert values["I"] == values["U"] == values["E"] == values["O"] == 0.0
+    # The subject's left eye (on image right) is Blink_L; nothing shared by both eyes.
+    assert (values["Blink_L"], values["Blink_R"], values["Blink"]) == (1.0, 0.0, 0.0)
+    assert values["Joy"] == pytest.approx(0.6, abs=1e-6)
+    # Looking towards image right is the avatar's own left; down at full scale.
+    assert values["LookLeft"] == pytest.approx(0.5, abs=1e-6) and values["LookRight"] == 0.0
+    assert values["LookDown"] == pytest.approx(1.0) and values["LookUp"] == 0.0
+    assert all(0.0 <= v <= 1.0 for v in values.values())
+
+
+def test_shared_blink_goes_to_blink_and_the_rest_to_each_eye():
+    shapes = VmcEncoder().blendshapes(MotionFrame(t=0.0, blink=Blink(left=0.8, right=0.6)))
+    assert shapes["Blink"] == pytest.approx(0.6)
+    assert shapes["Blink_L"] == pytest.approx(0.2) and shapes["Blink_R"] == 0.0
+
+
+def _rotate(q: tuple[float, float, float, float], v: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Rotate vector v by unit quaternion q (x, y, z, w): v' = q v q*."""
+    x, y, z, w = q
+    vx, vy, vz = v
+    tx, ty, tz = 2 * (y * vz - z * vy), 2 * (z * vx - x * vz), 2 * (x * vy - y * vx)
+    return (vx + w * tx + y * tz - z * ty, vy + w * ty + z * tx - x * tz, vz + w * tz + x * ty - y * tx)
+
+
+def _compose(a, b):
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return (aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz)
+
+
+def head_rotation(receiver: Receiver, head: HeadPose) -> tuple[float, float, float, float]:
+    """Neck * Head world rotation as received."""
+    bones = send_one(receiver, MotionFrame(t=0.0, head=head))[0]
+    (_, _, neck), (_, _, hd) = bones.messages
+    return _compose(tuple(neck[4:]), tuple(hd[4:]))
+
+
+def test_head_yaw_turns_the_nose_to_image_right_which_is_minus_x(receiver):
+    q = head_rotation(receiver, HeadPose(yaw=30.0))
+    assert q[1] < 0  # negative rotation about Unity's Y
+    nose = _rotate(q, (0.0, 0.0, 1.0))
+    assert nose[0] == pytest.approx(-math.sin(math.radians(30)), abs=1e-4)
+
+
+def test_pitch_up_and_counter_clockwise_roll_signs():
+    nose = _rotate(unity_rotation(0.0, 20.0, 0.0), (0.0, 0.0, 1.0))
+    assert nose[1] == pytest.approx(math.sin(math.radians(20)))  # chin up: nose to +Y
+    top = _rotate(unity_rotation(0.0, 0.0, 20.0), (0.0, 1.0, 0.0))
+    assert top[0] == pytest.approx(math.sin(math.radians(20)))  # CCW for the viewer: top to image left (+X)
+
+
+def test_unity_rotation_matches_unity_euler_composition():
+    # Quaternion.Euler(0, 90, 0) == (0, 0.7071, 0, 0.7071): our yaw is the opposite sign.
+    assert unity_rotation(-90.0, 0.0, 0.0) == pytest.approx((0.0, math.sqrt(0.5), 0.0, math.sqrt(0.5)))
+    # Unity applies Z, then X, then Y: Euler(x=10, y=20, z=30) = qY * qX * qZ.
+    combined = unity_rotation(-20.0, -10.0, -30.0)
+    expected = _compose(unity_rotation(-20, 0, 0), _compose(unity_rotation(0, -10, 0), unity_rotation(0, 0, -30)))
+    assert combined == pytest.approx(expected)
+
+
+def test_vrm1_names(receiver):
+    frame = MotionFrame(t=0.0, blink=Blink(left=1.0), visemes={"sil": 0.0, "A": 0.0, "I": 1.0, "U": 0.0,
+                                                                 "E": 0.0, "O": 0.0})
+    values = blend_values(send_one(receiver, frame, names="vrm1"))
+    assert set(values) == VRM1_NAMES
+    assert values["ih"] == 1.0 and values["blinkLeft"] == 1.0
+    assert set(VRM0_TO_VRM1) == VRM0_NAMES
+
+
+def test_arkit_perfect_sync_names(receiver):
+    frame = MotionFrame(t=0.0, blink=Blink(right=0.5), expressions={"jawOpen": 0.4, "tongueOut": 0.25})
+    values = blend_values(send_one(receiver, frame, names="arkit"))
+    assert set(values) == {n[0].upper() + n[1:] for n in ARKIT_BLENDSHAPES}
+    assert len(values) == 52
+    assert values["JawOpen"] == pytest.approx(0.4) and values["TongueOut"] == 0.25
+    assert values["EyeBlinkRight"] == 0.5 and values["EyeBlinkLeft"] == 0.0
+
+
+def test_unknown_name_set_is_rejected():
+    with pytest.raises(ValueError, match="vrm0, vrm1, arkit"):
+        VmcEncoder("vrm2")
+
+
+def test_encoder_is_pure_and_sanitises_numbers():
+    frame = MotionFrame(t=2.0, head=HeadPose(yaw=float("nan")), expressions={"mouthSmileLeft": 5.0})
+    encoder = VmcEncoder()
+    assert encoder.encode(frame) == encoder.encode(frame)
+    assert encoder.blendshapes(frame)["Joy"] == 1.0
+    # A NaN angle must reach the receiver as no rotation, not as a NaN (or zero) quaternion.
+    for timed in OscPacket(encoder.encode(frame)[0]).messages:
+        assert timed.message.params[4:] == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_sender_without_receiver_never_raises_and_counts_failures(caplog):
+    caplog.set_level(logging.INFO, logger="facecast.bridges.vmc")
+    sender = VmcSender("127.0.0.1", closed_udp_port())
+    start = time.monotonic()
+    for i in range(300):
+        sender.send(MotionFrame(t=i / 60))
+    elapsed = time.monotonic() - start
+    sender.close()
+    sender.send(MotionFrame(t=99.0))  # after close: still no exception
+    assert sender.transport.sent + sender.transport.failed == 300 * 3 + 3
+    assert sender.transport.failed > 0
+    assert elapsed < 2.0  # never blocks
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "cannot send" in warnings[0].getMessage()
+
+
+def test_receiver_restart_mid_stream_gets_frames_again(caplog):
+    caplog.set_level(logging.INFO, logger="facecast.bridges.vmc")
+    first = Receiver()
+    port = first.port
+    sender = VmcSender("127.0.0.1", port)
+
+    def stream(start: int, count: int, pause: float = 0.002) -> None:
+        for i in range(start, start + count):
+            sender.send(MotionFrame(t=float(i)))
+            time.sleep(pause)
+
+    stream(0, 20)
+    first.wait_packets(60)
+    first.close()
+    stream(20, 20)  # nobody listening: these are lost
+    second = Receiver(port)
+    try:
+        # Keep streaming a while so the sender sees an error-free stretch and reports recovery.
+        stream(40, 140, pause=0.01)
+        second.wait_packets(140 * 3)
+    finally:
+        second.close()
+        sender.close()
+    assert first.times() == [float(i) for i in range(20)]
+    assert second.times() == [float(i) for i in range(40, 180)]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot send" in m for m in messages) == 1
+    assert sum("again" in m for m in messages) == 1
+
+
+@pytest.mark.parametrize("text, expected", [
+    (None, ("127.0.0.1", PERFORMER_PORT)),
+    ("", ("127.0.0.1", PERFORMER_PORT)),
+    ("39540", ("127.0.0.1", 39540)),
+    ("192.168.1.5:39539", ("192.168.1.5", 39539)),
+    ("studio-pc", ("studio-pc", PERFORMER_PORT)),
+    (":39541", ("127.0.0.1", 39541)),
+    ("[::1]:39539", ("::1", 39539)),
+    ("::1", ("::1", PERFORMER_PORT)),
+])
+def test_parse_host_port(text, expected):
+    assert parse_host_port(text, "127.0.0.1", PERFORMER_PORT) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0", "port must be a number from 1 to 65535"),
+    ("70000", "port must be a number from 1 to 65535"),
+    ("host:abc", "port must be a number from 1 to 65535"),
+    ("host:\u00b2", "port must be a number from 1 to 65535"),
+    ("host:", "missing port"),
+    ("[::1", "missing ']'"),
+    ("[::1]x", "expected ':PORT'"),
+    ("my host:1", "must not contain spaces"),
+])
+def test_parse_host_port_errors_are_one_line(text, message):
+    with pytest.raises(ValueError, match=message) as info:
+        parse_host_port(text, "127.0.0.1", PERFORMER_PORT)
+    assert "\n" not in str(info.value)

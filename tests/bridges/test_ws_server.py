@@ -1,0 +1,526 @@
+"""facecast's WebSocket + HTTP server against real clients on loopback (websockets, raw sockets, PyAV; no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import socket
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+
+import av
+import cv2
+import numpy as np
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from facecast.bridges.frame_codec import (FRAME_HEADER, FRAME_MAGIC, FRAME_VERSION, MJPEG_BOUNDARY, decode_frame,
+                                         encode_frame, encode_jpeg)
+from facecast.bridges.ws_server import (MAX_MESSAGE_BYTES, ServerStartError, WsServer, request_refusal,
+                                       validate_control)
+from facecast.motion import HeadPose, MotionFrame
+
+DISC_RGB = (220, 40, 60)
+TIMEOUT_S = 5.0
+
+
+def disc_avatar(size: int = 128, rgb: tuple[int, int, int] = DISC_RGB) -> np.ndarray:
+    """A synthetic RGBA avatar: an opaque disc (radius size/4) on full transparency."""
+    image = np.zeros((size, size, 4), np.uint8)
+    cv2.circle(image, (size // 2, size // 2), size // 4, (*rgb, 255), -1)
+    return image
+
+
+def motion(i: int, fps: float = 30.0, capture_delay: float | None = None) -> MotionFrame:
+    capture = None if capture_delay is None else time.monotonic() - capture_delay
+    return MotionFrame(t=i / fps, head=HeadPose(yaw=i * 0.5, pitch=-i * 0.25), voice=(i % 10) / 10,
+                       expressions={"jawOpen": (i % 7) / 7}, capture_time=capture)
+
+
+class FrameProducer:
+    """The daemon's frame loop in miniature: submits `count` frames at `fps` from its own thread."""
+
+    def __init__(self, server: WsServer, image: np.ndarray | Callable[[int], np.ndarray] | None, count: int,
+                 fps: float = 30.0, capture_delay: float | None = None) -> None:
+        self.server, self.image, self.count, self.fps, self.capture_delay = server, image, count, fps, capture_delay
+        self.submit_seconds: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        for i in range(self.count):
+            if self._stop.wait(max(0.0, start + i / self.fps - time.monotonic())):
+                return
+            image = self.image(i) if callable(self.image) else self.image
+            frame = motion(i, self.fps, self.capture_delay)
+            before = time.monotonic()
+            self.server.submit(frame, image)
+            self.submit_seconds.append(time.monotonic() - before)
+
+    def __enter__(self) -> FrameProducer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def join(self) -> None:
+        self._thread.join()
+
+
+@pytest.fixture
+def commands() -> list[dict]:
+    """The control commands the server passed on, in order."""
+    return []
+
+
+@pytest.fixture
+def server(commands: list[dict]) -> Iterator[WsServer]:
+    srv = WsServer(port=0, on_control=commands.append, background=(0, 0, 255))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT_S) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def ws_url(server: WsServer, path: str) -> str:
+    return server.url.replace("http://", "ws://") + path
+
+
+def raw_get(port: int, path: str, host: str | None = None, origin: str | None = None,
+            upgrade: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 GET over a plain socket with exactly the given Host/Origin; reads until the server closes."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}"]
+    if origin:
+        lines.append(f"Origin: {origin}")
+    if upgrade:
+        lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                  "Sec-WebSocket-Version: 13"]
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+            if upgrade and b"\r\n\r\n" in data:  # a 101 leaves the connection open
+                break
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_frame_codec_round_trip_keeps_alpha_and_header() -> None:
+    image = disc_avatar(96)
+    data = encode_frame(image, index=2**32 + 7, t=1.25, capture_time=123.5)
+    assert data[:3] == FRAME_MAGIC and data[3] == FRAME_VERSION and data[FRAME_HEADER.size:][:4] == b"RIFF"
+    header, decoded = decode_frame(data)
+    assert (header.index, header.t, header.capture_time) == (7, 1.25, 123.5)
+    np.testing.assert_array_equal(decoded[..., 3], image[..., 3])  # lossless alpha
+    assert np.abs(decoded[48, 48, :3].astype(int) - DISC_RGB).max() <= 4
+    assert decode_frame(encode_frame(image[..., :3], 0, 0.0))[0].capture_time is None
+    for bad in (b"XYZ" + data[3:], data[:3] + bytes([9]) + data[4:], data[:FRAME_HEADER.size]):
+        with pytest.raises(ValueError):
+            decode_frame(bad)
+    with pytest.raises(ValueError, match="RGBA uint8"):
+        encode_frame(image.astype(np.float32), 0, 0.0)
+
+
+def test_jpeg_composites_alpha_over_background() -> None:
+    image = disc_avatar(64)
+    image[:16, :16] = (255, 255, 255, 128)  # half-transparent white
+    rgb = cv2.imdecode(np.frombuffer(encode_jpeg(image, (0, 0, 255)), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    for (y, x), expected in (((32, 32), DISC_RGB), ((60, 60), (0, 0, 255)), ((8, 8), (128, 128, 255))):
+        assert np.abs(rgb[y, x].astype(int) - expected).max() <= 8, (y, x, rgb[y, x])
+
+
+@pytest.mark.parametrize(("host", "origin", "allowed"), [
+    ("127.0.0.1:39650", None, True),
+    ("localhost:39650", "http://localhost:39650", True),
+    ("[::1]:39650", "http://[::1]:39650", True),
+    ("192.168.1.5:39650", None, True),                       # an IP literal cannot be rebound
+    ("127.0.0.1:39650", "http://evil.example", False),
+    ("127.0.0.1:39650", "null", False),
+    ("127.0.0.1:39650", "http://localhost:39650", False),     # same host, other origin
+    ("localhost:39650", "http://localhost:8080", False),      # another local web server's page
+    ("evil.example:39650", None, False),                      # DNS rebinding
+    ("evil.example:39650", "http://evil.example:39650", False),
+    ("", None, False),
+])
+def test_request_refusal(host: str, origin: str | None, allowed: bool) -> None:
+    headers = Headers([("Host", host)] + ([("Origin", origin)] if origin else []))
+    assert (request_refusal(headers) is None) is allowed
+
+
+def test_request_refusal_duplicate_host_and_bind_host() -> None:
+    assert request_refusal(Headers([("Host", "127.0.0.1"), ("Host", "evil.example")])) is not None
+    assert request_refusal(Headers([("Host", "studio.lan:39650")]), bind_host="studio.lan") is None
+
+
+@pytest.mark.parametrize(("message", "error"), [
+    ({"type": "mute", "muted": True}, "token"),
+    ({"type": "mute", "muted": True, "token": "wrong"}, "token"),
+    ({"type": "mute", "muted": True, "token": 5}, "token"),
+    ({"type": "dance", "token": "T"}, "'type' must be one of"),
+    ({"type": "mute", "muted": 1, "token": "T"}, "true or false"),
+    ({"type": "mute", "token": "T"}, "needs 'muted'"),
+    ({"type": "mute", "muted": False, "volume": 3, "token": "T"}, "unknown field"),
+    ({"type": "gaze", "yaw": 90, "pitch": 0, "token": "T"}, "between"),
+    ({"type": "gaze", "yaw": "left", "pitch": 0, "token": "T"}, "number"),
+    ({"type": "gaze", "yaw": True, "pitch": 0, "token": "T"}, "number"),
+    ({"type": "distance", "value": 0.1, "token": "T"}, "between"),
+    ({"type": "emotion", "token": "T"}, "'preset' or 'offset'"),
+    ({"type": "emotion", "preset": "smug", "token": "T"}, "one of"),
+    ({"type": "emotion", "offset": {"eyeBlinkLeft": 0.5}, "token": "T"}, "eye expression"),
+    ({"type": "emotion", "offset": {"mouthSmileLeft": 2}, "token": "T"}, "between"),
+    ({"type": "portrait", "path": "", "token": "T"}, "file path"),
+    ([1, 2], "JSON object"),
+])
+def test_validate_control_refusals(message: object, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        validate_control(json.dumps(message), "T")
+
+
+def test_validate_control_accepts_every_command() -> None:
+    ok = [
+        {"type": "emotion", "preset": "happy", "intensity": 0.5},
+        {"type": "emotion", "offset": {"mouthSmileLeft": -0.25}},
+        {"type": "gaze", "yaw": -10, "pitch": 5.5},
+        {"type": "distance", "value": 1.2},
+        {"type": "mute", "muted": False},
+        {"type": "portrait", "path": "/home/me/portrait.png"},
+    ]
+    for message in ok:
+        assert validate_control(json.dumps({**message, "token": "T"}), "T") == message
+    with pytest.raises(ValueError, match="JSON text"):
+        validate_control(b'{"type": "mute"}', "T")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        validate_control("{", "T")
+
+
+# --------------------------------------------------------------------------- the live server
+
+
+def test_motion_stream_hello_rate_and_values(server: WsServer) -> None:
+    count, fps = 30, 30.0
+    last_t = round((count - 1) / fps, 6)
+
+    async def run() -> tuple[dict, list[tuple[float, dict]], dict]:
+        async with connect(ws_url(server, "/motion")) as ws:
+            hello = json.loads(await ws.recv())
+            received: list[tuple[float, dict]] = []
+            with FrameProducer(server, disc_avatar(), count, fps, capture_delay=0.04):
+                while not received or received[-1][1]["frame"]["t"] < last_t:  # the newest frame always arrives
+                    message = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT_S))
+                    received.append((time.monotonic(), message))
+            async with connect(ws_url(server, "/motion")) as late:  # joins right after 1 s of frames
+                late_hello = json.loads(await late.recv())
+        return hello, received, late_hello
+
+    hello, received, late_hello = asyncio.run(run())
+    assert hello == {"type": "hello", "version": 1, "fps": 0.0, "size": None}
+    assert late_hello["size"] == [128, 128] and 20 <= late_hello["fps"] <= 35
+    indexes = [round(message["frame"]["t"] * fps) for _, message in received]
+    assert indexes == sorted(set(indexes)) and len(indexes) >= 0.9 * count  # all of them on an idle machine
+    for i, (_, message) in zip(indexes, received, strict=True):
+        assert message["type"] == "motion" and message["version"] == 1
+        capture = message["frame"].pop("capture_time")
+        assert message["frame"] == motion(i, fps).to_dict()
+        assert isinstance(capture, float) and 40 <= message["latency_ms"] < 200
+    span, expected = received[-1][0] - received[0][0], (indexes[-1] - indexes[0]) / fps
+    assert 0.7 * expected < span < 1.5 * expected  # delivered at the submitted rate
+    counters = server.counters
+    assert counters["motion_sent"] >= len(received) and counters["encoded"] == 0  # no frame client: no encoding
+
+
+def test_frames_stream_header_and_alpha(server: WsServer) -> None:
+    image = disc_avatar(128)
+
+    async def run() -> list[bytes]:
+        async with connect(ws_url(server, "/frames")) as ws:
+            with FrameProducer(server, image, 10, capture_delay=0.0):
+                return [await asyncio.wait_for(ws.recv(), TIMEOUT_S) for _ in range(5)]
+
+    messages = asyncio.run(run())
+    indexes = []
+    for data in messages:
+        assert isinstance(data, bytes)
+        header, decoded = decode_frame(data)
+        indexes.append(header.index)
+        assert header.t == pytest.approx((header.index - 1) / 30.0)
+        assert header.capture_time is not None and abs(header.capture_time - time.monotonic()) < 10
+        np.testing.assert_array_equal(decoded[..., 3], image[..., 3])
+        assert decoded[0, 0, 3] == 0 and decoded[64, 64, 3] == 255
+        assert np.abs(decoded[64, 64, :3].astype(int) - DISC_RGB).max() <= 4
+    assert indexes == sorted(indexes) and len(set(indexes)) == len(indexes)
+
+
+def test_new_frames_client_gets_the_current_frame_at_once(server: WsServer) -> None:
+    server.submit(motion(0), disc_avatar(64))
+
+    async def first() -> bytes:
+        async with connect(ws_url(server, "/frames")) as ws:
+            return await asyncio.wait_for(ws.recv(), TIMEOUT_S)
+
+    assert decode_frame(asyncio.run(first()))[0].index == 1
+    assert decode_frame(asyncio.run(first()))[0].index == 1  # from the cache: encoded once
+    assert server.counters["encoded"] == 1
+
+
+def test_slow_client_does_not_delay_fast_client_or_grow_memory(server: WsServer) -> None:
+    rng = np.random.default_rng(1)
+    noisy = [np.dstack([rng.integers(0, 256, (384, 384, 3), np.uint8), np.full((384, 384), 255, np.uint8)])
+             for _ in range(4)]
+    count, fps = 75, 30.0  # incompressible images: ~100 KiB per WebP, more than the kernel buffers hold
+    slow_received: list[int] = []
+    fast_delays: dict[int, float] = {}  # frame index -> seconds from capture (= submit) to arrival
+
+    async def slow(connected: asyncio.Event) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window: the server must buffer or drop
+        sock.connect(("127.0.0.1", server.port))
+        async with connect(ws_url(server, "/frames"), sock=sock, max_size=None, max_queue=1,
+                           close_timeout=0.1) as ws:
+            connected.set()
+            while True:
+                slow_received.append(FRAME_HEADER.unpack_from(await ws.recv())[2])
+                await asyncio.sleep(1.0)  # reads one message per second
+
+    async def fast(ws: ClientConnection) -> None:
+        while True:
+            _, _, index, _, capture = FRAME_HEADER.unpack_from(await ws.recv())  # no need to decode the image
+            fast_delays[index] = time.monotonic() - capture
+
+    async def run(producer: FrameProducer) -> int:
+        connected = asyncio.Event()
+        slow_task = asyncio.create_task(slow(connected))
+        await asyncio.wait_for(connected.wait(), TIMEOUT_S)
+        async with connect(ws_url(server, "/frames"), max_size=None) as ws:
+            server.submit(motion(0), noisy[0])  # warm the encoder up; not counted
+            await asyncio.wait_for(ws.recv(), TIMEOUT_S)
+            fast_task = asyncio.create_task(fast(ws))
+            with producer:
+                await asyncio.sleep(0.5)  # buffers towards the slow client are full by now
+                before = tracemalloc.get_traced_memory()[0]
+                await asyncio.get_running_loop().run_in_executor(None, producer.join)
+            growth = tracemalloc.get_traced_memory()[0] - before
+            await asyncio.sleep(0.3)  # the last frames in flight
+            for task in (fast_task, slow_task):
+                task.cancel()
+            await asyncio.gather(fast_task, slow_task, return_exceptions=True)
+        return growth
+
+    producer = FrameProducer(server, lambda i: noisy[i % len(noisy)], count, fps, capture_delay=0.0)
+    tracemalloc.start()
+    try:
+        growth = asyncio.run(run(producer))
+    finally:
+        tracemalloc.stop()
+    # 2 s of frames towards the slow client would be ~6 MiB if queued; latest-frame-wins holds about one
+    assert growth < 1.5 * 2**20, f"memory grew by {growth / 2**20:.1f} MiB"
+    assert len(slow_received) <= 4 and server.counters["dropped"] > 0
+    # The fast client gets every frame the server encoded (all of them on an idle machine; a CPU-starved
+    # encoder skips frames for everyone alike), and gets it soon: waiting for the slow client would cost ~1 s.
+    encoded = server.counters["encoded"] - 1  # without the warm-up frame
+    assert len(fast_delays) >= 0.95 * encoded, f"fast client got {len(fast_delays)} of {encoded} encoded frames"
+    assert encoded >= count // 3, f"only {encoded} of {count} frames encoded"
+    median = float(np.median(list(fast_delays.values())))
+    assert median < 0.25, f"median delivery delay {median * 1000:.0f} ms"
+    # submit never waits for clients (only, like any Python thread, for the GIL now and then)
+    assert np.median(producer.submit_seconds) < 0.005
+
+
+def test_status_json_with_provider(server: WsServer) -> None:
+    with FrameProducer(server, None, 10, capture_delay=0.05) as producer:
+        producer.join()
+    server.set_status_provider(lambda: {"repeated": 3, "inputs": {"mic": "ok"}, "outputs": {"vmc": {"sent": 9}}})
+    status, headers, body = raw_get(server.port, "/status")
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert not any(name.startswith("access-control-") for name in headers)
+    data = json.loads(body)
+    assert data["frames"] == 10 and data["repeated"] == 3 and data["inputs"] == {"mic": "ok"}
+    assert data["fps"] > 0 and data["latency_ms"]["p50"] == pytest.approx(50, abs=20)
+    assert data["latency_ms"]["p95"] >= data["latency_ms"]["p50"]
+    assert data["outputs"]["vmc"] == {"sent": 9} and data["outputs"]["websocket"]["submitted"] == 10
+    assert data["clients"] == 0 and data["last_error"] is None
+
+    def broken() -> dict:
+        raise RuntimeError("daemon state unavailable")
+
+    server.set_status_provider(broken)
+    status, _, body = raw_get(server.port, "/status")
+    assert status == 200 and "daemon state unavailable" in json.loads(body)["last_error"]
+
+
+def test_overlay_page_and_http_errors(server: WsServer) -> None:
+    for path in ("/", "/overlay", "/overlay?width=300&x=10"):
+        status, headers, body = raw_get(server.port, path)
+        assert status == 200 and headers["content-type"].startswith("text/html") and b"overlay.js" in body
+        assert "connect-src 'self'" in headers["content-security-policy"]
+        assert not any(name.startswith("access-control-") for name in headers)
+    status, headers, body = raw_get(server.port, "/overlay.js")
+    assert status == 200 and "javascript" in headers["content-type"] and b"/frames" in body
+    assert raw_get(server.port, "/nope")[0] == 404
+    assert raw_get(server.port, "/motion")[0] == 426  # a WebSocket endpoint needs an upgrade
+
+
+def test_mjpeg_stream_over_raw_socket_and_pyav(server: WsServer) -> None:
+    with FrameProducer(server, disc_avatar(128), 90), \
+            socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT_S) as sock:
+        sock.sendall(f"GET /video.mjpeg HTTP/1.1\r\nHost: localhost:{server.port}\r\n\r\n".encode())
+        data = b""
+        while data.count(f"--{MJPEG_BOUNDARY}\r\n".encode()) < 4:
+            chunk = sock.recv(65536)
+            assert chunk, "the stream ended"
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}".encode() in head
+        assert b"access-control" not in head.lower()
+        parts = body.split(f"--{MJPEG_BOUNDARY}\r\n".encode())[1:3]
+        for part in parts:
+            part_head, _, rest = part.partition(b"\r\n\r\n")
+            fields = dict(line.split(": ", 1) for line in part_head.decode().split("\r\n"))
+            assert fields["Content-Type"] == "image/jpeg"
+            jpeg = rest[:int(fields["Content-Length"])]
+            rgb = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+            assert np.abs(rgb[64, 64].astype(int) - DISC_RGB).max() <= 8
+            assert np.abs(rgb[2, 2].astype(int) - (0, 0, 255)).max() <= 8  # alpha over the background colour
+        with av.open(f"{server.url}/video.mjpeg", timeout=TIMEOUT_S) as container:
+            stream = container.streams.video[0]
+            frame = next(container.decode(stream))
+            assert stream.codec_context.name == "mjpeg" and (frame.width, frame.height) == (128, 128)
+        assert wait_until(lambda: server.counters["clients"]["mjpeg"] == 1)  # the raw client still streams
+    assert wait_until(lambda: server.counters["clients"]["mjpeg"] == 0)
+
+
+def test_control_commands(server: WsServer, commands: list[dict]) -> None:
+    async def request(ws: ClientConnection, message: object) -> dict:
+        await ws.send(message if isinstance(message, str) else json.dumps(message))
+        return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT_S))
+
+    async def run() -> None:
+        async with connect(ws_url(server, "/control")) as ws:
+            assert await request(ws, {"type": "gaze", "yaw": 10, "pitch": -5, "token": server.token}) == {"type": "ack"}
+            for bad in ({"type": "mute", "muted": True},
+                        {"type": "mute", "muted": True, "token": server.token + "x"},
+                        "{not json", {"type": "distance", "value": 9, "token": server.token}):
+                reply = await request(ws, bad)
+                assert reply["type"] == "error" and reply["message"]
+            await ws.send(b"\x00binary")
+            assert (json.loads(await ws.recv()))["type"] == "error"
+            assert await request(ws, {"type": "mute", "muted": True, "token": server.token}) == {"type": "ack"}
+
+    asyncio.run(run())
+    assert commands == [{"type": "gaze", "yaw": 10.0, "pitch": -5.0}, {"type": "mute", "muted": True}]
+
+
+def test_control_callback_refusal_and_crash_keep_serving() -> None:
+    def on_control(command: dict) -> None:
+        if command["type"] == "portrait":
+            raise ValueError(f"cannot read {command['path']}")
+        raise RuntimeError("daemon bug")
+
+    srv = WsServer(port=0, on_control=on_control, token="fixed-token")
+    srv.start()
+    try:
+        async def run() -> list[dict]:
+            async with connect(ws_url(srv, "/control")) as ws:
+                replies = []
+                for message in ({"type": "portrait", "path": "/missing.png"}, {"type": "mute", "muted": True}):
+                    await ws.send(json.dumps({**message, "token": "fixed-token"}))
+                    replies.append(json.loads(await ws.recv()))
+                return replies
+
+        assert asyncio.run(run()) == [{"type": "error", "message": "cannot read /missing.png"},
+                                      {"type": "error", "message": "internal error"}]
+        assert raw_get(srv.port, "/status")[0] == 200
+    finally:
+        srv.stop()
+
+
+def test_oversize_message_closes_only_that_connection(server: WsServer, commands: list[dict]) -> None:
+    async def run() -> None:
+        async with connect(ws_url(server, "/motion")) as watcher:
+            await watcher.recv()  # hello
+            async with connect(ws_url(server, "/control"), max_size=None) as ws:
+                await ws.send(json.dumps({"type": "mute", "pad": "x" * MAX_MESSAGE_BYTES, "token": server.token}))
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), TIMEOUT_S)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
+            server.submit(motion(1))
+            assert json.loads(await asyncio.wait_for(watcher.recv(), TIMEOUT_S))["type"] == "motion"
+            async with connect(ws_url(server, "/control")) as ws:
+                await ws.send(json.dumps({"type": "mute", "muted": False, "token": server.token}))
+                assert json.loads(await ws.recv()) == {"type": "ack"}
+
+    asyncio.run(run())
+    assert commands == [{"type": "mute", "muted": False}]
+
+
+@pytest.mark.parametrize("path", ["/motion", "/frames", "/control"])
+def test_foreign_origin_refused_on_every_websocket(server: WsServer, path: str) -> None:
+    async def status(origin: str) -> int:
+        try:
+            async with connect(ws_url(server, path), origin=origin):
+                return 101
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    assert asyncio.run(status("http://evil.example")) == 403
+    assert asyncio.run(status(f"http://evil.example:{server.port}")) == 403
+    assert asyncio.run(status(f"http://127.0.0.1:{server.port}")) == 101  # the overlay page's own origin
+
+
+def test_wrong_host_refused_everywhere(server: WsServer) -> None:
+    port = server.port
+    for path, upgrade in (("/", False), ("/status", False), ("/video.mjpeg", False), ("/motion", True),
+                          ("/control", True)):
+        assert raw_get(port, path, host=f"evil.example:{port}", upgrade=upgrade)[0] == 403, path
+        assert raw_get(port, path, origin="http://evil.example", upgrade=upgrade)[0] == 403, path
+    assert raw_get(port, "/status", host=f"localhost:{port}")[0] == 200
+    assert raw_get(port, "/control", host=f"localhost:{port}", upgrade=True)[0] == 101
+    assert server.counters["http_refused"] == 10
+
+
+def test_port_in_use_is_a_one_line_oserror(server: WsServer) -> None:
+    other = WsServer(port=server.port)
+    with pytest.raises(ServerStartError) as caught:
+        other.start()
+    assert isinstance(caught.value, OSError) and caught.value.errno == errno.EADDRINUSE
+    assert str(caught.value).count("\n") == 0 and str(server.port) in str(caught.value)
+    assert raw_get(server.port, "/status")[0] == 200  # the first server is unaffected
+
+
+def test_stop_closes_clients_and_frees_the_port() -> None:
+    srv = WsServer(port=0)
+    srv.start()
+    port = srv.port
+
+    async def run() -> None:
+        async with connect(ws_url(srv, "/motion")) as ws:
+            await ws.recv()
+            await asyncio.get_running_loop().run_in_executor(None, srv.stop)
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), TIMEOUT_S)
+
+    asyncio.run(run())
+    srv.submit(motion(0))  # after stop: harmless
+    again = WsServer(port=port)
+    again.start()
+    again.stop()

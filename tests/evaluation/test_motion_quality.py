@@ -1,0 +1,119 @@
+"""Motion quality measurements and the quality benchmark, on real held-out clips."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facecast.dataset.cache import load_clip
+from facecast.motion import HeadPose, MotionFrame
+from facecast.evaluation.motion_quality import (
+    GENERATORS, blinks_per_minute, head_motion, jitter, lagged_correlation, loudness_motion, measure_frames,
+    pearson, word_closures,
+)
+from conftest import HELD_OUT_CLIPS, REPO
+
+GRID_CLIP = HELD_OUT_CLIPS[0]
+
+
+def test_lagged_correlation_finds_a_known_delay_of_a_real_mouth(held_out_dataset: tuple[Path, Path]) -> None:
+    real = load_clip(HELD_OUT_CLIPS[3], held_out_dataset[1])["mouth_opening"].astype(float)
+    late = np.concatenate([np.full(4, real[0]), real[:-4]])
+    r0, lag = lagged_correlation(late, real)
+    assert lag == 4 and r0 < 0.95
+    assert lagged_correlation(real, real) == (pytest.approx(1.0), 0)
+
+
+def test_real_grid_speakers_close_their_lips_on_b_p_m_more_than_on_other_words(
+        held_out_dataset: tuple[Path, Path]) -> None:
+    bilabial, other = [], []
+    for rel in HELD_OUT_CLIPS[:3]:
+        clip = load_clip(rel, held_out_dataset[1])
+        b, o = word_closures(clip["mouth_opening"], float(clip["fps"]), clip["words"], clip["word_start"], clip["word_end"])
+        bilabial += b
+        other += o
+    assert len(bilabial) >= 3 and len(other) >= 9
+    assert np.mean(bilabial) >= 0.75 and np.mean(bilabial) > np.mean(other) + 0.25
+
+
+def test_head_motion_speed_spread_and_jitter() -> None:
+    fps = 25.0
+    t = np.arange(250) / fps
+    head = np.zeros((250, 6))
+    assert head_motion(head, fps) == (0.0, 0.0) and jitter(head, fps) == 0.0
+    head[:, 0] = 5.0 * np.sin(2 * np.pi * 0.5 * t)  # yaw: 5° amplitude at 0.5 Hz
+    speed, spread = head_motion(head, fps)
+    assert speed == pytest.approx(4 * 5.0 * 0.5, rel=0.05)      # mean |d/dt| of A sin = 4 A f (smoothing keeps 97 %)
+    assert spread == pytest.approx(5.0 / np.sqrt(2) / 3, rel=0.02)  # yaw's sd, averaged with still pitch and roll
+    shaky = head.copy()
+    shaky[::2, 1] += 0.5
+    assert jitter(head, fps) < 0.1 and jitter(shaky, fps) > 0.2  # a ±0.25° flicker about the path
+    assert head_motion(shaky, fps)[0] == pytest.approx(speed, rel=0.1)  # shake is not motion
+
+
+def test_blinks_are_counted_once_each_and_wobble_is_not_a_blink() -> None:
+    fps = 25.0
+    closure = np.zeros(300)                      # 12 s
+    for start in (25, 100, 200):
+        closure[start:start + 4] = [0.5, 1.0, 1.0, 0.5]
+    blink = np.stack([closure, closure], 1)
+    assert blinks_per_minute(blink, fps) == pytest.approx(15.0)
+    wobble = 0.55 + 0.1 * np.sin(np.arange(300))  # a mouth-driven change of eye measure, never closed
+    assert blinks_per_minute(np.stack([wobble, wobble], 1), fps) == 0.0
+
+
+def test_rendered_output_is_measured_as_the_motion_says(sample_portrait: Path) -> None:
+    """The measurement path of the benchmark: render the loudness baseline, measure the frames with the mesh."""
+    from facecast.face.portrait import analyze_portrait
+    from facecast.render.renderer import Renderer
+
+    fps, frames = 25.0, 50
+    t = np.arange(int(2.0 * 16000)) / 16000
+    bursts = np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 1.5 * t) > 0.3)  # three syllable-like bursts
+    motion = loudness_motion(bursts, fps, frames)
+    jaw = np.array([f.expression("jawOpen") for f in motion])
+    renderer = Renderer(analyze_portrait(sample_portrait, size=256), device="cpu")
+    measured = measure_frames((renderer.render(f)[:, :, :3] for f in motion), fps)
+    assert measured.found.all()
+    assert pearson(measured.mouth_opening, jaw) > 0.9
+    assert np.median(np.abs(measured.head[:, :3])) < 1.5  # the baseline never moves the head (mesh noise only)
+    turned = [MotionFrame(t=i / fps, head=HeadPose(yaw=12.0 * np.sin(i / 8))) for i in range(frames)]
+    yaw = measure_frames((renderer.render(f)[:, :, :3] for f in turned), fps).head[:, 0]
+    assert pearson(yaw, [f.head.yaw for f in turned]) > 0.9
+
+
+def test_every_generator_gives_exactly_the_video_frame_count(sample_speech: Path) -> None:
+    from facecast.media import decode_mono
+
+    samples = decode_mono(sample_speech)[: 16000 * 2]
+    for name, generator in GENERATORS.items():
+        for fps, frames in ((25.0, 50), (30.0, 61)):
+            motion = generator(samples, fps, frames)
+            assert len(motion) == frames, name
+
+
+def test_quality_benchmark_prints_one_table_with_every_generator(held_out_dataset: tuple[Path, Path],
+                                                                tiny_model: Path) -> None:
+    data, cache = held_out_dataset
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--data", str(data), "--cache", str(cache),
+         "--workers", "1", "--model", f"tiny={tiny_model}"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "3 GRID s4 clips + 1 in-the-wild clips" in result.stdout
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines if line.startswith("| ")}
+    assert set(rows) == {"generator", "real", "tiny", *GENERATORS}
+    column = {title: i for i, title in enumerate(rows["generator"])}
+    assert rows["real"][0] == "1.000"                      # the real video against itself
+    assert rows["real"][column["motion °/s"]] == rows["real"][column["head °/s"]]   # real motion is what was measured
+    for name in [*GENERATORS, "tiny"]:
+        assert -1.0 <= float(rows[name][0]) <= 1.0
+        assert rows[name][column["face %"]] == "100.0%"    # the face was found in every output frame
+        assert float(rows[name][column["motion spread °"]]) >= 0 and float(rows[name][column["motion blinks/min"]]) >= 0
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "quality.py"), "--model", "x=/no/such.pt"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "NAME=WEIGHTS" in bad.stderr
