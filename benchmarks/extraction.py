@@ -33,11 +33,9 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import numpy as np  # noqa: E402
 
-from facecast.face.extraction import (  # noqa: E402
-    extract, fit_rigid, iter_video_frames, load_template, rotation_angles,
-)
-from facecast.face.measure import FaceMeasurer, head_yaw_proxy, mouth_opening  # noqa: E402
 from facecast.evaluation.motion_quality import pearson  # noqa: E402
+from facecast.face.extraction import extract, fit_rigid, iter_video_frames, load_template, rotation_angles  # noqa: E402
+from facecast.face.measure import FaceMeasurer, head_yaw_proxy, mouth_opening  # noqa: E402
 from facecast.face.portrait import analyze_portrait  # noqa: E402
 from facecast.render.renderer import Renderer  # noqa: E402
 
@@ -77,7 +75,7 @@ def measure(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def run_clip(path: Path, reference: int | str, max_frames: int) -> dict[str, float]:
     started = time.perf_counter()
-    result = extract(path, reference=reference, audio=False, max_frames=max_frames)
+    result = extract(path, reference=reference, max_frames=max_frames)
     originals = []
     for i, rgb in enumerate(iter_video_frames(path)):
         if i >= len(result.found):
@@ -137,7 +135,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clips", nargs="*", type=Path, help="videos (default: 5 grid_s4 + 5 in-the-wild clips)")
     parser.add_argument("--reference", choices=("both", "first", "neutral"), default="both",
-                        help="which frame plays the portrait: the first, the neutral reference, or both tables (default)")
+                        help="which frame plays the portrait: the first, the neutral reference, "
+                             "or both tables (default)")
     parser.add_argument("--max-frames", type=int, default=300, help="frames per clip (default 300)")
     args = parser.parse_args()
     clips = args.clips or DEFAULT_CLIPS

@@ -101,7 +101,8 @@ def run(fps: int, size: int, generator: str = "rule") -> dict:
     vrchat.server.shutdown()
     # CPU while live (the daemon's own count), and the whole process's including start-up.
     return {**summary, "scheduled_ms": scheduled_ms, "cpu_cores": summary["cpu_s"] / summary["elapsed_s"],
-            "process_cpu_s": cpu, "rss_mib": after.ru_maxrss / 1024, "vmc": vmc.count, "vrchat": vrchat.count, "ws_motion": counts["motion"], "ws_frames": counts["frames"]}
+            "process_cpu_s": cpu, "rss_mib": after.ru_maxrss / 1024, "vmc": vmc.count, "vrchat": vrchat.count,
+            "ws_motion": counts["motion"], "ws_frames": counts["frames"]}
 
 
 def main() -> None:
@@ -113,12 +114,14 @@ def main() -> None:
                for generator in args.generators.split(",") for fps in (30, 60)}
     print(f"\nfacecast live benchmark — {os.cpu_count()} CPU cores, {args.size}², 12 s of speech played in real time, "
           "outputs: VMC, VRChat OSC, WebSocket motion + overlay frames (loopback receivers)\n")
-    print("| generator | fps | achieved fps | latency p50 | latency p95 | scheduled | longest gap | repeated | CPU while live "
+    print("| generator | fps | achieved fps | latency p50 | latency p95 | scheduled | longest gap | repeated | "
+          "CPU while live "
           "(cores) | whole process CPU | peak RSS | received: VMC / VRChat / ws motion / ws overlay frames |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (generator, fps), r in results.items():
         print(f"| {generator} | {fps} | {r['fps']:.1f} | {r['latency_p50_ms']:.0f} ms | {r['latency_p95_ms']:.0f} ms | "
-              f"{r['scheduled_ms']:.0f} ms | {r['max_gap_ms']:.0f} ms | {r['repeated']} | {r['cpu_cores']:.2f} | {r['process_cpu_s']:.1f} s | "
+              f"{r['scheduled_ms']:.0f} ms | {r['max_gap_ms']:.0f} ms | {r['repeated']} | "
+              f"{r['cpu_cores']:.2f} | {r['process_cpu_s']:.1f} s | "
               f"{r['rss_mib']:.0f} MiB | "
               f"{r['vmc']} / {r['vrchat']} / {r['ws_motion']} / {r['ws_frames']} of {r['frames']} sent |")
 

@@ -26,7 +26,8 @@ from PIL import Image
 
 from facecast import face_regions as fr
 from facecast.errors import NoFaceError
-from facecast.face.portrait import analyze_portrait, load_image
+from facecast.face.portrait import analyze_portrait
+from facecast.media import load_image
 
 PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "portraits"
 IRISES = [fr.RIGHT_IRIS[0], fr.LEFT_IRIS[0]]
@@ -89,7 +90,8 @@ def main() -> None:
         rig, seconds = _run(path, args.size)
         times.append(seconds)
         results[group].append(rig is not None)
-        print(f"{path.name:28} {'original':12} {'yes' if rig else 'NO':3} {rig.method if rig else '-':34} {seconds * 1000:6.0f}")
+        print(f"{path.name:28} {'original':12} {'yes' if rig else 'NO':3} "
+              f"{rig.method if rig else '-':34} {seconds * 1000:6.0f}")
         if rig is None:
             continue
         sheet.append(rig.image[..., :3])

@@ -54,9 +54,17 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import numpy as np  # noqa: E402
 
-from facecast.dataset import cache# noqa: E402
+from facecast.dataset import cache as dataset  # noqa: E402
 from facecast.evaluation.motion_quality import (  # noqa: E402
-    GENERATORS, Measured, count_blinks, head_motion, jitter, lagged_correlation, measure_frames, motion_head_and_blink,
+    GENERATORS,
+    Measured,
+    count_blinks,
+    head_motion,
+    jitter,
+    lagged_correlation,
+    learned_motion,
+    measure_frames,
+    motion_head_and_blink,
     word_closures,
 )
 from facecast.evaluation.sync_scorer import MAX_OFFSET, SyncScorer, enough_face, scorable  # noqa: E402
@@ -78,11 +86,10 @@ def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | N
     learned generators with other weights (name -> weights file)."""
     from functools import partial
 
-    from facecast.speech.learned import learned_motion
     from facecast.face.extraction import iter_video_frames
     from facecast.face.portrait import analyze_portrait
-    from facecast.render.renderer import Renderer
     from facecast.media import decode_mono
+    from facecast.render.renderer import Renderer
 
     clip = dataset.load_clip(relpath, cache)
     fps, count = float(clip["fps"]), len(clip["found"])
@@ -93,7 +100,7 @@ def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | N
     out: dict[str, object] = {"seconds": {}}
     for name in generators:
         started = time.perf_counter()
-        generate = partial(learned_motion, path=models[name]) if models and name in models else GENERATORS[name]
+        generate = partial(learned_motion, model_path=models[name]) if models and name in models else GENERATORS[name]
         motion = generate(samples, fps, count)
         out[name + ":motion"] = motion_head_and_blink(motion)
         out[name] = measure_frames((renderer.render(frame)[:, :, :3] for frame in motion), fps)
@@ -136,7 +143,8 @@ def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: Sy
             score = scorer.score(m.lips, m.found, m.fps, clip["audio"])
             conf.append(score.confidence)
             offsets.append(score.offset)
-        closed_b, closed_other = word_closures(m.mouth_opening, m.fps, clip["words"], clip["word_start"], clip["word_end"])
+        closed_b, closed_other = word_closures(m.mouth_opening, m.fps, clip["words"], clip["word_start"],
+                                               clip["word_end"])
         bilabial += closed_b
         other += closed_other
         if wild:
@@ -154,11 +162,13 @@ def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: Sy
         frames += len(m.found)
     return {
         "generator": name, "clips": len(clips), "mouth_r": _mean(r_all), "mouth_r_grid": _mean(r_grid),
-        "mouth_r_wild": _mean(r_wild), "lag": _median(lags), "mouth_size": _median(size), "sync_conf": _mean(conf), "sync_offset": _median(offsets),
+        "mouth_r_wild": _mean(r_wild), "lag": _median(lags), "mouth_size": _median(size), "sync_conf": _mean(conf),
+        "sync_offset": _median(offsets),
         "sync_in_1": float(np.mean([abs(o) <= 1 for o in offsets])) if offsets else float("nan"),
         "closed_bilabial": float(np.mean(bilabial)) if bilabial else float("nan"),
         "closed_other": float(np.mean(other)) if other else float("nan"),
-        "head_speed": _mean(speed), "head_spread": _mean(spread), "blinks_per_min": blinks / minutes if minutes else float("nan"),
+        "head_speed": _mean(speed), "head_spread": _mean(spread),
+        "blinks_per_min": blinks / minutes if minutes else float("nan"),
         "jitter": _mean(jit), "face_found": found / frames if frames else float("nan"),
         "motion_head_speed": _mean(own_speed), "motion_head_spread": _mean(own_spread),
         "motion_blinks_per_min": own_blinks / minutes if minutes else float("nan"),
@@ -167,10 +177,12 @@ def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: Sy
 
 COLUMNS = (  # (title, key, format)
     ("generator", "generator", "{:<10}"), ("mouth r", "mouth_r", "{:7.3f}"), ("GRID s4", "mouth_r_grid", "{:7.3f}"),
-    ("wild", "mouth_r_wild", "{:6.3f}"), ("lag", "lag", "{:4.0f}"), ("mouth size", "mouth_size", "{:10.2f}"), ("sync conf", "sync_conf", "{:9.3f}"),
+    ("wild", "mouth_r_wild", "{:6.3f}"), ("lag", "lag", "{:4.0f}"), ("mouth size", "mouth_size", "{:10.2f}"),
+    ("sync conf", "sync_conf", "{:9.3f}"),
     ("off", "sync_offset", "{:4.0f}"), ("±1", "sync_in_1", "{:5.0%}"), ("closed b/p/m", "closed_bilabial", "{:12.0%}"),
     ("other", "closed_other", "{:6.0%}"), ("head °/s", "head_speed", "{:8.1f}"), ("spread °", "head_spread", "{:8.2f}"),
-    ("blinks/min", "blinks_per_min", "{:10.1f}"), ("jitter °", "jitter", "{:8.2f}"), ("face %", "face_found", "{:7.1%}"),
+    ("blinks/min", "blinks_per_min", "{:10.1f}"), ("jitter °", "jitter", "{:8.2f}"),
+    ("face %", "face_found", "{:7.1%}"),
     ("motion °/s", "motion_head_speed", "{:10.1f}"), ("motion spread °", "motion_head_spread", "{:15.2f}"),
     ("motion blinks/min", "motion_blinks_per_min", "{:17.1f}"),
 )
@@ -200,8 +212,10 @@ def held_out(cache: Path | None, limit: int | None) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clips", type=int, default=None, help="at most this many held-out clips (half GRID s4, half wild)")
-    parser.add_argument("--generators", default=",".join(GENERATORS), help=f"comma-separated, of {', '.join(GENERATORS)}")
+    parser.add_argument("--clips", type=int, default=None,
+                        help="at most this many held-out clips (half GRID s4, half wild)")
+    parser.add_argument("--generators", default=",".join(GENERATORS),
+                        help=f"comma-separated, of {', '.join(GENERATORS)}")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", type=Path, default=dataset.DEFAULT_DATA)
     parser.add_argument("--cache", type=Path, default=None)
@@ -230,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(clips)} held-out clips ({frames} frames), generators: {', '.join(generators)}", file=sys.stderr)
     results: list[dict] = [{}] * len(clips)
     with ProcessPoolExecutor(max_workers=args.workers, initializer=_init_worker) as pool:
-        futures = {pool.submit(render_clip, str(c["path"]), generators, args.data, args.cache, models): i for i, c in enumerate(clips)}
+        futures = {pool.submit(render_clip, str(c["path"]), generators, args.data, args.cache, models): i
+                   for i, c in enumerate(clips)}
         for done, future in enumerate(as_completed(futures), 1):
             results[futures[future]] = future.result()
             print(f"  {done}/{len(clips)} {clips[futures[future]]['path']}  {time.perf_counter() - started:5.0f} s",

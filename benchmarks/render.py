@@ -28,11 +28,11 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
+from facecast.app.render import flatten_alpha  # noqa: E402
 from facecast.face.portrait import analyze_portrait  # noqa: E402
+from facecast.media import Mp4Writer, decode_mono  # noqa: E402
 from facecast.render.renderer import Renderer  # noqa: E402
 from facecast.speech.rule import RuleMotionGenerator, generate_motion  # noqa: E402
-from facecast.media import Mp4Writer, decode_mono  # noqa: E402
-from facecast.app.render import flatten_alpha  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PORTRAIT = REPO / "samples" / "mona_lisa.jpg"

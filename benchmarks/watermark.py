@@ -34,9 +34,9 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from facecast.provenance.watermark import Payload, Watermarker, detect_frames  # noqa: E402
 from facecast.media import Mp4Writer  # noqa: E402
 from facecast.provenance.verify import IMAGE_SUFFIXES, verify  # noqa: E402
+from facecast.provenance.watermark import Payload, Watermarker, detect_frames  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -110,9 +110,9 @@ _RIGS: dict[Path, object] = {}
 def render_clip(portrait: Path, speech: Path, seed: int) -> list[np.ndarray]:
     """3 s of unmarked 512² frames: a random 3 s window of `speech` on `portrait`."""
     from facecast.face.portrait import analyze_portrait
+    from facecast.media import decode_mono
     from facecast.render.renderer import Renderer
     from facecast.speech.rule import RuleMotionGenerator, generate_motion
-    from facecast.media import decode_mono
 
     if portrait not in _RIGS:
         _RIGS[portrait] = analyze_portrait(portrait, size=SIZE)
@@ -188,7 +188,8 @@ def embed_cost(height: int, width: int, repeats: int = 300) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=100, help="clips per condition (default 100)")
-    parser.add_argument("--fp-limit", type=int, default=None, help="check only this many real files for false positives")
+    parser.add_argument("--fp-limit", type=int, default=None,
+                        help="check only this many real files for false positives")
     parser.add_argument("--preset", default="medium", help="x264 preset for the re-encodes (default medium)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
@@ -220,7 +221,8 @@ def main() -> int:
     psnr = [r["psnr"] for r in results]
     print(f"\nPSNR marked vs unmarked: min {min(psnr):.1f} dB, median {statistics.median(psnr):.1f} dB")
     print(f"embed cost per frame: {embed_cost(512, 512):.2f} ms at 512², {embed_cost(720, 1280):.2f} ms at 1280x720")
-    print(f"real files: highest strength {max(r[2] for r in checked):.2f}, median {statistics.median(r[2] for r in checked):.2f} "
+    print(f"real files: highest strength {max(r[2] for r in checked):.2f}, "
+          f"median {statistics.median(r[2] for r in checked):.2f} "
           f"(a payload must also pass its CRC)")
     for name, _, strength in false_positives:
         print(f"FALSE POSITIVE: {name} (strength {strength:.2f})")

@@ -49,11 +49,11 @@ except ImportError:  # pragma: no cover - depends on where the file is loaded
 
 # --------------------------------------------------------------------------------------------- constants
 
-DEFAULT_PORT = 39650  # the daemon's default `--ws` port (bridges/ws_server.py)
+DEFAULT_PORT = 39650  # the daemon's default `--ws` port (bridges/ws_protocol.py)
 HOST = "127.0.0.1"  # the daemon's server binds to loopback only
 FPS_CHOICES = (30, 60)  # `facecast live` accepts only these
 MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 256, 1024, 512
-#: The daemon's emotion presets (bridges/ws_server.py CONTROL_SCHEMA); repeated here because OBS's Python
+#: The daemon's emotion presets (controls.py CONTROL_SCHEMA); repeated here because OBS's Python
 #: cannot import facecast.
 EMOTION_PRESETS = ("neutral", "happy", "sad", "angry", "surprised", "fear", "disgusted", "contempt")
 SOURCE_NAME = "facecast overlay"
@@ -340,7 +340,8 @@ class _Exchange:
             readable, writable, failed = select.select([sock], [sock] if (self._out or not self._connected) else [],
                                                        [sock], 0)
             if failed:
-                self._finish(error=self._refused(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or errno.ECONNREFUSED))
+                self._finish(error=self._refused(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                                                 or errno.ECONNREFUSED))
                 return True
             if not self._connected and (writable or readable):
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -395,7 +396,7 @@ def parse_http_response(data: bytes, close_delimited: bool = False) -> Optional[
     try:
         code = int(lines[0].split()[1])
     except (IndexError, ValueError):
-        raise ValueError("not an HTTP answer: %r" % lines[0][:80])
+        raise ValueError("not an HTTP answer: %r" % lines[0][:80]) from None
     length = None
     for line in lines[1:]:
         name, _, value = line.partition(":")
@@ -1234,7 +1235,8 @@ def script_save(settings: Any) -> None:
 
 def _on_event(event: int) -> None:
     """OBS is closing (or unloading scripts): stop the daemon before OBS goes away."""
-    if event in (getattr(obs, "OBS_FRONTEND_EVENT_EXIT", -1), getattr(obs, "OBS_FRONTEND_EVENT_SCRIPTING_SHUTDOWN", -1)):
+    if event in (getattr(obs, "OBS_FRONTEND_EVENT_EXIT", -1),
+                 getattr(obs, "OBS_FRONTEND_EVENT_SCRIPTING_SHUTDOWN", -1)):
         PANEL.shutdown()
 
 

@@ -29,6 +29,11 @@ python3 -m venv .venv
 pip install --quiet "torch==2.13.0"
 pip install --quiet -e '.[test]'
 
+# Style and architecture first: a broken rule or a forbidden import fails the run (pyproject.toml
+# configures both: [tool.ruff], and [tool.importlinter]'s layers, forbidden imports and no cycles).
+ruff check .
+lint-imports
+
 set +e
 python -m pytest "$@"
 status=$?

@@ -58,7 +58,8 @@ def write_audio(path: Path, samples: np.ndarray, rate: int, codec: str | None = 
                                       frame_size=stream.codec_context.frame_size or None)
         if samples.shape[0]:
             # packed float: channels interleaved in one plane
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples).reshape(1, -1), format="flt", layout=layout)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples).reshape(1, -1), format="flt",
+                                               layout=layout)
             frame.sample_rate = rate
             for out in resampler.resample(frame):
                 container.mux(stream.encode(out))
@@ -138,8 +139,8 @@ def tiny_model(held_out_dataset: tuple[Path, Path], tmp_path_factory: pytest.Tem
     import numpy as np
 
     from facecast.dataset.cache import load_clip
-    from facecast.speech.learned import train
-    from facecast.speech.mouth_gap import add_to_model
+    from facecast.training.motion_diffusion import train
+    from facecast.training.mouth_gap import add_to_model
 
     data, cache = held_out_dataset
     clips = [load_clip(rel, cache) for rel in HELD_OUT_CLIPS]

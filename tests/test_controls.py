@@ -5,10 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facecast.controls import EMOTION_PRESETS, Controls, controls_from, parse_emotion, parse_gaze
+from conftest import assert_one_line_error, run_facecast
+from facecast.controls import (
+    CONTROL_SCHEMA,
+    EMOTION_PRESETS,
+    ControlError,
+    Controls,
+    check_control,
+    controls_from,
+    parse_emotion,
+    parse_gaze,
+)
 from facecast.errors import InputError
 from facecast.motion import MotionFrame
-from conftest import assert_one_line_error, run_facecast
 
 
 def _frame() -> MotionFrame:
@@ -84,9 +93,9 @@ def test_command_line_controls_parse_or_fail_in_one_line():
 def _measure(portrait, controls: Controls, generator: str = "rule", seconds: float = 1.6) -> dict[str, float]:
     """A generator's motion for speech-like bursts, controls applied as render/live do, rendered, face-meshed."""
     from facecast import face_regions as fr
+    from facecast.evaluation.motion_quality import GENERATORS
     from facecast.face.extraction import track_frames
     from facecast.face.measure import eye_openness, face_height
-    from facecast.evaluation.motion_quality import GENERATORS
 
     t = np.arange(int(seconds * 16000)) / 16000
     speech = 0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 2.0 * t) > 0)
@@ -157,9 +166,10 @@ def test_each_control_moves_the_rendered_face_the_expected_way(portrait, generat
 
 def test_render_applies_the_command_line_controls(sample_portrait, sample_speech, tmp_path):
     """--distance and --emotion reach the rendered frames through `facecast render`."""
+    import cv2
+
     from facecast.face.extraction import track_frames
     from facecast.face.measure import face_height
-    import cv2
 
     sizes = {}
     for name, extra in (("plain", ()), ("far", ("--distance", "1.6", "--emotion", "happy:0.8", "--gaze", "15,0"))):
@@ -175,3 +185,24 @@ def test_render_applies_the_command_line_controls(sample_portrait, sample_speech
     bad = run_facecast("render", "-p", sample_portrait, "-a", sample_speech, "-o", tmp_path / "x.mp4", "--gaze", "99,0")
     assert_one_line_error(bad, "gaze angles must be within")
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_every_control_command_checks_out_and_updates_the_controls():
+    """The schema of live control messages (their token and JSON wrapping: bridges/test_ws_protocol)."""
+    commands = [{"type": "emotion", "preset": "sad", "intensity": 1, "offset": {"jawOpen": -0.5}},
+                {"type": "gaze", "yaw": 10, "pitch": -5}, {"type": "distance", "value": 2},
+                {"type": "mute", "muted": True}, {"type": "portrait", "path": "me.png"}]
+    assert [c["type"] for c in commands] == list(CONTROL_SCHEMA)
+    controls = Controls()
+    for command in commands:
+        checked = check_control(command)
+        assert checked == command and all(type(checked[k]) is not int for k in checked)  # numbers become floats
+        if command["type"] != "portrait":  # the daemon swaps the renderer itself
+            controls.update(checked)
+    assert (controls.emotion, controls.offset, controls.gaze_yaw, controls.distance, controls.muted) == \
+        ("sad", {"jawOpen": -0.5}, 10.0, 2.0, True)
+    for bad, reason in (({"type": "emotion", "preset": "smug"}, "one of"), ({"type": "mute"}, "needs 'muted'"),
+                        ({"type": "gaze", "yaw": 0, "pitch": 0, "token": "T"}, "unknown field")):
+        with pytest.raises(ControlError, match=reason):
+            check_control(bad)
+    assert issubclass(ControlError, ValueError)  # the daemon's own refusals travel the same way

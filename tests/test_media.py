@@ -8,8 +8,8 @@ import wave
 import av
 import numpy as np
 import pytest
-from conftest import tone_speech, write_audio
 
+from conftest import tone_speech, write_audio
 from facecast.errors import InputError, OutputError
 from facecast.media import AtomicOutput, AudioReader, Mp4Writer, decode_mono, iter_mono_blocks
 

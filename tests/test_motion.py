@@ -7,8 +7,7 @@ import json
 import pytest
 
 from facecast.errors import InputError
-from facecast.motion import (ARKIT_BLENDSHAPES, VISEMES, MotionFrame, MotionHeader, read_motion,
-                                    write_motion)
+from facecast.motion import ARKIT_BLENDSHAPES, VISEMES, MotionFrame, MotionHeader, read_motion, write_motion
 
 
 def _frame(t: float) -> MotionFrame:

@@ -9,11 +9,12 @@ control messages; offline renders can set them once.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from facecast.errors import InputError
-from facecast.motion import MotionFrame
+from facecast.motion import ARKIT_BLENDSHAPES, DERIVED_BLENDSHAPES, MotionFrame
 
 #: Bounds shared by the command line and the live control messages: gaze targets beyond this (degrees
 #: from the camera) look like eye-rolling; head distance is relative to the portrait (1.0 as pictured).
@@ -75,7 +76,7 @@ class Controls:
         return replace(frame, expressions=expressions, gaze=gaze, head=head)
 
     def update(self, command: dict[str, Any]) -> None:
-        """Apply one validated control message (see `facecast.bridges.ws_server.CONTROL_SCHEMA`)."""
+        """Apply one validated control message (see `CONTROL_SCHEMA`)."""
         kind = command["type"]
         if kind == "emotion":
             if "preset" in command:
@@ -142,3 +143,92 @@ def controls_from(emotion: str | None = None, gaze: str | None = None, distance:
     except (TypeError, ValueError) as exc:
         raise InputError(str(exc)) from None
     return controls
+
+
+# --- control messages: what the live daemon accepts at run time (the WebSocket server carries them) -------
+
+class ControlError(ValueError):
+    """A control command was refused; the message says why (it goes back to the client)."""
+
+
+#: Longest portrait path a `portrait` command may carry.
+MAX_PATH_CHARS = 4096
+_OFFSET_NAMES = frozenset(ARKIT_BLENDSHAPES) - DERIVED_BLENDSHAPES
+
+
+def _number(low: float, high: float) -> Callable[[str, object], float]:
+    def check(name: str, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ControlError(f"'{name}' must be a number")
+        if not low <= value <= high:
+            raise ControlError(f"'{name}' must be between {low:g} and {high:g}")
+        return float(value)
+    return check
+
+
+def _boolean(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ControlError(f"'{name}' must be true or false")
+    return value
+
+
+def _preset(name: str, value: object) -> str:
+    if value not in EMOTION_PRESETS:
+        raise ControlError(f"'{name}' must be one of {', '.join(EMOTION_PRESETS)}")
+    return str(value)
+
+
+_offset_value = _number(-1.0, 1.0)
+
+
+def _offsets(name: str, value: object) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise ControlError(f"'{name}' must be an object of ARKit expression names to numbers")
+    unknown = sorted(str(key) for key in value if key not in _OFFSET_NAMES)
+    if unknown:
+        raise ControlError(f"'{name}': unknown or eye expression name(s) {', '.join(unknown[:5])}")
+    return {key: _offset_value(f"{name}.{key}", number) for key, number in value.items()}
+
+
+def _path(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PATH_CHARS or "\0" in value:
+        raise ControlError(f"'{name}' must be a file path of 1-{MAX_PATH_CHARS} characters")
+    return value
+
+
+_Field = tuple[Callable[[str, object], Any], bool]  # (validator, required)
+
+#: Control commands: type -> field -> (validator, required).
+CONTROL_SCHEMA: dict[str, dict[str, _Field]] = {
+    # preset with an intensity, and/or a global offset of ARKit expressions (VASA-1's "emotion offset")
+    "emotion": {"preset": (_preset, False), "intensity": (_number(0.0, 1.0), False), "offset": (_offsets, False)},
+    # main gaze direction in degrees (0, 0 = the camera); the same convention as MotionFrame.gaze
+    "gaze": {"yaw": (_number(-MAX_GAZE_DEG, MAX_GAZE_DEG), True),
+             "pitch": (_number(-MAX_GAZE_DEG, MAX_GAZE_DEG), True)},
+    "distance": {"value": (_number(MIN_DISTANCE, MAX_DISTANCE), True)},
+    "mute": {"muted": (_boolean, True)},
+    "portrait": {"path": (_path, True)},
+}
+#: Commands that need at least one of these (otherwise optional) fields.
+_NEEDS_ONE_OF = {"emotion": ("preset", "offset")}
+
+
+def check_control(message: dict[str, Any]) -> dict[str, Any]:
+    """One control command checked against `CONTROL_SCHEMA`: the command with numbers as floats, or ControlError."""
+    kind = message.get("type")
+    schema = CONTROL_SCHEMA.get(kind) if isinstance(kind, str) else None
+    if schema is None:
+        raise ControlError(f"'type' must be one of {', '.join(CONTROL_SCHEMA)}")
+    unknown = sorted(set(message) - set(schema) - {"type"})
+    if unknown:
+        raise ControlError(f"unknown field(s) for '{kind}': {', '.join(unknown[:5])}")
+    out: dict[str, Any] = {"type": kind}
+    for name, (check, required) in schema.items():
+        if name in message:
+            out[name] = check(name, message[name])
+        elif required:
+            raise ControlError(f"'{kind}' needs '{name}'")
+    one_of = _NEEDS_ONE_OF.get(kind, ())
+    if one_of and not any(name in out for name in one_of):
+        raise ControlError(f"'{kind}' needs {' or '.join(repr(name) for name in one_of)}")
+    return out

@@ -1,4 +1,5 @@
-"""Audio and video through FFmpeg (PyAV): streaming decode, resampling, H.264/AAC encode.
+"""Media files in and out: pictures (Pillow); audio and video through FFmpeg (PyAV): streaming decode,
+resampling, H.264/AAC encode.
 
 Everything here streams in blocks so an hours-long input runs in constant
 memory. Decoding any container/codec FFmpeg knows (WAV, FLAC, MP3, Ogg, the
@@ -18,6 +19,7 @@ from typing import Iterator
 
 import av
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facecast.errors import InputError, OutputError
 
@@ -34,8 +36,39 @@ REGULAR_MP4 = "+faststart"
 #: stays untrimmed.
 FRAGMENTED_MP4 = "+frag_keyframe+empty_moov+delay_moov+default_base_moof"
 
-# av raises subclasses of av.FFmpegError for corrupt data; older releases named it av.AVError.
-_FFMPEG_ERRORS = tuple(e for e in (getattr(av, "FFmpegError", None), getattr(av, "AVError", None)) if e) or (Exception,)
+#: What av raises for unreadable or corrupt media: subclasses of av.FFmpegError (older releases: av.AVError).
+FFMPEG_ERRORS = tuple(e for e in (getattr(av, "FFmpegError", None), getattr(av, "AVError", None)) if e) or (Exception,)
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read a picture as RGB (H,W,3) or, when the file has alpha, RGBA (H,W,4) uint8, EXIF-upright."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"portrait not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            return _to_uint8_rgb(im)
+    except Image.DecompressionBombError:
+        raise InputError(f"image {path} is too large to open safely (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
+    except UnidentifiedImageError:
+        raise InputError(f"unsupported or unreadable image file: {path} (use a JPEG, PNG or WebP picture)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"cannot read image {path}: the file looks corrupt ({exc})") from None
+
+
+def _to_uint8_rgb(im: Image.Image) -> np.ndarray:
+    """Convert any PIL mode (grey, palette, 16-bit, float, CMYK, with or without alpha) to RGB/RGBA uint8."""
+    if im.mode.startswith("I") or im.mode == "F":              # 16/32-bit integer or float greyscale
+        values = np.asarray(im, dtype=np.float64)
+        if im.mode.startswith("I;16") or values.max() > 255:
+            peak = 65535.0
+        else:
+            peak = 1.0 if im.mode == "F" and values.max() <= 1.0 else 255.0
+        grey = np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
+    return np.ascontiguousarray(np.asarray(im.convert("RGBA" if has_alpha else "RGB")))
 
 
 @dataclass(frozen=True)
@@ -65,8 +98,9 @@ class AudioReader:
             raise InputError(f"audio input {self.path} is a folder, not a file")
         try:
             self._container = av.open(str(self.path), "r")
-        except _FFMPEG_ERRORS as exc:
-            raise InputError(f"cannot read audio from {self.path}: not a supported audio or video file ({_reason(exc)})") from None
+        except FFMPEG_ERRORS as exc:
+            raise InputError(f"cannot read audio from {self.path}: not a supported audio or video file "
+                             f"({error_reason(exc)})") from None
         if not self._container.streams.audio:
             self._container.close()
             raise InputError(f"{self.path} has no audio track")
@@ -92,8 +126,9 @@ class AudioReader:
                 for frame in packet.decode():
                     frame.pts = None  # resamplers need no timestamps; odd ones upset them
                     yield frame
-        except _FFMPEG_ERRORS as exc:
-            raise InputError(f"cannot decode audio in {self.path}: the file is corrupt or truncated ({_reason(exc)})") from None
+        except FFMPEG_ERRORS as exc:
+            raise InputError(f"cannot decode audio in {self.path}: the file is corrupt or truncated "
+                             f"({error_reason(exc)})") from None
 
     def close(self) -> None:
         self._container.close()
@@ -105,7 +140,8 @@ class AudioReader:
         self.close()
 
 
-def _reason(exc: Exception) -> str:
+def error_reason(exc: Exception) -> str:
+    """A short reason for an FFmpeg error, for one-line messages."""
     return getattr(exc, "strerror", None) or str(exc).split(":")[-1].strip() or type(exc).__name__
 
 
@@ -123,7 +159,8 @@ class MonoResampler:
         return np.concatenate(parts).astype(np.float32, copy=False)
 
 
-def decode_with_mono(reader: AudioReader, rate: int = MOTION_SAMPLE_RATE) -> Iterator[tuple[av.AudioFrame | None, np.ndarray]]:
+def decode_with_mono(reader: AudioReader,
+                     rate: int = MOTION_SAMPLE_RATE) -> Iterator[tuple[av.AudioFrame | None, np.ndarray]]:
     """Each decoded frame paired with the same audio as mono float32 at `rate`.
 
     The resampler's tail comes last, paired with None. Callers that also need
@@ -287,5 +324,5 @@ class Mp4Writer:
     def abort(self) -> None:
         try:
             self._container.close()
-        except _FFMPEG_ERRORS:
+        except FFMPEG_ERRORS:
             pass

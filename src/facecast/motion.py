@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
+import numpy as np
+
 from facecast.errors import InputError
 
 MOTION_FORMAT = "facecast.motion"
@@ -61,6 +63,18 @@ _ARKIT_SET = frozenset(ARKIT_BLENDSHAPES)
 #: (see `MotionFrame.arkit`) and may not be set as free expression coefficients.
 DERIVED_BLENDSHAPES = frozenset(
     n for n in ARKIT_BLENDSHAPES if n.startswith("eyeBlink") or n.startswith("eyeLook")
+)
+
+#: The expression channels facecast generates, renders and extracts, in the order of the motion
+#: vector (learned model rows, dataset cache columns); the face model (`facecast.face_model`)
+#: says what each does to the face.
+EXPRESSION_CHANNELS: tuple[str, ...] = (
+    "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker",
+    "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
+    "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "mouthPressLeft", "mouthPressRight", "browInnerUp", "browDownLeft", "browDownRight",
+    "browOuterUpLeft", "browOuterUpRight", "eyeWideLeft", "eyeWideRight",
+    "eyeSquintLeft", "eyeSquintRight", "cheekPuff",
 )
 
 #: Mouth-shape classes: silence plus the five vowels VRM avatars animate.
@@ -302,3 +316,16 @@ def read_motion(path: str | Path) -> tuple[MotionHeader, Iterator[MotionFrame]]:
                     raise InputError(f"{path}:{number}: {exc}") from None
 
     return header, frames()
+
+
+def resample_frames(values: np.ndarray, fps: float, target_fps: float, count: int | None = None) -> np.ndarray:
+    """Linear resampling of per-frame rows (T, D) of motion from `fps` to `target_fps` (same start time;
+    float32 or wider kept); `count` defaults to the frames that fit the same duration."""
+    values = np.asarray(values, dtype=np.result_type(values, np.float32))
+    if count is None:
+        count = max(1, int(math.floor(len(values) / fps * target_fps + 1e-6)))
+    if abs(fps - target_fps) < 1e-6 and count <= len(values):
+        return values[:count]
+    source = np.arange(len(values)) / fps
+    target = np.arange(count) / target_fps
+    return np.stack([np.interp(target, source, values[:, j]) for j in range(values.shape[1])], 1).astype(values.dtype)

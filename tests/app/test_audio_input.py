@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, FakeClock, tone_speech, write_audio
-from facecast.errors import InputError
 from facecast.app import audio_input
 from facecast.app.audio_input import AudioDeviceError, FileSource, MicrophoneSource, list_input_devices
+from facecast.errors import InputError
 from facecast.media import MOTION_SAMPLE_RATE, decode_mono
 
 BLOCK_MS = 10.0

@@ -11,8 +11,9 @@ import wave
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_facecast, tone_speech, write_audio
 from PIL import Image
+
+from conftest import assert_one_line_error, run_facecast, tone_speech, write_audio
 
 
 def assert_nothing_written(folder: Path, before: set[str]) -> None:

@@ -16,15 +16,19 @@ import pytest
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 
-from facecast.bridges.frame_codec import decode_frame
-from facecast.errors import InputError
-from facecast.provenance.watermark import detect_frames
-from facecast.motion import MotionFrame
-from facecast.speech.rule import RuleMotionGenerator, generate_motion
 from facecast.app.audio_input import FileSource
 from facecast.app.daemon import LiveDaemon
-from facecast.app.live import default_config_text, resolve_settings
+from facecast.app.live import OUTPUTS, ControlForward, build_outputs
+from facecast.app.options import default_config_text, resolve_settings
+from facecast.bridges.frame_codec import decode_frame
+from facecast.bridges.osc_udp import VmcSender, VrchatSender
+from facecast.bridges.output import Output
+from facecast.bridges.ws_server import WsServer
+from facecast.errors import InputError
 from facecast.media import iter_mono_blocks
+from facecast.motion import MotionFrame
+from facecast.provenance.watermark import detect_frames
+from facecast.speech.rule import RuleMotionGenerator, generate_motion
 
 GRID_CLIP = "talking/grid_s1/bbaf2n.mp4"
 
@@ -108,7 +112,8 @@ def test_facecast_live_feeds_vmc_and_websocket_at_the_frame_rate(tmp_path, sampl
     clip = shared_data / GRID_CLIP
     process = subprocess.Popen(
         [sys.executable, "-m", "facecast.app.cli", "live", "--portrait", str(sample_portrait), "--audio", str(clip),
-         "--once", "--size", "256", "--vmc", str(ports[0]), "--ws", "0", "--log-level", "info", "--generator", generator],
+         "--once", "--size", "256", "--vmc", str(ports[0]), "--ws", "0", "--log-level", "info",
+         "--generator", generator],
         stderr=subprocess.PIPE, text=True)
     url = None
     motion_messages = 0
@@ -187,6 +192,49 @@ def test_default_config_documents_every_setting_and_parses(tmp_path):
     # the example motion_model names a user's own file, which the learned (default) generator must find
     path.write_text("\n".join(line for line in uncommented.splitlines() if not line.startswith("motion_model")))
     assert resolve_settings({"config": path})["vmc"] == "127.0.0.1:39539"
+
+
+def test_outputs_are_wired_from_the_table(caplog):
+    """Each enabled output comes from its opener in `OUTPUTS`, in the table's order, and is an `Output`."""
+    assert [setting for setting, _ in OUTPUTS] == ["vmc", "vrchat", "vts", "ws", "vcam"]
+    settings = resolve_settings({"portrait": "me.png", "vmc": "127.0.0.1:39999", "vmc_names": "arkit",
+                                 "vrchat": "", "ws": 0})
+    assert build_outputs(resolve_settings({"portrait": "me.png"})) == []
+    controls = ControlForward()
+    with caplog.at_level(logging.INFO, logger="facecast.live"):
+        outputs = build_outputs(settings, controls)
+    try:
+        assert [type(o) for o in outputs] == [VmcSender, VrchatSender, WsServer]  # ws 0: any free port, not "off"
+        assert all(isinstance(o, Output) for o in outputs)
+        vmc, vrchat, server = outputs
+        assert (vmc.transport.host, vmc.transport.port, vmc.encoder.names) == ("127.0.0.1", 39999, "arkit")
+        assert (vrchat.transport.host, vrchat.transport.port) == ("127.0.0.1", 9000)
+        assert server.port != 0 and server._on_control is controls
+    finally:
+        for output in outputs:
+            output.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert "VMC to 127.0.0.1:39999 (arkit names)" in messages and "VRChat OSC to 127.0.0.1:9000" in messages
+    assert any(m.startswith(f"overlay page {server.url}/overlay (control token ") for m in messages)
+
+
+def test_an_output_that_cannot_start_is_one_line_and_closes_the_others(monkeypatch):
+    """A bad target or a port in use: InputError before anything runs; the outputs opened so far are closed."""
+    closed: list = []
+    close = VmcSender.close
+    monkeypatch.setattr(VmcSender, "close", lambda self: (closed.append(self), close(self))[-1])
+    blocker = WsServer(port=0)
+    blocker.start()
+    try:
+        for flags, message in (({"vrchat": "host:"}, "missing port"),
+                               ({"ws": blocker.port}, f"port {blocker.port} is already in use")):
+            closed.clear()
+            with pytest.raises(InputError, match=message) as error:
+                build_outputs(resolve_settings({"portrait": "me.png", "vmc": "", **flags}))
+            assert "\n" not in str(error.value)
+            assert len(closed) == 1  # the VMC sender, opened first
+    finally:
+        blocker.stop()
 
 
 def test_config_init_and_devices_commands(tmp_path):

@@ -5,11 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from conftest import FakeClock
-
 from facecast.app.pacing import FramePacer, FrameQueue
-
-
 
 
 @pytest.mark.parametrize("fps", [30, 60])

@@ -10,11 +10,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import tone_speech, write_audio
 from PIL import Image
 
-from facecast.face.measure import FaceMeasurer, eye_openness, mouth_opening
+from conftest import tone_speech, write_audio
 from facecast.app.render import RenderRequest, render
+from facecast.face.measure import FaceMeasurer, eye_openness, mouth_opening
 
 FPS = 25
 

@@ -22,10 +22,10 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from test_ws_server import DISC_RGB, FrameProducer, disc_avatar
 from websockets.asyncio.client import ClientConnection, connect
 
 from facecast.bridges.ws_server import WsServer
-from test_ws_server import DISC_RGB, FrameProducer, disc_avatar
 
 CHROMIUM = next((path for name in ("chromium", "chromium-browser", "google-chrome")
                  if (path := shutil.which(name))), None)

@@ -15,8 +15,8 @@ from pythonosc.osc_packet import OscPacket
 from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.parsing.osc_types import get_string
 
-from facecast.bridges.vmc import (PERFORMER_PORT, VRM0_TO_VRM1, VmcEncoder, VmcSender, parse_host_port,
-                                 unity_rotation)
+from facecast.bridges.osc_udp import VmcSender
+from facecast.bridges.vmc import VRM0_TO_VRM1, VmcEncoder, unity_rotation
 from facecast.motion import ARKIT_BLENDSHAPES, Blink, Gaze, HeadPose, MotionFrame
 
 VRM0_NAMES = {"A", "I", "U", "E", "O", "Blink", "Blink_L", "Blink_R", "Joy", "Angry", "Sorrow",
@@ -280,33 +280,3 @@ def test_receiver_restart_mid_stream_gets_frames_again(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert sum("cannot send" in m for m in messages) == 1
     assert sum("again" in m for m in messages) == 1
-
-
-@pytest.mark.parametrize("text, expected", [
-    (None, ("127.0.0.1", PERFORMER_PORT)),
-    ("", ("127.0.0.1", PERFORMER_PORT)),
-    ("39540", ("127.0.0.1", 39540)),
-    ("192.168.1.5:39539", ("192.168.1.5", 39539)),
-    ("studio-pc", ("studio-pc", PERFORMER_PORT)),
-    (":39541", ("127.0.0.1", 39541)),
-    ("[::1]:39539", ("::1", 39539)),
-    ("::1", ("::1", PERFORMER_PORT)),
-])
-def test_parse_host_port(text, expected):
-    assert parse_host_port(text, "127.0.0.1", PERFORMER_PORT) == expected
-
-
-@pytest.mark.parametrize("text, message", [
-    ("0", "port must be a number from 1 to 65535"),
-    ("70000", "port must be a number from 1 to 65535"),
-    ("host:abc", "port must be a number from 1 to 65535"),
-    ("host:\u00b2", "port must be a number from 1 to 65535"),
-    ("host:", "missing port"),
-    ("[::1", "missing ']'"),
-    ("[::1]x", "expected ':PORT'"),
-    ("my host:1", "must not contain spaces"),
-])
-def test_parse_host_port_errors_are_one_line(text, message):
-    with pytest.raises(ValueError, match=message) as info:
-        parse_host_port(text, "127.0.0.1", PERFORMER_PORT)
-    assert "\n" not in str(info.value)

@@ -14,7 +14,8 @@ from pythonosc.osc_server import AsyncIOOSCUDPServer
 from pythonosc.parsing.osc_types import get_string
 
 from facecast.bridges.osc import MAX_DATAGRAM
-from facecast.bridges.vrchat import VrchatEncoder, VrchatSender
+from facecast.bridges.osc_udp import VrchatSender
+from facecast.bridges.vrchat import VrchatEncoder
 from facecast.motion import Blink, Gaze, MotionFrame
 
 REQUIRED = {"JawOpen", "MouthClosed", "LipFunnel", "LipPucker", "MouthUpperUp", "MouthLowerDown",

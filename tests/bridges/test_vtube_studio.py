@@ -15,27 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+from test_vtube_studio_protocol import RANGES, frame
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from facecast.bridges.vtube_studio import (AccessDeniedError, APIError, AuthenticationRequiredError,
-                                          ProtocolError, RequestIds, TokenStore, VTubeStudioClient,
-                                          default_token_path, discover_api_state, inject_request,
-                                          parameter_values, parse_broadcast, parse_message, response_data,
-                                          token_request)
-from facecast.motion import Blink, Gaze, HeadPose, MotionFrame
+from facecast.bridges.vtube_studio import TokenStore, VTubeStudioClient, default_token_path, discover_api_state
+from facecast.motion import MotionFrame
 
-RANGES = {
-    "FaceAngleX": (-30, 30), "FaceAngleY": (-30, 30), "FaceAngleZ": (-90, 90),
-    "FacePositionX": (-15, 15), "FacePositionY": (-15, 15), "FacePositionZ": (-10, 10),
-    "MouthOpen": (0, 1), "MouthSmile": (0, 1), "EyeOpenLeft": (0, 1), "EyeOpenRight": (0, 1),
-    "EyeLeftX": (-1, 1), "EyeLeftY": (-1, 1), "EyeRightX": (-1, 1), "EyeRightY": (-1, 1), "Brows": (0, 1),
-}
 FAST = dict(backoff_min=0.05, backoff_max=0.2, response_timeout=2.0, token_timeout=5.0, denied_retry=0.2)
-
-
-def frame(i: int = 0) -> MotionFrame:
-    return MotionFrame(t=i / 60, expressions={"jawOpen": (i % 100) / 100})
 
 
 class FakeVTS:
@@ -122,7 +109,7 @@ class FakeVTS:
             self._check_envelope(message)
             kind, rid, data = message.get("messageType"), message.get("requestID"), message.get("data") or {}
 
-            async def reply(message_type: str, payload: dict) -> None:
+            async def reply(message_type: str, payload: dict, rid: object = rid) -> None:
                 await ws.send(json.dumps({"apiName": "VTubeStudioPublicAPI", "apiVersion": "1.0",
                                           "timestamp": int(time.time() * 1000), "messageType": message_type,
                                           "requestID": rid, "data": payload}))
@@ -172,7 +159,7 @@ async def until(predicate, timeout: float = 5.0) -> None:
 
 
 class Feeder:
-    """A frame loop in another thread, submitting frames at ~100 fps."""
+    """A frame loop in another thread, sending frames at ~100 fps."""
 
     def __init__(self, client: VTubeStudioClient) -> None:
         self.client = client
@@ -182,7 +169,7 @@ class Feeder:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.client.submit(frame(self.count))
+            self.client.send(frame(self.count))
             self.count += 1
             time.sleep(0.01)
 
@@ -198,73 +185,6 @@ class Feeder:
 async def stop(client: VTubeStudioClient) -> None:
     await asyncio.to_thread(client.stop)
     assert client._thread is not None and not client._thread.is_alive()
-
-
-# --------------------------------------------------------------------------- pure protocol
-
-def test_envelopes_and_request_ids():
-    ids = RequestIds()
-    seen = {ids.next() for _ in range(1000)}
-    assert len(seen) == 1000 and all(i.isascii() and len(i) <= 64 for i in seen)
-    request = token_request("id-1")
-    assert request == {"apiName": "VTubeStudioPublicAPI", "apiVersion": "1.0", "requestID": "id-1",
-                       "messageType": "AuthenticationTokenRequest",
-                       "data": {"pluginName": "facecast", "pluginDeveloper": "facecast project"}}
-    inject = inject_request(frame(5), "id-2")
-    assert inject["messageType"] == "InjectParameterDataRequest"
-    assert inject["data"]["mode"] == "set" and inject["data"]["faceFound"] is True
-    with pytest.raises(ValueError):
-        token_request("x" * 65)
-
-
-def test_parameter_values_stay_in_vts_ranges():
-    extreme = MotionFrame(t=0.0, head=HeadPose(yaw=100, pitch=-100, roll=-200, x=2.0, y=-2.0, distance=0.1),
-                          gaze=Gaze(yaw=90, pitch=float("nan")), blink=Blink(left=1.0, right=-3.0),
-                          expressions={"jawOpen": 9.0, "mouthSmileLeft": 1.0, "mouthSmileRight": 1.0,
-                                       "browDownLeft": 1.0, "browDownRight": 1.0})
-    values = {p["id"]: p["value"] for p in parameter_values(extreme)}
-    assert set(values) == set(RANGES)
-    for name, (low, high) in RANGES.items():
-        assert low <= values[name] <= high, name
-    assert (values["FaceAngleX"], values["FaceAngleY"], values["FaceAngleZ"]) == (30, -30, -90)
-    assert (values["FacePositionX"], values["FacePositionY"], values["FacePositionZ"]) == (15, -15, 10)
-    assert values["EyeOpenLeft"] == 0.0 and values["EyeOpenRight"] == 1.0
-    assert values["EyeLeftX"] == 1.0 and values["EyeLeftY"] == 0.0
-    assert values["MouthSmile"] == 1.0 and values["Brows"] == 0.0
-    neutral = {p["id"]: p["value"] for p in parameter_values(MotionFrame(t=0.0))}
-    assert neutral["MouthSmile"] == neutral["Brows"] == 0.5 and neutral["FacePositionZ"] == 0.0
-
-
-def test_response_parsing_gives_typed_errors():
-    def message(kind: str, data: dict) -> dict:
-        return parse_message(json.dumps({"apiName": "VTubeStudioPublicAPI", "apiVersion": "1.0",
-                                         "requestID": "r", "messageType": kind, "data": data}))
-
-    assert response_data(message("AuthenticationResponse", {"authenticated": True}),
-                         "AuthenticationResponse") == {"authenticated": True}
-    with pytest.raises(AccessDeniedError) as denied:
-        response_data(message("APIError", {"errorID": 50, "message": "denied"}), "AuthenticationTokenResponse")
-    assert denied.value.error_id == 50 and denied.value.request_id == "r"
-    with pytest.raises(AuthenticationRequiredError):
-        response_data(message("APIError", {"errorID": 8, "message": "auth"}), "InjectParameterDataResponse")
-    with pytest.raises(APIError) as other:
-        response_data(message("APIError", {"errorID": 453, "message": "busy"}), "InjectParameterDataResponse")
-    assert type(other.value) is APIError and other.value.error_id == 453
-    with pytest.raises(ProtocolError):
-        response_data(message("StatisticsResponse", {}), "AuthenticationResponse")
-    for bad in ("not json", "[]", '{"apiName": "other", "messageType": "x"}'):
-        with pytest.raises(ProtocolError):
-            parse_message(bad)
-
-
-def test_broadcast_parsing():
-    good = {"apiName": "VTubeStudioPublicAPI", "apiVersion": "1.0", "timestamp": 1, "requestID": "x",
-            "messageType": "VTubeStudioAPIStateBroadcast",
-            "data": {"active": True, "port": 8002, "instanceID": "abc", "windowTitle": "VTube Studio"}}
-    assert parse_broadcast(json.dumps(good).encode()) == (8002, True)
-    assert parse_broadcast(b"\xff\x00") is None
-    assert parse_broadcast(json.dumps({**good, "data": {"port": "8001"}}).encode()) is None
-    assert parse_broadcast(json.dumps({**good, "messageType": "APIStateResponse"}).encode()) is None
 
 
 def test_token_store_location_and_permissions(tmp_path, monkeypatch):
@@ -364,12 +284,12 @@ def test_first_run_asks_for_token_and_persists_it_second_run_reuses_it(tmp_path,
         token_file = tmp_path / "facecast" / "vtube_studio_token.json"
         try:
             async with announcing(broadcast(vts.port)) as discovery:
-                for run in range(2):
+                for _ in range(2):
                     client = VTubeStudioClient(port=None, discovery_port=discovery, discovery_timeout=2.0, **FAST)
                     client.start()
                     with Feeder(client):
                         start = len(vts.injections)
-                        await until(lambda: len(vts.injections) >= start + 5)
+                        await until(lambda start=start: len(vts.injections) >= start + 5)
                     await stop(client)
                     assert token_file.exists()
                     assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
@@ -473,7 +393,7 @@ def test_idle_frame_is_resent_within_a_second(tmp_path):
         try:
             await asyncio.sleep(0.3)
             assert vts.injections == []  # nothing to inject before the first frame
-            client.submit(frame(1))
+            client.send(frame(1))
             await asyncio.sleep(1.7)
         finally:
             await stop(client)
@@ -485,7 +405,7 @@ def test_idle_frame_is_resent_within_a_second(tmp_path):
     asyncio.run(scenario())
 
 
-def test_submit_never_blocks_and_latest_frame_wins(tmp_path):
+def test_send_never_blocks_and_latest_frame_wins(tmp_path):
     async def scenario() -> None:
         vts = FakeVTS(inject_delay=0.05)  # a slow VTS: at most ~20 injections per second
         await vts.start()
@@ -497,7 +417,7 @@ def test_submit_never_blocks_and_latest_frame_wins(tmp_path):
             def burst() -> float:
                 start = time.monotonic()
                 for i in range(20000):
-                    client.submit(MotionFrame(t=i, expressions={"jawOpen": i / 20000}))
+                    client.send(MotionFrame(t=i, expressions={"jawOpen": i / 20000}))
                 return time.monotonic() - start
 
             elapsed = await asyncio.to_thread(burst)

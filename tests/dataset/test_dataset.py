@@ -10,14 +10,22 @@ import numpy as np
 import pytest
 
 from facecast.dataset.cache import (
-    AUDIO_FEATURES, audio_features, build, iter_clips, list_clips, load_clip, load_index, load_split,
-    speaker_of, summary,
+    AUDIO_FEATURES,
+    audio_features,
+    build,
+    iter_clips,
+    list_clips,
+    load_clip,
+    load_index,
+    load_split,
+    speaker_of,
+    summary,
 )
+from facecast.dataset.word_timing import ForcedAligner, grid_sentence, read_grid_align
 from facecast.errors import FacecastError, InputError
 from facecast.face.extraction import LIP_POINTS
-from facecast.render.warp_basis import EXPRESSION_CHANNELS
-from facecast.dataset.word_timing import ForcedAligner, grid_sentence, read_grid_align
 from facecast.media import decode_mono
+from facecast.motion import EXPRESSION_CHANNELS
 
 
 def test_every_clip_has_exactly_one_speaker_and_no_speaker_is_in_both_splits(shared_data: Path) -> None:
@@ -66,7 +74,8 @@ def test_forced_alignment_matches_grid_s1_alignments(shared_data: Path, aligner:
         given = read_grid_align(folder / "align" / f"{name}.align")
         found = aligner.align(decode_mono(folder / f"{name}.mp4"), grid_sentence(name))
         assert [w.word for w in found] == [w.word for w in given]
-        errors += [abs(a.start - b.start) for a, b in zip(found, given)] + [abs(a.end - b.end) for a, b in zip(found, given)]
+        errors += [abs(a.start - b.start) for a, b in zip(found, given)]
+        errors += [abs(a.end - b.end) for a, b in zip(found, given)]
     errors = np.array(errors)
     assert np.median(errors) < 0.05 and (errors < 0.1).mean() >= 0.9
 

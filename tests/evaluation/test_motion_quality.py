@@ -9,13 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facecast.dataset.cache import load_clip
-from facecast.motion import HeadPose, MotionFrame
-from facecast.evaluation.motion_quality import (
-    GENERATORS, blinks_per_minute, head_motion, jitter, lagged_correlation, loudness_motion, measure_frames,
-    pearson, word_closures,
-)
 from conftest import HELD_OUT_CLIPS, REPO
+from facecast.dataset.cache import load_clip
+from facecast.evaluation.motion_quality import (
+    GENERATORS,
+    blinks_per_minute,
+    head_motion,
+    jitter,
+    lagged_correlation,
+    loudness_motion,
+    measure_frames,
+    pearson,
+    word_closures,
+)
+from facecast.motion import HeadPose, MotionFrame
 
 GRID_CLIP = HELD_OUT_CLIPS[0]
 
@@ -33,7 +40,8 @@ def test_real_grid_speakers_close_their_lips_on_b_p_m_more_than_on_other_words(
     bilabial, other = [], []
     for rel in HELD_OUT_CLIPS[:3]:
         clip = load_clip(rel, held_out_dataset[1])
-        b, o = word_closures(clip["mouth_opening"], float(clip["fps"]), clip["words"], clip["word_start"], clip["word_end"])
+        b, o = word_closures(clip["mouth_opening"], float(clip["fps"]), clip["words"], clip["word_start"],
+                             clip["word_end"])
         bilabial += b
         other += o
     assert len(bilabial) >= 3 and len(other) >= 9
@@ -105,7 +113,8 @@ def test_quality_benchmark_prints_one_table_with_every_generator(held_out_datase
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "3 GRID s4 clips + 1 in-the-wild clips" in result.stdout
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines if line.startswith("| ")}
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in lines if line.startswith("| ")}
     assert set(rows) == {"generator", "real", "tiny", *GENERATORS}
     column = {title: i for i, title in enumerate(rows["generator"])}
     assert rows["real"][0] == "1.000"                      # the real video against itself

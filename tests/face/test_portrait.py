@@ -14,7 +14,8 @@ from PIL import Image
 
 from facecast import face_regions as fr
 from facecast.errors import InputError, NoFaceError
-from facecast.face.portrait import MEAN_FACE_PATH, MANUAL_POINTS, analyze_portrait, load_image
+from facecast.face.portrait import MANUAL_POINTS, MEAN_FACE_PATH, analyze_portrait
+from facecast.media import load_image
 
 PORTRAITS = Path(__file__).resolve().parents[3] / "shared" / "data" / "portraits"
 PHOTO = PORTRAITS / "liveportrait_s1.jpg"          # a real, frontal photo

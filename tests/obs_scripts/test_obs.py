@@ -168,7 +168,8 @@ class ObsRun:
 
     def daemon_log(self) -> str:
         """The daemon log the script writes (OBS runs with TMPDIR pointing here)."""
-        return "\n".join(path.read_text(errors="replace") for path in sorted(self.daemon_tmp.glob("facecast-obs-*.log")))
+        return "\n".join(path.read_text(errors="replace")
+                         for path in sorted(self.daemon_tmp.glob("facecast-obs-*.log")))
 
 
 def _prepare_config(root: Path, facecast_port: int) -> Path:
@@ -359,7 +360,8 @@ def test_start_overlay_screenshot_emotion_stop(obs_run: ObsRun) -> None:
     first = wait_until(avatar_shown, 45, "the avatar in OBS's program output", interval=0.5)
     outside = np.ones(first.shape[:2], bool)
     outside[y:y + side, x:x + side] = False
-    assert np.abs(first[outside].astype(int) - blank[outside].astype(int)).mean() < 3, "the scene around the overlay changed"
+    assert np.abs(first[outside].astype(int) - blank[outside].astype(int)).mean() < 3, (
+        "the scene around the overlay changed")
     shots = [first]
     for _ in range(6):  # the face moves: talking (or idling once the 12 s clip has played)
         time.sleep(0.3)
@@ -386,7 +388,8 @@ def test_obs_exit_stops_the_daemon_and_keeps_the_settings(obs_run: ObsRun) -> No
     wait_until(lambda: daemon_status(port), DAEMON_START_S, "the daemon's /status")
     assert daemon_pids(port)
     obs_run.ws.ws.close()
-    obs_run.obs.send_signal(signal.SIGINT)  # OBS 29 quits cleanly on SIGINT: scripts unload, the scene collection is saved
+    # OBS 29 quits cleanly on SIGINT: scripts unload, the scene collection is saved
+    obs_run.obs.send_signal(signal.SIGINT)
     obs_run.obs.wait(120)  # a loaded 2-core CI machine took over 30 s to shut OBS down
     wait_until(lambda: not port_open(port) and not daemon_pids(port), 10, "the daemon to stop with OBS")
 

@@ -83,11 +83,12 @@ def test_script_is_python_3_8_and_standard_library_only() -> None:
 
 def test_constants_match_the_daemon() -> None:
     """The script repeats a few of facecast's facts (OBS's Python cannot import facecast): they must agree."""
-    from facecast.bridges import ws_server
-    from facecast.app.live import LIVE_FPS
+    from facecast.app.options import LIVE_FPS
+    from facecast.bridges import ws_protocol
+    from facecast.controls import EMOTION_PRESETS
 
-    assert fo.EMOTION_PRESETS == tuple(ws_server.EMOTION_PRESETS)
-    assert fo.DEFAULT_PORT == ws_server.DEFAULT_PORT and fo.HOST == ws_server.DEFAULT_HOST
+    assert fo.EMOTION_PRESETS == tuple(EMOTION_PRESETS)
+    assert fo.DEFAULT_PORT == ws_protocol.DEFAULT_PORT and fo.HOST == ws_protocol.DEFAULT_HOST
     assert fo.FPS_CHOICES == tuple(int(f) for f in LIVE_FPS)
 
 
@@ -108,7 +109,7 @@ def test_build_command_from_panel_settings() -> None:
 def test_build_command_parses_with_the_real_cli() -> None:
     """What the script builds is what `facecast live` accepts (the daemon's own parser and validation)."""
     from facecast.app.cli import build_parser
-    from facecast.app.live import resolve_settings
+    from facecast.app.options import resolve_settings
 
     settings = {**fo.default_settings(), "portrait": "me.png", "microphone": "2", "out_vcam": True,
                 "out_vmc": True, "out_vrchat": True, "out_vts": True, "port": 40001}
@@ -195,20 +196,24 @@ def test_log_parsing() -> None:
     assert fo.extract_token(LOG) == "E4GY-7b8_r1H"
     assert fo.extract_token("nothing yet") is None
     assert fo.microphone_problem(LOG) == "microphone default input lost: cannot open it: Error querying device -1"
-    back = LOG + "2026-11-21 14:22:00,000 WARNING facecast.app.audio_input: microphone default input is back after 9.0 s\n"
+    back = LOG + ("2026-11-21 14:22:00,000 WARNING facecast.app.audio_input: "
+                  "microphone default input is back after 9.0 s\n")
     assert fo.microphone_problem(back) is None
-    assert fo.parse_log_line(LOG.splitlines()[2]) == ("INFO", "facecast.live", "live: me.png at 30 fps from the microphone")
+    assert fo.parse_log_line(LOG.splitlines()[2]) == ("INFO", "facecast.live",
+                                                      "live: me.png at 30 fps from the microphone")
 
 
 @pytest.mark.parametrize(("log", "error"), [
-    ("facecast: error: no face found in me.png: try a clearer picture\n", "no face found in me.png: try a clearer picture"),
+    ("facecast: error: no face found in me.png: try a clearer picture\n",
+     "no face found in me.png: try a clearer picture"),
     (LOG + "facecast: error: port 39650 is already in use on 127.0.0.1; choose another port\n",
      "port 39650 is already in use on 127.0.0.1; choose another port"),
     ("facecast: internal error: OSError: boom (run with --debug for details)\n",
      "internal error: OSError: boom (run with --debug for details)"),
     ("2026-11-21 14:21:46,140 ERROR facecast.live: motion generation stopped: RuntimeError: x\n",
      "motion generation stopped: RuntimeError: x"),
-    ('Traceback (most recent call last):\n  File "x.py", line 1, in <module>\nModuleNotFoundError: No module named "av"\n',
+    ('Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
+     'ModuleNotFoundError: No module named "av"\n',
      'ModuleNotFoundError: No module named "av"'),
     (LOG, None),
 ])
@@ -226,7 +231,8 @@ def test_status_text() -> None:
     assert fo.summarize_status({}) == "fps unknown, latency -"
     lost = {**STATUS, "inputs": {"audio": {"device": "USB Mic", "state": "lost"}}}
     assert fo.status_problem(lost) == "no microphone (USB Mic)"
-    assert fo.status_problem({**STATUS, "last_error": "ConnectionError: receiver gone"}) == "ConnectionError: receiver gone"
+    assert (fo.status_problem({**STATUS, "last_error": "ConnectionError: receiver gone"})
+            == "ConnectionError: receiver gone")
     assert fo.status_problem(STATUS) is None
     assert fo.format_status_line("running", STATUS) == "Running: 29.8 fps, latency 36 ms (p95 41 ms), audio running"
     assert fo.format_status_line("running", STATUS, problem="no microphone (USB Mic)").endswith(
@@ -258,7 +264,7 @@ def test_parse_http_response() -> None:
         fo.parse_http_response(b"garbage\r\n\r\n")
 
 
-# --------------------------------------------------------------------------------------------- clients vs the real server
+# ------------------------------------------------------------------------------------------- clients vs the real server
 
 @pytest.fixture
 def server() -> Any:
@@ -274,7 +280,7 @@ def server() -> Any:
     srv.set_status_provider(lambda: {"inputs": {"audio": {"device": "x", "state": "running"}}})
     srv.start()
     srv.received = received
-    srv.submit(MotionFrame(t=0.0, capture_time=time.monotonic()))
+    srv.send(MotionFrame(t=0.0, capture_time=time.monotonic()))
     try:
         yield srv
     finally:
@@ -496,7 +502,7 @@ def test_panel_refuses_to_start_without_what_it_needs(monkeypatch: pytest.Monkey
     assert panel.emotion("happy") == "emotions need a running facecast with the Overlay output on"
 
 
-# --------------------------------------------------------------------------------------------- the panel in a stand-in OBS
+# ------------------------------------------------------------------------------------------ the panel in a stand-in OBS
 
 class StandInData:
     """obs_data_t: a dict with defaults."""
@@ -579,10 +585,12 @@ class StandInObs(ModuleType):
 
     def obs_properties_add_bool(self, p: Any, name: str, label: str) -> Any: return self._add(p, name, "bool", label)
 
-    def obs_properties_add_float_slider(self, p: Any, name: str, label: str, low: float, high: float, step: float) -> Any:
+    def obs_properties_add_float_slider(self, p: Any, name: str, label: str, low: float, high: float,
+                                        step: float) -> Any:
         return self._add(p, name, "float", label, range=(low, high))
 
-    def obs_property_list_add_string(self, prop: Any, label: str, value: str) -> None: prop["items"].append((label, value))
+    def obs_property_list_add_string(self, prop: Any, label: str, value: str) -> None:
+        prop["items"].append((label, value))
     def obs_property_list_add_int(self, prop: Any, label: str, value: int) -> None: prop["items"].append((label, value))
     def obs_property_set_long_description(self, prop: Any, text: str) -> None: prop["tooltip"] = text
     def obs_property_set_enabled(self, prop: Any, enabled: bool) -> None: prop["enabled"] = enabled

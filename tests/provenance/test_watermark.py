@@ -10,14 +10,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_facecast
 
+from conftest import assert_one_line_error, run_facecast
 from facecast.bridges.frame_codec import decode_frame, encode_frame
-from facecast.bridges.vcam import VcamCompositor
-from facecast.provenance.stamp import Badge, Provenance
-from facecast.provenance.watermark import Payload, Watermarker, detect_frames
+from facecast.bridges.vcam_compositor import VcamCompositor
 from facecast.media import Mp4Writer
+from facecast.provenance.stamp import Badge, Provenance
 from facecast.provenance.verify import verify
+from facecast.provenance.watermark import Payload, Watermarker, detect_frames
 
 FPS = 25.0
 
@@ -26,9 +26,9 @@ FPS = 25.0
 def talking_frames(sample_portrait, sample_speech) -> list[np.ndarray]:
     """Three seconds of real rendered frames (unmarked) of the sample portrait speaking."""
     from facecast.face.portrait import analyze_portrait
+    from facecast.media import iter_mono_blocks
     from facecast.render.renderer import Renderer
     from facecast.speech.rule import generate_motion
-    from facecast.media import iter_mono_blocks
 
     renderer = Renderer(analyze_portrait(sample_portrait, size=512))
     motion = generate_motion(iter_mono_blocks(sample_speech), fps=FPS)
@@ -127,7 +127,8 @@ def test_live_outputs_keep_the_mark(talking_frames):
     assert detect_frames(timed([compositor.compose(frame) for frame in marked])).payload == payload
     overlay = []
     for i, frame in enumerate(marked[:10]):
-        header, image = decode_frame(encode_frame(np.dstack([frame, np.full(frame.shape[:2], 255, np.uint8)]), i, i / FPS))
+        rgba = np.dstack([frame, np.full(frame.shape[:2], 255, np.uint8)])
+        header, image = decode_frame(encode_frame(rgba, i, i / FPS))
         overlay.append((image, header.t))
     assert detect_frames(overlay).payload == payload
 
@@ -147,7 +148,8 @@ def test_badge_is_drawn_only_in_its_corner_and_shows_on_transparent_frames(talki
 
 def test_render_then_verify_end_to_end(tmp_path, sample_portrait, shared_data):
     """`facecast render` output is found (with the run id it printed), also as PNG frames; real videos are not."""
-    clip = shared_data / "talking" / "grid_s4" / sorted(p.name for p in (shared_data / "talking" / "grid_s4").glob("*.mp4"))[0]
+    speaker = shared_data / "talking" / "grid_s4"
+    clip = speaker / sorted(p.name for p in speaker.glob("*.mp4"))[0]
     video = tmp_path / "talk.mp4"
     rendered = run_facecast("render", "-p", sample_portrait, "-a", clip, "-o", video, "--size", "256")
     assert rendered.returncode == 0, rendered.stderr

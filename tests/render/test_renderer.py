@@ -9,8 +9,8 @@ import pytest
 from facecast import face_regions as fr
 from facecast.errors import InputError
 from facecast.face.measure import FaceMeasurer, eye_openness, face_height, mouth_opening
-from facecast.motion import MotionFrame
 from facecast.face.portrait import analyze_portrait
+from facecast.motion import MotionFrame
 from facecast.render.renderer import Renderer
 from facecast.rig import PortraitRig
 
@@ -82,7 +82,10 @@ def test_jaw_open_opens_the_mouth_with_a_dark_interior(rig, renderer, measure, n
     # The gap shows a synthesised dark cavity, not stretched lip skin.
     lips = np.mean(points[[fr.UPPER_LIP_CENTER, fr.LOWER_LIP_CENTER], :2], axis=0).round().astype(int)
     box = (slice(lips[1] - 2, lips[1] + 3), slice(lips[0] - 6, lips[0] + 7))
-    luma = lambda im: float(cv2.cvtColor(im[..., :3], cv2.COLOR_RGB2GRAY)[box].mean())
+
+    def luma(im: np.ndarray) -> float:
+        return float(cv2.cvtColor(im[..., :3], cv2.COLOR_RGB2GRAY)[box].mean())
+
     assert luma(opened) < 0.6 * luma(rig.image)
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facecast.speech.learned_stream import CHUNK_FRAMES, LOOKAHEAD_FRAMES, LearnedMotionGenerator
-from facecast.speech.learned import FPS
 from facecast.media import decode_mono
+from facecast.speech.learned import FPS
+from facecast.speech.learned_stream import CHUNK_FRAMES, LOOKAHEAD_FRAMES, LearnedMotionGenerator
 
 SAMPLE_RATE = 16000
 

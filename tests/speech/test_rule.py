@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from facecast.motion import ARKIT_BLENDSHAPES, VISEMES, MotionFrame
-from facecast.speech.rule import JAW_MAX, RuleMotionGenerator, generate_motion
+from facecast.speech.rule import RuleMotionGenerator, generate_motion
+from facecast.speech.voice import JAW_MAX
 
 av = pytest.importorskip("av")
 

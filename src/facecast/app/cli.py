@@ -18,6 +18,7 @@ from typing import Sequence
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from facecast.app.options import add_live_flags, default_config_path, default_config_text, parse_color  # noqa: E402
 from facecast.errors import FacecastError  # noqa: E402
 
 EXIT_ERROR = 1
@@ -35,8 +36,10 @@ def _version() -> str:
 
 
 def _add_portrait_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--portrait", "-p", type=Path, required=True, help="the picture to animate (JPEG, PNG, WebP, ...)")
-    parser.add_argument("--size", type=int, default=512, help="output width and height in pixels, 256-1024 (default 512)")
+    parser.add_argument("--portrait", "-p", type=Path, required=True,
+                        help="the picture to animate (JPEG, PNG, WebP, ...)")
+    parser.add_argument("--size", type=int, default=512,
+                        help="output width and height in pixels, 256-1024 (default 512)")
     parser.add_argument("--face-index", type=int, default=None, metavar="N",
                         help="which face to animate when the picture has several: 0 = largest (default), 1 = next, ...")
     parser.add_argument("--landmarks", type=Path, default=None, metavar="POINTS.json",
@@ -59,8 +62,8 @@ def _add_control_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_generator_options(parser: argparse.ArgumentParser) -> None:
-    """--generator and --motion-model: which speech -> motion generator (`app/render.py`)."""
-    from facecast.app.render import DEFAULT_GENERATOR, GENERATOR_CHOICES
+    """--generator and --motion-model: which speech -> motion generator (`speech/generator.py`)."""
+    from facecast.speech.generator import DEFAULT_GENERATOR, GENERATOR_CHOICES
 
     parser.add_argument("--generator", default=DEFAULT_GENERATOR, choices=GENERATOR_CHOICES,
                         help=f"speech -> motion: the rule-based generator or the learned diffusion transformer "
@@ -83,13 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
                                              "and a speech file, or from a motion file.")
     _add_portrait_options(render)
     render.add_argument("--audio", "-a", type=Path, help="speech to lip-sync: any audio file or a video's audio track")
-    render.add_argument("--motion", "-m", type=Path, help="render a motion .jsonl (from `facecast motion`) instead of generating it")
+    render.add_argument("--motion", "-m", type=Path,
+                        help="render a motion .jsonl (from `facecast motion`) instead of generating it")
     out = render.add_mutually_exclusive_group(required=True)
     out.add_argument("--output", "-o", type=Path, help="the MP4 to write")
-    out.add_argument("--frames", type=Path, metavar="DIR", help="write numbered PNG frames (alpha kept) into DIR instead")
+    out.add_argument("--frames", type=Path, metavar="DIR",
+                     help="write numbered PNG frames (alpha kept) into DIR instead")
     render.add_argument("--fps", type=float, default=None, help="frames per second: 25 (default), 30 or 60")
-    render.add_argument("--seed", type=int, default=0, help="random seed for blinks, glances and idle motion (default 0)")
-    render.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to render (default: CUDA when present)")
+    render.add_argument("--seed", type=int, default=0,
+                        help="random seed for blinks, glances and idle motion (default 0)")
+    render.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where to render (default: CUDA when present)")
     render.add_argument("--background", default="#ffffff", metavar="#RRGGBB",
                         help="colour behind transparent portraits in the MP4 (default white)")
     render.add_argument("--badge", nargs="?", const="AI-generated", default=None, metavar="TEXT",
@@ -101,10 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     render.set_defaults(handler=_cmd_render)
 
-    motion = commands.add_parser("motion", help="turn speech into a motion file (JSON Lines) to inspect, edit or render",
+    motion = commands.add_parser("motion",
+                                 help="turn speech into a motion file (JSON Lines) to inspect, edit or render",
                                  description="Generate facecast's motion representation (head pose, gaze, blinks, "
                                              "ARKit expressions, visemes, voice level) from speech.")
-    motion.add_argument("--audio", "-a", type=Path, required=True, help="speech: any audio file or a video's audio track")
+    motion.add_argument("--audio", "-a", type=Path, required=True,
+                        help="speech: any audio file or a video's audio track")
     motion.add_argument("--output", "-o", type=Path, required=True, help="the .jsonl file to write")
     motion.add_argument("--fps", type=float, default=25.0, help="frames per second: 25 (default), 30 or 60")
     motion.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -119,8 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--output", "-o", type=Path, help="save the aligned crop (PNG) with landmarks drawn")
     analyze.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
     analyze.set_defaults(handler=_cmd_analyze)
-
-    from facecast.app.live import add_live_flags
 
     live = commands.add_parser("live", help="microphone -> talking portrait on a virtual webcam, OSC and WebSocket",
                                description="Run the live daemon: the microphone (or --audio FILE in real time) "
@@ -153,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_dataset_commands(commands: argparse._SubParsersAction) -> None:
     """`extract` (video -> motion) and `dataset build` (shared recordings -> cached training data)."""
-    extract = commands.add_parser("extract", help="recover motion (head, gaze, blinks, expressions) from a talking video",
+    extract = commands.add_parser("extract",
+                                  help="recover motion (head, gaze, blinks, expressions) from a talking video",
                                   description="Measure a real talking video with the face mesh and write facecast's "
                                               "motion representation (visemes and voice level from its audio track).")
     extract.add_argument("video", type=Path, help="a video with one face (MP4, MKV, WebM, ...)")
@@ -191,19 +199,9 @@ def _add_dataset_commands(commands: argparse._SubParsersAction) -> None:
     train.set_defaults(handler=_cmd_train)
 
 
-def parse_color(text: str) -> tuple[int, int, int]:
-    """'#rrggbb' or 'rrggbb' -> an RGB triple."""
-    from facecast.errors import InputError
-
-    value = text.strip().lstrip("#")
-    if len(value) != 6 or any(c not in "0123456789abcdefABCDEF" for c in value):
-        raise InputError(f"colour must look like #RRGGBB (got '{text}')")
-    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
-
-
 def _cmd_render(args: argparse.Namespace) -> int:
-    from facecast.controls import controls_from
     from facecast.app.render import RenderRequest, render
+    from facecast.controls import controls_from
 
     report = render(RenderRequest(
         portrait=args.portrait, output=args.output, frames_dir=args.frames, audio=args.audio, motion=args.motion,
@@ -266,7 +264,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_live(args: argparse.Namespace) -> int:
-    from facecast.app.live import run_live
+    from facecast.app.live import run_live  # loads mediapipe, the renderer and the bridges: only `live` pays for them
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "debug")}
     return run_live(flags)
@@ -275,8 +273,8 @@ def _cmd_live(args: argparse.Namespace) -> int:
 def _cmd_devices(args: argparse.Namespace) -> int:
     import json
 
-    from facecast.bridges.vcam import list_vcam_backends
     from facecast.app.audio_input import list_input_devices
+    from facecast.bridges.vcam import list_vcam_backends
 
     listing = {"audio_inputs": list_input_devices(), "virtual_cameras": list_vcam_backends()}
     if args.json:
@@ -294,7 +292,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from facecast.face.extraction import extract_motion_file
+    from facecast.app.extract import extract_motion_file
 
     reference = args.reference if args.reference == "neutral" else _frame_number(args.reference)
     path, result = extract_motion_file(args.video, args.output, reference=reference, overwrite=args.overwrite)
@@ -313,6 +311,7 @@ def _frame_number(text: str) -> int:
 
 
 def _cmd_dataset_build(args: argparse.Namespace) -> int:
+    # the dataset is an offline package the runtime never loads: imported only when `dataset build` runs
     from facecast.dataset.cache import DEFAULT_DATA, build, default_cache_dir, load_index, summary
 
     cache = args.cache or default_cache_dir()
@@ -327,7 +326,8 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from facecast.speech.learned import default_own_model_path, fine_tune
+    # training is an offline package the runtime never loads: imported only when `train` runs
+    from facecast.training.motion_diffusion import default_own_model_path, fine_tune
 
     out = args.output or default_own_model_path()
     result = fine_tune(args.data, out, minutes=args.minutes, steps=args.steps, resume=args.resume, cache=args.cache)
@@ -337,7 +337,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from facecast.app.live import default_config_path, default_config_text
     from facecast.media import AtomicOutput
 
     target = args.output or default_config_path()

@@ -25,13 +25,15 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 
+from facecast.app.audio_input import FileSource, MicrophoneSource
+from facecast.app.pacing import FramePacer, FrameQueue
+from facecast.bridges.output import Output
 from facecast.controls import Controls
 from facecast.motion import MotionFrame
-from facecast.app.pacing import FramePacer, FrameQueue
 
 log = logging.getLogger("facecast.live")
 
@@ -47,17 +49,6 @@ LATENCY_HISTOGRAM_MS = 2000
 PHASE_MARGIN_PERIODS = 0.4
 #: Seconds between the periodic health log lines.
 STATUS_LOG_INTERVAL_S = 5.0
-
-
-class Output(Protocol):
-    """One destination for frames; `needs_image` says whether it wants the rendered picture."""
-
-    name: str
-    needs_image: bool
-
-    def send(self, frame: MotionFrame, image: np.ndarray | None) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class GuardedOutput:
@@ -325,8 +316,6 @@ def _round(value: float | None) -> float | None:
 
 def load_source(audio: Path | None, device: str | None, block_ms: float = 10.0) -> Any:
     """A file played in real time (`--audio`) or the microphone."""
-    from facecast.app.audio_input import FileSource, MicrophoneSource
-
     if audio is not None:
         return FileSource(audio, block_ms=block_ms)
     chosen: int | str | None = int(device) if device is not None and device.isdigit() else device

@@ -11,21 +11,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from facecast.controls import Controls
 from facecast.errors import InputError
+from facecast.media import AtomicOutput, AudioReader, Mp4Writer, decode_with_mono, iter_mono_blocks
 from facecast.motion import MotionFrame, MotionHeader, read_motion, write_motion
-from facecast.media import MOTION_SAMPLE_RATE, AtomicOutput, AudioReader, Mp4Writer, decode_with_mono
+from facecast.speech.generator import DEFAULT_GENERATOR, MotionGenerator, generate_offline, make_generator
 
 SUPPORTED_FPS = (25.0, 30.0, 60.0)
-#: Speech -> motion: the rule-based generator or the learned diffusion model (speech/learned.py).
-GENERATOR_CHOICES = ("rule", "learned")
-#: The learned model: on the quality benchmark it follows real mouths better (r 0.61 vs 0.29) and moves the
-#: head about as fast as real speakers (README: Measuring motion); live uses it too (`app/live.py`).
-DEFAULT_GENERATOR = "learned"
 #: Renders longer than this (or of unknown length) write a fragmented MP4 so memory stays flat.
 FRAGMENTED_AFTER_S = 600.0
 MIN_SIZE, MAX_SIZE = 256, 1024
@@ -90,13 +86,15 @@ def render(request: RenderRequest) -> RenderReport:
     if request.audio is None and request.motion is None:
         raise InputError("give --audio FILE (speech to lip-sync) or --motion FILE (a motion .jsonl)")
     if request.output is not None and request.output.suffix.lower() != ".mp4":
-        raise InputError(f"unsupported output format '{request.output.suffix or request.output.name}': write an .mp4, or PNG frames with --frames DIR")
+        raise InputError(f"unsupported output format '{request.output.suffix or request.output.name}': "
+                         "write an .mp4, or PNG frames with --frames DIR")
 
     motion_header, motion_frames = (None, None)
     if request.motion is not None:
         motion_header, motion_frames = read_motion(request.motion)
         if request.fps is not None and request.fps != motion_header.fps:
-            raise InputError(f"{request.motion} is at {motion_header.fps:g} fps; leave out --fps or regenerate the motion at {request.fps:g} fps")
+            raise InputError(f"{request.motion} is at {motion_header.fps:g} fps; "
+                             f"leave out --fps or regenerate the motion at {request.fps:g} fps")
     fps = request.fps or (motion_header.fps if motion_header else 25.0)
     validate_size(request.size)
     validate_fps(fps)
@@ -104,7 +102,8 @@ def render(request: RenderRequest) -> RenderReport:
 
     reader = AudioReader(request.audio) if request.audio is not None else None
     try:
-        sink = AtomicOutput(request.output or request.frames_dir, request.overwrite, is_dir=request.frames_dir is not None)
+        sink = AtomicOutput(request.output or request.frames_dir, request.overwrite,
+                            is_dir=request.frames_dir is not None)
         with sink:
             t0 = time.perf_counter()
             rig = analyze_portrait(request.portrait, size=request.size, face_index=request.face_index,
@@ -134,10 +133,10 @@ def render(request: RenderRequest) -> RenderReport:
                         for audio_frame in reader.frames():
                             writer.write_audio(audio_frame)
                 else:
-                    if request.generator == "learned":
-                        _render_learned(reader, fps, request.seed, emit, writer, request.motion_model)
-                    else:
-                        _render_from_audio(reader, fps, request.seed, emit, writer)
+                    # offline the learned model hears whole windows: its frames all come at the end
+                    generator = make_generator(request.generator, fps=fps, seed=request.seed,
+                                               model_path=request.motion_model, streaming=False)
+                    _render_from_audio(reader, generator, emit, writer)
             writer.close()
             if writer.frames == 0:
                 raise InputError(f"{request.motion} holds no motion frames")
@@ -150,11 +149,9 @@ def render(request: RenderRequest) -> RenderReport:
                         seconds=elapsed, run_id=provenance.run_id, stage_seconds=stages)
 
 
-def _render_from_audio(reader: AudioReader, fps: float, seed: int,
-                       emit: Callable[[MotionFrame], None], writer: "_FrameSink") -> None:
-    from facecast.speech.rule import RuleMotionGenerator
-
-    generator = RuleMotionGenerator(fps=fps, seed=seed)
+def _render_from_audio(reader: AudioReader, generator: MotionGenerator, emit: Callable[[MotionFrame], None],
+                       writer: "_FrameSink") -> None:
+    """Decoded audio blocks feed the generator, each frame it finalises is emitted, the audio muxed as it goes."""
     for audio_frame, block in decode_with_mono(reader, generator.SAMPLE_RATE):
         for frame in generator.push(block):
             emit(frame)
@@ -164,68 +161,15 @@ def _render_from_audio(reader: AudioReader, fps: float, seed: int,
         emit(frame)
 
 
-def _render_learned(reader: AudioReader, fps: float, seed: int, emit: Callable[[MotionFrame], None],
-                    writer: "_FrameSink", weights: Path | None = None) -> None:
-    """Decode (muxing the audio as it goes), then render the learned model's frames."""
-    def muxed_blocks() -> Iterator[np.ndarray]:
-        for audio_frame, block in decode_with_mono(reader, MOTION_SAMPLE_RATE):
-            if audio_frame is not None:
-                writer.write_audio(audio_frame)
-            yield block
-
-    for frame in learned_frames(muxed_blocks(), fps, seed, weights):
-        emit(frame)
-
-
-def learned_frames(blocks: Iterable[np.ndarray], fps: float, seed: int = 0,
-                   weights: Path | None = None) -> Iterator[MotionFrame]:
-    """Speech (16 kHz mono blocks) -> the learned model's frames. It looks ahead a whole window, so offline
-    it analyses all the audio first (160 bytes per 10 ms), then generates window by window. Visemes and
-    the voice level (for VRM and VTube Studio avatars) come from the rule generator's audio analysis, as
-    live (`learned_stream`)."""
-    from array import array
-    from dataclasses import replace
-
-    from facecast.dataset.cache import AudioFeatureStream
-    from facecast.speech.learned import WEIGHTS_PATH, generate_frames, load
-    from facecast.motion import VISEMES
-    from facecast.speech.rule import RuleMotionGenerator
-
-    path = weights or WEIGHTS_PATH
-    stream = AudioFeatureStream(load(path).features)
-    analysis = RuleMotionGenerator(fps=fps, seed=seed)
-    voiced = array("f")                           # per frame: the VISEMES weights, then the voice level
-    for block in blocks:
-        stream.push(block)
-        for f in analysis.push(block):
-            voiced.extend([*(f.visemes.get(name, 0.0) for name in VISEMES), f.voice])
-    for f in analysis.finish():
-        voiced.extend([*(f.visemes.get(name, 0.0) for name in VISEMES), f.voice])
-    per_frame = len(VISEMES) + 1
-    analysed = len(voiced) // per_frame
-    total = max(1, round(stream.samples / MOTION_SAMPLE_RATE * fps))
-    for index, frame in enumerate(generate_frames(stream.matrix(), fps, total, seed=seed, path=path)):
-        if analysed:
-            start = min(index, analysed - 1) * per_frame
-            row = voiced[start:start + per_frame]
-            frame = replace(frame, visemes=dict(zip(VISEMES, row)), voice=row[-1])
-        yield frame
-
-
 def generate_motion_file(audio: Path, output: Path, fps: float = 25.0, seed: int = 0, overwrite: bool = False,
                          generator: str = DEFAULT_GENERATOR, motion_model: Path | None = None) -> tuple[Path, int]:
     """`facecast motion`: speech -> a JSONL motion file users can inspect and edit."""
-    from facecast.speech.rule import generate_motion
-    from facecast.media import iter_mono_blocks
-
     validate_fps(fps)
     AudioReader(audio).close()  # fail on bad audio before creating anything
-    blocks = iter_mono_blocks(audio)
-    frames = (learned_frames(blocks, fps, seed, motion_model) if generator == "learned"
-              else generate_motion(blocks, fps=fps, seed=seed))
     with AtomicOutput(output, overwrite) as sink:
+        made = make_generator(generator, fps=fps, seed=seed, model_path=motion_model, streaming=False)
         header = MotionHeader(fps=fps, generator=generator, seed=seed, source=audio.name)
-        count = write_motion(sink.temp, header, frames)
+        count = write_motion(sink.temp, header, generate_offline(made, iter_mono_blocks(audio)))
         sink.commit()
     return sink.final, count
 

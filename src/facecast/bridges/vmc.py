@@ -1,8 +1,8 @@
-"""VMC protocol output: drive a 3D (VRM) avatar in VSeeFace, VMagicMirror, Warudo, VNyan, VirtualMotionCapture ...
+"""VMC protocol encoding: drive a 3D (VRM) avatar in VSeeFace, VMagicMirror, Warudo, VNyan, VirtualMotionCapture ...
 
 `VmcEncoder` turns one `MotionFrame` into the three datagrams a VMC Performer
-sends per frame (no I/O, no clock); `VmcSender` adds the UDP transport from
-`facecast.bridges.osc`. facecast is a head-only Performer (to a Marionette on
+sends per frame (pure: no sockets, no clock); `facecast.bridges.osc_udp.VmcSender`
+sends them over UDP. facecast is a head-only Performer (to a Marionette on
 port 39539) or an Assistant (to a Performer's port 39540).
 
 Per frame, in this order:
@@ -24,13 +24,12 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from facecast.bridges.osc import (OscBridge, OscInt, OscMessageSpec, clamp, osc_bundle,
-                                 parse_host_port)
+from facecast.bridges.osc import OscInt, OscMessageSpec, clamp, osc_bundle
 from facecast.motion import GAZE_FULL_SCALE_DEG, MotionFrame
 
 __all__ = [
-    "ASSISTANT_PORT", "DEFAULT_HOST", "NAME_SETS", "PERFORMER_PORT", "VmcEncoder", "VmcSender",
-    "arkit_blendshapes", "parse_host_port", "unity_rotation", "vrm0_blendshapes", "vrm1_blendshapes",
+    "ASSISTANT_PORT", "DEFAULT_HOST", "NAME_SETS", "PERFORMER_PORT", "VmcEncoder",
+    "arkit_blendshapes", "unity_rotation", "vrm0_blendshapes", "vrm1_blendshapes",
 ]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -197,10 +196,3 @@ class VmcEncoder:
             osc_bundle(blend),
             osc_bundle([("/VMC/Ext/OK", (OscInt(1),)), ("/VMC/Ext/T", (frame.t,))]),
         ]
-
-
-class VmcSender(OscBridge):
-    """Send frames to a VMC receiver over UDP; a missing or restarting receiver never stops the caller."""
-
-    def __init__(self, host: str = DEFAULT_HOST, port: int = PERFORMER_PORT, names: str = "vrm0") -> None:
-        super().__init__(VmcEncoder(names), host, port, name="vmc")

@@ -1,4 +1,4 @@
-"""VRChat OSC output: drive a face-tracking avatar the way VRCFaceTracking does.
+"""VRChat OSC encoding: drive a face-tracking avatar the way VRCFaceTracking does (pure).
 
 VRChat receives OSC on UDP 9000 and maps ``/avatar/parameters/<Name>`` to
 the avatar's parameters. Face-tracking avatars are built for VRCFaceTracking's
@@ -21,15 +21,17 @@ avatars set up without it. An avatar simply ignores names it lacks.
   VRCFaceTracking's gaze X is positive when the eye looks to the avatar's
   right, which is image *left*: facecast's gaze yaw > 0 (image right) gives
   a negative X.
+
+`VrchatEncoder` builds the datagrams; `facecast.bridges.osc_udp.VrchatSender`
+sends them over UDP.
 """
 
 from __future__ import annotations
 
-from facecast.bridges.osc import MAX_DATAGRAM, OSC_RESERVED, OscBridge, clamp, osc_bundles
+from facecast.bridges.osc import MAX_DATAGRAM, OSC_RESERVED, clamp, osc_bundles
 from facecast.motion import MotionFrame
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PREFIX", "VrchatEncoder", "VrchatSender",
-           "unified_expressions"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PREFIX", "VrchatEncoder", "unified_expressions"]
 
 DEFAULT_HOST = "127.0.0.1"
 #: VRChat's OSC input port (it sends on 9001).
@@ -120,10 +122,3 @@ class VrchatEncoder:
         """The frame's datagrams: bundles of at most `MAX_DATAGRAM` bytes."""
         return osc_bundles([(self.address(name), (value,)) for name, value in unified_expressions(frame).items()],
                            MAX_DATAGRAM)
-
-
-class VrchatSender(OscBridge):
-    """Send frames to VRChat over UDP; VRChat not running (or restarting) never stops the caller."""
-
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, prefix: str = DEFAULT_PREFIX) -> None:
-        super().__init__(VrchatEncoder(prefix), host, port, name="vrchat")

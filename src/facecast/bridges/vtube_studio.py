@@ -1,22 +1,13 @@
 """VTube Studio output: feed facecast motion into a Live2D model through VTube Studio's plugin API.
 
-Two layers, like websockets' own sans-I/O design:
-
-* **Pure protocol** (no sockets, no clock): request envelopes
-  (`envelope`, `token_request`, `authentication_request`, `inject_request`),
-  the motion -> VTS default-parameter mapping (`parameter_values`), response
-  parsing into data or typed errors (`response_data`), and the discovery
-  broadcast parser (`parse_broadcast`).
-* **Transport**: `VTubeStudioClient`, an asyncio WebSocket client that
-  discovers the API port, authenticates (asking the user once for a token,
-  stored in the user's config folder), then injects the latest frame, at
-  least every `RESEND_INTERVAL_S` so VTS never hands the parameters back to
-  its own tracker. It reconnects with capped exponential backoff and
-  re-authenticates after VTS restarts, requests a new token when the old one
-  is revoked, and never blocks whoever calls `VTubeStudioClient.submit`.
-
-API reference: github.com/DenchiSoft/VTubeStudio (README: authentication,
-InjectParameterDataRequest, API server discovery).
+`VTubeStudioClient` is the transport for the messages of
+`facecast.bridges.vtube_studio_protocol`: an asyncio WebSocket client that
+discovers the API port, authenticates (asking the user once for a token,
+stored in the user's config folder by `TokenStore`), then injects the latest
+frame, at least every `RESEND_INTERVAL_S` so VTS never hands the parameters
+back to its own tracker. It reconnects with capped exponential backoff and
+re-authenticates after VTS restarts, requests a new token when the old one is
+revoked, and never blocks whoever calls `VTubeStudioClient.send`.
 """
 
 from __future__ import annotations
@@ -33,35 +24,36 @@ import tempfile
 import threading
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from facecast.bridges.osc import clamp
-from facecast.motion import GAZE_FULL_SCALE_DEG, MotionFrame
+from facecast.bridges.vtube_studio_protocol import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DISCOVERY_PORT,
+    PLUGIN_NAME,
+    AccessDeniedError,
+    APIError,
+    ApiState,
+    AuthenticationRequiredError,
+    ProtocolError,
+    RequestIds,
+    VTubeStudioError,
+    authentication_request,
+    inject_request,
+    parse_broadcast,
+    parse_message,
+    response_data,
+    token_request,
+)
+from facecast.motion import MotionFrame
 
-__all__ = [
-    "APIError", "AccessDeniedError", "ApiState", "AuthenticationRequiredError", "DEFAULT_PORT",
-    "DISCOVERY_PORT", "ProtocolError", "RequestIds", "TokenStore", "VTubeStudioClient", "VTubeStudioError",
-    "authentication_request", "default_token_path", "discover_api_state", "envelope", "inject_request",
-    "parameter_values", "parse_broadcast", "parse_message", "response_data", "token_request",
-    "user_config_dir",
-]
+__all__ = ["TokenStore", "VTubeStudioClient", "default_token_path", "discover_api_state", "user_config_dir"]
 
 log = logging.getLogger("facecast.bridges.vtube_studio")
-
-API_NAME = "VTubeStudioPublicAPI"
-API_VERSION = "1.0"
-DEFAULT_HOST = "127.0.0.1"
-#: The API's default WebSocket port (users can change it in VTS).
-DEFAULT_PORT = 8001
-#: VTS broadcasts its API state (incl. the port) on this UDP port every 2 s.
-DISCOVERY_PORT = 47779
-BROADCAST_TYPE = "VTubeStudioAPIStateBroadcast"
-PLUGIN_NAME = "facecast"
-PLUGIN_DEVELOPER = "facecast project"
-MAX_REQUEST_ID = 64
 
 #: Listen a little longer than one broadcast period before falling back to `DEFAULT_PORT`.
 DISCOVERY_TIMEOUT_S = 2.5
@@ -74,186 +66,6 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 #: After the user clicked "Deny", ask again only after this long (each ask is a popup in VTS).
 DENIED_RETRY_S = 60.0
-
-#: Error IDs (Files/ErrorID.cs) that change what the client does.
-ERROR_REQUIRES_AUTHENTICATION = 8
-ERROR_ACCESS_DENIED = 50
-
-# VTS default input parameter ranges.
-FACE_ANGLE_LIMIT = 30.0      # FaceAngleX / FaceAngleY, degrees
-FACE_ROLL_LIMIT = 90.0       # FaceAngleZ, degrees
-FACE_POSITION_LIMIT = 15.0   # FacePositionX / FacePositionY
-FACE_DISTANCE_LIMIT = 10.0   # FacePositionZ
-#: FacePositionX/Y units per fraction of the frame: half a frame off centre reaches the limit.
-POSITION_SCALE = 2.0 * FACE_POSITION_LIMIT
-#: FacePositionZ units per relative distance change: 20 % closer reaches the limit.
-DISTANCE_SCALE = FACE_DISTANCE_LIMIT / 0.2
-
-
-# --------------------------------------------------------------------------- pure protocol
-
-class VTubeStudioError(Exception):
-    """Anything that went wrong talking to VTube Studio."""
-
-
-class ProtocolError(VTubeStudioError):
-    """VTS (or whatever listens on its port) sent something this client cannot use."""
-
-
-class APIError(VTubeStudioError):
-    """An ``APIError`` response: VTS refused a request."""
-
-    def __init__(self, error_id: int, message: str, request_id: str | None = None) -> None:
-        super().__init__(f"VTube Studio error {error_id}: {message}")
-        self.error_id = error_id
-        self.message = message
-        self.request_id = request_id
-
-
-class AccessDeniedError(APIError):
-    """Error 50: the user denied (or revoked) facecast's access in VTS."""
-
-
-class AuthenticationRequiredError(APIError):
-    """Error 8: this session is not authenticated (any more)."""
-
-
-_ERROR_TYPES: dict[int, type[APIError]] = {
-    ERROR_ACCESS_DENIED: AccessDeniedError,
-    ERROR_REQUIRES_AUTHENTICATION: AuthenticationRequiredError,
-}
-
-
-class RequestIds:
-    """Unique ASCII request IDs (``<prefix>-<n>``) so responses can be matched to requests."""
-
-    def __init__(self, prefix: str = PLUGIN_NAME) -> None:
-        if not prefix.isascii() or not prefix or len(prefix) > MAX_REQUEST_ID - 21:
-            raise ValueError(f"request ID prefix must be 1-{MAX_REQUEST_ID - 21} ASCII characters")
-        self._prefix = prefix
-        self._next = 0
-
-    def next(self) -> str:
-        """A request ID never returned before by this generator."""
-        self._next += 1
-        return f"{self._prefix}-{self._next}"
-
-
-def envelope(message_type: str, data: dict[str, Any], request_id: str) -> dict[str, Any]:
-    """A complete API request."""
-    if not (request_id.isascii() and 1 <= len(request_id) <= MAX_REQUEST_ID):
-        raise ValueError(f"requestID must be 1-{MAX_REQUEST_ID} ASCII characters, got {request_id!r}")
-    return {"apiName": API_NAME, "apiVersion": API_VERSION, "requestID": request_id,
-            "messageType": message_type, "data": data}
-
-
-def token_request(request_id: str, plugin_name: str = PLUGIN_NAME,
-                  plugin_developer: str = PLUGIN_DEVELOPER) -> dict[str, Any]:
-    """Ask the user (a popup in VTS) to allow this plugin; the answer carries a reusable token."""
-    return envelope("AuthenticationTokenRequest",
-                    {"pluginName": plugin_name, "pluginDeveloper": plugin_developer}, request_id)
-
-
-def authentication_request(token: str, request_id: str, plugin_name: str = PLUGIN_NAME,
-                           plugin_developer: str = PLUGIN_DEVELOPER) -> dict[str, Any]:
-    """Authenticate this session with a stored token (needed after every (re)connect)."""
-    return envelope("AuthenticationRequest", {"pluginName": plugin_name, "pluginDeveloper": plugin_developer,
-                                              "authenticationToken": token}, request_id)
-
-
-def _mean(frame: MotionFrame, left: str, right: str) -> float:
-    return (frame.expression(left) + frame.expression(right)) / 2.0
-
-
-def parameter_values(frame: MotionFrame) -> list[dict[str, Any]]:
-    """The frame as VTS default input parameters, each within its default range.
-
-    Signs follow the viewer's view, as Live2D's standard parameters do:
-    FaceAngleX > 0 turns the face to image right (facecast yaw), FaceAngleY > 0
-    up, FaceAngleZ > 0 tilts counter-clockwise (facecast roll), EyeX > 0
-    looks to image right, FacePositionZ > 0 is closer to the camera.
-    ``MouthSmile`` and ``Brows`` are 0..1 with 0.5 neutral (VTS maps them onto
-    -1..1 model parameters), so a frown or lowered brows go below 0.5.
-    ``EyeOpenLeft`` is the subject's left eye (Live2D's ParamEyeLOpen).
-    """
-    head = frame.head
-    eye_x = clamp(frame.gaze.yaw / GAZE_FULL_SCALE_DEG, -1.0, 1.0)
-    eye_y = clamp(frame.gaze.pitch / GAZE_FULL_SCALE_DEG, -1.0, 1.0)
-    smile = _mean(frame, "mouthSmileLeft", "mouthSmileRight") - _mean(frame, "mouthFrownLeft", "mouthFrownRight")
-    brows = (frame.expression("browInnerUp") + _mean(frame, "browOuterUpLeft", "browOuterUpRight")) / 2.0 \
-        - _mean(frame, "browDownLeft", "browDownRight")
-    values = {
-        "FaceAngleX": clamp(head.yaw, -FACE_ANGLE_LIMIT, FACE_ANGLE_LIMIT),
-        "FaceAngleY": clamp(head.pitch, -FACE_ANGLE_LIMIT, FACE_ANGLE_LIMIT),
-        "FaceAngleZ": clamp(head.roll, -FACE_ROLL_LIMIT, FACE_ROLL_LIMIT),
-        "FacePositionX": clamp(head.x * POSITION_SCALE, -FACE_POSITION_LIMIT, FACE_POSITION_LIMIT),
-        "FacePositionY": clamp(head.y * POSITION_SCALE, -FACE_POSITION_LIMIT, FACE_POSITION_LIMIT),
-        "FacePositionZ": clamp((1.0 - head.distance) * DISTANCE_SCALE, -FACE_DISTANCE_LIMIT, FACE_DISTANCE_LIMIT),
-        "MouthOpen": clamp(frame.expression("jawOpen"), 0.0, 1.0),
-        "MouthSmile": clamp(0.5 + 0.5 * smile, 0.0, 1.0),
-        "EyeOpenLeft": clamp(1.0 - frame.blink.left, 0.0, 1.0),
-        "EyeOpenRight": clamp(1.0 - frame.blink.right, 0.0, 1.0),
-        "EyeLeftX": eye_x,
-        "EyeLeftY": eye_y,
-        "EyeRightX": eye_x,
-        "EyeRightY": eye_y,
-        "Brows": clamp(0.5 + 0.5 * brows, 0.0, 1.0),
-    }
-    return [{"id": name, "value": round(value, 4)} for name, value in values.items()]
-
-
-def inject_request(frame: MotionFrame, request_id: str) -> dict[str, Any]:
-    """Set ("set" mode: facecast owns these parameters) the frame's parameter values; the face counts as found."""
-    return envelope("InjectParameterDataRequest",
-                    {"faceFound": True, "mode": "set", "parameterValues": parameter_values(frame)}, request_id)
-
-
-def parse_message(raw: str | bytes) -> dict[str, Any]:
-    """One API message as a dict; ProtocolError if it is not a VTS API envelope."""
-    try:
-        message = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"not JSON: {exc}") from None
-    if not isinstance(message, dict) or message.get("apiName") != API_NAME \
-            or not isinstance(message.get("messageType"), str):
-        raise ProtocolError("not a VTube Studio API message")
-    if not isinstance(message.get("data", {}), dict):
-        raise ProtocolError(f"{message['messageType']}: 'data' is not an object")
-    return message
-
-
-def response_data(message: dict[str, Any], expected_type: str) -> dict[str, Any]:
-    """The data of a response of `expected_type`; APIError (typed by errorID) for error responses."""
-    data = message.get("data") or {}
-    if message["messageType"] == "APIError":
-        error_id = data.get("errorID")
-        error_id = error_id if isinstance(error_id, int) else -1
-        error_type = _ERROR_TYPES.get(error_id, APIError)
-        raise error_type(error_id, str(data.get("message", "")), message.get("requestID"))
-    if message["messageType"] != expected_type:
-        raise ProtocolError(f"expected {expected_type}, got {message['messageType']}")
-    return data
-
-
-class ApiState(NamedTuple):
-    """What a discovery broadcast says: the API port, and whether plugins are allowed."""
-
-    port: int
-    active: bool
-
-
-def parse_broadcast(datagram: bytes) -> ApiState | None:
-    """The API state from one UDP discovery datagram, or None if it is not a VTS broadcast."""
-    try:
-        message = parse_message(datagram)
-    except ProtocolError:
-        return None
-    data = message.get("data") or {}
-    port = data.get("port")
-    if message["messageType"] != BROADCAST_TYPE or isinstance(port, bool) or not isinstance(port, int) \
-            or not 1 <= port <= 65535:
-        return None
-    return ApiState(port, bool(data.get("active", True)))
 
 
 # --------------------------------------------------------------------------- token storage
@@ -350,11 +162,14 @@ async def discover_api_state(timeout: float = DISCOVERY_TIMEOUT_S,
 class VTubeStudioClient:
     """Keeps VTube Studio fed with facecast's latest frame, surviving VTS restarts and network hiccups.
 
-    Call `submit` from the frame loop (any thread; it only stores the frame),
+    Call `send` from the frame loop (any thread; it only stores the frame),
     and either await `run` in an event loop or call `start` for a background
-    thread; `stop` ends either. `port=None` discovers the port (UDP broadcast
-    on `discovery_port`) at every connection attempt, falling back to `DEFAULT_PORT`.
+    thread; `stop` (or `close`) ends either. `port=None` discovers the port (UDP
+    broadcast on `discovery_port`) at every connection attempt, falling back to `DEFAULT_PORT`.
     """
+
+    name = "vtube_studio"
+    needs_image = False
 
     def __init__(self, host: str = DEFAULT_HOST, port: int | None = None, *,
                  token_path: str | Path | None = None,
@@ -396,8 +211,8 @@ class VTubeStudioClient:
 
     # ---- called from any thread
 
-    def submit(self, frame: MotionFrame) -> None:
-        """Make `frame` the one to send next (latest frame wins); never blocks."""
+    def send(self, frame: MotionFrame, image: np.ndarray | None = None) -> None:
+        """Make `frame` the one to send next (latest frame wins; the image is not used); never blocks."""
         self._latest = (self._latest[0] + 1, frame)
         loop, wake = self._loop, self._wake
         # A set wake-up is still pending: the loop reads `_latest` after clearing it, so skip the call.
@@ -425,6 +240,10 @@ class VTubeStudioClient:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+
+    def close(self) -> None:
+        """`stop`: end the session and its thread."""
+        self.stop()
 
     # ---- the event loop side
 

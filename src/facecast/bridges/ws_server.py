@@ -1,40 +1,12 @@
-"""facecast's own local server: the OBS browser overlay, motion and frame streams, MJPEG, health and control.
+"""facecast's own local server, the transport: the OBS browser overlay, motion and frame streams, MJPEG,
+health and control over one port (endpoints, access policy and messages: `facecast.bridges.ws_protocol`).
 
-One port (`DEFAULT_PORT`, bound to 127.0.0.1 unless configured) serves:
-
-==================== =========================================================================
-``GET /``, ``/overlay`` the overlay page (``overlay/overlay.html`` + ``overlay.js``): paints only
-                     the avatar, on a transparent page, for OBS's Browser Source. Query
-                     parameters ``x``, ``y``, ``width``, ``height`` (CSS px) place the avatar
-                     box; by default it fills the window, aspect preserved.
-``ws /frames``       binary frames: header + WebP with alpha (format in
-                     `facecast.bridges.frame_codec`), encoded once per frame for all clients and
-                     only while at least one client is connected.
-``ws /motion``       JSON: first ``{"type": "hello", "version": 1, "fps", "size"}`` (``size``:
-                     ``[width, height]`` of the frames, null before the first image), then per
-                     frame ``{"type": "motion", "version": 1, "frame": MotionFrame.to_dict(),
-                     "latency_ms"}`` (mic-to-frame latency, null without a capture time).
-``GET /video.mjpeg`` ``multipart/x-mixed-replace`` JPEG stream (alpha over the background
-                     colour) for OBS's Media Source, ffmpeg, VLC.
-``GET /status``      one JSON health object (see `WsServer.set_status_provider`).
-``ws /control``      JSON commands that need the run's token (see `validate_control`); each gets
-                     ``{"type": "ack"}`` or ``{"type": "error", "message": ...}``.
-==================== =========================================================================
-
-Security: a web page in the user's browser must not drive or read the daemon.
-Every request whose ``Origin`` header is present but not this server's own
-origin is refused (403), and so is every request whose ``Host`` is a DNS name
-other than ``localhost`` or the configured bind host (DNS rebinding: an
-attacker's name resolving to 127.0.0.1 keeps its own name in ``Host``). HTTP
-answers carry no ``Access-Control-*`` headers, and control commands need the
-token, compared in constant time.
-
-Streaming: the frame loop calls `WsServer.submit` and never waits for a client.
-Every client has a latest-frame-wins slot and its own sender task, so a slow
-client only skips frames. websockets answers plain HTTP with one complete
-response, so ``/video.mjpeg`` is served by `_Connection`, which takes over the
-TCP connection after the request was read (websockets' ``create_connection``
-hook) and applies the opening-handshake timeout itself.
+`WsServer` is an `Output`: the frame loop calls `WsServer.send` and never waits
+for a client. Every client has a latest-frame-wins slot and its own sender
+task, so a slow client only skips frames. websockets answers plain HTTP with
+one complete response, so ``/video.mjpeg`` is served by `_Connection`, which
+takes over the TCP connection after the request was read (websockets'
+``create_connection`` hook) and applies the opening-handshake timeout itself.
 """
 
 from __future__ import annotations
@@ -42,10 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import ipaddress
-import json
 import logging
-import math
 import secrets
 import threading
 import time
@@ -65,35 +34,37 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from facecast.bridges.frame_codec import (
-    MJPEG_BOUNDARY, as_rgb_background, check_image, encode_frame, encode_jpeg, mjpeg_part,
+from facecast.bridges.frame_codec import as_rgb_background, check_image, encode_frame, encode_jpeg, mjpeg_part
+from facecast.bridges.ws_protocol import (
+    CONTROL_PATH,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    FRAMES_PATH,
+    MAX_MESSAGE_BYTES,
+    MJPEG_HEAD,
+    MJPEG_PATH,
+    MOTION_PATH,
+    OVERLAY_PATHS,
+    PAGE_HEADERS,
+    SCRIPT_PATH,
+    STATUS_PATH,
+    WEBSOCKET_PATHS,
+    ack_message,
+    error_message,
+    frame_latency_ms,
+    hello_message,
+    motion_message,
+    request_refusal,
+    status_body,
+    status_report,
+    validate_control,
 )
-from facecast.controls import EMOTION_PRESETS, MAX_DISTANCE, MAX_GAZE_DEG, MIN_DISTANCE
-from facecast.motion import ARKIT_BLENDSHAPES, DERIVED_BLENDSHAPES, MotionFrame
+from facecast.motion import MotionFrame
 
-__all__ = [
-    "CONTROL_SCHEMA", "DEFAULT_HOST", "DEFAULT_PORT", "EMOTION_PRESETS", "PROTOCOL_VERSION", "ControlError",
-    "ServerStartError", "WsServer", "request_refusal", "validate_control",
-]
+__all__ = ["ServerStartError", "WsServer"]
 
 log = logging.getLogger("facecast.bridges.ws_server")
 
-DEFAULT_HOST = "127.0.0.1"
-#: facecast's fixed default port (unassigned by IANA; VMC uses 39539/39540 nearby).
-DEFAULT_PORT = 39650
-PROTOCOL_VERSION = 1
-
-OVERLAY_PATHS = ("/", "/overlay")
-SCRIPT_PATH = "/overlay.js"
-FRAMES_PATH = "/frames"
-MOTION_PATH = "/motion"
-CONTROL_PATH = "/control"
-MJPEG_PATH = "/video.mjpeg"
-STATUS_PATH = "/status"
-WEBSOCKET_PATHS = frozenset({FRAMES_PATH, MOTION_PATH, CONTROL_PATH})
-
-#: Largest message a client may send; control commands are tiny, nothing else is read.
-MAX_MESSAGE_BYTES = 64 * 1024
 #: Time a client has to send its request (and finish the WebSocket handshake).
 OPEN_TIMEOUT_S = 10.0
 #: Stop must not wait long for clients that do not answer the closing handshake.
@@ -106,24 +77,6 @@ START_TIMEOUT_S = 10.0
 FPS_WINDOW_S = 2.0
 #: Latencies kept for the `/status` percentiles (10 s at 30 fps).
 LATENCY_SAMPLES = 300
-_LOOPBACK_NAMES = frozenset({"localhost"})
-
-# ---- control commands
-
-#: Emotion presets: the eight MEAD emotions, the vocabulary of the emotional clips facecast learns from.
-MAX_PATH_CHARS = 4096
-_OFFSET_NAMES = frozenset(ARKIT_BLENDSHAPES) - DERIVED_BLENDSHAPES
-
-#: The overlay may talk to this server only; no plugins, forms, or framing by other pages.
-_PAGE_HEADERS = (
-    ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
-                                "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
-)
-_MJPEG_HEAD = (
-    "HTTP/1.1 200 OK\r\n"
-    f"Content-Type: multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}\r\n"
-    "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n"
-).encode("ascii")
 
 
 class ServerStartError(OSError):
@@ -131,144 +84,6 @@ class ServerStartError(OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
-
-
-class ControlError(ValueError):
-    """A control command was refused; the message is sent back to the client."""
-
-
-# --------------------------------------------------------------------------- pure checks
-
-def _host_name(host_header: str) -> str:
-    """The name part of a ``Host`` header: ``[::1]:80`` -> ``::1``, ``localhost:1`` -> ``localhost``."""
-    if host_header.startswith("["):
-        return host_header[1:host_header.find("]")] if "]" in host_header else ""
-    return host_header.rsplit(":", 1)[0] if ":" in host_header else host_header
-
-
-def _is_ip_literal(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
-
-
-def request_refusal(headers: Headers, bind_host: str = DEFAULT_HOST) -> str | None:
-    """Why a request must be refused (one line), or None when it may be served.
-
-    ``Host`` must be an IP literal (a browser only sends one when it connected
-    to that very address), ``localhost`` or `bind_host`; any other name means
-    DNS rebinding. ``Origin``, when present, must be this server's own origin,
-    ``http://<Host>``: the overlay page is served by the daemon itself, and
-    non-browser clients send no ``Origin``.
-    """
-    hosts = headers.get_all("Host")
-    if len(hosts) != 1:
-        return "exactly one Host header required"
-    name = _host_name(hosts[0].strip()).lower()
-    if not name or not (name in _LOOPBACK_NAMES or name == bind_host.lower() or _is_ip_literal(name)):
-        return f"host {hosts[0]!r} not allowed"
-    origins = headers.get_all("Origin")
-    if len(origins) > 1:
-        return "more than one Origin header"
-    if origins and origins[0].lower() != f"http://{hosts[0].strip().lower()}":
-        return f"origin {origins[0]!r} not allowed"
-    return None
-
-
-def _number(low: float, high: float) -> Callable[[str, object], float]:
-    def check(name: str, value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ControlError(f"'{name}' must be a number")
-        if not low <= value <= high:
-            raise ControlError(f"'{name}' must be between {low:g} and {high:g}")
-        return float(value)
-    return check
-
-
-def _boolean(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ControlError(f"'{name}' must be true or false")
-    return value
-
-
-def _preset(name: str, value: object) -> str:
-    if value not in EMOTION_PRESETS:
-        raise ControlError(f"'{name}' must be one of {', '.join(EMOTION_PRESETS)}")
-    return str(value)
-
-
-_offset_value = _number(-1.0, 1.0)
-
-
-def _offsets(name: str, value: object) -> dict[str, float]:
-    if not isinstance(value, dict):
-        raise ControlError(f"'{name}' must be an object of ARKit expression names to numbers")
-    unknown = sorted(str(key) for key in value if key not in _OFFSET_NAMES)
-    if unknown:
-        raise ControlError(f"'{name}': unknown or eye expression name(s) {', '.join(unknown[:5])}")
-    return {key: _offset_value(f"{name}.{key}", number) for key, number in value.items()}
-
-
-def _path(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PATH_CHARS or "\0" in value:
-        raise ControlError(f"'{name}' must be a file path of 1-{MAX_PATH_CHARS} characters")
-    return value
-
-
-_Field = tuple[Callable[[str, object], Any], bool]  # (validator, required)
-
-#: Control commands: type -> field -> (validator, required). Every command also carries "token".
-CONTROL_SCHEMA: dict[str, dict[str, _Field]] = {
-    # preset with an intensity, and/or a global offset of ARKit expressions (VASA-1's "emotion offset")
-    "emotion": {"preset": (_preset, False), "intensity": (_number(0.0, 1.0), False), "offset": (_offsets, False)},
-    # main gaze direction in degrees (0, 0 = the camera); the same convention as MotionFrame.gaze
-    "gaze": {"yaw": (_number(-MAX_GAZE_DEG, MAX_GAZE_DEG), True),
-             "pitch": (_number(-MAX_GAZE_DEG, MAX_GAZE_DEG), True)},
-    "distance": {"value": (_number(MIN_DISTANCE, MAX_DISTANCE), True)},
-    "mute": {"muted": (_boolean, True)},
-    "portrait": {"path": (_path, True)},
-}
-#: Commands that need at least one of these (otherwise optional) fields.
-_NEEDS_ONE_OF = {"emotion": ("preset", "offset")}
-
-
-def validate_control(raw: str | bytes, token: str) -> dict[str, Any]:
-    """Parse and check one control message; returns it without its token, raises ControlError.
-
-    The token is checked before anything else, so a client without it learns
-    nothing about the commands.
-    """
-    if not isinstance(raw, str):
-        raise ControlError("control messages are JSON text, not binary")
-    try:
-        message = json.loads(raw)
-    except json.JSONDecodeError:
-        raise ControlError("not valid JSON") from None
-    if not isinstance(message, dict):
-        raise ControlError("a control message must be a JSON object")
-    given = message.get("token")
-    if not isinstance(given, str) or not secrets.compare_digest(given.encode(errors="surrogatepass"),
-                                                                token.encode()):
-        raise ControlError("missing or wrong token")
-    kind = message.get("type")
-    schema = CONTROL_SCHEMA.get(kind) if isinstance(kind, str) else None
-    if schema is None:
-        raise ControlError(f"'type' must be one of {', '.join(CONTROL_SCHEMA)}")
-    unknown = sorted(set(message) - set(schema) - {"type", "token"})
-    if unknown:
-        raise ControlError(f"unknown field(s) for '{kind}': {', '.join(unknown[:5])}")
-    out: dict[str, Any] = {"type": kind}
-    for name, (check, required) in schema.items():
-        if name in message:
-            out[name] = check(name, message[name])
-        elif required:
-            raise ControlError(f"'{kind}' needs '{name}'")
-    one_of = _NEEDS_ONE_OF.get(kind, ())
-    if one_of and not any(name in out for name in one_of):
-        raise ControlError(f"'{kind}' needs {' or '.join(repr(name) for name in one_of)}")
-    return out
 
 
 def _http_response(status: HTTPStatus, content_type: str, body: bytes,
@@ -284,12 +99,6 @@ def _http_response(status: HTTPStatus, content_type: str, body: bytes,
 def _text_response(status: HTTPStatus, text: str) -> Response:
     return _http_response(status, "text/plain; charset=utf-8", f"{text}\n".encode())
 
-
-def _percentile(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 1) if values else None
-
-
-# --------------------------------------------------------------------------- transport
 
 class _Slot:
     """One client's mailbox: the producer overwrites the unsent message, the sender takes the newest."""
@@ -375,15 +184,18 @@ class _Connection(ServerConnection):
 
 
 class WsServer:
-    """The local WebSocket + HTTP server (see the module docstring for its endpoints).
+    """The local WebSocket + HTTP server (endpoints: `facecast.bridges.ws_protocol`), an `Output`.
 
-    Runs its own asyncio loop in a daemon thread. `submit`, `set_status_provider`,
-    `counters` and `stop` may be called from any thread; `submit` never blocks
+    Runs its own asyncio loop in a daemon thread (`start`). `send`, `set_status_provider`,
+    `counters` and `stop` (`close`) may be called from any thread; `send` never blocks
     on the network. `on_control` and the status provider are called on the
     server's thread: keep them short and thread-safe (e.g. put the command on
     a queue the frame loop reads). `on_control` may raise ValueError to refuse
     a command; its message goes back to the client.
     """
+
+    name = "websocket"
+    needs_image = True
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None,
                  on_control: Callable[[dict[str, Any]], None] | None = None,
@@ -454,16 +266,15 @@ class WsServer:
         """
         self._status_provider = provider
 
-    def submit(self, frame: MotionFrame, image: np.ndarray | None = None) -> None:
+    def send(self, frame: MotionFrame, image: np.ndarray | None = None) -> None:
         """Publish one frame (and its RGB/RGBA uint8 image) to every client; never blocks.
 
         The image is copied, so the caller may reuse its buffer at once; an
         image of another shape or type raises ValueError.
         """
         now = time.monotonic()
-        latency = None if frame.capture_time is None else round((now - frame.capture_time) * 1000.0, 1)
-        motion = json.dumps({"type": "motion", "version": PROTOCOL_VERSION, "frame": frame.to_dict(),
-                             "latency_ms": latency}, separators=(",", ":"))
+        latency = frame_latency_ms(frame, now)
+        motion = motion_message(frame, latency)
         if image is not None:
             check_image(image)
             image = np.array(image, copy=True)
@@ -507,6 +318,10 @@ class WsServer:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+
+    def close(self) -> None:
+        """`stop`: close every connection and the port."""
+        self.stop()
 
     # ---- the server thread
 
@@ -633,25 +448,17 @@ class WsServer:
         with self._lock:
             latencies = list(self._latencies)
             frames = self._submitted
-        counters = self.counters
-        status: dict[str, Any] = {
-            "fps": self._fps(),
-            "latency_ms": {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95)},
-            "frames": frames, "repeated": 0, "inputs": {}, "outputs": {"websocket": {"url": self.url, **counters}},
-            "clients": sum(counters["clients"].values()), "last_error": self._last_error,
-        }
+        fps, websocket = self._fps(), {"url": self.url, **self.counters}
+        provided = None
         provider = self._status_provider
         if provider is not None:
             try:
-                extra = dict(provider())
+                provided = dict(provider())
             except Exception as exc:  # the health endpoint must answer anyway
                 self._fail_once("status provider", "the status provider failed: %s", exc)
-                status["last_error"] = self._last_error
-                return status
-            self._recovered("status provider")
-            outputs = {**status["outputs"], **extra.pop("outputs", {})}
-            status.update(extra, outputs=outputs)
-        return status
+            else:
+                self._recovered("status provider")
+        return status_report(fps, latencies, frames, websocket, self._last_error, provided)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Refuse foreign origins and hosts; answer the plain HTTP endpoints; let WebSocket upgrades through."""
@@ -665,10 +472,9 @@ class WsServer:
             return None
         if path in self._pages:
             content_type, body = self._pages[path]
-            return _http_response(HTTPStatus.OK, content_type, body, _PAGE_HEADERS)
-        if path == STATUS_PATH:  # default=str: an odd value from the status provider must not fail the answer
-            body = json.dumps(self._status(), separators=(",", ":"), default=str).encode()
-            return _http_response(HTTPStatus.OK, "application/json", body)
+            return _http_response(HTTPStatus.OK, content_type, body, PAGE_HEADERS)
+        if path == STATUS_PATH:
+            return _http_response(HTTPStatus.OK, "application/json", status_body(self._status()))
         return _text_response(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -686,7 +492,7 @@ class WsServer:
         latest = self._latest
         size = None if latest is None or latest.image is None else [latest.image.shape[1], latest.image.shape[0]]
         try:
-            await ws.send(json.dumps({"type": "hello", "version": PROTOCOL_VERSION, "fps": self._fps(), "size": size}))
+            await ws.send(hello_message(self._fps(), size))
         except ConnectionClosed:
             return
         await self._serve_stream(ws, self._motion_clients, "motion_sent")
@@ -726,15 +532,15 @@ class WsServer:
                         self._on_control(command)
                 except ValueError as exc:  # ControlError, or the daemon refusing the command
                     self._counters["control_refused"] += 1
-                    await ws.send(json.dumps({"type": "error", "message": str(exc)}))
+                    await ws.send(error_message(str(exc)))
                     continue
                 except Exception:  # a daemon bug must not close the server
                     log.exception("the control callback failed")
                     self._counters["control_refused"] += 1
-                    await ws.send(json.dumps({"type": "error", "message": "internal error"}))
+                    await ws.send(error_message("internal error"))
                     continue
                 self._counters["control_ok"] += 1
-                await ws.send(json.dumps({"type": "ack"}))
+                await ws.send(ack_message())
         except ConnectionClosed:  # includes messages over MAX_MESSAGE_BYTES (close code 1009)
             pass
         finally:
@@ -743,7 +549,7 @@ class WsServer:
     async def _stream_mjpeg(self, connection: _Connection) -> None:
         """Serve ``/video.mjpeg`` on a raw connection until the client or the server goes away."""
         transport = connection.transport
-        transport.write(_MJPEG_HEAD)
+        transport.write(MJPEG_HEAD)
         slot = _Slot()
         connection.connection_lost_waiter.add_done_callback(lambda _: slot.close())
         self._mjpeg_clients.add(slot)

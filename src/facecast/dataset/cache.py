@@ -20,7 +20,8 @@ version, so a rebuild only does new or changed clips. Arrays per clip:
     mouth_opening (T,)  eye_openness (T, 2)
     lips (T, 40, 2): inner+outer lip landmarks in the reference head pose, in face
         heights from the reference mouth centre (for lip-sync models)
-    audio (H, 8), audio_names (8,): per-hop features (talking clips with audio)
+    audio (H, 8), audio_names (8,): per-hop features (talking clips with audio; the learned model's
+        other feature kinds are computed on first use and cached beside the clips, `clip_audio`)
     word_start, word_end (W,) seconds, words (W,): word timings (empty when unknown)
     fps, reference, and the metadata strings kind, speaker, split, path
 """
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -38,7 +38,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from facecast.dataset.word_timing import ForcedAligner, grid_sentence, read_grid_align
 from facecast.errors import FacecastError, InputError
+from facecast.face.extraction import EXTRACTION_VERSION, extract, open_video
+from facecast.media import decode_mono, iter_mono_blocks
+from facecast.speech.audio_features import AUDIO_FEATURES, AudioFeatureStream
+from facecast.speech.learned import speech_features
+from facecast.speech.voice import voice_track
 
 SPLIT_PATH = Path(__file__).resolve().parent / "split.json"
 DEFAULT_DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
@@ -46,7 +52,6 @@ DEFAULT_DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 DATASET_VERSION = 1
 KINDS = ("talking", "motion_only")
 SPLITS = ("train", "validation")
-AUDIO_FEATURES = ("level_db", "low_frac", "mid_frac", "high_frac", "voicing", "f0", "f1", "f2")
 
 
 def default_cache_dir() -> Path:
@@ -117,41 +122,6 @@ def list_videos(folder: Path) -> list[tuple[str, str]]:
 
 # ----------------------------------------------------------------------------- per clip
 
-class AudioFeatureStream:
-    """Per-hop features of a stream of 16 kHz mono blocks, kept compactly (32 bytes per 10 ms for the 8
-    AUDIO_FEATURES, 160 for `kind="logmel"`), so hours of audio can be analysed before generating from it."""
-
-    def __init__(self, kind: str = "hop8") -> None:
-        from facecast.speech.audio_features import HopFramer
-
-        if kind not in ("hop8", "logmel"):
-            raise ValueError(f"audio feature kind must be hop8 or logmel, got {kind!r}")
-        self.kind = kind
-        self._framer = HopFramer()
-        self._parts: list[np.ndarray] = []
-        self.samples = 0
-
-    def push(self, block: np.ndarray) -> None:
-        from facecast.speech.audio_features import hop_features, log_mel
-
-        block = np.asarray(block, dtype=np.float64)
-        self.samples += len(block)
-        for windows in self._framer.push(block):
-            if self.kind == "logmel":
-                self._parts.append(log_mel(windows))
-                continue
-            batch = hop_features(windows)
-            self._parts.append(np.stack([getattr(batch, name) for name in AUDIO_FEATURES], 1).astype(np.float32))
-
-    def matrix(self) -> np.ndarray:
-        """(H, 8) or (H, MEL_BANDS) features of every completed hop so far."""
-        if not self._parts:
-            from facecast.speech.audio_features import MEL_BANDS
-
-            return np.zeros((0, MEL_BANDS if self.kind == "logmel" else len(AUDIO_FEATURES)), np.float32)
-        return np.concatenate(self._parts)
-
-
 def audio_features(samples: np.ndarray) -> np.ndarray:
     """(H, 8) per-hop features (AUDIO_FEATURES order) of 16 kHz mono speech, as the rule generator sees them."""
     stream = AudioFeatureStream()
@@ -163,8 +133,6 @@ def clip_words(data: Path, relpath: str, samples: np.ndarray | None,
                aligner: Callable[[], object]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Words and their start/end seconds where known: GRID s1 alignments, GRID s4 forced alignment,
     lrc_ar transcripts (untimed: NaN)."""
-    from facecast.dataset.word_timing import grid_sentence, read_grid_align
-
     path = data / relpath
     if relpath.startswith("talking/grid_s1/"):
         align = path.parent / "align" / (path.stem + ".align")
@@ -185,16 +153,16 @@ def clip_words(data: Path, relpath: str, samples: np.ndarray | None,
 def extract_clip(data: Path, relpath: str, kind: str, speaker: Speaker,
                  aligner: Callable[[], object]) -> dict[str, np.ndarray]:
     """Every cached array of one clip (see the module docstring)."""
-    from facecast.face.extraction import extract, open_video
-    from facecast.media import decode_mono
-
     path = data / relpath
-    result = extract(path, reference="neutral", audio=kind == "talking")
+    result = extract(path, reference="neutral")
     count = len(result.found)
     lips = result.lip_shape()
-    samples = decode_mono(path) if kind == "talking" and open_video(path).has_audio else None
+    spoken = kind == "talking" and open_video(path).has_audio
+    # visemes and voice level of the audio track: what the learned generators' output carries beside the motion
+    visemes, voice = (voice_track(iter_mono_blocks(path), result.fps, count) if spoken
+                      else (np.zeros((count, 6)), np.zeros(count)))
+    samples = decode_mono(path) if spoken else None
     words, start, end = clip_words(data, relpath, samples, aligner)
-    visemes, voice = (result.visemes, result.voice) if len(result.voice) else (np.zeros((count, 6)), np.zeros(count))
     return {
         "t": np.arange(count) / result.fps, "fps": np.float64(result.fps), "reference": np.int64(result.reference),
         "found": result.found, "head": result.head.astype(np.float32),
@@ -209,19 +177,6 @@ def extract_clip(data: Path, relpath: str, kind: str, speaker: Speaker,
         "kind": np.array(kind), "speaker": np.array(speaker.id), "split": np.array(speaker.split),
         "path": np.array(relpath),
     }
-
-
-def resample_frames(values: np.ndarray, fps: float, target_fps: float, count: int | None = None) -> np.ndarray:
-    """Linear resampling of per-frame rows (T, D) from `fps` to `target_fps` (same start time; float32 or
-    wider kept); `count` defaults to the frames that fit the same duration."""
-    values = np.asarray(values, dtype=np.result_type(values, np.float32))
-    if count is None:
-        count = max(1, int(math.floor(len(values) / fps * target_fps + 1e-6)))
-    if abs(fps - target_fps) < 1e-6 and count <= len(values):
-        return values[:count]
-    source = np.arange(len(values)) / fps
-    target = np.arange(count) / target_fps
-    return np.stack([np.interp(target, source, values[:, j]) for j in range(values.shape[1])], 1).astype(values.dtype)
 
 
 def clip_group(relpath: str) -> str:
@@ -242,8 +197,6 @@ def cache_name(relpath: str) -> str:
 
 def _signature(path: Path) -> str:
     """What makes a cached clip stale: the file's size and mtime, the extraction and dataset versions."""
-    from facecast.face.extraction import EXTRACTION_VERSION
-
     stat = path.stat()
     return f"{stat.st_size}-{stat.st_mtime_ns}-x{EXTRACTION_VERSION}-d{DATASET_VERSION}"
 
@@ -272,8 +225,6 @@ def build(data: Path = DEFAULT_DATA, cache: Path | None = None, only: str | None
     A clip that cannot be extracted (no face anywhere, undecodable) is reported
     and left out, not fatal: one bad file must not stop a 30-minute build.
     """
-    from facecast.dataset.word_timing import ForcedAligner
-
     started = time.perf_counter()
     data, cache = Path(data), Path(cache) if cache is not None else default_cache_dir()
     if own_videos:
@@ -354,8 +305,9 @@ def summary(index: dict[str, dict]) -> list[str]:
             if entries:
                 frames = sum(e["frames"] for e in entries)
                 minutes = sum(e["frames"] / e["fps"] for e in entries) / 60
-                lines.append(f"{split:10s} {kind:11s} {len(entries):5d} clips {len({e['speaker'] for e in entries}):3d} "
-                             f"speakers {frames:7d} frames ({minutes:5.1f} min), {sum(e['lost'] for e in entries)} lost")
+                speakers, lost = len({e["speaker"] for e in entries}), sum(e["lost"] for e in entries)
+                lines.append(f"{split:10s} {kind:11s} {len(entries):5d} clips {speakers:3d} "
+                             f"speakers {frames:7d} frames ({minutes:5.1f} min), {lost} lost")
     return lines
 
 
@@ -372,3 +324,19 @@ def iter_clips(split: str | None = None, kind: str | None = None,
     for rel, entry in sorted(load_index(cache).items()):
         if (split is None or entry["split"] == split) and (kind is None or entry["kind"] == kind):
             yield load_clip(rel, cache)
+
+
+def clip_audio(clip: dict[str, np.ndarray], kind: str, data: Path | None = None,
+               cache: Path | None = None) -> np.ndarray:
+    """A cached clip's per-hop audio of this kind (`speech.learned.FEATURE_DIMS`): hop8 is in the clip; the others
+    are computed from the recording once and cached beside the clips (`<cache>/<kind>/`)."""
+    if kind == "hop8":
+        return clip["audio"]
+    folder = (Path(cache) if cache is not None else default_cache_dir()) / kind
+    path = folder / cache_name(str(clip["path"])).replace(".npz", ".npy")
+    if path.exists():
+        return np.load(path)
+    features = speech_features(decode_mono(Path(data or DEFAULT_DATA) / str(clip["path"])), kind).astype(np.float16)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(path, features)
+    return features

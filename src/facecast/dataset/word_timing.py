@@ -70,7 +70,7 @@ class ForcedAligner:
     SAMPLE_RATE = 16000
 
     def __init__(self) -> None:
-        try:
+        try:  # pocketsphinx is optional (the `train` extra): imported only when used
             from pocketsphinx import Decoder
         except ImportError:
             raise FacecastError("forced alignment needs pocketsphinx: pip install 'facecast[train]'") from None

@@ -7,7 +7,8 @@ the output frames are measured with the face mesh (`extraction`), and the
 measurements are compared with the real video's (the dataset cache).
 
 Generators are plain functions `(samples_16k, fps, frames) -> [MotionFrame]`
-in `GENERATORS`, so a new one (the learned model) is one more entry.
+in `GENERATORS`, each running a generator of `speech.generator.make_generator`
+as render or live runs it, so a new one is one more entry.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
+from facecast.face.extraction import extract_from_landmarks, track_frames
 from facecast.motion import MotionFrame
+from facecast.speech.generator import exactly, make_generator
+from facecast.speech.learned import WEIGHTS_PATH
 
 MAX_LAG = 10
 #: A word "closes" the mouth when its smallest opening comes within this fraction of the clip's opening
@@ -54,44 +59,29 @@ def loudness_motion(samples: np.ndarray, fps: float, frames: int, rate: int = 16
 
 def rule_motion(samples: np.ndarray, fps: float, frames: int, seed: int = 0) -> list[MotionFrame]:
     """The rule-based generator, exactly as `facecast render` runs it."""
-    from facecast.speech.rule import RuleMotionGenerator
-
-    generator = RuleMotionGenerator(fps=fps, seed=seed)
-    out = generator.push(np.asarray(samples, np.float64)) + generator.finish()
-    return _fit(out, fps, frames)
+    generator = make_generator("rule", fps=fps, seed=seed, streaming=False, frames=frames)
+    return generator.push(np.asarray(samples, np.float64)) + list(generator.finish())
 
 
-def _fit(motion: list[MotionFrame], fps: float, frames: int) -> list[MotionFrame]:
-    """Cut or hold the last frame so a generator's output has exactly the video's frame count."""
-    motion = motion[:frames]
-    while len(motion) < frames:
-        last = motion[-1] if motion else MotionFrame(t=0.0)
-        motion.append(MotionFrame(t=len(motion) / fps, head=last.head, gaze=last.gaze, blink=last.blink,
-                                  expressions=dict(last.expressions)))
-    return motion
-
-
-def learned_motion(samples: np.ndarray, fps: float, frames: int) -> list[MotionFrame]:
-    """The learned diffusion-transformer generator (`motion_diffusion`) with its shipped weights."""
-    from facecast.speech.learned import learned_motion as generate
-
-    return generate(samples, fps, frames)
+def learned_motion(samples: np.ndarray, fps: float, frames: int, model_path: Path | None = None) -> list[MotionFrame]:
+    """The learned diffusion-transformer generator (`speech.learned`) over the whole clip, as `facecast render`
+    runs it (its shipped weights, or `model_path`)."""
+    generator = make_generator("learned", fps=fps, model_path=model_path, streaming=False, frames=frames)
+    return generator.push(samples) + list(generator.finish())
 
 
 def learned_live_motion(samples: np.ndarray, fps: float, frames: int) -> list[MotionFrame]:
     """The learned generator as the live daemon streams it (10 ms blocks, bounded lookahead)."""
-    from facecast.speech.learned_stream import LearnedMotionGenerator
-
-    generator = LearnedMotionGenerator(fps=fps)
+    generator = make_generator("learned", fps=fps, streaming=True)
     out: list[MotionFrame] = []
     for start in range(0, len(samples), 160):
         out += generator.push(samples[start: start + 160])
-    return _fit(out + generator.finish(), fps, frames)
+    return list(exactly(out + list(generator.finish()), fps, frames))
 
 
 Generator = Callable[[np.ndarray, float, int], list[MotionFrame]]
 GENERATORS: dict[str, Generator] = {"loudness": loudness_motion, "rule": rule_motion}
-if (Path(__file__).resolve().parents[1] / "speech" / "data" / "motion_diffusion.pt").exists():
+if WEIGHTS_PATH.exists():
     GENERATORS["learned"] = learned_motion
     GENERATORS["learned-live"] = learned_live_motion
 
@@ -127,8 +117,6 @@ def motion_head_and_blink(motion: Sequence[MotionFrame]) -> tuple[np.ndarray, np
 
 def measure_frames(frames: Iterable[np.ndarray], fps: float) -> Measured:
     """Measure RGB frames (rendered output) exactly as the dataset measured the real videos."""
-    from facecast.face.extraction import extract_from_landmarks, track_frames
-
     landmarks, found = track_frames(frames)
     count = len(found)
     if not found.any():
@@ -193,8 +181,6 @@ def _rotation(head: np.ndarray) -> np.ndarray:
 def smooth_rotation(rotation: np.ndarray, fps: float) -> np.ndarray:
     """Head rotation with frame-to-frame tracking noise removed: a Gaussian of SMOOTHING_S (keeps ~75 % of
     a 2 Hz nod, nothing of a frame-to-frame flicker)."""
-    from scipy.ndimage import gaussian_filter1d
-
     if len(rotation) < 2:
         return rotation.copy()
     return gaussian_filter1d(rotation, SMOOTHING_S * fps, axis=0, mode="nearest")

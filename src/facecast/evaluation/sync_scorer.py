@@ -22,25 +22,25 @@ every audio offset in -15..+15 frames, the mean embedding distance over the
 clip's frames; the offset is the minimum, the confidence is median minus
 minimum. A positive offset means the audio comes late.
 
-Train (12 minutes on a CPU; needs `facecast dataset build`; model card: `data/sync_scorer.md`):
+This module scores; training is `facecast.training.sync_scorer` (12 minutes on a
+CPU; needs `facecast dataset build`; model card: `data/sync_scorer.md`):
 
-    python -m facecast.evaluation.sync_scorer train --minutes 10
-    python -m facecast.evaluation.sync_scorer validate
+    python -m facecast.training sync-scorer train --minutes 10
+    python -m facecast.training sync-scorer validate
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from facecast.dataset.cache import clip_group, resample_frames
 from facecast.errors import FacecastError
+from facecast.motion import resample_frames
+from facecast.speech.audio_features import audio_track, silence_row
 
 FPS = 25.0
 WINDOW_FRAMES = 9
@@ -55,7 +55,6 @@ LIP_POINTS = 40
 LIP_SCALE = 50.0             # lip displacements are ~0.01 face heights
 AUDIO_PAD_HOPS = 4 * (MAX_OFFSET + 10) + 20
 WEIGHTS_PATH = Path(__file__).resolve().parent / "data" / "sync_scorer.pt"
-SHIFT_RANGE = (3, MAX_OFFSET)  # negatives: the same clip's audio this many frames away
 MIN_FACE_SECONDS = 2.0
 
 
@@ -75,32 +74,6 @@ def lip_track(lips: np.ndarray, found: np.ndarray, fps: float) -> tuple[np.ndarr
         ok = found[nearest]
     centre = np.median(resampled[ok], axis=0) if ok.any() else np.zeros(lips.shape[1])
     return ((resampled - centre) * LIP_SCALE).astype(np.float32), ok.astype(bool)
-
-
-def audio_track(audio: np.ndarray) -> np.ndarray:
-    """(H, 8) per-hop features normalised: level relative to the clip's loud level, pitch and formants scaled."""
-    a = np.asarray(audio, np.float64)
-    out = np.zeros((len(a), a.shape[1] if a.ndim == 2 else 8), np.float32)
-    if len(a) == 0:
-        return out
-    level = a[:, 0]
-    loud = np.percentile(level, 95)
-    out[:, 0] = np.clip((level - loud) / 20.0, -4.0, 1.0)
-    out[:, 1:5] = np.nan_to_num(a[:, 1:5])
-    voiced = (a[:, 4] > 0.5) & np.isfinite(a[:, 5]) & (a[:, 5] > 0)
-    out[voiced, 5] = np.log2(a[voiced, 5] / 150.0)
-    for column, centre, scale in ((6, 500.0, 500.0), (7, 1500.0, 1000.0)):
-        values = a[:, column]
-        finite = np.isfinite(values)
-        out[finite, column] = np.clip((values[finite] - centre) / scale, -3, 3)
-    return out
-
-
-def silence_row(track: np.ndarray) -> np.ndarray:
-    """One hop of the clip's own silence in normalised features (its lowest level, nothing else)."""
-    row = np.zeros(track.shape[1], np.float32)
-    row[0] = track[:, 0].min() if len(track) else -4.0
-    return row
 
 
 def pad_audio(track: np.ndarray, pad: int = AUDIO_PAD_HOPS) -> np.ndarray:
@@ -127,6 +100,7 @@ def _quiet(audio: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- the model
 
 def _torch():
+    """torch, imported on first use (a heavy import)."""
     import torch
 
     return torch
@@ -219,7 +193,8 @@ class SyncScorer:
         frames = np.arange(-MAX_OFFSET, len(track) + MAX_OFFSET)
         with torch.inference_mode():
             mouth = self.model.embed_mouth(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
-            sound = self.model.embed_audio(torch.from_numpy(np.ascontiguousarray(audio_windows(padded, frames)))).numpy()
+            windows = np.ascontiguousarray(audio_windows(padded, frames))
+            sound = self.model.embed_audio(torch.from_numpy(windows)).numpy()
         return mouth, valid, sound
 
     def score(self, lips: np.ndarray, found: np.ndarray, fps: float, audio: np.ndarray) -> SyncScore:
@@ -304,136 +279,3 @@ def enough_face(found: np.ndarray, fps: float) -> bool:
 def scorable(clip: dict[str, np.ndarray]) -> bool:
     """A talking clip with audio and enough found face (`enough_face`)."""
     return len(clip["audio"]) > 0 and enough_face(clip["found"], float(clip["fps"]))
-
-
-# ----------------------------------------------------------------------------- training
-
-class _Pool:
-    """Every training clip's mouth track and padded audio, concatenated, for fast window gathering."""
-
-    def __init__(self, clips: Iterable[dict[str, np.ndarray]]) -> None:
-        tracks, audios, anchors, groups = [], [], [], []
-        lip_base = audio_base = 0
-        self.clip_frames: list[int] = []
-        for clip in clips:
-            track, ok = lip_track(clip["lips"], clip["found"], float(clip["fps"]))
-            windows, valid = mouth_windows(track, ok)
-            if valid.sum() < 3:
-                continue
-            padded = pad_audio(audio_track(clip["audio"]))
-            frames = np.flatnonzero(valid)
-            anchors.append(np.stack([lip_base + frames, audio_base + AUDIO_PAD_HOPS + HOPS_PER_FRAME * frames
-                                     + FIRST_HOP, np.full(len(frames), len(self.clip_frames))], 1))
-            groups.append(clip_group(str(clip["path"])))
-            tracks.append(track)
-            audios.append(padded)
-            self.clip_frames.append(len(track))
-            lip_base += len(track)
-            audio_base += len(padded)
-        if not tracks:
-            raise FacecastError("no training clips: run `facecast dataset build` first")
-        self.tracks = np.concatenate(tracks)
-        self.audio = np.concatenate(audios)
-        self.anchors = anchors
-        self.groups = np.array(groups)
-
-    def sample(self, rng: np.random.Generator, batch: int, group_weights: dict[str, float]) -> np.ndarray:
-        """(batch, 3) anchors [mouth frame, audio start hop, clip], clips drawn by speaker-group weight."""
-        names = sorted(set(self.groups))
-        weights = np.array([group_weights.get(name, 1.0) for name in names])
-        chosen_groups = rng.choice(len(names), size=batch, p=weights / weights.sum())
-        rows = []
-        for g in chosen_groups:
-            members = np.flatnonzero(self.groups == names[g])
-            clip_anchors = self.anchors[rng.choice(members)]
-            rows.append(clip_anchors[rng.integers(len(clip_anchors))])
-        return np.array(rows)
-
-
-GROUP_WEIGHTS = {"grid": 0.35, "lrc_ar": 0.35, "wild": 0.3}
-
-
-def train(cache: Path | None = None, minutes: float = 10.0, batch: int = 192, negatives: int = 8,
-          temperature: float = 0.07, seed: int = 0, out: Path = WEIGHTS_PATH, log_every: int = 200,
-          clips: Sequence[dict[str, np.ndarray]] | None = None) -> dict[str, float]:
-    """Contrastive training on the cached training split; writes `out` and returns the last losses."""
-    torch = _torch()
-    from facecast.dataset.cache import iter_clips
-
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    if clips is None:
-        clips = [c for c in iter_clips(split="train", kind="talking", cache=cache) if scorable(c)]
-    pool = _Pool(clips)
-    model = build_model()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    tracks = torch.from_numpy(pool.tracks)
-    audio = torch.from_numpy(pool.audio)
-    half = WINDOW_FRAMES // 2
-    frame_offsets = torch.arange(-half, half + 1)
-    hop_offsets = torch.arange(AUDIO_HOPS)
-    deadline = time.monotonic() + minutes * 60
-    step, started, recent = 0, time.monotonic(), []
-    total_steps = None
-    while time.monotonic() < deadline:
-        rows = pool.sample(rng, batch, GROUP_WEIGHTS)
-        shifts = rng.integers(SHIFT_RANGE[0], SHIFT_RANGE[1] + 1, size=(batch, negatives)) * rng.choice([-1, 1], size=(batch, negatives))
-        lip_index = torch.from_numpy(rows[:, 0])[:, None] + frame_offsets[None]
-        mouth = tracks[lip_index]                                          # (B, 5, 80)
-        scale = torch.from_numpy(rng.uniform(0.8, 1.25, size=(batch, 1, 1)).astype(np.float32))
-        mouth = mouth * scale + 0.05 * torch.randn_like(mouth)
-        starts = np.concatenate([rows[:, 1:2], rows[:, 1:2] + HOPS_PER_FRAME * shifts], 1)   # (B, 1 + K)
-        starts = np.clip(starts, 0, len(pool.audio) - AUDIO_HOPS)
-        sound = audio[torch.from_numpy(starts)[..., None] + hop_offsets]   # (B, 1+K, 20, 8)
-        m = model.embed_mouth(mouth.transpose(1, 2))
-        a = model.embed_audio(sound.reshape(-1, AUDIO_HOPS, 8).transpose(1, 2)).reshape(batch, 1 + negatives, -1)
-        shifted = torch.einsum("be,bke->bk", m, a)                          # own positive + shifted negatives
-        others = m @ a[:, 0].T                                             # other anchors' true audio
-        others = others.masked_fill(torch.eye(batch, dtype=torch.bool), float("-inf"))
-        logits = torch.cat([shifted, others], 1) / temperature
-        loss = torch.nn.functional.cross_entropy(logits, torch.zeros(batch, dtype=torch.long))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        step += 1
-        recent.append(loss.item())
-        if total_steps is None and step == 50:
-            rate = step / (time.monotonic() - started)
-            total_steps = int(rate * minutes * 60)
-        if total_steps:
-            for group in optimiser.param_groups:   # cosine decay over the estimated run
-                group["lr"] = 2e-3 * 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0)))
-        if step % log_every == 0:
-            print(f"step {step:6d}  loss {np.mean(recent[-log_every:]):.3f}  {time.monotonic() - started:6.0f} s", flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "steps": step, "minutes": minutes, "seed": seed,
-                "window_frames": WINDOW_FRAMES}, out)
-    return {"steps": step, "loss": float(np.mean(recent[-log_every:])) if recent else float("nan")}
-
-
-def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m facecast.evaluation.sync_scorer", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train on the cached training split")
-    t.add_argument("--minutes", type=float, default=10.0)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--cache", type=Path, default=None)
-    t.add_argument("-o", "--output", type=Path, default=WEIGHTS_PATH)
-    v = sub.add_parser("validate", help="validate on the held-out speakers")
-    v.add_argument("--cache", type=Path, default=None)
-    v.add_argument("--weights", type=Path, default=WEIGHTS_PATH)
-    args = parser.parse_args(argv)
-    if args.command == "train":
-        result = train(cache=args.cache, minutes=args.minutes, seed=args.seed, out=args.output)
-        print(f"wrote {args.output} after {result['steps']} steps (loss {result['loss']:.3f})")
-        args.weights = args.output
-    from facecast.dataset.cache import iter_clips
-
-    held_out = [c for c in iter_clips(split="validation", kind="talking", cache=args.cache) if scorable(c)]
-    for line in validate(SyncScorer(args.weights), held_out).lines():
-        print(line)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

@@ -14,14 +14,16 @@ way the renderer moves it, so extracted motion re-renders faithfully:
   face centre, then a shift in portrait-frame fractions);
 * expressions: the frame's landmarks are brought into the reference frame's
   head pose (the fitted rotation, scale and shift removed) and their
-  displacements are fitted by bounded least squares with the renderer's own
-  per-channel landmark displacements (`warp_basis`) built on the reference
-  frame's landmarks, so a channel means here what it does when rendered;
+  displacements are fitted by bounded least squares with the face model's
+  per-channel landmark displacements (`facecast.face_model`, which the renderer
+  draws) built on the reference frame's landmarks, so a channel means here what
+  it does when rendered;
 * blinks and eyeWide from each eye's openness relative to the reference frame
   (inverting the renderer's measured blink response); gaze from the iris
   centres relative to the eye corners, in the renderer's gaze scale;
-* visemes and voice from the audio track with the rule generator's audio
-  analysis (silence where the video has no audio).
+* visemes and voice level are the audio's, not the face's: `facecast extract`
+  (`app/extract.py`) and the dataset add them from the voice analysis
+  (`speech.voice`), which this module does not know about.
 
 The reference frame plays the portrait's part: ``"neutral"`` (the default)
 picks a frame with eyes open, the head near its median pose and the mouth
@@ -36,16 +38,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import av
 import numpy as np
 
 from facecast import face_regions as fr
 from facecast.errors import InputError, NoFaceError
 from facecast.face.measure import FaceMeasurer, eye_openness, mouth_opening
-from facecast.motion import VISEMES, Blink, Gaze, HeadPose, MotionFrame, MotionHeader, write_motion
-from facecast.face.portrait import FACE_LENGTH, MEAN_FACE_PATH
-from facecast.render.warp_basis import (
-    EXPRESSION_CHANNELS, GAZE_REF_DEG, GAZE_SHIFT_X, GAZE_SHIFT_Y, FaceFrame, _landmark_displacements,
+from facecast.face.portrait import FACE_LENGTH, MEAN_FACE_PATH, native_stderr_silenced
+from facecast.face_model import (
+    EYE_WIDE_LIFT,
+    GAZE_REF_DEG,
+    GAZE_SHIFT_X,
+    GAZE_SHIFT_Y,
+    NECK_PIVOT_BELOW_CHIN,
+    FaceFrame,
+    landmark_displacements,
 )
+from facecast.media import FFMPEG_ERRORS, error_reason
+from facecast.motion import EXPRESSION_CHANNELS, VISEMES, Blink, Gaze, HeadPose, MotionFrame
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
@@ -77,8 +87,6 @@ INNER_LIP_WEIGHT = 3.0
 GAP_WEIGHT = 100.0
 #: A point takes part in the expression fit when some channel moves it this far (face heights).
 MIN_CHANNEL_MOTION = 0.003
-#: eyeWide lifts the upper lid by this share of the opening at full strength (warp_basis: -0.3).
-EYE_WIDE_LIFT = 0.3
 #: The renderer's blink response as the face mesh reads it: (blink, eye openness over open
 #: openness) for rendered blinks, averaged over four portraits (the mesh never sees a rendered
 #: eye fully shut: ~0.45 at blink 1). Inverted to read blinks, so re-rendered blinks measure
@@ -95,8 +103,6 @@ GAZE_LIMIT_DEG = 45.0
 #: the head within this many degrees of its median pose.
 NEUTRAL_EYES = 0.85
 NEUTRAL_POSE_DEG = 5.0
-#: The renderer's neck pivot: this many face heights below the chin (warp_basis.WarpBasis).
-NECK_PIVOT_BELOW_CHIN = 0.35
 
 
 @dataclass
@@ -112,10 +118,6 @@ class VideoInfo:
 
 def open_video(path: str | Path) -> VideoInfo:
     """Validate a video file (exists, decodable, has a video stream) and describe it."""
-    import av
-
-    from facecast.media import _FFMPEG_ERRORS, _reason
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"video not found: {path}")
@@ -129,24 +131,21 @@ def open_video(path: str | Path) -> VideoInfo:
             rate = stream.average_rate or stream.guessed_rate or 25
             return VideoInfo(path, float(rate), int(stream.codec_context.width),
                              int(stream.codec_context.height), bool(container.streams.audio))
-    except _FFMPEG_ERRORS as exc:
-        raise InputError(f"cannot read video {path}: not a supported video file ({_reason(exc)})") from None
+    except FFMPEG_ERRORS as exc:
+        raise InputError(f"cannot read video {path}: not a supported video file ({error_reason(exc)})") from None
 
 
 def iter_video_frames(path: str | Path) -> Iterator[np.ndarray]:
     """Decoded RGB frames (H, W, 3) uint8 of the first video stream; corrupt data raises InputError."""
-    import av
-
-    from facecast.media import _FFMPEG_ERRORS, _reason
-
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
                 yield frame.to_ndarray(format="rgb24")
-    except _FFMPEG_ERRORS as exc:
-        raise InputError(f"cannot decode video {path}: the file is corrupt or truncated ({_reason(exc)})") from None
+    except FFMPEG_ERRORS as exc:
+        reason = error_reason(exc)
+        raise InputError(f"cannot decode video {path}: the file is corrupt or truncated ({reason})") from None
 
 
 def track_landmarks(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -159,10 +158,8 @@ def track_landmarks(path: str | Path, max_frames: int | None = None) -> tuple[np
 
 def track_frames(frames: Iterable[np.ndarray], max_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`track_landmarks` for RGB frames in memory (rendered output, for instance); empty arrays for no frames."""
-    from facecast.face.portrait import _native_stderr_silenced  # mediapipe's C++ logs bypass Python
-
     points: list[np.ndarray | None] = []
-    with _native_stderr_silenced(), FaceMeasurer() as measurer:
+    with native_stderr_silenced(), FaceMeasurer() as measurer:  # mediapipe's C++ logs bypass Python
         for rgb in frames:
             points.append(measurer.landmarks(rgb))
             if max_frames is not None and len(points) >= max_frames:
@@ -263,7 +260,7 @@ class ExpressionFitter:
 
     def __init__(self, reference: np.ndarray) -> None:
         frame = FaceFrame.from_landmarks(reference.astype(np.float64))
-        moves = _landmark_displacements(reference.astype(np.float64), frame)
+        moves = landmark_displacements(reference.astype(np.float64), frame)
         basis = np.stack([frame.to_image(moves[name]) for name in FITTED_CHANNELS])  # (K, N, 2)
         self.names = FITTED_CHANNELS
         jaw, close = self.names.index("jawOpen"), self.names.index("mouthClose")
@@ -372,17 +369,13 @@ class Extraction:
         return out
 
 
-def extract(path: str | Path, reference: int | str = "neutral", audio: bool = True,
-            max_frames: int | None = None) -> Extraction:
-    """Extract motion from a video file; raises InputError/NoFaceError for unusable input."""
+def extract(path: str | Path, reference: int | str = "neutral", max_frames: int | None = None) -> Extraction:
+    """Extract the face's motion from a video file; raises InputError/NoFaceError for unusable input."""
     info = open_video(path)
     landmarks, found = track_landmarks(path, max_frames)
     if not found.any():
         raise NoFaceError(f"no face found in any of the {len(found)} frames of {info.path}")
-    result = extract_from_landmarks(landmarks, found, info.fps, reference)
-    if audio and info.has_audio:
-        result.visemes, result.voice = audio_motion(path, info.fps, len(found))
-    return result
+    return extract_from_landmarks(landmarks, found, info.fps, reference)
 
 
 def extract_from_landmarks(landmarks: np.ndarray, found: np.ndarray, fps: float,
@@ -415,7 +408,8 @@ def extract_from_landmarks(landmarks: np.ndarray, found: np.ndarray, fps: float,
     for k, name in enumerate(fitter.names):
         expressions[:, EXPRESSION_CHANNELS.index(name)] = coefficients[:, k]
     for side, column in (("Left", 0), ("Right", 1)):
-        expressions[:, EXPRESSION_CHANNELS.index(f"eyeWide{side}")] = np.clip((ratio[:, column] - 1) / EYE_WIDE_LIFT, 0, 1)
+        wide = np.clip((ratio[:, column] - 1) / EYE_WIDE_LIFT, 0, 1)
+        expressions[:, EXPRESSION_CHANNELS.index(f"eyeWide{side}")] = wide
     gaze = _gaze(aligned2, ref, ref_frame, blink.max(1))
     return Extraction(fps=fps, found=found, reference=ref, head=head, head_camera=camera, gaze=gaze, blink=blink,
                       expressions=expressions, mouth_opening=opening, eye_openness=openness,
@@ -428,7 +422,8 @@ def _pick_reference(reference: int | str, found: np.ndarray, camera: np.ndarray,
     found_index = np.flatnonzero(found)
     if reference != "neutral":
         if not isinstance(reference, (int, np.integer)) or not 0 <= reference < len(found):
-            raise InputError(f"reference frame must be 'neutral' or a frame index 0..{len(found) - 1}, got {reference!r}")
+            raise InputError(f"reference frame must be 'neutral' or a frame index 0..{len(found) - 1}, "
+                             f"got {reference!r}")
         return int(found_index[np.argmin(np.abs(found_index - reference))])
     eyes = np.array([min(eye_openness(p, "left"), eye_openness(p, "right")) for p in lm])
     pose_off = np.abs(camera - np.median(camera[found], axis=0)).max(1)
@@ -457,8 +452,9 @@ def _gaze(aligned: np.ndarray, ref: int, frame: FaceFrame, closed: np.ndarray) -
     """Eye-in-head direction (yaw, pitch degrees) from iris centres relative to the eye corners,
     in the renderer's scale (GAZE_REF_DEG shifts the iris by GAZE_SHIFT_X eye widths / GAZE_SHIFT_Y openings)."""
     offsets = []
-    for iris, outer, inner, top, bottom in ((fr.LEFT_IRIS[0], fr.LEFT_EYE_OUTER, fr.LEFT_EYE_INNER, fr.LEFT_EYE_TOP, fr.LEFT_EYE_BOTTOM),
-                                            (fr.RIGHT_IRIS[0], fr.RIGHT_EYE_OUTER, fr.RIGHT_EYE_INNER, fr.RIGHT_EYE_TOP, fr.RIGHT_EYE_BOTTOM)):
+    eyes = ((fr.LEFT_IRIS[0], fr.LEFT_EYE_OUTER, fr.LEFT_EYE_INNER, fr.LEFT_EYE_TOP, fr.LEFT_EYE_BOTTOM),
+            (fr.RIGHT_IRIS[0], fr.RIGHT_EYE_OUTER, fr.RIGHT_EYE_INNER, fr.RIGHT_EYE_TOP, fr.RIGHT_EYE_BOTTOM))
+    for iris, outer, inner, top, bottom in eyes:
         uv = np.stack([frame.local(aligned[:, i]) for i in (iris, outer, inner)], 1)  # (T, 3, 2)
         width = np.abs(uv[:, 1, 0] - uv[:, 2, 0])
         ref_uv = frame.local(aligned[ref, [top, bottom]])
@@ -485,32 +481,3 @@ def plausible_gaze(gaze: np.ndarray) -> np.ndarray:
     if not plausible.any():
         return np.zeros_like(gaze)
     return fill_lost(gaze, plausible)
-
-
-def audio_motion(path: str | Path, fps: float, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Visemes (count, 6) and voice level (count,) of a file's audio track via the rule generator."""
-    from facecast.speech.rule import generate_motion
-    from facecast.media import iter_mono_blocks
-
-    visemes = np.zeros((count, len(VISEMES)))
-    visemes[:, VISEMES.index("sil")] = 1.0
-    voice = np.zeros(count)
-    for i, frame in enumerate(generate_motion(iter_mono_blocks(path), fps=fps)):
-        if i >= count:
-            break
-        visemes[i] = [frame.visemes[name] for name in VISEMES]
-        voice[i] = frame.voice
-    return visemes, voice
-
-
-def extract_motion_file(video: Path, output: Path, reference: int | str = "neutral",
-                        overwrite: bool = False) -> tuple[Path, Extraction]:
-    """`facecast extract`: video -> a JSONL motion file; returns the path and what was measured."""
-    from facecast.media import AtomicOutput
-
-    with AtomicOutput(output, overwrite) as sink:  # an unwritable output fails before the work
-        result = extract(video, reference=reference)
-        write_motion(sink.temp, MotionHeader(fps=result.fps, generator="extract", source=Path(video).name),
-                     result.frames())
-        sink.commit()
-    return sink.final, result

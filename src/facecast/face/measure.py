@@ -21,7 +21,7 @@ class FaceMeasurer:
     """Face-mesh landmarks for a stream of frames (video mode: tracks between frames)."""
 
     def __init__(self, static_images: bool = False) -> None:
-        import mediapipe as mp
+        import mediapipe as mp  # lazy: mediapipe is slow to import; the ratio helpers below need only numpy
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=static_images, max_num_faces=1, refine_landmarks=True,

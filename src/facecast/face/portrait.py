@@ -24,7 +24,7 @@ right are the subject's sides: the subject's left eye appears on the image right
       "chin":            [x, y]
     }
 
-A shipped mean face (`data/mean_face.npy`, built by `build_mean_face.py`) is
+A shipped mean face (`data/mean_face.npy`, built by `facecast.training.mean_face`) is
 fitted to these points to give all 478 landmarks; method is "manual".
 """
 
@@ -40,10 +40,10 @@ from pathlib import Path
 import cv2
 import mediapipe as mp
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facecast import face_regions as fr
 from facecast.errors import InputError, NoFaceError
+from facecast.media import load_image
 from facecast.rig import PortraitRig
 
 MIN_SIZE, MAX_SIZE = 256, 1024
@@ -69,37 +69,6 @@ _NO_FACE_HINT = ("try a clearer, front-facing picture, or give the face by hand 
 
 
 # ----------------------------------------------------------------------------- loading
-
-def load_image(path: str | Path) -> np.ndarray:
-    """Read a picture as RGB (H,W,3) or, when the file has alpha, RGBA (H,W,4) uint8, EXIF-upright."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"portrait not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return _to_uint8_rgb(im)
-    except Image.DecompressionBombError:
-        raise InputError(f"image {path} is too large to open safely (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
-    except UnidentifiedImageError:
-        raise InputError(f"unsupported or unreadable image file: {path} (use a JPEG, PNG or WebP picture)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"cannot read image {path}: the file looks corrupt ({exc})") from None
-
-
-def _to_uint8_rgb(im: Image.Image) -> np.ndarray:
-    """Convert any PIL mode (grey, palette, 16-bit, float, CMYK, with or without alpha) to RGB/RGBA uint8."""
-    if im.mode.startswith("I") or im.mode == "F":              # 16/32-bit integer or float greyscale
-        values = np.asarray(im, dtype=np.float64)
-        if im.mode.startswith("I;16") or values.max() > 255:
-            peak = 65535.0
-        else:
-            peak = 1.0 if im.mode == "F" and values.max() <= 1.0 else 255.0
-        grey = np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
-    has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
-    return np.ascontiguousarray(np.asarray(im.convert("RGBA" if has_alpha else "RGB")))
-
 
 def _as_image_array(source: np.ndarray) -> np.ndarray:
     """Validate an in-memory picture and normalise it to RGB/RGBA uint8."""
@@ -148,7 +117,7 @@ def _eye_centres(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- detection
 
 @contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
+def native_stderr_silenced() -> Iterator[None]:
     """Send file descriptor 2 to /dev/null meanwhile.
 
     mediapipe's C++ graphs (TFLite, absl) log INFO/WARNING lines straight to the stderr
@@ -179,7 +148,7 @@ class _Detectors:
         self._face_detection: dict[int, object] = {}
 
     def __enter__(self) -> _Detectors:
-        self._stack.enter_context(_native_stderr_silenced())
+        self._stack.enter_context(native_stderr_silenced())
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -394,7 +363,8 @@ def _read_manual_points(path: Path, width: int, height: int) -> np.ndarray:
         raise InputError(f"landmarks file {path} must hold a JSON object with the keys {', '.join(MANUAL_POINTS)}")
     missing = [key for key in MANUAL_POINTS if key not in data]
     if missing:
-        raise InputError(f"landmarks file {path} is missing {', '.join(missing)} (all of {', '.join(MANUAL_POINTS)} are needed)")
+        raise InputError(f"landmarks file {path} is missing {', '.join(missing)} "
+                         f"(all of {', '.join(MANUAL_POINTS)} are needed)")
     points = []
     for key in MANUAL_POINTS:
         value = data[key]
@@ -425,7 +395,8 @@ def _check_manual_geometry(points: np.ndarray, path: Path) -> None:
     if np.dot(p["chin"] - eye_mid, down) < 0.5 * iod or np.dot(mouth - eye_mid, down) < 0.3 * iod:
         raise InputError(f"landmarks file {path}: mouth and chin must lie below the eyes, and the subject's "
                          "left eye on the image right (left/right are the subject's sides)")
-    if np.linalg.norm(p["left_eye_outer"] - p["right_eye_outer"]) <= np.linalg.norm(p["left_eye_inner"] - p["right_eye_inner"]):
+    outer = np.linalg.norm(p["left_eye_outer"] - p["right_eye_outer"])
+    if outer <= np.linalg.norm(p["left_eye_inner"] - p["right_eye_inner"]):
         raise InputError(f"landmarks file {path}: the outer eye corners must be farther apart than the inner ones")
 
 

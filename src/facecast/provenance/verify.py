@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from facecast.errors import InputError
+from facecast.media import load_image
 from facecast.provenance.watermark import Detection, LockIn, detect_maps
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -36,8 +37,9 @@ class VerifyReport:
         d = self.detection
         if d.payload is not None:
             major, minor = d.payload.version
-            return (f"{self.path}: facecast watermark detected (confidence {d.confidence:.3f}, strength {d.strength:.1f}, "
-                    f"{d.frames} frame{'s' if d.frames != 1 else ''}): facecast {major}.{minor}, run {d.payload.run_hex}")
+            return (f"{self.path}: facecast watermark detected (confidence {d.confidence:.3f}, "
+                    f"strength {d.strength:.1f}, {d.frames} frame{'s' if d.frames != 1 else ''}): "
+                    f"facecast {major}.{minor}, run {d.payload.run_hex}")
         return (f"{self.path}: no facecast watermark found ({d.frames} frame{'s' if d.frames != 1 else ''} analysed, "
                 f"strength {d.strength:.1f})")
 
@@ -58,7 +60,10 @@ def verify(path: Path, max_seconds: float = DEFAULT_MAX_SECONDS, max_frames: int
     if path.is_dir():
         raise InputError(f"{path} is a folder, not a video or image file")
     lock_in = LockIn()
-    frames = _image_frames(path) if path.suffix.lower() in IMAGE_SUFFIXES else _video_frames(path, max_seconds, max_frames)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        frames = _image_frames(path)
+    else:
+        frames = _video_frames(path, max_seconds, max_frames)
     for image, t in frames:
         lock_in.add(_analysis_size(image), t)
     if lock_in.frames == 0:
@@ -75,8 +80,6 @@ def _analysis_size(image: np.ndarray) -> np.ndarray:
 
 
 def _image_frames(path: Path) -> Iterator[tuple[np.ndarray, float]]:
-    from facecast.face.portrait import load_image
-
     yield load_image(path), 0.0
 
 
@@ -85,7 +88,8 @@ def _video_frames(path: Path, max_seconds: float, max_frames: int) -> Iterator[t
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path}: not a supported video or image file ({exc.__class__.__name__})") from None
+        reason = exc.__class__.__name__
+        raise InputError(f"cannot read {path}: not a supported video or image file ({reason})") from None
     with container:
         if not container.streams.video:
             raise InputError(f"{path} has no video track")
@@ -112,4 +116,5 @@ def _video_frames(path: Path, max_seconds: float, max_frames: int) -> Iterator[t
         except (av.error.FFmpegError, ValueError) as exc:
             if decoded:
                 return  # a truncated file: check what could be decoded
-            raise InputError(f"cannot decode {path}: the file is corrupt or truncated ({exc.__class__.__name__})") from None
+            reason = exc.__class__.__name__
+            raise InputError(f"cannot decode {path}: the file is corrupt or truncated ({reason})") from None

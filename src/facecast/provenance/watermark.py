@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Iterable
 
 import cv2
@@ -75,11 +76,9 @@ class Payload:
 
     @classmethod
     def for_this_run(cls) -> "Payload":
-        from importlib.metadata import PackageNotFoundError, version
-
         try:
-            major, minor = (int(part) for part in version("facecast").split(".")[:2])
-        except (PackageNotFoundError, ValueError):
+            major, minor = (int(part) for part in metadata.version("facecast").split(".")[:2])
+        except (metadata.PackageNotFoundError, ValueError):
             major, minor = 0, 1
         return cls(run_id=secrets.randbits(32), version=(major & 0xF, minor & 0xF))
 
@@ -220,8 +219,8 @@ class Detection:
 def luma_residual(image: np.ndarray) -> np.ndarray:
     """Band-pass luma normalised by local activity: flat areas count more than busy texture.
 
-    The wide low-pass and the activity window use stack/box blurs (about 5x
-    cheaper than Gaussians of that size): measured 2.4-2.7 ms for a 512 px frame.
+    The wide low-pass and the activity window use stack/box blurs: about 5x
+    cheaper than Gaussians of that size (see benchmarks/README.md).
     """
     rgb = np.ascontiguousarray(image[:, :, :3])
     luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
@@ -360,7 +359,8 @@ def _decode_at(maps: list[np.ndarray], period: float) -> tuple[np.ndarray, float
     dy, dx = np.unravel_index(int(np.argmax(energy)), energy.shape)
     sums, cell_maps = [], []
     for fold_map in folded:
-        cells = np.roll(fold_map, (-dy, -dx), axis=(0, 1)).reshape(CELLS, _DETECT_PX, CELLS, _DETECT_PX).sum(axis=(1, 3))
+        shifted = np.roll(fold_map, (-dy, -dx), axis=(0, 1))
+        cells = shifted.reshape(CELLS, _DETECT_PX, CELLS, _DETECT_PX).sum(axis=(1, 3))
         for layout in _LAYOUTS:
             signed = cells * layout.signs
             cell_maps.append((signed, layout))

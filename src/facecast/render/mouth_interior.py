@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from facecast import face_regions as fr
-from facecast.render.warp_basis import smoothstep
+from facecast.face_model import smoothstep
 
 #: Inner-lip pairs (upper, lower) whose gap measures how open the mouth is.
 _GAP_PAIRS = ((82, 87), (fr.UPPER_LIP_CENTER, fr.LOWER_LIP_CENTER), (312, 317))

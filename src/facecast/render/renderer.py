@@ -20,12 +20,11 @@ import cv2
 import numpy as np
 
 from facecast.errors import InputError
-from facecast.motion import MotionFrame
+from facecast.face_model import GAZE_REF_DEG, PARALLAX_REF_DEG
+from facecast.motion import EXPRESSION_CHANNELS, MotionFrame
 from facecast.render.mouth_interior import MouthInterior, Patch
+from facecast.render.warp_basis import WarpBasis, split_turn, sum_fields
 from facecast.rig import PortraitRig
-from facecast.render.warp_basis import (
-    EXPRESSION_CHANNELS, GAZE_REF_DEG, HEAD_CHANNELS, PARALLAX_REF_DEG, WarpBasis,
-)
 
 #: Head turns beyond this many times the parallax reference angle are clamped.
 MAX_PARALLAX_SCALE = 1.75
@@ -64,7 +63,7 @@ def cuda_available() -> bool:
         return False
     if sys.platform == "darwin":
         return False
-    import torch
+    import torch  # lazy: torch is slow to import and CPU renders never need it
 
     return bool(torch.cuda.is_available())
 
@@ -94,7 +93,7 @@ class Renderer:
         self._basis = WarpBasis(self._image, rig.landmarks)
         self._mouth = MouthInterior(self._image, rig.landmarks)
         if backend == "torch":
-            from facecast.render.torch_warp import TorchWarper
+            from facecast.render.torch_warp import TorchWarper  # lazy: it imports torch
 
             self._warper: Any = TorchWarper(self._image, self._basis, device)
         else:
@@ -137,26 +136,6 @@ class Renderer:
             mask = cv2.remap(basis.head_mask, cells[None, :, 0], cells[None, :, 1], cv2.INTER_LINEAR)[0]
             points = points + mask[:, None] * (points @ forward[:, :2].T + forward[:, 2] - points)
         return points
-
-
-def split_turn(coeffs: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
-    """(face channels, head-turn channels). The warp composes them: a pixel of the output first follows the
-    head's turn back to where it was on the still face, and the face's own fields (lids, lips, gaze) act
-    there. Summed instead, a blink with the head turned 14 degrees closed the lids beside the eye it was
-    meant for: the face mesh read the far eye as open."""
-    face = {n: c for n, c in coeffs.items() if n not in HEAD_CHANNELS}
-    return face, {n: c for n, c in coeffs.items() if n in HEAD_CHANNELS}
-
-
-def sum_fields(flow: Any, fields: dict[str, Any], basis: WarpBasis, coeffs: dict[str, float]) -> None:
-    """flow += sum of c * field over the active channels (each field covers only its box)."""
-    for name, c in coeffs.items():
-        if name not in basis.fields:
-            continue
-        box = basis.fields[name]
-        data = fields[name]
-        h, w = data.shape[:2]
-        flow[box.y0:box.y0 + h, box.x0:box.x0 + w] += c * data
 
 
 def _remap(image: np.ndarray, positions: np.ndarray, border: int) -> np.ndarray:

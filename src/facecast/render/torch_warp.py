@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from facecast.render.mouth_interior import Patch
-from facecast.render.renderer import split_turn, sum_fields
-from facecast.render.warp_basis import WarpBasis
+from facecast.render.warp_basis import WarpBasis, split_turn, sum_fields
 
 
 class TorchWarper:

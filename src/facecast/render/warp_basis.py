@@ -1,16 +1,14 @@
 """Per-portrait warp bases: what every motion channel does to the face, precomputed once.
 
-Each expression channel is defined as a sparse, anatomically motivated forward
-displacement of the face-mesh landmarks (jawOpen rotates the lower lip and
-chin about the jaw hinge, a smile pulls the corners up and out, head yaw and
-pitch move near points more than far ones, ...). From it we precompute a dense
+The face model (`facecast.face_model`) defines each landmark channel as a forward
+displacement of the face-mesh landmarks. From it we precompute a dense
 *backward* field on a coarse grid: the landmark displacements are interpolated
 piecewise-linearly over a Delaunay triangulation of the *displaced* points
 (plus still anchors around the head and on the image border), then lightly
 smoothed. Blinks and gaze get analytic fields per eye instead (a closed eye
 must hide the whole eye, an iris must stay inside it). Because each field is
 exact at full strength and blends monotonically with the identity, a frame is
-just a weighted sum of a few small fields (`WarpBasis.fields`), cheap enough
+just a weighted sum of a few small fields (`sum_fields`), cheap enough
 for hundreds of frames per second on a CPU.
 """
 
@@ -18,12 +16,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
 from facecast import face_regions as fr
+from facecast.face_model import (
+    BLINK_REACH_DOWN,
+    BLINK_REACH_UP,
+    EYE_CORNER_FADE,
+    GAZE_SHIFT_X,
+    GAZE_SHIFT_Y,
+    HEAD_CHANNELS,
+    LANDMARK_CHANNELS,
+    NECK_PIVOT_BELOW_CHIN,
+    Eye,
+    FaceFrame,
+    landmark_displacements,
+    smoothstep,
+)
 
 #: The coarse flow grid is at most this many cells wide (512 px -> 2 px per cell).
 GRID_CELLS_MAX = 256
@@ -33,31 +46,12 @@ IRIS_EDGES = frozenset(fr.LEFT_IRIS[1:] + fr.RIGHT_IRIS[1:])
 ANCHOR_RING_SCALE = 1.7
 BORDER_ANCHORS_PER_SIDE = 8
 
-#: Head turn the parallax channels are built for; other angles scale linearly.
-PARALLAX_REF_DEG = 20.0
-#: Share of mediapipe's landmark depth used for parallax. At 0.6 the face mesh measured only 0.45-0.7 of the
-#: yaw asked for on rendered frames; at 1.0, 0.7-1.0 (mona_lisa and two LivePortrait photos, +-15 deg yaw,
-#: +-10 deg pitch, no folds). Larger turns than ~20 deg would need occlusion, which a 2-D warp cannot show.
-PARALLAX_DEPTH_GAIN = 1.0
-#: Gaze angle (degrees) for the iris shifts below; gaze scales linearly.
-GAZE_REF_DEG = 30.0
-GAZE_SHIFT_X = 0.2    # of the eye width
-GAZE_SHIFT_Y = 0.3    # of the eye opening
 GAZE_RAMP_X = 0.3     # iris shift fades to zero over this share of the eye width at the corners
 GAZE_RAMP_Y = 0.5     # ... and over this share of the opening at the lids
 #: Lash-line search above the mesh's upper lid (share of the opening), probes, and how much darker it must be.
 LASH_SEARCH = 0.6
 LASH_PROBES = 16
 LASH_CONTRAST = 0.8
-
-#: Jaw drop at jawOpen = 1 and other magnitudes, as fractions of face height (H) or mouth width (W).
-JAW_DROP_H = 0.22          # a wide-open mouth: lips ~0.2 face heights apart
-JAW_CORNER_TAPER = 0.6
-BLINK_LOWER_RISE = 0.25     # of the eye opening: where the closed lids meet
-BLINK_REACH_UP = 1.5        # eye openings of skin above the lid that stretch over the eye
-BLINK_REACH_DOWN = 0.6
-BLINK_LOWER_MARGIN = 0.45   # of the local opening: face meshes tend to put the lower lid a little high
-EYE_CORNER_FADE = 0.25      # eye widths beyond the corners over which lid motion fades out
 
 #: Head mask extent (see `_head_mask`): half-widths of the face, face heights up and down, falloff ratio.
 HEAD_MASK_WIDTH = 1.45
@@ -71,53 +65,6 @@ HEAD_MASK_BOXINESS = 3.0    # superellipse exponent of the upper half (2 = ellip
 SIGMA_FINE = 0.8
 SIGMA_MOUTH = 1.2
 SIGMA_HEAD = 2.5
-
-EXPRESSION_CHANNELS: tuple[str, ...] = (
-    "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker",
-    "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
-    "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight",
-    "mouthPressLeft", "mouthPressRight", "browInnerUp", "browDownLeft", "browDownRight",
-    "browOuterUpLeft", "browOuterUpRight", "eyeWideLeft", "eyeWideRight",
-    "eyeSquintLeft", "eyeSquintRight", "cheekPuff",
-)
-HEAD_CHANNELS = ("yaw+", "yaw-", "pitch+", "pitch-")
-#: Channels defined by landmark displacements (the renderer also moves landmarks with them).
-LANDMARK_CHANNELS = EXPRESSION_CHANNELS + HEAD_CHANNELS
-
-
-def smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
-    """0 below edge0, 1 above edge1, a smooth cubic in between (edges may be reversed)."""
-    t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
-@dataclass
-class FaceFrame:
-    """Face-aligned coordinates: u along the eye line (towards image right), v down the face."""
-
-    origin: np.ndarray
-    u: np.ndarray
-    v: np.ndarray
-    height: float       # forehead top to chin
-    mouth_width: float
-
-    @classmethod
-    def from_landmarks(cls, lm: np.ndarray) -> "FaceFrame":
-        right_eye = lm[list(fr.RIGHT_EYE), :2].mean(0)
-        left_eye = lm[list(fr.LEFT_EYE), :2].mean(0)
-        u = (left_eye - right_eye) / np.linalg.norm(left_eye - right_eye)
-        v = np.array([-u[1], u[0]])
-        return cls(origin=(left_eye + right_eye) / 2, u=u, v=v,
-                   height=float(np.linalg.norm(lm[fr.FOREHEAD_TOP, :2] - lm[fr.CHIN, :2])),
-                   mouth_width=float(np.linalg.norm(lm[fr.MOUTH_LEFT, :2] - lm[fr.MOUTH_RIGHT, :2])))
-
-    def local(self, xy: np.ndarray) -> np.ndarray:
-        d = xy - self.origin
-        return np.stack([d @ self.u, d @ self.v], axis=-1)
-
-    def to_image(self, duv: np.ndarray) -> np.ndarray:
-        """A displacement in (u, v) as an image-space displacement."""
-        return duv[..., :1] * self.u + duv[..., 1:2] * self.v
 
 
 @dataclass
@@ -194,152 +141,6 @@ def backward_field(points: np.ndarray, disp: np.ndarray, grid: Grid, sigma: floa
     return Field(gy0, gx0, data)
 
 
-class _Eye:
-    """One eye's lid curves in face coordinates, for lid and gaze channels."""
-
-    def __init__(self, uv: np.ndarray, upper: tuple[int, ...], lower: tuple[int, ...]) -> None:
-        up, lo = uv[list(upper)], uv[list(lower)]
-        self.upper_u, self.upper_v = up[np.argsort(up[:, 0])].T
-        self.lower_u, self.lower_v = lo[np.argsort(lo[:, 0])].T
-        self.u0, self.u1 = float(min(up[:, 0].min(), lo[:, 0].min())), float(max(up[:, 0].max(), lo[:, 0].max()))
-        self.width = self.u1 - self.u0
-        mid = (self.u0 + self.u1) / 2
-        self.opening = float(max(self.lower_at(mid) - self.upper_at(mid), 1e-3))
-
-    def along(self, u: np.ndarray) -> np.ndarray:
-        """1 between the eye corners, fading to 0 a quarter eye width beyond them."""
-        return 1 - smoothstep(0, EYE_CORNER_FADE * self.width, np.maximum(self.u0 - u, u - self.u1))
-
-    def upper_at(self, u: np.ndarray) -> np.ndarray:
-        return np.interp(u, self.upper_u, self.upper_v)
-
-    def lower_at(self, u: np.ndarray) -> np.ndarray:
-        return np.interp(u, self.lower_u, self.lower_v)
-
-    def lid_motion(self, uv: np.ndarray, upper_travel: float, lower_travel: float,
-                   reach_up: float, reach_down: float) -> np.ndarray:
-        """v-displacements of all points for lids moving by a share of the local opening.
-
-        Positive travel moves a lid down. Points between the lids follow
-        linearly (the eyeball collapses under a closing lid); skin above and
-        below follows with a falloff over `reach_*` eye openings.
-        """
-        u, v = uv[:, 0], uv[:, 1]
-        top, bottom = self.upper_at(u), self.lower_at(u)
-        gap = np.maximum(bottom - top, 0.0)
-        d_top, d_bottom = upper_travel * gap, lower_travel * gap
-        t = np.clip((v - top) / np.maximum(gap, 1e-3), 0.0, 1.0)
-        dv = (1 - t) * d_top + t * d_bottom
-        dv = np.where(v < top, d_top * (1 - smoothstep(0, reach_up * self.opening, top - v)), dv)
-        dv = np.where(v > bottom, d_bottom * (1 - smoothstep(0, reach_down * self.opening, v - bottom)), dv)
-        return dv * self.along(u)
-
-    def blink_shift(self, uv: np.ndarray) -> np.ndarray:
-        """Backward v-shift of a full blink at face coordinates uv (..., 2).
-
-        Per column the skin above the lid, [top - reach, top], is stretched
-        down over [top - reach, closed] and the lower lid's skin slightly up
-        over [closed, bottom + reach] (a little below the lid is hidden too, as the
-        mesh's lower lid tends to sit high), so the eye opening vanishes entirely
-        (no iris left at blink = 1) and each column stays monotone, which keeps
-        partial blinks (blends with the identity) free of folds.
-        """
-        u, v = uv[..., 0], uv[..., 1]
-        top, bottom = self.upper_at(u), self.lower_at(u)
-        gap = np.maximum(bottom - top, 0.0)
-        closed = bottom - BLINK_LOWER_RISE * gap
-        reach_up, reach_down = BLINK_REACH_UP * self.opening, BLINK_REACH_DOWN * self.opening
-        start = top - reach_up
-        above = start + (v - start) * reach_up / np.maximum(closed - start, 1e-3)
-        hidden = bottom + BLINK_LOWER_MARGIN * gap
-        below = hidden + (v - closed) * (bottom + reach_down - hidden) / np.maximum(bottom + reach_down - closed, 1e-3)
-        source = np.where((v >= start) & (v < closed), above,
-                          np.where((v >= closed) & (v <= bottom + reach_down), below, v))
-        return (source - v) * self.along(u)
-
-
-def _landmark_displacements(lm: np.ndarray, frame: FaceFrame) -> dict[str, np.ndarray]:
-    """Forward (u, v) displacement of every landmark for each landmark channel at strength 1."""
-    uv = frame.local(lm[:, :2])
-    n = len(lm)
-    H, W = frame.height, frame.mouth_width
-    out: dict[str, np.ndarray] = {}
-
-    def put(name: str, du: np.ndarray | float, dv: np.ndarray | float) -> None:
-        out[name] = np.stack([np.broadcast_to(du, (n,)), np.broadcast_to(dv, (n,))], 1).astype(np.float64)
-
-    # Mouth: coordinates about the inner-lip centre; which points belong to the lower jaw.
-    centre = (uv[fr.UPPER_LIP_CENTER] + uv[fr.LOWER_LIP_CENTER]) / 2
-    a, b = uv[:, 0] - centre[0], uv[:, 1] - centre[1]
-    inner = np.concatenate([uv[list(fr.UPPER_LIP_INNER)], uv[list(fr.LOWER_LIP_INNER)]])
-    order = np.argsort(inner[:, 0])
-    line_u, line_v = inner[order, 0], inner[order, 1]
-    mouth_line = np.interp(uv[:, 0], line_u, line_v)
-    lower = np.clip(0.5 + (uv[:, 1] - mouth_line) / (0.08 * W), 0.0, 1.0)
-    lower[list(fr.UPPER_LIP_INNER) + list(fr.UPPER_LIP_OUTER)] = 0.0
-    lower[list(fr.LOWER_LIP_INNER) + list(fr.LOWER_LIP_OUTER)] = 1.0
-    lower[[78, 308, fr.MOUTH_LEFT, fr.MOUTH_RIGHT]] = 0.5
-    rho = np.hypot(a / (0.62 * W), b / (0.42 * W))
-    lips = 1 - smoothstep(1.0, 1.6, rho)
-
-    # Jaw: rotation about the hinge near the ears; nearer points (chin, lower lip) drop the most.
-    z = lm[:, 2]
-    hinge_z = (z[234] + z[454]) / 2
-    reach = np.clip((hinge_z - z) / max(hinge_z - z[fr.CHIN], 1e-3), 0.0, 1.0)
-    # The lips open as a lens, not a box: near the corners the lower lip drops less than the chin.
-    lens = 1 - JAW_CORNER_TAPER * lips * np.clip(np.abs(a) / (0.5 * W), 0.0, 1.0) ** 2
-    jaw_drop = JAW_DROP_H * H * lower * reach * lens
-    put("jawOpen", 0.0, jaw_drop)
-    # ARKit's mouthClose closes the lips over an open jaw: at mouthClose = jawOpen the lips meet again.
-    put("mouthClose", 0.0, -jaw_drop * lips)
-    put("mouthFunnel", -0.16 * a * lips, (2 * lower - 1) * 0.05 * W * lips)
-    put("mouthPucker", -0.26 * a * lips, 0.0)
-    for side, sign in (("Left", 1.0), ("Right", -1.0)):
-        corner = uv[fr.MOUTH_LEFT if sign > 0 else fr.MOUTH_RIGHT]
-        near = np.exp(-((uv - corner) ** 2).sum(1) / (2 * (0.27 * W) ** 2))
-        this_side = smoothstep(-0.2 * W, 0.2 * W, sign * a)
-        put(f"mouthSmile{side}", sign * 0.10 * W * near, -0.11 * W * near)
-        put(f"mouthStretch{side}", sign * 0.10 * W * near, 0.03 * W * near)
-        put(f"mouthLowerDown{side}", 0.0, 0.07 * W * lower * lips * this_side)
-        put(f"mouthUpperUp{side}", 0.0, -0.07 * W * (1 - lower) * lips * this_side)
-        put(f"mouthPress{side}", 0.0, -0.25 * b * lips * this_side)
-        jaw_side = lm[[58, 132] if sign < 0 else [288, 361], :2].mean(0)
-        cheek = 0.5 * corner + 0.5 * frame.local(jaw_side)
-        puff = np.exp(-((uv - cheek) ** 2).sum(1) / (2 * (0.35 * W) ** 2))
-        out.setdefault("cheekPuff", np.zeros((n, 2)))
-        out["cheekPuff"][:, 0] += sign * 0.07 * W * puff
-
-    # Eyes and brows.
-    eyes = {"Left": _Eye(uv, fr.LEFT_EYE_UPPER, fr.LEFT_EYE_LOWER),
-            "Right": _Eye(uv, fr.RIGHT_EYE_UPPER, fr.RIGHT_EYE_LOWER)}
-    brows = {"Left": uv[list(fr.LEFT_EYEBROW)], "Right": uv[list(fr.RIGHT_EYEBROW)]}
-    inner_up = np.zeros(n)
-    for side, sign in (("Left", 1.0), ("Right", -1.0)):
-        eye = eyes[side]
-        put(f"eyeWide{side}", 0.0, eye.lid_motion(uv, -0.3, 0.0, 1.0, 0.5))
-        put(f"eyeSquint{side}", 0.0, eye.lid_motion(uv, 0.1, -0.25, 0.6, 1.5))
-        brow = brows[side]
-        dist = np.sqrt(((uv[:, None, :] - brow[None]) ** 2).sum(2)).min(1)
-        # Only skin above the upper lid follows the brow.
-        above_lid = smoothstep(0.0, 2.0 * eye.opening, eye.upper_at(uv[:, 0]) - uv[:, 1])
-        near = np.exp(-dist ** 2 / (2 * (0.07 * H) ** 2)) * above_lid * smoothstep(-0.02 * H, 0.02 * H, sign * uv[:, 0])
-        span = sign * brow[:, 0]
-        along = np.clip((sign * uv[:, 0] - span.min()) / (span.max() - span.min()), 0.0, 1.0)
-        inner_up += near * (1 - along) ** 1.5
-        put(f"browOuterUp{side}", 0.0, -0.06 * H * near * along)
-        put(f"browDown{side}", -sign * 0.015 * H * near * (1 - along), 0.025 * H * near)
-    put("browInnerUp", 0.0, -0.07 * H * inner_up)
-
-    # Head turn parallax: nearer points (smaller z) move more; the ear line is the axis.
-    depth = (hinge_z - z) * PARALLAX_DEPTH_GAIN
-    axis = (uv[234] + uv[454]) / 2
-    for sign, suffix in ((1.0, "+"), (-1.0, "-")):
-        angle = math.radians(sign * PARALLAX_REF_DEG)
-        put(f"yaw{suffix}", depth * math.sin(angle) + (uv[:, 0] - axis[0]) * (math.cos(angle) - 1), 0.0)
-        put(f"pitch{suffix}", 0.0, -depth * math.sin(angle) + (uv[:, 1] - axis[1]) * (math.cos(angle) - 1))
-    return out
-
-
 def _soft_polygon(polygon: np.ndarray, grid: Grid) -> np.ndarray:
     """Anti-aliased coverage (0..1) of a pixel-space polygon on the grid."""
     supersample = 4
@@ -365,7 +166,7 @@ def _lash_lines(image: np.ndarray, lm: np.ndarray, frame: FaceFrame) -> np.ndarr
     out = lm[:, :2].copy()
     steps = np.linspace(0.0, -LASH_SEARCH, LASH_PROBES)
     for upper, lower in ((fr.LEFT_EYE_UPPER, fr.LEFT_EYE_LOWER), (fr.RIGHT_EYE_UPPER, fr.RIGHT_EYE_LOWER)):
-        eye = _Eye(uv, upper, lower)
+        eye = Eye(uv, upper, lower)
         inner = list(upper[1:-1])  # the corners stay
         gaps = np.maximum(eye.lower_at(uv[inner, 0]) - uv[inner, 1], 0.0)
         probes = lm[inner, None, :2] + (steps[None, :, None] * gaps[:, None, None]) * frame.v
@@ -386,7 +187,7 @@ def _eye_fields(lm: np.ndarray, frame: FaceFrame, grid: Grid) -> dict[str, Field
     out = {}
     for side, contour, upper, lower in (("Left", fr.LEFT_EYE, fr.LEFT_EYE_UPPER, fr.LEFT_EYE_LOWER),
                                         ("Right", fr.RIGHT_EYE, fr.RIGHT_EYE_UPPER, fr.RIGHT_EYE_LOWER)):
-        eye = _Eye(uv, upper, lower)
+        eye = Eye(uv, upper, lower)
         polygon = lm[list(contour), :2]
         gy0, gy1 = grid.cell_range(polygon[:, 1].min(), polygon[:, 1].max(), 2)
         gx0, gx1 = grid.cell_range(polygon[:, 0].min(), polygon[:, 0].max(), 2)
@@ -447,7 +248,7 @@ class WarpBasis:
         self.grid = Grid(size)
         self.frame = FaceFrame.from_landmarks(lm)
         self.landmarks = lm[:, :2]
-        duv = _landmark_displacements(lm, self.frame)
+        duv = landmark_displacements(lm, self.frame)
         #: forward landmark displacement in image pixels per landmark channel, (K, 478, 2)
         self.displacements = np.stack([self.frame.to_image(duv[name]) for name in LANDMARK_CHANNELS]).astype(np.float32)
         keep = np.array([i for i in range(len(lm)) if i not in IRIS_EDGES])
@@ -466,4 +267,26 @@ class WarpBasis:
         self.channel_index = {name: k for k, name in enumerate(LANDMARK_CHANNELS)}
         oval = self.landmarks[list(fr.FACE_OVAL)]
         self.face_centre = oval.mean(0)
-        self.neck_pivot = self.landmarks[fr.CHIN] + 0.35 * self.frame.height * self.frame.v
+        self.neck_pivot = self.landmarks[fr.CHIN] + NECK_PIVOT_BELOW_CHIN * self.frame.height * self.frame.v
+
+
+def split_turn(coeffs: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """(face channels, head-turn channels). The warp composes them: a pixel of the output first follows the
+    head's turn back to where it was on the still face, and the face's own fields (lids, lips, gaze) act
+    there. Summed instead, a blink with the head turned 14 degrees closed the lids beside the eye it was
+    meant for: the face mesh read the far eye as open."""
+    face = {n: c for n, c in coeffs.items() if n not in HEAD_CHANNELS}
+    return face, {n: c for n, c in coeffs.items() if n in HEAD_CHANNELS}
+
+
+def sum_fields(flow: Any, fields: dict[str, Any], basis: WarpBasis, coeffs: dict[str, float]) -> None:
+    """flow += sum of c * field over the active channels (each field covers only its box).
+
+    `flow` and `fields` are numpy arrays (CPU path) or torch tensors (CUDA path) laid out like `basis.fields`."""
+    for name, c in coeffs.items():
+        if name not in basis.fields:
+            continue
+        box = basis.fields[name]
+        data = fields[name]
+        h, w = data.shape[:2]
+        flow[box.y0:box.y0 + h, box.x0:box.x0 + w] += c * data

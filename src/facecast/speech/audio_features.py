@@ -6,17 +6,28 @@ features (`HopFramer` keeps the history across blocks). The features are what a
 face needs and cheap enough to run hundreds of times faster than real time:
 loudness, spectral balance (nasal murmur / fricatives), voicing + F0 (prosody)
 and the first two formants (vowel shape) from selective LPC on 0-4 kHz.
+
+Also here, for the learned model and the lip-sync scorer: log-mel bands
+(`log_mel`), whole streams of either kind kept compactly (`AudioFeatureStream`)
+and the normalisation of the 8 features both read (`audio_track`).
 """
 
 from __future__ import annotations
 
 from collections import deque
-
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
-import scipy.fft as sfft
 from numpy.lib.stride_tricks import sliding_window_view
+
+
+def _scipy_fft():
+    """scipy.fft, imported on first use: importing it adds about 90 ms to every `facecast` start-up."""
+    import scipy.fft
+
+    return scipy.fft
+
 
 SAMPLE_RATE = 16000
 #: 10 ms hop: fine enough to see 30 ms stop closures, coarse enough to be cheap.
@@ -137,7 +148,7 @@ class HopFramer:
 
 def hop_features(windows: np.ndarray) -> HopFeatures:
     """Features of a batch of analysis windows (hops x WIN); each row independent of the others."""
-    spec = sfft.rfft(windows * _WINDOW, NFFT, axis=-1)
+    spec = _scipy_fft().rfft(windows * _WINDOW, NFFT, axis=-1)
     power = spec.real**2 + spec.imag**2
     # Parseval: the window's mean power from its (one-sided) spectrum, without another pass.
     energy = 2 * power.sum(axis=-1) - power[:, 0] - power[:, -1]
@@ -153,7 +164,7 @@ def hop_features(windows: np.ndarray) -> HopFeatures:
 
 
 def _pitch(power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    acf = sfft.irfft(power * _PITCH_BAND, NFFT, axis=-1)[:, : _LAG_MAX + 2]
+    acf = _scipy_fft().irfft(power * _PITCH_BAND, NFFT, axis=-1)[:, : _LAG_MAX + 2]
     norm = acf / (acf[:, :1] + _POWER_FLOOR) / _WINDOW_ACF_NORM
     search = norm[:, _LAG_MIN : _LAG_MAX + 1]
     best = np.argmax(search, axis=-1)
@@ -173,11 +184,11 @@ def _pitch(power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _formants(power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """F1, F2 as the lowest two peaks of the LPC envelope (cheaper than root finding, as good for visemes)."""
-    acf = sfft.irfft(power[:, :_LPC_BINS] * _PREEMPH_GAIN, 2 * (_LPC_BINS - 1), axis=-1)[:, : LPC_ORDER + 1]
+    acf = _scipy_fft().irfft(power[:, :_LPC_BINS] * _PREEMPH_GAIN, 2 * (_LPC_BINS - 1), axis=-1)[:, : LPC_ORDER + 1]
     acf = acf * _LAG_WINDOW
     acf[:, 0] = acf[:, 0] * (1 + _WHITE_NOISE_CORRECTION) + _POWER_FLOOR
     lpc = _levinson(acf, LPC_ORDER)
-    response = sfft.rfft(lpc, _ENV_NFFT, axis=-1)
+    response = _scipy_fft().rfft(lpc, _ENV_NFFT, axis=-1)
     env = -np.log(response.real**2 + response.imag**2 + 1e-12)
     peaks = np.zeros(env.shape, dtype=bool)
     peaks[:, 1:-1] = (env[:, 1:-1] > env[:, :-2]) & (env[:, 1:-1] >= env[:, 2:])
@@ -246,6 +257,82 @@ _MEL_BANK = _mel_filterbank()
 
 def log_mel(windows: np.ndarray) -> np.ndarray:
     """(hops, MEL_BANDS) log mel energies in dB of a batch of analysis windows (the hop grid of `hop_features`)."""
-    spec = sfft.rfft(windows * _WINDOW, NFFT, axis=-1)
+    spec = _scipy_fft().rfft(windows * _WINDOW, NFFT, axis=-1)
     power = (spec.real**2 + spec.imag**2) / (NFFT * WIN * _WINDOW_POWER)
     return (10 * np.log10(power @ _MEL_BANK.T + _POWER_FLOOR)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- whole-stream features
+
+#: The 8 per-hop features of `hop_features`, in the column order of `AudioFeatureStream("hop8")` (and the
+#: dataset cache's `audio` arrays).
+AUDIO_FEATURES = ("level_db", "low_frac", "mid_frac", "high_frac", "voicing", "f0", "f1", "f2")
+
+
+class AudioFeatureStream:
+    """Per-hop features of a stream of 16 kHz mono blocks, kept compactly (32 bytes per 10 ms for the 8
+    AUDIO_FEATURES, 160 for `kind="logmel"`), so hours of audio can be analysed before generating from it."""
+
+    def __init__(self, kind: str = "hop8") -> None:
+        if kind not in ("hop8", "logmel"):
+            raise ValueError(f"audio feature kind must be hop8 or logmel, got {kind!r}")
+        self.kind = kind
+        self._framer = HopFramer()
+        self._parts: list[np.ndarray] = []
+        self.samples = 0
+
+    def push(self, block: np.ndarray) -> None:
+        block = np.asarray(block, dtype=np.float64)
+        self.samples += len(block)
+        for windows in self._framer.push(block):
+            if self.kind == "logmel":
+                self._parts.append(log_mel(windows))
+                continue
+            batch = hop_features(windows)
+            self._parts.append(np.stack([getattr(batch, name) for name in AUDIO_FEATURES], 1).astype(np.float32))
+
+    def matrix(self) -> np.ndarray:
+        """(H, 8) or (H, MEL_BANDS) features of every completed hop so far."""
+        if not self._parts:
+            return np.zeros((0, MEL_BANDS if self.kind == "logmel" else len(AUDIO_FEATURES)), np.float32)
+        return np.concatenate(self._parts)
+
+
+def audio_track(audio: np.ndarray) -> np.ndarray:
+    """(H, 8) per-hop features (AUDIO_FEATURES) normalised: level relative to the clip's loud level, pitch and
+    formants scaled (the lip-sync scorer's input and the learned model's "hop8" features)."""
+    a = np.asarray(audio, np.float64)
+    out = np.zeros((len(a), a.shape[1] if a.ndim == 2 else 8), np.float32)
+    if len(a) == 0:
+        return out
+    level = a[:, 0]
+    loud = np.percentile(level, 95)
+    out[:, 0] = np.clip((level - loud) / 20.0, -4.0, 1.0)
+    out[:, 1:5] = np.nan_to_num(a[:, 1:5])
+    voiced = (a[:, 4] > 0.5) & np.isfinite(a[:, 5]) & (a[:, 5] > 0)
+    out[voiced, 5] = np.log2(a[voiced, 5] / 150.0)
+    for column, centre, scale in ((6, 500.0, 500.0), (7, 1500.0, 1000.0)):
+        values = a[:, column]
+        finite = np.isfinite(values)
+        out[finite, column] = np.clip((values[finite] - centre) / scale, -3, 3)
+    return out
+
+
+def silence_row(track: np.ndarray) -> np.ndarray:
+    """One hop of the clip's own silence in `audio_track` features (its lowest level, nothing else)."""
+    row = np.zeros(track.shape[1], np.float32)
+    row[0] = track[:, 0].min() if len(track) else -4.0
+    return row
+
+
+#: Offline, a chunk of audio is pushed to a generator at most this much at a time (10 s), so one huge
+#: chunk does not make one huge batch of analysis windows.
+OFFLINE_PUSH_SAMPLES = 10 * SAMPLE_RATE
+
+
+def offline_blocks(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """The samples of `chunks` in blocks of at most OFFLINE_PUSH_SAMPLES (an empty chunk: one empty block)."""
+    for chunk in chunks:
+        chunk = np.asarray(chunk)
+        for start in range(0, max(len(chunk), 1), OFFLINE_PUSH_SAMPLES):
+            yield chunk[start: start + OFFLINE_PUSH_SAMPLES]

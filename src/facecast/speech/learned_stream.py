@@ -11,14 +11,14 @@ with the next chunk.
 
 The log-mel levels are taken relative to the speaker's loud level. Offline,
 that is the whole clip's 95th percentile. Live, it is the 95th percentile of the
-last LEVEL_HISTORY_S seconds. Both are never below `motion_diffusion.QUIET_LOUD_DB`,
+last LEVEL_HISTORY_S seconds. Both are never below `learned.QUIET_LOUD_DB`,
 so silence is not mistaken for speech.
 
 Visemes and the voice level (what VRM "A I U E O" avatars and VTube Studio
-read) come from the rule generator's audio analysis, as the training data's
-did. The interface is the rule generator's (`push` blocks of 16 kHz mono with
-their capture time, `finish` at the end), so the live daemon and `render` can
-use either. Frames come out at any fps, interpolated from the model's 25 fps.
+read) come from the voice analysis (`voice`), as the training data's did. The
+interface is every generator's (`generator.MotionGenerator`: `push` blocks of
+16 kHz mono with their capture time, `finish` at the end). Frames come out at
+any fps, interpolated from the model's 25 fps.
 """
 
 from __future__ import annotations
@@ -30,32 +30,35 @@ from pathlib import Path
 
 import numpy as np
 
-from facecast.speech.audio_features import MEL_BANDS, SAMPLE_RATE, CaptureClock, HopFramer, log_mel
 from facecast.errors import FacecastError
 from facecast.motion import MotionFrame
-from facecast.speech.mouth_gap import RECEPTIVE_FIELD
+from facecast.speech.audio_features import MEL_BANDS, SAMPLE_RATE, CaptureClock, HopFramer, log_mel
 from facecast.speech.learned import (
-    CONTEXT, FPS, HEAD_GUIDED, HEAD_RECENTRE_S, HOPS_PER_FRAME, WEIGHTS_PATH, WINDOW, BlinkShaper, load, loud_level,
-    motion_frames, relative_logmel,
+    CONTEXT,
+    FPS,
+    HEAD_GUIDED,
+    HEAD_RECENTRE_S,
+    HOPS_PER_FRAME,
+    WEIGHTS_PATH,
+    WINDOW,
+    BlinkShaper,
+    load,
+    loud_level,
+    motion_frames,
+    relative_logmel,
 )
-from facecast.speech.rule import RuleMotionGenerator
+from facecast.speech.mouth_gap import RECEPTIVE_FIELD
+from facecast.speech.voice import VoiceAnalyser, VoiceFrame
 
-#: Frames (25 fps) committed per model call: 40 ms. Against 80 ms chunks (quality and live benchmarks, with the
-#: model before the gaze retrain): jaw r 0.391 vs 0.354, mouth 1 frame late instead of 3, live p95 70 vs 116 ms
-#: at 30 fps, for 0.3 cores more.
+# The measurements behind these four: model card (`data/motion_diffusion.md`, "Why these constants").
+#: Frames (25 fps) committed per model call: 40 ms; shorter chunks follow the mouth better and sooner.
 CHUNK_FRAMES = 1
 #: Frames of audio after a chunk that the model hears before committing it: 80 ms, as the rule generator.
 LOOKAHEAD_FRAMES = 2
-#: Time constant (s) of the causal smoothing of the head's rotation and position in the output. Each chunk
-#: is sampled afresh, so the head shook from chunk to chunk (the model before the gaze retrain, 19 held-out
-#: clips: 19 deg/s and 0.90 deg of jitter unsmoothed, 13 deg/s and 0.25 deg with 0.15 s). The shipped
-#: model's head guidance (1.5) moves it more: on the 9 held-out in-the-wild clips 21.1 / 18.5 / 14.9 deg/s
-#: with 0.15 / 0.2 / 0.3 s (real speakers: 14.3), jitter 0.46 / 0.36 / 0.25 deg. The mouth is left alone
-#: (it must not lag).
+#: Time constant (s) of the causal smoothing of the head's rotation and position in the output: each chunk is
+#: sampled afresh, so the head would shake from chunk to chunk. The mouth is left alone (it must not lag).
 HEAD_SMOOTHING_S = 0.25
-#: Denoising steps per chunk (offline: 8). Measured with 80 ms chunks on 17 held-out clips, live jaw r was
-#: 0.234 with 8 steps, 0.267 with 4 and 0.288 with 2, and 2 steps quarter the compute (live latency p95 at
-#: 30 fps: 123 ms with 8, 101 ms with 2; model card).
+#: Denoising steps per chunk (offline: 8): live, fewer steps followed the mouth better, at a quarter of the compute.
 LIVE_SAMPLE_STEPS = 2
 SAMPLES_PER_FRAME = int(SAMPLE_RATE / FPS)
 #: The loud level is the 95th percentile of this many seconds of recent hops (`loud_level`).
@@ -65,7 +68,7 @@ SILENT = -4.0
 
 
 class LearnedMotionGenerator:
-    """Streaming speech -> MotionFrames from the learned model (the rule generator's interface)."""
+    """Streaming speech -> MotionFrames from the learned model (`generator.MotionGenerator`)."""
 
     SAMPLE_RATE = SAMPLE_RATE
 
@@ -109,20 +112,20 @@ class LearnedMotionGenerator:
         self._committed = 0
         self._emitted = 0
         self._finished = False
-        # Visemes and voice level (for VRM "A I U E O" avatars and VTube Studio) come from the rule
-        # generator's audio analysis, as the training data's did (`extraction.audio_motion`).
-        self._voice = RuleMotionGenerator(fps=fps, seed=seed)
-        self._voiced: dict[int, MotionFrame] = {}
-        self._last_voiced: MotionFrame | None = None
+        # Visemes and voice level (for VRM "A I U E O" avatars and VTube Studio) come from the voice analysis,
+        # as the training data's did (`voice.voice_track`).
+        self._voice = VoiceAnalyser(self.fps)
+        self._voiced: dict[int, VoiceFrame] = {}
+        self._last_voiced: VoiceFrame | None = None
         #: Compute time of one chunk, measured now (which also warms the model up): the live daemon
         #: schedules frames this much after their audio.
         self.processing_s = self._time_a_chunk()
 
     def _time_a_chunk(self, repeats: int = 7) -> float:
         """Twice the median of a few chunk computations on silence (after one to warm up), plus 5 ms. The
-        median, not the slowest: the daemon keeps this delay for the whole session, and a start-up beside
-        other start-up work had measured one slow chunk and made every frame ~40 ms later (p50 82 vs 41 ms in
-        the live benchmark); an odd slow chunk later only repeats a frame."""
+        median, not the slowest: the daemon keeps this delay for the whole session, so one slow chunk measured
+        beside other start-up work would make every frame later (model card, "Live"); an odd slow chunk later
+        only repeats a frame."""
         torch = _torch()
         span = self.chunk + self.lookahead
         context = torch.zeros(CONTEXT, len(self.model.mean))
@@ -132,7 +135,8 @@ class LearnedMotionGenerator:
             started = time.perf_counter()
             self.model.denoise(context, audio, self._sampling, torch.Generator().manual_seed(0))
             if self._mouth is not None:
-                self._mouth.predict(np.full((RECEPTIVE_FIELD + span, audio.shape[1]), SILENT, np.float32), self.lookahead)
+                silence = np.full((RECEPTIVE_FIELD + span, audio.shape[1]), SILENT, np.float32)
+                self._mouth.predict(silence, self.lookahead)
             timings.append(time.perf_counter() - started)
         return 2.0 * float(np.median(timings[1:])) + 0.005
 
@@ -166,9 +170,9 @@ class LearnedMotionGenerator:
                                                                        total - self._committed))
         return self._emit(self._committed - 1, until=max(1, round(self._clock.samples / SAMPLE_RATE * self.fps)))
 
-    def _keep_voice(self, frames: list[MotionFrame]) -> None:
+    def _keep_voice(self, frames: list[VoiceFrame]) -> None:
         for frame in frames:
-            self._voiced[round(frame.t * self.fps)] = frame
+            self._voiced[frame.index] = frame
 
     def _add_hops(self, hops: np.ndarray) -> None:
         """New log-mel hops -> the audio rows of the frames they complete, each relative to the loud level of
@@ -224,7 +228,7 @@ class LearnedMotionGenerator:
             voiced = self._voiced.pop(self._emitted, None) or self._last_voiced
             self._last_voiced = voiced
             out.append(replace(frame, t=self._emitted / self.fps, capture_time=capture,
-                               visemes=dict(voiced.visemes) if voiced else frame.visemes,
+                               visemes=voiced.visemes if voiced else frame.visemes,
                                voice=voiced.voice if voiced else 0.0))
             self._emitted += 1
         for old in [i for i in self._rows if i < int(self._emitted / self.fps * FPS) - 1]:
@@ -233,6 +237,7 @@ class LearnedMotionGenerator:
 
 
 def _torch():
+    """torch, imported on first use: the rule generator and `facecast --help` never load it."""
     import torch
 
     return torch

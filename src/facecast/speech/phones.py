@@ -30,7 +30,7 @@ class PhoneSegmenter:
     """pocketsphinx allphone decoding of 16 kHz mono speech into 10 ms phone labels."""
 
     def __init__(self) -> None:
-        try:
+        try:  # pocketsphinx is optional (the `train` extra): imported only when used
             from pocketsphinx import Decoder, get_model_path
         except ImportError:
             raise FacecastError("phone segmentation needs pocketsphinx: pip install 'facecast[train]'") from None

@@ -1,6 +1,6 @@
 """Build `face/data/mean_face.npy`: the 478-point mean face used for hand-placed landmarks.
 
-Run: `python -m facecast.training.mean_face`
+Run: `python -m facecast.training mean-face build`
 
 Data source: frontal frames of the GRID audio-visual corpus (CC BY 4.0), speakers
 s1 (male) and s4 (female) as stored in `shared/data/talking/grid_s1/*.mp4` and
@@ -12,7 +12,6 @@ faces are averaged. The result is (478, 3) float32, about 6 KB.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import av
@@ -67,17 +66,3 @@ def build(videos_per_speaker: int = 40, every: int = 15) -> np.ndarray:
         raise SystemExit(f"no GRID frames with a face found under {DATA_DIR}")
     print(f"averaged {len(faces)} frames")
     return np.mean(faces, axis=0).astype(np.float32)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=OUTPUT)
-    args = parser.parse_args()
-    mean_face = build()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.output, mean_face)
-    print(f"wrote {args.output} {mean_face.shape}")
-
-
-if __name__ == "__main__":
-    main()

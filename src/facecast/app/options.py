@@ -1,0 +1,189 @@
+"""Settings of `facecast live` (TOML config + flags), and option parsers the commands share.
+
+One table, `OPTIONS`, defines every live setting once: its TOML key, its
+command-line flag, its default and its help. The config file written by
+`facecast config --init`, the parser and the validation all come from it, so a
+setting can never exist in one place and not the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from facecast.controls import controls_from
+from facecast.errors import InputError
+from facecast.speech.generator import DEFAULT_GENERATOR, GENERATOR_CHOICES
+
+LIVE_FPS = (30.0, 60.0)
+VMC_NAME_SETS = ("vrm0", "vrm1", "arkit")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One live setting: TOML key `name`, flag `--name-with-dashes`."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    optional_value: bool = False  # a flag that may be given bare (`--vmc`) or with a value (`--vmc 39540`)
+    metavar: str = "[HOST:]PORT"
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("portrait", str, None, "the picture to animate"),
+    Option("audio", str, None, "play this audio file in real time instead of using the microphone"),
+    Option("device", str, None, "microphone: a name (or part of it) or an index from `facecast devices`; "
+           "default input if unset"),
+    Option("fps", float, 30.0, "output frames per second: 30 or 60"),
+    Option("size", int, 512, "avatar size in pixels, 256-1024"),
+    Option("seed", int, 0, "random seed for blinks, glances and idle motion"),
+    # The learned model, streamed, as offline: it meets the latency target; rule is the light choice (README: Live).
+    Option("generator", str, DEFAULT_GENERATOR, f"speech -> motion: {' or '.join(GENERATOR_CHOICES)} (the learned "
+           "model streams with an 80 ms lookahead; rule needs less CPU)"),
+    Option("motion_model", str, None, "weights for the learned generator, e.g. from `facecast train` "
+           "(default: the shipped model)"),
+    Option("once", bool, False, "with --audio: exit when the file has played instead of idling"),
+    Option("log_level", str, "info", "debug, info, warning or error"),
+    Option("badge", str, None, "show a visible disclosure label on the avatar (bare flag: AI-generated); "
+           "the invisible watermark is always embedded", optional_value=True, metavar="TEXT"),
+    Option("emotion", str, None, "an emotion over the speech, NAME[:INTENSITY]: neutral, happy, sad, angry, "
+           "surprised, fear, disgusted or contempt; intensity 0-1 (changeable live over ws /control)"),
+    Option("gaze", str, None, "main gaze direction YAW,PITCH in degrees (0,0: the camera; "
+           "yaw > 0 towards image right)"),
+    Option("distance", float, 1.0, "head distance relative to the portrait, 0.5-2"),
+    Option("vcam", bool, False, "send the avatar to a virtual webcam (OBS, Discord, Zoom)"),
+    Option("vcam_width", int, 1280, "virtual webcam width"),
+    Option("vcam_height", int, 720, "virtual webcam height"),
+    Option("background", str, "#00b140", "virtual webcam background: #RRGGBB or an image file"),
+    Option("vmc", str, None, "send VMC protocol to [HOST:]PORT (bare flag: 127.0.0.1:39539, performer; "
+           "39540 for assistant)", optional_value=True),
+    Option("vmc_names", str, "vrm0", "VMC blendshape names: vrm0, vrm1 or arkit (perfect sync)"),
+    Option("vrchat", str, None, "send VRChat OSC to [HOST:]PORT (bare flag: 127.0.0.1:9000)", optional_value=True),
+    Option("vrchat_prefix", str, "FT/v2/", "VRChat parameter prefix (VRCFaceTracking v2 names follow it)"),
+    Option("vts", bool, False, "drive VTube Studio through its plugin API (approve facecast in VTube Studio once)"),
+    Option("ws", int, None, "serve the overlay page, motion stream and /status on this port (bare flag: 39650)",
+           optional_value=True, metavar="PORT"),
+    Option("ws_host", str, "127.0.0.1", "address the WebSocket/HTTP server binds to"),
+)
+_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "facecast" / "facecast.toml"
+
+
+def default_config_text() -> str:
+    """A commented TOML file listing every setting with its default."""
+    lines = ["# facecast live settings. Every key is also a command-line flag (`--key-name`);",
+             "# flags override this file. Uncomment and edit what you need.", ""]
+    for option in OPTIONS:
+        lines.append(f"# {option.help}")
+        value = option.default
+        if value is None:
+            example = {"portrait": '"me.png"', "audio": '"speech.wav"', "device": '"USB Microphone"',
+                       "vmc": '"127.0.0.1:39539"', "vrchat": '"127.0.0.1:9000"', "ws": "39650",
+                       "badge": '"AI-generated"', "emotion": '"happy:0.5"', "gaze": '"10,-5"',
+                       "motion_model": '"my_motion.pt"'}[option.name]
+            lines.append(f"# {option.name} = {example}")
+        elif isinstance(value, bool):
+            lines.append(f"# {option.name} = {'true' if value else 'false'}")
+        elif isinstance(value, str):
+            lines.append(f'# {option.name} = "{value}"')
+        else:
+            lines.append(f"# {option.name} = {value:g}" if isinstance(value, float) else f"# {option.name} = {value}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def add_live_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per option; defaults are SUPPRESSed so only flags the user typed override the config."""
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="TOML settings file (see `facecast config --init`)")
+    for option in OPTIONS:
+        flag = "--" + option.name.replace("_", "-")
+        default_text = "" if option.default in (None, False) else f" (default {option.default})"
+        if option.kind is bool:
+            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=option.help)
+        elif option.optional_value:
+            parser.add_argument(flag, nargs="?", const="", default=argparse.SUPPRESS, metavar=option.metavar,
+                                help=option.help)
+        else:
+            parser.add_argument(flag, type=option.kind, default=argparse.SUPPRESS, help=option.help + default_text)
+
+
+def resolve_settings(flags: dict[str, Any]) -> dict[str, Any]:
+    """Defaults, then the config file, then the flags; validated."""
+    settings = {o.name: o.default for o in OPTIONS}
+    config_path = flags.pop("config", None)
+    if config_path is not None:
+        settings.update(read_config(Path(config_path)))
+    settings.update({k: v for k, v in flags.items() if k in _BY_NAME})
+    _validate(settings)
+    return settings
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """Parse a TOML settings file; unknown keys and wrong types are one-line errors."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"config file not found: {path} (create one with `facecast config --init`)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path} is not valid TOML: {exc}") from None
+    out = {}
+    for key, value in data.items():
+        option = _BY_NAME.get(key)
+        if option is None:
+            raise InputError(f"{path}: unknown setting '{key}' (see `facecast config --init` for the list)")
+        if option.optional_value and value is True:
+            value = ""
+        elif option.optional_value and value is False:
+            value = None
+        elif option.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif option.kind is int and option.optional_value and isinstance(value, int):
+            pass
+        elif not isinstance(value, option.kind) or (option.kind is int and isinstance(value, bool)):
+            raise InputError(f"{path}: '{key}' must be {option.kind.__name__}, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _validate(settings: dict[str, Any]) -> None:
+    if not settings["portrait"]:
+        raise InputError("give the picture to animate: --portrait FILE (or `portrait` in the config file)")
+    if settings["fps"] not in LIVE_FPS:
+        raise InputError(f"--fps must be 30 or 60 for live output (got {settings['fps']:g})")
+    if settings["vmc_names"] not in VMC_NAME_SETS:
+        raise InputError(f"--vmc-names must be one of {', '.join(VMC_NAME_SETS)}")
+    if settings["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise InputError("--log-level must be debug, info, warning or error")
+    controls_from(settings["emotion"], settings["gaze"], settings["distance"])  # raises InputError for bad values
+    if settings["generator"] not in GENERATOR_CHOICES:
+        raise InputError(f"--generator must be one of {', '.join(GENERATOR_CHOICES)} (got {settings['generator']!r})")
+    if settings["generator"] == "learned" and settings["motion_model"] and not Path(settings["motion_model"]).is_file():
+        raise InputError(f"motion model not found: {settings['motion_model']}")
+    if settings["ws"] is not None and settings["ws"] != "":
+        try:
+            port = int(settings["ws"])
+        except (TypeError, ValueError):
+            raise InputError(f"--ws takes a port number (got {settings['ws']!r})") from None
+        if not 0 <= port < 65536:
+            raise InputError(f"--ws port must be 0-65535, 0 = any free port (got {port})")
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """'#rrggbb' or 'rrggbb' -> an RGB triple."""
+    value = text.strip().lstrip("#")
+    if len(value) != 6 or any(c not in "0123456789abcdefABCDEF" for c in value):
+        raise InputError(f"colour must look like #RRGGBB (got '{text}')")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
