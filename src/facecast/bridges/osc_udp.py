@@ -159,8 +159,11 @@ class VmcSender(OscOutput):
 
     name = "vmc"
 
-    def __init__(self, host: str = vmc.DEFAULT_HOST, port: int = vmc.PERFORMER_PORT, names: str = "vrm0") -> None:
-        super().__init__(vmc.VmcEncoder(names), host, port)
+    def __init__(self, host: str = vmc.DEFAULT_HOST, port: int = vmc.PERFORMER_PORT, names: str = "vrm0",
+                 role: str = "auto", bone_offsets: vmc.BoneOffsets = vmc.BONE_OFFSETS) -> None:
+        if role == "auto":
+            role = vmc.role_for_port(port)
+        super().__init__(vmc.VmcEncoder(names, role=role, bone_offsets=bone_offsets), host, port)
 
 
 class VrchatSender(OscOutput):
