@@ -6,6 +6,7 @@ a bridge implementing `facecast.bridges.output.Output`, started from `OUTPUTS`.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import signal
@@ -23,6 +24,7 @@ from facecast.bridges import vmc, vrchat, ws_protocol
 from facecast.bridges.osc_udp import VmcSender, VrchatSender, parse_host_port
 from facecast.bridges.output import Output
 from facecast.bridges.vcam import VirtualCamera
+from facecast.bridges.vrchat_avatar import AvatarConfigSource
 from facecast.bridges.vtube_studio import VTubeStudioClient
 from facecast.bridges.ws_server import ServerStartError, WsServer
 from facecast.controls import controls_from
@@ -51,14 +53,32 @@ class ControlForward:
 
 def _open_vmc(settings: dict[str, Any], controls: ControlForward | None) -> Output:
     host, port = parse_host_port(settings["vmc"], vmc.DEFAULT_HOST, vmc.PERFORMER_PORT)
-    sender = VmcSender(host, port, names=settings["vmc_names"])
+    role = vmc.role_for_port(port) if settings["vmc_role"] == "auto" else settings["vmc_role"]
+    sender = VmcSender(host, port, names=settings["vmc_names"], role=role,
+                       bone_offsets=vmc.parse_bone_offsets(settings["vmc_bone_offsets"]))
     log.info("VMC to %s:%d (%s names)", host, port, settings["vmc_names"])
+    if role == "assistant":
+        log.info("VMC assistant: the head goes as virtual tracker '%s' (assign it to the head in the performer), "
+                 "expressions and gaze as blendshapes; no bones", vmc.TRACKER_SERIAL)
     return sender
+
+
+def _is_local(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _open_vrchat(settings: dict[str, Any], controls: ControlForward | None) -> Output:
     host, port = parse_host_port(settings["vrchat"], vrchat.DEFAULT_HOST, vrchat.DEFAULT_PORT)
-    sender = VrchatSender(host, port, prefix=settings["vrchat_prefix"])
+    config = settings["vrchat_avatar_config"]
+    # "auto" reads this machine's VRChat folder, which says nothing about a VRChat elsewhere.
+    avatars = None if config == "off" or (config == "auto" and not _is_local(host)) \
+        else AvatarConfigSource(None if config == "auto" else config)
+    sender = VrchatSender(host, port, prefix=settings["vrchat_prefix"],
+                          binary=vrchat.parse_binary_spec(settings["vrchat_binary"]),
+                          native_eyes=settings["vrchat_eye_tracking"], avatars=avatars)
     log.info("VRChat OSC to %s:%d", host, port)
     return sender
 
