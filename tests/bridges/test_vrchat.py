@@ -321,7 +321,8 @@ def test_avatar_config_limits_what_is_sent_and_says_what_it_lacks(tmp_path, capl
     frame = MotionFrame(t=0.0, expressions={"jawOpen": 0.6, "mouthLeft": 0.5})
     recorder = receive([frame], avatars=AvatarConfigSource(path))
     sent = set(recorder.args)
-    assert sent == {"/tracking/eye/EyesClosedAmount", "/tracking/eye/LeftRightPitchYaw",
+    # The avatar animates its own eyelids (EyeLidLeft/Right), so VRChat's native eyelids stay off; gaze stays on.
+    assert sent == {"/tracking/eye/LeftRightPitchYaw",
                     *(f"/avatar/parameters/{p}" for p in params if p not in ("v2/JawX", "Face"))}
     values = recorder.params("/avatar/parameters/v2/")
     bits = [values[f"MouthX{b}"] for b in (1, 2, 4, 8)]
@@ -329,6 +330,7 @@ def test_avatar_config_limits_what_is_sent_and_says_what_it_lacks(tmp_path, capl
     lines = [r.getMessage() for r in caplog.records if "VRChat avatar" in r.getMessage()]
     assert len(lines) == 1
     assert "'Test Avatar' (avtr_test)" in lines[0] and "1 with binary sync" in lines[0]
+    assert "native eye tracking (gaze)" in lines[0]
     assert "lacks" in lines[0] and "JawX" in lines[0] and "LipTrackingActive" in lines[0]
     assert "JawOpen," not in lines[0]
 

@@ -8,7 +8,9 @@ VRChat receives OSC on UDP 9000. facecast sends it three things per frame:
    right yaw in degrees; **+pitch looks down, +yaw looks to the user's
    right**). Every avatar with eye look / eyelids set up in its descriptor
    blinks and looks with these, face tracking or not; VRChat falls back to
-   its own auto-blink and auto-look 10 s after the last message.
+   its own auto-blink and auto-look 10 s after the last message. When the
+   avatar's parameter list shows it animates its own eyelids or gaze from
+   face-tracking parameters, that part is left out (as VRCFaceTracking does).
 2. **VRCFaceTracking "Unified Expressions" v2 floats**,
    ``/avatar/parameters/<prefix><Name>`` (`DEFAULT_PREFIX` ``"FT/v2/"``, the
    folder of the widely used VRCFaceTracking templates; ``"v2/"`` for avatars
@@ -113,7 +115,8 @@ def unified_expressions(frame: MotionFrame) -> dict[str, float]:
     cheekPuff -> CheekPuffSuck), then combined with VRCFaceTracking's formulas:
     EyeLid = 0.75·openness + 0.25·wide; SmileFrown = smile − frown;
     BrowExpression = min(1, ½·innerUp + ½·outerUp) − browDown (+1 worried,
-    −1 angry); MouthX = right − left; gaze X/Y = tan(angle).
+    −1 angry); MouthSad = max(frown, stretch); MouthX = right − left; gaze
+    X/Y = tan(angle).
     """
     a = {name: clamp(value, 0.0, 1.0) for name, value in frame.arkit().items()}
 
@@ -154,8 +157,8 @@ def unified_expressions(frame: MotionFrame) -> dict[str, float]:
         "MouthSmileRight": a["mouthSmileRight"],
         "MouthFrownLeft": a["mouthFrownLeft"],
         "MouthFrownRight": a["mouthFrownRight"],
-        "MouthSadLeft": a["mouthFrownLeft"],
-        "MouthSadRight": a["mouthFrownRight"],
+        "MouthSadLeft": max(a["mouthFrownLeft"], a["mouthStretchLeft"]),
+        "MouthSadRight": max(a["mouthFrownRight"], a["mouthStretchRight"]),
         "SmileFrownLeft": smile_frown_left,
         "SmileFrownRight": smile_frown_right,
         "SmileFrown": (smile_frown_left + smile_frown_right) / 2.0,
@@ -170,6 +173,12 @@ def unified_expressions(frame: MotionFrame) -> dict[str, float]:
         "EyeLidRight": EYELID_OPEN * open_right + (1.0 - EYELID_OPEN) * a["eyeWideRight"],
         "EyeLid": EYELID_OPEN * (open_left + open_right) / 2.0 + (1.0 - EYELID_OPEN) * mean("eyeWideLeft",
                                                                                               "eyeWideRight"),
+        "EyeOpenLeft": open_left,
+        "EyeOpenRight": open_right,
+        "EyeOpen": (open_left + open_right) / 2.0,
+        "EyeClosedLeft": 1.0 - open_left,
+        "EyeClosedRight": 1.0 - open_right,
+        "EyeClosed": 1.0 - (open_left + open_right) / 2.0,
         "EyeSquintLeft": a["eyeSquintLeft"],
         "EyeSquintRight": a["eyeSquintRight"],
         "EyeSquint": max(a["eyeSquintLeft"], a["eyeSquintRight"]),
@@ -205,9 +214,14 @@ def unified_expressions(frame: MotionFrame) -> dict[str, float]:
 
 #: Every v2 name facecast sends, in sending order.
 FLOAT_NAMES: tuple[str, ...] = tuple(unified_expressions(MotionFrame(t=0.0)))
+#: An avatar with any of these animates its own eyelids / gaze: VRChat's native eye tracking then stays off
+#: for that part, as VRCFaceTracking does (its NativeParameter conditions), so two sources never fight.
+EYELID_NAMES = frozenset({"EyeLidLeft", "EyeLidRight", "EyeLid", "EyeOpenLeft", "EyeOpenRight", "EyeOpen",
+                          "EyeClosedLeft", "EyeClosedRight", "EyeClosed"})
+GAZE_NAMES = frozenset({"EyeLeftX", "EyeLeftY", "EyeRightX", "EyeRightY", "EyeX", "EyeY"})
 
 
-def native_eye_tracking(frame: MotionFrame) -> list[OscMessageSpec]:
+def native_eye_tracking(frame: MotionFrame, lids: bool = True, gaze: bool = True) -> list[OscMessageSpec]:
     """VRChat's own eye-tracking input: eyelids closed (0..1) and both eyes' pitch/yaw in degrees.
 
     VRChat's convention is the user's: +pitch = down, +yaw = to the user's
@@ -218,7 +232,9 @@ def native_eye_tracking(frame: MotionFrame) -> list[OscMessageSpec]:
     closed = clamp((clamp(frame.blink.left, 0.0, 1.0) + clamp(frame.blink.right, 0.0, 1.0)) / 2.0, 0.0, 1.0)
     pitch = clamp(-frame.gaze.pitch, -89.0, 89.0)
     yaw = clamp(-frame.gaze.yaw, -89.0, 89.0)
-    return [(EYES_CLOSED_ADDRESS, (closed,)), (EYE_LOOK_ADDRESS, (pitch, yaw, pitch, yaw))]
+    # Both eyes get the same angles (facecast has one gaze), so the pairs' order cannot be mixed up.
+    return [*([(EYES_CLOSED_ADDRESS, (closed,))] if lids else []),
+            *([(EYE_LOOK_ADDRESS, (pitch, yaw, pitch, yaw))] if gaze else [])]
 
 
 def binary_bits(value: float, bits: int, negative: bool = True) -> tuple[tuple[bool, ...], bool]:
@@ -317,16 +333,19 @@ class AvatarReport:
     driven: tuple[str, ...]          # v2 names (and flags) the avatar has, as float or bits
     lacking: tuple[str, ...]         # names facecast would send that the avatar has in no form
     binary: dict[str, int]           # name -> bit count found on the avatar
+    native: tuple[str, ...] = ()     # the native eye-tracking parts still sent: "eyelids", "gaze"
 
     def summary(self) -> str:
         """The one log line: which avatar, how many parameters are driven, which it lacks."""
         who = f"VRChat avatar {self.avatar.name or '(unnamed)'!r} ({self.avatar.id or 'no id'})"
+        native = f"VRChat's native eye tracking ({' and '.join(self.native)})" if self.native else ""
         if not self.driven:
-            return (f"{who} has no VRCFaceTracking parameters: sending only VRChat's native eye tracking "
+            return (f"{who} has no VRCFaceTracking parameters: sending only {native or 'nothing'} "
                     f"({len(self.avatar.inputs)} parameters in its OSC config)")
         bits = f", {len(self.binary)} with binary sync" if self.binary else ", none with binary sync"
+        also = f", plus {native}" if native else ""
         lacking = f"; it lacks {len(self.lacking)}: {', '.join(self.lacking)}" if self.lacking else "; it lacks none"
-        return f"{who}: sending {len(self.driven)} face-tracking parameters{bits}{lacking}"
+        return f"{who}: sending {len(self.driven)} face-tracking parameters{bits}{also}{lacking}"
 
 
 # --------------------------------------------------------------------------- the encoder
@@ -357,6 +376,7 @@ class VrchatEncoder:
         self.refresh_s = refresh_s
         self.binary = binary
         self.avatar: AvatarParameters | None = None
+        self._native = (native_eyes, native_eyes)  # eyelids, gaze
         self._last: dict[str, tuple] = {}
         self._refreshed_at: float | None = None
         self._default_layout()
@@ -381,6 +401,7 @@ class VrchatEncoder:
         self._last.clear()
         self._refreshed_at = None
         if avatar is None:
+            self._native = (self.native_eyes, self.native_eyes)
             self._default_layout()
             return None
         floats: dict[str, list[str]] = {}
@@ -412,16 +433,22 @@ class VrchatEncoder:
         driven = [n for n in FLOAT_NAMES if n in self._floats or n in bits]
         lacking = [n for n in (*FLOAT_NAMES, *TRACKING_FLAGS)
                    if n not in self._floats and n not in bits and n not in present_flags]
+        if self.face_tracking:
+            self._native = (self.native_eyes and not EYELID_NAMES & set(driven),
+                            self.native_eyes and not GAZE_NAMES & set(driven))
+        else:
+            driven, lacking = [], []
+        native = tuple(part for part, on in zip(("eyelids", "gaze"), self._native) if on)
         return AvatarReport(avatar, tuple(driven + sorted(present_flags)), tuple(lacking),
-                            {b.name: len(b.bits) for b in self._bits})
+                            {b.name: len(b.bits) for b in self._bits}, native)
 
     # ---- what one frame sends
 
     def messages(self, frame: MotionFrame) -> list[OscMessageSpec]:
         """Every message of one frame, in order (pure: `encode` sends only the changed ones)."""
         out: list[OscMessageSpec] = []
-        if self.native_eyes:
-            out.extend(native_eye_tracking(frame))
+        if any(self._native):
+            out.extend(native_eye_tracking(frame, *self._native))
         if not self.face_tracking:
             return out
         values = unified_expressions(frame)
