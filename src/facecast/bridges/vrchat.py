@@ -361,7 +361,7 @@ class VrchatEncoder:
     """
 
     def __init__(self, prefix: str = DEFAULT_PREFIX, *, binary: Mapping[str, int] | None = None,
-                 native_eyes: bool = True, face_tracking: bool = True, refresh_s: float = REFRESH_S) -> None:
+                 native_eyes: bool = True, refresh_s: float = REFRESH_S) -> None:
         bad = sorted(set(prefix) & OSC_RESERVED)
         if bad or prefix.startswith("/") or "//" in prefix:
             raise ValueError(f"invalid VRChat parameter prefix {prefix!r}: no leading '/', no '//', "
@@ -372,7 +372,6 @@ class VrchatEncoder:
             raise ValueError(f"binary bit counts must be 1-{MAX_BITS} for names facecast sends (got {binary})")
         self.prefix = prefix
         self.native_eyes = native_eyes
-        self.face_tracking = face_tracking
         self.refresh_s = refresh_s
         self.binary = binary
         self.avatar: AvatarParameters | None = None
@@ -433,11 +432,8 @@ class VrchatEncoder:
         driven = [n for n in FLOAT_NAMES if n in self._floats or n in bits]
         lacking = [n for n in (*FLOAT_NAMES, *TRACKING_FLAGS)
                    if n not in self._floats and n not in bits and n not in present_flags]
-        if self.face_tracking:
-            self._native = (self.native_eyes and not EYELID_NAMES & set(driven),
-                            self.native_eyes and not GAZE_NAMES & set(driven))
-        else:
-            driven, lacking = [], []
+        self._native = (self.native_eyes and not EYELID_NAMES & set(driven),
+                        self.native_eyes and not GAZE_NAMES & set(driven))
         native = tuple(part for part, on in zip(("eyelids", "gaze"), self._native) if on)
         return AvatarReport(avatar, tuple(driven + sorted(present_flags)), tuple(lacking),
                             {b.name: len(b.bits) for b in self._bits}, native)
@@ -449,8 +445,6 @@ class VrchatEncoder:
         out: list[OscMessageSpec] = []
         if any(self._native):
             out.extend(native_eye_tracking(frame, *self._native))
-        if not self.face_tracking:
-            return out
         values = unified_expressions(frame)
         for name, addresses in self._floats.items():
             out.extend((address, (values[name],)) for address in addresses)
@@ -476,6 +470,6 @@ class VrchatEncoder:
 
     def farewell(self) -> list[bytes]:
         """Datagrams to send when stopping: the tracking flags off, so the avatar's own animation returns."""
-        if not self.face_tracking or not self._flags:
+        if not self._flags:
             return []
         return osc_bundles([(address, (False,)) for address in self._flags], MAX_DATAGRAM)
