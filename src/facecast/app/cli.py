@@ -8,6 +8,8 @@ printed as one line on stderr with a non-zero exit code, never a traceback;
 from __future__ import annotations
 
 import argparse
+import codecs
+import io
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -348,7 +350,27 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def configure_console(streams: Sequence[object] | None = None) -> None:
+    """Never fail on a character the console cannot show (a portrait named in Cyrillic on a Windows console).
+
+    A terminal keeps its encoding and shows '?' for what it cannot encode; output sent to a pipe or a file (the
+    OBS script's log, `facecast devices > list.txt`) is UTF-8 on every OS, which on Windows would otherwise be
+    the ANSI code page (cp1252), where an unencodable character is a UnicodeEncodeError.
+    """
+    for stream in streams if streams is not None else (sys.stdout, sys.stderr):
+        if type(stream) is not io.TextIOWrapper:  # replaced (pytest, IDEs): leave it alone
+            continue
+        try:
+            if stream.isatty():
+                stream.reconfigure(errors="replace")
+            elif codecs.lookup(stream.encoding).name != "utf-8" or stream.errors == "strict":
+                stream.reconfigure(encoding="utf-8", errors="replace")
+        except (OSError, ValueError, LookupError):  # closed or unusual streams: keep them as they are
+            continue
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_console()
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("FACECAST_DEBUG") == "1"
