@@ -142,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--json", action="store_true", help="machine-readable output")
     devices.set_defaults(handler=_cmd_devices)
 
+    doctor = commands.add_parser("doctor", help="check what a first run needs, with a one-line fix for each problem",
+                                 description="Check Python and the packages, the face models (run on a portrait), "
+                                             "the video encoder, microphones, cameras, the virtual camera, the "
+                                             "default ports and, with --gpu, CUDA. Exit 0 when every required "
+                                             "check passes, 1 otherwise.")
+    doctor.add_argument("--portrait", "-p", type=Path, default=None,
+                        help="run the face models on this picture (default: the bundled Mona Lisa sample)")
+    doctor.add_argument("--gpu", action="store_true", help="also require a CUDA GPU (for --device cuda)")
+    doctor.add_argument("--cameras", action="store_true",
+                        help="probe cameras on macOS too (opening one there asks for camera permission)")
+    doctor.set_defaults(handler=_cmd_doctor)
+
     verify = commands.add_parser("verify", help="check a video or image for facecast's invisible watermark",
                                  description="Look for the watermark facecast embeds in everything it generates. "
                                              "Exit code 0: found, 1: not found, 2: the file cannot be read.")
@@ -291,6 +303,12 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     for backend in listing["virtual_cameras"]:
         print("   " + ", ".join(f"{k}={v}" for k, v in backend.items()))
     return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from facecast.app.doctor import doctor
+
+    return doctor(portrait=args.portrait, gpu=args.gpu, cameras=args.cameras)
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
