@@ -255,7 +255,11 @@ class LiveDaemon:
             stats.add_latency((now - frame.capture_time) * 1000.0)
 
     def on_control(self, command: dict[str, Any]) -> None:
-        """A validated control message (emotion, gaze, distance, mute, portrait); ValueError refuses it."""
+        """A validated control message (emotion, gaze, distance, mute, portrait, stop); ValueError refuses it."""
+        if command["type"] == "stop":  # the portable clean stop (Windows has no SIGTERM to send)
+            log.info("stopping: asked on the control connection")
+            self.stop()
+            return
         if command["type"] == "portrait":
             path = Path(command["path"])
             if self._load_renderer is None or self._render is None:

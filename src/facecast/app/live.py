@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,39 @@ def make_live_generator(settings: dict[str, Any]) -> MotionGenerator:
                           model_path=settings["motion_model"] or None, streaming=True)
 
 
+#: The signals that mean "stop cleanly", where the OS has them: SIGTERM (`kill`, service managers) and SIGHUP
+#: (the terminal closed) on Linux and macOS; SIGBREAK (Ctrl-Break in a console) on Windows, whose other way
+#: in is the `stop` control message. SIGINT stays Python's KeyboardInterrupt (Ctrl-C), caught in `run_live`.
+STOP_SIGNALS = ("SIGTERM", "SIGHUP", "SIGBREAK")
+
+
+def install_stop_handlers(stop: Callable[[], None], signals: Any = signal) -> Callable[[], None]:
+    """Call `stop` on each of `STOP_SIGNALS` this OS has; returns the function that puts the old handlers back.
+
+    A signal someone chose to ignore (SIGHUP under `nohup`) stays ignored; outside the main thread (where
+    Python cannot set handlers) nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: dict[int, Any] = {}
+    for name in STOP_SIGNALS:
+        number = getattr(signals, name, None)
+        if number is None or signals.getsignal(number) == signals.SIG_IGN:
+            continue
+        try:
+            previous[number] = signals.signal(number, lambda *_: stop())
+        except (OSError, ValueError):  # not settable here: the others still work
+            continue
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signals.signal(number, handler if handler is not None else signals.SIG_DFL)
+    return restore
+
+
 def run_live(flags: dict[str, Any]) -> int:
-    """`facecast live`: resolve settings, start everything, run until Ctrl-C/SIGTERM (or the file ends with --once)."""
+    """`facecast live`: resolve settings, start everything, run until Ctrl-C, a stop signal or a `stop` control
+    message (or the file ends with --once)."""
     # numpy's BLAS (OpenBLAS) would split the live path's tiny matrix products (the learned generator's
     # log-mel) across threads that then spin between calls: measured, that doubled the daemon's CPU.
     threadpool_limits(limits=1, user_api="blas")
@@ -178,7 +210,7 @@ def run_live(flags: dict[str, Any]) -> int:
     for output in outputs:
         if isinstance(output, WsServer):  # /status reports the daemon's health
             output.set_status_provider(daemon.status)
-    previous = signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    restore_signals = install_stop_handlers(daemon.stop)
     log.info("live: %s at %g fps from %s; watermark run id %s", settings["portrait"], settings["fps"],
              settings["audio"] or "the microphone", provenance.run_id)
     try:
@@ -187,7 +219,7 @@ def run_live(flags: dict[str, Any]) -> int:
         daemon.stop()
         stats = daemon.stats
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore_signals()
     log.info("stopped after %d frames: %s", stats.frames, daemon.status_line())
     log.info("summary %s", json.dumps(daemon.summary()))
     return 0

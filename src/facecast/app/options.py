@@ -9,7 +9,6 @@ setting can never exist in one place and not the other.
 from __future__ import annotations
 
 import argparse
-import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from facecast.bridges.vrchat import parse_binary_spec
 from facecast.controls import controls_from
 from facecast.errors import InputError
 from facecast.speech.generator import DEFAULT_GENERATOR, GENERATOR_CHOICES
+from facecast.user_dirs import user_config_dir
 
 LIVE_FPS = (30.0, 60.0)
 VMC_NAME_SETS = ("vrm0", "vrm1", "arkit")
@@ -88,8 +88,8 @@ _BY_NAME = {o.name: o for o in OPTIONS}
 
 
 def default_config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "facecast" / "facecast.toml"
+    """Where `facecast config --init` writes: facecast.toml in the OS's settings folder (`facecast.user_dirs`)."""
+    return user_config_dir() / "facecast.toml"
 
 
 def default_config_text() -> str:

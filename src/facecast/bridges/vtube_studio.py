@@ -27,7 +27,6 @@ import math
 import os
 import secrets
 import socket
-import sys
 import tempfile
 import threading
 from contextlib import suppress
@@ -65,6 +64,7 @@ from facecast.bridges.vtube_studio_protocol import (
     token_request,
 )
 from facecast.motion import MotionFrame
+from facecast.user_dirs import user_config_dir
 
 __all__ = ["TokenStore", "VTubeStudioClient", "default_token_path", "discover_api_state", "user_config_dir"]
 
@@ -86,20 +86,6 @@ RECLAIM_INTERVAL_S = 30.0
 
 
 # --------------------------------------------------------------------------- token storage
-
-def user_config_dir() -> Path:
-    """facecast's per-user config folder: $XDG_CONFIG_HOME/facecast when set, else the platform's usual place."""
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    if xdg and os.path.isabs(xdg):
-        base = Path(xdg)
-    elif sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path.home() / ".config"
-    return base / "facecast"
-
 
 def default_token_path() -> Path:
     """Where the VTube Studio token lives unless told otherwise."""
