@@ -346,6 +346,13 @@ def test_control_messages_change_the_live_motion(sample_portrait, sample_speech)
             time.sleep(0.5)  # let the mouth settle
             muted = expressions(1.5)  # the sample speaks almost all the time: muted, the jaw stays shut
             assert max(e["jawOpen"] for e in muted) < 0.1
+            # the clean stop on every OS (what the OBS script sends; Windows has no SIGTERM)
+            control.send(json.dumps({"type": "stop", "token": token}))
+            assert json.loads(control.recv(timeout=5))["type"] == "ack"
+        assert process.wait(timeout=20) == 0
+        rest = process.stderr.read()
+        assert "stopping: asked on the control connection" in rest and "stopped after" in rest
+        assert "Traceback" not in rest
     finally:
         process.terminate()
         process.wait(timeout=20)
