@@ -271,7 +271,7 @@ def server() -> Any:
     """facecast's real WebSocket/HTTP server on a free port, with a control handler that records commands."""
     received: list[dict[str, Any]] = []
 
-    def on_control(command: dict[str, Any]) -> None:
+    def on_control(command: dict[str, Any], reply: Any) -> None:
         if command.get("preset") == "contempt":
             raise ValueError("not today")
         received.append(command)
