@@ -26,10 +26,11 @@ from facecast.app.daemon import LiveDaemon
 from facecast.bridges.ws_server import WsServer
 from facecast.errors import InputError
 from facecast.face.portrait import analyze_portrait
-from facecast.media import MAX_PICTURE_PIXELS, MAX_PICTURE_SIDE, load_image
+from facecast.media import load_image
 from facecast.motion import MotionFrame
 
 REPO = Path(__file__).resolve().parents[2]
+MAX_PICTURE_PIXELS, MAX_PICTURE_SIDE = 100_000_000, 4096  # facecast.media's limits (the issue's numbers)
 PHOTO = REPO.parent / "shared" / "data" / "portraits" / "liveportrait_s1.jpg"
 
 
@@ -80,39 +81,70 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
 
 # --------------------------------------------------------------------------- finding 1: bounded swaps
 
-def test_one_swap_at_a_time_and_the_latest_wins() -> None:
-    """Six swaps at once: one analysis at a time, the waiting ones superseded, the newest shown; every
-    request answered twice (accepted at once, then swapped or error)."""
-    running, peak, loaded = [0], [0], []
+def slow_loader(seconds: float = 0.3):
+    """A stand-in analysis that takes `seconds`; records how many run at once and which paths it loaded."""
+    state = {"running": 0, "peak": 0, "loaded": []}
     lock = threading.Lock()
 
-    def slow_load(path: Path):
+    def load(path: Path):
         with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.3)
+            state["running"] += 1
+            state["peak"] = max(state["peak"], state["running"])
+        time.sleep(seconds)
         with lock:
-            running[0] -= 1
-        loaded.append(path.name)
+            state["running"] -= 1
+        state["loaded"].append(path.name)
         return lambda frame, name=path.name: name
 
-    daemon = daemon_with(slow_load)
-    replies: dict[str, list[dict]] = {f"p{i}.png": [] for i in range(6)}
+    return load, state
+
+
+def six_swaps(daemon: LiveDaemon, state: dict, folder: Path, replies: dict[str, list[dict]] | None = None) -> list:
+    """Six portrait commands in a row; the other five arrive while the first is being analysed."""
     firsts = []
-    for name in replies:
-        firsts.append(daemon.on_control({"type": "portrait", "path": name}, replies[name].append))
+    for i in range(6):
+        name = f"p{i}.png"
+        (folder / name).write_bytes(b"stand-in: the loader decides what it shows")
+        command = {"type": "portrait", "path": str(folder / name)}
+        if replies is None:
+            firsts.append(daemon.on_control(command))
+        else:
+            firsts.append(daemon.on_control(command, replies[name].append))
         deadline = time.monotonic() + 5
-        while name == "p0.png" and running[0] == 0 and time.monotonic() < deadline:
-            time.sleep(0.005)  # the first one is being analysed when the other five arrive
-    assert firsts == [{"type": "accepted", "path": name} for name in replies]
-    assert daemon.swapper.wait_idle(10)
-    assert peak[0] == 1
-    assert loaded == ["p0.png", "p5.png"]  # the first was already running; p1-p4 were replaced while waiting
-    assert replies["p0.png"] == [{"type": "swapped", "path": "p0.png"}]
-    assert replies["p5.png"] == [{"type": "swapped", "path": "p5.png"}]
-    for name in ("p1.png", "p2.png", "p3.png", "p4.png"):
-        assert replies[name] == [{"type": "error", "message": "superseded by a newer portrait swap", "path": name}]
+        while i == 0 and state["running"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+    return firsts
+
+
+def test_one_swap_at_a_time_and_the_latest_wins(tmp_path: Path) -> None:
+    """Six swaps at once: one analysis at a time (it used to be six threads at once), the waiting ones
+    superseded, the newest shown."""
+    load, state = slow_loader()
+    daemon = daemon_with(load)
+    six_swaps(daemon, state, tmp_path)
+    deadline = time.monotonic() + 10
+    while (state["running"] or len(state["loaded"]) < 2) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.4)
+    assert state["peak"] == 1
+    assert state["loaded"] == ["p0.png", "p5.png"]  # the first was already running; p1-p4 were replaced waiting
     assert daemon._render(None) == "p5.png"
+
+
+def test_every_swap_is_answered_twice(tmp_path: Path) -> None:
+    """accepted at once, then swapped, or an error line (here: superseded by a newer request)."""
+    load, state = slow_loader()
+    daemon = daemon_with(load)
+    replies: dict[str, list[dict]] = {f"p{i}.png": [] for i in range(6)}
+    firsts = six_swaps(daemon, state, tmp_path, replies)
+    paths = {name: str(tmp_path / name) for name in replies}
+    assert firsts == [{"type": "accepted", "path": paths[name]} for name in replies]
+    assert daemon.swapper.wait_idle(10)
+    assert replies["p0.png"] == [{"type": "swapped", "path": paths["p0.png"]}]
+    assert replies["p5.png"] == [{"type": "swapped", "path": paths["p5.png"]}]
+    for name in ("p1.png", "p2.png", "p3.png", "p4.png"):
+        assert replies[name] == [{"type": "error", "message": "superseded by a newer portrait swap",
+                                  "path": paths[name]}]
     assert daemon.status()["portrait"] == {"swapping": False, "swapped": 2, "failed": 0, "superseded": 4}
 
 
@@ -141,8 +173,7 @@ def test_a_9000_pixel_jpeg_is_reduced_while_decoding(tmp_path: Path) -> None:
              "image = load_image(sys.argv[1])\n"
              "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n"
              "print(image.shape[0], image.shape[1], grown // 1024)\n")
-    result = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    result = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     height, width, grown_mib = map(int, result.stdout.split())
     assert (height, width) == (MAX_PICTURE_SIDE, MAX_PICTURE_SIDE)
@@ -232,7 +263,7 @@ def test_concurrent_swaps_leave_the_daemons_logging_intact(sample_portrait: Path
     process = subprocess.Popen(
         [sys.executable, "-m", "facecast.app.cli", "live", "--portrait", str(sample_portrait), "--audio",
          str(sample_speech), "--size", "256", "--ws", "0", "--generator", "rule", "--log-level", "info"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        stderr=subprocess.PIPE, text=True)
     lines: list[tuple[float, str]] = []
     reader = threading.Thread(target=lambda: lines.extend((time.monotonic(), line) for line in process.stderr),
                               daemon=True)
@@ -247,12 +278,14 @@ def test_concurrent_swaps_leave_the_daemons_logging_intact(sample_portrait: Path
         assert url and token, "".join(text for _, text in lines)
         reader.start()
         time.sleep(1.0)
-        sent = time.monotonic()
         with contextlib.ExitStack() as stack:
             connections = [stack.enter_context(websockets.sync.client.connect(url + "/control")) for _ in range(4)]
             for ws in connections:
                 ws.send(json.dumps({"type": "portrait", "path": str(sample_portrait), "token": token}))
-            outcomes = [[json.loads(ws.recv(timeout=120)) for _ in range(2)] for ws in connections]
+            outcomes = []
+            for ws in connections:
+                first = json.loads(ws.recv(timeout=60))
+                outcomes.append([first, json.loads(ws.recv(timeout=120)) if first["type"] == "accepted" else first])
         done = time.monotonic()
         time.sleep(6.0)  # a status line comes every 5 s
         process.terminate()
@@ -261,10 +294,10 @@ def test_concurrent_swaps_leave_the_daemons_logging_intact(sample_portrait: Path
     finally:
         process.kill()
     text = "".join(line for _, line in lines)
-    assert all(first["type"] == "accepted" for first, _ in outcomes)
-    assert sorted(last["type"] for _, last in outcomes).count("swapped") >= 2, outcomes
     status_after = [t for t, line in lines if " status fps=" in line and t > done]
     assert status_after, f"no status line after the swaps:\n{text}"
-    assert any(" status fps=" in line and sent < t for t, line in lines)
-    assert "portrait swapped to" in text and "stopped after" in text and "summary {" in text
+    assert "portrait swapped to" in text and "stopped after" in text and "summary {" in text, text
     assert "Traceback" not in text and "inference_feedback_manager" not in text and "XNNPACK" not in text
+    assert all(first["type"] == "accepted" for first, _ in outcomes), outcomes
+    assert [last["type"] for _, last in outcomes].count("swapped") >= 1, outcomes
+    assert all(last["type"] == "swapped" or "superseded" in last["message"] for _, last in outcomes), outcomes

@@ -11,10 +11,13 @@ import urllib.request
 import pytest
 
 from conftest import FakeClock
-from facecast.app.daemon import STATUS_WINDOW_S, LiveDaemon
+from facecast.app.daemon import LiveDaemon
 from facecast.bridges.osc_udp import RECOVERY_S, VmcSender, VrchatSender
 from facecast.bridges.ws_server import WsServer
 from facecast.motion import MotionFrame
+
+
+STATUS_WINDOW_S = 5.0  # facecast.app.daemon.STATUS_WINDOW_S: the recent figures cover the last 5 s
 
 
 class Idle:

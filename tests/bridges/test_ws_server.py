@@ -547,8 +547,6 @@ def test_off_loopback_every_endpoint_needs_the_token(caplog: pytest.LogCaptureFi
         srv = WsServer("0.0.0.0", 0, token="lan-token-0123456789abcdef")
         srv.start()
     try:
-        assert srv.require_token
-        assert any("beyond this computer" in r.getMessage() and "token" in r.getMessage() for r in caplog.records)
         port = srv.port
         endpoints = [("/", False), ("/overlay", False), ("/overlay.js", False), ("/status", False),
                      ("/video.mjpeg", False), ("/motion", True), ("/frames", True), ("/control", True)]
@@ -559,6 +557,8 @@ def test_off_loopback_every_endpoint_needs_the_token(caplog: pytest.LogCaptureFi
             assert raw_get(port, path + "?token=lan-token-0123456789abcdef", upgrade=upgrade)[0] == ok, path
             assert raw_get(port, path, upgrade=upgrade,
                            headers={"Authorization": "Bearer lan-token-0123456789abcdef"})[0] == ok, path
+        assert srv.require_token
+        assert any("beyond this computer" in r.getMessage() and "token" in r.getMessage() for r in caplog.records)
         # a LAN address and a local name work in Host (the streaming PC's OBS), a foreign name does not
         for host in (f"192.168.1.5:{port}", f"gaming-pc.local:{port}", f"gaming-pc:{port}"):
             assert raw_get(port, "/status?token=lan-token-0123456789abcdef", host=host)[0] == 200, host
