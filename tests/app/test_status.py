@@ -16,7 +16,6 @@ from facecast.bridges.osc_udp import RECOVERY_S, VmcSender, VrchatSender
 from facecast.bridges.ws_server import WsServer
 from facecast.motion import MotionFrame
 
-
 STATUS_WINDOW_S = 5.0  # facecast.app.daemon.STATUS_WINDOW_S: the recent figures cover the last 5 s
 
 
