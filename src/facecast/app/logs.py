@@ -70,7 +70,8 @@ def real_stderr() -> TextIO:
 
 
 def configure_logging(level: str) -> logging.Handler:
-    """Send facecast's log records to the real stderr (replacing a handler an earlier call installed)."""
+    """Send facecast's log records to the real stderr (replacing a handler an earlier call installed), at
+    `level`; websockets' per-connection lines only at debug level."""
     handler = logging.StreamHandler(real_stderr())
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
@@ -80,4 +81,7 @@ def configure_logging(level: str) -> logging.Handler:
     handler._facecast = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # websockets logs every connection's opening and closing at INFO: a reconnecting client would fill the
+    # log (and the OBS script's log file) with two lines a second. Its warnings and errors still show.
+    logging.getLogger("websockets").setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
     return handler

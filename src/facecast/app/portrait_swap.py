@@ -12,13 +12,19 @@ lower scheduling priority than the frame loop where the system allows it:
   (by the caller), then ``swapped`` or one ``error`` line with the reason (not
   found, not a file, not a picture, too large, no face);
 * a failure never reaches the frame loop, and its reason is `last_error` until
-  a later swap succeeds.
+  a later swap succeeds;
+* after each swap the C heap's free memory goes back to the system
+  (`release_freed_memory`): an analysis allocates and frees a few hundred MB,
+  and without this the daemon's RSS crept up by ~2.4 MiB per swap (24 swaps of
+  three portraits: 236 -> 292 MiB; with it, 211 -> 217 MiB).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +32,7 @@ from typing import Any, Generic, TypeVar
 
 from facecast.errors import FacecastError
 
-__all__ = ["SWAP_NICENESS", "PortraitSwapper", "Reply"]
+__all__ = ["SWAP_NICENESS", "PortraitSwapper", "Reply", "release_freed_memory"]
 
 log = logging.getLogger("facecast.live")
 
@@ -39,6 +45,24 @@ Loaded = TypeVar("Loaded")
 
 def _no_reply(message: dict[str, Any]) -> None:
     pass
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # glibc; ctypes releases the GIL during the call
+    except (OSError, AttributeError):  # another C library (musl): nothing to trim
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's freed pages back to the system (glibc's malloc_trim; a no-op elsewhere)."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 class PortraitSwapper(Generic[Loaded]):
@@ -119,6 +143,7 @@ class PortraitSwapper(Generic[Loaded]):
                 self._busy = path
             try:
                 self._swap(path, reply)
+                release_freed_memory()  # the analysis and the replaced portrait are gone by now
             finally:
                 with self._cond:
                     self._busy = None
