@@ -639,6 +639,7 @@ class WsServer:
         try:
             command = validate_control(raw, self.token)
             first = self._on_control(command, reply) if self._on_control is not None else None
+            answer = ack_message() if first is None else _reply_text(first)
         except ValueError as exc:  # ControlError, or the daemon refusing the command
             self._counters["control_refused"] += 1
             return error_message(str(exc))
@@ -648,7 +649,7 @@ class WsServer:
             log.debug("details", exc_info=True)
             return error_message("internal error")
         self._counters["control_ok"] += 1
-        return ack_message() if first is None else _reply_text(first)
+        return answer
 
     @staticmethod
     async def _send_answers(ws: ServerConnection, answers: asyncio.Queue[str]) -> None:
