@@ -116,7 +116,8 @@ def main() -> None:
           "outputs: VMC, VRChat OSC, WebSocket motion + overlay frames (loopback receivers)\n")
     print("| generator | fps | achieved fps | latency p50 | latency p95 | scheduled | longest gap | repeated | "
           "CPU while live "
-          "(cores) | whole process CPU | peak RSS | received: VMC / VRChat / ws motion / ws overlay frames |")
+          "(cores) | whole process CPU | peak RSS | received: VMC / VRChat JawOpen (sent only when it changes) / "
+          "ws motion / ws overlay frames |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (generator, fps), r in results.items():
         print(f"| {generator} | {fps} | {r['fps']:.1f} | {r['latency_p50_ms']:.0f} ms | {r['latency_p95_ms']:.0f} ms | "

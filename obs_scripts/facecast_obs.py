@@ -14,7 +14,11 @@ Rules this file keeps, and why:
   run as child processes or non-blocking sockets, advanced by a 100 ms timer.
 * The daemon starts only when the user asks (Start button or hotkey), never
   merely because the script loaded; it stops on Stop, on script unload and on
-  OBS exit (on Linux also if OBS is killed, through the parent-death signal).
+  OBS exit, cleanly on every OS: a ``stop`` message on the daemon's ws /control
+  first (Windows has no SIGTERM: ``terminate()`` kills there), then terminate,
+  then kill. If OBS itself is killed, the daemon goes too: on Linux through the
+  parent-death signal, on Windows through a job object that kills it when OBS's
+  handle closes (macOS: not yet).
 * Everything that does not need OBS (command line, status text, error
   extraction, the small HTTP and WebSocket clients) is plain functions and
   classes, tested without OBS in tests/test_obs_script.py.
@@ -64,7 +68,7 @@ TICK_MS = 100  # the timer that advances every non-blocking job
 STATUS_EVERY_S = 1.0  # how often a running daemon's /status is asked
 NETWORK_TIMEOUT_S = 2.0  # one /status or control exchange gives up after this
 DEVICES_TIMEOUT_S = 20.0  # `facecast devices --json` (imports PortAudio) gives up after this
-STOP_GRACE_S = 5.0  # SIGTERM, then kill after this
+STOP_GRACE_S = 5.0  # the stop message (or SIGTERM), then terminate/kill after this
 LOG_TAIL_CHARS = 16384  # the daemon log kept in memory for parsing
 SCENE_FILL = 0.9  # the overlay is scaled down to at most this share of the canvas height
 
@@ -128,6 +132,17 @@ def build_command(executable: str, settings: Mapping[str, Any]) -> List[str]:
         if settings.get(key):
             command.append(flag)
     return command
+
+
+def control_port(command: Sequence[str]) -> Optional[int]:
+    """The port of the daemon's ws /control in a `build_command` line (its ``--ws=PORT``), or None without one."""
+    for argument in command:
+        if argument.startswith("--ws="):
+            try:
+                return int(argument[len("--ws="):])
+            except ValueError:
+                return None
+    return None
 
 
 def base_url(port: int, host: str = HOST) -> str:
@@ -601,6 +616,74 @@ def launch_prefix(platform: str = sys.platform, which: Callable[[str], Optional[
     return []
 
 
+_JOB: Any = None  # Windows: the job object every daemon joins (kept open for as long as OBS runs)
+
+
+def _windows_kill_on_close_job() -> Any:
+    """Windows: a job object whose processes die when its last handle closes, i.e. when OBS exits or is killed.
+
+    The Windows counterpart of Linux's parent-death signal (`launch_prefix`). Best effort: None when the
+    job cannot be made (then a killed OBS leaves the daemon running, as before).
+    """
+    global _JOB
+    if _JOB is not None:
+        return _JOB
+    try:
+        import ctypes
+        from ctypes import wintypes
+
+        class IoCounters(ctypes.Structure):
+            _fields_ = [(name, ctypes.c_uint64) for name in (
+                "ReadOperationCount", "WriteOperationCount", "OtherOperationCount",
+                "ReadTransferCount", "WriteTransferCount", "OtherTransferCount")]
+
+        class BasicLimits(ctypes.Structure):
+            _fields_ = [("PerProcessUserTimeLimit", ctypes.c_int64), ("PerJobUserTimeLimit", ctypes.c_int64),
+                        ("LimitFlags", ctypes.c_uint32), ("MinimumWorkingSetSize", ctypes.c_size_t),
+                        ("MaximumWorkingSetSize", ctypes.c_size_t), ("ActiveProcessLimit", ctypes.c_uint32),
+                        ("Affinity", ctypes.c_size_t), ("PriorityClass", ctypes.c_uint32),
+                        ("SchedulingClass", ctypes.c_uint32)]
+
+        class ExtendedLimits(ctypes.Structure):
+            _fields_ = [("BasicLimitInformation", BasicLimits), ("IoInfo", IoCounters),
+                        ("ProcessMemoryLimit", ctypes.c_size_t), ("JobMemoryLimit", ctypes.c_size_t),
+                        ("PeakProcessMemoryUsed", ctypes.c_size_t), ("PeakJobMemoryUsed", ctypes.c_size_t)]
+
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        kernel32.CreateJobObjectW.restype = wintypes.HANDLE
+        kernel32.CreateJobObjectW.argtypes = [ctypes.c_void_p, wintypes.LPCWSTR]
+        kernel32.SetInformationJobObject.restype = wintypes.BOOL
+        kernel32.SetInformationJobObject.argtypes = [wintypes.HANDLE, ctypes.c_int, ctypes.c_void_p, wintypes.DWORD]
+        kernel32.AssignProcessToJobObject.restype = wintypes.BOOL
+        kernel32.AssignProcessToJobObject.argtypes = [wintypes.HANDLE, wintypes.HANDLE]
+        job = kernel32.CreateJobObjectW(None, None)
+        if not job:
+            return None
+        limits = ExtendedLimits()
+        limits.BasicLimitInformation.LimitFlags = 0x2000  # JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+        if not kernel32.SetInformationJobObject(job, 9, ctypes.byref(limits), ctypes.sizeof(limits)):
+            kernel32.CloseHandle(job)  # 9: JobObjectExtendedLimitInformation
+            return None
+        _JOB = (kernel32, job)
+    except Exception:  # pragma: no cover - Windows only
+        return None
+    return _JOB
+
+
+def _join_kill_on_close_job(process: subprocess.Popen) -> None:
+    """Windows: put the daemon in `_windows_kill_on_close_job`'s job; elsewhere nothing."""
+    if sys.platform != "win32":
+        return
+    job = _windows_kill_on_close_job()
+    if job is None:
+        return
+    kernel32, handle = job
+    try:  # pragma: no cover - Windows only
+        kernel32.AssignProcessToJobObject(handle, int(process._handle))  # type: ignore[attr-defined]
+    except Exception:  # pragma: no cover
+        pass
+
+
 def _spawn(command: Sequence[str], log_path: str) -> subprocess.Popen:
     """Start `command` with stdout and stderr appended to `log_path`, no console window, no stdin."""
     kwargs: Dict[str, Any] = {}
@@ -608,9 +691,12 @@ def _spawn(command: Sequence[str], log_path: str) -> subprocess.Popen:
         kwargs["creationflags"] = getattr(subprocess, "CREATE_NO_WINDOW", 0)
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("PYTHONIOENCODING", "utf-8:replace")  # the log is read as UTF-8 (Windows' default: cp1252)
     with open(log_path, "ab") as log_file:
-        return subprocess.Popen(launch_prefix() + list(command), stdin=subprocess.DEVNULL, stdout=log_file,
-                                stderr=subprocess.STDOUT, env=env, **kwargs)
+        process = subprocess.Popen(launch_prefix() + list(command), stdin=subprocess.DEVNULL, stdout=log_file,
+                                   stderr=subprocess.STDOUT, env=env, **kwargs)
+    _join_kill_on_close_job(process)
+    return process
 
 
 class DaemonController:
@@ -632,7 +718,10 @@ class DaemonController:
         self.process: Optional[subprocess.Popen] = None
         self._clock = clock
         self._log_offset = 0
-        self._stop_deadline: Optional[float] = None
+        self._stop_request: Optional[ControlMessage] = None  # the `stop` message on its way
+        self._terminate_at: Optional[float] = None  # when asking has had its time: terminate
+        self._kill_at: Optional[float] = None  # when terminating has had its time: kill
+        self.stop_note: Optional[str] = None  # why the clean stop was not used, if it was not
         self._lock = threading.RLock()  # buttons (UI thread), hotkeys and the timer all call in
 
     @property
@@ -661,13 +750,21 @@ class DaemonController:
                 self.error = "cannot run %s: %s" % (command[0], exc.strerror or exc)
                 return self.error
             self.state = "starting"
-            self._stop_deadline = None
+            self._stop_request, self._terminate_at, self._kill_at, self.stop_note = None, None, None, None
             return None
 
     def stop(self, wait: float = 0.0) -> None:
-        """Ask the daemon to stop (SIGTERM: it closes its outputs); `wait` > 0 blocks up to that long, then kills.
+        """Ask the daemon to stop, cleanly on every OS, escalating only if it does not.
 
-        The wait happens outside the lock, so the timer is never held up by it.
+        1. The ``stop`` control message on its ws /control when it serves one (``--ws``) and logged its
+           token: the daemon closes its outputs and exits 0. (Windows has no SIGTERM: ``terminate()`` there
+           is TerminateProcess, which kills outright.)
+        2. ``terminate()`` (SIGTERM elsewhere, also a clean stop) at once when there is no control
+           connection or it refused, else after `STOP_GRACE_S`.
+        3. ``kill()`` `STOP_GRACE_S` after that.
+
+        `wait` > 0 blocks up to that long (script unload, OBS exit): terminate after half of it, kill at the
+        end. The wait happens outside the lock, so the timer is never held up by it.
         """
         with self._lock:
             process = self.process
@@ -675,17 +772,25 @@ class DaemonController:
                 self._reap()
                 return
             if self.state != "stopping":
-                try:
-                    process.terminate()
-                except OSError:
-                    pass
                 self.state = "stopping"
-                self._stop_deadline = self._clock() + STOP_GRACE_S
+                port = control_port(self.command)
+                if port is not None and self.token is not None:
+                    self._stop_request = ControlMessage(HOST, port, {"type": "stop", "token": self.token},
+                                                        clock=self._clock)
+                    self._terminate_at = self._clock() + STOP_GRACE_S
+                else:
+                    self.stop_note = "no control connection (Overlay output off): terminated"
+                    self._terminate(process)
         if wait <= 0:
             return
-        try:
-            process.wait(wait)
-        except subprocess.TimeoutExpired:
+        started = time.monotonic()
+        while process.poll() is None and time.monotonic() - started < wait:
+            with self._lock:
+                self._advance_stop(process)
+                if time.monotonic() - started >= wait / 2.0:
+                    self._terminate(process)
+            time.sleep(0.02)
+        if process.poll() is None:
             process.kill()
             try:
                 process.wait(1.0)
@@ -695,8 +800,34 @@ class DaemonController:
             if self.process is process:
                 self._reap()
 
+    def _terminate(self, process: subprocess.Popen) -> None:
+        """Step 2 (once): terminate, and kill if that has not worked within `STOP_GRACE_S`."""
+        if self._kill_at is not None:
+            return
+        try:
+            process.terminate()
+        except OSError:
+            pass
+        self._kill_at = self._clock() + STOP_GRACE_S
+
+    def _advance_stop(self, process: subprocess.Popen) -> None:
+        """Move a stop along: the control exchange, then terminate and kill when their times come."""
+        request = self._stop_request
+        if request is not None and request.poll():
+            self._stop_request = None
+            problem = control_outcome(request)
+            if problem is not None:
+                self.stop_note = "the stop message failed (%s): terminated" % problem
+                self._terminate(process)
+        now = self._clock()
+        if self._kill_at is None and self._terminate_at is not None and now > self._terminate_at:
+            self.stop_note = "facecast did not stop within %g s of the stop message: terminated" % STOP_GRACE_S
+            self._terminate(process)
+        if self._kill_at is not None and now > self._kill_at:
+            process.kill()
+
     def poll(self) -> None:
-        """Read new log lines and notice an exit; kill a daemon that ignored SIGTERM for `STOP_GRACE_S`."""
+        """Read new log lines and notice an exit; move a stop along (`stop`)."""
         with self._lock:
             self._read_log()
             process = self.process
@@ -705,8 +836,8 @@ class DaemonController:
             if process.poll() is not None:
                 self._reap()
                 return
-            if self.state == "stopping" and self._stop_deadline is not None and self._clock() > self._stop_deadline:
-                process.kill()
+            if self.state == "stopping":
+                self._advance_stop(process)
             if self.state == "starting" and (self.token is not None or " facecast.live: live: " in self.log_tail):
                 self.state = "running"
 
@@ -720,6 +851,9 @@ class DaemonController:
         process, self.process = self.process, None
         if process is None:
             return
+        if self._stop_request is not None:
+            self._stop_request.close()
+            self._stop_request = None
         self._read_log()
         code = process.poll()
         if self.state == "stopping" or code == 0:

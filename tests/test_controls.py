@@ -191,18 +191,19 @@ def test_every_control_command_checks_out_and_updates_the_controls():
     """The schema of live control messages (their token and JSON wrapping: bridges/test_ws_protocol)."""
     commands = [{"type": "emotion", "preset": "sad", "intensity": 1, "offset": {"jawOpen": -0.5}},
                 {"type": "gaze", "yaw": 10, "pitch": -5}, {"type": "distance", "value": 2},
-                {"type": "mute", "muted": True}, {"type": "portrait", "path": "me.png"}]
+                {"type": "mute", "muted": True}, {"type": "portrait", "path": "me.png"}, {"type": "stop"}]
     assert [c["type"] for c in commands] == list(CONTROL_SCHEMA)
     controls = Controls()
     for command in commands:
         checked = check_control(command)
         assert checked == command and all(type(checked[k]) is not int for k in checked)  # numbers become floats
-        if command["type"] != "portrait":  # the daemon swaps the renderer itself
+        if command["type"] not in ("portrait", "stop"):  # the daemon swaps the renderer and stops itself
             controls.update(checked)
     assert (controls.emotion, controls.offset, controls.gaze_yaw, controls.distance, controls.muted) == \
         ("sad", {"jawOpen": -0.5}, 10.0, 2.0, True)
     for bad, reason in (({"type": "emotion", "preset": "smug"}, "one of"), ({"type": "mute"}, "needs 'muted'"),
-                        ({"type": "gaze", "yaw": 0, "pitch": 0, "token": "T"}, "unknown field")):
+                        ({"type": "gaze", "yaw": 0, "pitch": 0, "token": "T"}, "unknown field"),
+                        ({"type": "stop", "now": True}, "unknown field")):
         with pytest.raises(ControlError, match=reason):
             check_control(bad)
     assert issubclass(ControlError, ValueError)  # the daemon's own refusals travel the same way

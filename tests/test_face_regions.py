@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
-from mediapipe.python.solutions import face_mesh_connections as conn
+from mediapipe.tasks.python.vision import FaceLandmarksConnections
 
 from facecast import face_regions as fr
+
+# The face-mesh connection sets (the same as the legacy solutions' FACEMESH_* sets), as index pairs.
+conn = SimpleNamespace(**{
+    f"FACEMESH_{name}": frozenset((c.start, c.end) for c in getattr(FaceLandmarksConnections, f"FACE_LANDMARKS_{name}"))
+    for name in ("FACE_OVAL", "LEFT_EYE", "RIGHT_EYE", "LIPS", "LEFT_EYEBROW", "RIGHT_EYEBROW", "LEFT_IRIS",
+                 "RIGHT_IRIS")})
 
 
 def indices(connections) -> set[int]:
@@ -69,7 +77,6 @@ def test_irises(iris, connections):
     assert set(edge) == indices(connections)
     assert centre not in indices(connections) and centre in (468, 473)
     assert path_edges(tuple(edge), closed=True) == undirected(connections)
-    assert indices(conn.FACEMESH_IRISES) == indices(conn.FACEMESH_LEFT_IRIS) | indices(conn.FACEMESH_RIGHT_IRIS)
 
 
 def test_single_points_sit_on_their_contours():

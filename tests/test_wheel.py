@@ -27,6 +27,12 @@ PACKAGE_DATA = (
     "facecast/bridges/overlay/overlay.js",
     "facecast/speech/data/motion_diffusion.pt",
     "facecast/face/data/mean_face.npy",
+    "facecast/face/models/face_landmarker.task",
+    "facecast/face/models/face_detection_short_range.tflite",
+    "facecast/face/models/face_detection_full_range_sparse.tflite",
+    "facecast/face/models/selfie_segmentation.tflite",
+    "facecast/face/models/LICENSE",
+    "facecast/face/models/NOTICE.md",
     "facecast/evaluation/data/sync_scorer.pt",
     "facecast/dataset/split.json",
 )

@@ -222,6 +222,9 @@ CONTROL_SCHEMA: dict[str, dict[str, _Field]] = {
     "distance": {"value": (_number(MIN_DISTANCE, MAX_DISTANCE), True)},
     "mute": {"muted": (_boolean, True)},
     "portrait": {"path": (_path, True)},
+    # stop the daemon cleanly (outputs closed, summary logged): how the OBS script ends it on every OS, since
+    # Windows has no SIGTERM to send (Popen.terminate() there kills the process outright)
+    "stop": {},
 }
 #: Commands that need at least one of these (otherwise optional) fields.
 _NEEDS_ONE_OF = {"emotion": ("preset", "offset")}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -50,6 +51,10 @@ MAX_PICTURE_SIDE = 4096
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 #: What av raises for unreadable or corrupt media: subclasses of av.FFmpegError (older releases: av.AVError).
+#: Replacing an output that another program holds open fails on Windows (PermissionError): tried this often,
+#: this far apart (an antivirus scan lets go within a second), then a one-line error.
+REPLACE_ATTEMPTS = 10
+REPLACE_RETRY_S = 0.1
 FFMPEG_ERRORS = tuple(e for e in (getattr(av, "FFmpegError", None), getattr(av, "AVError", None)) if e) or (Exception,)
 
 
@@ -298,9 +303,20 @@ class AtomicOutput:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.temp, (0o777 if self.is_dir else 0o666) & ~umask)
-        if self.is_dir and self.final.exists():
-            _remove(self.final)
-        os.replace(self.temp, self.final)
+        for attempt in range(REPLACE_ATTEMPTS):
+            try:
+                if self.is_dir and self.final.exists():
+                    _remove(self.final)
+                os.replace(self.temp, self.final)
+                break
+            except PermissionError as exc:
+                # Windows locks a file another program has open (a player, OBS's Media Source) or is scanning
+                # (antivirus, for a moment after a write); Linux and macOS replace open files freely.
+                if attempt == REPLACE_ATTEMPTS - 1:
+                    self.discard()
+                    raise OutputError(f"cannot replace {self.final}: {exc.strerror or exc} (is it open in another "
+                                      f"program? close it, or write to another name)") from None
+                time.sleep(REPLACE_RETRY_S)
         self._done = True
         return self.final
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
@@ -19,7 +20,7 @@ from pythonosc.osc_server import ThreadingOSCUDPServer
 from facecast.app.audio_input import FileSource
 from facecast.app.daemon import LiveDaemon
 from facecast.app.live import OUTPUTS, ControlForward, build_outputs
-from facecast.app.options import default_config_text, resolve_settings
+from facecast.app.options import add_live_flags, default_config_text, resolve_settings
 from facecast.bridges.frame_codec import decode_frame
 from facecast.bridges.osc_udp import VmcSender, VrchatSender
 from facecast.bridges.output import Output
@@ -235,6 +236,48 @@ def test_an_output_that_cannot_start_is_one_line_and_closes_the_others(monkeypat
             assert len(closed) == 1  # the VMC sender, opened first
     finally:
         blocker.stop()
+
+
+def test_receiver_options_reach_the_bridges(tmp_path, caplog):
+    """VMC role and bone offsets, VRChat bits, native eye tracking and avatar config: flags -> bridges."""
+    parser = argparse.ArgumentParser()
+    add_live_flags(parser)
+    flags = vars(parser.parse_args(["--portrait", "me.png", "--vmc", "39540", "--vmc-bone-offsets", "0.12,0.09",
+                                    "--vrchat", "--no-vrchat-eye-tracking", "--vrchat-binary", "JawOpen=4",
+                                    "--vrchat-avatar-config", str(tmp_path)]))
+    settings = resolve_settings(flags)
+    assert settings["vrchat_eye_tracking"] is False and settings["vmc_role"] == "auto"
+    with caplog.at_level(logging.INFO, logger="facecast.live"):
+        outputs = build_outputs(settings)
+    try:
+        vmc, vrchat = outputs
+        assert vmc.encoder.role == "assistant"  # port 39540
+        assert vmc.encoder.bone_offsets == ((0.0, 0.12, 0.0), (0.0, 0.09, 0.0))
+        assert vrchat.encoder.native_eyes is False and vrchat.encoder.binary["JawOpen"] == 4
+        assert vrchat.avatars is not None and vrchat.avatars.osc_dirs == [tmp_path]
+    finally:
+        for output in outputs:
+            output.close()
+    assert any("virtual tracker 'facecast_head'" in r.getMessage() for r in caplog.records)
+
+    defaults = resolve_settings({"portrait": "me.png", "vrchat": "192.168.1.5", "vmc": "39540",
+                                 "vmc_role": "performer"})
+    assert defaults["vrchat_eye_tracking"] is True and defaults["vrchat_avatar_config"] == "auto"
+    outputs = build_outputs(defaults)
+    try:
+        assert outputs[0].encoder.role == "performer"
+        assert outputs[1].avatars is None  # VRChat on another machine: this machine's folder says nothing
+    finally:
+        for output in outputs:
+            output.close()
+
+    for bad, message in (({"vmc_role": "marionette"}, "--vmc-role"), ({"vmc_bone_offsets": "x"}, "--vmc-bone-offsets"),
+                         ({"vrchat_binary": "Nope=3"}, "--vrchat-binary")):
+        with pytest.raises(InputError, match=message):
+            resolve_settings({"portrait": "me.png", **bad})
+    with pytest.raises(InputError, match="avatar config not found"):
+        build_outputs(resolve_settings({"portrait": "me.png", "vrchat": "",
+                                        "vrchat_avatar_config": str(tmp_path / "none.json")}))
 
 
 def test_config_init_and_devices_commands(tmp_path):

@@ -82,6 +82,11 @@ def test_each_outputs_own_counters_are_merged_with_the_daemons() -> None:
     assert entry["submitted"] == 1 and "clients" in entry and "motion_sent" in entry  # and the server's own
 
 
+def talking(i: int) -> MotionFrame:
+    """A frame whose mouth moves (VRChat's sender sends only what changed)."""
+    return MotionFrame(t=i / 30, expressions={"jawOpen": (i % 10) / 10}, voice=(i % 7) / 7)
+
+
 def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -97,7 +102,7 @@ def test_a_refusing_udp_receiver_is_a_current_error_until_packets_flow_again(sen
     guarded = daemon.outputs[0]
     try:
         for i in range(20):
-            guarded.send(MotionFrame(t=i / 30), None)
+            guarded.send(talking(i), None)
             time.sleep(0.005)
         down = daemon.status()
         entry = down["outputs"][sender.name]
@@ -106,10 +111,11 @@ def test_a_refusing_udp_receiver_is_a_current_error_until_packets_flow_again(sen
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
             receiver.bind(("127.0.0.1", port))  # the receiver comes back
             receiver.settimeout(2)
-            end = time.monotonic() + RECOVERY_S + 0.5
+            end, i = time.monotonic() + RECOVERY_S + 0.5, 0
             while time.monotonic() < end:
-                guarded.send(MotionFrame(t=0.0), None)
+                guarded.send(talking(i), None)
                 time.sleep(0.02)
+                i += 1
             assert receiver.recv(65536)
             up = daemon.status()
         assert up["outputs"][sender.name]["error"] is None and up["last_error"] is None

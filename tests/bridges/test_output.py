@@ -23,7 +23,8 @@ BRIDGES = Path(facecast.bridges.__file__).parent
 PURE_MODULES = ("osc", "vmc", "vrchat", "vtube_studio_protocol", "ws_protocol", "frame_codec", "vcam_compositor",
                 "output")
 TRANSPORT_LIBRARIES = {"socket", "threading", "asyncio", "concurrent", "websockets", "pyvirtualcam", "selectors"}
-CONTRACTS = {"facecast.motion", "facecast.controls", "facecast.errors", "facecast.media", "facecast.rig"}
+CONTRACTS = {"facecast.motion", "facecast.controls", "facecast.errors", "facecast.media", "facecast.rig",
+             "facecast.user_dirs"}
 
 
 def free_udp_port() -> int:

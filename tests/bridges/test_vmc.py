@@ -15,8 +15,18 @@ from pythonosc.osc_packet import OscPacket
 from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.parsing.osc_types import get_string
 
+from facecast.bridges.osc import MAX_DATAGRAM
 from facecast.bridges.osc_udp import VmcSender
-from facecast.bridges.vmc import VRM0_TO_VRM1, VmcEncoder, unity_rotation
+from facecast.bridges.vmc import (
+    ASSISTANT_PORT,
+    BONE_OFFSETS,
+    TRACKER_SERIAL,
+    VRM0_TO_VRM1,
+    VmcEncoder,
+    parse_bone_offsets,
+    role_for_port,
+    unity_rotation,
+)
 from facecast.motion import ARKIT_BLENDSHAPES, Blink, Gaze, HeadPose, MotionFrame
 
 VRM0_NAMES = {"A", "I", "U", "E", "O", "Blink", "Blink_L", "Blink_R", "Joy", "Angry", "Sorrow",
@@ -102,14 +112,14 @@ def closed_udp_port() -> int:
 
 
 def blend_values(packets: list[Packet]) -> dict[str, float]:
-    return {args[0]: args[1] for address, _, args in packets[1].messages if address == "/VMC/Ext/Blend/Val"}
+    return {args[0]: args[1] for p in packets for address, _, args in p.messages if address == "/VMC/Ext/Blend/Val"}
 
 
-def send_one(receiver: Receiver, frame: MotionFrame, names: str = "vrm0") -> list[Packet]:
-    sender = VmcSender("127.0.0.1", receiver.port, names=names)
+def send_one(receiver: Receiver, frame: MotionFrame, names: str = "vrm0", **options) -> list[Packet]:
+    sender = VmcSender("127.0.0.1", receiver.port, names=names, **options)
     try:
         sender.send(frame)
-        return receiver.wait_packets(3)
+        return receiver.wait_packets(len(sender.encoder.encode(frame)))
     finally:
         sender.close()
 
@@ -214,7 +224,15 @@ def test_vrm1_names(receiver):
 
 def test_arkit_perfect_sync_names(receiver):
     frame = MotionFrame(t=0.0, blink=Blink(right=0.5), expressions={"jawOpen": 0.4, "tongueOut": 0.25})
-    values = blend_values(send_one(receiver, frame, names="arkit"))
+    packets = send_one(receiver, frame, names="arkit")
+    # 52 blendshapes do not fit one 1,472-byte datagram: complete bundles, Apply once, at the very end.
+    assert all(p.bundle for p in packets)
+    blend = [p for p in packets if any(a.startswith("/VMC/Ext/Blend/") for a, _, _ in p.messages)]
+    assert len(blend) >= 2
+    applies = [(i, j) for i, p in enumerate(blend) for j, (a, _, _) in enumerate(p.messages)
+               if a == "/VMC/Ext/Blend/Apply"]
+    assert applies == [(len(blend) - 1, len(blend[-1].messages) - 1)]
+    values = blend_values(packets)
     assert set(values) == {n[0].upper() + n[1:] for n in ARKIT_BLENDSHAPES}
     assert len(values) == 52
     assert values["JawOpen"] == pytest.approx(0.4) and values["TongueOut"] == 0.25
@@ -280,3 +298,49 @@ def test_receiver_restart_mid_stream_gets_frames_again(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert sum("cannot send" in m for m in messages) == 1
     assert sum("again" in m for m in messages) == 1
+
+
+def test_every_datagram_fits_one_ethernet_frame():
+    frame = MotionFrame(t=3.0, head=HeadPose(yaw=5.0), blink=Blink(left=0.3))
+    for names in ("vrm0", "vrm1", "arkit"):
+        for role in ("performer", "assistant"):
+            datagrams = VmcEncoder(names, role=role).encode(frame)
+            assert all(len(d) <= MAX_DATAGRAM for d in datagrams), (names, role, [len(d) for d in datagrams])
+
+
+def test_assistant_sends_the_head_as_a_virtual_tracker_and_no_performer_messages(receiver):
+    """A Performer takes trackers and blendshapes from an Assistant, never bones (performer-spec)."""
+    assert role_for_port(ASSISTANT_PORT) == "assistant" and role_for_port(39539) == "performer"
+    head = HeadPose(yaw=20.0, pitch=-10.0, roll=5.0)
+    packets = send_one(receiver, MotionFrame(t=1.0, head=head, blink=Blink(left=1.0)), role="assistant")
+    messages = [m for p in packets for m in p.messages]
+    addresses = {a for a, _, _ in messages}
+    assert addresses == {"/VMC/Ext/Tra/Pos", "/VMC/Ext/Blend/Val", "/VMC/Ext/Blend/Apply"}
+    (tracker,) = [(tags, args) for a, tags, args in messages if a == "/VMC/Ext/Tra/Pos"]
+    assert tracker[0] == ",sfffffff" and tracker[1][0] == TRACKER_SERIAL
+    assert tracker[1][4:] == pytest.approx(unity_rotation(20.0, -10.0, 5.0), abs=1e-6)
+    assert blend_values(packets)["Blink_L"] == 1.0
+    assert messages[-1][0] == "/VMC/Ext/Blend/Apply"
+
+
+def test_assistant_role_follows_the_port_unless_given():
+    for port, role, expected in ((ASSISTANT_PORT, "auto", "assistant"), (39539, "auto", "performer"),
+                                 (40000, "assistant", "assistant")):
+        sender = VmcSender("127.0.0.1", port, role=role)
+        sender.close()
+        assert sender.encoder.role == expected
+    with pytest.raises(ValueError, match="performer or assistant"):
+        VmcEncoder(role="marionette")
+
+
+def test_bone_offsets_are_configurable(receiver):
+    assert parse_bone_offsets("0.12,0.09") == ((0.0, 0.12, 0.0), (0.0, 0.09, 0.0))
+    assert parse_bone_offsets("0,0.1,0.01, 0,0.08,0.02") == ((0.0, 0.1, 0.01), (0.0, 0.08, 0.02))
+    for bad in ("", "0.1", "a,b", "1,2,3", "nan,0.1", "100,0"):
+        with pytest.raises(ValueError, match="--vmc-bone-offsets") as info:
+            parse_bone_offsets(bad)
+        assert "\n" not in str(info.value)
+    offsets = parse_bone_offsets("0.12,0.09")
+    bones = send_one(receiver, MotionFrame(t=0.0), bone_offsets=offsets)[0]
+    assert [tuple(args[1:4]) for _, _, args in bones.messages] == [pytest.approx(o) for o in offsets]
+    assert BONE_OFFSETS == ((0.0, 0.10, 0.0), (0.0, 0.08, 0.0))

@@ -20,7 +20,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from facecast.bridges.vtube_studio import TokenStore, VTubeStudioClient, default_token_path, discover_api_state
-from facecast.motion import MotionFrame
+from facecast.motion import HeadPose, MotionFrame
 
 FAST = dict(backoff_min=0.05, backoff_max=0.2, response_timeout=2.0, token_timeout=5.0, denied_retry=0.2)
 
@@ -32,9 +32,15 @@ class FakeVTS:
     collected in `problems` (asserted empty by the tests).
     """
 
-    def __init__(self, deny: int = 0, inject_delay: float = 0.0) -> None:
+    def __init__(self, deny: int = 0, inject_delay: float = 0.0, ranges: dict | None = None,
+                 list_error: bool = False) -> None:
         self.deny = deny                    # deny this many token requests (errorID 50)
         self.inject_delay = inject_delay    # a slow VTS
+        self.ranges = dict(RANGES if ranges is None else ranges)  # the model's input parameters
+        self.list_error = list_error        # refuse InputParameterListRequest
+        self.controlled_by_other: set[str] = set()  # another plugin owns these: error 454
+        self.refusals: list[list[str]] = []  # the ids of every request refused with 454
+        self.list_requests = 0
         self.valid_tokens: set[str] = set()
         self.token_requests = 0
         self.auth_results: list[tuple[str, bool]] = []
@@ -87,11 +93,11 @@ class FakeVTS:
             self._problem(f"faceFound/mode {data.get('faceFound')!r} {data.get('mode')!r}")
         values = data.get("parameterValues")
         ids = [v.get("id") for v in values] if isinstance(values, list) else []
-        if sorted(ids) != sorted(RANGES):
+        if not ids or len(set(ids)) != len(ids) or not set(ids) <= set(self.ranges):
             self._problem(f"parameter ids {ids}")
         for item in values or []:
             value = item.get("value")
-            low, high = RANGES.get(item.get("id"), (-1e6, 1e6))
+            low, high = self.ranges.get(item.get("id"), (-1e6, 1e6))
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or not low <= value <= high:
                 self._problem(f"{item.get('id')} = {value!r} outside [{low}, {high}]")
@@ -142,9 +148,28 @@ class FakeVTS:
                     await error(50, "User has denied API access for your plugin.")
                 else:
                     self._check_inject(data)
-                    self.injections.append((time.monotonic(), data))
+                    ids = [v.get("id") for v in data.get("parameterValues") or []]
                     await asyncio.sleep(self.inject_delay)
-                    await reply("InjectParameterDataResponse", {})
+                    if set(ids) & self.controlled_by_other:
+                        # The real error names no parameter (DenchiSoft/VTubeStudio, Files/ErrorID.cs).
+                        self.refusals.append(ids)
+                        await error(454, "Only one plugin can send data for a parameter at a time.")
+                    else:
+                        self.injections.append((time.monotonic(), data))
+                        await reply("InjectParameterDataResponse", {})
+            elif kind == "InputParameterListRequest":
+                self.list_requests += 1
+                if session_token is None:
+                    await error(8, "Request requires authentication.")
+                elif self.list_error:
+                    await error(0, "Internal server error.")
+                else:  # the README's InputParameterListResponse, with this model's parameters
+                    await reply("InputParameterListResponse", {
+                        "modelLoaded": True, "modelName": "Test Model", "modelID": "TestModelID",
+                        "customParameters": [],
+                        "defaultParameters": [{"name": name, "addedBy": "VTube Studio", "value": 0.0,
+                                               "min": low, "max": high, "defaultValue": 0.0}
+                                              for name, (low, high) in self.ranges.items()]})
             else:
                 self._problem(f"unexpected request {kind!r}")
                 await error(7, "Unknown request type.")
@@ -442,3 +467,92 @@ def test_stop_before_vts_exists_returns_quickly(tmp_path):
     assert time.monotonic() - start < 1.0
     assert not client._thread.is_alive()
     assert not Path(tmp_path / "token.json").exists()
+
+
+# --------------------------------------------------------------------------- ranges and contested parameters
+
+def test_ranges_come_from_the_model_and_missing_parameters_are_never_sent(tmp_path):
+    """InputParameterListRequest at connect: values are clamped to the model's ranges; absent ids are left out."""
+    ranges = {**RANGES, "FaceAngleX": (-10, 10)}
+    del ranges["Brows"]
+
+    async def scenario() -> None:
+        vts = FakeVTS(ranges=ranges)
+        await vts.start()
+        client = VTubeStudioClient(port=vts.port, token_path=tmp_path / "token.json", **FAST)
+        client.start()
+        try:
+            client.send(MotionFrame(t=0.0, head=HeadPose(yaw=25.0)))
+            await until(lambda: len(vts.injections) >= 2)
+        finally:
+            await stop(client)
+            await vts.kill()
+        assert vts.list_requests == 1 and client.ranges == {k: (float(a), float(b)) for k, (a, b) in ranges.items()}
+        sent = {p["id"]: p["value"] for p in vts.injections[-1][1]["parameterValues"]}
+        assert set(sent) == set(ranges) and sent["FaceAngleX"] == 10.0
+        assert vts.problems == []
+
+    asyncio.run(scenario())
+
+
+def test_parameter_list_failure_falls_back_to_the_default_ranges(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="facecast.bridges.vtube_studio")
+
+    async def scenario() -> None:
+        vts = FakeVTS(list_error=True)
+        await vts.start()
+        client = VTubeStudioClient(port=vts.port, token_path=tmp_path / "token.json", **FAST)
+        client.start()
+        try:
+            with Feeder(client):
+                await until(lambda: len(vts.injections) >= 3)
+        finally:
+            await stop(client)
+            await vts.kill()
+        assert client.ranges is None
+        assert {p["id"] for p in vts.injections[-1][1]["parameterValues"]} == set(RANGES)
+        assert vts.problems == []
+
+    asyncio.run(scenario())
+    assert any("default ranges" in r.getMessage() for r in caplog.records)
+
+
+def test_error_454_drops_only_the_contested_parameter_and_reclaims_it_later(tmp_path, caplog):
+    """Another plugin owns FaceAngleZ: VTS answers 454 (naming nothing); facecast finds it and drives the rest."""
+    caplog.set_level(logging.INFO, logger="facecast.bridges.vtube_studio")
+
+    async def scenario() -> None:
+        vts = FakeVTS()
+        vts.controlled_by_other = {"FaceAngleZ"}
+        await vts.start()
+        client = VTubeStudioClient(port=vts.port, token_path=tmp_path / "token.json", reclaim_interval=0.3,
+                                   **FAST)
+        client.start()
+        try:
+            with Feeder(client):
+                await until(lambda: len(vts.injections) >= 20)
+                assert client.refused == {"FaceAngleZ": 454}
+                # Accepted requests: the halves that found it, then every frame without it.
+                assert all("FaceAngleZ" not in {p["id"] for p in d["parameterValues"]} for _, d in vts.injections)
+                assert {p["id"] for p in vts.injections[-1][1]["parameterValues"]} == set(RANGES) - {"FaceAngleZ"}
+                refusals = len(vts.refusals)
+                await asyncio.sleep(0.8)  # reclaim attempts while the other plugin still holds it
+                assert client.refused == {"FaceAngleZ": 454}
+                assert len(vts.refusals) - refusals <= 4  # one single-id probe per interval, no storm
+                vts.controlled_by_other.clear()  # the other plugin stops
+                await until(lambda: not client.refused)
+                count = len(vts.injections)
+                await until(lambda: len(vts.injections) >= count + 5)
+        finally:
+            await stop(client)
+            await vts.kill()
+        full = {p["id"] for p in vts.injections[-1][1]["parameterValues"]}
+        assert full == set(RANGES)
+        assert vts.problems == []
+
+    asyncio.run(scenario())
+    messages = [r.getMessage() for r in caplog.records if r.name == "facecast.bridges.vtube_studio"]
+    dropped = [m for m in messages if "another plugin controls" in m]
+    assert len(dropped) == 1 and "FaceAngleZ (error 454)" in dropped[0] and "other 14 parameters" in dropped[0]
+    assert sum("drives FaceAngleZ again" in m for m in messages) == 1
+    assert not any("refused facecast's parameters" in m for m in messages)

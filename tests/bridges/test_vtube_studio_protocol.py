@@ -15,6 +15,7 @@ from facecast.bridges.vtube_studio_protocol import (
     authentication_request,
     envelope,
     inject_request,
+    parameter_ranges,
     parameter_values,
     parse_broadcast,
     parse_message,
@@ -75,13 +76,40 @@ def test_parameter_values_stay_in_vts_ranges():
     assert set(values) == set(RANGES)
     for name, (low, high) in RANGES.items():
         assert low <= values[name] <= high, name
-    assert (values["FaceAngleX"], values["FaceAngleY"], values["FaceAngleZ"]) == (30, -30, -90)
+    # roll -200 is clockwise for the viewer: Live2D's +Z (towards screen right), clamped.
+    assert (values["FaceAngleX"], values["FaceAngleY"], values["FaceAngleZ"]) == (30, -30, 90)
     assert (values["FacePositionX"], values["FacePositionY"], values["FacePositionZ"]) == (15, -15, 10)
     assert values["EyeOpenLeft"] == 0.0 and values["EyeOpenRight"] == 1.0
     assert values["EyeLeftX"] == 1.0 and values["EyeLeftY"] == 0.0
     assert values["MouthSmile"] == 1.0 and values["Brows"] == 0.0
     neutral = {p["id"]: p["value"] for p in parameter_values(MotionFrame(t=0.0))}
     assert neutral["MouthSmile"] == neutral["Brows"] == 0.5 and neutral["FacePositionZ"] == 0.0
+
+
+def test_signs_follow_live2d_standard_parameters():
+    """Live2D: ParamAngleX and ParamAngleZ "turn to the right of the screen when +"; Y up when +.
+
+    facecast's yaw > 0 turns the nose to image right (X +). Its roll > 0 is
+    counter-clockwise for the viewer (the top of the head moves to image left),
+    so a clockwise tilt (roll < 0), the top moving to screen right, is Z +.
+    """
+    values = {p["id"]: p["value"] for p in parameter_values(
+        MotionFrame(t=0.0, head=HeadPose(yaw=10.0, pitch=5.0, roll=20.0), gaze=Gaze(yaw=15.0, pitch=-15.0)))}
+    assert values["FaceAngleX"] == 10.0 and values["FaceAngleY"] == 5.0
+    assert values["FaceAngleZ"] == -20.0
+    assert values["EyeLeftX"] == values["EyeRightX"] == 0.5 and values["EyeLeftY"] == -0.5
+
+
+def test_ranges_from_the_parameter_list_clamp_and_select():
+    data = {"defaultParameters": [
+        {"name": "FaceAngleX", "addedBy": "VTube Studio", "value": 0, "min": -10, "max": 10, "defaultValue": 0},
+        {"name": "MouthOpen", "addedBy": "VTube Studio", "value": 0, "min": 0, "max": 1, "defaultValue": 0},
+        {"name": "Broken", "min": 1, "max": 1}, {"name": "AlsoBroken", "min": "a", "max": 2}, "junk"],
+        "customParameters": [{"name": "Mine", "min": -1, "max": True}]}
+    ranges = parameter_ranges(data)
+    assert ranges == {"FaceAngleX": (-10.0, 10.0), "MouthOpen": (0.0, 1.0)}
+    values = parameter_values(MotionFrame(t=0.0, head=HeadPose(yaw=-25.0), expressions={"jawOpen": 0.4}), ranges)
+    assert values == [{"id": "FaceAngleX", "value": -10.0}, {"id": "MouthOpen", "value": 0.4}]
 
 
 def test_response_parsing_gives_typed_errors():

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import cv2
-import mediapipe as mp
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,6 +14,7 @@ from PIL import Image
 from facecast import face_regions as fr
 from facecast.errors import InputError, NoFaceError
 from facecast.face.portrait import MANUAL_POINTS, MEAN_FACE_PATH, analyze_portrait
+from facecast.face.tracker import FaceLandmarker
 from facecast.media import load_image
 
 PORTRAITS = Path(__file__).resolve().parents[3] / "shared" / "data" / "portraits"
@@ -72,10 +72,10 @@ def test_real_portraits(name):
 
 def test_landmarks_match_face_mesh_on_output(photo_rig):
     """The renderer's contract: landmarks are exactly where face mesh sees them in the aligned crop."""
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True) as mesh:
-        result = mesh.process(np.ascontiguousarray(photo_rig.image[..., :3]))
-    assert result.multi_face_landmarks
-    again = np.array([(p.x * 512 - 0.5, p.y * 512 - 0.5) for p in result.multi_face_landmarks[0].landmark])
+    with FaceLandmarker() as mesh:
+        faces = mesh.faces(photo_rig.image)
+    assert faces
+    again = faces[0][:, :2] - 0.5
     assert np.linalg.norm(again - photo_rig.landmarks[:, :2], axis=1).mean() < 3.0
     depth_range = np.ptp(photo_rig.landmarks[:, 2])
     assert 0.1 * 512 < depth_range < 0.5 * 512, "z must be in output pixels"

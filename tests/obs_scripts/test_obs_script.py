@@ -85,11 +85,12 @@ def test_constants_match_the_daemon() -> None:
     """The script repeats a few of facecast's facts (OBS's Python cannot import facecast): they must agree."""
     from facecast.app.options import LIVE_FPS
     from facecast.bridges import ws_protocol
-    from facecast.controls import EMOTION_PRESETS
+    from facecast.controls import CONTROL_SCHEMA, EMOTION_PRESETS
 
     assert fo.EMOTION_PRESETS == tuple(EMOTION_PRESETS)
     assert fo.DEFAULT_PORT == ws_protocol.DEFAULT_PORT and fo.HOST == ws_protocol.DEFAULT_HOST
     assert fo.FPS_CHOICES == tuple(int(f) for f in LIVE_FPS)
+    assert "stop" in CONTROL_SCHEMA and not CONTROL_SCHEMA["stop"]  # the script's clean stop: a bare message
 
 
 def test_build_command_from_panel_settings() -> None:
@@ -474,6 +475,55 @@ def test_daemon_controller_kills_a_daemon_that_ignores_sigterm(fake_facecast: Pa
     run_until(lambda: daemon.state == "stopped", daemon.poll)
 
 
+def test_control_port_comes_from_the_command() -> None:
+    settings = {**fo.default_settings(), "portrait": "me.png", "port": 40002}
+    assert fo.control_port(fo.build_command("facecast", settings)) == 40002
+    assert fo.control_port(fo.build_command("facecast", {**settings, "out_overlay": False})) is None
+
+
+def test_daemon_controller_stops_with_the_control_message_first(fake_facecast: Path) -> None:
+    """Stop sends {"type": "stop"} on ws /control (on Windows terminate() kills outright); the daemon is
+    terminated only when it has not gone `STOP_GRACE_S` later."""
+    received: list[dict[str, Any]] = []
+    server = WsServer("127.0.0.1", 0, token="tok123", on_control=received.append)  # the fake logs token tok123
+    server.start()
+    now = [0.0]
+    try:
+        daemon = fo.DaemonController(clock=lambda: now[0])
+        daemon.start([str(fake_facecast), "live", "--portrait=me.png", "--ws=%d" % server.port])
+        run_until(lambda: daemon.state == "running", daemon.poll)
+        daemon.stop()
+        run_until(lambda: received, daemon.poll)
+        assert received == [{"type": "stop"}]
+        time.sleep(0.3)
+        daemon.poll()
+        assert daemon.alive and daemon.state == "stopping"  # the stand-in ignores the message: no SIGTERM yet
+        now[0] += fo.STOP_GRACE_S + 1
+        run_until(lambda: daemon.state == "stopped", daemon.poll)  # terminated (its SIGTERM handler exits 0)
+        assert daemon.stop_note == "facecast did not stop within 5 s of the stop message: terminated"
+    finally:
+        server.stop()
+
+
+def test_daemon_controller_terminates_when_the_stop_message_is_refused(fake_facecast: Path, server: Any) -> None:
+    daemon = fo.DaemonController()  # the fake's token tok123 is not the server's: the message is refused
+    daemon.start([str(fake_facecast), "live", "--portrait=me.png", "--ws=%d" % server.port])
+    run_until(lambda: daemon.state == "running", daemon.poll)
+    daemon.stop()
+    run_until(lambda: daemon.state == "stopped", daemon.poll)
+    assert daemon.stop_note == "the stop message failed (missing or wrong token): terminated"
+    assert server.received == []
+
+
+def test_daemon_controller_shutdown_kills_a_stubborn_daemon_within_its_wait(fake_facecast: Path) -> None:
+    daemon = fo.DaemonController()
+    daemon.start([str(fake_facecast), "live", "--portrait=stubborn.png"])
+    run_until(lambda: daemon.state == "running", daemon.poll)
+    started = time.monotonic()
+    daemon.stop(wait=1.0)
+    assert daemon.state == "stopped" and not daemon.alive and time.monotonic() - started < 3.0
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not fo.launch_prefix(), reason="Linux with setpriv only")
 def test_daemon_stops_when_obs_is_killed(fake_facecast: Path, tmp_path: Path) -> None:
     """OBS 29 dies on SIGTERM without unloading scripts: the parent-death signal still stops the daemon."""
@@ -537,6 +587,10 @@ def test_panel_with_the_real_daemon_status_emotion_and_no_microphone() -> None:
         assert panel.emotion("surprised") == "emotion surprised sent"
         run_until(lambda: "control emotion applied" in panel.daemon.log_tail, panel.tick)
         assert panel.notice == "emotion surprised sent"  # no "control refused"
+        panel.stop()  # the clean stop on every OS: the `stop` control message, not a signal
+        run_until(lambda: panel.daemon.state == "stopped", panel.tick, timeout=15)
+        assert "stopping: asked on the control connection" in panel.daemon.log_tail
+        assert " stopped after " in panel.daemon.log_tail and panel.daemon.stop_note is None
     finally:
         panel.stop()
         run_until(lambda: panel.daemon.state == "stopped", panel.tick, timeout=15)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -47,6 +48,15 @@ MAX_CAPTURE_CHANNELS = 2
 MAX_PLAUSIBLE_LATENCY_S = 0.5
 #: ... and no more than this many block durations after it (driver clock jitter).
 TIMESTAMP_JITTER_BLOCKS = 1.5
+
+#: PortAudio lists a microphone once per host API that reaches it. On Windows that is up to four times (MME,
+#: DirectSound, WASAPI, WDM-KS, where a name asked for would match several devices): facecast lists each
+#: microphone once and opens it through the first of these that works, in this order (WASAPI's shared mode
+#: has the lowest latency, MME is the most compatible). macOS has one host API (Core Audio); on Linux,
+#: PulseAudio and PipeWire appear as ALSA devices ("pulse", "default"), so PortAudio's own order stands.
+HOST_API_PREFERENCE: dict[str, tuple[str, ...]] = {
+    "win32": ("Windows WASAPI", "MME", "Windows DirectSound", "Windows WDM-KS"),
+}
 
 PORTAUDIO_HINT = ("PortAudio is missing: on Debian/Ubuntu `sudo apt-get install libportaudio2`, on Fedora "
                   "`sudo dnf install portaudio`; on Windows and macOS reinstall sounddevice "
@@ -93,8 +103,9 @@ def _sounddevice() -> ModuleType:
     return sounddevice
 
 
-def list_input_devices() -> list[dict[str, Any]]:
-    """Capture devices as PortAudio sees them; [] (with a logged reason) when there are none or no PortAudio."""
+def list_input_devices(platform: str = sys.platform) -> list[dict[str, Any]]:
+    """Capture devices as PortAudio sees them, each name once (through its preferred host API, see
+    `HOST_API_PREFERENCE`); [] (with a logged reason) when there are none or no PortAudio."""
     try:
         sd = _sounddevice()
     except AudioDeviceError as exc:
@@ -108,10 +119,67 @@ def list_input_devices() -> list[dict[str, Any]]:
         except sd.PortAudioError as exc:
             log.warning("cannot list audio devices: %s", exc)
             return []
-    return [{"name": d["name"], "index": d["index"], "channels": d["max_input_channels"],
-             "default_sample_rate": d["default_samplerate"], "is_default": d["index"] == default,
-             "host_api": hostapis[d["hostapi"]]["name"]}
-            for d in devices if d["max_input_channels"] > 0]
+    default_name = next((d["name"] for d in devices if d["index"] == default), None)
+    listed: dict[str, dict[str, Any]] = {}
+    for d in sorted(_inputs(devices), key=lambda d: _host_api_rank(d, hostapis, platform)):
+        listed.setdefault(d["name"], {
+            "name": d["name"], "index": d["index"], "channels": d["max_input_channels"],
+            "default_sample_rate": d["default_samplerate"], "is_default": d["name"] == default_name,
+            "host_api": hostapis[d["hostapi"]]["name"]})
+    return sorted(listed.values(), key=lambda d: d["index"])
+
+
+def _inputs(devices: Any) -> list[dict[str, Any]]:
+    return [d for d in devices if d["max_input_channels"] > 0]
+
+
+def _host_api_rank(device: dict[str, Any], hostapis: Any, platform: str) -> tuple[int, int]:
+    """Sort key: the device's host API's place in `HOST_API_PREFERENCE` (others after), then its index."""
+    order = HOST_API_PREFERENCE.get(platform, ())
+    name = hostapis[device["hostapi"]]["name"]
+    return (order.index(name) if name in order else len(order), device["index"])
+
+
+def input_candidates(sd: ModuleType, wanted: int | str | None, platform: str = sys.platform) -> list[int]:
+    """The device indices to try, best first, for `--device` (an index, a name or part of one, or None: the
+    default input): every host API's device of the chosen name, in `HOST_API_PREFERENCE` order.
+
+    A name matches exactly (any case) or, failing that, as sounddevice matches it (its words in order within
+    "name, host API"); a part that matches several different names is refused as ambiguous.
+    """
+    if isinstance(wanted, int):
+        return [wanted]
+    devices = sd.query_devices()
+    hostapis = sd.query_hostapis()
+    inputs = _inputs(devices)
+    if wanted is None:
+        default = _default_input_index(sd, hostapis)
+        name = next((d["name"] for d in devices if d["index"] == default), None)
+        if name is None:
+            raise ValueError("PortAudio lists no input device")
+        chosen = [d for d in inputs if d["name"] == name] or [devices[default]]
+    else:
+        query = wanted.strip().lower()
+        chosen = [d for d in inputs if d["name"].strip().lower() == query]
+        if not chosen:
+            words = query.split()
+            chosen = [d for d in inputs if _words_in_order(words, f"{d['name']}, {hostapis[d['hostapi']]['name']}")]
+            names = sorted({d["name"] for d in chosen})
+            if not chosen:
+                raise ValueError(f"No input device matching {wanted!r}")
+            if len(names) > 1:
+                raise ValueError(f"Multiple input devices found for {wanted!r}: {'; '.join(names)}")
+    return [d["index"] for d in sorted(chosen, key=lambda d: _host_api_rank(d, hostapis, platform))]
+
+
+def _words_in_order(words: list[str], text: str) -> bool:
+    position, text = 0, text.lower()
+    for word in words:
+        position = text.find(word, position)
+        if position < 0:
+            return False
+        position += len(word)
+    return True
 
 
 def _default_input_index(sd: ModuleType, hostapis: Any) -> int:
@@ -282,27 +350,41 @@ class MicrophoneSource:
             # plugged in (or a sound server started) since then is found.
             sd._terminate()
             sd._initialize()
-            info = sd.query_devices(self._wanted, "input")
-            rate = int(info["default_samplerate"])
-            channels = min(int(info["max_input_channels"]), MAX_CAPTURE_CHANNELS)
-            generation = self._generation + 1
-            self._generation, self._rate, self._channels = generation, rate, channels
-            self._stream_failed = False
-            self._last_callback = self._clock()
-            stream = sd.InputStream(device=info["index"], samplerate=rate, channels=channels, dtype="float32",
-                                    blocksize=max(1, round(rate * self._block_s)), latency="low",
-                                    callback=self._callback,
-                                    finished_callback=lambda: self._on_finished(generation))
-            try:
-                stream.start()
-            except Exception:
-                stream.close(ignore_errors=True)
-                raise
+            candidates = input_candidates(sd, self._wanted)
+            for attempt, index in enumerate(candidates):  # the same microphone through each host API in turn
+                try:
+                    info, stream = self._open_stream(sd, index)
+                    break
+                except Exception as exc:
+                    if attempt == len(candidates) - 1:
+                        raise
+                    log.debug("microphone %s: device %d failed (%s); trying the next host API", self._wanted,
+                              index, exc)
         self._stream = stream
         self._device_name = info["name"]
         # A device named by index is found again by name: indices shift when devices come and go.
         self._wanted = info["name"] if isinstance(self._wanted, int) else self._wanted
         self._state = "running"
+
+    def _open_stream(self, sd: ModuleType, index: int) -> tuple[Any, Any]:
+        """Open and start device `index` at its own rate; (its info, the running stream)."""
+        info = sd.query_devices(index, "input")
+        rate = int(info["default_samplerate"])
+        channels = min(int(info["max_input_channels"]), MAX_CAPTURE_CHANNELS)
+        generation = self._generation + 1
+        self._generation, self._rate, self._channels = generation, rate, channels
+        self._stream_failed = False
+        self._last_callback = self._clock()
+        stream = sd.InputStream(device=info["index"], samplerate=rate, channels=channels, dtype="float32",
+                                blocksize=max(1, round(rate * self._block_s)), latency="low",
+                                callback=self._callback,
+                                finished_callback=lambda: self._on_finished(generation))
+        try:
+            stream.start()
+        except Exception:
+            stream.close(ignore_errors=True)
+            raise
+        return info, stream
 
     def _close(self) -> None:
         stream, self._stream = self._stream, None

@@ -8,6 +8,8 @@ printed as one line on stderr with a non-zero exit code, never a traceback;
 from __future__ import annotations
 
 import argparse
+import codecs
+import io
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -140,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     devices = commands.add_parser("devices", help="list microphones and virtual-camera backends")
     devices.add_argument("--json", action="store_true", help="machine-readable output")
     devices.set_defaults(handler=_cmd_devices)
+
+    doctor = commands.add_parser("doctor", help="check what a first run needs, with a one-line fix for each problem",
+                                 description="Check Python and the packages, the face models (run on a portrait), "
+                                             "the video encoder, microphones, cameras, the virtual camera, the "
+                                             "default ports and, with --gpu, CUDA. Exit 0 when every required "
+                                             "check passes, 1 otherwise.")
+    doctor.add_argument("--portrait", "-p", type=Path, default=None,
+                        help="run the face models on this picture (default: the bundled Mona Lisa sample)")
+    doctor.add_argument("--gpu", action="store_true", help="also require a CUDA GPU (for --device cuda)")
+    doctor.add_argument("--cameras", action="store_true",
+                        help="probe cameras on macOS too (opening one there asks for camera permission)")
+    doctor.set_defaults(handler=_cmd_doctor)
 
     verify = commands.add_parser("verify", help="check a video or image for facecast's invisible watermark",
                                  description="Look for the watermark facecast embeds in everything it generates. "
@@ -292,6 +306,12 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from facecast.app.doctor import doctor
+
+    return doctor(portrait=args.portrait, gpu=args.gpu, cameras=args.cameras)
+
+
 def _cmd_extract(args: argparse.Namespace) -> int:
     from facecast.app.extract import extract_motion_file
 
@@ -349,7 +369,27 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def configure_console(streams: Sequence[object] | None = None) -> None:
+    """Never fail on a character the console cannot show (a portrait named in Cyrillic on a Windows console).
+
+    A terminal keeps its encoding and shows '?' for what it cannot encode; output sent to a pipe or a file (the
+    OBS script's log, `facecast devices > list.txt`) is UTF-8 on every OS, which on Windows would otherwise be
+    the ANSI code page (cp1252), where an unencodable character is a UnicodeEncodeError.
+    """
+    for stream in streams if streams is not None else (sys.stdout, sys.stderr):
+        if type(stream) is not io.TextIOWrapper:  # replaced (pytest, IDEs): leave it alone
+            continue
+        try:
+            if stream.isatty():
+                stream.reconfigure(errors="replace")
+            elif codecs.lookup(stream.encoding).name != "utf-8" or stream.errors == "strict":
+                stream.reconfigure(encoding="utf-8", errors="replace")
+        except (OSError, ValueError, LookupError):  # closed or unusual streams: keep them as they are
+            continue
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_console()
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("FACECAST_DEBUG") == "1"

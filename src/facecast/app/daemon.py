@@ -309,11 +309,15 @@ class LiveDaemon:
         stats.add_handoff(now, latency)
 
     def on_control(self, command: dict[str, Any], reply: Reply | None = None) -> dict[str, Any] | None:
-        """A validated control message (emotion, gaze, distance, mute, portrait); ValueError refuses it.
+        """A validated control message (emotion, gaze, distance, mute, portrait, stop); ValueError refuses it.
 
         Returns the first answer (None: a plain ``ack``). A portrait swap is
         ``accepted`` at once; `reply` later gets ``swapped`` or an ``error``.
         """
+        if command["type"] == "stop":  # the portable clean stop (Windows has no SIGTERM to send)
+            log.info("stopping: asked on the control connection")
+            self.stop()
+            return None
         if command["type"] == "portrait":
             if self._load_renderer is None or self._render is None:
                 raise ValueError("no output shows the portrait, so it cannot be swapped")

@@ -6,9 +6,11 @@ a bridge implementing `facecast.bridges.output.Output`, started from `OUTPUTS`.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from facecast.bridges import vmc, vrchat, ws_protocol
 from facecast.bridges.osc_udp import VmcSender, VrchatSender, parse_host_port
 from facecast.bridges.output import Output
 from facecast.bridges.vcam import VirtualCamera
+from facecast.bridges.vrchat_avatar import AvatarConfigSource
 from facecast.bridges.vtube_studio import VTubeStudioClient
 from facecast.bridges.ws_protocol import is_loopback_host
 from facecast.bridges.ws_server import Reply, ServerStartError, WsServer
@@ -52,14 +55,32 @@ class ControlForward:
 
 def _open_vmc(settings: dict[str, Any], controls: ControlForward | None) -> Output:
     host, port = parse_host_port(settings["vmc"], vmc.DEFAULT_HOST, vmc.PERFORMER_PORT)
-    sender = VmcSender(host, port, names=settings["vmc_names"])
+    role = vmc.role_for_port(port) if settings["vmc_role"] == "auto" else settings["vmc_role"]
+    sender = VmcSender(host, port, names=settings["vmc_names"], role=role,
+                       bone_offsets=vmc.parse_bone_offsets(settings["vmc_bone_offsets"]))
     log.info("VMC to %s:%d (%s names)", host, port, settings["vmc_names"])
+    if role == "assistant":
+        log.info("VMC assistant: the head goes as virtual tracker '%s' (assign it to the head in the performer), "
+                 "expressions and gaze as blendshapes; no bones", vmc.TRACKER_SERIAL)
     return sender
+
+
+def _is_local(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _open_vrchat(settings: dict[str, Any], controls: ControlForward | None) -> Output:
     host, port = parse_host_port(settings["vrchat"], vrchat.DEFAULT_HOST, vrchat.DEFAULT_PORT)
-    sender = VrchatSender(host, port, prefix=settings["vrchat_prefix"])
+    config = settings["vrchat_avatar_config"]
+    # "auto" reads this machine's VRChat folder, which says nothing about a VRChat elsewhere.
+    avatars = None if config == "off" or (config == "auto" and not _is_local(host)) \
+        else AvatarConfigSource(None if config == "auto" else config)
+    sender = VrchatSender(host, port, prefix=settings["vrchat_prefix"],
+                          binary=vrchat.parse_binary_spec(settings["vrchat_binary"]),
+                          native_eyes=settings["vrchat_eye_tracking"], avatars=avatars)
     log.info("VRChat OSC to %s:%d", host, port)
     return sender
 
@@ -135,8 +156,39 @@ def make_live_generator(settings: dict[str, Any]) -> MotionGenerator:
                           model_path=settings["motion_model"] or None, streaming=True)
 
 
+#: The signals that mean "stop cleanly", where the OS has them: SIGTERM (`kill`, service managers) and SIGHUP
+#: (the terminal closed) on Linux and macOS; SIGBREAK (Ctrl-Break in a console) on Windows, whose other way
+#: in is the `stop` control message. SIGINT stays Python's KeyboardInterrupt (Ctrl-C), caught in `run_live`.
+STOP_SIGNALS = ("SIGTERM", "SIGHUP", "SIGBREAK")
+
+
+def install_stop_handlers(stop: Callable[[], None], signals: Any = signal) -> Callable[[], None]:
+    """Call `stop` on each of `STOP_SIGNALS` this OS has; returns the function that puts the old handlers back.
+
+    A signal someone chose to ignore (SIGHUP under `nohup`) stays ignored; outside the main thread (where
+    Python cannot set handlers) nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: dict[int, Any] = {}
+    for name in STOP_SIGNALS:
+        number = getattr(signals, name, None)
+        if number is None or signals.getsignal(number) == signals.SIG_IGN:
+            continue
+        try:
+            previous[number] = signals.signal(number, lambda *_: stop())
+        except (OSError, ValueError):  # not settable here: the others still work
+            continue
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signals.signal(number, handler if handler is not None else signals.SIG_DFL)
+    return restore
+
+
 def run_live(flags: dict[str, Any]) -> int:
-    """`facecast live`: resolve settings, start everything, run until Ctrl-C/SIGTERM (or the file ends with --once)."""
+    """`facecast live`: resolve settings, start everything, run until Ctrl-C, a stop signal or a `stop` control
+    message (or the file ends with --once)."""
     # numpy's BLAS (OpenBLAS) would split the live path's tiny matrix products (the learned generator's
     # log-mel) across threads that then spin between calls: measured, that doubled the daemon's CPU.
     threadpool_limits(limits=1, user_api="blas")
@@ -165,7 +217,7 @@ def run_live(flags: dict[str, Any]) -> int:
     for output in outputs:
         if isinstance(output, WsServer):  # /status reports the daemon's health
             output.set_status_provider(daemon.status)
-    previous = signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    restore_signals = install_stop_handlers(daemon.stop)
     log.info("live: %s at %g fps from %s; watermark run id %s", settings["portrait"], settings["fps"],
              settings["audio"] or "the microphone", provenance.run_id)
     try:
@@ -174,7 +226,7 @@ def run_live(flags: dict[str, Any]) -> int:
         daemon.stop()
         stats = daemon.stats
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore_signals()
     log.info("stopped after %d frames: %s", stats.frames, daemon.status_line())
     log.info("summary %s", json.dumps(daemon.summary()))
     return 0

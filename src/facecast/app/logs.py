@@ -52,8 +52,10 @@ def keep_native_logs_off_stderr() -> TextIO | None:
             saved = os.dup(2)
         except (OSError, AttributeError, ValueError):  # no stderr at all: nothing to keep
             return None
+        # the same encoding and error handling as the stream it replaces (`cli.configure_console` set them)
         encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
-        stream = os.fdopen(saved, "w", buffering=1, encoding=encoding, errors="backslashreplace")
+        errors = getattr(sys.stderr, "errors", None) or "backslashreplace"
+        stream = os.fdopen(saved, "w", buffering=1, encoding=encoding, errors=errors)
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(devnull, 2)

@@ -16,12 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facecast.bridges.vmc import parse_bone_offsets
+from facecast.bridges.vrchat import parse_binary_spec
 from facecast.controls import controls_from
 from facecast.errors import InputError
 from facecast.speech.generator import DEFAULT_GENERATOR, GENERATOR_CHOICES
+from facecast.user_dirs import user_config_dir
 
 LIVE_FPS = (30.0, 60.0)
 VMC_NAME_SETS = ("vrm0", "vrm1", "arkit")
+VMC_ROLES = ("auto", "performer", "assistant")
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("vmc", str, None, "send VMC protocol to [HOST:]PORT (bare flag: 127.0.0.1:39539, performer; "
            "39540 for assistant)", optional_value=True),
     Option("vmc_names", str, "vrm0", "VMC blendshape names: vrm0, vrm1 or arkit (perfect sync)"),
+    Option("vmc_role", str, "auto", "VMC role: performer (bones, to a renderer), assistant (head as a virtual "
+           "tracker + blendshapes, to a performer) or auto (assistant on port 39540)"),
+    Option("vmc_bone_offsets", str, "0.10,0.08", "VMC Neck,Head local positions in metres (NECK_Y,HEAD_Y or "
+           "NX,NY,NZ,HX,HY,HZ); receivers that synchronise bone positions apply them to the model"),
     Option("vrchat", str, None, "send VRChat OSC to [HOST:]PORT (bare flag: 127.0.0.1:9000)", optional_value=True),
     Option("vrchat_prefix", str, "FT/v2/", "VRChat parameter prefix (VRCFaceTracking v2 names follow it)"),
+    Option("vrchat_eye_tracking", bool, True, "send VRChat's native eye tracking (/tracking/eye/*: blinks and "
+           "gaze on any avatar)"),
+    Option("vrchat_binary", str, "", "binary-synced VRChat parameters, NAME=BITS,... over the face-tracking "
+           "template's (BITS 0: float only; 'none': no bits)"),
+    Option("vrchat_avatar_config", str, "auto", "the avatar's OSC config: a FILE or FOLDER, 'auto' (newest in "
+           "VRChat's OSC folder, local VRChat only) or 'off' (send every parameter)"),
     Option("vts", bool, False, "drive VTube Studio through its plugin API (approve facecast in VTube Studio once)"),
     Option("ws", int, None, "serve the overlay page, motion stream and /status on this port (bare flag: 39650)",
            optional_value=True, metavar="PORT"),
@@ -77,13 +91,13 @@ _BY_NAME = {o.name: o for o in OPTIONS}
 
 
 def default_config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "facecast" / "facecast.toml"
+    """Where `facecast config --init` writes: facecast.toml in the OS's settings folder (`facecast.user_dirs`)."""
+    return user_config_dir() / "facecast.toml"
 
 
 def default_token_path() -> Path:
-    """Where the server's token lives when it serves beyond loopback (beside the config file)."""
-    return default_config_path().parent / "token"
+    """Where the server's token lives when it serves beyond loopback: `token` in the OS's settings folder."""
+    return user_config_dir() / "token"
 
 
 def persistent_token(path: Path | None = None) -> str:
@@ -148,7 +162,10 @@ def add_live_flags(parser: argparse.ArgumentParser) -> None:
     for option in OPTIONS:
         flag = "--" + option.name.replace("_", "-")
         default_text = "" if option.default in (None, False) else f" (default {option.default})"
-        if option.kind is bool:
+        if option.kind is bool and option.default:  # on by default: --no-... turns it off
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=option.help + " (default on)")
+        elif option.kind is bool:
             parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=option.help)
         elif option.optional_value:
             parser.add_argument(flag, nargs="?", const="", default=argparse.SUPPRESS, metavar=option.metavar,
@@ -204,6 +221,13 @@ def _validate(settings: dict[str, Any]) -> None:
         raise InputError(f"--fps must be 30 or 60 for live output (got {settings['fps']:g})")
     if settings["vmc_names"] not in VMC_NAME_SETS:
         raise InputError(f"--vmc-names must be one of {', '.join(VMC_NAME_SETS)}")
+    if settings["vmc_role"] not in VMC_ROLES:
+        raise InputError(f"--vmc-role must be one of {', '.join(VMC_ROLES)} (got {settings['vmc_role']!r})")
+    try:
+        parse_bone_offsets(settings["vmc_bone_offsets"])
+        parse_binary_spec(settings["vrchat_binary"])
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     if settings["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise InputError("--log-level must be debug, info, warning or error")
     controls_from(settings["emotion"], settings["gaze"], settings["distance"])  # raises InputError for bad values

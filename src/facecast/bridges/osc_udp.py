@@ -23,6 +23,7 @@ import numpy as np
 
 from facecast.bridges import vmc, vrchat
 from facecast.bridges.osc import FrameEncoder
+from facecast.bridges.vrchat_avatar import AvatarConfigSource
 from facecast.motion import MotionFrame
 
 __all__ = ["RECOVERY_S", "OscOutput", "UdpOscSender", "VmcSender", "VrchatSender", "parse_host_port"]
@@ -187,8 +188,11 @@ class VmcSender(OscOutput):
 
     name = "vmc"
 
-    def __init__(self, host: str = vmc.DEFAULT_HOST, port: int = vmc.PERFORMER_PORT, names: str = "vrm0") -> None:
-        super().__init__(vmc.VmcEncoder(names), host, port)
+    def __init__(self, host: str = vmc.DEFAULT_HOST, port: int = vmc.PERFORMER_PORT, names: str = "vrm0",
+                 role: str = "auto", bone_offsets: vmc.BoneOffsets = vmc.BONE_OFFSETS) -> None:
+        if role == "auto":
+            role = vmc.role_for_port(port)
+        super().__init__(vmc.VmcEncoder(names, role=role, bone_offsets=bone_offsets), host, port)
 
 
 class VrchatSender(OscOutput):
@@ -197,5 +201,23 @@ class VrchatSender(OscOutput):
     name = "vrchat"
 
     def __init__(self, host: str = vrchat.DEFAULT_HOST, port: int = vrchat.DEFAULT_PORT,
-                 prefix: str = vrchat.DEFAULT_PREFIX) -> None:
-        super().__init__(vrchat.VrchatEncoder(prefix), host, port)
+                 prefix: str = vrchat.DEFAULT_PREFIX, *, binary: dict[str, int] | None = None,
+                 native_eyes: bool = True, avatars: AvatarConfigSource | None = None) -> None:
+        super().__init__(vrchat.VrchatEncoder(prefix, binary=binary, native_eyes=native_eyes), host, port)
+        #: Where the worn avatar's parameter list comes from (None: send every parameter).
+        self.avatars = avatars
+
+    def send(self, frame: MotionFrame, image: np.ndarray | None = None) -> None:
+        """Follow the avatar's parameter list when it changes, then encode and send the frame."""
+        if self.avatars is not None:
+            avatar = self.avatars.poll()
+            if avatar is not None:
+                report = self.encoder.set_avatar(avatar)
+                if report is not None:
+                    logging.getLogger("facecast.bridges.vrchat").info("%s", report.summary())
+        super().send(frame, image)
+
+    def close(self) -> None:
+        """Switch the avatar's face-tracking flags off, then release the socket."""
+        self.transport.send(self.encoder.farewell())
+        super().close()

@@ -1,22 +1,41 @@
 """VMC protocol encoding: drive a 3D (VRM) avatar in VSeeFace, VMagicMirror, Warudo, VNyan, VirtualMotionCapture ...
 
-`VmcEncoder` turns one `MotionFrame` into the three datagrams a VMC Performer
-sends per frame (pure: no sockets, no clock); `facecast.bridges.osc_udp.VmcSender`
-sends them over UDP. facecast is a head-only Performer (to a Marionette on
-port 39539) or an Assistant (to a Performer's port 39540).
+`VmcEncoder` turns one `MotionFrame` into the datagrams a VMC sender sends
+per frame (pure: no sockets, no clock); `facecast.bridges.osc_udp.VmcSender`
+sends them over UDP. facecast plays one of the protocol's two sending roles
+(protocol.vmc.info, ``performer-spec``):
 
-Per frame, in this order:
+**Performer** (to a Marionette, usually port 39539), per frame:
 
 1. a bundle of ``/VMC/Ext/Bone/Pos`` for ``Neck`` then ``Head``
    (``s`` name + 7 ``f``: local position, local rotation quaternion);
-2. a bundle of ``/VMC/Ext/Blend/Val`` (``s`` name, ``f`` value) for every
-   blendshape of the chosen name set, ending with ``/VMC/Ext/Blend/Apply``;
+2. bundles of ``/VMC/Ext/Blend/Val`` (``s`` name, ``f`` value) for every
+   blendshape of the chosen name set, the last one ending with
+   ``/VMC/Ext/Blend/Apply``;
 3. a bundle of ``/VMC/Ext/OK`` (``i`` 1) and ``/VMC/Ext/T`` (``f`` frame time).
 
+**Assistant** (to a Performer, usually port 39540): a Performer accepts only
+blendshapes, ``Set/Eye`` and virtual trackers from an Assistant, not bones,
+so per frame:
+
+1. a bundle with one ``/VMC/Ext/Tra/Pos`` (``s`` serial `TRACKER_SERIAL`,
+   7 ``f``: position, rotation): the head as a virtual tracker, which the
+   user assigns to the head in the Performer (e.g. VirtualMotionCapture's
+   tracker settings);
+2. the blendshape bundles, as above.
+
+No ``Bone/Pos``, ``Root/Pos``, ``OK`` or ``T`` then: those are the
+Performer's own messages to its Marionette.
+
+Every datagram stays within `MAX_DATAGRAM` (1,472 bytes): the 52 "perfect
+sync" blendshapes (about 2.5 kB) go out as several complete bundles, with
+``Blend/Apply`` in the last (receivers such as uOSC handle a bundle like
+consecutive messages, so splitting is safe; the reference Performer splits at
+1,200 bytes).
+
 ``/VMC/Ext/Root/Pos`` is deliberately not sent: it places the whole avatar in
-the receiver's world, which a head-only sender has no business doing (as an
-Assistant it would fight the primary Performer). Head translation
-(``x``/``y``/``distance``) therefore has no VMC output.
+the receiver's world, which a head-only sender has no business doing. Head
+translation (``x``/``y``/``distance``) therefore has no VMC output.
 """
 
 from __future__ import annotations
@@ -24,12 +43,13 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from facecast.bridges.osc import OscInt, OscMessageSpec, clamp, osc_bundle
+from facecast.bridges.osc import MAX_DATAGRAM, OscInt, OscMessageSpec, clamp, osc_bundle, osc_bundles
 from facecast.motion import GAZE_FULL_SCALE_DEG, MotionFrame
 
 __all__ = [
-    "ASSISTANT_PORT", "DEFAULT_HOST", "NAME_SETS", "PERFORMER_PORT", "VmcEncoder",
-    "arkit_blendshapes", "unity_rotation", "vrm0_blendshapes", "vrm1_blendshapes",
+    "ASSISTANT_PORT", "BONE_OFFSETS", "DEFAULT_HOST", "NAME_SETS", "PERFORMER_PORT", "ROLES", "TRACKER_SERIAL",
+    "VmcEncoder", "arkit_blendshapes", "parse_bone_offsets", "role_for_port", "unity_rotation",
+    "vrm0_blendshapes", "vrm1_blendshapes",
 ]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -41,14 +61,49 @@ ASSISTANT_PORT = 39540
 #: Share of the head rotation given to the neck; the head bone turns by the rest.
 NECK_SHARE = 0.4
 
-#: Local bone positions (metres, parent space) of a typical VRM humanoid. Most
-#: receivers apply only rotations for these bones, but some (EasyVirtualMotion
-#: CaptureForUnity with "BonePositionSynchronize") also apply positions: zeros
-#: would collapse the neck, so send plausible offsets.
-NECK_POSITION = (0.0, 0.10, 0.0)
-HEAD_POSITION = (0.0, 0.08, 0.0)
+#: The two sending roles: to a Marionette (all bones) or to a Performer (trackers and blendshapes).
+ROLES = ("performer", "assistant")
 
+Vector = tuple[float, float, float]
+BoneOffsets = tuple[Vector, Vector]  # Neck, Head
 Quaternion = tuple[float, float, float, float]  # x, y, z, w
+
+#: Local bone positions (metres, parent space) of a typical VRM humanoid: Neck
+#: above the upper chest, Head above the neck. Most receivers apply only
+#: rotations for these bones, but some (EasyVirtualMotionCaptureForUnity and
+#: apps built on it, with "BonePositionSynchronize", its default) also apply
+#: positions, which then replace the model's own proportions: such users
+#: either untick that option or give their model's offsets
+#: (``--vmc-bone-offsets``, `parse_bone_offsets`).
+BONE_OFFSETS: BoneOffsets = ((0.0, 0.10, 0.0), (0.0, 0.08, 0.0))
+NECK_POSITION, HEAD_POSITION = BONE_OFFSETS
+
+#: The virtual tracker an Assistant sends for the head, and its fixed position
+#: (metres, avatar scale, Unity world: a seated head about 1.4 m up).
+TRACKER_SERIAL = "facecast_head"
+TRACKER_POSITION: Vector = (0.0, 1.4, 0.0)
+
+
+def role_for_port(port: int) -> str:
+    """"assistant" for the Performer's usual Assistant port (39540), else "performer"."""
+    return "assistant" if port == ASSISTANT_PORT else "performer"
+
+
+def parse_bone_offsets(text: str) -> BoneOffsets:
+    """``"NECK_Y,HEAD_Y"`` or ``"NX,NY,NZ,HX,HY,HZ"`` (metres) -> the Neck and Head local positions.
+
+    Raises ValueError with a one-line message for anything else.
+    """
+    try:
+        numbers = [float(part) for part in text.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (2, 6) or not all(math.isfinite(n) and abs(n) <= 10.0 for n in numbers):
+        raise ValueError(f"--vmc-bone-offsets: {text!r} must be NECK_Y,HEAD_Y or NX,NY,NZ,HX,HY,HZ in metres, "
+                         "e.g. 0.10,0.08")
+    if len(numbers) == 2:
+        return (0.0, numbers[0], 0.0), (0.0, numbers[1], 0.0)
+    return (numbers[0], numbers[1], numbers[2]), (numbers[3], numbers[4], numbers[5])
 
 
 def _axis_rotation(axis: int, degrees: float) -> Quaternion:
@@ -160,39 +215,56 @@ NAME_SETS: dict[str, Callable[[MotionFrame], dict[str, float]]] = {
 
 
 class VmcEncoder:
-    """MotionFrame -> the per-frame VMC datagrams (pure: no sockets, no clock)."""
+    """MotionFrame -> the per-frame VMC datagrams of a Performer or an Assistant (pure: no sockets, no clock)."""
 
-    def __init__(self, names: str = "vrm0", neck_share: float = NECK_SHARE) -> None:
+    def __init__(self, names: str = "vrm0", neck_share: float = NECK_SHARE, *, role: str = "performer",
+                 bone_offsets: BoneOffsets = BONE_OFFSETS, max_datagram: int = MAX_DATAGRAM) -> None:
         if names not in NAME_SETS:
             raise ValueError(f"unknown blendshape name set {names!r}: use {', '.join(NAME_SETS)}")
         if not 0.0 <= neck_share <= 1.0:
             raise ValueError(f"neck_share must be between 0 and 1, got {neck_share}")
+        if role not in ROLES:
+            raise ValueError(f"unknown VMC role {role!r}: use {' or '.join(ROLES)}")
         self.names = names
         self.neck_share = neck_share
+        self.role = role
+        self.bone_offsets = bone_offsets
+        self.max_datagram = max_datagram
         self._blendshapes = NAME_SETS[names]
+
+    @staticmethod
+    def _angles(frame: MotionFrame) -> tuple[float, float, float]:
+        head = frame.head
+        return tuple(v if math.isfinite(v) else 0.0 for v in (head.yaw, head.pitch, head.roll))  # type: ignore
 
     def bones(self, frame: MotionFrame) -> list[OscMessageSpec]:
         """``Neck`` and ``Head`` local poses; together they turn the head by the frame's yaw/pitch/roll."""
-        yaw, pitch, roll = (v if math.isfinite(v) else 0.0 for v in (frame.head.yaw, frame.head.pitch,
-                                                                      frame.head.roll))
+        yaw, pitch, roll = self._angles(frame)
         out = []
-        for bone, share, position in (("Neck", self.neck_share, NECK_POSITION),
-                                      ("Head", 1.0 - self.neck_share, HEAD_POSITION)):
+        for bone, share, position in (("Neck", self.neck_share, self.bone_offsets[0]),
+                                      ("Head", 1.0 - self.neck_share, self.bone_offsets[1])):
             rotation = unity_rotation(share * yaw, share * pitch, share * roll)
             out.append(("/VMC/Ext/Bone/Pos", (bone, *position, *rotation)))
         return out
+
+    def tracker(self, frame: MotionFrame) -> list[OscMessageSpec]:
+        """The head as a virtual tracker (``/VMC/Ext/Tra/Pos``): fixed position, the head's full rotation."""
+        rotation = unity_rotation(*self._angles(frame))
+        return [("/VMC/Ext/Tra/Pos", (TRACKER_SERIAL, *TRACKER_POSITION, *rotation))]
 
     def blendshapes(self, frame: MotionFrame) -> dict[str, float]:
         """Blendshape name -> weight in [0, 1] for the configured name set."""
         return self._blendshapes(frame)
 
     def encode(self, frame: MotionFrame) -> list[bytes]:
-        """The three datagrams of one frame: bones, blendshapes + Apply, OK + time."""
+        """The frame's datagrams: head (bones or tracker), blendshapes + Apply, and (Performer) OK + time."""
         blend: list[OscMessageSpec] = [("/VMC/Ext/Blend/Val", (name, value))
                                        for name, value in self.blendshapes(frame).items()]
         blend.append(("/VMC/Ext/Blend/Apply", ()))
+        if self.role == "assistant":
+            return [osc_bundle(self.tracker(frame)), *osc_bundles(blend, self.max_datagram)]
         return [
             osc_bundle(self.bones(frame)),
-            osc_bundle(blend),
+            *osc_bundles(blend, self.max_datagram),
             osc_bundle([("/VMC/Ext/OK", (OscInt(1),)), ("/VMC/Ext/T", (frame.t,))]),
         ]

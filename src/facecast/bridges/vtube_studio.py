@@ -8,6 +8,14 @@ frame, at least every `RESEND_INTERVAL_S` so VTS never hands the parameters
 back to its own tracker. It reconnects with capped exponential backoff and
 re-authenticates after VTS restarts, requests a new token when the old one is
 revoked, and never blocks whoever calls `VTubeStudioClient.send`.
+
+At each connection it reads the model's parameter ranges
+(``InputParameterListRequest``; the built-in defaults if that fails). When
+VTS refuses a request because another plugin already controls a parameter
+(error 454) or a parameter does not exist (453), the error does not say which
+one: the client finds it by halving the request until single parameters
+remain, drops just those (one log line), keeps driving the rest, and tries the
+dropped ones again every `RECLAIM_INTERVAL_S`.
 """
 
 from __future__ import annotations
@@ -19,7 +27,6 @@ import math
 import os
 import secrets
 import socket
-import sys
 import tempfile
 import threading
 from contextlib import suppress
@@ -34,22 +41,30 @@ from facecast.bridges.vtube_studio_protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     DISCOVERY_PORT,
+    ERROR_PARAMETER_CONTROLLED,
+    ERROR_PARAMETER_NOT_FOUND,
+    PARAMETER_ERRORS,
     PLUGIN_NAME,
     AccessDeniedError,
     APIError,
     ApiState,
     AuthenticationRequiredError,
     ProtocolError,
+    Range,
     RequestIds,
     VTubeStudioError,
     authentication_request,
-    inject_request,
+    inject_values_request,
+    input_parameter_list_request,
+    parameter_ranges,
+    parameter_values,
     parse_broadcast,
     parse_message,
     response_data,
     token_request,
 )
 from facecast.motion import MotionFrame
+from facecast.user_dirs import user_config_dir
 
 __all__ = ["TokenStore", "VTubeStudioClient", "default_token_path", "discover_api_state", "user_config_dir"]
 
@@ -66,23 +81,11 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 #: After the user clicked "Deny", ask again only after this long (each ask is a popup in VTS).
 DENIED_RETRY_S = 60.0
+#: Try again this often to drive parameters another plugin held (error 454) or VTS lacked (453).
+RECLAIM_INTERVAL_S = 30.0
 
 
 # --------------------------------------------------------------------------- token storage
-
-def user_config_dir() -> Path:
-    """facecast's per-user config folder: $XDG_CONFIG_HOME/facecast when set, else the platform's usual place."""
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    if xdg and os.path.isabs(xdg):
-        base = Path(xdg)
-    elif sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path.home() / ".config"
-    return base / "facecast"
-
 
 def default_token_path() -> Path:
     """Where the VTube Studio token lives unless told otherwise."""
@@ -180,7 +183,8 @@ class VTubeStudioClient:
                  token_timeout: float = TOKEN_TIMEOUT_S,
                  response_timeout: float = RESPONSE_TIMEOUT_S,
                  resend_interval: float = RESEND_INTERVAL_S,
-                 denied_retry: float = DENIED_RETRY_S) -> None:
+                 denied_retry: float = DENIED_RETRY_S,
+                 reclaim_interval: float = RECLAIM_INTERVAL_S) -> None:
         if not 0 < backoff_min <= backoff_max:
             raise ValueError("need 0 < backoff_min <= backoff_max")
         self.host, self.port = host, port
@@ -191,6 +195,7 @@ class VTubeStudioClient:
         self._response_timeout = response_timeout
         self._resend_interval = resend_interval
         self._denied_retry = denied_retry
+        self._reclaim_interval = reclaim_interval
         # A per-client tag keeps IDs unique across runs too, so VTS's logs tell sessions apart.
         self._ids = RequestIds(f"{PLUGIN_NAME}-{secrets.token_hex(4)}")
         self._token: str | None = None
@@ -204,6 +209,11 @@ class VTubeStudioClient:
         self._outage = False
         self._target = f"ws://{host}:{port if port is not None else '(discovered port)'}"
         self._inject_errors: set[int] = set()
+        #: The model's parameter ranges as VTS reported them this session (None: the built-in defaults).
+        self.ranges: dict[str, Range] | None = None
+        #: Parameters VTS refused this session (id -> error ID), left out of injections.
+        self.refused: dict[str, int] = {}
+        self._reclaim_at = math.inf
         #: True while a session is authenticated and injecting.
         self.live = False
         #: Injections VTS acknowledged.
@@ -313,6 +323,9 @@ class VTubeStudioClient:
             reader = asyncio.create_task(self._read(ws))
             try:
                 await self._authenticate(ws)
+                self.ranges = await self._read_ranges(ws)
+                self.refused.clear()
+                self._reclaim_at = math.inf
                 self.live = True
                 self._inject_errors.clear()
                 if self._outage:
@@ -410,9 +423,75 @@ class VTubeStudioClient:
                     await self._wake.wait()
         raise ConnectionError("VTube Studio closed the connection")
 
-    async def _inject(self, ws: ClientConnection, frame: MotionFrame) -> None:
+    async def _read_ranges(self, ws: ClientConnection) -> dict[str, Range] | None:
+        """The model's parameter ranges from VTS, or None (use the defaults) if it will not say."""
         try:
-            await self._request(ws, inject_request(frame, self._ids.next()), self._response_timeout)
+            data = await self._request(ws, input_parameter_list_request(self._ids.next()), self._response_timeout)
+        except (APIError, ProtocolError, TimeoutError) as exc:
+            if isinstance(exc, AuthenticationRequiredError):
+                raise
+            log.info("VTube Studio did not list its parameters (%s); using the default ranges", exc or "timeout")
+            return None
+        ranges = parameter_ranges(data)
+        if not ranges:
+            log.info("VTube Studio listed no parameters; using the default ranges")
+            return None
+        log.debug("VTube Studio parameter ranges: %s", ranges)
+        return ranges
+
+    async def _send_values(self, ws: ClientConnection, values: list[dict[str, Any]]) -> None:
+        await self._request(ws, inject_values_request(values, self._ids.next()), self._response_timeout)
+
+    async def _refused_ids(self, ws: ClientConnection, values: list[dict[str, Any]],
+                           error_id: int) -> dict[str, int]:
+        """Which of `values` (refused as a whole with `error_id`) VTS refuses, found by halving the request."""
+        if len(values) == 1:
+            return {values[0]["id"]: error_id}
+        middle = len(values) // 2
+        refused: dict[str, int] = {}
+        for half in (values[:middle], values[middle:]):
+            try:
+                await self._send_values(ws, half)
+            except APIError as exc:
+                if exc.error_id not in PARAMETER_ERRORS:
+                    raise
+                refused.update(await self._refused_ids(ws, half, exc.error_id))
+        return refused
+
+    def _drop(self, refused: dict[str, int], driven: int) -> None:
+        self.refused.update(refused)
+        self._reclaim_at = min(self._reclaim_at, asyncio.get_running_loop().time() + self._reclaim_interval)
+        for error_id in sorted(set(refused.values())):
+            ids = ", ".join(sorted(i for i, e in refused.items() if e == error_id))
+            reason = ("another plugin controls" if error_id == ERROR_PARAMETER_CONTROLLED
+                      else "the model has no" if error_id == ERROR_PARAMETER_NOT_FOUND else "VTS refused")
+            log.warning("VTube Studio: %s %s (error %d); facecast keeps driving the other %d parameters and "
+                        "tries again every %g s", reason, ids, error_id, driven, self._reclaim_interval)
+
+    async def _reclaim(self, ws: ClientConnection, frame: MotionFrame) -> None:
+        """Try the refused parameters again; those VTS now accepts are driven from here on."""
+        values = [v for v in parameter_values(frame, self.ranges) if v["id"] in self.refused]
+        still: dict[str, int] = {}
+        if values:
+            try:
+                await self._send_values(ws, values)
+            except APIError as exc:
+                if exc.error_id not in PARAMETER_ERRORS:
+                    raise
+                still = await self._refused_ids(ws, values, exc.error_id)
+        back = sorted(set(self.refused) - set(still))
+        self.refused = {i: e for i, e in self.refused.items() if i in still}
+        self._reclaim_at = asyncio.get_running_loop().time() + self._reclaim_interval if self.refused else math.inf
+        if back:
+            log.info("VTube Studio: facecast drives %s again", ", ".join(back))
+
+    async def _inject(self, ws: ClientConnection, frame: MotionFrame) -> None:
+        values = [v for v in parameter_values(frame, self.ranges) if v["id"] not in self.refused]
+        try:
+            if values:
+                await self._send_values(ws, values)
+            if self.refused and asyncio.get_running_loop().time() >= self._reclaim_at:
+                await self._reclaim(ws, frame)
         except AccessDeniedError:
             log.warning("VTube Studio revoked facecast's access; will ask the user again")
             self.tokens.delete()
@@ -420,8 +499,16 @@ class VTubeStudioClient:
             raise
         except AuthenticationRequiredError:
             raise
-        except APIError as exc:  # e.g. another plugin owns a parameter: keep trying, say it once
-            if exc.error_id not in self._inject_errors:
+        except APIError as exc:
+            if exc.error_id in PARAMETER_ERRORS and values:
+                try:
+                    refused = await self._refused_ids(ws, values, exc.error_id)
+                except APIError as again:
+                    exc, refused = again, {}
+                if refused:
+                    self._drop(refused, len(values) - len(refused))
+                    return
+            if exc.error_id not in self._inject_errors:  # not tied to a parameter: keep trying, say it once
                 self._inject_errors.add(exc.error_id)
                 log.warning("VTube Studio refused facecast's parameters: %s", exc)
             return

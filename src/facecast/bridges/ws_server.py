@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import inspect
 import logging
 import secrets
 import threading
@@ -101,6 +102,20 @@ class ServerStartError(OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+def _with_reply(handler: Callable[..., Any] | None) -> ControlHandler | None:
+    """`handler` as a `ControlHandler`: one that takes only the command (``list.append``) gets no ``reply``."""
+    if handler is None:
+        return None
+    try:
+        parameters = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: assume the two-argument form
+        return handler
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return handler
+    return lambda command, reply: handler(command)
 
 
 def _reply_text(message: dict[str, Any]) -> str:
@@ -211,8 +226,8 @@ class WsServer:
 
     Runs its own asyncio loop in a daemon thread (`start`). `send`, `set_status_provider`,
     `counters` and `stop` (`close`) may be called from any thread; `send` never blocks
-    on the network. `on_control` (a `ControlHandler`) and the status provider are
-    called on the server's thread: keep them short and thread-safe (e.g. hand
+    on the network. `on_control` (a `ControlHandler`; one taking only the command
+    works too) and the status provider are called on the server's thread: keep them short and thread-safe (e.g. hand
     slow work to a worker that answers later through ``reply``). `on_control` may
     raise ValueError to refuse a command; its message goes back to the client.
     Any other exception becomes one ``internal error`` answer and one log line.
@@ -239,7 +254,7 @@ class WsServer:
         #: Every endpoint needs the token (default: when bound beyond loopback).
         self.require_token = (not is_loopback_host(host)) if require_token is None else bool(require_token)
         self.background = as_rgb_background(background)
-        self._on_control = on_control
+        self._on_control = _with_reply(on_control)
         self._control_rate, self._control_burst = control_rate, control_burst
         self._status_provider: Callable[[], dict[str, Any]] | None = None
         overlay = files("facecast.bridges") / "overlay"

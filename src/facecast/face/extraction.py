@@ -4,7 +4,7 @@ Why: learned generators need real motion to train on, and every generator
 needs real motion to be judged against. Extraction measures the face the same
 way the renderer moves it, so extracted motion re-renders faithfully:
 
-* landmarks: mediapipe's face mesh (478 points with iris) in video mode, per frame;
+* landmarks: mediapipe's face mesh (478 points with iris, `face.tracker`) in video mode, per frame;
   frames where the face is lost are filled by linear interpolation between the
   nearest found frames (held at the ends) and counted;
 * head pose: a rigid 3-D similarity fit (Umeyama) of the upper-face landmarks
@@ -33,7 +33,6 @@ frame (0: re-render on the video's first frame).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -56,8 +55,6 @@ from facecast.face_model import (
 )
 from facecast.media import FFMPEG_ERRORS, error_reason
 from facecast.motion import EXPRESSION_CHANNELS, VISEMES, Blink, Gaze, HeadPose, MotionFrame
-
-os.environ.setdefault("GLOG_minloglevel", "2")
 
 #: The lip landmarks `Extraction.lip_shape` keeps: outer contour, then inner.
 LIP_POINTS: tuple[int, ...] = fr.LIPS_OUTER + fr.LIPS_INNER

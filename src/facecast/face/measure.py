@@ -1,4 +1,4 @@
-"""Measure faces in frames with mediapipe's face mesh: the instrument tests and benchmarks share.
+"""Measure faces in frames with mediapipe's face mesh (`face.tracker`): the instrument tests and benchmarks share.
 
 Rendered output is checked the way a person would judge it: find the face in
 every frame and measure how open the mouth and eyes are and where the head
@@ -8,34 +8,24 @@ resolutions and portraits.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from facecast import face_regions as fr
-
-os.environ.setdefault("GLOG_minloglevel", "2")
 
 
 class FaceMeasurer:
     """Face-mesh landmarks for a stream of frames (video mode: tracks between frames)."""
 
     def __init__(self, static_images: bool = False) -> None:
-        import mediapipe as mp  # lazy: mediapipe is slow to import; the ratio helpers below need only numpy
+        # lazy: the tracker loads mediapipe, slow to import; the ratio helpers below need only numpy
+        from facecast.face.tracker import FaceLandmarker
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=static_images, max_num_faces=1, refine_landmarks=True,
-            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        self._mesh = FaceLandmarker(video=not static_images, max_faces=1)
 
     def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
         """(478, 3) landmarks in pixels (z scaled like x), or None when no face is found."""
-        image = np.ascontiguousarray(rgb[:, :, :3])
-        result = self._mesh.process(image)
-        if not result.multi_face_landmarks:
-            return None
-        height, width = image.shape[:2]
-        points = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], dtype=np.float32)
-        return points * np.array([width, height, width], dtype=np.float32)
+        faces = self._mesh.faces(rgb)
+        return faces[0].astype(np.float32) if faces else None
 
     def close(self) -> None:
         self._mesh.close()

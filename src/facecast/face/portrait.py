@@ -5,8 +5,8 @@ levelled, and mediapipe's 478 face-mesh landmarks (with iris) expressed in the
 crop's pixels. Landmarks use pixel-centre coordinates (the centre of pixel
 (0, 0) is at 0.0, 0.0), as OpenCV does; z has the same pixel scale.
 
-Detection runs mediapipe's face mesh (the model ships inside the wheel; nothing
-is downloaded). When it finds nothing (paintings, statues, cartoons, dark or
+Detection runs mediapipe's face mesh (`face.tracker`, on model files shipped inside
+facecast; nothing is downloaded). When it finds nothing (paintings, statues, cartoons, dark or
 sideways pictures) it retries on padded, rotated, contrast-enhanced and
 upscaled copies and on crops around faces found by mediapipe's face detector;
 `PortraitRig.method` records which retry worked.
@@ -36,11 +36,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import cv2
-import mediapipe as mp
 import numpy as np
 
 from facecast import face_regions as fr
 from facecast.errors import InputError, NoFaceError
+from facecast.face.tracker import FaceDetector, FaceLandmarker
 from facecast.media import load_image
 from facecast.rig import PortraitRig
 
@@ -132,8 +132,8 @@ class _Detectors:
 
     def __init__(self) -> None:
         self._stack = ExitStack()
-        self._mesh = None
-        self._face_detection: dict[int, object] = {}
+        self._mesh: FaceLandmarker | None = None
+        self._face_detection: dict[str, FaceDetector] = {}
 
     def __enter__(self) -> _Detectors:
         self._stack.enter_context(native_stderr_silenced())
@@ -145,26 +145,14 @@ class _Detectors:
     def mesh(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Face-mesh faces as (478,3) arrays in pixel-centre coordinates of `rgb`."""
         if self._mesh is None:
-            self._mesh = self._stack.enter_context(mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True, max_num_faces=MAX_FACES, refine_landmarks=True))
-        result = self._mesh.process(rgb)
-        h, w = rgb.shape[:2]
-        return [np.array([(p.x * w - 0.5, p.y * h - 0.5, p.z * w) for p in face.landmark], dtype=np.float64)
-                for face in result.multi_face_landmarks or []]
+            self._mesh = self._stack.enter_context(FaceLandmarker(max_faces=MAX_FACES))
+        return [face - (0.5, 0.5, 0.0) for face in self._mesh.faces(rgb)]
 
-    def face_boxes(self, rgb: np.ndarray, model_selection: int) -> list[tuple[float, float, float, float]]:
+    def face_boxes(self, rgb: np.ndarray, model: str) -> list[tuple[float, float, float, float]]:
         """Face-detector boxes (x, y, w, h) in pixels of `rgb`."""
-        if model_selection not in self._face_detection:
-            self._face_detection[model_selection] = self._stack.enter_context(
-                mp.solutions.face_detection.FaceDetection(model_selection=model_selection,
-                                                          min_detection_confidence=0.4))
-        result = self._face_detection[model_selection].process(rgb)
-        h, w = rgb.shape[:2]
-        boxes = []
-        for detection in result.detections or []:
-            box = detection.location_data.relative_bounding_box
-            boxes.append((box.xmin * w, box.ymin * h, box.width * w, box.height * h))
-        return boxes
+        if model not in self._face_detection:
+            self._face_detection[model] = self._stack.enter_context(FaceDetector(model))
+        return self._face_detection[model].boxes(rgb)
 
 
 def _detection_base(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -250,10 +238,10 @@ def _variants(base: np.ndarray, detectors: _Detectors) -> Iterator[tuple[str, np
     if max(base.shape[:2]) <= DETECT_MAX_SIDE // 2:
         upscale = cv2.resize(base, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
         yield "upscale", upscale, _scale_matrix(2, 2)
-    for model_selection, name in ((1, "detect-full"), (0, "detect-short")):
+    for model in ("full", "short"):
         for picture_name, picture in (("", base), ("+clahe", _clahe(base))):
-            for x, y, w, h in detectors.face_boxes(picture, model_selection):
-                yield f"{name}{picture_name}", *_crop_around(picture, x, y, w, h)
+            for x, y, w, h in detectors.face_boxes(picture, model):
+                yield f"detect-{model}{picture_name}", *_crop_around(picture, x, y, w, h)
 
 
 def _crop_around(rgb: np.ndarray, x: float, y: float, w: float, h: float) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@
     python -m facecast.training sync-scorer train --minutes 10                     # then validates
     python -m facecast.training sync-scorer validate
     python -m facecast.training mean-face build
+    python -m facecast.training face-models build --from mediapipe-0.10.21-….whl
 
 Most need the dataset cache (`facecast dataset build`). Users fine-tune with
 `facecast train --data DIR` instead.
@@ -27,7 +28,7 @@ from facecast.evaluation.sync_scorer import WEIGHTS_PATH as SCORER_WEIGHTS
 from facecast.evaluation.sync_scorer import SyncScorer, scorable, validate
 from facecast.speech.learned import FEATURE_DIMS
 from facecast.speech.learned import WEIGHTS_PATH as MOTION_WEIGHTS
-from facecast.training import mean_face, motion_diffusion, mouth_gap, sync_scorer
+from facecast.training import face_models, mean_face, motion_diffusion, mouth_gap, sync_scorer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     b = actions.add_parser("build", help="average the face mesh over GRID frames")
     b.add_argument("--output", type=Path, default=mean_face.OUTPUT)
     b.set_defaults(handler=_mean_face_build)
+
+    models_parser = models.add_parser("face-models", help="the face tracker's model files (face/models/)",
+                                      description=face_models.__doc__.split("\n")[0])
+    actions = models_parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    b = actions.add_parser("build", help="patch and bundle the mediapipe 0.10.21 face models")
+    b.add_argument("--from", dest="source", type=Path, required=True,
+                   help="a mediapipe 0.10.21 wheel (.whl) or its installed mediapipe folder")
+    b.add_argument("--output", type=Path, default=face_models.OUTPUT)
+    b.add_argument("--force", action="store_true", help="write files whose SHA-256 differs from the shipped ones")
+    b.set_defaults(handler=_face_models_build)
     return parser
 
 
@@ -140,6 +151,11 @@ def _mean_face_build(args: argparse.Namespace) -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.output, face)
     print(f"wrote {args.output} {face.shape}")
+
+
+def _face_models_build(args: argparse.Namespace) -> None:
+    for name, digest in face_models.build(args.source, args.output, force=args.force).items():
+        print(f"wrote {args.output / name}  sha256 {digest}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,7 @@ Run: `python -m facecast.training mean-face build`
 Data source: frontal frames of the GRID audio-visual corpus (CC BY 4.0), speakers
 s1 (male) and s4 (female) as stored in `shared/data/talking/grid_s1/*.mp4` and
 `shared/data/talking/grid_s4/*.mp4`. Landmarks come from mediapipe's face mesh
-(478 points with iris). Each face is similarity-aligned (eye-centre midpoint at
+(478 points with iris, `face.tracker` in image mode). Each face is similarity-aligned (eye-centre midpoint at
 the origin, eyes level, inter-ocular distance 1, z scaled alike) and the aligned
 faces are averaged. The result is (478, 3) float32, about 6 KB.
 """
@@ -15,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
-import mediapipe as mp
 import numpy as np
 
 from facecast import face_regions as fr
+from facecast.face.tracker import FaceLandmarker
 
 DATA_DIR = Path(__file__).resolve().parents[4] / "shared" / "data" / "talking"
 OUTPUT = Path(__file__).resolve().parents[1] / "face" / "data" / "mean_face.npy"
@@ -50,18 +50,13 @@ def _frames(path: Path, every: int):
 def build(videos_per_speaker: int = 40, every: int = 15) -> np.ndarray:
     """Average normalised face-mesh landmarks over sampled GRID frames."""
     faces = []
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                         refine_landmarks=True) as mesh:
+    with FaceLandmarker() as mesh:
         for speaker in ("grid_s1", "grid_s4"):
             for video in sorted((DATA_DIR / speaker).glob("*.mp4"))[:videos_per_speaker]:
                 for rgb in _frames(video, every):
-                    result = mesh.process(rgb)
-                    if not result.multi_face_landmarks:
-                        continue
-                    h, w = rgb.shape[:2]
-                    lm = result.multi_face_landmarks[0].landmark
-                    pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lm], dtype=np.float64)
-                    faces.append(normalize_face(pts))
+                    found = mesh.faces(rgb)
+                    if found:
+                        faces.append(normalize_face(found[0]))
     if not faces:
         raise SystemExit(f"no GRID frames with a face found under {DATA_DIR}")
     print(f"averaged {len(faces)} frames")

@@ -1,0 +1,146 @@
+"""The face tracker: mediapipe's face landmarker and face detector, on model files facecast ships.
+
+The one module that talks to mediapipe. It runs the Tasks API of the installed
+mediapipe (1.x) on MediaPipe's own face models, which ship inside facecast
+(`face/models/`, Apache-2.0, see `NOTICE.md` there; nothing is downloaded).
+They are the models of mediapipe 0.10.21, which facecast was built and
+measured with, and the results are those of its legacy `solutions` API
+(`benchmarks/landmarks.py` measures how close):
+
+* `FaceLandmarker` — 478 face-mesh landmarks with iris per face, as
+  `mp.solutions.face_mesh.FaceMesh(refine_landmarks=True)` gave them. Image mode
+  finds faces afresh in every picture (portraits); video mode tracks the face
+  from frame to frame (clips, rendered output).
+* `FaceDetector` — face boxes from the short- or full-range face detector, as
+  `mp.solutions.face_detection.FaceDetection` gave them.
+
+Landmarks are mediapipe's normalised coordinates times the picture size:
+(x * width, y * height, z * width), so the centre of pixel (0, 0) is at (0.5, 0.5).
+
+mediapipe's C++ core logs to the stderr descriptor; callers that want a quiet
+terminal wrap their use in `face.portrait.native_stderr_silenced`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MODELS = Path(__file__).resolve().parent / "models"
+LANDMARKER_MODEL = MODELS / "face_landmarker.task"
+DETECTOR_MODELS = {"short": MODELS / "face_detection_short_range.tflite",
+                   "full": MODELS / "face_detection_full_range_sparse.tflite"}
+SEGMENTATION_MODEL = MODELS / "selfie_segmentation.tflite"
+
+#: The detectors' score thresholds. mediapipe 0.10.21's FaceDetection ignored its
+#: min_detection_confidence and kept its graphs' own thresholds: 0.5 short range, 0.6 full range.
+DETECTOR_THRESHOLDS = {"short": 0.5, "full": 0.6}
+#: Video mode's timestamps step this far (milliseconds) per frame. The Tasks landmarker smooths
+#: landmarks over time in video mode (the legacy face mesh did not); at this spacing its filter
+#: passes every frame through unchanged. Tracking itself does not depend on time.
+VIDEO_STEP_MS = 1_000_000_000
+#: The Tasks graph counts time in int64 microseconds: start a fresh graph well before it overflows.
+_VIDEO_MAX_MS = 2 ** 62 // 1000
+
+
+def _model(path: Path) -> bytes:
+    """A model file's bytes (given to mediapipe as a buffer: native code never opens a path, which
+    may hold characters it reads differently on Windows)."""
+    return path.read_bytes()
+
+
+def _image(rgb: np.ndarray):
+    import mediapipe as mp  # heavy (loads the native library): only when a model runs
+
+    rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
+    return mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
+
+
+class FaceLandmarker:
+    """Face-mesh landmarks (478 with iris) of the faces in pictures or video frames.
+
+    video=False: every picture alone (the legacy static_image_mode=True). video=True: the
+    pictures are consecutive frames of one clip and the face is tracked from the previous
+    frame's landmarks, detected again only when lost (static_image_mode=False); a new clip
+    needs a new FaceLandmarker. A context manager; close() releases the graph.
+    """
+
+    def __init__(self, video: bool = False, max_faces: int = 1, min_detection_confidence: float = 0.5,
+                 min_tracking_confidence: float = 0.5) -> None:
+        self.video = video
+        self._options = dict(num_faces=max_faces, min_face_detection_confidence=min_detection_confidence,
+                             min_face_presence_confidence=min_tracking_confidence,
+                             min_tracking_confidence=min_tracking_confidence)
+        self._timestamp = 0
+        self._graph = self._create()
+
+    def _create(self):
+        from mediapipe.tasks.python import BaseOptions, vision  # heavy: see _image
+
+        mode = vision.RunningMode.VIDEO if self.video else vision.RunningMode.IMAGE
+        options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_buffer=_model(LANDMARKER_MODEL)),
+                                               running_mode=mode, **self._options)
+        return vision.FaceLandmarker.create_from_options(options)
+
+    def faces(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """(478, 3) float64 landmarks of every face found in an (H, W, 3+) uint8 RGB picture."""
+        if self._graph is None:
+            raise RuntimeError("FaceLandmarker is closed")
+        image = _image(rgb)
+        if not self.video:
+            result = self._graph.detect(image)
+        else:
+            if self._timestamp > _VIDEO_MAX_MS:
+                self.close()
+                self._graph, self._timestamp = self._create(), 0
+            result = self._graph.detect_for_video(image, self._timestamp)
+            self._timestamp += VIDEO_STEP_MS
+        height, width = rgb.shape[:2]
+        scale = np.array([width, height, width], np.float64)
+        return [np.array([(p.x, p.y, p.z) for p in face], np.float64) * scale for face in result.face_landmarks]
+
+    def close(self) -> None:
+        if self._graph is not None:
+            graph, self._graph = self._graph, None
+            graph.close()
+
+    def __enter__(self) -> FaceLandmarker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class FaceDetector:
+    """Face boxes from mediapipe's face detector: range "short" (faces within about 2 m, the face
+    mesh's own detector) or "full" (smaller, farther faces). A context manager."""
+
+    def __init__(self, model: str = "short") -> None:
+        from mediapipe.tasks.python import BaseOptions, vision  # heavy: see _image
+
+        if model not in DETECTOR_MODELS:
+            raise ValueError(f"face detector model must be one of {', '.join(DETECTOR_MODELS)}, got {model!r}")
+        base = BaseOptions(model_asset_buffer=_model(DETECTOR_MODELS[model]))
+        options = vision.FaceDetectorOptions(base_options=base, running_mode=vision.RunningMode.IMAGE,
+                                             min_detection_confidence=DETECTOR_THRESHOLDS[model])
+        self._graph = vision.FaceDetector.create_from_options(options)
+
+    def boxes(self, rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
+        """Face boxes (x, y, width, height) in pixels of an (H, W, 3+) uint8 RGB picture, best first."""
+        if self._graph is None:
+            raise RuntimeError("FaceDetector is closed")
+        result = self._graph.detect(_image(rgb))
+        return [(float(d.bounding_box.origin_x), float(d.bounding_box.origin_y),
+                 float(d.bounding_box.width), float(d.bounding_box.height)) for d in result.detections]
+
+    def close(self) -> None:
+        if self._graph is not None:
+            graph, self._graph = self._graph, None
+            graph.close()
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
