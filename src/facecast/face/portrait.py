@@ -126,9 +126,7 @@ def native_stderr_silenced() -> Iterator[None]:
 
 
 class _Detectors:
-    """mediapipe graphs for one analysis, created on first use and closed together (a context manager).
-
-    Native stderr stays silenced until every graph is closed (their worker threads log too)."""
+    """mediapipe graphs for one analysis, created on first use and closed together (a context manager)."""
 
     def __init__(self) -> None:
         self._stack = ExitStack()
