@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="One portrait + a voice -> a talking face, on an ordinary computer.",
     )
     parser.add_argument("--version", action="version", version=f"facecast {_version()}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks for unexpected errors (and native libraries' own log lines)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     render = commands.add_parser("render", help="render a talking-face video from a portrait and speech",
