@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 try:  # only inside OBS; the rest of this file works (and is tested) without it
@@ -54,7 +55,7 @@ except ImportError:  # pragma: no cover - depends on where the file is loaded
 # --------------------------------------------------------------------------------------------- constants
 
 DEFAULT_PORT = 39650  # the daemon's default `--ws` port (bridges/ws_protocol.py)
-HOST = "127.0.0.1"  # the daemon's server binds to loopback only
+HOST = "127.0.0.1"  # the daemon this script starts binds to loopback only
 FPS_CHOICES = (30, 60)  # `facecast live` accepts only these
 MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 256, 1024, 512
 #: The daemon's emotion presets (controls.py CONTROL_SCHEMA); repeated here because OBS's Python
@@ -84,6 +85,9 @@ def default_settings() -> Dict[str, Any]:
         "facecast_path": "", "portrait": "", "microphone": "", "audio_file": "",
         "fps": 30, "size": DEFAULT_SIZE, "port": DEFAULT_PORT, "intensity": 0.6,
         "out_overlay": True, "out_vcam": False, "out_vmc": False, "out_vrchat": False, "out_vts": False,
+        # Two PCs: the daemon runs on another computer (`facecast live --ws --ws-host 0.0.0.0`); this OBS only
+        # shows it, asks its /status and sends emotions, with the token that computer keeps.
+        "remote_host": "", "token": "",
     }
 
 
@@ -141,27 +145,37 @@ def control_port(command: Sequence[str]) -> Optional[int]:
     return None
 
 
-def base_url(port: int) -> str:
-    """The daemon's HTTP base URL for a port."""
-    return "http://%s:%d" % (HOST, port)
+def base_url(port: int, host: str = HOST) -> str:
+    """The daemon's HTTP base URL for a port (and a host: another computer's name or address)."""
+    return "http://%s:%d" % ("[%s]" % host if ":" in host else host, port)
 
 
-def overlay_source(browser_available: bool, port: int, size: int, fps: int) -> Tuple[str, Dict[str, Any]]:
+def with_token(url: str, token: Optional[str]) -> str:
+    """`url` with ``?token=`` added: a daemon serving beyond loopback needs it on every endpoint."""
+    if not token:
+        return url
+    return url + ("&" if "?" in url else "?") + "token=" + urllib.parse.quote(token, safe="")
+
+
+def overlay_source(browser_available: bool, port: int, size: int, fps: int, host: str = HOST,
+                   token: Optional[str] = None) -> Tuple[str, Dict[str, Any]]:
     """The OBS source kind and settings that show the avatar.
 
     A Browser Source on the overlay page keeps the avatar's alpha (OBS's default
     CSS makes the page transparent), sized to the avatar. Without the browser
     plugin, a Media Source reads the MJPEG stream (no alpha): network input,
     MJPEG over HTTP, no buffering (a live picture, not a video to smooth),
-    reconnecting every second while the daemon is down.
+    reconnecting every second while the daemon is down. A daemon on another
+    computer needs its `token` in the URL (OBS saves the URL with the scene).
     """
     if browser_available:
         return BROWSER_SOURCE, {
-            "url": base_url(port) + "/overlay", "width": size, "height": size,
+            "url": with_token(base_url(port, host) + "/overlay", token), "width": size, "height": size,
             "fps_custom": True, "fps": fps, "reroute_audio": False, "shutdown": False, "restart_when_active": False,
         }
     return MEDIA_SOURCE, {
-        "is_local_file": False, "input": base_url(port) + "/video.mjpeg", "input_format": "mpjpeg",
+        "is_local_file": False, "input": with_token(base_url(port, host) + "/video.mjpeg", token),
+        "input_format": "mpjpeg",
         "buffering_mb": 0, "reconnect_delay_sec": 1, "restart_on_activate": False, "close_when_inactive": False,
         "clear_on_media_end": False, "hw_decode": False, "looping": False, "seekable": False,
     }
@@ -318,9 +332,15 @@ class _Exchange:
         self._in = b""
         self._connected = False
         self._eof = False
-        self._sock: Optional[socket.socket] = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:  # a name (another computer's) is looked up here; an address needs no lookup
+            family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        except (OSError, UnicodeError) as exc:
+            self._sock = None
+            self._finish(error="cannot find %s: %s" % (host, getattr(exc, "strerror", None) or exc))
+            return
+        self._sock: Optional[socket.socket] = socket.socket(family, kind, proto)
         self._sock.setblocking(False)
-        code = self._sock.connect_ex((host, port))
+        code = self._sock.connect_ex(address)
         if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY, getattr(errno, "WSAEWOULDBLOCK", -1)):
             self._finish(error=self._refused(code))
 
@@ -424,16 +444,26 @@ def parse_http_response(data: bytes, close_delimited: bool = False) -> Optional[
     return code, body[:length]
 
 
-class HttpGet(_Exchange):
-    """GET a path; `result` = (status code, body bytes)."""
+def _auth_header(token: Optional[str]) -> str:
+    """The header that presents a daemon's token (needed on every endpoint when it serves beyond loopback)."""
+    return "Authorization: Bearer %s\r\n" % token if token else ""
 
-    def __init__(self, host: str, port: int, path: str, **kwargs: Any) -> None:
+
+def _host_header(host: str, port: int) -> str:
+    return "%s:%d" % ("[%s]" % host if ":" in host else host, port)
+
+
+class HttpGet(_Exchange):
+    """GET a path; `result` = (status code, body bytes). `token`: sent as a Bearer header."""
+
+    def __init__(self, host: str, port: int, path: str, token: Optional[str] = None, **kwargs: Any) -> None:
         self.path = path
+        self.token = token
         super().__init__(host, port, **kwargs)
 
     def opening(self) -> bytes:
-        return ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-                % (self.path, self.host, self.port)).encode("ascii")
+        return ("GET %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n%sConnection: close\r\n\r\n"
+                % (self.path, _host_header(self.host, self.port), _auth_header(self.token))).encode("ascii")
 
     def received(self, eof: bool) -> None:
         try:
@@ -503,19 +533,22 @@ class ControlMessage(_Exchange):
     """Send one JSON command on ws /control and read its answer; `result` = the answer as a dict.
 
     A client that is not a web page sends no Origin header, which the daemon
-    accepts; the command itself carries the run's token.
+    accepts; the command itself carries the run's token (and so does the
+    connection, as a header, for a daemon on another computer: `token`).
     """
 
-    def __init__(self, host: str, port: int, message: Mapping[str, Any], **kwargs: Any) -> None:
+    def __init__(self, host: str, port: int, message: Mapping[str, Any], token: Optional[str] = None,
+                 **kwargs: Any) -> None:
         self._message = json.dumps(dict(message)).encode("utf-8")
         self._key = base64.b64encode(os.urandom(16)).decode("ascii")
         self._upgraded = False
+        self.token = token
         super().__init__(host, port, **kwargs)
 
     def opening(self) -> bytes:
-        return ("GET /control HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                % (self.host, self.port, self._key)).encode("ascii")
+        return ("GET /control HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n"
+                % (_host_header(self.host, self.port), self._key, _auth_header(self.token))).encode("ascii")
 
     def received(self, eof: bool) -> None:
         if not self._upgraded:
@@ -560,7 +593,7 @@ def control_outcome(exchange: _Exchange) -> Optional[str]:
     if exchange.error:
         return exchange.error
     answer = exchange.result if isinstance(exchange.result, dict) else {}
-    if answer.get("type") == "ack":
+    if answer.get("type") in ("ack", "accepted"):
         return None
     return str(answer.get("message") or "unexpected answer %r" % (answer,))
 
@@ -942,6 +975,7 @@ class Panel:
         self._next_status = 0.0
         self._controls: List[ControlMessage] = []
         self._port = DEFAULT_PORT  # the port the running daemon serves on (settings may change meanwhile)
+        self.remote_error: Optional[str] = None  # why the daemon on another computer does not answer
         self._lock = threading.RLock()
 
     # ---- actions
@@ -949,9 +983,25 @@ class Panel:
     def executable(self) -> Optional[str]:
         return find_facecast(str(self.settings.get("facecast_path") or ""))
 
+    def remote(self) -> Optional[str]:
+        """The other computer facecast runs on (two-PC streaming), or None: this script runs it here."""
+        host = str(self.settings.get("remote_host") or "").strip()
+        return host.strip("[]") or None
+
+    def _target(self) -> Tuple[str, int, Optional[str]]:
+        """(host, port, token) of the daemon to show, ask and control."""
+        remote = self.remote()
+        if remote is not None:
+            return remote, int(self.settings.get("port") or DEFAULT_PORT), str(self.settings.get("token") or "").strip()
+        return HOST, self._port, None
+
     def start(self) -> str:
         """Start the daemon with the current settings; returns the line to show."""
         with self._lock:
+            remote = self.remote()
+            if remote is not None:
+                return ("facecast runs on %s: start it there (facecast live --ws --ws-host 0.0.0.0 ...); "
+                        "this OBS shows it" % remote)
             if self.daemon.alive:
                 return "facecast is already running"
             executable = self.executable()
@@ -982,16 +1032,18 @@ class Panel:
         with self._lock:
             if preset not in EMOTION_PRESETS:
                 return "unknown emotion %r" % preset
-            if not self.daemon.alive or not self.settings.get("out_overlay"):
+            host, port, remote_token = self._target()
+            if self.remote() is None and (not self.daemon.alive or not self.settings.get("out_overlay")):
                 self.notice = "emotions need a running facecast with the Overlay output on"
                 return self.notice
-            if self.daemon.token is None:
-                self.notice = "facecast is still starting; try again in a moment"
+            token = remote_token if self.remote() is not None else self.daemon.token
+            if not token:
+                self.notice = ("set the token of facecast on %s first" % host if self.remote() is not None
+                               else "facecast is still starting; try again in a moment")
                 return self.notice
             intensity = min(1.0, max(0.0, float(self.settings.get("intensity") or 0.0)))
-            message = {"type": "emotion", "preset": preset, "intensity": round(intensity, 3),
-                       "token": self.daemon.token}
-            self._controls.append(ControlMessage(HOST, self._port, message, clock=self._clock))
+            message = {"type": "emotion", "preset": preset, "intensity": round(intensity, 3), "token": token}
+            self._controls.append(ControlMessage(host, port, message, token=remote_token or None, clock=self._clock))
             self.notice = "emotion %s sent" % preset
             return self.notice
 
@@ -1025,7 +1077,8 @@ class Panel:
                         self.notice = "control refused: " + problem
 
     def _poll_status(self) -> None:
-        if not self.daemon.alive or not self.settings.get("out_overlay"):
+        remote = self.remote() is not None
+        if not remote and (not self.daemon.alive or not self.settings.get("out_overlay")):
             self._drop_requests(controls=False)
             if not self.daemon.alive:
                 self.last_status = None
@@ -1033,12 +1086,19 @@ class Panel:
         request = self._status_request
         if request is None:
             if self._clock() >= self._next_status:
-                self._status_request = HttpGet(HOST, self._port, "/status", clock=self._clock)
+                host, port, token = self._target()
+                self._status_request = HttpGet(host, port, "/status", token=token or None, clock=self._clock)
                 self._next_status = self._clock() + STATUS_EVERY_S
             return
         if not request.poll():
             return
         self._status_request = None
+        if remote:
+            self.remote_error = request.error or (
+                None if request.result[0] == 200 else "%s answered %d: %s" % (
+                    request.host, request.result[0], request.result[1].decode("utf-8", "replace").strip()[:200]))
+            if self.remote_error is not None:
+                self.last_status = None
         if request.error is None and request.result[0] == 200:
             try:
                 status = json.loads(request.result[1].decode("utf-8"))
@@ -1060,6 +1120,16 @@ class Panel:
     def status_line(self) -> str:
         """The text the panel shows now."""
         with self._lock:
+            remote = self.remote()
+            if remote is not None:
+                if self.last_status is not None:
+                    line = "Running on %s: %s" % (remote, summarize_status(self.last_status))
+                    problem = status_problem(self.last_status)
+                    line += ". Warning: " + problem if problem else ""
+                else:
+                    line = "Connecting to facecast on %s..." % remote + (
+                        " (%s)" % self.remote_error if self.remote_error else "")
+                return line + (" (" + self.notice + ")" if self.notice else "")
             daemon = self.daemon
             problem = None
             if daemon.state == "running":
@@ -1203,7 +1273,9 @@ def add_overlay() -> str:
     port = int(settings.get("port") or DEFAULT_PORT)
     size, fps = int(settings.get("size") or DEFAULT_SIZE), int(settings.get("fps") or 30)
     browser = obs.obs_source_get_display_name(BROWSER_SOURCE) is not None
-    kind, values = overlay_source(browser, port, size, fps)
+    remote = PANEL.remote()
+    token = (str(settings.get("token") or "").strip() or None) if remote else None
+    kind, values = overlay_source(browser, port, size, fps, host=remote or HOST, token=token)
     source = obs.obs_get_source_by_name(SOURCE_NAME)
     if source is not None and obs.obs_source_get_unversioned_id(source) != kind:
         obs.obs_source_release(source)
@@ -1214,7 +1286,7 @@ def add_overlay() -> str:
     else:
         current = obs.obs_source_get_settings(source)
         address = "url" if kind == BROWSER_SOURCE else "input"
-        if obs.obs_data_get_string(current, address) != values[address]:  # the port changed
+        if obs.obs_data_get_string(current, address) != values[address]:  # the port, host or token changed
             obs.obs_source_update(source, data)
         obs.obs_data_release(current)
     obs.obs_data_release(data)
@@ -1320,6 +1392,11 @@ def script_properties() -> Any:
 
     obs.obs_properties_add_bool(props, "out_overlay", "Overlay in OBS (local server; also status and emotions)")
     obs.obs_properties_add_int(props, "port", "Overlay server port", 1024, 65535, 1)
+    remote = obs.obs_properties_add_text(props, "remote_host", "facecast on another computer (address; empty: here)",
+                                         obs.OBS_TEXT_DEFAULT)
+    obs.obs_property_set_long_description(remote, "Two PCs: run `facecast live --ws --ws-host 0.0.0.0` on the gaming "
+                                                  "PC and give its address and token here.")
+    obs.obs_properties_add_text(props, "token", "Token of facecast on the other computer", obs.OBS_TEXT_PASSWORD)
     obs.obs_properties_add_bool(props, "out_vcam", "Virtual webcam")
     obs.obs_properties_add_bool(props, "out_vmc", "VMC protocol (VSeeFace, VNyan...)")
     obs.obs_properties_add_bool(props, "out_vrchat", "VRChat OSC")

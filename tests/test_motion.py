@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+import tempfile
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from facecast.errors import InputError
 from facecast.motion import ARKIT_BLENDSHAPES, VISEMES, MotionFrame, MotionHeader, read_motion, write_motion
@@ -72,3 +77,45 @@ def test_arkit_view_has_all_52_names_and_derives_eyes():
     # gaze towards image left (yaw < 0): the subject's left eye turns in, the right eye out
     assert arkit["eyeLookInLeft"] == pytest.approx(0.4) and arkit["eyeLookOutRight"] == pytest.approx(0.4)
     assert arkit["eyeLookOutLeft"] == 0.0
+
+
+# --------------------------------------------------------------------------- fuzzing the JSON Lines reader
+
+_scalars = (st.none() | st.booleans() | st.integers(min_value=-(10 ** 400), max_value=10 ** 400)
+            | st.floats() | st.text(max_size=20))
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+_parts = st.sampled_from(["t", "head", "gaze", "blink", "expressions", "visemes", "voice", "capture_time",
+                          "yaw", "jawOpen", "A", "left"])
+
+
+def _frame_line(draw_frame: dict, changes: dict) -> str:
+    frame = {**draw_frame, **changes}
+    return json.dumps(frame, allow_nan=True)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(header=st.sampled_from(['{"format": "facecast.motion", "version": 1, "fps": 25}',
+                               '{"format": "facecast.motion", "version": 1, "fps": 1e999}',
+                               '{"format": "facecast.motion", "version": [1], "fps": 25}', "", "[" * 5000]),
+       lines=st.lists(st.one_of(
+           st.builds(_frame_line, st.just(_frame(0.04).to_dict()), st.dictionaries(_parts, _values, max_size=3)),
+           _values.map(lambda v: json.dumps(v, allow_nan=True)),
+           st.text(max_size=60),
+           st.sampled_from(["[" * 20_000, '{"t": ' + "9" * 5000 + "}", '{"t": NaN}', '{"t": 1e999}',
+                            '{"t": 0, "voice": "loud"}', '{"t": 0, "capture_time": [1]}', "\udcff"])), max_size=6),
+       raw_tail=st.binary(max_size=20))
+def test_fuzz_motion_reader(header: str, lines: list[str], raw_tail: bytes) -> None:
+    """read_motion either yields finite frames or raises one InputError line naming the file; nothing else
+    (MOTION_READER_EXAMPLES in tests/bridges/test_ws_fuzz.py counts these examples)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fuzz.jsonl"
+        path.write_bytes("\n".join([header, *lines]).encode("utf-8", "surrogateescape") + b"\n" + raw_tail)
+        try:
+            _, frames = read_motion(path)
+            for frame in frames:
+                values = [frame.t, frame.voice, *vars(frame.head).values(), *vars(frame.gaze).values(),
+                          *frame.expressions.values(), *frame.visemes.values()]
+                assert all(math.isfinite(v) for v in values)
+        except InputError as exc:
+            assert "\n" not in str(exc) and str(path) in str(exc)

@@ -151,9 +151,19 @@ class ControlError(ValueError):
     """A control command was refused; the message says why (it goes back to the client)."""
 
 
-#: Longest portrait path a `portrait` command may carry.
-MAX_PATH_CHARS = 4096
+#: Longest portrait path a `portrait` command may carry, and longest folder or file name in it (bytes of
+#: UTF-8; Linux's NAME_MAX): longer ones could only fail later, inside the file system calls.
+MAX_PATH_CHARS = 1024
+MAX_PATH_PART_BYTES = 255
 _OFFSET_NAMES = frozenset(ARKIT_BLENDSHAPES) - DERIVED_BLENDSHAPES
+
+
+def _shown(names: list[str], count: int = 5, width: int = 40) -> str:
+    """Names from a client for a one-line message: control characters as '?', each cut to `width`."""
+    def clean(name: str) -> str:
+        text = "".join("?" if ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF else c for c in name)
+        return text if len(text) <= width else text[:width - 3] + "..."
+    return ", ".join(clean(name) for name in names[:count]) + (", ..." if len(names) > count else "")
 
 
 def _number(low: float, high: float) -> Callable[[str, object], float]:
@@ -186,13 +196,17 @@ def _offsets(name: str, value: object) -> dict[str, float]:
         raise ControlError(f"'{name}' must be an object of ARKit expression names to numbers")
     unknown = sorted(str(key) for key in value if key not in _OFFSET_NAMES)
     if unknown:
-        raise ControlError(f"'{name}': unknown or eye expression name(s) {', '.join(unknown[:5])}")
+        raise ControlError(f"'{name}': unknown or eye expression name(s) {_shown(unknown)}")
     return {key: _offset_value(f"{name}.{key}", number) for key, number in value.items()}
 
 
 def _path(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PATH_CHARS or "\0" in value:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PATH_CHARS:
         raise ControlError(f"'{name}' must be a file path of 1-{MAX_PATH_CHARS} characters")
+    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise ControlError(f"'{name}' must not contain control characters or unpaired surrogates")
+    if any(len(part.encode("utf-8")) > MAX_PATH_PART_BYTES for part in value.replace("\\", "/").split("/")):
+        raise ControlError(f"'{name}': a folder or file name may have at most {MAX_PATH_PART_BYTES} bytes")
     return value
 
 
@@ -224,7 +238,7 @@ def check_control(message: dict[str, Any]) -> dict[str, Any]:
         raise ControlError(f"'type' must be one of {', '.join(CONTROL_SCHEMA)}")
     unknown = sorted(set(message) - set(schema) - {"type"})
     if unknown:
-        raise ControlError(f"unknown field(s) for '{kind}': {', '.join(unknown[:5])}")
+        raise ControlError(f"unknown field(s) for '{kind}': {_shown(unknown)}")
     out: dict[str, Any] = {"type": kind}
     for name, (check, required) in schema.items():
         if name in message:

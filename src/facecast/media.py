@@ -11,8 +11,10 @@ MP4's AAC format for muxing the original sound back in.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -37,6 +39,17 @@ REGULAR_MP4 = "+faststart"
 #: stays untrimmed.
 FRAGMENTED_MP4 = "+frag_keyframe+empty_moov+delay_moov+default_base_moof"
 
+#: Largest picture facecast opens (`render`, `analyze`, `live --portrait` and live swaps alike): its size
+#: is read from the file's header before anything is decoded.
+MAX_PICTURE_PIXELS = 100_000_000
+#: Pictures are reduced to at most this many pixels on their longer side: JPEGs while decoding (at 1/2,
+#: 1/4 or 1/8 scale), other formats right after. The aligned portrait is at most 1024 px and face detection
+#: works at 2048, so this keeps detail while a 100-megapixel photo costs ~50 MB instead of ~400.
+MAX_PICTURE_SIDE = 4096
+# Pillow's own "decompression bomb" warning (above ~89 megapixels) would print a multi-line warning for
+# pictures facecast accepts: the limit above is checked first instead. Its error (above ~179) still applies.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 #: What av raises for unreadable or corrupt media: subclasses of av.FFmpegError (older releases: av.AVError).
 #: Replacing an output that another program holds open fails on Windows (PermissionError): tried this often,
 #: this far apart (an antivirus scan lets go within a second), then a one-line error.
@@ -45,21 +58,72 @@ REPLACE_RETRY_S = 0.1
 FFMPEG_ERRORS = tuple(e for e in (getattr(av, "FFmpegError", None), getattr(av, "AVError", None)) if e) or (Exception,)
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read a picture as RGB (H,W,3) or, when the file has alpha, RGBA (H,W,4) uint8, EXIF-upright."""
+def check_regular_file(path: Path, what: str = "picture") -> None:
+    """InputError (one line) unless `path` is an existing regular file: not found, a folder, a device or pipe
+    (reading /dev/zero or a FIFO would never end), a path the system refuses (too long, no permission)."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"{what} not found: {path}") from None
+    except ValueError:  # an embedded NUL
+        raise InputError(f"not a valid file path: {str(path)[:80]!r}") from None
+    except OSError as exc:  # too long, permission denied, a symlink loop ...
+        raise InputError(f"cannot open {what} {str(path)[:200]}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{path} is not a file but a folder: give a {what} file")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path} is not a file but a device, pipe or socket: give a {what} file")
+
+
+def load_image(path: str | Path, max_side: int | None = MAX_PICTURE_SIDE) -> np.ndarray:
+    """Read a picture as RGB (H,W,3) or, when the file has alpha, RGBA (H,W,4) uint8, EXIF-upright.
+
+    The size is checked from the header first (`MAX_PICTURE_PIXELS`); pictures
+    whose longer side exceeds `max_side` are reduced to it, JPEGs while they are
+    decoded. Every problem is an InputError of one line: not found, not a
+    file, not a picture, too large, corrupt.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"portrait not found: {path}")
+    check_regular_file(path)
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
+            width, height = im.size
+            if width * height > MAX_PICTURE_PIXELS:
+                raise InputError(_too_large(path, f"{width}x{height} = {width * height / 1e6:.0f} megapixels"))
+            if max_side is not None and max(width, height) > max_side:
+                im = _reduced(im, max_side)
+            ImageOps.exif_transpose(im, in_place=True)
             return _to_uint8_rgb(im)
     except Image.DecompressionBombError:
-        raise InputError(f"image {path} is too large to open safely (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
+        raise InputError(_too_large(path, f"over {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels")) from None
     except UnidentifiedImageError:
-        raise InputError(f"unsupported or unreadable image file: {path} (use a JPEG, PNG or WebP picture)") from None
+        raise InputError(f"{path} is not a picture facecast can read (use a JPEG, PNG or WebP picture)") from None
+    except MemoryError:
+        raise InputError(_too_large(path, "not enough memory to decode it")) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"cannot read image {path}: the file looks corrupt ({exc})") from None
+        reason = " ".join(str(exc).split())[:200]
+        raise InputError(f"cannot read image {path}: the file looks corrupt ({reason})") from None
+
+
+def _too_large(path: Path, detail: str) -> str:
+    return f"picture {path} is too large: {detail} (at most {MAX_PICTURE_PIXELS / 1e6:.0f} megapixels)"
+
+
+def _reduced(im: Image.Image, max_side: int) -> Image.Image:
+    """`im` (opened, not yet decoded) with its longer side at most `max_side`: JPEG decodes at a reduced
+    scale directly (`Image.draft`), other formats decode whole and are reduced at once."""
+    width, height = im.size
+    factor = max_side / max(width, height)
+    target = (max(1, round(width * factor)), max(1, round(height * factor)))
+    if im.format == "JPEG":
+        im.draft(None, target)  # the largest 1/2, 1/4 or 1/8 scale still at least `target`
+    try:
+        im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=None)
+    except ValueError:  # a pixel format Pillow cannot resample (e.g. some 16-bit ones): convert first
+        converted = Image.fromarray(_to_uint8_rgb(im))
+        converted.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=None)
+        return converted
+    return im
 
 
 def _to_uint8_rgb(im: Image.Image) -> np.ndarray:
@@ -73,7 +137,8 @@ def _to_uint8_rgb(im: Image.Image) -> np.ndarray:
         grey = np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
     has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
-    return np.ascontiguousarray(np.asarray(im.convert("RGBA" if has_alpha else "RGB")))
+    mode = "RGBA" if has_alpha else "RGB"
+    return np.ascontiguousarray(np.asarray(im if im.mode == mode else im.convert(mode)))  # no copy when it fits
 
 
 @dataclass(frozen=True)

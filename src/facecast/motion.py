@@ -183,10 +183,7 @@ class MotionFrame:
         """Parse one frame; missing parts default to neutral, wrong parts raise InputError."""
         if not isinstance(data, dict):
             raise InputError("a motion frame must be a JSON object")
-        try:
-            t = float(data["t"])
-        except (KeyError, TypeError, ValueError):
-            raise InputError("a motion frame needs a numeric time 't'") from None
+        t = _finite(data.get("t"), "a motion frame needs a finite numeric time 't'")
         head = HeadPose(**_floats(data.get("head", {}), HeadPose, "head"))
         gaze = Gaze(**_floats(data.get("gaze", {}), Gaze, "gaze"))
         blink = Blink(**_floats(data.get("blink", {}), Blink, "blink"))
@@ -206,9 +203,29 @@ class MotionFrame:
             t=t, head=head, gaze=gaze, blink=blink,
             expressions={k: _clamp01(v) for k, v in expressions.items()},
             visemes={name: _clamp01(visemes.get(name, 0.0)) for name in VISEMES},
-            voice=_clamp01(float(data.get("voice", 0.0))),
-            capture_time=None if capture is None else float(capture),
+            voice=_clamp01(_finite(data.get("voice", 0.0), "motion field 'voice' must be a finite number")),
+            capture_time=None if capture is None else _finite(capture, "'capture_time' must be a finite number"),
         )
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """A value for a one-line message: repr-escaped for non-strings, control characters as spaces, cut."""
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join("".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _finite(value: object, message: str) -> float:
+    """A JSON number as a finite float; InputError(`message`) for anything else (strings, huge integers, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(message)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        raise InputError(message) from None
+    if not math.isfinite(number):
+        raise InputError(message)
+    return number
 
 
 def _clamp01(value: float) -> float:
@@ -229,9 +246,7 @@ def _named_floats(part: object, label: str) -> dict[str, float]:
         raise InputError(f"motion field '{label}' must be a JSON object")
     out = {}
     for key, value in part.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise InputError(f"motion field '{label}.{key}' must be a finite number")
-        out[str(key)] = float(value)
+        out[str(key)] = _finite(value, f"motion field '{label}.{key}' must be a finite number")
     return out
 
 
@@ -267,7 +282,9 @@ def read_motion(path: str | Path) -> tuple[MotionHeader, Iterator[MotionFrame]]:
     """Open a motion file: the header now (validated), the frames lazily.
 
     Frames are parsed one line at a time so hours-long motion files stay in
-    constant memory. Errors name the file and line.
+    constant memory. Every problem is one InputError line naming the file and
+    line: bad JSON (nesting too deep for the parser included), bad UTF-8,
+    wrong or missing fields, numbers that are not finite.
     """
     path = Path(path)
     try:
@@ -277,7 +294,7 @@ def read_motion(path: str | Path) -> tuple[MotionHeader, Iterator[MotionFrame]]:
     try:
         first = fh.readline()
         header_data = json.loads(first) if first.strip() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         fh.close()
         raise InputError(f"{path} is not a facecast motion file (line 1 is not JSON)") from None
     if not isinstance(header_data, dict) or header_data.get("format") != MOTION_FORMAT:
@@ -286,12 +303,13 @@ def read_motion(path: str | Path) -> tuple[MotionHeader, Iterator[MotionFrame]]:
     version = header_data.get("version")
     if version != MOTION_VERSION:
         fh.close()
-        raise InputError(f"{path} has motion format version {version}; this facecast reads version {MOTION_VERSION}")
+        raise InputError(f"{path} has motion format version {_short(version)}; "
+                         f"this facecast reads version {MOTION_VERSION}")
     try:
-        fps = float(header_data["fps"])
+        fps = _finite(header_data.get("fps"), "")
         if not (0 < fps <= 240):
             raise ValueError
-    except (KeyError, TypeError, ValueError):
+    except (InputError, ValueError):
         fh.close()
         raise InputError(f"{path}: header needs a frame rate 'fps' between 0 and 240") from None
     header = MotionHeader(
@@ -303,17 +321,26 @@ def read_motion(path: str | Path) -> tuple[MotionHeader, Iterator[MotionFrame]]:
 
     def frames() -> Iterator[MotionFrame]:
         with fh:
-            for number, line in enumerate(fh, start=2):
+            number = 1
+            while True:
+                number += 1
+                try:
+                    line = fh.readline()
+                except UnicodeDecodeError:
+                    raise InputError(f"{path}:{number}: not UTF-8 text") from None
+                if not line:
+                    return
                 if not line.strip():
                     continue
                 try:
                     data = json.loads(line)
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):  # bad JSON, too deeply nested, an integer too long to parse
                     raise InputError(f"{path}:{number}: not valid JSON") from None
                 try:
-                    yield MotionFrame.from_dict(data)
+                    frame = MotionFrame.from_dict(data)
                 except InputError as exc:
-                    raise InputError(f"{path}:{number}: {exc}") from None
+                    raise InputError(f"{path}:{number}: {_short(str(exc), 300)}") from None
+                yield frame
 
     return header, frames()
 

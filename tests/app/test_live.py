@@ -358,7 +358,7 @@ def test_control_messages_change_the_live_motion(sample_portrait, sample_speech)
         process.wait(timeout=20)
 
 
-def test_portrait_swap_replaces_the_renderer_and_refuses_missing_files(tmp_path, shared_data):
+def test_portrait_swap_replaces_the_renderer_and_answers_missing_files_later(tmp_path, shared_data):
     class Picture:
         name = "picture"
         needs_image = True
@@ -372,15 +372,52 @@ def test_portrait_swap_replaces_the_renderer_and_refuses_missing_files(tmp_path,
         def close(self):
             pass
 
+    def load(path):
+        if not path.is_file():
+            raise InputError(f"picture not found: {path}")
+        return lambda frame: "new"
+
     new_portrait = tmp_path / "new.png"
     new_portrait.write_bytes(b"stand-in file: the loader below decides what it shows")
     picture = Picture()
     daemon = LiveDaemon(FileSource(shared_data / GRID_CLIP), RuleMotionGenerator(fps=30), [picture], 30,
-                        render=lambda frame: "old", once=True,
-                        load_renderer=lambda path: (lambda frame: "new"))
-    with pytest.raises(ValueError, match="not found"):
-        daemon.on_control({"type": "portrait", "path": str(tmp_path / "missing.png")})
-    swapped = threading.Timer(1.0, daemon.on_control, args=({"type": "portrait", "path": str(new_portrait)},))
+                        render=lambda frame: "old", once=True, load_renderer=load)
+    replies: list[dict] = []
+    missing = str(tmp_path / "missing.png")
+    assert daemon.on_control({"type": "portrait", "path": missing}, replies.append) == {"type": "accepted",
+                                                                                         "path": missing}
+    assert daemon.swapper.wait_idle(5)
+    assert replies == [{"type": "error", "message": f"picture not found: {missing}", "path": missing}]
+    assert daemon.status()["last_error"] == f"portrait swap: picture not found: {missing}"
+    swapped = threading.Timer(1.0, daemon.on_control, args=({"type": "portrait", "path": str(new_portrait)},
+                                                           replies.append))
     swapped.start()
     daemon.run(max_seconds=10)
     assert picture.images[0] == "old" and picture.images[-1] == "new"
+    assert replies[-1] == {"type": "swapped", "path": str(new_portrait)}
+    assert daemon.status()["last_error"] is None  # a success clears the failed swap
+
+
+def test_serving_beyond_loopback_warns_and_keeps_its_token(tmp_path, monkeypatch, caplog):
+    """`--ws-host 0.0.0.0`: a warning, the token on every endpoint, and the same token next run (a saved OBS
+    URL keeps working); on loopback every run has a new token and streams need none."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    settings = resolve_settings({"portrait": "me.png", "ws": 0, "ws_host": "0.0.0.0"})
+    with caplog.at_level(logging.INFO):
+        [first] = build_outputs(settings)
+    first.close()
+    token_file = tmp_path / "facecast" / "token"
+    assert first.require_token and token_file.read_text().strip() == first.token
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("beyond this computer" in m for m in warnings)
+    assert any(f"/overlay?token={first.token}" in m for m in warnings)
+    [second] = build_outputs(settings)
+    second.close()
+    assert second.token == first.token
+    [local] = build_outputs(resolve_settings({"portrait": "me.png", "ws": 0}))
+    local.close()
+    assert not local.require_token and local.token != first.token
+    token_file.write_text("short\n")
+    with pytest.raises(InputError, match="at least 16"):
+        build_outputs(settings)

@@ -9,16 +9,23 @@ import pytest
 from websockets.datastructures import Headers
 
 from facecast.bridges.ws_protocol import (
+    MAX_JSON_DEPTH,
     MJPEG_HEAD,
     PROTOCOL_VERSION,
+    RateLimiter,
     ack_message,
     error_message,
     frame_latency_ms,
     hello_message,
+    is_loopback_host,
+    json_too_deep,
     motion_message,
+    reply_message,
     request_refusal,
+    request_token,
     status_body,
     status_report,
+    token_refusal,
     validate_control,
 )
 from facecast.motion import HeadPose, MotionFrame
@@ -28,7 +35,8 @@ from facecast.motion import HeadPose, MotionFrame
     ("127.0.0.1:39650", None, True),
     ("localhost:39650", "http://localhost:39650", True),
     ("[::1]:39650", "http://[::1]:39650", True),
-    ("192.168.1.5:39650", None, True),                       # an IP literal cannot be rebound
+    ("127.0.0.2:39650", None, True),                         # any loopback address
+    ("192.168.1.5:39650", None, False),                      # a loopback server is not reached by LAN addresses
     ("127.0.0.1:39650", "http://evil.example", False),
     ("127.0.0.1:39650", "null", False),
     ("127.0.0.1:39650", "http://localhost:39650", False),     # same host, other origin
@@ -45,6 +53,41 @@ def test_request_refusal(host: str, origin: str | None, allowed: bool) -> None:
 def test_request_refusal_duplicate_host_and_bind_host() -> None:
     assert request_refusal(Headers([("Host", "127.0.0.1"), ("Host", "evil.example")])) is not None
     assert request_refusal(Headers([("Host", "studio.lan:39650")]), bind_host="studio.lan") is None
+
+
+@pytest.mark.parametrize(("host", "allowed"), [
+    ("192.168.1.5:39650", True), ("[fe80::1]:39650", True), ("gaming-pc:39650", True),
+    ("gaming-pc.local:39650", True), ("studio.home.arpa", True), ("localhost", True),
+    ("evil.example:39650", False), ("192.168.1.5.nip.io:39650", False),
+])
+def test_request_refusal_off_loopback_hosts(host: str, allowed: bool) -> None:
+    """Bound beyond loopback (where the token protects every endpoint): LAN addresses and local names."""
+    assert (request_refusal(Headers([("Host", host)]), bind_host="0.0.0.0") is None) is allowed
+
+
+@pytest.mark.parametrize(("site", "allowed"), [
+    (None, True), ("none", True), ("same-origin", True), ("Same-Origin", True), ("same-site", False),
+    ("cross-site", False),
+])
+def test_request_refusal_sec_fetch_site(site: str | None, allowed: bool) -> None:
+    headers = Headers([("Host", "127.0.0.1:39650")] + ([("Sec-Fetch-Site", site)] if site else []))
+    assert (request_refusal(headers) is None) is allowed
+
+
+def test_loopback_hosts() -> None:
+    assert all(is_loopback_host(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"))
+    assert not any(is_loopback_host(h) for h in ("0.0.0.0", "::", "192.168.1.5", "studio.lan", ""))
+
+
+def test_request_token_and_refusal() -> None:
+    assert request_token("/status?token=abc", Headers()) == "abc"
+    assert request_token("/status", Headers([("Authorization", "Bearer abc")])) == "abc"
+    assert request_token("/status", Headers([("X-Facecast-Token", "abc")])) == "abc"
+    assert request_token("/status", Headers([("Authorization", "Basic abc")])) is None
+    assert token_refusal("/frames?token=T", Headers(), "T") is None
+    assert "needs its token" in token_refusal("/frames", Headers(), "T")
+    assert token_refusal("/frames?token=X", Headers(), "T") == "wrong token"
+    assert token_refusal("/frames?" + "&".join(f"a{i}=1" for i in range(50)), Headers(), "T") == "malformed query"
 
 
 @pytest.mark.parametrize(("message", "error"), [
@@ -71,6 +114,41 @@ def test_validate_control_refusals(message: object, error: str) -> None:
         validate_control(json.dumps(message), "T")
 
 
+@pytest.mark.parametrize(("raw", "error"), [
+    ("[" * 20_000 + "]" * 20_000, "nested deeper than"),
+    ('{"a": ' * (MAX_JSON_DEPTH + 1) + "1" + "}" * (MAX_JSON_DEPTH + 1), "nested deeper than"),
+    ('{"type": "gaze", "yaw": ' + "9" * 4001 + ', "pitch": 0, "token": "T"}', "at most 32 characters"),
+    ('{"type": "gaze", "yaw": 0.' + "1" * 40 + ', "pitch": 0, "token": "T"}', "at most 32 characters"),
+    ('{"type": "gaze", "yaw": NaN, "pitch": 0, "token": "T"}', "NaN is not a number"),
+    ('{"type": "gaze", "yaw": -Infinity, "pitch": 0, "token": "T"}', "Infinity is not a number"),
+    ('{"type": "portrait", "path": "' + "a" * 300 + '", "token": "T"}', "at most 255 bytes"),
+    ('{"type": "portrait", "path": "x\\u0007.png", "token": "T"}', "control characters"),
+])
+def test_validate_control_limits(raw: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error) as refused:
+        validate_control(raw, "T")
+    assert "\n" not in str(refused.value)
+
+
+def test_json_depth_scan_ignores_brackets_in_strings_and_is_linear() -> None:
+    assert not json_too_deep('{"path": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}')
+    assert not json_too_deep('["\\"[[[[[[[[[[[[[[[[[[[[[[[["]')  # an escaped quote does not end the string
+    assert json_too_deep("[" * 9) and not json_too_deep("[" * 8)
+    import time
+
+    start = time.perf_counter()
+    for text in ('"' + '\\"' * 32_000, '"' * 64_000, "\\" * 64_000):  # no input makes the scan restart
+        json_too_deep(text)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_rate_limiter() -> None:
+    limiter = RateLimiter(rate=10, burst=3)
+    assert [limiter.allow(0.0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow(0.1) and not limiter.allow(0.1)
+    assert [limiter.allow(10.0) for _ in range(4)] == [True, True, True, False]  # refills to the burst only
+
+
 def test_validate_control_accepts_every_command() -> None:
     ok = [
         {"type": "emotion", "preset": "happy", "intensity": 0.5},
@@ -91,6 +169,10 @@ def test_validate_control_accepts_every_command() -> None:
 def test_control_messages_out() -> None:
     assert json.loads(ack_message()) == {"type": "ack"}
     assert json.loads(error_message("cannot read /x.png")) == {"type": "error", "message": "cannot read /x.png"}
+    assert json.loads(reply_message("swapped", path="/a.png")) == {"type": "swapped", "path": "/a.png"}
+    two_lines = error_message("line one\nline two\r\x00" + "x" * 1000, path="/a\n.png")
+    assert "\\n" not in two_lines and "\n" not in two_lines
+    assert json.loads(two_lines)["message"].startswith("line one line two x") and len(two_lines) < 400
 
 
 def test_hello_and_motion_messages() -> None:
@@ -117,6 +199,11 @@ def test_status_report_merges_the_daemons_report() -> None:
                            {"repeated": 3, "inputs": {"mic": "ok"}, "outputs": {"vmc": {"sent": 9}}})
     assert merged["repeated"] == 3 and merged["inputs"] == {"mic": "ok"} and merged["frames"] == 10
     assert merged["outputs"] == {"websocket": websocket, "vmc": {"sent": 9}}
+    # the daemon's counters of the server are merged with the server's own, not put in their place
+    both = status_report(30.0, [40.0], 10, websocket, "encoder failing",
+                         {"outputs": {"websocket": {"sent": 9, "errors": 0}}, "last_error": None})
+    assert both["outputs"]["websocket"] == {**websocket, "sent": 9, "errors": 0}
+    assert both["last_error"] == "encoder failing"
     body = status_body({**merged, "odd": math.inf, "path": object()})
     assert json.loads(body)["odd"] == math.inf and isinstance(json.loads(body)["path"], str)
 

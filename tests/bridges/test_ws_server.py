@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
 import socket
 import threading
 import time
@@ -81,7 +82,7 @@ def commands() -> list[dict]:
 
 @pytest.fixture
 def server(commands: list[dict]) -> Iterator[WsServer]:
-    srv = WsServer(port=0, on_control=commands.append, background=(0, 0, 255))
+    srv = WsServer(port=0, on_control=lambda command, reply: commands.append(command), background=(0, 0, 255))
     srv.start()
     yield srv
     srv.stop()
@@ -99,11 +100,13 @@ def ws_url(server: WsServer, path: str) -> str:
 
 
 def raw_get(port: int, path: str, host: str | None = None, origin: str | None = None,
-            upgrade: bool = False) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 GET over a plain socket with exactly the given Host/Origin; reads until the server closes."""
+            upgrade: bool = False, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 GET over a plain socket with exactly the given Host/Origin; reads until the server closes
+    (an MJPEG stream: until its first part)."""
     lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}"]
     if origin:
         lines.append(f"Origin: {origin}")
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     if upgrade:
         lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
                   "Sec-WebSocket-Version: 13"]
@@ -112,7 +115,7 @@ def raw_get(port: int, path: str, host: str | None = None, origin: str | None = 
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
-            if upgrade and b"\r\n\r\n" in data:  # a 101 leaves the connection open
+            if (upgrade or b"multipart/x-mixed-replace" in data) and b"\r\n\r\n" in data:  # streams stay open
                 break
     head, _, body = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
@@ -338,7 +341,7 @@ def test_control_commands(server: WsServer, commands: list[dict]) -> None:
 
 
 def test_control_callback_refusal_and_crash_keep_serving() -> None:
-    def on_control(command: dict) -> None:
+    def on_control(command: dict, reply: object) -> None:
         if command["type"] == "portrait":
             raise ValueError(f"cannot read {command['path']}")
         raise RuntimeError("daemon bug")
@@ -431,3 +434,154 @@ def test_stop_closes_clients_and_frees_the_port() -> None:
     again = WsServer(port=port)
     again.start()
     again.stop()
+
+
+# --------------------------------------------------------------------------- hostile input (issue 21, finding 3)
+
+def control_exchange(server: WsServer, messages: list[str | bytes], answers_each: int = 1) -> list[str]:
+    """Send each message on one /control connection and return the raw answers (text frames)."""
+    async def run() -> list[str]:
+        async with connect(ws_url(server, "/control"), max_size=None) as ws:
+            out = []
+            for message in messages:
+                await ws.send(message)
+                for _ in range(answers_each):
+                    out.append(await asyncio.wait_for(ws.recv(), TIMEOUT_S))
+            return out
+
+    return asyncio.run(run())
+
+
+def test_hostile_control_messages_get_one_line_each_and_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """JSON nested 20,000 deep, a 4,001-digit integer, paths of 256-4,096 characters or with control
+    characters: each gets one one-line error naming the problem, and the log holds no traceback."""
+    commands: list[dict] = []
+    srv = WsServer(port=0, on_control=lambda command, reply: commands.append(command))
+    srv.start()
+    token = srv.token
+    hostile = {
+        "[" * 20_000 + "]" * 20_000: "nested deeper",
+        '{"type": "gaze", "yaw": ' + "9" * 4001 + ', "pitch": 0, "token": "%s"}' % token: "at most 32 characters",
+        json.dumps({"type": "gaze", "yaw": 1e308 * 10, "pitch": 0, "token": token}): "allows",  # Infinity
+        json.dumps({"type": "portrait", "path": "a" * 256, "token": token}): "at most 255 bytes",
+        json.dumps({"type": "portrait", "path": "/tmp/" + "b" * 4091, "token": token}): "1-1024 characters",
+        json.dumps({"type": "portrait", "path": "me\n.png", "token": token}): "control characters",
+        json.dumps({"type": "portrait", "path": "me\ud800.png", "token": token}): "surrogates",
+        json.dumps({"type": "portrait", "path": "me\0.png", "token": token}): "control characters",
+    }
+    try:
+        with caplog.at_level(logging.INFO):
+            answers = control_exchange(srv, list(hostile))
+    finally:
+        srv.stop()
+    for (message, reason), answer in zip(hostile.items(), answers, strict=True):
+        assert "\n" not in answer and answer.count("{") == 1, answer
+        reply = json.loads(answer)
+        assert reply["type"] == "error" and reason in reply["message"], (message[:60], reply)
+    assert commands == []
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+
+
+def test_a_failing_handler_is_one_error_answer_and_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in the daemon's handler: one 'internal error' answer, one one-line log record, the traceback
+    only at debug level (`--log-level debug`)."""
+    def on_control(command: dict, reply: object) -> None:
+        raise RuntimeError("daemon bug\nwith a second line")
+
+    srv = WsServer(port=0, on_control=on_control)
+    srv.start()
+    try:
+        message = json.dumps({"type": "mute", "muted": True, "token": srv.token})
+        with caplog.at_level(logging.INFO, logger="facecast"):
+            assert [json.loads(a) for a in control_exchange(srv, [message] * 3)] == [
+                {"type": "error", "message": "internal error"}] * 3
+        errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(errors) == 3 and all(r.exc_info is None and "\n" not in r.getMessage() for r in errors)
+        assert "RuntimeError: daemon bug with a second line" in errors[0].getMessage()
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="facecast"):
+            control_exchange(srv, [message])
+        assert any(r.exc_info for r in caplog.records if r.levelno == logging.DEBUG)
+        assert raw_get(srv.port, "/status")[0] == 200
+    finally:
+        srv.stop()
+
+
+def test_control_messages_are_rate_limited_per_connection(commands: list[dict]) -> None:
+    srv = WsServer(port=0, on_control=lambda command, reply: commands.append(command), control_rate=10,
+                   control_burst=5)
+    srv.start()
+    try:
+        message = json.dumps({"type": "mute", "muted": True, "token": srv.token})
+        answers = [json.loads(a) for a in control_exchange(srv, [message] * 30)]
+        limited = [a for a in answers if a["type"] == "error"]
+        assert 5 <= len(commands) <= 10 and len(commands) + len(limited) == 30
+        assert all("at most 10 per second" in a["message"] for a in limited)
+        assert srv.counters["control_limited"] == len(limited)
+        time.sleep(0.3)  # the bucket refills: a polite client is served again
+        assert json.loads(control_exchange(srv, [message])[0]) == {"type": "ack"}
+    finally:
+        srv.stop()
+
+
+def test_a_later_answer_follows_the_first_on_the_same_connection() -> None:
+    """A handler may answer again later, from another thread (a portrait swap: accepted, then swapped)."""
+    def on_control(command: dict, reply) -> dict:
+        threading.Timer(0.05, reply, args=({"type": "swapped", "path": command["path"]},)).start()
+        return {"type": "accepted", "path": command["path"]}
+
+    srv = WsServer(port=0, on_control=on_control)
+    srv.start()
+    try:
+        message = json.dumps({"type": "portrait", "path": "me.png", "token": srv.token})
+        assert [json.loads(a) for a in control_exchange(srv, [message], answers_each=2)] == [
+            {"type": "accepted", "path": "me.png"}, {"type": "swapped", "path": "me.png"}]
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------- off loopback (issue 21, finding 6)
+
+def test_off_loopback_every_endpoint_needs_the_token(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="facecast"):
+        srv = WsServer("0.0.0.0", 0, token="lan-token-0123456789abcdef")
+        srv.start()
+    try:
+        port = srv.port
+        endpoints = [("/", False), ("/overlay", False), ("/overlay.js", False), ("/status", False),
+                     ("/video.mjpeg", False), ("/motion", True), ("/frames", True), ("/control", True)]
+        for path, upgrade in endpoints:
+            assert raw_get(port, path, upgrade=upgrade)[0] == 401, path
+            assert raw_get(port, path + "?token=wrong", upgrade=upgrade)[0] == 401, path
+            ok = 101 if upgrade else 200
+            assert raw_get(port, path + "?token=lan-token-0123456789abcdef", upgrade=upgrade)[0] == ok, path
+            assert raw_get(port, path, upgrade=upgrade,
+                           headers={"Authorization": "Bearer lan-token-0123456789abcdef"})[0] == ok, path
+        assert srv.require_token
+        assert any("beyond this computer" in r.getMessage() and "token" in r.getMessage() for r in caplog.records)
+        # a LAN address and a local name work in Host (the streaming PC's OBS), a foreign name does not
+        for host in (f"192.168.1.5:{port}", f"gaming-pc.local:{port}", f"gaming-pc:{port}"):
+            assert raw_get(port, "/status?token=lan-token-0123456789abcdef", host=host)[0] == 200, host
+        assert raw_get(port, "/status?token=lan-token-0123456789abcdef", host=f"evil.example:{port}")[0] == 403
+        # the overlay page passes the token on to its script (and the script to its socket)
+        page = raw_get(port, "/overlay?token=lan-token-0123456789abcdef")[2]
+        assert b'src="overlay.js?token=lan-token-0123456789abcdef"' in page
+        assert srv.overlay_url.endswith("/overlay?token=lan-token-0123456789abcdef")
+    finally:
+        srv.stop()
+
+
+def test_loopback_streams_need_no_token(server: WsServer) -> None:
+    assert not server.require_token and server.overlay_url == f"{server.url}/overlay"
+    assert raw_get(server.port, "/status")[0] == 200
+    assert raw_get(server.port, "/motion", upgrade=True)[0] == 101
+
+
+@pytest.mark.parametrize("path, upgrade", [("/video.mjpeg", False), ("/status", False), ("/frames", True),
+                                           ("/motion", True), ("/overlay", False)])
+def test_cross_site_requests_are_refused(server: WsServer, path: str, upgrade: bool) -> None:
+    """A foreign page embedding /video.mjpeg in an <img> sends no Origin, but Sec-Fetch-Site: cross-site."""
+    for site in ("cross-site", "same-site"):
+        assert raw_get(server.port, path, upgrade=upgrade, headers={"Sec-Fetch-Site": site})[0] == 403, site
+    for site in ("none", "same-origin"):  # typed or bookmarked (OBS), or the overlay's own requests
+        assert raw_get(server.port, path, upgrade=upgrade, headers={"Sec-Fetch-Site": site})[0] in (200, 101)

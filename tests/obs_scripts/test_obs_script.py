@@ -272,7 +272,7 @@ def server() -> Any:
     """facecast's real WebSocket/HTTP server on a free port, with a control handler that records commands."""
     received: list[dict[str, Any]] = []
 
-    def on_control(command: dict[str, Any]) -> None:
+    def on_control(command: dict[str, Any], reply: Any) -> None:
         if command.get("preset") == "contempt":
             raise ValueError("not today")
         received.append(command)
@@ -318,6 +318,57 @@ def test_control_refusals_come_back_as_one_line(server: Any) -> None:
                                        {"type": "emotion", "preset": "contempt", "token": "secret-token"}))
     assert fo.control_outcome(refused) == "not today"
     assert server.received == []
+
+
+def test_overlay_source_for_a_daemon_on_another_computer() -> None:
+    """Two PCs: the saved source URL names the gaming PC and carries its token (which persists there)."""
+    kind, settings = fo.overlay_source(True, 39650, 512, 30, host="192.168.1.5", token="T0k/en")
+    assert settings["url"] == "http://192.168.1.5:39650/overlay?token=T0k%2Fen"
+    kind, settings = fo.overlay_source(False, 39650, 512, 30, host="gaming-pc.local", token="T")
+    assert settings["input"] == "http://gaming-pc.local:39650/video.mjpeg?token=T"
+    assert fo.base_url(39650, "fe80::1") == "http://[fe80::1]:39650"
+
+
+@pytest.fixture
+def lan_server() -> Any:
+    """The real server bound beyond loopback (every endpoint needs the token), as on the gaming PC."""
+    received: list[dict[str, Any]] = []
+    srv = WsServer("0.0.0.0", 0, token="lan-token-0123456789", on_control=lambda c, r: received.append(c))
+    srv.set_status_provider(lambda: {"fps": 30.0, "latency_ms": {"p50": 40.0, "p95": 50.0},
+                                     "inputs": {"audio": {"device": "x", "state": "running"}}})
+    srv.start()
+    srv.received = received
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_clients_pass_the_token_to_a_daemon_beyond_loopback(lan_server: Any) -> None:
+    assert finish(fo.HttpGet("127.0.0.1", lan_server.port, "/status")).result[0] == 401
+    answer = finish(fo.HttpGet("127.0.0.1", lan_server.port, "/status", token="lan-token-0123456789"))
+    assert answer.result[0] == 200 and json.loads(answer.result[1])["fps"] == 30.0
+    message = {"type": "emotion", "preset": "happy", "token": "lan-token-0123456789"}
+    refused = finish(fo.ControlMessage("127.0.0.1", lan_server.port, message))
+    assert "401" in fo.control_outcome(refused)
+    exchange = finish(fo.ControlMessage("127.0.0.1", lan_server.port, message, token="lan-token-0123456789"))
+    assert fo.control_outcome(exchange) is None and lan_server.received == [{"type": "emotion", "preset": "happy"}]
+
+
+def test_panel_shows_and_controls_facecast_on_another_computer(lan_server: Any) -> None:
+    panel = fo.Panel()
+    panel.settings.update(remote_host="127.0.0.1", port=lan_server.port, token="wrong-token")
+    assert panel.start().startswith("facecast runs on 127.0.0.1: start it there")
+    assert panel.daemon.process is None  # nothing is launched on this PC
+    run_until(lambda: panel.remote_error is not None, panel.tick)
+    assert "answered 401" in panel.status_line() and panel.status_line().startswith("Connecting to facecast on")
+    panel.settings["token"] = "lan-token-0123456789"
+    run_until(lambda: panel.last_status is not None, panel.tick)
+    assert panel.status_line().startswith("Running on 127.0.0.1: 30.0 fps, latency 40 ms (p95 50 ms)")
+    assert panel.emotion("happy") == "emotion happy sent"
+    run_until(lambda: lan_server.received, panel.tick)
+    assert lan_server.received[0]["preset"] == "happy"
+    panel.shutdown()
 
 
 def test_clients_report_a_missing_or_silent_daemon() -> None:
@@ -576,7 +627,7 @@ class StandInObs(ModuleType):
     """
 
     LOG_INFO, LOG_WARNING = 300, 200
-    OBS_TEXT_DEFAULT, OBS_TEXT_INFO = 0, 3
+    OBS_TEXT_DEFAULT, OBS_TEXT_PASSWORD, OBS_TEXT_INFO = 0, 1, 3
     OBS_PATH_FILE, OBS_COMBO_TYPE_LIST, OBS_COMBO_FORMAT_INT, OBS_COMBO_FORMAT_STRING = 0, 2, 1, 3
     OBS_FRONTEND_EVENT_EXIT, OBS_FRONTEND_EVENT_SCRIPTING_SHUTDOWN = 17, 36
 

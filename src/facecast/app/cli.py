@@ -16,7 +16,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Sequence
 
-# mediapipe's C++ core logs to stderr on first use; keep the terminal for our own messages.
+# mediapipe's C++ core logs to stderr on first use; these quiet it where the environment is read late enough
+# (child processes); `main` keeps the rest off the terminal (facecast.app.logs).
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -80,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="One portrait + a voice -> a talking face, on an ordinary computer.",
     )
     parser.add_argument("--version", action="version", version=f"facecast {_version()}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks for unexpected errors (and native libraries' own log lines)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     render = commands.add_parser("render", help="render a talking-face video from a portrait and speech",
@@ -395,6 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if argv is None and not debug:  # this process is facecast: keep native libraries' log lines off stderr, once
+        from facecast.app.logs import keep_native_logs_off_stderr
+
+        keep_native_logs_off_stderr()
     try:
         return args.handler(args)
     except FacecastError as exc:

@@ -12,7 +12,9 @@ Two threads:
 Each output is wrapped so that a failure (a receiver gone, a camera unplugged)
 is logged once per outage and never stops the others. Every tick measures
 mic-to-frame latency: from the capture time of the newest audio sample that
-influenced the frame to the moment it is handed to the outputs.
+influenced the frame to the moment it is handed to the outputs. `status`
+reports frame rate and latency over the last `STATUS_WINDOW_S` seconds and over
+the whole run. Portrait swaps run in one worker (`facecast.app.portrait_swap`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 
 from facecast.app.audio_input import FileSource, MicrophoneSource
 from facecast.app.pacing import FramePacer, FrameQueue
+from facecast.app.portrait_swap import PortraitSwapper, Reply
 from facecast.bridges.output import Output
 from facecast.controls import Controls
 from facecast.motion import MotionFrame
@@ -49,6 +52,8 @@ LATENCY_HISTOGRAM_MS = 2000
 PHASE_MARGIN_PERIODS = 0.4
 #: Seconds between the periodic health log lines.
 STATUS_LOG_INTERVAL_S = 5.0
+#: `status` reports the frame rate, latency and longest gap over this many recent seconds (and the whole run).
+STATUS_WINDOW_S = 5.0
 
 
 class GuardedOutput:
@@ -66,7 +71,7 @@ class GuardedOutput:
             self.output.send(frame, image)
         except Exception as exc:  # an output must never take the daemon down
             self.errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_error = " ".join(f"{type(exc).__name__}: {exc}".split())
             if not self._failing:
                 log.warning("output %s failing: %s (other outputs keep running)", self.output.name, self.last_error)
                 self._failing = True
@@ -75,6 +80,24 @@ class GuardedOutput:
         if self._failing:
             log.info("output %s recovered", self.output.name)
             self._failing = False
+
+    def report(self) -> dict[str, Any]:
+        """This output's ``/status`` entry: its own counters (an optional ``counters`` dict, e.g. a UDP
+        sender's packets and current ``error``) merged with the daemon's: frames handed over (``sent``),
+        frames that failed (``errors``: the daemon's and the output's own), the current ``error`` (None
+        while it works) and the ``last_error`` ever seen."""
+        try:
+            own = dict(getattr(self.output, "counters", None) or {})
+        except Exception as exc:  # a report must not fail the status
+            own = {"error": f"counters unavailable: {type(exc).__name__}: {exc}"}
+        current = self.last_error if self._failing else None
+        return {**own, "sent": self.sent, "errors": self.errors + int(own.get("errors") or 0),
+                "error": current or own.get("error"), "last_error": self.last_error or own.get("last_error")}
+
+    @property
+    def current_error(self) -> str | None:
+        error = self.report()["error"]
+        return None if error is None else f"{self.output.name}: {error}"
 
     def close(self) -> None:
         try:
@@ -97,10 +120,35 @@ class LiveStats:
     started: float = 0.0
     elapsed: float = 0.0
     cpu_seconds: float = 0.0
+    #: (hand-off time, mic-to-frame latency in ms or None for a repeated frame) of the last `STATUS_WINDOW_S`.
+    recent: deque = field(default_factory=deque)
 
     def add_latency(self, latency_ms: float) -> None:
         self.latencies_ms.append(latency_ms)
         self.latency_histogram[min(max(int(latency_ms), 0), LATENCY_HISTOGRAM_MS - 1)] += 1
+
+    def add_handoff(self, now: float, latency_ms: float | None) -> None:
+        self.recent.append((now, latency_ms))
+        while self.recent and now - self.recent[0][0] > STATUS_WINDOW_S:
+            self.recent.popleft()
+
+    def window(self, now: float, seconds: float = STATUS_WINDOW_S) -> dict[str, Any]:
+        """Frame rate, slowest whole second, longest gap and latency percentiles over the last `seconds`
+        before `now` (a stalled loop shows as a falling rate, not as the whole run's average)."""
+        recent = list(self.recent)  # one C-level copy: the frame loop appends meanwhile
+        times = [t for t, _ in recent if now - t <= seconds]
+        latencies = [ms for t, ms in recent if now - t <= seconds and ms is not None]
+        span = min(seconds, max(1e-9, now - self.started))
+        whole = int(min(seconds, now - self.started))  # whole seconds the window covers
+        per_second = [sum(1 for t in times if now - k - 1 < t <= now - k) for k in range(whole)]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        gaps.append(now - times[-1] if times else span)  # the time since the newest frame counts as a gap
+        return {
+            "seconds": round(span, 2), "fps": round(len(times) / span, 2),
+            "slowest_second_frames": min(per_second) if per_second else None,
+            "max_gap_ms": round(1000.0 * max(gaps), 1),
+            "latency_ms": {"p50": _round(_quantile(latencies, 50)), "p95": _round(_quantile(latencies, 95))},
+        }
 
     def percentile(self, q: float, window: bool = True) -> float | None:
         """Latency percentile of the recent window (exact) or of the whole run (to 1 ms, rounded up)."""
@@ -146,6 +194,8 @@ class LiveDaemon:
         self._audio_done = threading.Event()
         self.stats = LiveStats()
         self.motion_error: str | None = None
+        self.swapper: PortraitSwapper[Callable[[MotionFrame], np.ndarray]] = PortraitSwapper(
+            self._load_portrait, self._use_portrait)
 
     def stop(self) -> None:
         """Ask both threads to finish (safe from signal handlers and other threads)."""
@@ -162,6 +212,7 @@ class LiveDaemon:
             self._output_loop(max_seconds)
         finally:
             self._stop.set()
+            self.swapper.close()
             motion.join(timeout=2.0)
             self.source.stop()
             for output in self.outputs:
@@ -251,48 +302,74 @@ class LiveDaemon:
         stats.dropped = self._queue.dropped
         if previous is not None:
             stats.max_gap_ms = max(stats.max_gap_ms, (now - previous) * 1000.0)
+        latency = None
         if fresh and frame.capture_time is not None:
-            stats.add_latency((now - frame.capture_time) * 1000.0)
+            latency = (now - frame.capture_time) * 1000.0
+            stats.add_latency(latency)
+        stats.add_handoff(now, latency)
 
-    def on_control(self, command: dict[str, Any]) -> None:
-        """A validated control message (emotion, gaze, distance, mute, portrait, stop); ValueError refuses it."""
+    def on_control(self, command: dict[str, Any], reply: Reply | None = None) -> dict[str, Any] | None:
+        """A validated control message (emotion, gaze, distance, mute, portrait, stop); ValueError refuses it.
+
+        Returns the first answer (None: a plain ``ack``). A portrait swap is
+        ``accepted`` at once; `reply` later gets ``swapped`` or an ``error``.
+        """
         if command["type"] == "stop":  # the portable clean stop (Windows has no SIGTERM to send)
             log.info("stopping: asked on the control connection")
             self.stop()
-            return
+            return None
         if command["type"] == "portrait":
-            path = Path(command["path"])
             if self._load_renderer is None or self._render is None:
                 raise ValueError("no output shows the portrait, so it cannot be swapped")
-            if not path.is_file():
-                raise ValueError(f"portrait not found: {path}")
-            threading.Thread(target=self._swap_portrait, args=(path,), name="facecast-portrait", daemon=True).start()
-            return
+            path = str(command["path"])
+            self.swapper.request(path, reply)
+            log.info("portrait swap to %s accepted", path)
+            return {"type": "accepted", "path": path}
         self.controls.update(command)
         log.info("control %s applied", command["type"])
+        return None
 
-    def _swap_portrait(self, path: Path) -> None:
-        """Analyse the new portrait off the frame loop; the old one keeps showing until it is ready."""
-        try:
-            self._render = self._load_renderer(path)
-            log.info("portrait swapped to %s", path)
-        except Exception as exc:  # a bad picture must not stop the stream
-            self.motion_error = f"portrait {path}: {exc}"
-            log.error("portrait swap failed: %s", exc)
+    def _load_portrait(self, path: Path) -> Callable[[MotionFrame], np.ndarray]:
+        """Analyse a new portrait (in the swap worker); the old one keeps showing until it is ready."""
+        assert self._load_renderer is not None
+        return self._load_renderer(path)
+
+    def _use_portrait(self, render: Callable[[MotionFrame], np.ndarray], path: Path) -> None:
+        self._render = render
+
+    def _current_error(self) -> str | None:
+        """What is wrong now (None when everything works): a failed swap until one succeeds, the motion
+        generator, or an output that is failing at the moment."""
+        if self.swapper.last_error is not None:
+            return self.swapper.last_error
+        if self.motion_error is not None:
+            return self.motion_error
+        return next((error for o in self.outputs if (error := o.current_error) is not None), None)
 
     def status(self) -> dict[str, Any]:
-        """The health report for `/status` and the logs."""
+        """The health report for `/status` and the logs: the last `STATUS_WINDOW_S` seconds at the top
+        level (``fps``, ``latency_ms``, ``max_gap_ms``, ``slowest_second_frames``), the whole run under ``run``."""
         stats = self.stats
-        running = max(1e-9, self._clock() - stats.started)
+        now = self._clock()
+        running = max(1e-9, now - stats.started)
+        recent = stats.window(now)
         return {
-            "fps": round(stats.frames / running, 2),
-            "latency_ms": {"p50": _round(stats.percentile(50)), "p95": _round(stats.percentile(95))},
+            "fps": recent["fps"],
+            "latency_ms": recent["latency_ms"],
+            "max_gap_ms": recent["max_gap_ms"],
+            "slowest_second_frames": recent["slowest_second_frames"],
+            "window_s": recent["seconds"],
+            "run": {"seconds": round(running, 1), "fps": round(stats.frames / running, 2),
+                    "latency_ms": {"p50": _round(stats.percentile(50, window=False)),
+                                   "p95": _round(stats.percentile(95, window=False))},
+                    "max_gap_ms": round(stats.max_gap_ms, 1)},
             "frames": stats.frames,
             "repeated": stats.repeated,
             "inputs": {"audio": self.source.status},
-            "outputs": {o.output.name: {"sent": o.sent, "errors": o.errors, "last_error": o.last_error}
-                        for o in self.outputs},
-            "last_error": self.motion_error or next((o.last_error for o in self.outputs if o.last_error), None),
+            "outputs": {o.output.name: o.report() for o in self.outputs},
+            "portrait": {"swapping": self.swapper.busy, "swapped": self.swapper.swapped,
+                         "failed": self.swapper.failed, "superseded": self.swapper.superseded},
+            "last_error": self._current_error(),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -316,6 +393,14 @@ class LiveDaemon:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 def load_source(audio: Path | None, device: str | None, block_ms: float = 10.0) -> Any:

@@ -10,7 +10,6 @@ import ipaddress
 import json
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from facecast.app.daemon import LiveDaemon, load_source
-from facecast.app.options import parse_color, resolve_settings
+from facecast.app.logs import configure_logging
+from facecast.app.options import parse_color, persistent_token, resolve_settings
 from facecast.app.render import validate_size
 from facecast.bridges import vmc, vrchat, ws_protocol
 from facecast.bridges.osc_udp import VmcSender, VrchatSender, parse_host_port
@@ -27,7 +27,8 @@ from facecast.bridges.output import Output
 from facecast.bridges.vcam import VirtualCamera
 from facecast.bridges.vrchat_avatar import AvatarConfigSource
 from facecast.bridges.vtube_studio import VTubeStudioClient
-from facecast.bridges.ws_server import ServerStartError, WsServer
+from facecast.bridges.ws_protocol import is_loopback_host
+from facecast.bridges.ws_server import Reply, ServerStartError, WsServer
 from facecast.controls import controls_from
 from facecast.errors import InputError
 from facecast.face.portrait import analyze_portrait
@@ -44,10 +45,10 @@ class ControlForward:
     def __init__(self) -> None:
         self.handler: Any = None
 
-    def __call__(self, command: dict[str, Any]) -> None:
+    def __call__(self, command: dict[str, Any], reply: Reply | None = None) -> dict[str, Any] | None:
         if self.handler is None:
             raise ValueError("facecast is still starting")
-        self.handler(command)
+        return self.handler(command, reply)
 
 
 # --- outputs: one opener per output, each given the settings and the control forwarder ------------------
@@ -92,12 +93,19 @@ def _open_vts(settings: dict[str, Any], controls: ControlForward | None) -> Outp
 
 def _open_ws(settings: dict[str, Any], controls: ControlForward | None) -> Output:
     port = int(settings["ws"]) if settings["ws"] != "" else ws_protocol.DEFAULT_PORT
-    server = WsServer(settings["ws_host"], port, on_control=controls)
+    host = settings["ws_host"]
+    # Beyond loopback every endpoint needs the token: keep it across runs so a saved OBS URL keeps working.
+    token = None if is_loopback_host(host) else persistent_token()
+    server = WsServer(host, port, token=token, on_control=controls)
     try:
         server.start()
     except ServerStartError as exc:  # a port in use is the user's to fix: one line, not an internal error
         raise InputError(str(exc)) from None
     log.info("overlay page %s/overlay (control token %s)", server.url, server.token)
+    if server.require_token:
+        log.warning("serving beyond this computer: OBS on another PC opens http://THIS-PC-ADDRESS:%d/overlay?token=%s "
+                    "(the token is kept in the config folder; delete its 'token' file to change it)",
+                    server.port, server.token)
     return server
 
 
@@ -185,8 +193,7 @@ def run_live(flags: dict[str, Any]) -> int:
     # log-mel) across threads that then spin between calls: measured, that doubled the daemon's CPU.
     threadpool_limits(limits=1, user_api="blas")
     settings = resolve_settings(flags)
-    logging.basicConfig(level=settings["log_level"].upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings["log_level"])
     validate_size(settings["size"])
     source = load_source(Path(settings["audio"]) if settings["audio"] else None, settings["device"])
 

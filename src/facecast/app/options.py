@@ -9,6 +9,8 @@ setting can never exist in one place and not the other.
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +84,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("vts", bool, False, "drive VTube Studio through its plugin API (approve facecast in VTube Studio once)"),
     Option("ws", int, None, "serve the overlay page, motion stream and /status on this port (bare flag: 39650)",
            optional_value=True, metavar="PORT"),
-    Option("ws_host", str, "127.0.0.1", "address the WebSocket/HTTP server binds to"),
+    Option("ws_host", str, "127.0.0.1", "address the WebSocket/HTTP server binds to; anything but loopback (e.g. "
+           "0.0.0.0 for OBS on another PC) needs the token, kept in the config folder, on every endpoint"),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -90,6 +93,43 @@ _BY_NAME = {o.name: o for o in OPTIONS}
 def default_config_path() -> Path:
     """Where `facecast config --init` writes: facecast.toml in the OS's settings folder (`facecast.user_dirs`)."""
     return user_config_dir() / "facecast.toml"
+
+
+def default_token_path() -> Path:
+    """Where the server's token lives when it serves beyond loopback: `token` in the OS's settings folder."""
+    return user_config_dir() / "token"
+
+
+def persistent_token(path: Path | None = None) -> str:
+    """The token kept in `path` (default `default_token_path`), created on first use, readable by the user only.
+
+    A server bound beyond loopback needs its token on every endpoint, so the
+    URL saved in OBS (``...?token=T``) must keep working across restarts.
+    Delete the file to change the token.
+    """
+    path = path or default_token_path()
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        token = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the token file {path}: {exc}") from None
+    if token:
+        if len(token) < 16 or not all(c.isalnum() or c in "-_" for c in token):
+            raise InputError(f"{path} must hold one token of at least 16 letters, digits, '-' or '_' "
+                             "(delete it to get a new one)")
+        return token
+    token = secrets.token_urlsafe(24)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(token + "\n")
+    except FileExistsError:  # another facecast made it meanwhile
+        return persistent_token(path)
+    except OSError as exc:
+        raise InputError(f"cannot save the token in {path}: {exc.strerror or exc}") from None
+    return token
 
 
 def default_config_text() -> str:

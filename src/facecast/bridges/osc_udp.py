@@ -3,7 +3,10 @@
 **Sending never hurts the frame loop.** UDP has no connection: a receiver may
 start, stop or restart at any time. `UdpOscSender.send` never blocks and never
 raises; it counts what it could not send and logs an outage once, and its end,
-rather than once per frame.
+rather than once per frame. While an outage lasts (a receiver that refuses:
+ICMP port unreachable, reported as ECONNREFUSED on the connected socket's next
+send) its reason is the sender's current `error`, which `/status` shows until
+packets flow again for `RECOVERY_S`.
 
 `VmcSender` and `VrchatSender` are the `Output`s: a pure encoder
 (`facecast.bridges.vmc`, `facecast.bridges.vrchat`) paired with this transport.
@@ -85,6 +88,9 @@ class UdpOscSender:
         self.host, self.port = host, port
         self.sent = 0
         self.failed = 0
+        #: Why sending fails now (one line), None while packets flow; `last_error` keeps the latest reason.
+        self.error: str | None = None
+        self.last_error: str | None = None
         self._log = logging.getLogger(f"facecast.bridges.{name}")
         try:
             family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
@@ -115,12 +121,22 @@ class UdpOscSender:
                 self.sent += 1
                 if self._down and time.monotonic() - self._last_failure >= RECOVERY_S:
                     self._down = False
+                    self.error = None
                     self._log.info("sending to %s:%d again (%d packets dropped so far)",
                                    self.host, self.port, self.failed)
+
+    @property
+    def down(self) -> bool:
+        """Whether an outage is going on (a failure less than `RECOVERY_S` before the last success)."""
+        return self._down
 
     def _failure(self, exc: OSError) -> None:
         self.failed += 1
         self._last_failure = time.monotonic()
+        reason = f"cannot send to {self.host}:{self.port}: {exc.strerror or exc}"
+        if isinstance(exc, ConnectionRefusedError):
+            reason += " (is the receiver running?)"
+        self.error = self.last_error = reason
         if not self._down:
             self._down = True
             self._log.warning("cannot send to %s:%d (%s); will keep trying. Is the receiver running?",
@@ -145,10 +161,22 @@ class OscOutput:
     def __init__(self, encoder: FrameEncoder, host: str, port: int) -> None:
         self.encoder = encoder
         self.transport = UdpOscSender(host, port, name=self.name)
+        self.frames_failed = 0
 
     def send(self, frame: MotionFrame, image: np.ndarray | None = None) -> None:
         """Encode and send one frame now (the image is not used)."""
+        failed = self.transport.failed
         self.transport.send(self.encoder.encode(frame))
+        if self.transport.failed != failed:
+            self.frames_failed += 1
+
+    @property
+    def counters(self) -> dict[str, object]:
+        """For ``/status``: packets sent and dropped, frames not (fully) sent, the current and latest error."""
+        transport = self.transport
+        return {"target": f"{transport.host}:{transport.port}", "packets_sent": transport.sent,
+                "packets_failed": transport.failed, "errors": self.frames_failed,
+                "error": transport.error if transport.down else None, "last_error": transport.last_error}
 
     def close(self) -> None:
         """Release the socket."""

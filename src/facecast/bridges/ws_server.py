@@ -3,7 +3,9 @@ health and control over one port (endpoints, access policy and messages: `faceca
 
 `WsServer` is an `Output`: the frame loop calls `WsServer.send` and never waits
 for a client. Every client has a latest-frame-wins slot and its own sender
-task, so a slow client only skips frames. websockets answers plain HTTP with
+task, so a slow client only skips frames. Control answers go through a small
+queue per connection, so a command's later answer (a portrait swap's
+``swapped``) always follows its first (``accepted``). websockets answers plain HTTP with
 one complete response, so ``/video.mjpeg`` is served by `_Connection`, which
 takes over the TCP connection after the request was read (websockets'
 ``create_connection`` hook) and applies the opening-handshake timeout itself.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import inspect
 import logging
 import secrets
 import threading
@@ -26,7 +29,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from importlib.resources import files
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
@@ -36,7 +39,9 @@ from websockets.http11 import Request, Response
 
 from facecast.bridges.frame_codec import as_rgb_background, check_image, encode_frame, encode_jpeg, mjpeg_part
 from facecast.bridges.ws_protocol import (
+    CONTROL_BURST,
     CONTROL_PATH,
+    CONTROL_RATE_PER_S,
     DEFAULT_HOST,
     DEFAULT_PORT,
     FRAMES_PATH,
@@ -49,14 +54,19 @@ from facecast.bridges.ws_protocol import (
     SCRIPT_PATH,
     STATUS_PATH,
     WEBSOCKET_PATHS,
+    RateLimiter,
     ack_message,
     error_message,
     frame_latency_ms,
     hello_message,
+    is_loopback_host,
     motion_message,
+    one_line,
+    reply_message,
     request_refusal,
     status_body,
     status_report,
+    token_refusal,
     validate_control,
 )
 from facecast.motion import MotionFrame
@@ -77,6 +87,14 @@ START_TIMEOUT_S = 10.0
 FPS_WINDOW_S = 2.0
 #: Latencies kept for the `/status` percentiles (10 s at 30 fps).
 LATENCY_SAMPLES = 300
+#: Control answers a connection may have waiting; a client that stops reading them is not answered further.
+REPLY_QUEUE = 64
+
+#: What `on_control` gets: the checked command and `reply`, which sends a later answer (a dict with a
+#: ``type``) on the same connection from any thread. It returns the first answer (None: ``ack``) or raises
+#: ValueError to refuse the command with its message.
+Reply = Callable[[dict[str, Any]], None]
+ControlHandler = Callable[[dict[str, Any], Reply], "dict[str, Any] | None"]
 
 
 class ServerStartError(OSError):
@@ -84,6 +102,26 @@ class ServerStartError(OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+def _with_reply(handler: Callable[..., Any] | None) -> ControlHandler | None:
+    """`handler` as a `ControlHandler`: one that takes only the command (``list.append``) gets no ``reply``."""
+    if handler is None:
+        return None
+    try:
+        parameters = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: assume the two-argument form
+        return handler
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return handler
+    return lambda command, reply: handler(command)
+
+
+def _reply_text(message: dict[str, Any]) -> str:
+    """A control answer from the daemon (a dict with a ``type``) as one line of JSON."""
+    fields = dict(message)
+    return reply_message(str(fields.pop("type", "ack")), **fields)
 
 
 def _http_response(status: HTTPStatus, content_type: str, body: bytes,
@@ -176,7 +214,7 @@ class _Connection(ServerConnection):
         request = self.request
         if request is None or stopping.done():
             return  # websockets drops a connection whose handshake did not complete
-        if urlsplit(request.path).path == MJPEG_PATH and request_refusal(request.headers, self._app.host) is None:
+        if urlsplit(request.path).path == MJPEG_PATH and self._app._refusal(request, count=False) is None:
             await self._app._stream_mjpeg(self)
             return
         async with asyncio.timeout(OPEN_TIMEOUT_S):
@@ -188,31 +226,43 @@ class WsServer:
 
     Runs its own asyncio loop in a daemon thread (`start`). `send`, `set_status_provider`,
     `counters` and `stop` (`close`) may be called from any thread; `send` never blocks
-    on the network. `on_control` and the status provider are called on the
-    server's thread: keep them short and thread-safe (e.g. put the command on
-    a queue the frame loop reads). `on_control` may raise ValueError to refuse
-    a command; its message goes back to the client.
+    on the network. `on_control` (a `ControlHandler`; one taking only the command
+    works too) and the status provider are called on the server's thread: keep them short and thread-safe (e.g. hand
+    slow work to a worker that answers later through ``reply``). `on_control` may
+    raise ValueError to refuse a command; its message goes back to the client.
+    Any other exception becomes one ``internal error`` answer and one log line.
+
+    Bound beyond loopback (`require_token`, by default whenever `host` is not a
+    loopback address), every endpoint needs `token` and a warning is logged at start.
     """
 
     name = "websocket"
     needs_image = True
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None,
-                 on_control: Callable[[dict[str, Any]], None] | None = None,
-                 background: tuple[int, int, int] = (0, 0, 0)) -> None:
+                 on_control: ControlHandler | None = None,
+                 background: tuple[int, int, int] = (0, 0, 0), require_token: bool | None = None,
+                 control_rate: float = CONTROL_RATE_PER_S, control_burst: int = CONTROL_BURST) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be 0-65535, got {port}")
         if token is not None and not token:
             raise ValueError("the control token must not be empty")
         self.host = host
         self.port = port
-        #: Control clients must send this; generated per run unless configured.
+        #: Control clients must send this (and, off loopback, every client); generated per run unless given.
         self.token = token or secrets.token_urlsafe(24)
+        #: Every endpoint needs the token (default: when bound beyond loopback).
+        self.require_token = (not is_loopback_host(host)) if require_token is None else bool(require_token)
         self.background = as_rgb_background(background)
-        self._on_control = on_control
+        self._on_control = _with_reply(on_control)
+        self._control_rate, self._control_burst = control_rate, control_burst
         self._status_provider: Callable[[], dict[str, Any]] | None = None
         overlay = files("facecast.bridges") / "overlay"
-        page = ("text/html; charset=utf-8", (overlay / "overlay.html").read_bytes())
+        html = (overlay / "overlay.html").read_bytes()
+        if self.require_token:  # the page's script must present the token too
+            html = html.replace(b'src="overlay.js"',
+                                f'src="overlay.js?token={quote(self.token, safe="")}"'.encode("ascii"))
+        page = ("text/html; charset=utf-8", html)
         self._pages = {**dict.fromkeys(OVERLAY_PATHS, page),
                        SCRIPT_PATH: ("text/javascript; charset=utf-8", (overlay / "overlay.js").read_bytes())}
         self._lock = threading.Lock()
@@ -221,10 +271,10 @@ class WsServer:
         self._submit_times: deque[float] = deque()
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._counters = dict.fromkeys(("motion_sent", "frames_sent", "mjpeg_sent", "dropped", "encoded",
-                                        "control_ok", "control_refused", "http_refused"), 0)
+                                        "control_ok", "control_refused", "control_limited", "replies_dropped",
+                                        "http_refused", "token_refused"), 0)
         self._encode_ms: float | None = None
-        self._failures: set[str] = set()
-        self._last_error: str | None = None
+        self._failures: dict[str, str] = {}  # what fails now -> its message
         # Event-loop state; touched only on the server thread once it runs.
         self._motion_clients: set[_Slot] = set()
         self._frame_clients: set[_Slot] = set()
@@ -249,6 +299,11 @@ class WsServer:
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @property
+    def overlay_url(self) -> str:
+        """The overlay page's URL for OBS's Browser Source, with the token when the server needs it."""
+        return f"{self.url}/overlay" + (f"?token={quote(self.token, safe='')}" if self.require_token else "")
+
+    @property
     def counters(self) -> dict[str, Any]:
         """Totals since start: frames submitted, messages sent and dropped, clients connected now."""
         return {
@@ -262,7 +317,8 @@ class WsServer:
 
         The server measures ``fps``, ``latency_ms`` (from `MotionFrame.capture_time`),
         ``frames`` and ``clients`` itself; the provider's keys replace those,
-        except ``outputs``, which is merged with the server's own ``websocket`` entry.
+        except ``outputs``, which are merged entry by entry (the server's own
+        ``websocket`` counters and the daemon's counters of it both show).
         """
         self._status_provider = provider
 
@@ -344,6 +400,10 @@ class WsServer:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecast-ws-encode")
         encoder = asyncio.create_task(self._encode_loop(executor))
         log.info("serving the overlay at %s/ (motion, frames, control, video.mjpeg, status)", self.url)
+        if not is_loopback_host(self.host):
+            log.warning("listening on %s beyond this computer: anyone on the network can connect, so every "
+                        "endpoint needs the token (?token=... or an Authorization: Bearer header)%s", self.host,
+                        "" if self.require_token else " -- except that require_token is off: NOTHING is protected")
         started.set()
         try:
             if not self._stop_requested.is_set():
@@ -372,16 +432,19 @@ class WsServer:
         return ServerStartError(exc.errno, message)
 
     def _fail_once(self, key: str, message: str, *args: Any) -> None:
-        """Log a failure once until `_recovered(key)`; remember it for ``/status``."""
-        self._last_error = message % args
+        """Log a failure once until `_recovered(key)`; it is ``/status``'s ``last_error`` meanwhile."""
+        text = one_line(message % args)
         if key not in self._failures:
-            self._failures.add(key)
-            log.warning(message, *args)
+            log.warning("%s", text)
+        self._failures[key] = text
 
     def _recovered(self, key: str) -> None:
-        if key in self._failures:
-            self._failures.discard(key)
+        if self._failures.pop(key, None) is not None:
             log.info("%s works again", key)
+
+    @property
+    def _last_error(self) -> str | None:
+        return next(reversed(self._failures.values()), None)
 
     def _publish(self) -> None:
         latest = self._latest
@@ -460,13 +523,40 @@ class WsServer:
                 self._recovered("status provider")
         return status_report(fps, latencies, frames, websocket, self._last_error, provided)
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Refuse foreign origins and hosts; answer the plain HTTP endpoints; let WebSocket upgrades through."""
+    def _refusal(self, request: Request, count: bool = True) -> Response | None:
+        """The answer refusing this request (foreign origin, host or site; no token where one is needed), or None.
+
+        `count`: record the refusal (False for a first look that `_process_request` repeats)."""
         refusal = request_refusal(request.headers, self.host)
         if refusal is not None:
-            self._counters["http_refused"] += 1
-            log.debug("refused %s from %s: %s", request.path, connection.remote_address, refusal)
+            if count:
+                self._counters["http_refused"] += 1
+                log.debug("refused %s: %s", one_line(request.path, 80).split("?")[0], refusal)
             return _text_response(HTTPStatus.FORBIDDEN, refusal)
+        if self.require_token:
+            refusal = token_refusal(request.path, request.headers, self.token)
+            if refusal is not None:
+                if count:
+                    self._counters["token_refused"] += 1
+                    log.debug("refused %s: %s", one_line(request.path, 80).split("?")[0], refusal)
+                return _text_response(HTTPStatus.UNAUTHORIZED, refusal)
+        return None
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Refuse foreign origins, hosts and sites (and, off loopback, requests without the token); answer
+        the plain HTTP endpoints; let WebSocket upgrades through. Never raises: a failure is one 500 line."""
+        try:
+            return self._answer(request)
+        except Exception as exc:  # a bug must not become websockets' multi-line "opening handshake failed"
+            log.error("cannot answer %s: %s", one_line(request.path, 80).split("?")[0],
+                      one_line(f"{type(exc).__name__}: {exc}"))
+            log.debug("details", exc_info=True)
+            return _text_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+
+    def _answer(self, request: Request) -> Response | None:
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
         path = urlsplit(request.path).path
         if path in WEBSOCKET_PATHS:
             return None
@@ -523,28 +613,66 @@ class WsServer:
             pass
 
     async def _serve_control(self, ws: ServerConnection) -> None:
+        """Answer each command once, in order (a portrait swap a second time, later); rate-limited per connection."""
         self._control_clients += 1
+        loop = asyncio.get_running_loop()
+        answers: asyncio.Queue[str] = asyncio.Queue(REPLY_QUEUE)
+        sender = asyncio.create_task(self._send_answers(ws, answers))
+        limiter = RateLimiter(self._control_rate, self._control_burst)
+        open_ = [True]
+
+        def queue_later(text: str) -> None:  # on the loop
+            if not open_[0]:
+                return
+            try:
+                answers.put_nowait(text)
+            except asyncio.QueueFull:  # the client stopped reading its answers
+                self._counters["replies_dropped"] += 1
+
+        def reply(message: dict[str, Any]) -> None:  # from any thread
+            text = _reply_text(message)
+            with suppress(RuntimeError):  # the loop closed: the server stopped
+                loop.call_soon_threadsafe(queue_later, text)
+
         try:
             async for raw in ws:
-                try:
-                    command = validate_control(raw, self.token)
-                    if self._on_control is not None:
-                        self._on_control(command)
-                except ValueError as exc:  # ControlError, or the daemon refusing the command
-                    self._counters["control_refused"] += 1
-                    await ws.send(error_message(str(exc)))
+                if not limiter.allow(time.monotonic()):
+                    self._counters["control_limited"] += 1
+                    await answers.put(error_message(f"too many control messages: at most {self._control_rate:g} "
+                                                    "per second"))
                     continue
-                except Exception:  # a daemon bug must not close the server
-                    log.exception("the control callback failed")
-                    self._counters["control_refused"] += 1
-                    await ws.send(error_message("internal error"))
-                    continue
-                self._counters["control_ok"] += 1
-                await ws.send(ack_message())
+                await answers.put(self._control_answer(raw, reply))
         except ConnectionClosed:  # includes messages over MAX_MESSAGE_BYTES (close code 1009)
             pass
         finally:
+            open_[0] = False
             self._control_clients -= 1
+            sender.cancel()
+
+    def _control_answer(self, raw: str | bytes, reply: Reply) -> str:
+        """The first answer to one control message; never raises."""
+        try:
+            command = validate_control(raw, self.token)
+            first = self._on_control(command, reply) if self._on_control is not None else None
+            answer = ack_message() if first is None else _reply_text(first)
+        except ValueError as exc:  # ControlError, or the daemon refusing the command
+            self._counters["control_refused"] += 1
+            return error_message(str(exc))
+        except Exception as exc:  # a bug must not close the server, nor flood the log with tracebacks
+            self._counters["control_refused"] += 1
+            log.error("a control message failed: %s", one_line(f"{type(exc).__name__}: {exc}"))
+            log.debug("details", exc_info=True)
+            return error_message("internal error")
+        self._counters["control_ok"] += 1
+        return answer
+
+    @staticmethod
+    async def _send_answers(ws: ServerConnection, answers: asyncio.Queue[str]) -> None:
+        try:
+            while True:
+                await ws.send(await answers.get())
+        except ConnectionClosed:
+            pass
 
     async def _stream_mjpeg(self, connection: _Connection) -> None:
         """Serve ``/video.mjpeg`` on a raw connection until the client or the server goes away."""

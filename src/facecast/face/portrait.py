@@ -31,8 +31,6 @@ fitted to these points to give all 478 landmarks; method is "manual".
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -118,29 +116,17 @@ def _eye_centres(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @contextmanager
 def native_stderr_silenced() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null meanwhile.
+    """Kept for its callers; touches no file descriptor.
 
     mediapipe's C++ graphs (TFLite, absl) log INFO/WARNING lines straight to the stderr
-    descriptor, ignoring GLOG_minloglevel; the CLI promises one clean line per error."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:                                   # no stderr at all: nothing to protect
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    descriptor. Pointing descriptor 2 at /dev/null around each analysis raced between threads:
+    concurrent portrait swaps left the live daemon's stderr on /dev/null for good. The CLI keeps
+    native logs off the terminal instead, once, at start-up (`facecast.app.logs`)."""
+    yield
 
 
 class _Detectors:
-    """mediapipe graphs for one analysis, created on first use and closed together (a context manager).
-
-    Native stderr stays silenced until every graph is closed (their worker threads log too)."""
+    """mediapipe graphs for one analysis, created on first use and closed together (a context manager)."""
 
     def __init__(self) -> None:
         self._stack = ExitStack()

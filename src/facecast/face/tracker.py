@@ -17,8 +17,9 @@ measured with, and the results are those of its legacy `solutions` API
 Landmarks are mediapipe's normalised coordinates times the picture size:
 (x * width, y * height, z * width), so the centre of pixel (0, 0) is at (0.5, 0.5).
 
-mediapipe's C++ core logs to the stderr descriptor; callers that want a quiet
-terminal wrap their use in `face.portrait.native_stderr_silenced`.
+mediapipe's C++ core logs to the stderr descriptor; the `facecast` command keeps
+those lines off the terminal once, at start-up (`facecast.app.logs`): nothing here
+redirects a descriptor, which raced between threads.
 """
 
 from __future__ import annotations

@@ -88,7 +88,10 @@
 
   let delay = RECONNECT_MIN_MS;
   function connect() {
-    const socket = new WebSocket(`${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/frames`);
+    // A daemon bound beyond loopback needs its token on every endpoint: pass on the page's own.
+    const token = params.get("token");
+    const query = token ? `?token=${encodeURIComponent(token)}` : "";
+    const socket = new WebSocket(`${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/frames${query}`);
     socket.binaryType = "arraybuffer";
     socket.onopen = () => {
       state.connected = true;
