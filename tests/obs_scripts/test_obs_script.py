@@ -773,5 +773,6 @@ def test_script_without_obs_does_not_touch_obs() -> None:
     """Outside OBS the module imports cleanly and starts nothing (it is also a plain library)."""
     assert fo.obs is None and fo.PANEL.daemon.process is None
     # threads the script itself started (other tests in this process may leave facecast's own daemon threads)
-    started = [t for t in threading.enumerate() if getattr(getattr(t, "_target", None), "__module__", "") == fo.__name__]
+    started = [thread for thread in threading.enumerate()
+               if getattr(getattr(thread, "_target", None), "__module__", "") == fo.__name__]
     assert not started
