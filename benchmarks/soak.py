@@ -273,13 +273,11 @@ class Clients:
         import websockets.sync.client
 
         while not self.stop.is_set():
-            ws = websockets.sync.client.connect(self.ws + "/motion", max_size=None)
-            for _ in range(4):
-                ws.recv(timeout=10)
-            if self.reconnects % 2:
-                ws.close()
-            else:  # leave without a closing handshake
-                ws.socket.close()
+            with websockets.sync.client.connect(self.ws + "/motion", max_size=None) as ws:
+                for _ in range(4):
+                    ws.recv(timeout=10)
+                if not self.reconnects % 2:  # leave without a closing handshake
+                    ws.socket.close()
             self.reconnects += 1
             self.stop.wait(0.2)
 
