@@ -392,3 +392,22 @@ def test_microphone_survives_losing_the_device(virtual_mic: VirtualMic, caplog: 
     lost_logs = [r for r in caplog.records if "lost" in r.getMessage()]
     assert len(lost_logs) == 1  # logged once per outage, not per retry
     assert any("is back" in r.getMessage() for r in caplog.records)
+
+
+def test_a_starved_reader_loses_the_oldest_audio_like_a_microphone(tmp_path: Path) -> None:
+    """Behind by more than the capture queue, the file source skips ahead: latency stays bounded."""
+    path = write_audio(tmp_path / "in.wav", tone_speech(5.0, 16000), 16000)
+    clock = FakeClock()
+    source = FileSource(path, block_ms=BLOCK_MS, clock=clock, sleep=clock.sleep)
+    source.start()
+    first = source.read(timeout=1.0)
+    clock.now += 3.0  # the machine stalls the reader for 3 s
+    late = source.read(timeout=1.0)
+    backlog = clock.now - late.capture_time
+    assert 0.9 < backlog <= 1.0 + 1e-9  # one capture queue's worth, not 3 s
+    assert source.status["dropped_blocks"] == pytest.approx(200, abs=2)
+    expected = decode_mono(path)
+    skipped = source.status["dropped_blocks"] * BLOCK
+    np.testing.assert_array_equal(late.samples, expected[first.samples.size + skipped:][:BLOCK])
+    # it keeps the schedule from there: the next blocks come at once until caught up
+    assert source.read(timeout=0.0).capture_time == pytest.approx(late.capture_time + BLOCK_MS / 1000)

@@ -465,7 +465,10 @@ class FileSource:
     stamped with the moment its last sample was "heard". Decoding is the same as
     `facecast render --audio` (streamed through `iter_mono_blocks`). At the end
     `finished` turns True and silence follows so the avatar idles, unless
-    `loop` starts the file again seamlessly.
+    `loop` starts the file again seamlessly. A reader more than `QUEUE_BLOCKS`
+    blocks behind the schedule (a starved machine) loses the oldest audio, as
+    the microphone's capture queue does, so the avatar never trails the sound
+    by more than that.
     """
 
     def __init__(self, path: str | Path, block_ms: float = 10.0, clock: Callable[[], float] = time.monotonic,
@@ -487,6 +490,7 @@ class FileSource:
         self._decoded_total = 0
         self._pass_samples = 0
         self._errors = 0
+        self._dropped = 0
         self._state = "stopped"
         self._exhausted = False
 
@@ -498,7 +502,7 @@ class FileSource:
     @property
     def status(self) -> dict[str, Any]:
         return {"device": str(self.path), "state": self._state, "sample_rate": self._info.sample_rate,
-                "channels": self._info.channels, "errors": self._errors}
+                "channels": self._info.channels, "errors": self._errors, "dropped_blocks": self._dropped}
 
     def start(self) -> None:
         self._start = self._clock()
@@ -516,6 +520,12 @@ class FileSource:
         samples = self._held
         due = self._start + (self._fed + samples.size) / MOTION_SAMPLE_RATE
         wait = due - self._clock()
+        while -wait > QUEUE_BLOCKS * self._block / MOTION_SAMPLE_RATE and not self.finished:
+            self._fed += samples.size  # skipped, as a full capture queue drops its oldest block
+            self._dropped += 1
+            samples = self._held = self._take(self._block)
+            due = self._start + (self._fed + samples.size) / MOTION_SAMPLE_RATE
+            wait = due - self._clock()
         if wait > timeout:
             self._sleep(max(0.0, timeout))
             return None
