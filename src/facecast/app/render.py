@@ -9,7 +9,7 @@ clip, so memory stays flat whatever the audio length.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -126,6 +126,10 @@ def render(request: RenderRequest) -> RenderReport:
                 t0 = time.perf_counter()
                 rig = cut_out(rig)
                 stages["cutout"] = time.perf_counter() - t0
+            if rig.has_alpha and request.output is not None and suffix not in ALPHA_FORMATS:
+                # MP4 has no alpha: flatten the portrait once instead of every frame. Over a solid colour
+                # the warp of the flattened picture is the flattened warp (to interpolation rounding).
+                rig = replace(rig, image=flatten_alpha(rig.image, np.asarray(request.background, np.float32)))
             renderer = Renderer(rig, device=request.device)
             expected = _expected_frames(reader, motion_frames is not None, fps)
             if request.frames_dir is not None:
@@ -248,12 +252,20 @@ class PngFrameWriter(_FrameSink):
 
 
 def flatten_alpha(image: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """RGB from RGB(A): composite over a solid background colour where transparent."""
+    """RGB from RGB(A): composite over a solid background colour where transparent.
+
+    OpenCV's uint8 kernels (colour * a / 255 plus a lookup table for background * (1 - a)): about twenty
+    times faster than float numpy at 512 px, which a cut-out MP4 pays on every frame. Opaque and fully
+    transparent pixels are exact; in between each term is rounded (error <= 1 level)."""
+    import cv2
+
     if image.shape[2] == 3:
         return image
-    alpha = image[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
-    rgb = image[:, :, :3].astype(np.float32) * alpha + background * (1.0 - alpha)
-    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    alpha = cv2.merge([image[:, :, 3]] * 3)
+    colour = cv2.multiply(cv2.cvtColor(image, cv2.COLOR_RGBA2RGB), alpha, scale=1 / 255)
+    table = np.rint(np.outer(255 - np.arange(256), np.asarray(background, np.float64)) / 255)
+    shaded = cv2.LUT(alpha, table.astype(np.uint8).reshape(256, 1, 3))
+    return cv2.add(colour, shaded)
 
 
 def _expected_frames(reader: AudioReader | None, from_motion: bool, fps: float) -> int | None:
