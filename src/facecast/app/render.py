@@ -254,9 +254,9 @@ class PngFrameWriter(_FrameSink):
 def flatten_alpha(image: np.ndarray, background: np.ndarray) -> np.ndarray:
     """RGB from RGB(A): composite over a solid background colour where transparent.
 
-    OpenCV's uint8 kernels (colour * a / 255 plus a lookup table for background * (1 - a)): about twenty
-    times faster than float numpy at 512 px, which a cut-out MP4 pays on every frame. Opaque and fully
-    transparent pixels are exact; in between each term is rounded (error <= 1 level)."""
+    OpenCV's uint8 kernels (colour * a / 255 plus a lookup table for background * (1 - a)): about ten
+    times faster than float numpy at 512 px (measured 2.5 vs 21 ms on a loaded 2-core machine). Opaque and
+    fully transparent pixels are exact; in between each term is rounded (error <= 1 level)."""
     import cv2
 
     if image.shape[2] == 3:

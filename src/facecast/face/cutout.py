@@ -1,7 +1,7 @@
 """The automatic cut-out: the person separated from the background, once per portrait, as the rig's alpha.
 
 `person_alpha` runs mediapipe's selfie-segmentation model (`face.tracker.PersonSegmenter`)
-on the aligned portrait and refines its coarse (256x256) mask into a matte:
+on the aligned portrait and refines its coarse, upsampled mask into a matte:
 
 * a guided filter with the portrait as guide snaps the mask's edge to the picture's
   own edges (hair strands, the outline of the shoulders) instead of the model's blur;

@@ -156,8 +156,9 @@ class FaceDetector:
 class PersonSegmenter:
     """Person-vs-background confidence from mediapipe's selfie-segmentation model (`ImageSegmenter`).
 
-    The general (256x256) model: it was trained on people near the camera, which is what a portrait
-    holds; its mask is upsampled to the picture by the graph. A context manager."""
+    The model was trained on people near the camera, which is what a portrait holds; it sees a
+    small copy of the picture and the graph upsamples its mask to the picture's size (a soft edge
+    that `facecast.face.cutout` refines). A context manager."""
 
     def __init__(self) -> None:
         from mediapipe.tasks.python import BaseOptions, vision  # heavy: see _image
