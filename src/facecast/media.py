@@ -342,40 +342,45 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-class _AvWriter:
-    """A video stream (set up by the subclass) and an optional audio track, muxed as frames arrive.
+class Mp4Writer:
+    """H.264 video (+ optional AAC audio) streamed into an MP4 as frames arrive.
 
-    The audio is the decoded input, resampled to `MUX_SAMPLE_RATE` in the format and frame
-    size of the container's audio codec."""
+    Frames are encoded as they come. A regular MP4's index grows with every
+    packet (measured: ~28 MiB over 60 min of video + audio), so long renders
+    use `fragmented=True`, whose memory stays flat. `audio_channels=None`
+    writes a silent video. x264's `veryfast` preset at CRF 20 keeps encoding
+    out of the way of a faster-than-real-time render at good quality.
+    """
 
-    def __init__(self, path: str | Path, fps: float, container_format: str, options: dict[str, str],
-                 audio_channels: int | None, audio_codec: str, audio_sample_format: str,
-                 audio_frame_size: int | None) -> None:
-        self._container = av.open(str(path), "w", format=container_format, options=options)
-        self._rate = Fraction(fps).limit_denominator(1001)
+    def __init__(self, path: str | Path, size: int, fps: float, audio_channels: int | None = None,
+                 crf: int = 20, preset: str = "veryfast", fragmented: bool = False) -> None:
+        movflags = FRAGMENTED_MP4 if fragmented else REGULAR_MP4
+        self._container = av.open(str(path), "w", format="mp4", options={"movflags": movflags})
+        self._video = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        self._video.width = size
+        self._video.height = size
+        self._video.pix_fmt = "yuv420p"
+        self._video.options = {"crf": str(crf), "preset": preset}
+        self._video.codec_context.time_base = Fraction(1, 1) / Fraction(fps).limit_denominator(1001)
         self._frames = 0
         self._audio = None
         self._audio_resampler = None
         self._audio_samples = 0
-        self._video = self._add_video()
-        self._video.codec_context.time_base = Fraction(1, 1) / self._rate
         if audio_channels is not None:
             layout = mux_layout(audio_channels)
-            self._audio = self._container.add_stream(audio_codec, rate=MUX_SAMPLE_RATE)
+            self._audio = self._container.add_stream("aac", rate=MUX_SAMPLE_RATE)
             self._audio.layout = layout
-            if audio_codec != "pcm_s16le":
-                self._audio.bit_rate = MUX_AUDIO_BITRATE
-            self._audio_resampler = av.AudioResampler(format=audio_sample_format, layout=layout,
-                                                      rate=MUX_SAMPLE_RATE, frame_size=audio_frame_size)
-
-    def _add_video(self) -> av.VideoStream:
-        raise NotImplementedError
+            self._audio.bit_rate = MUX_AUDIO_BITRATE
+            self._audio_resampler = av.AudioResampler(format="fltp", layout=layout, rate=MUX_SAMPLE_RATE,
+                                                      frame_size=1024)
 
     @property
     def frames_written(self) -> int:
         return self._frames
 
-    def _encode(self, frame: av.VideoFrame) -> None:
+    def write_frame(self, image: np.ndarray) -> None:
+        """Encode one RGB uint8 frame (H, W, 3)."""
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts = self._frames
         self._frames += 1
         self._container.mux(self._video.encode(frame))
@@ -403,33 +408,6 @@ class _AvWriter:
         except FFMPEG_ERRORS:
             pass
 
-class Mp4Writer(_AvWriter):
-    """H.264 video (+ optional AAC audio) streamed into an MP4 as frames arrive.
-
-    Frames are encoded as they come. A regular MP4's index grows with every
-    packet (measured: ~28 MiB over 60 min of video + audio), so long renders
-    use `fragmented=True`, whose memory stays flat. `audio_channels=None`
-    writes a silent video. x264's `veryfast` preset at CRF 20 keeps encoding
-    out of the way of a faster-than-real-time render at good quality.
-    """
-
-    def __init__(self, path: str | Path, size: int, fps: float, audio_channels: int | None = None,
-                 crf: int = 20, preset: str = "veryfast", fragmented: bool = False) -> None:
-        self._size, self._options = size, {"crf": str(crf), "preset": preset}
-        movflags = FRAGMENTED_MP4 if fragmented else REGULAR_MP4
-        super().__init__(path, fps, "mp4", {"movflags": movflags}, audio_channels, "aac", "fltp", 1024)
-
-    def _add_video(self) -> av.VideoStream:
-        video = self._container.add_stream("libx264", rate=self._rate)
-        video.width = video.height = self._size
-        video.pix_fmt = "yuv420p"
-        video.options = self._options
-        return video
-
-    def write_frame(self, image: np.ndarray) -> None:
-        """Encode one RGB uint8 frame (H, W, 3)."""
-        self._encode(av.VideoFrame.from_ndarray(image, format="rgb24"))
-
 
 @dataclass(frozen=True)
 class AlphaFormat:
@@ -447,9 +425,9 @@ class AlphaFormat:
 
 #: Output suffixes that keep the avatar's alpha: VP9 with alpha in WebM (browsers, OBS, Premiere, DaVinci
 #: Resolve, After Effects via plug-ins) and ProRes 4444 in QuickTime (Final Cut, Premiere, Resolve). libvpx's
-#: `good` deadline at cpu-used 5 encodes a 512 px frame (colour + alpha) in ~25 ms on one core; ProRes is
-#: near-lossless and large (~20 MB/s at 512 px, 25 fps). Audio: Opus in WebM, 16-bit PCM in QuickTime (what
-#: editors import without transcoding).
+#: `good` deadline at cpu-used 5 encoded a 512 px frame (colour + alpha) in ~25 ms on a loaded 2-core machine
+#: (`realtime` at cpu-used 8: ~9 ms, visibly softer); ProRes is near-lossless and large (2.5 MB/s at 256 px,
+#: 25 fps). Audio: Opus in WebM, 16-bit PCM in QuickTime (what editors import without transcoding).
 ALPHA_FORMATS = {
     ".webm": AlphaFormat("webm", "libvpx-vp9", "yuva420p", "yuv420p",
                          (("crf", "30"), ("b", "0"), ("deadline", "good"), ("cpu-used", "5"), ("row-mt", "1")),
@@ -459,33 +437,46 @@ ALPHA_FORMATS = {
 }
 
 
-class AlphaVideoWriter(_AvWriter):
+class AlphaVideoWriter(Mp4Writer):
     """RGBA frames into a WebM (VP9 + alpha, Opus) or QuickTime (ProRes 4444 + alpha, PCM) file, by its suffix.
 
-    `alpha=False` writes the same codec without an alpha plane (RGB frames). Decoding VP9's alpha needs
-    the libvpx decoder (FFmpeg's own VP9 decoder ignores the alpha plane): `read_video_rgba` picks it."""
+    `alpha=False` writes the same codec without an alpha plane (RGB frames). It shares `Mp4Writer`'s audio
+    muxing, flushing and closing; only the container, the codecs and the frames' format differ. Decoding
+    VP9's alpha needs the libvpx decoder (FFmpeg's own VP9 decoder ignores the alpha plane):
+    `read_video_rgba` picks it."""
 
     def __init__(self, path: str | Path, size: int, fps: float, audio_channels: int | None = None,
-                 alpha: bool = True) -> None:
+                 alpha: bool = True) -> None:  # no super().__init__: that one sets up H.264 in MP4
         suffix = Path(path).suffix.lower()
         if suffix not in ALPHA_FORMATS:
             raise ValueError(f"no alpha video format for {suffix!r}: use {', '.join(ALPHA_FORMATS)}")
-        self._format, self._size, self.alpha = ALPHA_FORMATS[suffix], size, alpha
-        spec = self._format
-        super().__init__(path, fps, spec.container, {}, audio_channels, spec.audio_codec, spec.audio_sample_format,
-                         spec.audio_frame_size)
-
-    def _add_video(self) -> av.VideoStream:
-        spec = self._format
-        video = self._container.add_stream(spec.codec, rate=self._rate)
-        video.width = video.height = self._size
-        video.pix_fmt = spec.pix_fmt if self.alpha else spec.opaque_pix_fmt
-        video.options = dict(spec.options)
-        return video
+        spec, self.alpha = ALPHA_FORMATS[suffix], alpha
+        rate = Fraction(fps).limit_denominator(1001)
+        self._container = av.open(str(path), "w", format=spec.container)
+        self._video = self._container.add_stream(spec.codec, rate=rate)
+        self._video.width = self._video.height = size
+        self._video.pix_fmt = spec.pix_fmt if alpha else spec.opaque_pix_fmt
+        self._video.options = dict(spec.options)
+        self._video.codec_context.time_base = Fraction(1, 1) / rate
+        self._frames = 0
+        self._audio = None
+        self._audio_resampler = None
+        self._audio_samples = 0
+        if audio_channels is not None:
+            layout = mux_layout(audio_channels)
+            self._audio = self._container.add_stream(spec.audio_codec, rate=MUX_SAMPLE_RATE)
+            self._audio.layout = layout
+            if spec.audio_codec != "pcm_s16le":
+                self._audio.bit_rate = MUX_AUDIO_BITRATE
+            self._audio_resampler = av.AudioResampler(format=spec.audio_sample_format, layout=layout,
+                                                      rate=MUX_SAMPLE_RATE, frame_size=spec.audio_frame_size)
 
     def write_frame(self, image: np.ndarray) -> None:
         """Encode one RGBA (or, with alpha=False, RGB) uint8 frame."""
-        self._encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgba" if self.alpha else "rgb24"))
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgba" if self.alpha else "rgb24")
+        frame.pts = self._frames
+        self._frames += 1
+        self._container.mux(self._video.encode(frame))
 
 
 def read_video_rgba(path: str | Path, max_frames: int | None = None) -> list[np.ndarray]:
