@@ -128,6 +128,7 @@ def build_command(executable: str, settings: Mapping[str, Any]) -> List[str]:
         if not 1 <= port <= 65535:
             raise ValueError("port must be 1-65535")
         command.append("--ws=%d" % port)
+        command.append("--cutout")  # the overlay shows the person without the picture's background
     for key, flag in (("out_vcam", "--vcam"), ("out_vmc", "--vmc"), ("out_vrchat", "--vrchat"), ("out_vts", "--vts")):
         if settings.get(key):
             command.append(flag)
@@ -1390,7 +1391,8 @@ def script_properties() -> Any:
         obs.obs_property_list_add_int(fps, str(choice), choice)
     obs.obs_properties_add_int(props, "size", "Avatar size (pixels)", MIN_SIZE, MAX_SIZE, 32)
 
-    obs.obs_properties_add_bool(props, "out_overlay", "Overlay in OBS (local server; also status and emotions)")
+    obs.obs_properties_add_bool(props, "out_overlay", "Overlay in OBS, background cut out (local server; also "
+                                "status and emotions)")
     obs.obs_properties_add_int(props, "port", "Overlay server port", 1024, 65535, 1)
     remote = obs.obs_properties_add_text(props, "remote_host", "facecast on another computer (address; empty: here)",
                                          obs.OBS_TEXT_DEFAULT)

@@ -11,7 +11,15 @@ import pytest
 
 from conftest import tone_speech, write_audio
 from facecast.errors import InputError, OutputError
-from facecast.media import AtomicOutput, AudioReader, Mp4Writer, decode_mono, iter_mono_blocks
+from facecast.media import (
+    AlphaVideoWriter,
+    AtomicOutput,
+    AudioReader,
+    Mp4Writer,
+    decode_mono,
+    iter_mono_blocks,
+    read_video_rgba,
+)
 
 
 @pytest.mark.parametrize("name, rate, channels", [
@@ -124,3 +132,32 @@ def test_atomic_output_appears_only_on_commit(tmp_path):
         AtomicOutput(final, overwrite=False)
     with pytest.raises(OutputError, match="does not exist"):
         AtomicOutput(tmp_path / "missing" / "out.mp4", overwrite=False)
+
+
+@pytest.mark.parametrize("suffix", [".webm", ".mov"])
+def test_alpha_video_writer_round_trip(tmp_path, suffix):
+    """VP9 + alpha (WebM) and ProRes 4444 (MOV) keep the alpha, soft edges included; alpha=False writes none."""
+    ramp = np.tile(np.linspace(0, 255, 256).astype(np.uint8), (256, 1))
+    rgba = np.dstack([np.full((256, 256), 200, np.uint8), np.full((256, 256), 60, np.uint8),
+                      np.full((256, 256), 30, np.uint8), ramp])
+    source = write_audio(tmp_path / "in.wav", tone_speech(0.5, 16000), 16000)
+    path = tmp_path / f"out{suffix}"
+    writer = AlphaVideoWriter(path, 256, 25, audio_channels=1)
+    with AudioReader(source) as reader:
+        for frame in reader.frames():
+            writer.write_audio(frame)
+    for _ in range(12):
+        writer.write_frame(rgba)
+    writer.close()
+    frames = read_video_rgba(path)
+    assert len(frames) == 12
+    assert np.abs(frames[5][..., 3].astype(int) - ramp).mean() < 2
+    assert np.abs(frames[5][128, 128:192, :3].astype(int) - (200, 60, 30)).max() <= 8
+    with av.open(str(path)) as container:
+        assert container.streams.audio[0].codec_context.name == ("opus" if suffix == ".webm" else "pcm_s16le")
+    opaque = AlphaVideoWriter(tmp_path / f"rgb{suffix}", 256, 25, alpha=False)
+    opaque.write_frame(rgba[..., :3])
+    opaque.close()
+    assert read_video_rgba(tmp_path / f"rgb{suffix}")[0][..., 3].min() == 255
+    with pytest.raises(ValueError, match="no alpha video format"):
+        AlphaVideoWriter(tmp_path / "x.avi", 256, 25)

@@ -98,13 +98,14 @@ def test_build_command_from_panel_settings() -> None:
                 "size": 384, "port": 40000, "out_vmc": True, "out_vts": True}
     command = fo.build_command("/opt/facecast", settings)
     assert command == ["/opt/facecast", "live", "--portrait=-odd name.png", "--fps=60", "--size=384",
-                       "--log-level=info", "--device=USB Mic", "--ws=40000", "--vmc", "--vts"]
+                       "--log-level=info", "--device=USB Mic", "--ws=40000", "--cutout", "--vmc", "--vts"]
     # an audio file replaces the microphone; outputs off leave their flags out
     settings.update(audio_file="talk.flac", out_overlay=False, out_vmc=False, out_vts=False, out_vcam=True,
                     out_vrchat=True)
     command = fo.build_command("facecast", settings)
     assert "--audio=talk.flac" in command and not any(a.startswith("--device") for a in command)
     assert not any(a.startswith("--ws") for a in command) and command[-2:] == ["--vcam", "--vrchat"]
+    assert "--cutout" not in command  # the cut-out comes with the overlay
 
 
 def test_build_command_parses_with_the_real_cli() -> None:
@@ -119,7 +120,7 @@ def test_build_command_parses_with_the_real_cli() -> None:
     resolved = resolve_settings(flags)
     assert resolved["portrait"] == "me.png" and resolved["device"] == "2" and resolved["ws"] == "40001"
     assert resolved["vmc"] == "" and resolved["vrchat"] == "" and resolved["vts"] and resolved["vcam"]
-    assert resolved["fps"] == 30 and resolved["size"] == 512
+    assert resolved["fps"] == 30 and resolved["size"] == 512 and resolved["cutout"] is True
 
 
 @pytest.mark.parametrize(("change", "message"), [

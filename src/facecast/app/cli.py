@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--motion", "-m", type=Path,
                         help="render a motion .jsonl (from `facecast motion`) instead of generating it")
     out = render.add_mutually_exclusive_group(required=True)
-    out.add_argument("--output", "-o", type=Path, help="the MP4 to write")
+    out.add_argument("--output", "-o", type=Path,
+                     help="the video to write: .mp4, or .webm (VP9) / .mov (ProRes 4444), which keep the alpha")
     out.add_argument("--frames", type=Path, metavar="DIR",
                      help="write numbered PNG frames (alpha kept) into DIR instead")
     render.add_argument("--fps", type=float, default=None, help="frames per second: 25 (default), 30 or 60")
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to render (default: CUDA when present)")
     render.add_argument("--background", default="#ffffff", metavar="#RRGGBB",
                         help="colour behind transparent portraits in the MP4 (default white)")
+    render.add_argument("--cutout", action="store_true",
+                        help="cut the person out of the picture's background: transparent in --frames PNGs, "
+                             ".webm and .mov; on --background in an MP4")
     render.add_argument("--badge", nargs="?", const="AI-generated", default=None, metavar="TEXT",
                         help="show a visible disclosure label (default text: AI-generated); "
                              "the invisible watermark is always embedded")
@@ -225,7 +229,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, device=args.device, background=parse_color(args.background),
         progress=not args.quiet and sys.stderr.isatty(), badge=args.badge,
         controls=controls_from(args.emotion, args.gaze, args.distance), generator=args.generator,
-        motion_model=args.motion_model,
+        motion_model=args.motion_model, cutout=args.cutout,
     ))
     if not args.quiet:
         speed = report.duration / report.seconds if report.seconds > 0 else float("inf")

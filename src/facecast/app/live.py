@@ -17,6 +17,7 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
+from facecast.app.cutout import cut_out
 from facecast.app.daemon import LiveDaemon, load_source
 from facecast.app.logs import configure_logging
 from facecast.app.options import parse_color, persistent_token, resolve_settings
@@ -201,7 +202,8 @@ def run_live(flags: dict[str, Any]) -> int:
     provenance = Provenance(DEFAULT_BADGE if badge == "" else badge)
 
     def load_renderer(path: Path | str) -> Any:
-        renderer = Renderer(analyze_portrait(path, size=settings["size"]), device="auto")
+        rig = analyze_portrait(path, size=settings["size"])
+        renderer = Renderer(cut_out(rig) if settings["cutout"] else rig, device="auto")
         return lambda frame: provenance.apply(renderer.render(frame), frame.t)
 
     render = load_renderer(settings["portrait"])

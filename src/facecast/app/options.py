@@ -62,6 +62,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("gaze", str, None, "main gaze direction YAW,PITCH in degrees (0,0: the camera; "
            "yaw > 0 towards image right)"),
     Option("distance", float, 1.0, "head distance relative to the portrait, 0.5-2"),
+    Option("cutout", bool, False, "cut the person out of the picture's background: transparent in the overlay, "
+           "on --background in the virtual webcam"),
     Option("vcam", bool, False, "send the avatar to a virtual webcam (OBS, Discord, Zoom)"),
     Option("vcam_width", int, 1280, "virtual webcam width"),
     Option("vcam_height", int, 720, "virtual webcam height"),

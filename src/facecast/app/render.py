@@ -9,7 +9,7 @@ clip, so memory stays flat whatever the audio length.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +17,15 @@ import numpy as np
 
 from facecast.controls import Controls
 from facecast.errors import InputError
-from facecast.media import AtomicOutput, AudioReader, Mp4Writer, decode_with_mono, iter_mono_blocks
+from facecast.media import (
+    ALPHA_FORMATS,
+    AlphaVideoWriter,
+    AtomicOutput,
+    AudioReader,
+    Mp4Writer,
+    decode_with_mono,
+    iter_mono_blocks,
+)
 from facecast.motion import MotionFrame, MotionHeader, read_motion, write_motion
 from facecast.speech.generator import DEFAULT_GENERATOR, MotionGenerator, generate_offline, make_generator
 
@@ -25,6 +33,8 @@ SUPPORTED_FPS = (25.0, 30.0, 60.0)
 #: Renders longer than this (or of unknown length) write a fragmented MP4 so memory stays flat.
 FRAGMENTED_AFTER_S = 600.0
 MIN_SIZE, MAX_SIZE = 256, 1024
+#: `-o` suffixes: MP4 (H.264, alpha flattened onto --background), or WebM / MOV, which keep the alpha.
+VIDEO_SUFFIXES = (".mp4", *ALPHA_FORMATS)
 
 
 @dataclass
@@ -32,7 +42,7 @@ class RenderRequest:
     """What `facecast render` was asked to do (paths already resolved by the CLI)."""
 
     portrait: Path
-    output: Path | None = None          # an .mp4 file
+    output: Path | None = None          # an .mp4 file, or .webm / .mov (which keep the alpha)
     frames_dir: Path | None = None      # or a folder of PNG frames
     audio: Path | None = None
     motion: Path | None = None
@@ -49,6 +59,7 @@ class RenderRequest:
     controls: Controls = field(default_factory=Controls)  # emotion, main gaze, head distance on every frame
     generator: str = DEFAULT_GENERATOR  # speech -> motion: one of GENERATOR_CHOICES
     motion_model: Path | None = None    # the learned generator's weights (default: the shipped model)
+    cutout: bool = False                # cut the person out of the background (`app.cutout`): alpha in PNG/WebM/MOV
 
 
 @dataclass
@@ -76,6 +87,7 @@ def validate_fps(fps: float) -> None:
 def render(request: RenderRequest) -> RenderReport:
     """Run the whole offline pipeline; raises FacecastError subclasses for bad input/output."""
     # Imported here so `facecast --help` and the motion command stay fast.
+    from facecast.app.cutout import cut_out
     from facecast.face.portrait import analyze_portrait
     from facecast.provenance.stamp import Provenance
     from facecast.render.renderer import Renderer
@@ -85,9 +97,10 @@ def render(request: RenderRequest) -> RenderReport:
         raise InputError("give exactly one output: -o OUT.mp4 or --frames DIR")
     if request.audio is None and request.motion is None:
         raise InputError("give --audio FILE (speech to lip-sync) or --motion FILE (a motion .jsonl)")
-    if request.output is not None and request.output.suffix.lower() != ".mp4":
+    suffix = request.output.suffix.lower() if request.output is not None else ""
+    if request.output is not None and suffix not in VIDEO_SUFFIXES:
         raise InputError(f"unsupported output format '{request.output.suffix or request.output.name}': "
-                         "write an .mp4, or PNG frames with --frames DIR")
+                         "write an .mp4 (or .webm / .mov, which keep the alpha), or PNG frames with --frames DIR")
 
     motion_header, motion_frames = (None, None)
     if request.motion is not None:
@@ -108,11 +121,22 @@ def render(request: RenderRequest) -> RenderReport:
             t0 = time.perf_counter()
             rig = analyze_portrait(request.portrait, size=request.size, face_index=request.face_index,
                                    landmarks_json=request.landmarks)
-            renderer = Renderer(rig, device=request.device)
             stages = {"analysis": time.perf_counter() - t0}
+            if request.cutout:
+                t0 = time.perf_counter()
+                rig = cut_out(rig)
+                stages["cutout"] = time.perf_counter() - t0
+            if rig.has_alpha and request.output is not None and suffix not in ALPHA_FORMATS:
+                # MP4 has no alpha: flatten the portrait once instead of every frame. Over a solid colour
+                # the warp of the flattened picture is the flattened warp (to interpolation rounding).
+                rig = replace(rig, image=flatten_alpha(rig.image, np.asarray(request.background, np.float32)))
+            renderer = Renderer(rig, device=request.device)
             expected = _expected_frames(reader, motion_frames is not None, fps)
             if request.frames_dir is not None:
                 writer: _FrameSink = PngFrameWriter(sink.temp)
+            elif suffix in ALPHA_FORMATS:
+                writer = _Mp4Sink(AlphaVideoWriter(sink.temp, rig.size, fps, alpha=rig.has_alpha,
+                                                   audio_channels=reader.info.channels if reader else None), None)
             else:
                 length = reader.info.duration if reader is not None else None
                 long_render = length is None or length > FRAGMENTED_AFTER_S
@@ -187,15 +211,16 @@ class _FrameSink:
 
 
 class _Mp4Sink(_FrameSink):
-    """Flattens RGBA over the background colour (MP4 has no alpha, and the mark must be on what is seen) and encodes."""
+    """Encodes a video. MP4: RGBA flattened over the background colour (MP4 has no alpha, and the mark must be
+    on what is seen); WebM / MOV (background None): the alpha kept, so editors get the avatar cut out."""
 
-    def __init__(self, writer: Mp4Writer, background: tuple[int, int, int]) -> None:
+    def __init__(self, writer: Mp4Writer | AlphaVideoWriter, background: tuple[int, int, int] | None) -> None:
         self._writer = writer
-        self._background = np.asarray(background, dtype=np.float32)
+        self._background = None if background is None else np.asarray(background, dtype=np.float32)
         self.frames = 0
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
-        return flatten_alpha(image, self._background)
+        return image if self._background is None else flatten_alpha(image, self._background)
 
     def write(self, image: np.ndarray) -> None:
         self._writer.write_frame(image)
@@ -227,12 +252,20 @@ class PngFrameWriter(_FrameSink):
 
 
 def flatten_alpha(image: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """RGB from RGB(A): composite over a solid background colour where transparent."""
+    """RGB from RGB(A): composite over a solid background colour where transparent.
+
+    OpenCV's uint8 kernels (colour * a / 255 plus a lookup table for background * (1 - a)): about ten
+    times faster than float numpy at 512 px (measured 2.5 vs 21 ms on a loaded 2-core machine). Opaque and
+    fully transparent pixels are exact; in between each term is rounded (error <= 1 level)."""
+    import cv2
+
     if image.shape[2] == 3:
         return image
-    alpha = image[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
-    rgb = image[:, :, :3].astype(np.float32) * alpha + background * (1.0 - alpha)
-    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    alpha = cv2.merge([image[:, :, 3]] * 3)
+    colour = cv2.multiply(cv2.cvtColor(image, cv2.COLOR_RGBA2RGB), alpha, scale=1 / 255)
+    table = np.rint(np.outer(255 - np.arange(256), np.asarray(background, np.float64)) / 255)
+    shaded = cv2.LUT(alpha, table.astype(np.uint8).reshape(256, 1, 3))
+    return cv2.add(colour, shaded)
 
 
 def _expected_frames(reader: AudioReader | None, from_motion: bool, fps: float) -> int | None:

@@ -13,6 +13,8 @@ measured with, and the results are those of its legacy `solutions` API
   from frame to frame (clips, rendered output).
 * `FaceDetector` — face boxes from the short- or full-range face detector, as
   `mp.solutions.face_detection.FaceDetection` gave them.
+* `PersonSegmenter` — the selfie-segmentation model's person confidence per pixel
+  (`ImageSegmenter`), as `mp.solutions.selfie_segmentation` gave it: the cut-out.
 
 Landmarks are mediapipe's normalised coordinates times the picture size:
 (x * width, y * height, z * width), so the centre of pixel (0, 0) is at (0.5, 0.5).
@@ -145,6 +147,40 @@ class FaceDetector:
             graph.close()
 
     def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class PersonSegmenter:
+    """Person-vs-background confidence from mediapipe's selfie-segmentation model (`ImageSegmenter`).
+
+    The model was trained on people near the camera, which is what a portrait holds; it sees a
+    small copy of the picture and the graph upsamples its mask to the picture's size (a soft edge
+    that `facecast.face.cutout` refines). A context manager."""
+
+    def __init__(self) -> None:
+        from mediapipe.tasks.python import BaseOptions, vision  # heavy: see _image
+
+        options = vision.ImageSegmenterOptions(base_options=BaseOptions(model_asset_buffer=_model(SEGMENTATION_MODEL)),
+                                               running_mode=vision.RunningMode.IMAGE,
+                                               output_confidence_masks=True, output_category_mask=False)
+        self._graph = vision.ImageSegmenter.create_from_options(options)
+
+    def confidence(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W) float32 in 0..1, the chance that each pixel of an (H, W, 3+) uint8 RGB picture is the person."""
+        if self._graph is None:
+            raise RuntimeError("PersonSegmenter is closed")
+        masks = self._graph.segment(_image(rgb)).confidence_masks
+        return np.array(masks[-1].numpy_view(), dtype=np.float32).reshape(rgb.shape[:2])
+
+    def close(self) -> None:
+        if self._graph is not None:
+            graph, self._graph = self._graph, None
+            graph.close()
+
+    def __enter__(self) -> PersonSegmenter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -239,6 +239,16 @@ def _head_mask(lm: np.ndarray, frame: FaceFrame, grid: Grid) -> np.ndarray:
     return ((1 - smoothstep(1.0, HEAD_MASK_FALLOFF, rho)) * inside).astype(np.float32)
 
 
+def head_mask_image(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """The head mask (`_head_mask`) at full resolution, (size, size) float32 0..1: the cut-out's fallback
+    where segmentation sees no person (it is exactly what rigid head motion moves)."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    grid = Grid(size)
+    coarse = _head_mask(lm, FaceFrame.from_landmarks(lm), grid)
+    # cell centres line up with cv2.resize's, so the upsampled mask sits where the renderer's does
+    return cv2.resize(coarse, (grid.extent, grid.extent), interpolation=cv2.INTER_LINEAR)[:size, :size]
+
+
 class WarpBasis:
     """Everything precomputed for one portrait: fields, landmark displacements, head geometry."""
 
