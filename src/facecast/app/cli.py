@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--badge", nargs="?", const="AI-generated", default=None, metavar="TEXT",
                         help="show a visible disclosure label (default text: AI-generated); "
                              "the invisible watermark is always embedded")
+    # defaults and the checks live with the encoder (facecast.media), which `--help` does not import
+    render.add_argument("--crf", type=int, default=None, metavar="N",
+                        help="H.264 quality, 0-51: lower is better and larger (default 20)")
+    render.add_argument("--preset", default=None, metavar="NAME",
+                        help="x264 speed preset, ultrafast ... veryslow: slower makes smaller files at the same "
+                             "quality (default veryfast)")
     _add_generator_options(render)
     _add_control_options(render)
     render.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
@@ -226,6 +232,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(), badge=args.badge,
         controls=controls_from(args.emotion, args.gaze, args.distance), generator=args.generator,
         motion_model=args.motion_model,
+        **{name: value for name in ("crf", "preset") if (value := getattr(args, name)) is not None},
     ))
     if not args.quiet:
         speed = report.duration / report.seconds if report.seconds > 0 else float("inf")
