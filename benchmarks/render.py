@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from math import nan
 from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -187,10 +188,10 @@ def print_presets(rows: list[dict], size: int, count: int, crf: int) -> None:
               f"{r['psnr']:.2f} dB | {r['ssim']:.4f} |")
 
 
-def run_cli_render(audio: Path, out: Path, size: int) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one `facecast render` process."""
+def run_cli_render(audio: Path, out: Path, size: int, generator: str = "learned") -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MiB) and seconds to the first encoded frame of one `facecast render` process."""
     command = [sys.executable, "-m", "facecast.app.cli", "render", "--portrait", str(PORTRAIT), "--audio",
-               str(audio), "-o", str(out), "--size", str(size), "--overwrite", "--quiet"]
+               str(audio), "-o", str(out), "--size", str(size), "--overwrite", "--generator", generator]
     started = time.perf_counter()
     # a fresh interpreter per measurement, so ru_maxrss of the child is this render's alone
     probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
@@ -199,7 +200,9 @@ def run_cli_render(audio: Path, out: Path, size: int) -> tuple[float, float]:
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"render failed: {result.stderr.strip()}")
-    return wall, int(result.stdout.strip().splitlines()[-1]) / 1024
+    lines = result.stdout.strip().splitlines()
+    first = float(lines[-2].split("first frame encoded ")[1].split(" s")[0]) if "first frame" in lines[-2] else nan
+    return wall, int(lines[-1]) / 1024, first
 
 
 def main() -> None:
@@ -230,11 +233,13 @@ def main() -> None:
 
         minute = write_flac(workdir / "minute.flac", speech, 1)
         # this shared 2-core host is noisy: time the whole process three times and report the median
-        walls = sorted(run_cli_render(minute, workdir / "minute512.mp4", 512)[0] for _ in range(3))
-        cli_wall = walls[1]
-        _, rss_minute = run_cli_render(minute, workdir / "minute.mp4", args.memory_size)
+        cli = {}
+        for generator in ("learned", "rule"):
+            runs = sorted(run_cli_render(minute, workdir / "minute512.mp4", 512, generator) for _ in range(3))
+            cli[generator] = (runs[1][0], [r[0] for r in runs], sorted(r[2] for r in runs)[1])
+        _, rss_minute, _ = run_cli_render(minute, workdir / "minute.mp4", args.memory_size)
         long_audio = write_flac(workdir / "long.flac", speech, args.long_minutes)
-        long_wall, rss_long = run_cli_render(long_audio, workdir / "long.mp4", args.memory_size)
+        long_wall, rss_long, _ = run_cli_render(long_audio, workdir / "long.mp4", args.memory_size)
 
     print(f"\nfacecast render benchmark — {os.cpu_count()} CPU cores, torch threads {_torch_threads()}\n")
     print("| stage | 256² | 512² | 1024² |")
@@ -247,8 +252,10 @@ def main() -> None:
     print()
     print("| whole `facecast render` process | value |")
     print("|---|---|")
-    print(f"| 60 s of speech at 512², 25 fps: wall time, median of 3 | {cli_wall:.1f} s (real-time factor "
-          f"{cli_wall / 60:.2f}; runs {', '.join(f'{w:.1f}' for w in walls)} s) |")
+    for generator, (wall, walls, first) in cli.items():
+        print(f"| 60 s of speech at 512², 25 fps, {generator} generator: wall time, median of 3 | {wall:.1f} s "
+              f"(real-time factor {wall / 60:.2f}; runs {', '.join(f'{w:.1f}' for w in walls)} s) |")
+        print(f"| ... first frame encoded after (from the command's start, median) | {first:.1f} s |")
     print(f"| peak RSS, 1 min of audio at {args.memory_size}² | {rss_minute:.0f} MiB |")
     print(f"| peak RSS, {args.long_minutes} min of audio at {args.memory_size}² | {rss_long:.0f} MiB "
           f"({(rss_long / rss_minute - 1) * 100:+.1f} %; rendered in {long_wall:.0f} s) |")

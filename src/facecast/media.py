@@ -349,8 +349,10 @@ CRF_RANGE = (0, 51)
 #: (benchmarks/render.py --presets: PSNR/SSIM against a lossless encode of the same frames).
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 DEFAULT_PRESET = "veryfast"
-#: x264's threads for renders (0 would be its default, 1.5 per core).
-X264_THREADS = 0
+#: x264's threads for renders: one. `facecast render` encodes in a thread of its own beside the generating and
+#: rendering threads, so more x264 threads only compete for the same two cores (benchmarks/render.py --presets:
+#: veryfast costs 2.3-2.4 ms of CPU per 512² frame with 1, 2 or x264's default 3 threads; 0 would be that default).
+X264_THREADS = 1
 
 
 def validate_encoding(crf: int, preset: str) -> None:

@@ -12,9 +12,13 @@ import codecs
 import io
 import os
 import sys
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Sequence
+
+#: When this command started (near enough: the first facecast module imported), for start-up times.
+STARTED = time.perf_counter()
 
 # mediapipe's C++ core logs to stderr on first use; these quiet it where the environment is read late enough
 # (child processes); `main` keeps the rest off the terminal (facecast.app.logs).
@@ -236,8 +240,10 @@ def _cmd_render(args: argparse.Namespace) -> int:
     ))
     if not args.quiet:
         speed = report.duration / report.seconds if report.seconds > 0 else float("inf")
+        first = "" if report.first_frame_at is None else \
+            f", first frame encoded {report.first_frame_at - STARTED:.1f} s after start"
         print(f"wrote {report.output}: {report.frames} frames, {report.duration:.2f} s of video "
-              f"in {report.seconds:.1f} s ({speed:.1f}x real time); watermark run id {report.run_id}")
+              f"in {report.seconds:.1f} s ({speed:.1f}x real time{first}); watermark run id {report.run_id}")
     return 0
 
 

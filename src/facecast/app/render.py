@@ -83,6 +83,7 @@ class RenderReport:
     seconds: float
     run_id: str = ""                     # the watermark's per-run id, for `facecast verify`
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    first_frame_at: float | None = None  # time.perf_counter() when the first frame had been encoded
 
 
 def validate_size(size: int) -> None:
@@ -143,6 +144,7 @@ def render(request: RenderRequest) -> RenderReport:
                                             audio_channels=reader.info.channels if reader else None,
                                             crf=request.crf, preset=request.preset, fragmented=long_render),
                                   request.background)
+            first_frame: list[float | None] = [None]
             with _progress(expected, request.progress) as bar:
                 def encode(item: tuple[str, object]) -> None:
                     kind, payload = item
@@ -151,6 +153,8 @@ def render(request: RenderRequest) -> RenderReport:
                     else:
                         writer.write(payload)  # type: ignore[arg-type]
                         bar.update(1)
+                        if first_frame[0] is None:
+                            first_frame[0] = time.perf_counter()
 
                 def draw(item: tuple[str, object]) -> None:
                     kind, payload = item
@@ -195,7 +199,7 @@ def render(request: RenderRequest) -> RenderReport:
             reader.close()
     elapsed = time.perf_counter() - started
     return RenderReport(output=sink.final, frames=writer.frames, duration=writer.frames / fps,
-                        seconds=elapsed, run_id=provenance.run_id, stage_seconds=stages)
+                        seconds=elapsed, run_id=provenance.run_id, stage_seconds=stages, first_frame_at=first_frame[0])
 
 
 def _render_from_audio(reader: AudioReader, generator: MotionGenerator,
