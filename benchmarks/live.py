@@ -48,8 +48,48 @@ class OscCounter:
         self.count += 1
 
 
-def ws_reader(url: str, counts: dict, key: str, stop: threading.Event) -> None:
-    """Read a WebSocket stream until told to stop, counting messages."""
+#: A repeated pose: the head turned less than this (degrees) and ...
+REPEAT_ANGLE_DEG = 0.01
+#: ... every expression coefficient changed less than this since the frame before.
+REPEAT_COEFFICIENT = 0.001
+
+
+def pose_changes(frames: list[dict]) -> list[tuple[float, float]]:
+    """(largest head rotation change in degrees, largest coefficient change) from each frame to the next."""
+    changes = []
+    for a, b in zip(frames, frames[1:]):
+        angle = max(abs(b["head"][k] - a["head"][k]) for k in ("yaw", "pitch", "roll"))
+        names = set(a["expressions"]) | set(b["expressions"])
+        coefficient = max((abs(b["expressions"].get(n, 0.0) - a["expressions"].get(n, 0.0)) for n in names),
+                          default=0.0)
+        changes.append((angle, coefficient))
+    return changes
+
+
+def evenness(frames: list[dict]) -> dict:
+    """Repeated poses while the motion is moving, and the coefficient of variation of the frame-to-frame change.
+
+    A frame repeats its predecessor when the head turned < REPEAT_ANGLE_DEG and every coefficient moved
+    < REPEAT_COEFFICIENT; it counts while the motion is moving: the pose changed over the two frame periods
+    around it (a stall inside motion, not a face at rest). The change per frame is the largest coefficient change
+    plus the head's largest rotation change in units of 10 degrees; its coefficient of variation (std / mean)
+    over moving frames measures evenness: repeats (0) and the double steps after them make it larger."""
+    changes = pose_changes(frames)
+    still = [angle < REPEAT_ANGLE_DEG and coefficient < REPEAT_COEFFICIENT for angle, coefficient in changes]
+    steps = [coefficient + angle / 10.0 for angle, coefficient in changes]
+    repeated, moving = 0, []
+    for i in range(1, len(changes) - 1):
+        if still[i - 1] and still[i + 1]:    # at rest around this frame
+            continue
+        moving.append(steps[i])
+        repeated += still[i]
+    mean = sum(moving) / len(moving) if moving else 0.0
+    spread = (sum((x - mean) ** 2 for x in moving) / len(moving)) ** 0.5 if moving else 0.0
+    return {"repeated_poses": repeated, "moving_frames": len(moving), "change_cv": spread / mean if mean else 0.0}
+
+
+def ws_reader(url: str, counts: dict, key: str, stop: threading.Event, keep: list | None = None) -> None:
+    """Read a WebSocket stream until told to stop, counting messages (and keeping motion frames in `keep`)."""
     import websockets.exceptions
     import websockets.sync.client
 
@@ -58,8 +98,12 @@ def ws_reader(url: str, counts: dict, key: str, stop: threading.Event) -> None:
             with websockets.sync.client.connect(url) as ws:
                 while not stop.is_set():
                     try:
-                        ws.recv(timeout=0.5)
+                        message = ws.recv(timeout=0.5)
                         counts[key] += 1
+                        if keep is not None:
+                            data = json.loads(message)
+                            if data.get("type") == "motion":
+                                keep.append(data["frame"])
                     except TimeoutError:
                         continue
                 return
@@ -77,6 +121,7 @@ def run(fps: int, size: int, generator: str = "rule") -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     counts = {"motion": 0, "frames": 0}  # messages read on ws /motion and ws /frames
+    motion: list[dict] = []               # every motion frame the ws /motion stream delivered
     stop = threading.Event()
     readers = []
     summary, scheduled_ms = None, float("nan")
@@ -86,7 +131,9 @@ def run(fps: int, size: int, generator: str = "rule") -> dict:
         if "serving the overlay at" in line:
             base = line.split("serving the overlay at ")[1].split("/ ")[0].replace("http", "ws")
             for key in counts:
-                reader = threading.Thread(target=ws_reader, args=(f"{base}/{key}", counts, key, stop), daemon=True)
+                keep = motion if key == "motion" else None
+                reader = threading.Thread(target=ws_reader, args=(f"{base}/{key}", counts, key, stop, keep),
+                                          daemon=True)
                 reader.start()
                 readers.append(reader)
         if " summary " in line:
@@ -102,26 +149,28 @@ def run(fps: int, size: int, generator: str = "rule") -> dict:
     # CPU while live (the daemon's own count), and the whole process's including start-up.
     return {**summary, "scheduled_ms": scheduled_ms, "cpu_cores": summary["cpu_s"] / summary["elapsed_s"],
             "process_cpu_s": cpu, "rss_mib": after.ru_maxrss / 1024, "vmc": vmc.count, "vrchat": vrchat.count,
-            "ws_motion": counts["motion"], "ws_frames": counts["frames"]}
+            "ws_motion": counts["motion"], "ws_frames": counts["frames"], **evenness(motion)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--generators", default="rule,learned", help="comma-separated: rule, learned")
+    parser.add_argument("--fps", default="30,60", help="comma-separated frame rates")
     args = parser.parse_args()
     results = {(generator, fps): run(fps, args.size, generator)
-               for generator in args.generators.split(",") for fps in (30, 60)}
+               for generator in args.generators.split(",") for fps in map(int, args.fps.split(","))}
     print(f"\nfacecast live benchmark — {os.cpu_count()} CPU cores, {args.size}², 12 s of speech played in real time, "
           "outputs: VMC, VRChat OSC, WebSocket motion + overlay frames (loopback receivers)\n")
     print("| generator | fps | achieved fps | latency p50 | latency p95 | scheduled | longest gap | repeated | "
-          "CPU while live "
+          "repeated poses (moving) | change CV | CPU while live "
           "(cores) | whole process CPU | peak RSS | received: VMC / VRChat JawOpen (sent only when it changes) / "
           "ws motion / ws overlay frames |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (generator, fps), r in results.items():
         print(f"| {generator} | {fps} | {r['fps']:.1f} | {r['latency_p50_ms']:.0f} ms | {r['latency_p95_ms']:.0f} ms | "
               f"{r['scheduled_ms']:.0f} ms | {r['max_gap_ms']:.0f} ms | {r['repeated']} | "
+              f"{r['repeated_poses']} of {r['moving_frames']} | {r['change_cv']:.2f} | "
               f"{r['cpu_cores']:.2f} | {r['process_cpu_s']:.1f} s | "
               f"{r['rss_mib']:.0f} MiB | "
               f"{r['vmc']} / {r['vrchat']} / {r['ws_motion']} / {r['ws_frames']} of {r['frames']} sent |")

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from math import nan
 from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -30,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from facecast.app.render import flatten_alpha  # noqa: E402
 from facecast.face.portrait import analyze_portrait  # noqa: E402
-from facecast.media import Mp4Writer, decode_mono  # noqa: E402
+from facecast.media import DEFAULT_CRF, Mp4Writer, decode_mono  # noqa: E402
 from facecast.render.renderer import Renderer  # noqa: E402
 from facecast.speech.rule import RuleMotionGenerator, generate_motion  # noqa: E402
 
@@ -100,10 +101,97 @@ def bench_size(size: int, speech: np.ndarray, motion: list, frames: int, workdir
     return {"render": render_fps, "e2e": e2e_fps, "e2e_encode": encode_fps}
 
 
-def run_cli_render(audio: Path, out: Path, size: int) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one `facecast render` process."""
+def reference_frames(size: int, count: int) -> list[np.ndarray]:
+    """`count` rendered, flattened frames of real speech (kept in memory: encoders are timed alone)."""
+    renderer = Renderer(analyze_portrait(PORTRAIT, size=size), device="cpu")
+    speech = one_minute_of_speech()[: int((count / FPS + 1) * RuleMotionGenerator.SAMPLE_RATE)]
+    motion = generate_motion(np.array_split(speech, max(1, len(speech) // 1024)), fps=FPS)
+    return [flatten_alpha(renderer.render(frame), WHITE) for frame, _ in zip(motion, range(count))]
+
+
+def encode(frames: list[np.ndarray], path: Path, **options: object) -> tuple[float, float]:
+    """Wall and CPU seconds (this process, x264's threads included) to encode `frames` into `path`."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    writer = Mp4Writer(path, frames[0].shape[0], FPS, **options)
+    for image in frames:
+        writer.write_frame(image)
+    writer.close()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def lossless(frames: list[np.ndarray], path: Path) -> list[np.ndarray]:
+    """The frames as a lossless H.264 (QP 0, the same yuv420p) decodes them: what each preset is compared with."""
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width = stream.height = frames[0].shape[0]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"qp": "0", "preset": "ultrafast"}
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return decoded_planes(path)
+
+
+def decoded_planes(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="yuv420p") for frame in container.decode(video=0)]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of two grey images (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5)."""
+    import cv2
+
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    blur = lambda x: cv2.GaussianBlur(x, (11, 11), 1.5)  # noqa: E731
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2, blur(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    ratio = (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(np.mean(ratio))
+
+
+def bench_presets(size: int, count: int, presets: list[str], threads: list[int], crf: int) -> list[dict]:
+    """Each x264 preset x thread count at `crf` on the same frames: speed, CPU, size, PSNR (Y, U, V planes)
+    and SSIM (Y) against a lossless encode of those frames."""
+    frames = reference_frames(size, count)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = lossless(frames, Path(tmp) / "lossless.mp4")
+        for preset in presets:
+            for thread_count in threads:
+                path = Path(tmp) / f"{preset}-{thread_count}.mp4"
+                runs = [encode(frames, path, crf=crf, preset=preset, threads=thread_count) for _ in range(3)]
+                wall, cpu = sorted(runs)[1]
+                decoded = decoded_planes(path)
+                rows.append({"preset": preset, "threads": thread_count, "fps": count / wall,
+                             "cpu_ms": 1000 * cpu / count, "kib": path.stat().st_size / 1024,
+                             "psnr": float(np.mean([psnr(a, b) for a, b in zip(decoded, reference)])),
+                             "ssim": float(np.mean([ssim(a[:size], b[:size]) for a, b in zip(decoded, reference)]))})
+    return rows
+
+
+def print_presets(rows: list[dict], size: int, count: int, crf: int) -> None:
+    print(f"\nx264 presets — {os.cpu_count()} CPU cores, {count} frames at {size}², CRF {crf}, "
+          "median of 3 encodes; quality against a lossless (QP 0) encode of the same frames\n")
+    print("| preset | x264 threads | encode fps | CPU per frame | size | PSNR (yuv420p) | SSIM (Y) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        threads = "auto" if r["threads"] == 0 else r["threads"]
+        print(f"| {r['preset']} | {threads} | {r['fps']:.0f} | {r['cpu_ms']:.1f} ms | {r['kib']:.0f} KiB | "
+              f"{r['psnr']:.2f} dB | {r['ssim']:.4f} |")
+
+
+def run_cli_render(audio: Path, out: Path, size: int, generator: str = "learned") -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MiB) and seconds to the first encoded frame of one `facecast render` process."""
     command = [sys.executable, "-m", "facecast.app.cli", "render", "--portrait", str(PORTRAIT), "--audio",
-               str(audio), "-o", str(out), "--size", str(size), "--overwrite", "--quiet"]
+               str(audio), "-o", str(out), "--size", str(size), "--overwrite", "--generator", generator]
     started = time.perf_counter()
     # a fresh interpreter per measurement, so ru_maxrss of the child is this render's alone
     probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
@@ -112,7 +200,9 @@ def run_cli_render(audio: Path, out: Path, size: int) -> tuple[float, float]:
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"render failed: {result.stderr.strip()}")
-    return wall, int(result.stdout.strip().splitlines()[-1]) / 1024
+    lines = result.stdout.strip().splitlines()
+    first = float(lines[-2].split("first frame encoded ")[1].split(" s")[0]) if "first frame" in lines[-2] else nan
+    return wall, int(lines[-1]) / 1024, first
 
 
 def main() -> None:
@@ -121,8 +211,17 @@ def main() -> None:
     parser.add_argument("--long-minutes", type=int, default=60, help="length of the long render for the memory check")
     parser.add_argument("--memory-size", type=int, default=256,
                         help="frame size for the 1-minute vs long memory comparison (default 256 keeps it quick)")
+    parser.add_argument("--presets", nargs="?", const="ultrafast,superfast,veryfast,faster", default=None,
+                        metavar="P1,P2,...", help="only compare x264 presets and thread counts (speed, size, quality)")
+    parser.add_argument("--threads", default="1,2,0", help="x264 thread counts for --presets (0: x264's default)")
+    parser.add_argument("--crf", type=int, default=DEFAULT_CRF, help="CRF for --presets")
     args = parser.parse_args()
 
+    if args.presets:
+        size, count = 512, args.frames // 2
+        rows = bench_presets(size, count, args.presets.split(","), [int(t) for t in args.threads.split(",")], args.crf)
+        print_presets(rows, size, count, args.crf)
+        return
     speech = one_minute_of_speech()
     generator_fps, motion = bench_generator(speech)
     rows = []
@@ -134,11 +233,13 @@ def main() -> None:
 
         minute = write_flac(workdir / "minute.flac", speech, 1)
         # this shared 2-core host is noisy: time the whole process three times and report the median
-        walls = sorted(run_cli_render(minute, workdir / "minute512.mp4", 512)[0] for _ in range(3))
-        cli_wall = walls[1]
-        _, rss_minute = run_cli_render(minute, workdir / "minute.mp4", args.memory_size)
+        cli = {}
+        for generator in ("learned", "rule"):
+            runs = sorted(run_cli_render(minute, workdir / "minute512.mp4", 512, generator) for _ in range(3))
+            cli[generator] = (runs[1][0], [r[0] for r in runs], sorted(r[2] for r in runs)[1])
+        _, rss_minute, _ = run_cli_render(minute, workdir / "minute.mp4", args.memory_size)
         long_audio = write_flac(workdir / "long.flac", speech, args.long_minutes)
-        long_wall, rss_long = run_cli_render(long_audio, workdir / "long.mp4", args.memory_size)
+        long_wall, rss_long, _ = run_cli_render(long_audio, workdir / "long.mp4", args.memory_size)
 
     print(f"\nfacecast render benchmark — {os.cpu_count()} CPU cores, torch threads {_torch_threads()}\n")
     print("| stage | 256² | 512² | 1024² |")
@@ -151,8 +252,10 @@ def main() -> None:
     print()
     print("| whole `facecast render` process | value |")
     print("|---|---|")
-    print(f"| 60 s of speech at 512², 25 fps: wall time, median of 3 | {cli_wall:.1f} s (real-time factor "
-          f"{cli_wall / 60:.2f}; runs {', '.join(f'{w:.1f}' for w in walls)} s) |")
+    for generator, (wall, walls, first) in cli.items():
+        print(f"| 60 s of speech at 512², 25 fps, {generator} generator: wall time, median of 3 | {wall:.1f} s "
+              f"(real-time factor {wall / 60:.2f}; runs {', '.join(f'{w:.1f}' for w in walls)} s) |")
+        print(f"| ... first frame encoded after (from the command's start, median) | {first:.1f} s |")
     print(f"| peak RSS, 1 min of audio at {args.memory_size}² | {rss_minute:.0f} MiB |")
     print(f"| peak RSS, {args.long_minutes} min of audio at {args.memory_size}² | {rss_long:.0f} MiB "
           f"({(rss_long / rss_minute - 1) * 100:+.1f} %; rendered in {long_wall:.0f} s) |")

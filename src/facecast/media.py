@@ -342,18 +342,43 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+#: H.264 quality (x264's constant rate factor: lower is better and larger; 18-23 is visually transparent to good).
+DEFAULT_CRF = 20
+CRF_RANGE = (0, 51)
+#: x264 presets, fastest first. The default is the fastest whose quality at CRF 20 matches `veryfast`'s
+#: (benchmarks/render.py --presets: PSNR/SSIM against a lossless encode of the same frames).
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+DEFAULT_PRESET = "veryfast"
+#: x264's threads for renders: one. `facecast render` encodes in a thread of its own beside the generating and
+#: rendering threads, so more x264 threads only compete for the same two cores (benchmarks/render.py --presets:
+#: veryfast costs 2.3-2.4 ms of CPU per 512² frame with 1, 2 or x264's default 3 threads; 0 would be that default).
+X264_THREADS = 1
+
+
+def validate_encoding(crf: int, preset: str) -> None:
+    """InputError (one line) for a CRF or preset x264 does not take."""
+    if not CRF_RANGE[0] <= crf <= CRF_RANGE[1]:
+        raise InputError(f"--crf must be between {CRF_RANGE[0]} and {CRF_RANGE[1]} (got {crf}); "
+                         f"lower is better quality, {DEFAULT_CRF} is the default")
+    if preset not in X264_PRESETS:
+        raise InputError(f"unknown --preset {preset!r}: choose one of {', '.join(X264_PRESETS)}")
+
+
 class Mp4Writer:
     """H.264 video (+ optional AAC audio) streamed into an MP4 as frames arrive.
 
     Frames are encoded as they come. A regular MP4's index grows with every
     packet (measured: ~28 MiB over 60 min of video + audio), so long renders
     use `fragmented=True`, whose memory stays flat. `audio_channels=None`
-    writes a silent video. x264's `veryfast` preset at CRF 20 keeps encoding
-    out of the way of a faster-than-real-time render at good quality.
+    writes a silent video. `threads`: x264's own threads (0: its default, 1.5
+    per core; default `X264_THREADS`): `facecast render` renders in other threads while x264 encodes, so this
+    is set deliberately (measured in benchmarks/render.py --presets and by whole renders).
     """
 
     def __init__(self, path: str | Path, size: int, fps: float, audio_channels: int | None = None,
-                 crf: int = 20, preset: str = "veryfast", fragmented: bool = False) -> None:
+                 crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET, fragmented: bool = False,
+                 threads: int | None = None) -> None:
+        validate_encoding(crf, preset)
         movflags = FRAGMENTED_MP4 if fragmented else REGULAR_MP4
         self._container = av.open(str(path), "w", format="mp4", options={"movflags": movflags})
         self._video = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
@@ -361,6 +386,7 @@ class Mp4Writer:
         self._video.height = size
         self._video.pix_fmt = "yuv420p"
         self._video.options = {"crf": str(crf), "preset": preset}
+        self._video.codec_context.thread_count = X264_THREADS if threads is None else threads
         self._video.codec_context.time_base = Fraction(1, 1) / Fraction(fps).limit_denominator(1001)
         self._frames = 0
         self._audio = None

@@ -12,9 +12,13 @@ import codecs
 import io
 import os
 import sys
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Sequence
+
+#: When this command started (near enough: the first facecast module imported), for start-up times.
+STARTED = time.perf_counter()
 
 # mediapipe's C++ core logs to stderr on first use; these quiet it where the environment is read late enough
 # (child processes); `main` keeps the rest off the terminal (facecast.app.logs).
@@ -110,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--badge", nargs="?", const="AI-generated", default=None, metavar="TEXT",
                         help="show a visible disclosure label (default text: AI-generated); "
                              "the invisible watermark is always embedded")
+    # defaults and the checks live with the encoder (facecast.media), which `--help` does not import
+    render.add_argument("--crf", type=int, default=None, metavar="N",
+                        help="H.264 quality, 0-51: lower is better and larger (default 20)")
+    render.add_argument("--preset", default=None, metavar="NAME",
+                        help="x264 speed preset, ultrafast ... veryslow: slower makes smaller files at the same "
+                             "quality (default veryfast)")
     _add_generator_options(render)
     _add_control_options(render)
     render.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
@@ -230,11 +240,14 @@ def _cmd_render(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(), badge=args.badge,
         controls=controls_from(args.emotion, args.gaze, args.distance), generator=args.generator,
         motion_model=args.motion_model, cutout=args.cutout,
+        **{name: value for name in ("crf", "preset") if (value := getattr(args, name)) is not None},
     ))
     if not args.quiet:
         speed = report.duration / report.seconds if report.seconds > 0 else float("inf")
+        first = "" if report.first_frame_at is None else \
+            f", first frame encoded {report.first_frame_at - STARTED:.1f} s after start"
         print(f"wrote {report.output}: {report.frames} frames, {report.duration:.2f} s of video "
-              f"in {report.seconds:.1f} s ({speed:.1f}x real time); watermark run id {report.run_id}")
+              f"in {report.seconds:.1f} s ({speed:.1f}x real time{first}); watermark run id {report.run_id}")
     return 0
 
 

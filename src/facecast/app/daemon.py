@@ -250,9 +250,11 @@ class LiveDaemon:
                 first_index, first = head
                 ready = first.capture_time if first.capture_time is not None else self._clock()
                 processing = getattr(self.generator, "processing_s", 0.0)   # a frame's compute after its audio
-                delay = self._block_s + processing + PHASE_MARGIN_PERIODS / self.fps
-                log.info("frames scheduled %.0f ms after their audio (generator compute %.0f ms)",
-                         1000 * delay, 1000 * processing)
+                # interpolated frames wait for the next generated pose: without this, ticks repeat poses
+                waiting = getattr(self.generator, "pose_wait_s", 0.0)
+                delay = self._block_s + processing + waiting + PHASE_MARGIN_PERIODS / self.fps
+                log.info("frames scheduled %.0f ms after their audio (generator compute %.0f ms, next pose %.0f ms)",
+                         1000 * delay, 1000 * processing, 1000 * waiting)
                 return ready + delay, first_index
             if self._audio_done.is_set():
                 return None

@@ -1,13 +1,19 @@
 """Offline rendering: portrait + speech (or a motion file) -> MP4 or PNG frames.
 
-One streaming loop: decoded audio blocks feed the motion generator, every
-motion frame it finalises is rendered and handed straight to the encoder, and
-the same decoded audio is muxed into the MP4. Nothing is held for the whole
-clip, so memory stays flat whatever the audio length.
+A streaming pipeline of three threads joined by small bounded queues: decoded
+audio blocks feed the motion generator (this thread); every motion frame it
+finalises is rendered and stamped (the render thread) and encoded (the encode
+thread), and the same decoded audio, passed down the same queues, is muxed into
+the MP4. Each stage works on its own frame at once (torch, OpenCV and PyAV/x264
+release the GIL), so both cores are busy; the queues keep frames and audio in
+their order and hold only a few frames, so memory stays flat whatever the audio
+length.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,17 +22,22 @@ from typing import Callable
 import numpy as np
 
 from facecast.controls import Controls
-from facecast.errors import InputError
+from facecast.errors import InputError, OutputError
 from facecast.media import (
     ALPHA_FORMATS,
+    DEFAULT_CRF,
+    DEFAULT_PRESET,
+    FFMPEG_ERRORS,
     AlphaVideoWriter,
     AtomicOutput,
     AudioReader,
     Mp4Writer,
     decode_with_mono,
+    error_reason,
     iter_mono_blocks,
+    validate_encoding,
 )
-from facecast.motion import MotionFrame, MotionHeader, read_motion, write_motion
+from facecast.motion import MotionHeader, read_motion, write_motion
 from facecast.speech.generator import DEFAULT_GENERATOR, MotionGenerator, generate_offline, make_generator
 
 SUPPORTED_FPS = (25.0, 30.0, 60.0)
@@ -35,6 +46,9 @@ FRAGMENTED_AFTER_S = 600.0
 MIN_SIZE, MAX_SIZE = 256, 1024
 #: `-o` suffixes: MP4 (H.264, alpha flattened onto --background), or WebM / MOV, which keep the alpha.
 VIDEO_SUFFIXES = (".mp4", *ALPHA_FORMATS)
+#: Items (frames, or audio frames passed along in order) each pipeline queue holds: enough to ride out one
+#: stage's jitter, few enough that memory stays flat (8 frames of 1024² RGBA: 32 MiB per queue).
+PIPELINE_DEPTH = 8
 
 
 @dataclass
@@ -60,6 +74,8 @@ class RenderRequest:
     generator: str = DEFAULT_GENERATOR  # speech -> motion: one of GENERATOR_CHOICES
     motion_model: Path | None = None    # the learned generator's weights (default: the shipped model)
     cutout: bool = False                # cut the person out of the background (`app.cutout`): alpha in PNG/WebM/MOV
+    crf: int = DEFAULT_CRF              # H.264 quality (x264 CRF, lower is better)
+    preset: str = DEFAULT_PRESET        # x264 speed preset
 
 
 @dataclass
@@ -72,6 +88,7 @@ class RenderReport:
     seconds: float
     run_id: str = ""                     # the watermark's per-run id, for `facecast verify`
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    first_frame_at: float | None = None  # time.perf_counter() when the first frame had been encoded
 
 
 def validate_size(size: int) -> None:
@@ -111,6 +128,7 @@ def render(request: RenderRequest) -> RenderReport:
     fps = request.fps or (motion_header.fps if motion_header else 25.0)
     validate_size(request.size)
     validate_fps(fps)
+    validate_encoding(request.crf, request.preset)
     provenance = Provenance(request.badge)
 
     reader = AudioReader(request.audio) if request.audio is not None else None
@@ -142,26 +160,55 @@ def render(request: RenderRequest) -> RenderReport:
                 long_render = length is None or length > FRAGMENTED_AFTER_S
                 writer = _Mp4Sink(Mp4Writer(sink.temp, rig.size, fps,
                                             audio_channels=reader.info.channels if reader else None,
-                                            fragmented=long_render),
+                                            crf=request.crf, preset=request.preset, fragmented=long_render),
                                   request.background)
+            first_frame: list[float | None] = [None]
             with _progress(expected, request.progress) as bar:
-                def emit(frame: MotionFrame) -> None:
-                    frame = request.controls.apply(frame)
-                    writer.write(provenance.apply(writer.prepare(renderer.render(frame)), frame.t))
-                    bar.update(1)
+                def encode(item: tuple[str, object]) -> None:
+                    kind, payload = item
+                    if kind == "audio":
+                        writer.write_audio(payload)
+                    else:
+                        writer.write(payload)  # type: ignore[arg-type]
+                        bar.update(1)
+                        if first_frame[0] is None:
+                            first_frame[0] = time.perf_counter()
 
-                if motion_frames is not None:
-                    for frame in motion_frames:
-                        emit(frame)
-                    if reader is not None:
-                        for audio_frame in reader.frames():
-                            writer.write_audio(audio_frame)
-                else:
-                    # offline the learned model hears whole windows: its frames all come at the end
-                    generator = make_generator(request.generator, fps=fps, seed=request.seed,
-                                               model_path=request.motion_model, streaming=False)
-                    _render_from_audio(reader, generator, emit, writer)
-            writer.close()
+                def draw(item: tuple[str, object]) -> None:
+                    kind, payload = item
+                    if kind == "video":
+                        frame = request.controls.apply(payload)  # type: ignore[arg-type]
+                        payload = provenance.apply(writer.prepare(renderer.render(frame)), frame.t)
+                    encoder.put((kind, payload))
+
+                encoder = _Stage("facecast-encode", encode)
+                drawer = _Stage("facecast-render", draw)
+                try:
+                    if motion_frames is not None:
+                        for frame in motion_frames:
+                            drawer.put(("video", frame))
+                        if reader is not None:
+                            for audio_frame in reader.frames():
+                                drawer.put(("audio", audio_frame))
+                    else:
+                        if request.generator == "learned":
+                            import torch  # heavy: only the learned generator needs it
+
+                            # one thread: the render and encode threads use the other core, and torch's idle
+                            # threads spin (measured under load: 10x slower with 2 on this 2-core machine)
+                            torch.set_num_threads(1)
+                        generator = make_generator(request.generator, fps=fps, seed=request.seed,
+                                                   model_path=request.motion_model, streaming=False,
+                                                   clip=request.audio)
+                        _render_from_audio(reader, generator, drawer.put)
+                    drawer.close()
+                    encoder.close()
+                    writer.close()
+                except FFMPEG_ERRORS + (OSError,) as exc:  # the encoder or the disk: a one-line error
+                    raise OutputError(f"cannot write {sink.final}: {error_reason(exc)}") from None
+                finally:
+                    drawer.cancel()
+                    encoder.cancel()
             if writer.frames == 0:
                 raise InputError(f"{request.motion} holds no motion frames")
             sink.commit()
@@ -170,19 +217,81 @@ def render(request: RenderRequest) -> RenderReport:
             reader.close()
     elapsed = time.perf_counter() - started
     return RenderReport(output=sink.final, frames=writer.frames, duration=writer.frames / fps,
-                        seconds=elapsed, run_id=provenance.run_id, stage_seconds=stages)
+                        seconds=elapsed, run_id=provenance.run_id, stage_seconds=stages, first_frame_at=first_frame[0])
 
 
-def _render_from_audio(reader: AudioReader, generator: MotionGenerator, emit: Callable[[MotionFrame], None],
-                       writer: "_FrameSink") -> None:
-    """Decoded audio blocks feed the generator, each frame it finalises is emitted, the audio muxed as it goes."""
+def _render_from_audio(reader: AudioReader, generator: MotionGenerator,
+                       send: Callable[[tuple[str, object]], None]) -> None:
+    """Decoded audio blocks feed the generator; each frame it finalises, and each audio frame (to mux), is sent on
+    in order."""
     for audio_frame, block in decode_with_mono(reader, generator.SAMPLE_RATE):
         for frame in generator.push(block):
-            emit(frame)
+            send(("video", frame))
         if audio_frame is not None:
-            writer.write_audio(audio_frame)
+            send(("audio", audio_frame))
     for frame in generator.finish():
-        emit(frame)
+        send(("video", frame))
+
+
+class _Stage:
+    """One pipeline stage: a thread that hands each item put to it, in order, to `handle`.
+
+    Its queue is bounded (`PIPELINE_DEPTH`), so a fast producer waits for a slow stage instead of piling frames
+    up. An error in `handle` is raised again from the next `put` or from `close` in the producer's thread (the
+    stage then drops what is still queued, so nothing waits on it); `cancel` stops it after an error upstream.
+    """
+
+    _END = object()
+
+    def __init__(self, name: str, handle: Callable[[tuple[str, object]], None], depth: int = PIPELINE_DEPTH) -> None:
+        self._handle = handle
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._cancelled = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, item: tuple[str, object]) -> None:
+        """Queue `item` (waiting while the queue is full); raises the stage's error if it has failed."""
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():
+                    raise RuntimeError(f"{self._thread.name} stopped") from None
+
+    def close(self) -> None:
+        """Wait until everything put is handled; raises the stage's error if it failed."""
+        self.put(self._END)  # type: ignore[arg-type]
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        """Stop without handling what is queued (after an error elsewhere); returns once the thread has ended."""
+        if not self._thread.is_alive():
+            return
+        self._cancelled = True
+        while self._thread.is_alive():
+            try:
+                self._queue.put_nowait(self._END)
+            except queue.Full:
+                pass
+            self._thread.join(timeout=0.05)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if self._error is None and not self._cancelled:
+                try:
+                    self._handle(item)
+                except BaseException as exc:  # handed to the producer's thread, which reports it
+                    self._error = exc
 
 
 def generate_motion_file(audio: Path, output: Path, fps: float = 25.0, seed: int = 0, overwrite: bool = False,
@@ -191,7 +300,7 @@ def generate_motion_file(audio: Path, output: Path, fps: float = 25.0, seed: int
     validate_fps(fps)
     AudioReader(audio).close()  # fail on bad audio before creating anything
     with AtomicOutput(output, overwrite) as sink:
-        made = make_generator(generator, fps=fps, seed=seed, model_path=motion_model, streaming=False)
+        made = make_generator(generator, fps=fps, seed=seed, model_path=motion_model, streaming=False, clip=audio)
         header = MotionHeader(fps=fps, generator=generator, seed=seed, source=audio.name)
         count = write_motion(sink.temp, header, generate_offline(made, iter_mono_blocks(audio)))
         sink.commit()

@@ -9,7 +9,8 @@ capture time when live) and returns the frames that became final; `finish`
 returns the rest. Streaming generators (`rule`, and `learned` streamed with an
 80 ms lookahead, `learned_stream`) emit frames as the audio comes; offline, the
 learned model hears each whole 1 s window before generating it
-(`learned.LearnedClipGenerator`), so all its frames come from `finish`.
+(`learned.LearnedClipGenerator`): given the audio file (`clip`), its frames
+stream too (some seconds behind the audio); otherwise all come from `finish`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Iterable, Iterator, Protocol
 import numpy as np
 
 from facecast.errors import InputError
+from facecast.media import iter_mono_blocks
 from facecast.motion import MotionFrame
 from facecast.speech.audio_features import offline_blocks
-from facecast.speech.learned import WEIGHTS_PATH, LearnedClipGenerator
+from facecast.speech.learned import WEIGHTS_PATH, LearnedClipGenerator, clip_loud_level, load
 from facecast.speech.learned_stream import LearnedMotionGenerator
 from facecast.speech.rule import RuleMotionGenerator
 
@@ -51,14 +53,16 @@ class MotionGenerator(Protocol):
 
 
 def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path | str | None = None,
-                   streaming: bool = True, frames: int | None = None) -> MotionGenerator:
+                   streaming: bool = True, frames: int | None = None, clip: Path | None = None) -> MotionGenerator:
     """The generator called `name` (GENERATOR_CHOICES) at `fps`, random choices seeded by `seed`.
 
     `model_path`: the learned model's weights (default: the shipped model; the rule generator has none).
     `streaming`: frames as the audio comes (live); False: the learned model over whole windows (render,
     `facecast motion`), which the rule generator does not need. `frames` (offline only): exactly this many
     frames, the learned model generating them all (audio past the end is silence) and the rule generator's
-    cut or its last one held; default: as many as the audio lasts."""
+    cut or its last one held; default: as many as the audio lasts. `clip` (offline only): the audio file the
+    blocks will come from, read ahead once (a fraction of a second per minute) for the learned model's loud
+    level so its frames stream from the first seconds instead of all coming at the end."""
     if name not in GENERATOR_CHOICES:
         raise InputError(f"unknown generator {name!r}: choose one of {', '.join(GENERATOR_CHOICES)}")
     if frames is not None and streaming:
@@ -67,7 +71,10 @@ def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path
     if name == "learned":
         if streaming:
             return LearnedMotionGenerator(fps=fps, seed=seed, path=path)
-        return LearnedClipGenerator(fps=fps, seed=seed, path=path, frames=frames)
+        loud = None
+        if clip is not None and load(path).features == "logmel":
+            loud = clip_loud_level(iter_mono_blocks(clip))
+        return LearnedClipGenerator(fps=fps, seed=seed, path=path, frames=frames, loud=loud)
     rule = RuleMotionGenerator(fps=fps, seed=seed)
     return rule if frames is None else _ExactLength(rule, frames)
 

@@ -34,14 +34,22 @@ import math
 from array import array
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from facecast.errors import FacecastError
 from facecast.motion import EXPRESSION_CHANNELS, VISEMES, Blink, Gaze, HeadPose, MotionFrame, resample_frames
-from facecast.speech.audio_features import SAMPLE_RATE, AudioFeatureStream, audio_track, silence_row
-from facecast.speech.mouth_gap import GAP_GEOMETRY_KEY, MouthGap
+from facecast.speech.audio_features import (
+    SAMPLE_RATE,
+    AudioFeatureStream,
+    HopFramer,
+    audio_track,
+    log_mel,
+    offline_blocks,
+    silence_row,
+)
+from facecast.speech.mouth_gap import GAP_GEOMETRY_KEY, RECEPTIVE_FIELD, MouthGap
 from facecast.speech.phones import SILENCE, phone_track
 from facecast.speech.voice import VoiceAnalyser, VoiceFrame
 
@@ -392,23 +400,40 @@ def learned_motion(samples: np.ndarray, fps: float, frames: int, path: Path = WE
     return list(generate_frames(speech_features(samples, load(path).features), fps, frames, path=path))
 
 
+def clip_loud_level(chunks: Iterable[np.ndarray]) -> float:
+    """The loud level (`loud_level`) of a whole clip of 16 kHz mono chunks, from a quick pass over it that keeps
+    only each hop's mean log-mel level (4 bytes per 10 ms): what lets `LearnedClipGenerator` stream its frames."""
+    framer, levels = HopFramer(), array("f")
+    for block in offline_blocks(chunks):
+        for windows in framer.push(np.asarray(block, dtype=np.float64)):
+            levels.extend(log_mel(windows).mean(1))
+    return loud_level(np.frombuffer(levels, np.float32)) if len(levels) else 0.0
+
+
 class LearnedClipGenerator:
-    """The learned model over a whole clip, with the streaming generators' interface (`generator`): `push` only
-    analyses (the model's features, kept compactly, and the voice); `finish` generates window by window, each
-    window hearing its whole second of audio, and yields the frames lazily. Visemes and the voice level come
-    from the voice analysis, as live (`learned_stream`)."""
+    """The learned model over a whole clip, with the streaming generators' interface (`generator`). Each window
+    hears its whole second of audio. Given the clip's loud level (`loud`, from `clip_loud_level`), frames stream:
+    each comes from `push` as soon as the audio and the frames it depends on are in (`_ClipStream`), the same
+    frames as generating from the whole clip. Without it, `push` only analyses (the model's features, kept
+    compactly, and the voice) and `finish` generates window by window, yielding the frames lazily. Visemes and
+    the voice level come from the voice analysis, as live (`learned_stream`)."""
 
     SAMPLE_RATE = SAMPLE_RATE
-    #: Nothing is made before the end of the audio (offline only).
+    #: Offline only: a frame waits for its window's second of audio and the head's recentring (`_ClipStream`),
+    #: or (without the loud level) for the end of the audio.
     lookahead_s = math.inf
     processing_s = 0.0
 
-    def __init__(self, fps: float = 25.0, seed: int = 0, path: Path = WEIGHTS_PATH, frames: int | None = None) -> None:
-        """`frames`: exactly this many frames (audio past the end is silence); default: as long as the audio."""
+    def __init__(self, fps: float = 25.0, seed: int = 0, path: Path = WEIGHTS_PATH, frames: int | None = None,
+                 loud: float | None = None) -> None:
+        """`frames`: exactly this many frames (audio past the end is silence); default: as long as the audio.
+        `loud`: the whole clip's loud level (`clip_loud_level`), so frames stream (log-mel models only)."""
         if not (fps > 0 and math.isfinite(fps)):
             raise ValueError(f"fps must be a positive number, got {fps}")
         self.fps, self.seed, self.path, self.frames = float(fps), seed, Path(path), frames
         self.features = load(self.path).features
+        self._streamed = (_ClipStream(load(self.path), self.fps, seed, frames, loud)
+                          if loud is not None and self.features == "logmel" else None)
         # Phones need the whole utterance (`phones`): for them the samples are kept (4 bytes per sample).
         self._stream = AudioFeatureStream(self.features) if self.features != "allphone" else None
         self._samples = array("f")
@@ -421,6 +446,8 @@ class LearnedClipGenerator:
         """Analyse the next block of 16 kHz mono samples; frames come from `finish`."""
         if self._finished:
             raise RuntimeError("push() after finish(): create a new generator for a new stream")
+        if self._streamed is not None:
+            return self._streamed.push(samples)
         if self._stream is not None:
             self._stream.push(samples)
         else:
@@ -434,6 +461,8 @@ class LearnedClipGenerator:
         if self._finished:
             return iter(())
         self._finished = True
+        if self._streamed is not None:
+            return iter(self._streamed.finish())
         self._keep(self._voice.finish())
         return self._frames()
 
@@ -454,3 +483,208 @@ class LearnedClipGenerator:
                 row = self._voiced[start:start + per_frame]
                 frame = replace(frame, visemes=dict(zip(VISEMES, row)), voice=row[-1])
             yield frame
+
+
+class _ClipStream:
+    """`LearnedClipGenerator`'s frames as the audio comes, given the clip's loud level: the windows, mouth, head
+    smoothing and recentring, blinks and resampling of `LearnedMotion.generate` + `generate_frames` over the whole
+    clip, each step done once the audio and the frames it depends on are in (the head's recentring, a Gaussian of
+    HEAD_RECENTRE_S, waits for ~16 s of frames after each), keeping only what later frames still need: memory
+    stays flat and the first frame comes after seconds, not after the whole clip."""
+
+    def __init__(self, model: LearnedMotion, fps: float, seed: int, frames: int | None, loud: float) -> None:
+        torch = _torch()
+        self.model, self.fps, self.loud, self.frames = model, fps, loud, frames
+        self._sampling = model.sampling_for(seed)
+        self._random = torch.Generator().manual_seed(self._sampling.seed)
+        self._mouth = model.mouth[max(model.mouth)] if model.mouth else None
+        self._mouth_ahead = self._mouth.lookahead if self._mouth is not None else 0
+        self._samples = 0
+        self._framer = HopFramer()
+        self._hops: list[np.ndarray] = []               # log-mel hops not yet making up a whole 25 fps frame
+        self._audio: dict[int, np.ndarray] = {}         # 25 fps frame -> its audio row, while still needed
+        self._framed = 0
+        self._track_min = math.inf                      # the relative log-mel's minimum: silence past the end
+        self._feature_min = math.inf                    # ... over the clip's frames only (the mouth net's silence)
+        self._count = self._frames_at_25(frames) if frames is not None else None
+        self._context = torch.zeros(0, MOTION_DIMS)     # the last CONTEXT generated frames, normalised
+        self._generated = 0
+        self._raw: dict[int, np.ndarray] = {}           # generated motion rows, jaw set, head not yet smoothed
+        self._mouthed = 0
+        self._final: dict[int, np.ndarray] = {}         # finished 25 fps rows (head and blinks done)
+        self._finalised = 0
+        self._blinks = BlinkShaper()
+        self._voice = VoiceAnalyser(fps)
+        self._voiced: dict[int, VoiceFrame] = {}
+        self._last_voiced: VoiceFrame | None = None
+        self._emitted = 0
+        self._finished = False
+        # the head filters' kernels (scipy's gaussian_filter1d: radius = 4 sigma)
+        self._smooth_r = int(4 * OFFLINE_HEAD_SMOOTHING_S * FPS + 0.5)
+        self._recentre_r = int(4 * HEAD_RECENTRE_S * FPS + 0.5)
+
+    def _frames_at_25(self, frames: int) -> int:
+        return max(1, int(math.ceil(frames / self.fps * FPS)))
+
+    def push(self, samples: np.ndarray) -> list[MotionFrame]:
+        block = np.asarray(samples, dtype=np.float64)
+        self._samples += len(block)
+        for frame in self._voice.push(block):
+            self._voiced[frame.index] = frame
+        for windows in self._framer.push(block):
+            self._add_hops(log_mel(windows))
+        return self._advance()
+
+    def finish(self) -> list[MotionFrame]:
+        if self._finished:
+            return []
+        self._finished = True
+        for frame in self._voice.finish():
+            self._voiced[frame.index] = frame
+        total = self.frames if self.frames is not None else max(1, round(self._samples / SAMPLE_RATE * self.fps))
+        self.frames = total
+        self._count = self._frames_at_25(total)
+        # as `frame_audio`: the hops of a partial last frame, then the clip's quietest level, make up the rest
+        rest = relative_logmel(np.stack(self._hops), self.loud) if self._hops else None
+        if rest is not None:
+            self._track_min = min(self._track_min, float(rest.min()))
+        silence = np.full((HOPS_PER_FRAME, FEATURE_DIMS["logmel"]),
+                          self._track_min if math.isfinite(self._track_min) else -4.0, np.float32)
+        if rest is not None and self._framed < self._count:
+            silence_rows = silence[: HOPS_PER_FRAME - len(rest)]
+            self._audio[self._framed] = np.concatenate([rest, silence_rows]).reshape(-1)
+            self._feature_min = min(self._feature_min, float(self._audio[self._framed].min()))
+            self._framed += 1
+        if self._framed < self._count:
+            self._feature_min = min(self._feature_min, float(silence.min()))
+        while self._framed < self._count:
+            self._audio[self._framed] = silence.reshape(-1)
+            self._framed += 1
+        return self._advance()
+
+    def _add_hops(self, hops: np.ndarray) -> None:
+        self._hops.extend(hops)
+        while len(self._hops) >= HOPS_PER_FRAME:
+            row = relative_logmel(np.stack(self._hops[:HOPS_PER_FRAME]), self.loud).reshape(-1)
+            del self._hops[:HOPS_PER_FRAME]
+            self._track_min = min(self._track_min, float(row.min()))
+            if self._count is None or self._framed < self._count:
+                self._feature_min = min(self._feature_min, float(row.min()))
+            self._audio[self._framed] = row
+            self._framed += 1
+
+    def _advance(self) -> list[MotionFrame]:
+        self._generate()
+        self._apply_mouth()
+        self._finalise()
+        return self._emit()
+
+    def _generate(self) -> None:
+        """Every whole window whose audio is in (windows of WINDOW frames, as `LearnedMotion.generate`); the
+        clip's frame count is at least the frames framed so far, so a window ending there is a whole one."""
+        torch = _torch()
+        limit = self._count if self._count is not None else math.inf
+        while self._generated < limit:
+            start = self._generated
+            end = min(start + WINDOW, limit)
+            if end > self._framed:
+                return
+            lo = start - len(self._context)
+            audio = torch.from_numpy(np.stack([self._audio[i] for i in range(lo, end)]))
+            new = self.model.denoise(self._context, audio, self._sampling, self._random)
+            self._context = torch.cat([self._context, new])[-CONTEXT:]
+            for i, row in enumerate(self.model.to_motion(new.numpy())):
+                self._raw[start + i] = row
+            self._generated = end
+
+    def _apply_mouth(self) -> None:
+        """The mouth-gap net's jaw on generated frames once the audio it looks ahead to is in, a window or more at
+        a time (each call costs about as much as a window's)."""
+        ready = self._generated if self._finished else min(self._generated, self._framed - self._mouth_ahead)
+        if ready <= self._mouthed or (ready - self._mouthed < WINDOW and not self._finished):
+            return
+        start = self._mouthed
+        if self._mouth is not None:
+            lo = max(0, start - RECEPTIVE_FIELD)
+            heard = [self._audio[i] for i in range(lo, min(self._framed, ready + self._mouth_ahead))]
+            future = len(heard) - (ready - lo)
+            if self._finished and future < self._mouth_ahead:   # past the end: silence, as over the whole clip
+                heard += [np.full_like(heard[0], self._feature_min)] * (self._mouth_ahead - future)
+                future = self._mouth_ahead
+            rows = np.stack([self._raw[i] for i in range(start, ready)])
+            self._mouth.apply(rows, np.stack(heard), future=future)
+            for i, row in enumerate(rows):
+                self._raw[start + i] = row
+        self._mouthed = ready
+        keep_from = self._mouthed - max(RECEPTIVE_FIELD, CONTEXT)
+        for old in [i for i in self._audio if i < keep_from]:
+            del self._audio[old]
+
+    def _finalise(self) -> None:
+        """Head smoothing and recentring (`LearnedMotion.generate`'s zero-phase Gaussians, exact: each row waits
+        for the rows its kernels reach), then blinks, in batches of at least a window (the recentring kernel is
+        long)."""
+        reach = self._smooth_r + self._recentre_r
+        done = self._finished and self._mouthed == self._count
+        ready = self._mouthed if done else self._mouthed - reach
+        start = self._finalised
+        if ready <= start or (ready - start < WINDOW and not done):
+            return
+        # scipy.ndimage on first use: importing it adds about 30 ms to every `facecast` start-up
+        from scipy.ndimage import gaussian_filter1d
+
+        lo, hi = max(0, start - reach), min(self._mouthed, ready + reach)
+        rows = np.stack([self._raw[i] for i in range(lo, hi)])
+        smooth = gaussian_filter1d(rows[:, HEAD_GUIDED], OFFLINE_HEAD_SMOOTHING_S * FPS, axis=0, mode="nearest")
+        # the recentring Gaussian at the rows being finished only (the segment's ends are the clip's where they
+        # are cut: "nearest" there is what it is over the whole clip)
+        offsets = np.arange(-self._recentre_r, self._recentre_r + 1)
+        kernel = np.exp(-0.5 * (offsets / (HEAD_RECENTRE_S * FPS)) ** 2)
+        kernel /= kernel.sum()
+        at = np.clip(np.arange(start - lo, ready - lo)[:, None] + offsets[None], 0, hi - lo - 1)
+        drift = np.einsum("nkd,k->nd", smooth[at].astype(np.float64), kernel).astype(smooth.dtype)
+        finished = rows[start - lo: ready - lo]
+        finished[:, HEAD_GUIDED] = smooth[start - lo: ready - lo] - drift
+        for i, row in enumerate(self._blinks.shape(finished)):
+            self._final[start + i] = row
+        self._finalised = ready
+        for old in [i for i in self._raw if i < ready - reach]:
+            del self._raw[old]
+
+    def _emit(self) -> list[MotionFrame]:
+        """Output frames at fps, linearly resampled from the finished 25 fps rows as `resample_frames` does,
+        each once the rows on both sides of it (and its voice analysis) are in."""
+        limit = self.frames if self.frames is not None else math.inf
+        last = self._finalised - 1
+        times = []
+        while self._emitted + len(times) < limit:
+            index = self._emitted + len(times)
+            position = index / self.fps * FPS
+            needed = min(int(position + 1e-9) + 1, self._count - 1 if self._finished else math.inf)
+            if needed > last or (not self._finished and index not in self._voiced):
+                break
+            times.append(index)
+        if not times:
+            return []
+        low = min(int(times[0] / self.fps * FPS + 1e-9), last)
+        high = min(int(times[-1] / self.fps * FPS + 1e-9) + 1, last)
+        rows = np.stack([self._final[i] for i in range(low, high + 1)])
+        if abs(self.fps - FPS) < 1e-6:
+            matrix = rows[[i - low for i in times]]
+        else:
+            source = np.arange(low, high + 1) / FPS
+            target = np.asarray(times) / self.fps
+            matrix = np.stack([np.interp(target, source, rows[:, j]) for j in range(rows.shape[1])], 1
+                              ).astype(rows.dtype)
+        out = []
+        for index, frame in zip(times, motion_frames(matrix, self.fps)):
+            voiced = self._voiced.pop(index, None) or self._last_voiced
+            self._last_voiced = voiced
+            if voiced is not None:
+                frame = replace(frame, visemes={name: voiced.visemes.get(name, 0.0) for name in VISEMES},
+                                voice=voiced.voice)
+            out.append(replace(frame, t=index / self.fps))
+        self._emitted = times[-1] + 1
+        for old in [i for i in self._final if i < int(self._emitted / self.fps * FPS + 1e-9)]:
+            del self._final[old]
+        return out

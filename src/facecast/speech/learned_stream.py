@@ -87,6 +87,11 @@ class LearnedMotionGenerator:
         self.chunk, self.lookahead = chunk, lookahead
         #: How far past a chunk's last frame the audio is read before the chunk is committed.
         self.lookahead_s = lookahead / FPS
+        #: How much later than an even schedule an output frame can become final, over the first frame's delay:
+        #: each is interpolated between the two committed 25 fps frames around its time, so at 30 or 60 fps it
+        #: waits for the later one, up to a 25 fps frame (36.7 ms at 60 fps, 33.3 ms at 30). The live daemon
+        #: schedules frames this much later, so every tick shows its own pose instead of repeating one.
+        self.pose_wait_s = pose_wait(self.fps, chunk)
         #: Share of the way the output head moves towards each new frame's (exponential smoothing at 25 fps).
         self._head_step = 1.0 - float(np.exp(-1.0 / (FPS * head_smoothing_s))) if head_smoothing_s > 0 else 1.0
         self._head: np.ndarray | None = None
@@ -234,6 +239,19 @@ class LearnedMotionGenerator:
         for old in [i for i in self._rows if i < int(self._emitted / self.fps * FPS) - 1]:
             del self._rows[old]
         return out
+
+
+def pose_wait(fps: float, chunk: int = CHUNK_FRAMES, seconds: float = 2.0) -> float:
+    """The largest lag (s) of an output frame's readiness behind an even schedule at `fps` that starts with the
+    first frame: output frame k (time k / fps) is final once the 25 fps frame after its time is committed, which
+    happens with the last frame of its `chunk` (a whole period of 25 and `fps` fits in `seconds`)."""
+    lags = []
+    for index in range(max(1, int(seconds * fps))):
+        position = index / fps * FPS
+        needed = int(position + 1e-9) + (1 if position - int(position + 1e-9) > 1e-6 else 0)
+        committed = (needed // chunk + 1) * chunk        # frames committed when `needed` is
+        lags.append(committed / FPS - index / fps)
+    return max(lags) - lags[0]
 
 
 def _torch():
