@@ -352,13 +352,17 @@ class Mp4Writer:
     out of the way of a faster-than-real-time render at good quality.
     """
 
-    def __init__(self, path: str | Path, size: int, fps: float, audio_channels: int | None = None,
+    def __init__(self, path: str | Path, size: int | tuple[int, int], fps: float, audio_channels: int | None = None,
                  crf: int = 20, preset: str = "veryfast", fragmented: bool = False) -> None:
+        """size: the side of square frames, or (width, height); H.264's 4:2:0 needs both even."""
+        width, height = (size, size) if isinstance(size, int) else size
+        if width % 2 or height % 2:
+            raise InputError(f"an MP4 (H.264) needs even frame sides, got {width}x{height}: use an even --size")
         movflags = FRAGMENTED_MP4 if fragmented else REGULAR_MP4
         self._container = av.open(str(path), "w", format="mp4", options={"movflags": movflags})
         self._video = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        self._video.width = size
-        self._video.height = size
+        self._video.width = width
+        self._video.height = height
         self._video.pix_fmt = "yuv420p"
         self._video.options = {"crf": str(crf), "preset": preset}
         self._video.codec_context.time_base = Fraction(1, 1) / Fraction(fps).limit_denominator(1001)

@@ -201,7 +201,7 @@ def run_live(flags: dict[str, Any]) -> int:
     provenance = Provenance(DEFAULT_BADGE if badge == "" else badge)
 
     def load_renderer(path: Path | str) -> Any:
-        renderer = Renderer(analyze_portrait(path, size=settings["size"]), device="auto")
+        renderer = Renderer(analyze_portrait(path, size=settings["size"], framing=settings["framing"]), device="auto")
         return lambda frame: provenance.apply(renderer.render(frame), frame.t)
 
     render = load_renderer(settings["portrait"])

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from facecast.app.options import validate_framing
 from facecast.controls import Controls
 from facecast.errors import InputError
 from facecast.media import AtomicOutput, AudioReader, Mp4Writer, decode_with_mono, iter_mono_blocks
@@ -41,6 +42,7 @@ class RenderRequest:
     seed: int = 0
     face_index: int | None = None
     landmarks: Path | None = None
+    framing: str = "auto"               # one of options.FRAMING_CHOICES
     overwrite: bool = False
     device: str = "auto"
     background: tuple[int, int, int] = (255, 255, 255)  # behind transparent portraits in MP4
@@ -98,6 +100,7 @@ def render(request: RenderRequest) -> RenderReport:
     fps = request.fps or (motion_header.fps if motion_header else 25.0)
     validate_size(request.size)
     validate_fps(fps)
+    validate_framing(request.framing)
     provenance = Provenance(request.badge)
 
     reader = AudioReader(request.audio) if request.audio is not None else None
@@ -107,7 +110,7 @@ def render(request: RenderRequest) -> RenderReport:
         with sink:
             t0 = time.perf_counter()
             rig = analyze_portrait(request.portrait, size=request.size, face_index=request.face_index,
-                                   landmarks_json=request.landmarks)
+                                   landmarks_json=request.landmarks, framing=request.framing)
             renderer = Renderer(rig, device=request.device)
             stages = {"analysis": time.perf_counter() - t0}
             expected = _expected_frames(reader, motion_frames is not None, fps)
@@ -116,7 +119,8 @@ def render(request: RenderRequest) -> RenderReport:
             else:
                 length = reader.info.duration if reader is not None else None
                 long_render = length is None or length > FRAGMENTED_AFTER_S
-                writer = _Mp4Sink(Mp4Writer(sink.temp, rig.size, fps,
+                height, width = renderer.frame_shape
+                writer = _Mp4Sink(Mp4Writer(sink.temp, (width, height), fps,
                                             audio_channels=reader.info.channels if reader else None,
                                             fragmented=long_render),
                                   request.background)
