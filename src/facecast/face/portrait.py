@@ -75,7 +75,7 @@ HEAD_CENTRE_Y = 0.40          # the head's centre height in a square with room t
 FACE_MARGIN = 0.05            # the face box (kept in the frame, invented if the picture cuts it off), face lengths
 FEATHER = 0.03                # `full`: paste-back seam width, share of the animated square
 MIN_FACE_PX = 64              # a face (forehead to chin) smaller than this in the picture earns a warning
-CLOSED_EYES = 0.12            # eye openness (lid gap over eye width, ~0.3 open) below which eyes count as closed
+CLOSED_EYES = 0.15            # eye openness (lid gap over eye width, ~0.3 open) below which eyes count as closed
 NEUTRAL_GREY = 128            # background under transparent pixels while detecting
 MEAN_FACE_PATH = Path(__file__).resolve().parent / "data" / "mean_face.npy"
 
@@ -543,8 +543,13 @@ def frame_square(points: np.ndarray, width: int, height: int, framing: str,
     side = min(side, short)
     if invent:
         side = max(side, float(face[2] - face[0]), float(face[3] - face[1]))
-    x0 = _inside((head[0] + head[2]) / 2 - side / 2, side, width)
-    y0 = _inside((head[1] + head[3]) / 2 - HEAD_CENTRE_Y * side, side, height)
+    x0 = (head[0] + head[2]) / 2 - side / 2
+    y0 = (head[1] + head[3]) / 2 - HEAD_CENTRE_Y * side
+    if head[3] - head[1] <= side:
+        y0 = min(max(y0, float(head[3]) - side), float(head[1]))   # the whole head, hair and chin
+    else:
+        y0 = max(float(head[1]), float(face[3]) - side)            # as much hair as the chin leaves room for
+    x0, y0 = _inside(x0, side, width), _inside(y0, side, height)
     if invent:
         x0 = min(max(x0, float(face[2]) - side), float(face[0]))
         y0 = min(max(y0, float(face[3]) - side), float(face[1]))
