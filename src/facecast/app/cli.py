@@ -50,7 +50,9 @@ def _add_portrait_options(parser: argparse.ArgumentParser) -> None:
                         help="the picture to animate (JPEG, PNG, WebP, ...)")
     parser.add_argument("--size", type=int, default=512,
                         help="output width and height in pixels, 256-1024 (default 512)")
-    parser.add_argument("--framing", default="auto", choices=FRAMING_CHOICES, help=FRAMING_HELP + " (default auto)")
+    # checked by the command (one line naming the choices), not by argparse's usage dump
+    parser.add_argument("--framing", default="auto", metavar="|".join(FRAMING_CHOICES),
+                        help=FRAMING_HELP + " (default auto)")
     parser.add_argument("--face-index", type=int, default=None, metavar="N",
                         help="which face to animate when the picture has several: 0 = largest (default), 1 = next, ...")
     parser.add_argument("--landmarks", type=Path, default=None, metavar="POINTS.json",
