@@ -30,32 +30,35 @@ class PasteBack:
         self._side = side
         height, width = backdrop.shape[:2]
         # no band along a side where the square meets the picture's own edge: nothing to blend with there
-        open_sides = (self._y > 0, self._y + side < height, self._x > 0, self._x + side < width)
-        self._band = max(1, min(feather, side // 4))
-        ramp = np.minimum(np.arange(side) + 1, self._band) * ONE // self._band
+        top, bottom, left, right = (self._y > 0, self._y + side < height, self._x > 0, self._x + side < width)
+        self._band = band = max(1, min(feather, side // 4))
+        ramp = np.minimum(np.arange(side) + 1, band) * ONE // band
         ones = np.full(side, ONE, np.int64)
-        rows = np.minimum(ramp if open_sides[0] else ones, ramp[::-1] if open_sides[1] else ones)
-        cols = np.minimum(ramp if open_sides[2] else ones, ramp[::-1] if open_sides[3] else ones)
+        rows = np.minimum(ramp if top else ones, ramp[::-1] if bottom else ones)
+        cols = np.minimum(ramp if left else ones, ramp[::-1] if right else ones)
         self._weight = np.minimum(rows[:, None], cols[None, :]).astype(np.uint16)[..., None]
         self._shape = (side, side, self._backdrop.shape[2])
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """The output frames' shape."""
-        return self._backdrop.shape  # type: ignore[return-value]
+        # the strips that blend: the top and bottom ones across, then the left and right ones between them
+        inner = slice(band if top else 0, side - band if bottom else side)
+        self._strips = [strip for strip, is_open in (
+            ((slice(0, band), slice(0, side)), top), ((slice(side - band, side), slice(0, side)), bottom),
+            ((inner, slice(0, band)), left), ((inner, slice(side - band, side)), right)) if is_open]
+        under = self._backdrop[self._y:self._y + side, self._x:self._x + side]
+        # per strip, precomputed: its weight and the backdrop's share of it
+        self._blend = [(rows, cols, self._weight[rows, cols],
+                        under[rows, cols].astype(np.uint16) * (ONE - self._weight[rows, cols]) + ONE // 2)
+                       for rows, cols in self._strips]
+        self._whole = (side, side) == (height, width)
 
     def __call__(self, square: np.ndarray) -> np.ndarray:
         if square.shape != self._shape:
             raise ValueError(f"expected a {self._shape} square to paste back, got {square.shape}")
+        if self._whole:  # the square is the whole picture (a square picture)
+            return square
         out = self._backdrop.copy()
-        x, y, side, band = self._x, self._y, self._side, self._band
+        x, y, side = self._x, self._y, self._side
         out[y:y + side, x:x + side] = square
-        # only the band can blend: the top and bottom strips, then the left and right ones between them
-        for rows, cols in ((slice(0, band), slice(0, side)), (slice(side - band, side), slice(0, side)),
-                           (slice(band, side - band), slice(0, band)),
-                           (slice(band, side - band), slice(side - band, side))):
-            weight = self._weight[rows, cols]
-            under = self._backdrop[y:y + side, x:x + side][rows, cols].astype(np.uint16)
-            mixed = (square[rows, cols] * weight + under * (ONE - weight) + ONE // 2) >> 8
-            out[y:y + side, x:x + side][rows, cols] = mixed.astype(np.uint8)
+        placed = out[y:y + side, x:x + side]
+        for rows, cols, weight, under in self._blend:
+            placed[rows, cols] = ((square[rows, cols] * weight + under) >> 8).astype(np.uint8)
         return out
