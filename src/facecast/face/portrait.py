@@ -481,7 +481,7 @@ def _extend_outside(rgb: np.ndarray, inside: np.ndarray, size: int) -> np.ndarra
     the picture's own colours: continuous at the edge, no smeared streaks, no recognisable mirrored face."""
     outside = (inside < 128).astype(np.uint8)
     distance = cv2.distanceTransform(outside, cv2.DIST_L2, 5)
-    weight = np.clip(distance / (0.05 * size), 0, 1)[..., None]
+    weight = np.clip(distance / (0.025 * size), 0, 1)[..., None]   # the mirror only bridges the edge
     # the blur is taken from the picture's pixels only (normalised convolution), so it carries no mirror
     sigma = 0.05 * size
     known = (1 - outside).astype(np.float32)
