@@ -135,11 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     motion.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
     motion.set_defaults(handler=_cmd_motion)
 
-    analyze = commands.add_parser("analyze", help="check a portrait: find the face, write the aligned crop",
+    analyze = commands.add_parser("analyze", help="check a portrait: find the face, write the framed picture",
                                   description="Detect the face in a portrait and report how it was found; "
-                                              "optionally save the aligned crop with its landmarks drawn.")
+                                              "optionally save the framed picture (--framing) with its landmarks drawn.")
     _add_portrait_options(analyze)
-    analyze.add_argument("--output", "-o", type=Path, help="save the aligned crop (PNG) with landmarks drawn")
+    analyze.add_argument("--output", "-o", type=Path, help="save the framed picture (PNG) with landmarks drawn")
     analyze.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
     analyze.set_defaults(handler=_cmd_analyze)
 
