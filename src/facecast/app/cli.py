@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze = commands.add_parser("analyze", help="check a portrait: find the face, write the framed picture",
                                   description="Detect the face in a portrait and report how it was found; "
-                                              "optionally save the framed picture (--framing) with its landmarks drawn.")
+                                              "optionally save the framed picture with its landmarks drawn.")
     _add_portrait_options(analyze)
     analyze.add_argument("--output", "-o", type=Path, help="save the framed picture (PNG) with landmarks drawn")
     analyze.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
