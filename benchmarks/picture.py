@@ -138,8 +138,9 @@ def _box_origin(positions: np.ndarray) -> tuple[int, int]:
     return int(round(float(positions[0, 0, 1]))), int(round(float(positions[0, 0, 0])))
 
 
-def sheet(rows: list[tuple[str, dict]], path: Path) -> None:
-    """First frames, before | auto | full, four portraits to a row, each labelled."""
+def sheet(rows: list[tuple[str, dict]], path: Path, labels: bool = True) -> None:
+    """First frames, before | auto | full, four portraits to a row, each labelled (with the invented shares
+    of the 10 s render when it was measured)."""
     cells = []
     for name, result in rows:
         thumbs = []
@@ -162,7 +163,7 @@ def sheet(rows: list[tuple[str, dict]], path: Path) -> None:
         cell[22:, THUMB + 4:2 * THUMB + 4] = thumbs[1]
         cell[22:, 2 * THUMB + 8:] = thumbs[2]
         label = f"{name}: before {100 * result[LEGACY_FRAMING]['invented']:.0f}% | auto " \
-                f"{100 * result['auto']['invented']:.0f}% | full"
+                f"{100 * result['auto']['invented']:.0f}% | full" if labels else f"{name}: before | auto | full"
         cv2.putText(cell, label, (2, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
         cells.append(np.pad(cell, ((4, 4), (4, 4), (0, 0)), constant_values=255))
     per_row = 4
@@ -170,8 +171,8 @@ def sheet(rows: list[tuple[str, dict]], path: Path) -> None:
         cells.append(np.full_like(cells[0], 255))
     grid = np.vstack([np.hstack(cells[i:i + per_row]) for i in range(0, len(cells), per_row)])
     header = np.full((30, grid.shape[1], 3), 255, np.uint8)
-    cv2.putText(header, "first frame of each portrait: before (legacy framing) | after: auto | full; "
-                "% = output pixels invented beyond the picture over a 10 s render", (6, 20),
+    cv2.putText(header, "first frame of each portrait: before (legacy framing) | after: auto | full"
+                + ("; % = output pixels invented beyond the picture over a 10 s render" if labels else ""), (6, 20),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(np.vstack([header, grid]), cv2.COLOR_RGB2BGR))
@@ -204,6 +205,8 @@ def main() -> None:
     parser.add_argument("--sheet", type=Path, default=None, help="write the contact sheet PNG here")
     parser.add_argument("--stride", type=int, default=2,
                         help="render every Nth frame of the 10 s (the head moves smoothly; 1 = every frame)")
+    parser.add_argument("--sheet-only", action="store_true",
+                        help="only the contact sheet (first frames; no 10 s render, no table)")
     parser.add_argument("--only", nargs="*", default=None, help="only these portrait file names")
     parser.add_argument("--held-out", type=int, default=0, metavar="N",
                         help="add the first frames of N of the quality benchmark's held-out clips (needs its cache)")
@@ -215,6 +218,8 @@ def main() -> None:
     if args.held_out:
         sources += held_out_first_frames(args.held_out)
     frames = motion()[::args.stride]
+    if args.sheet_only:
+        frames = frames[:1]
     rows = []
     print("| portrait | picture | invented before | auto | full | face in before / auto | face % of height "
           "before / auto | scale before / auto | paste-back ms (full) |")
@@ -222,20 +227,23 @@ def main() -> None:
     for name, source in sources:
         result = {framing: measure(source, framing, frames) for framing in FRAMINGS}
         rows.append((name, result))
+        if args.sheet_only:
+            continue
         before, auto, full = result[LEGACY_FRAMING], result["auto"], result["full"]
         print(f"| {name} | {before['picture'][0]}x{before['picture'][1]} | {100 * before['invented']:.1f} % | "
               f"{100 * auto['invented']:.1f} % | {100 * full['invented']:.1f} % | "
               f"{'yes' if before['inside'] else 'NO'} / {'yes' if auto['inside'] else 'NO'} | "
               f"{100 * before['face']:.0f} / {100 * auto['face']:.0f} | {before['scale']:.2f} / {auto['scale']:.2f} | "
               f"{full['paste_ms']:.2f} |", flush=True)
-    for framing in FRAMINGS:
+    for framing in FRAMINGS if not args.sheet_only else ():
         shares = np.array([r[framing]["invented"] for _, r in rows]) * 100
         print(f"{framing}: invented median {np.median(shares):.1f} %, mean {shares.mean():.1f} %, "
               f"max {shares.max():.1f} %, above 2 %: {(shares > 2).sum()} of {len(shares)}")
-    paste = [r["full"]["paste_ms"] for _, r in rows]
-    print(f"paste-back: median {np.median(paste):.2f} ms per frame (full; frames up to {SIZE} px)")
+    if not args.sheet_only:
+        paste = [r["full"]["paste_ms"] for _, r in rows]
+        print(f"paste-back: median {np.median(paste):.2f} ms per frame (full; frames up to {SIZE} px)")
     if args.sheet:
-        sheet(rows, args.sheet)
+        sheet(rows, args.sheet, labels=not args.sheet_only)
         print(f"wrote {args.sheet}")
 
 
