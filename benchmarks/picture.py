@@ -203,6 +203,7 @@ def held_out_first_frames(limit: int) -> list[tuple[str, np.ndarray]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sheet", type=Path, default=None, help="write the contact sheet PNG here")
+    parser.add_argument("--portraits", type=Path, default=PORTRAITS, help=f"the portraits' folder (default {PORTRAITS})")
     parser.add_argument("--stride", type=int, default=2,
                         help="render every Nth frame of the 10 s (the head moves smoothly; 1 = every frame)")
     parser.add_argument("--sheet-only", action="store_true",
@@ -211,7 +212,7 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=0, metavar="N",
                         help="add the first frames of N of the quality benchmark's held-out clips (needs its cache)")
     args = parser.parse_args()
-    paths = sorted(p for p in PORTRAITS.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+    paths = sorted(p for p in args.portraits.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
     if args.only:
         paths = [p for p in paths if p.name in args.only]
     sources: list[tuple[str, object]] = [(p.name, p) for p in paths]
