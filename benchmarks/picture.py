@@ -203,7 +203,8 @@ def held_out_first_frames(limit: int) -> list[tuple[str, np.ndarray]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sheet", type=Path, default=None, help="write the contact sheet PNG here")
-    parser.add_argument("--portraits", type=Path, default=PORTRAITS, help=f"the portraits' folder (default {PORTRAITS})")
+    parser.add_argument("--portraits", type=Path, default=PORTRAITS,
+                        help=f"the portraits' folder (default {PORTRAITS})")
     parser.add_argument("--stride", type=int, default=2,
                         help="render every Nth frame of the 10 s (the head moves smoothly; 1 = every frame)")
     parser.add_argument("--sheet-only", action="store_true",
