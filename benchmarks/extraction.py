@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from facecast.evaluation.motion_quality import pearson  # noqa: E402
 from facecast.face.extraction import extract, fit_rigid, iter_video_frames, load_template, rotation_angles  # noqa: E402
 from facecast.face.measure import FaceMeasurer, head_yaw_proxy, mouth_opening  # noqa: E402
-from facecast.face.portrait import analyze_portrait  # noqa: E402
+from facecast.face.portrait import LEGACY_FRAMING, analyze_portrait  # noqa: E402
 from facecast.render.renderer import Renderer  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "talking"
@@ -81,7 +81,7 @@ def run_clip(path: Path, reference: int | str, max_frames: int) -> dict[str, flo
         if i >= len(result.found):
             break
         originals.append(rgb)
-    rig = analyze_portrait(originals[result.reference], size=512)
+    rig = analyze_portrait(originals[result.reference], size=512, framing=LEGACY_FRAMING)  # comparable runs
     renderer = Renderer(rig, device="cpu")
     rendered = [renderer.render(frame)[:, :, :3] for frame in result.frames()]
     orig_open, orig_angles, orig_proxy, orig_found = measure(originals)

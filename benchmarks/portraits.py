@@ -26,7 +26,7 @@ from PIL import Image
 
 from facecast import face_regions as fr
 from facecast.errors import NoFaceError
-from facecast.face.portrait import analyze_portrait
+from facecast.face.portrait import LEGACY_FRAMING, analyze_portrait
 from facecast.media import load_image
 
 PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "portraits"
@@ -64,7 +64,7 @@ def hard_variants(rgb: np.ndarray, rig_image: np.ndarray, rig_landmarks: np.ndar
 def _run(source, size: int):
     start = time.perf_counter()
     try:
-        rig = analyze_portrait(source, size=size)
+        rig = analyze_portrait(source, size=size, framing=LEGACY_FRAMING)  # its checks measure the levelled crop
     except NoFaceError:
         return None, time.perf_counter() - start
     return rig, time.perf_counter() - start

@@ -87,7 +87,7 @@ def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | N
     from functools import partial
 
     from facecast.face.extraction import iter_video_frames
-    from facecast.face.portrait import analyze_portrait
+    from facecast.face.portrait import LEGACY_FRAMING, analyze_portrait
     from facecast.media import decode_mono
     from facecast.render.renderer import Renderer
 
@@ -95,7 +95,8 @@ def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | N
     fps, count = float(clip["fps"]), len(clip["found"])
     first = int(np.argmax(clip["found"]))
     portrait = next(frame for i, frame in enumerate(iter_video_frames(data / relpath)) if i == first)
-    renderer = Renderer(analyze_portrait(portrait, size=SIZE), device="cpu")
+    # today's fixed framing, so the numbers stay comparable across issues
+    renderer = Renderer(analyze_portrait(portrait, size=SIZE, framing=LEGACY_FRAMING), device="cpu")
     samples = decode_mono(data / relpath)
     out: dict[str, object] = {"seconds": {}}
     for name in generators:

@@ -30,7 +30,7 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facecast.app.render import flatten_alpha  # noqa: E402
-from facecast.face.portrait import analyze_portrait  # noqa: E402
+from facecast.face.portrait import LEGACY_FRAMING, analyze_portrait  # noqa: E402
 from facecast.media import DEFAULT_CRF, Mp4Writer, decode_mono  # noqa: E402
 from facecast.render.renderer import Renderer  # noqa: E402
 from facecast.speech.rule import RuleMotionGenerator, generate_motion  # noqa: E402
@@ -75,7 +75,7 @@ def bench_generator(speech: np.ndarray) -> tuple[float, list]:
 
 
 def bench_size(size: int, speech: np.ndarray, motion: list, frames: int, workdir: Path) -> dict[str, float]:
-    rig = analyze_portrait(PORTRAIT, size=size)
+    rig = analyze_portrait(PORTRAIT, size=size, framing=LEGACY_FRAMING)  # timings comparable across runs
     renderer = Renderer(rig, device="cpu")
     for frame in motion[:10]:
         renderer.render(frame)  # warm-up

@@ -109,13 +109,13 @@ _RIGS: dict[Path, object] = {}
 
 def render_clip(portrait: Path, speech: Path, seed: int) -> list[np.ndarray]:
     """3 s of unmarked 512² frames: a random 3 s window of `speech` on `portrait`."""
-    from facecast.face.portrait import analyze_portrait
+    from facecast.face.portrait import LEGACY_FRAMING, analyze_portrait
     from facecast.media import decode_mono
     from facecast.render.renderer import Renderer
     from facecast.speech.rule import RuleMotionGenerator, generate_motion
 
     if portrait not in _RIGS:
-        _RIGS[portrait] = analyze_portrait(portrait, size=SIZE)
+        _RIGS[portrait] = analyze_portrait(portrait, size=SIZE, framing=LEGACY_FRAMING)  # comparable runs
     rate = RuleMotionGenerator.SAMPLE_RATE
     audio = decode_mono(speech)
     window = int(CLIP_SECONDS * rate)

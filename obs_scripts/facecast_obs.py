@@ -58,6 +58,9 @@ DEFAULT_PORT = 39650  # the daemon's default `--ws` port (bridges/ws_protocol.py
 HOST = "127.0.0.1"  # the daemon this script starts binds to loopback only
 FPS_CHOICES = (30, 60)  # `facecast live` accepts only these
 MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 256, 1024, 512
+#: `facecast live --framing` (app/options.py FRAMING_CHOICES), with the panel's labels.
+FRAMINGS = (("auto", "Auto: square around the head"), ("face", "Face: the head alone"),
+            ("picture", "Picture: largest square"), ("full", "Full picture (its own shape)"))
 #: The daemon's emotion presets (controls.py CONTROL_SCHEMA); repeated here because OBS's Python
 #: cannot import facecast.
 EMOTION_PRESETS = ("neutral", "happy", "sad", "angry", "surprised", "fear", "disgusted", "contempt")
@@ -83,7 +86,7 @@ def default_settings() -> Dict[str, Any]:
     """Every panel setting with its default (OBS stores the user's values in the scene collection)."""
     return {
         "facecast_path": "", "portrait": "", "microphone": "", "audio_file": "",
-        "fps": 30, "size": DEFAULT_SIZE, "port": DEFAULT_PORT, "intensity": 0.6,
+        "fps": 30, "size": DEFAULT_SIZE, "framing": "auto", "port": DEFAULT_PORT, "intensity": 0.6,
         "out_overlay": True, "out_vcam": False, "out_vmc": False, "out_vrchat": False, "out_vts": False,
         # Two PCs: the daemon runs on another computer (`facecast live --ws --ws-host 0.0.0.0`); this OBS only
         # shows it, asks its /status and sends emotions, with the token that computer keeps.
@@ -115,8 +118,11 @@ def build_command(executable: str, settings: Mapping[str, Any]) -> List[str]:
     size = int(settings.get("size") or DEFAULT_SIZE)
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ValueError("size must be %d-%d" % (MIN_SIZE, MAX_SIZE))
+    framing = str(settings.get("framing") or "auto")
+    if framing not in [value for value, _ in FRAMINGS]:
+        raise ValueError("framing must be one of " + ", ".join(value for value, _ in FRAMINGS))
     command = [executable, "live", "--portrait=" + portrait, "--fps=%d" % fps, "--size=%d" % size,
-               "--log-level=info"]
+               "--framing=" + framing, "--log-level=info"]
     audio_file = str(settings.get("audio_file") or "").strip()
     microphone = str(settings.get("microphone") or "").strip()
     if audio_file:
@@ -1390,6 +1396,10 @@ def script_properties() -> Any:
     for choice in FPS_CHOICES:
         obs.obs_property_list_add_int(fps, str(choice), choice)
     obs.obs_properties_add_int(props, "size", "Avatar size (pixels)", MIN_SIZE, MAX_SIZE, 32)
+    framing = obs.obs_properties_add_list(props, "framing", "Framing", obs.OBS_COMBO_TYPE_LIST,
+                                          obs.OBS_COMBO_FORMAT_STRING)
+    for value, label in FRAMINGS:
+        obs.obs_property_list_add_string(framing, label, value)
 
     obs.obs_properties_add_bool(props, "out_overlay", "Overlay in OBS, background cut out (local server; also "
                                 "status and emotions)")

@@ -375,15 +375,19 @@ class Mp4Writer:
     is set deliberately (measured in benchmarks/render.py --presets and by whole renders).
     """
 
-    def __init__(self, path: str | Path, size: int, fps: float, audio_channels: int | None = None,
+    def __init__(self, path: str | Path, size: int | tuple[int, int], fps: float, audio_channels: int | None = None,
                  crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET, fragmented: bool = False,
                  threads: int | None = None) -> None:
+        """size: the side of square frames, or (width, height); H.264's 4:2:0 needs both even."""
         validate_encoding(crf, preset)
+        width, height = (size, size) if isinstance(size, int) else size
+        if width % 2 or height % 2:
+            raise InputError(f"an MP4 (H.264) needs even frame sides, got {width}x{height}: use an even --size")
         movflags = FRAGMENTED_MP4 if fragmented else REGULAR_MP4
         self._container = av.open(str(path), "w", format="mp4", options={"movflags": movflags})
         self._video = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        self._video.width = size
-        self._video.height = size
+        self._video.width = width
+        self._video.height = height
         self._video.pix_fmt = "yuv420p"
         self._video.options = {"crf": str(crf), "preset": preset}
         self._video.codec_context.thread_count = X264_THREADS if threads is None else threads
@@ -471,8 +475,9 @@ class AlphaVideoWriter(Mp4Writer):
     VP9's alpha needs the libvpx decoder (FFmpeg's own VP9 decoder ignores the alpha plane):
     `read_video_rgba` picks it."""
 
-    def __init__(self, path: str | Path, size: int, fps: float, audio_channels: int | None = None,
+    def __init__(self, path: str | Path, size: int | tuple[int, int], fps: float, audio_channels: int | None = None,
                  alpha: bool = True) -> None:  # no super().__init__: that one sets up H.264 in MP4
+        """size: the side of square frames, or (width, height) (framing "full")."""
         suffix = Path(path).suffix.lower()
         if suffix not in ALPHA_FORMATS:
             raise ValueError(f"no alpha video format for {suffix!r}: use {', '.join(ALPHA_FORMATS)}")
@@ -480,7 +485,7 @@ class AlphaVideoWriter(Mp4Writer):
         rate = Fraction(fps).limit_denominator(1001)
         self._container = av.open(str(path), "w", format=spec.container)
         self._video = self._container.add_stream(spec.codec, rate=rate)
-        self._video.width = self._video.height = size
+        self._video.width, self._video.height = (size, size) if isinstance(size, int) else size
         self._video.pix_fmt = spec.pix_fmt if alpha else spec.opaque_pix_fmt
         self._video.options = dict(spec.options)
         self._video.codec_context.time_base = Fraction(1, 1) / rate

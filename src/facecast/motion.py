@@ -10,8 +10,11 @@ Conventions (image space of a non-mirrored portrait, the viewer's point of view)
 * angles in degrees. ``yaw > 0``: the nose turns towards image right.
   ``pitch > 0``: the nose turns up (chin up). ``roll > 0``: the head tilts
   counter-clockwise as seen by the viewer.
-* ``x``, ``y``: head translation as a fraction of the output frame's width and
-  height; ``x > 0`` moves right, ``y > 0`` moves up.
+* ``x``, ``y``: head translation as a fraction of the width and height of a
+  frame in which the face (forehead to chin) is 40 % of the height (the
+  renderer scales it to the portrait's framing, so a head moves the same
+  share of its own size however tightly it is framed); ``x > 0`` moves
+  right, ``y > 0`` moves up.
 * ``distance``: head-to-camera distance relative to the portrait (1.0 = as in
   the portrait, 1.1 = 10 % further away, so the face looks smaller).
 * gaze: the same angle convention as the head, relative to the head.

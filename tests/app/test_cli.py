@@ -64,6 +64,9 @@ def workdir(tmp_path: Path, sample_portrait: Path, sample_speech: Path) -> Path:
     (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--fps", "24"], ["--fps"]),
     (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--background", "blue"], ["#RRGGBB"]),
     (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--face-index", "3"], ["face"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--framing", "zoom"],
+     ["--framing", "auto, face, picture, full"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--size", "257"], ["even", "--size"]),
     (["--portrait", "face.jpg", "-o", "out.mp4"], ["--audio"]),
 ])
 def test_bad_render_input_is_one_line_and_leaves_nothing(workdir, args, fragments):

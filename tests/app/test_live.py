@@ -162,7 +162,10 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     settings = resolve_settings({"config": config, "fps": 30.0})
     assert settings["portrait"] == "me.png" and settings["fps"] == 30.0  # the flag wins
     assert settings["vmc"] == "" and settings["vrchat"] == "10.0.0.2:9001" and settings["ws"] == 40000
-    assert settings["size"] == 512  # untouched default
+    assert settings["size"] == 512 and settings["framing"] == "auto"  # untouched defaults
+    config.write_text('portrait = "me.png"\nframing = "full"\n')
+    assert resolve_settings({"config": config})["framing"] == "full"
+    assert resolve_settings({"config": config, "framing": "face"})["framing"] == "face"
 
 
 @pytest.mark.parametrize("text, message", [
@@ -174,6 +177,7 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     ('portrait = "me.png"\ngaze = "left"\n', "gaze must be YAW,PITCH"),
     ('portrait = "me.png"\ndistance = 5\n', "distance must be 0.5-2"),
     ('portrait = "me.png"\ngenerator = "magic"\n', "--generator must be one of rule, learned"),
+    ('portrait = "me.png"\nframing = "zoom"\n', "--framing must be one of auto, face, picture, full"),
     ('portrait = "me.png"\ngenerator = "learned"\nmotion_model = "/no/such/model.pt"\n', "motion model not found"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, text, message):

@@ -155,6 +155,23 @@ def test_transparent_portrait_keeps_alpha_in_png_frames(tmp_path, sample_portrai
     assert frame[:, :, 3].min() == 0 and frame[:, :, 3].max() == 255
 
 
+def test_full_framing_renders_the_whole_picture(tmp_path, sample_portrait):
+    """`--framing full`: PNG frames and the MP4 have the picture's own aspect ratio (longer side = size, even
+    sides for H.264); tests/face/test_framing.py checks the pixels around the animated square."""
+    speech = write_audio(tmp_path / "s.wav", tone_speech(1.0, 16000), 16000)
+    render(RenderRequest(portrait=sample_portrait, audio=speech, frames_dir=tmp_path / "frames", size=256,
+                         framing="full", progress=False))
+    pngs = sorted((tmp_path / "frames").glob("frame_*.png"))
+    first = np.asarray(Image.open(pngs[0]))
+    with Image.open(sample_portrait) as picture:
+        width, height = picture.size
+    assert first.shape == (256, 2 * round(256 * width / height / 2), 3)
+    report = render(RenderRequest(portrait=sample_portrait, audio=speech, output=tmp_path / "full.mp4", size=256,
+                                  framing="full", progress=False))
+    frames, _, _ = decode_video(report.output)
+    assert frames.shape[1:] == first.shape
+
+
 def _peak_traced_bytes(tmp_path: Path, portrait: Path, seconds: float) -> int:
     speech = write_audio(tmp_path / f"speech{seconds:g}.flac", tone_speech(seconds, 16000), 16000)
     tracemalloc.start()

@@ -13,7 +13,8 @@ from PIL import Image
 
 from facecast import face_regions as fr
 from facecast.errors import InputError, NoFaceError
-from facecast.face.portrait import MANUAL_POINTS, MEAN_FACE_PATH, analyze_portrait
+from facecast.face.portrait import LEGACY_FRAMING, MANUAL_POINTS, MEAN_FACE_PATH
+from facecast.face.portrait import analyze_portrait as analyze_framed
 from facecast.face.tracker import FaceLandmarker
 from facecast.media import load_image
 
@@ -23,6 +24,12 @@ SECOND_PHOTO = PORTRAITS / "liveportrait_d19.jpg"
 
 needs_portraits = pytest.mark.skipif(not PORTRAITS.is_dir(),
                                      reason=f"shared portraits not found at {PORTRAITS} (clone beside shared/)")
+
+
+def analyze_portrait(*args, **kwargs):
+    """Detection in the legacy framing: it levels the eyes and fixes the face's size, so `assert_aligned`
+    can judge where detection put every landmark (the framing modes have their own tests, test_framing.py)."""
+    return analyze_framed(*args, framing=LEGACY_FRAMING, **kwargs)
 
 
 def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -83,11 +83,12 @@ def test_script_is_python_3_8_and_standard_library_only() -> None:
 
 def test_constants_match_the_daemon() -> None:
     """The script repeats a few of facecast's facts (OBS's Python cannot import facecast): they must agree."""
-    from facecast.app.options import LIVE_FPS
+    from facecast.app.options import FRAMING_CHOICES, LIVE_FPS
     from facecast.bridges import ws_protocol
     from facecast.controls import CONTROL_SCHEMA, EMOTION_PRESETS
 
     assert fo.EMOTION_PRESETS == tuple(EMOTION_PRESETS)
+    assert tuple(value for value, _ in fo.FRAMINGS) == FRAMING_CHOICES
     assert fo.DEFAULT_PORT == ws_protocol.DEFAULT_PORT and fo.HOST == ws_protocol.DEFAULT_HOST
     assert fo.FPS_CHOICES == tuple(int(f) for f in LIVE_FPS)
     assert "stop" in CONTROL_SCHEMA and not CONTROL_SCHEMA["stop"]  # the script's clean stop: a bare message
@@ -95,10 +96,11 @@ def test_constants_match_the_daemon() -> None:
 
 def test_build_command_from_panel_settings() -> None:
     settings = {**fo.default_settings(), "portrait": "-odd name.png", "microphone": "USB Mic", "fps": 60,
-                "size": 384, "port": 40000, "out_vmc": True, "out_vts": True}
+                "size": 384, "framing": "full", "port": 40000, "out_vmc": True, "out_vts": True}
     command = fo.build_command("/opt/facecast", settings)
     assert command == ["/opt/facecast", "live", "--portrait=-odd name.png", "--fps=60", "--size=384",
-                       "--log-level=info", "--device=USB Mic", "--ws=40000", "--cutout", "--vmc", "--vts"]
+                       "--framing=full", "--log-level=info", "--device=USB Mic", "--ws=40000", "--cutout", "--vmc",
+                       "--vts"]
     # an audio file replaces the microphone; outputs off leave their flags out
     settings.update(audio_file="talk.flac", out_overlay=False, out_vmc=False, out_vts=False, out_vcam=True,
                     out_vrchat=True)
@@ -114,18 +116,22 @@ def test_build_command_parses_with_the_real_cli() -> None:
     from facecast.app.options import resolve_settings
 
     settings = {**fo.default_settings(), "portrait": "me.png", "microphone": "2", "out_vcam": True,
-                "out_vmc": True, "out_vrchat": True, "out_vts": True, "port": 40001}
+                "out_vmc": True, "out_vrchat": True, "out_vts": True, "port": 40001, "framing": "picture"}
     args = build_parser().parse_args(fo.build_command("facecast", settings)[1:])
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "debug")}
     resolved = resolve_settings(flags)
     assert resolved["portrait"] == "me.png" and resolved["device"] == "2" and resolved["ws"] == "40001"
     assert resolved["vmc"] == "" and resolved["vrchat"] == "" and resolved["vts"] and resolved["vcam"]
-    assert resolved["fps"] == 30 and resolved["size"] == 512 and resolved["cutout"] is True
+    assert resolved["fps"] == 30 and resolved["size"] == 512 and resolved["framing"] == "picture"
+    assert resolved["cutout"] is True
+    default = build_parser().parse_args(fo.build_command("facecast", {**settings, "framing": ""})[1:])
+    assert resolve_settings({k: v for k, v in vars(default).items() if k not in ("command", "handler", "debug")}
+                            )["framing"] == "auto"
 
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"portrait": ""}, "choose a portrait"), ({"fps": 25}, "fps must be 30 or 60"), ({"size": 2048}, "size must be"),
-    ({"port": 70000}, "port must be"),
+    ({"port": 70000}, "port must be"), ({"framing": "zoomed"}, "framing must be one of auto, face, picture, full"),
 ])
 def test_build_command_refuses_bad_settings(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -732,6 +738,8 @@ def test_panel_in_obs(in_obs: Any, fake_facecast: Path, tmp_path: Path) -> None:
     assert props["status"]["text_kind"] == obs.OBS_TEXT_INFO
     assert props["microphone"]["items"] == [("Default microphone", ""), ("Fake Mic (1 ch, ALSA) - default", "Fake Mic")]
     assert props["fps"]["items"] == [("30", 30), ("60", 60)] and props["size"]["range"] == (256, 1024)
+    assert [value for _, value in props["framing"]["items"]] == ["auto", "face", "picture", "full"]
+    assert settings.defaults["framing"] == "auto"
     for name in ("portrait", "audio_file", "facecast_path", "out_overlay", "out_vcam", "out_vmc", "out_vrchat",
                  "out_vts", "port", "intensity", "start", "stop", "add_overlay", "refresh_status", "refresh_mics",
                  "emotion_happy", "emotion_contempt"):

@@ -25,7 +25,14 @@ STARTED = time.perf_counter()
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from facecast.app.options import add_live_flags, default_config_path, default_config_text, parse_color  # noqa: E402
+from facecast.app.options import (  # noqa: E402
+    FRAMING_CHOICES,
+    FRAMING_HELP,
+    add_live_flags,
+    default_config_path,
+    default_config_text,
+    parse_color,
+)
 from facecast.errors import FacecastError  # noqa: E402
 
 EXIT_ERROR = 1
@@ -47,6 +54,9 @@ def _add_portrait_options(parser: argparse.ArgumentParser) -> None:
                         help="the picture to animate (JPEG, PNG, WebP, ...)")
     parser.add_argument("--size", type=int, default=512,
                         help="output width and height in pixels, 256-1024 (default 512)")
+    # checked by the command (one line naming the choices), not by argparse's usage dump
+    parser.add_argument("--framing", default="auto", metavar="|".join(FRAMING_CHOICES),
+                        help=FRAMING_HELP + " (default auto)")
     parser.add_argument("--face-index", type=int, default=None, metavar="N",
                         help="which face to animate when the picture has several: 0 = largest (default), 1 = next, ...")
     parser.add_argument("--landmarks", type=Path, default=None, metavar="POINTS.json",
@@ -139,11 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     motion.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
     motion.set_defaults(handler=_cmd_motion)
 
-    analyze = commands.add_parser("analyze", help="check a portrait: find the face, write the aligned crop",
+    analyze = commands.add_parser("analyze", help="check a portrait: find the face, write the framed picture",
                                   description="Detect the face in a portrait and report how it was found; "
-                                              "optionally save the aligned crop with its landmarks drawn.")
+                                              "optionally save the framed picture with its landmarks drawn.")
     _add_portrait_options(analyze)
-    analyze.add_argument("--output", "-o", type=Path, help="save the aligned crop (PNG) with landmarks drawn")
+    analyze.add_argument("--output", "-o", type=Path, help="save the framed picture (PNG) with landmarks drawn")
     analyze.add_argument("--overwrite", "-y", action="store_true", help="replace the output if it exists")
     analyze.set_defaults(handler=_cmd_analyze)
 
@@ -236,7 +246,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     report = render(RenderRequest(
         portrait=args.portrait, output=args.output, frames_dir=args.frames, audio=args.audio, motion=args.motion,
         size=args.size, fps=args.fps, seed=args.seed, face_index=args.face_index, landmarks=args.landmarks,
-        overwrite=args.overwrite, device=args.device, background=parse_color(args.background),
+        framing=args.framing, overwrite=args.overwrite, device=args.device, background=parse_color(args.background),
         progress=not args.quiet and sys.stderr.isatty(), badge=args.badge,
         controls=controls_from(args.emotion, args.gaze, args.distance), generator=args.generator,
         motion_model=args.motion_model, cutout=args.cutout,
@@ -277,17 +287,19 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from facecast.errors import InputError
     from facecast.face.portrait import analyze_portrait
 
-    rig = analyze_portrait(args.portrait, size=args.size, face_index=args.face_index, landmarks_json=args.landmarks)
+    rig = analyze_portrait(args.portrait, size=args.size, face_index=args.face_index, landmarks_json=args.landmarks,
+                           framing=args.framing)
+    height, width = rig.frame_shape
     print(f"{args.portrait}: {rig.face_count} face(s) found; using one via {rig.method}; "
-          f"aligned to {rig.size}x{rig.size}{' with alpha' if rig.has_alpha else ''}")
+          f"framed '{rig.framing}' to {width}x{height}{' with alpha' if rig.has_alpha else ''}")
     if args.output is not None:
         import cv2
 
         from facecast.media import AtomicOutput
 
         with AtomicOutput(args.output, args.overwrite) as sink:
-            canvas = rig.image[:, :, :3].copy()
-            for x, y in rig.landmarks[:, :2]:
+            canvas = (rig.image if rig.backdrop is None else rig.backdrop)[:, :, :3].copy()
+            for x, y in rig.landmarks[:, :2] + rig.placement:
                 cv2.circle(canvas, (int(round(x)), int(round(y))), 1, (0, 255, 0), -1, lineType=cv2.LINE_AA)
             if not cv2.imwrite(str(sink.temp), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
                 raise InputError(f"cannot write {args.output}: use a .png or .jpg file name")

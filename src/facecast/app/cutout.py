@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from facecast.errors import InputError
 from facecast.face.cutout import person_alpha, with_alpha
 from facecast.render.warp_basis import head_mask_image
 from facecast.rig import PortraitRig
@@ -20,6 +21,10 @@ log = logging.getLogger("facecast.cutout")
 
 def cut_out(rig: PortraitRig) -> PortraitRig:
     """The rig with the person (or, failing that, the head) as its alpha channel."""
+    if rig.backdrop is not None:
+        # framing "full" keeps the whole picture, its background included: nothing is there to cut out
+        raise InputError("--cutout works with --framing auto, face or picture, not full (which keeps the "
+                         "whole picture, background included)")
     matte = person_alpha(rig.image, rig.landmarks)
     if matte is None:
         log.warning("cut-out: no person found in %s by segmentation; using the head mask instead",

@@ -202,7 +202,7 @@ def run_live(flags: dict[str, Any]) -> int:
     provenance = Provenance(DEFAULT_BADGE if badge == "" else badge)
 
     def load_renderer(path: Path | str) -> Any:
-        rig = analyze_portrait(path, size=settings["size"])
+        rig = analyze_portrait(path, size=settings["size"], framing=settings["framing"])
         renderer = Renderer(cut_out(rig) if settings["cutout"] else rig, device="auto")
         return lambda frame: provenance.apply(renderer.render(frame), frame.t)
 

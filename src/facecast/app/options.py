@@ -24,6 +24,12 @@ from facecast.speech.generator import DEFAULT_GENERATOR, GENERATOR_CHOICES
 from facecast.user_dirs import user_config_dir
 
 LIVE_FPS = (30.0, 60.0)
+#: `--framing` of `render` and `live`: facecast.face.portrait.FRAMINGS, repeated here so `--help` need not load
+#: the face models (a test keeps them equal), and in the OBS panel.
+FRAMING_CHOICES = ("auto", "face", "picture", "full")
+FRAMING_HELP = ("how the output frames the picture: auto (a square inside the picture around the head, the face "
+                "filling 30 to 60 percent of its height), face (the head alone), picture (the largest square "
+                "inside the picture) or full (the whole picture, its longer side = the size)")
 VMC_NAME_SETS = ("vrm0", "vrm1", "arkit")
 VMC_ROLES = ("auto", "performer", "assistant")
 
@@ -47,6 +53,7 @@ OPTIONS: tuple[Option, ...] = (
            "default input if unset"),
     Option("fps", float, 30.0, "output frames per second: 30 or 60"),
     Option("size", int, 512, "avatar size in pixels, 256-1024"),
+    Option("framing", str, "auto", FRAMING_HELP),
     Option("seed", int, 0, "random seed for blinks, glances and idle motion"),
     # The learned model, streamed, as offline: it meets the latency target; rule is the light choice (README: Live).
     Option("generator", str, DEFAULT_GENERATOR, f"speech -> motion: {' or '.join(GENERATOR_CHOICES)} (the learned "
@@ -221,6 +228,7 @@ def _validate(settings: dict[str, Any]) -> None:
         raise InputError("give the picture to animate: --portrait FILE (or `portrait` in the config file)")
     if settings["fps"] not in LIVE_FPS:
         raise InputError(f"--fps must be 30 or 60 for live output (got {settings['fps']:g})")
+    validate_framing(settings["framing"])
     if settings["vmc_names"] not in VMC_NAME_SETS:
         raise InputError(f"--vmc-names must be one of {', '.join(VMC_NAME_SETS)}")
     if settings["vmc_role"] not in VMC_ROLES:
@@ -244,6 +252,11 @@ def _validate(settings: dict[str, Any]) -> None:
             raise InputError(f"--ws takes a port number (got {settings['ws']!r})") from None
         if not 0 <= port < 65536:
             raise InputError(f"--ws port must be 0-65535, 0 = any free port (got {port})")
+
+
+def validate_framing(framing: str) -> None:
+    if framing not in FRAMING_CHOICES:
+        raise InputError(f"--framing must be one of {', '.join(FRAMING_CHOICES)} (got {framing!r})")
 
 
 def parse_color(text: str) -> tuple[int, int, int]:

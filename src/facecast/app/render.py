@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from facecast.app.options import validate_framing
 from facecast.controls import Controls
 from facecast.errors import InputError, OutputError
 from facecast.media import (
@@ -65,6 +66,7 @@ class RenderRequest:
     seed: int = 0
     face_index: int | None = None
     landmarks: Path | None = None
+    framing: str = "auto"               # one of options.FRAMING_CHOICES
     overwrite: bool = False
     device: str = "auto"
     background: tuple[int, int, int] = (255, 255, 255)  # behind transparent portraits in MP4
@@ -129,6 +131,7 @@ def render(request: RenderRequest) -> RenderReport:
     validate_size(request.size)
     validate_fps(fps)
     validate_encoding(request.crf, request.preset)
+    validate_framing(request.framing)
     provenance = Provenance(request.badge)
 
     reader = AudioReader(request.audio) if request.audio is not None else None
@@ -138,7 +141,7 @@ def render(request: RenderRequest) -> RenderReport:
         with sink:
             t0 = time.perf_counter()
             rig = analyze_portrait(request.portrait, size=request.size, face_index=request.face_index,
-                                   landmarks_json=request.landmarks)
+                                   landmarks_json=request.landmarks, framing=request.framing)
             stages = {"analysis": time.perf_counter() - t0}
             if request.cutout:
                 t0 = time.perf_counter()
@@ -153,12 +156,14 @@ def render(request: RenderRequest) -> RenderReport:
             if request.frames_dir is not None:
                 writer: _FrameSink = PngFrameWriter(sink.temp)
             elif suffix in ALPHA_FORMATS:
-                writer = _Mp4Sink(AlphaVideoWriter(sink.temp, rig.size, fps, alpha=rig.has_alpha,
+                height, width = renderer.frame_shape
+                writer = _Mp4Sink(AlphaVideoWriter(sink.temp, (width, height), fps, alpha=rig.has_alpha,
                                                    audio_channels=reader.info.channels if reader else None), None)
             else:
                 length = reader.info.duration if reader is not None else None
                 long_render = length is None or length > FRAGMENTED_AFTER_S
-                writer = _Mp4Sink(Mp4Writer(sink.temp, rig.size, fps,
+                height, width = renderer.frame_shape
+                writer = _Mp4Sink(Mp4Writer(sink.temp, (width, height), fps,
                                             audio_channels=reader.info.channels if reader else None,
                                             crf=request.crf, preset=request.preset, fragmented=long_render),
                                   request.background)

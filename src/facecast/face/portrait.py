@@ -1,8 +1,15 @@
-"""Portrait analysis: find the face in one picture and build an aligned `PortraitRig`.
+"""Portrait analysis: find the face in one picture and build a framed `PortraitRig`.
 
-The picture is cropped to a square with head, hair and shoulders framed, eyes
-levelled, and mediapipe's 478 face-mesh landmarks (with iris) expressed in the
-crop's pixels. Landmarks use pixel-centre coordinates (the centre of pixel
+Framing (`FRAMINGS`, the CLI's `--framing`) takes the output from the picture
+itself: by default (`auto`) a square crop inside the picture around the head,
+tightened so the face fills 30-60 % of the height; never rotated, never zoomed
+out past the picture's edges (`frame_square`). `full` keeps the whole picture
+and animates a square around the head that the renderer's output is pasted
+back into (`PortraitRig.backdrop`). The legacy framing (`LEGACY_FRAMING`: eyes
+levelled, the face a fixed 40 % of the height, the border stretched where the
+crop leaves the picture) stays for the quality benchmark and offline tools,
+whose numbers must remain comparable. mediapipe's 478 face-mesh landmarks
+(with iris) are expressed in the crop's pixels. Landmarks use pixel-centre coordinates (the centre of pixel
 (0, 0) is at 0.0, 0.0), as OpenCV does; z has the same pixel scale.
 
 Detection runs mediapipe's face mesh (`face.tracker`, on model files shipped inside
@@ -31,6 +38,7 @@ fitted to these points to give all 478 landmarks; method is "manual".
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -40,6 +48,7 @@ import numpy as np
 
 from facecast import face_regions as fr
 from facecast.errors import InputError, NoFaceError
+from facecast.face.measure import eye_openness
 from facecast.face.tracker import FaceDetector, FaceLandmarker
 from facecast.media import load_image
 from facecast.rig import PortraitRig
@@ -50,9 +59,23 @@ DETECT_MIN_SIDE = 512         # smaller ones are enlarged so the face detector s
 FACE_CROP_SIZE = 512          # side of the face crops where face mesh looks again (retries, second pass)
 STABLE_FIT = 0.04             # mean landmark shift between two measurements, in eye distances, of a good fit
 MAX_FACES = 8
-# Framing of the aligned crop, as fractions of its size.
+# The legacy framing (LEGACY_FRAMING), as fractions of the crop's size. FACE_LENGTH is also the reference
+# framing head motion is expressed in (extraction measures head x, y as fractions of such a frame).
 EYE_Y = 0.42                  # eye-centre height
 FACE_LENGTH = 0.40            # forehead-top (landmark 10) to chin, measured in 3D so pitch does not shrink it
+#: What `--framing` offers (see `frame_square`); LEGACY_FRAMING is for benchmarks and offline tools only.
+FRAMINGS = ("auto", "face", "picture", "full")
+DEFAULT_FRAMING = "auto"
+LEGACY_FRAMING = "fixed"
+AUTO_FACE_MIN, AUTO_FACE_MAX = 0.30, 0.60  # `auto`: the face's share (forehead to chin) of the output height
+HAIR_ABOVE = 0.50             # the head's top above the forehead landmark, in face lengths
+HEAD_WIDTH = 1.20             # the head's width (ears, hair) over the face oval's
+CHIN_BELOW = 0.08             # the head's bottom below the chin, in face lengths
+HEAD_CENTRE_Y = 0.40          # the head's centre height in a square with room to spare (shoulders below)
+FACE_MARGIN = 0.05            # the face box (kept in the frame, invented if the picture cuts it off), face lengths
+FEATHER = 0.03                # `full`: paste-back seam width, share of the animated square
+MIN_FACE_PX = 64              # a face (forehead to chin) smaller than this in the picture earns a warning
+CLOSED_EYES = 0.15            # eye openness (lid gap over eye width, ~0.3 open) below which eyes count as closed
 NEUTRAL_GREY = 128            # background under transparent pixels while detecting
 MEAN_FACE_PATH = Path(__file__).resolve().parent / "data" / "mean_face.npy"
 
@@ -62,6 +85,7 @@ MANUAL_POINTS = {
     "nose_tip": fr.NOSE_TIP, "mouth_left": fr.MOUTH_LEFT, "mouth_right": fr.MOUTH_RIGHT,
     "chin": fr.CHIN,
 }
+log = logging.getLogger("facecast.portrait")
 _NO_FACE_HINT = ("try a clearer, front-facing picture, or give the face by hand with "
                  "--landmarks points.json (see `facecast render --help`)")
 
@@ -404,11 +428,12 @@ def _alignment(points: np.ndarray, size: int) -> np.ndarray:
     return _affine(np.hstack([linear, offset[:, None]]))
 
 
-def _warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+def _warp(image: np.ndarray, matrix: np.ndarray, size: int, extend: bool = False) -> np.ndarray:
     """Resample the crop: area-shrink first when reducing (warpAffine has no area filter), Lanczos otherwise.
 
-    Outside the picture RGBA becomes transparent; RGB gets its edge replicated and blurred
-    progressively, so the border reads as soft background instead of a mirrored face."""
+    Outside the picture RGBA becomes transparent. RGB is filled: by default (the legacy framing) with its
+    edge replicated and blurred progressively; with `extend` by a mirrored extension that fades into a blur
+    (`_extend_outside`), which leaves no streaks."""
     corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], dtype=np.float64)
     source_corners = (np.linalg.inv(matrix) @ corners.T).T[:, :2]
     scale = np.sqrt(abs(np.linalg.det(matrix[:2, :2])))
@@ -430,7 +455,7 @@ def _warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
         interpolation = cv2.INTER_CUBIC
     m = matrix[:2]
     rgb = cv2.warpAffine(np.ascontiguousarray(region[..., :3]), m, (size, size), flags=interpolation,
-                         borderMode=cv2.BORDER_REPLICATE)
+                         borderMode=cv2.BORDER_REFLECT_101 if extend else cv2.BORDER_REPLICATE)
     inside = cv2.warpAffine(np.full(region.shape[:2], 255, np.uint8), m, (size, size),
                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if image.shape[2] == 4:
@@ -439,7 +464,7 @@ def _warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
         return np.dstack([rgb, np.minimum(alpha, inside)])
     if inside.min() == 255:
         return rgb
-    return _soften_outside(rgb, inside, size)
+    return (_extend_outside if extend else _soften_outside)(rgb, inside, size)
 
 
 def _soften_outside(rgb: np.ndarray, inside: np.ndarray, size: int) -> np.ndarray:
@@ -451,15 +476,147 @@ def _soften_outside(rgb: np.ndarray, inside: np.ndarray, size: int) -> np.ndarra
     return (rgb * (1 - weight) + blurred * weight + 0.5).astype(np.uint8)
 
 
+def _extend_outside(rgb: np.ndarray, inside: np.ndarray, size: int) -> np.ndarray:
+    """Invented pixels (a mirrored extension beyond the picture's edge) fade from the mirror into a blur of
+    the picture's own colours: continuous at the edge, no smeared streaks, no recognisable mirrored face."""
+    outside = (inside < 128).astype(np.uint8)
+    distance = cv2.distanceTransform(outside, cv2.DIST_L2, 5)
+    weight = np.clip(distance / (0.025 * size), 0, 1)[..., None]   # the mirror only bridges the edge
+    # the blur is taken from the picture's pixels only (normalised convolution), so it carries no mirror
+    sigma = 0.05 * size
+    known = (1 - outside).astype(np.float32)
+    blurred = cv2.GaussianBlur(rgb.astype(np.float32) * known[..., None], (0, 0), sigmaX=sigma)
+    support = cv2.GaussianBlur(known, (0, 0), sigmaX=sigma)[..., None]
+    mirrored_blur = cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), sigmaX=sigma)
+    # far from the picture its own blur has no support: the blurred mirror takes over there
+    trust = np.clip(support * 4, 0, 1)
+    background = blurred / np.maximum(support, 1e-6) * trust + mirrored_blur * (1 - trust)
+    return np.clip(rgb * (1 - weight) + background * weight + 0.5, 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- framing from the picture
+
+def _face_length(points: np.ndarray) -> float:
+    """Forehead top to chin in the picture plane (what a viewer sees as the face's height)."""
+    return float(np.linalg.norm(points[fr.FOREHEAD_TOP, :2] - points[fr.CHIN, :2]))
+
+
+def head_boxes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(whole head, face) boxes [x0, y0, x1, y1] in pixel-edge coordinates of the landmarks' picture.
+
+    The head adds hair above the forehead, ears and hair beside the oval and a little below the chin,
+    along the face's own axes (a tilted head gets the box of its tilted outline). The face box is the
+    oval with a thin margin: what a frame must never cut off."""
+    oval = points[list(fr.FACE_OVAL), :2] + 0.5
+    top, chin = points[fr.FOREHEAD_TOP, :2] + 0.5, points[fr.CHIN, :2] + 0.5
+    length = _face_length(points)
+    up = (top - chin) / max(length, 1e-6)
+    centre = oval.mean(0)
+    wide = centre + (oval - centre) * HEAD_WIDTH
+    hair = wide[(wide - centre) @ up > 0] + up * HAIR_ABOVE * length
+    head = np.vstack([wide, hair, chin - up * CHIN_BELOW * length])
+    face = np.vstack([oval, top, chin])
+    margin = FACE_MARGIN * length
+    return (np.concatenate([head.min(0), head.max(0)]),
+            np.concatenate([face.min(0) - margin, face.max(0) + margin]))
+
+
+def frame_square(points: np.ndarray, width: int, height: int, framing: str,
+                 invent: bool = True) -> tuple[float, float, float]:
+    """The output square (x0, y0, side) in pixel-edge coordinates of a width x height picture.
+
+    auto: the largest square around the head the picture holds, its side kept between the face over
+    AUTO_FACE_MAX (and the whole head) and the face over AUTO_FACE_MIN; face: the tightest square holding
+    the whole head; picture: the largest square inside the picture. Every mode stays inside the picture
+    (no zooming out past its edges); only a face the picture cuts off pushes the square beyond it, and
+    only with `invent` (`full` keeps its animated square inside)."""
+    head, face = head_boxes(points)
+    length = _face_length(points)
+    short = min(width, height)
+    head_side = float(max(head[2] - head[0], head[3] - head[1]))
+    if framing == "face":
+        side = head_side
+    elif framing == "picture":
+        side = float(short)
+    else:
+        side = float(np.clip(short, max(length / AUTO_FACE_MAX, head_side), length / AUTO_FACE_MIN))
+    side = min(side, short)
+    if invent:
+        side = max(side, float(face[2] - face[0]), float(face[3] - face[1]))
+    x0 = (head[0] + head[2]) / 2 - side / 2
+    y0 = (head[1] + head[3]) / 2 - HEAD_CENTRE_Y * side
+    if head[3] - head[1] <= side:
+        y0 = min(max(y0, float(head[3]) - side), float(head[1]))   # the whole head, hair and chin
+    else:
+        y0 = max(float(head[1]), float(face[3]) - side)            # as much hair as the chin leaves room for
+    x0, y0 = _inside(x0, side, width), _inside(y0, side, height)
+    if invent:
+        x0 = min(max(x0, float(face[2]) - side), float(face[0]))
+        y0 = min(max(y0, float(face[3]) - side), float(face[1]))
+    return x0, y0, side
+
+
+def _inside(start: float, side: float, extent: int) -> float:
+    """The start of a span of `side` moved inside [0, extent] (centred on it when it is longer)."""
+    if side >= extent:
+        return (extent - side) / 2
+    return float(np.clip(start, 0, extent - side))
+
+
+def _crop_matrix(x0: float, y0: float, side: float, size: int) -> np.ndarray:
+    """3x3 from picture pixels to the output crop of the square (x0, y0, side), pixel-centre coordinates."""
+    k = size / side
+    return np.array([[k, 0, (0.5 - x0) * k - 0.5], [0, k, (0.5 - y0) * k - 0.5], [0, 0, 1]])
+
+
+def _motion_scale(landmarks: np.ndarray, size: int) -> float:
+    """How much larger the face is in this crop than in the reference framing head motion is given in."""
+    return float(np.linalg.norm(landmarks[fr.FOREHEAD_TOP] - landmarks[fr.CHIN])) / (FACE_LENGTH * size)
+
+
+def _full_rig(image: np.ndarray, face: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                      tuple[int, int]]:
+    """`full`: the whole picture with its longer side = size (even sides, as video encoders need), and the
+    animated square around the head cut from it at whole pixels, so rendered pixels that do not move equal
+    the backdrop's exactly. Returns (backdrop, square, picture -> square matrix, square's top-left)."""
+    h, w = image.shape[:2]
+    k = size / max(w, h)
+    width, height = (size, max(2, 2 * round(h * k / 2))) if w >= h else (max(2, 2 * round(w * k / 2)), size)
+    backdrop = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC)
+    x0, y0, side = frame_square(face, w, h, "auto", invent=False)
+    fx, fy = width / w, height / h
+    square = max(1, min(round(side * min(fx, fy)), width, height))
+    left = int(np.clip(round(x0 * fx), 0, width - square))
+    top = int(np.clip(round(y0 * fy), 0, height - square))
+    matrix = _translate(-left, -top) @ _scale_matrix(fx, fy)
+    return backdrop, backdrop[top:top + square, left:left + square].copy(), matrix, (left, top)
+
+
+def _warn_about(face: np.ndarray, label: str) -> None:
+    """One line for each thing about the picture that will look wrong, and what to try."""
+    openness = max(eye_openness(face, "left"), eye_openness(face, "right"))
+    if openness < CLOSED_EYES:
+        log.warning("the eyes in %s look closed (openness %.2f): blinks and gaze will not show; "
+                    "a picture with open eyes animates better", label, openness)
+    length = _face_length(face)
+    if length < MIN_FACE_PX:
+        log.warning("the face in %s is only %d px tall (forehead to chin): the output will be blurry and "
+                    "its details rough; try a larger picture or one taken closer", label, round(length))
+
+
 # ----------------------------------------------------------------------------- entry point
 
 def analyze_portrait(source: str | Path | np.ndarray, size: int = 512, face_index: int | None = None,
-                     landmarks_json: str | Path | None = None) -> PortraitRig:
-    """Find the face (or use hand-placed points) and return the aligned square portrait rig.
+                     landmarks_json: str | Path | None = None, framing: str = DEFAULT_FRAMING) -> PortraitRig:
+    """Find the face (or use hand-placed points) and return the portrait rig framed as `framing` says.
 
-    face_index picks among several faces ordered by size (0 = largest, the default)."""
+    face_index picks among several faces ordered by size (0 = largest, the default). framing is one of
+    FRAMINGS (see `frame_square`) or LEGACY_FRAMING, which benchmarks and offline tools keep so their
+    numbers stay comparable."""
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise InputError(f"portrait size must be between {MIN_SIZE} and {MAX_SIZE} px, got {size}")
+    if framing not in FRAMINGS and framing != LEGACY_FRAMING:
+        raise InputError(f"unknown framing '{framing}': use {', '.join(FRAMINGS)}")
     if isinstance(source, np.ndarray):
         image, name, label = _as_image_array(source), "portrait array", "the portrait array"
     else:
@@ -477,9 +634,39 @@ def analyze_portrait(source: str | Path | np.ndarray, size: int = 512, face_inde
             raise NoFaceError(f"no face found in {label}: {_NO_FACE_HINT}")
         _check_face_index(index, len(faces), label)
         face, face_count = faces[index], len(faces)
-    matrix = _alignment(face, size)
-    return PortraitRig(image=_warp(image, matrix, size), landmarks=_apply(matrix, face).astype(np.float32),
-                       source=name, face_count=face_count, method=method)
+    height, width = image.shape[:2]
+    if framing == LEGACY_FRAMING:
+        matrix = _alignment(face, size)
+        return PortraitRig(image=_warp(image, matrix, size), landmarks=_apply(matrix, face).astype(np.float32),
+                           source=name, face_count=face_count, method=method, framing=framing,
+                           transform=matrix, picture_size=(width, height))
+    _warn_about(face, label)
+    backdrop, placement = None, (0, 0)
+    if framing == "full":
+        backdrop, crop, matrix, placement = _full_rig(image, face, size)
+    else:
+        matrix = _crop_matrix(*frame_square(face, width, height, framing), size)
+        crop = _warp(image, matrix, size, extend=True)
+        invented = _outside_share(matrix, size, width, height)
+        if invented > 0:
+            log.warning("the picture cuts off the face in %s: %.0f %% of the frame lies beyond its edge and is "
+                        "%s; a picture with room around the face avoids that", label, 100 * invented,
+                        "left transparent" if image.shape[2] == 4 else "filled in (mirrored and blurred)")
+    landmarks = _apply(matrix, face).astype(np.float32)
+    return PortraitRig(image=crop, landmarks=landmarks, source=name, face_count=face_count, method=method,
+                       framing=framing, transform=matrix, picture_size=(width, height), backdrop=backdrop,
+                       placement=placement, motion_scale=_motion_scale(landmarks, crop.shape[0]))
+
+
+def _outside_share(matrix: np.ndarray, size: int, width: int, height: int) -> float:
+    """Share of the crop's pixels whose centre lies outside the width x height picture."""
+    centres = np.arange(size, dtype=np.float64)
+    inverse = np.linalg.inv(matrix)
+    xs = centres * inverse[0, 0] + inverse[0, 2]   # the crop is axis-aligned: x depends on the column alone
+    ys = centres * inverse[1, 1] + inverse[1, 2]
+    inside_x = ((xs >= -0.5) & (xs <= width - 0.5)).mean()
+    inside_y = ((ys >= -0.5) & (ys <= height - 0.5)).mean()
+    return float(1 - inside_x * inside_y)
 
 
 def _check_face_index(index: int, face_count: int, label: str) -> None:

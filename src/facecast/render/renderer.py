@@ -23,6 +23,7 @@ from facecast.errors import InputError
 from facecast.face_model import GAZE_REF_DEG, PARALLAX_REF_DEG
 from facecast.motion import EXPRESSION_CHANNELS, MotionFrame
 from facecast.render.mouth_interior import MouthInterior, Patch
+from facecast.render.paste_back import PasteBack
 from facecast.render.warp_basis import WarpBasis, split_turn, sum_fields
 from facecast.rig import PortraitRig
 
@@ -37,6 +38,8 @@ DISTANCE_RANGE = (0.5, 2.0)
 DEVICES = ("auto", "cpu", "cuda")
 #: Cells of still margin around the moving box (bilinear upsampling reaches one cell out).
 BOX_MARGIN = 2
+#: A square pasted back into the whole picture blends over this share of its side at its inner edges.
+PASTE_FEATHER = 0.03
 _IDENTITY = np.eye(3)[:2]
 
 
@@ -90,6 +93,11 @@ class Renderer:
         self.size = rig.size
         self.channels = int(rig.image.shape[2])
         self._image = np.ascontiguousarray(rig.image)
+        self._motion_scale = rig.motion_scale
+        self._paste = None if rig.backdrop is None else PasteBack(
+            rig.backdrop, rig.placement, rig.size, self.channels, round(PASTE_FEATHER * rig.size))
+        #: (height, width) of the frames `render` returns: the square, or the whole picture it is pasted into.
+        self.frame_shape = rig.frame_shape
         self._basis = WarpBasis(self._image, rig.landmarks)
         self._mouth = MouthInterior(self._image, rig.landmarks)
         if backend == "torch":
@@ -100,7 +108,11 @@ class Renderer:
             self._warper = _Cv2Warper(self._image, self._basis)
 
     def render(self, frame: MotionFrame) -> np.ndarray:
-        """One (size, size, channels) uint8 RGB(A) frame for `frame`."""
+        """One uint8 RGB(A) frame for `frame`: (size, size, channels), or `frame_shape` for a pasted-back rig."""
+        square = self._render_square(frame)
+        return square if self._paste is None else self._paste(square)
+
+    def _render_square(self, frame: MotionFrame) -> np.ndarray:
         coeffs = _coefficients(frame)
         forward = self._head_affine(frame)
         rigid = float(np.abs(forward - _IDENTITY).max()) > 1e-6
@@ -119,7 +131,9 @@ class Renderer:
         moved_centre = roll[:2, :2] @ centre + roll[:2, 2]
         scale = 1.0 / float(np.clip(head.distance, *DISTANCE_RANGE))
         zoom = _affine3(cv2.getRotationMatrix2D((float(moved_centre[0]), float(moved_centre[1])), 0.0, scale))
-        shift = np.array([[1.0, 0.0, head.x * self.size], [0.0, 1.0, -head.y * self.size], [0.0, 0.0, 1.0]])
+        # head x, y are fractions of the reference framing's frame (motion.py): scaled to this crop's
+        unit = self.size * self._motion_scale
+        shift = np.array([[1.0, 0.0, head.x * unit], [0.0, 1.0, -head.y * unit], [0.0, 0.0, 1.0]])
         return (shift @ zoom @ roll)[:2]
 
     def _moved_landmarks(self, coeffs: dict[str, float], forward: np.ndarray | None) -> np.ndarray:
