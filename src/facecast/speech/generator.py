@@ -25,6 +25,7 @@ from facecast.speech.audio_features import offline_blocks
 from facecast.speech.learned import WEIGHTS_PATH, LearnedClipGenerator
 from facecast.speech.learned_stream import LearnedMotionGenerator
 from facecast.speech.rule import RuleMotionGenerator
+from facecast.speech.steady import SteadyHead
 
 #: Speech -> motion: the rule-based generator or the learned diffusion model (`learned`).
 GENERATOR_CHOICES = ("rule", "learned")
@@ -58,7 +59,8 @@ def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path
     `streaming`: frames as the audio comes (live); False: the learned model over whole windows (render,
     `facecast motion`), which the rule generator does not need. `frames` (offline only): exactly this many
     frames, the learned model generating them all (audio past the end is silence) and the rule generator's
-    cut or its last one held; default: as many as the audio lasts."""
+    cut or its last one held; default: as many as the audio lasts. Every generator's head leaves through
+    `steady.SteadyHead` (a causal low-pass: real people's head jitter, the head 60 ms behind slow motion)."""
     if name not in GENERATOR_CHOICES:
         raise InputError(f"unknown generator {name!r}: choose one of {', '.join(GENERATOR_CHOICES)}")
     if frames is not None and streaming:
@@ -66,9 +68,9 @@ def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path
     path = Path(model_path) if model_path is not None else WEIGHTS_PATH
     if name == "learned":
         if streaming:
-            return LearnedMotionGenerator(fps=fps, seed=seed, path=path)
-        return LearnedClipGenerator(fps=fps, seed=seed, path=path, frames=frames)
-    rule = RuleMotionGenerator(fps=fps, seed=seed)
+            return SteadyHead(LearnedMotionGenerator(fps=fps, seed=seed, path=path))
+        return SteadyHead(LearnedClipGenerator(fps=fps, seed=seed, path=path, frames=frames))
+    rule = SteadyHead(RuleMotionGenerator(fps=fps, seed=seed))
     return rule if frames is None else _ExactLength(rule, frames)
 
 
