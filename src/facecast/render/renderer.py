@@ -23,7 +23,7 @@ from facecast.errors import InputError
 from facecast.face_model import GAZE_REF_DEG, PARALLAX_REF_DEG
 from facecast.motion import EXPRESSION_CHANNELS, MotionFrame
 from facecast.render.mouth_interior import MouthInterior, Patch
-from facecast.render.warp_basis import LidSkin, WarpBasis, lid_fill, split_turn, sum_fields
+from facecast.render.warp_basis import WarpBasis, split_turn, sum_fields
 from facecast.rig import PortraitRig
 
 #: Head turns beyond this many times the parallax reference angle are clamped.
@@ -108,16 +108,7 @@ class Renderer:
             return self._image.copy()
         inverse = cv2.invertAffineTransform(forward) if rigid else None
         patch = self._mouth.patch(self._moved_landmarks(coeffs, forward if rigid else None))
-        return self._warper.render(coeffs, inverse, patch, self._lids(frame))
-
-    def _lids(self, frame: MotionFrame) -> list[tuple[LidSkin, float]]:
-        """The closing eyes' lid skin and how much of it shows (`warp_basis.LidSkin`)."""
-        out = []
-        for side, blink in (("Left", frame.blink.left), ("Right", frame.blink.right)):
-            fill = lid_fill(blink)
-            if fill > 0.0 and side in self._basis.lid_skin:
-                out.append((self._basis.lid_skin[side], fill))
-        return out
+        return self._warper.render(coeffs, inverse, patch)
 
     def _head_affine(self, frame: MotionFrame) -> np.ndarray:
         """Forward rigid head motion (2x3): roll about the neck, scale about the face, then shift."""
@@ -163,8 +154,6 @@ class _Cv2Warper:
     def __init__(self, image: np.ndarray, basis: WarpBasis) -> None:
         grid = basis.grid
         self._image = image
-        self._source = image.copy()   # the portrait with closing eyes' lid skin blended in, per frame
-        self._dirty: list[tuple[int, int, tuple[int, int]]] = []
         self._basis = basis
         self._data = {name: f.data / np.float32(grid.scale) for name, f in basis.fields.items()}
         axis = np.arange(grid.cells, dtype=np.float32)
@@ -197,8 +186,7 @@ class _Cv2Warper:
         return (max(int(box[:, 0].min()) - BOX_MARGIN, 0), min(int(box[:, 1].max()) + BOX_MARGIN, cells),
                 max(int(box[:, 2].min()) - BOX_MARGIN, 0), min(int(box[:, 3].max()) + BOX_MARGIN, cells))
 
-    def render(self, coeffs: dict[str, float], inverse: np.ndarray | None, patch: Patch | None,
-               lids: list[tuple[LidSkin, float]]) -> np.ndarray:
+    def render(self, coeffs: dict[str, float], inverse: np.ndarray | None, patch: Patch | None) -> np.ndarray:
         basis, grid = self._basis, self._basis.grid
         flow, turn = self._flow, self._turn
         face, turned = split_turn(coeffs)
@@ -235,7 +223,7 @@ class _Cv2Warper:
             # Upsample the displacement, not the positions: identity must stay exact at the box edges.
             box = cv2.resize(box, ((cx1 - cx0) * k, (cy1 - cy0) * k), interpolation=cv2.INTER_LINEAR)
         positions = cv2.scaleAdd(box[:y1 - y0, :x1 - x0], float(k), self._pixels[y0:y1, x0:x1])
-        out[y0:y1, x0:x1] = _remap(self._with_lids(lids), positions, cv2.BORDER_REPLICATE)
+        out[y0:y1, x0:x1] = _remap(self._image, positions, cv2.BORDER_REPLICATE)
         if patch is not None:
             h, w = patch.alpha.shape
             region = out[patch.y0:patch.y0 + h, patch.x0:patch.x0 + w, :3].astype(np.float32)
@@ -243,17 +231,3 @@ class _Cv2Warper:
             region += alpha * (patch.colour - region)
             out[patch.y0:patch.y0 + h, patch.x0:patch.x0 + w, :3] = np.rint(region).astype(np.uint8)
         return out
-
-    def _with_lids(self, lids: list[tuple[LidSkin, float]]) -> np.ndarray:
-        """The picture to sample: the portrait, with each closing eye's opening faded towards its lid skin."""
-        source = self._source
-        for lid, fill in lids:
-            h, w = lid.alpha.shape[:2]
-            box = (slice(lid.y0, lid.y0 + h), slice(lid.x0, lid.x0 + w))
-            still = self._image[box].astype(np.float32)
-            source[box] = np.rint(still + (fill * lid.alpha) * (lid.colour - still)).astype(np.uint8)
-        self._dirty, dirty = [(lid.y0, lid.x0, lid.alpha.shape[:2]) for lid, _ in lids], self._dirty
-        for y0, x0, (h, w) in dirty:   # boxes blended last frame and not this one go back to the portrait
-            if not any(d[:2] == (y0, x0) for d in self._dirty):
-                source[y0:y0 + h, x0:x0 + w] = self._image[y0:y0 + h, x0:x0 + w]
-        return source

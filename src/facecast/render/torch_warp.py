@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from facecast.render.mouth_interior import Patch
-from facecast.render.warp_basis import LidSkin, WarpBasis, split_turn, sum_fields
+from facecast.render.warp_basis import WarpBasis, split_turn, sum_fields
 
 
 class TorchWarper:
@@ -34,8 +34,7 @@ class TorchWarper:
         return F.grid_sample(image, normalised[None], mode="bilinear", padding_mode=padding, align_corners=False)
 
     @torch.inference_mode()
-    def render(self, coeffs: dict[str, float], inverse: np.ndarray | None, patch: Patch | None,
-               lids: list[tuple[LidSkin, float]]) -> np.ndarray:
+    def render(self, coeffs: dict[str, float], inverse: np.ndarray | None, patch: Patch | None) -> np.ndarray:
         basis, size, extent = self._basis, self._basis.grid.size, self._basis.grid.extent
         face, turned = split_turn(coeffs)
         flow = torch.zeros_like(self._base)
@@ -59,7 +58,7 @@ class TorchWarper:
             shift = F.interpolate((source - self._base).permute(2, 0, 1)[None], size=(extent, extent),
                                   mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
             source = shift + self._pixels
-        out = self._sample(self._with_lids(lids), source[:size, :size], "border", size)[0]
+        out = self._sample(self._image, source[:size, :size], "border", size)[0]
         if patch is not None:
             h, w = patch.alpha.shape
             colour = torch.from_numpy(patch.colour).to(self._device).permute(2, 0, 1)
@@ -67,16 +66,3 @@ class TorchWarper:
             region = out[:3, patch.y0:patch.y0 + h, patch.x0:patch.x0 + w]
             region += alpha * (colour - region)
         return out.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
-
-    def _with_lids(self, lids: list[tuple[LidSkin, float]]) -> torch.Tensor:
-        """The portrait with each closing eye's opening faded towards its lid skin (as the OpenCV path)."""
-        if not lids:
-            return self._image
-        image = self._image.clone()
-        for lid, fill in lids:
-            h, w = lid.alpha.shape[:2]
-            colour = torch.from_numpy(lid.colour).to(self._device).permute(2, 0, 1)
-            alpha = torch.from_numpy(lid.alpha).to(self._device).permute(2, 0, 1)
-            region = image[0, :, lid.y0:lid.y0 + h, lid.x0:lid.x0 + w]
-            region += (fill * alpha) * (colour - region)
-        return image.round_()

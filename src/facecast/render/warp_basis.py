@@ -6,10 +6,7 @@ displacement of the face-mesh landmarks. From it we precompute a dense
 piecewise-linearly over a Delaunay triangulation of the *displaced* points
 (plus still anchors around the head and on the image border), then lightly
 smoothed. Blinks and gaze get analytic fields per eye instead (a closed eye
-must hide the whole eye, an iris must stay inside it); a closing eye's opening
-also fades to lid skin (`LidSkin`), since no warp of the coarse grid can jump
-from the upper lid to the skin below the eye without sampling a sliver of the
-eye in between. Because each field is
+must hide the whole eye, an iris must stay inside it). Because each field is
 exact at full strength and blends monotonically with the identity, a frame is
 just a weighted sum of a few small fields (`sum_fields`), cheap enough
 for hundreds of frames per second on a CPU.
@@ -27,7 +24,6 @@ from scipy.spatial import Delaunay
 
 from facecast import face_regions as fr
 from facecast.face_model import (
-    BLINK_LOWER_MARGIN,
     BLINK_REACH_DOWN,
     BLINK_REACH_UP,
     EYE_CORNER_FADE,
@@ -56,14 +52,6 @@ GAZE_RAMP_Y = 0.5     # ... and over this share of the opening at the lids
 LASH_SEARCH = 0.6
 LASH_PROBES = 16
 LASH_CONTRAST = 0.8
-
-#: Lid skin of a closed eye (`LidSkin`): its colours are read in bands this many eye openings above the upper
-#: lid's lash line and below the hidden part of the lower lid.
-LID_SKIN_ABOVE = (0.4, 1.2)
-LID_SKIN_BELOW = (0.2, 0.8)
-#: The opening fades to lid skin over this range of blink strength: a half-closed eye still shows its iris,
-#: a shut one none of it.
-LID_FILL_START, LID_FILL_FULL = 0.55, 0.95
 
 #: Head mask extent (see `_head_mask`): half-widths of the face, face heights up and down, falloff ratio.
 HEAD_MASK_WIDTH = 1.45
@@ -193,74 +181,6 @@ def _lash_lines(image: np.ndarray, lm: np.ndarray, frame: FaceFrame) -> np.ndarr
     return np.concatenate([out, lm[:, 2:]], 1)
 
 
-@dataclass
-class LidSkin:
-    """One eye's opening painted over with its lid's skin, in portrait pixels (rows y0.., columns x0..).
-
-    A shut eye shows skin where the eye was. The blink field slides the upper lid down, but its coarse grid
-    blends the jump from the lid to the skin below the eye over a cell or two, and those blended samples
-    show a line of eye white and iris: the face mesh then still reads the eye 0.3-0.7 open. Blending the
-    opening towards this skin (by `lid_fill(blink)`) before the warp samples it leaves nothing of the eye to
-    show at a full blink, whatever the portrait's style.
-    """
-
-    y0: int
-    x0: int
-    colour: np.ndarray  # (h, w, channels) float32: the skin, channels as the portrait
-    alpha: np.ndarray   # (h, w, 1) float32: how much of the opening it covers (soft edges)
-
-
-def lid_fill(blink: float) -> float:
-    """How much of an eye's opening shows lid skin at this blink strength (0 open .. 1 shut)."""
-    return float(smoothstep(LID_FILL_START, LID_FILL_FULL, np.float32(blink)))
-
-
-def _lid_skin(image: np.ndarray, lm: np.ndarray, frame: FaceFrame) -> dict[str, LidSkin]:
-    """Per eye: the opening between the (lash-line) upper lid and the part of the lower lid a blink hides,
-    filled with the colours of the skin above and below it (see `LidSkin`)."""
-    uv_points = frame.local(lm[:, :2])
-    out = {}
-    size = image.shape[0]
-    for side, upper, lower in (("Left", fr.LEFT_EYE_UPPER, fr.LEFT_EYE_LOWER),
-                               ("Right", fr.RIGHT_EYE_UPPER, fr.RIGHT_EYE_LOWER)):
-        eye = Eye(uv_points, upper, lower)
-        reach = (LID_SKIN_ABOVE[1] + 1.0 + BLINK_LOWER_MARGIN + LID_SKIN_BELOW[1]) * eye.opening + eye.width
-        centre = frame.origin + ((eye.u0 + eye.u1) / 2) * frame.u
-        x0, y0 = np.maximum(np.floor(centre - reach).astype(int), 0)
-        x1, y1 = np.minimum(np.ceil(centre + reach).astype(int) + 1, size)
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            continue
-        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-        uv = frame.local(np.stack([xs, ys], -1))
-        u, v = uv[..., 0], uv[..., 1]
-        top, bottom = eye.upper_at(u), eye.lower_at(u)
-        hidden = bottom + BLINK_LOWER_MARGIN * np.maximum(bottom - top, 0.0)
-        # One colour above and one below (medians over bands of skin between the corners, clear of the lash
-        # line and lower-lid shadow), blended down the opening: per-column samples caught lashes and creases.
-        crop = image[y0:y1, x0:x1].astype(np.float32)
-        between = (u > eye.u0) & (u < eye.u1)
-        above = _band_colour(crop, between & (v > top - LID_SKIN_ABOVE[1] * eye.opening)
-                             & (v < top - LID_SKIN_ABOVE[0] * eye.opening))
-        below = _band_colour(crop, between & (v > hidden + LID_SKIN_BELOW[0] * eye.opening)
-                             & (v < hidden + LID_SKIN_BELOW[1] * eye.opening))
-        if above is None or below is None:
-            continue
-        t = np.clip((v - top) / np.maximum(hidden - top, 1e-3), 0.0, 1.0)[..., None]
-        colour = above + t * (below - above)   # (h, w, channels)
-        # Inside the opening (a pixel of soft edge), between the corners.
-        edge = 1.0
-        inside = smoothstep(-edge, 0.0, v - top) * smoothstep(edge, 0.0, v - hidden)
-        inside = inside * smoothstep(0.0, edge, np.minimum(u - eye.u0, eye.u1 - u))
-        out[side] = LidSkin(int(y0), int(x0), colour.astype(np.float32), inside[..., None].astype(np.float32))
-    return out
-
-
-def _band_colour(crop: np.ndarray, band: np.ndarray) -> np.ndarray | None:
-    """The median colour (all channels) of the crop's pixels in a boolean band, or None for an empty band."""
-    pixels = crop[band]
-    return np.median(pixels, axis=0).astype(np.float32) if len(pixels) else None
-
-
 def _eye_fields(lm: np.ndarray, frame: FaceFrame, grid: Grid) -> dict[str, Field]:
     """Blinks, and iris shifts inside each eye opening (zero at the lids and corners: the iris never leaves it)."""
     uv = frame.local(lm[:, :2])
@@ -342,10 +262,7 @@ class WarpBasis:
             field = backward_field(points, np.concatenate([disp[keep], still]), self.grid, sigma)
             if field is not None:
                 self.fields[name] = field
-        lids = _lash_lines(image, lm, self.frame)
-        self.fields.update(_eye_fields(lids, self.frame, self.grid))
-        #: lid skin per eye ("Left", "Right"), blended into the opening as the eye shuts
-        self.lid_skin = _lid_skin(image, lids, self.frame)
+        self.fields.update(_eye_fields(_lash_lines(image, lm, self.frame), self.frame, self.grid))
         self.head_mask = _head_mask(lm, self.frame, self.grid)
         self.channel_index = {name: k for k, name in enumerate(LANDMARK_CHANNELS)}
         oval = self.landmarks[list(fr.FACE_OVAL)]

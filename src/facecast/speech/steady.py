@@ -11,9 +11,9 @@ The filter is two cascaded one-pole low-passes (critically damped, no
 overshoot) with time constant `HEAD_SMOOTHING_S` on yaw, pitch, roll, x, y and
 distance. It is causal, so frames leave as soon as the generator makes them
 (no added frame latency, lips untouched); the head alone lags: by `latency_s`
-(2 x the time constant, 60 ms) for slow motion, less for quick moves. Real
-heads do not follow speech to the frame, so a head 60 ms behind the voice
-reads as natural, while lips 60 ms late would not.
+(2 x the time constant, 100 ms) for slow motion, less for quick moves. Real
+heads do not follow speech to the frame, so a head 100 ms behind the voice
+reads as natural, while lips 100 ms late would not.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from facecast.motion import HeadPose, MotionFrame
 #: Time constant (s) of each of the two one-poles. Chosen on the quality benchmark's held-out clips
 #: (benchmarks/README.md, "A steady head"): it brings the learned model's head jitter to real people's
 #: while its head speed stays within a quarter of theirs.
-HEAD_SMOOTHING_S = 0.03
+HEAD_SMOOTHING_S = 0.05
 _AXES = ("yaw", "pitch", "roll", "x", "y", "distance")
 
 
