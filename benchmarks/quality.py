@@ -37,6 +37,12 @@ Columns (means over clips unless said):
   (0.8-0.9 of yaw, benchmarks/extraction.py) and the face mesh
   never reads a rendered eye fully shut, so the rendered columns understate
   what a generator produced; these say what it asked for.
+
+A second table, "Steadiness and blinks", puts each of these beside its GRID s4 and in-the-wild values (the
+weaker group is where a generator falls short): jitter; Δrot °/frame, the mean frame-to-frame change of the
+unsmoothed head rotation (shake as a viewer sees it, tracking noise included); head speed and spread (wild);
+blinks/min; blink depth, the median over blinks of the smallest eye openness over the clip's open level (its
+median), per dip below 0.75 of it (`dips`: how many); and the motion's own jitter and Δrot before rendering.
 """
 
 from __future__ import annotations
