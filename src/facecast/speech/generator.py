@@ -60,7 +60,7 @@ def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path
     `facecast motion`), which the rule generator does not need. `frames` (offline only): exactly this many
     frames, the learned model generating them all (audio past the end is silence) and the rule generator's
     cut or its last one held; default: as many as the audio lasts. Every generator's head leaves through
-    `steady.SteadyHead` (a causal low-pass: real people's head jitter, the head 100 ms behind slow motion)."""
+    `steady.SteadyHead` (a causal low-pass: real people's head jitter, the head 65 ms behind slow motion at 25 fps)."""
     if name not in GENERATOR_CHOICES:
         raise InputError(f"unknown generator {name!r}: choose one of {', '.join(GENERATOR_CHOICES)}")
     if frames is not None and streaming:

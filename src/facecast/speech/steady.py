@@ -11,9 +11,9 @@ The filter is two cascaded one-pole low-passes (critically damped, no
 overshoot) with time constant `HEAD_SMOOTHING_S` on yaw, pitch, roll, x, y and
 distance. It is causal, so frames leave as soon as the generator makes them
 (no added frame latency, lips untouched); the head alone lags: by `latency_s`
-(2 x the time constant, 100 ms) for slow motion, less for quick moves. Real
-heads do not follow speech to the frame, so a head 100 ms behind the voice
-reads as natural, while lips 100 ms late would not.
+for slow motion (65 ms at 25 fps, 70 ms at 30 fps), less for quick moves. Real
+heads do not follow speech to the frame, so a head 65 ms behind the voice
+reads as natural, while lips 65 ms late would not.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ class HeadSmoother:
 
     def __init__(self, fps: float, time_constant_s: float = HEAD_SMOOTHING_S) -> None:
         self.coef = 1.0 - math.exp(-1.0 / (fps * time_constant_s)) if time_constant_s > 0 else 1.0
-        #: the head's delay for slow motion (the filter's group delay at 0 Hz), seconds
-        self.latency_s = 2.0 * time_constant_s if time_constant_s > 0 else 0.0
+        #: the head's delay for slow motion (the filter's group delay at 0 Hz: (1 - c) / c frames per pole), seconds
+        self.latency_s = 2.0 * (1.0 - self.coef) / self.coef / fps
         self._first: np.ndarray | None = None
         self._second: np.ndarray | None = None
 
