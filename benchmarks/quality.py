@@ -37,6 +37,12 @@ Columns (means over clips unless said):
   (0.8-0.9 of yaw, benchmarks/extraction.py) and the face mesh
   never reads a rendered eye fully shut, so the rendered columns understate
   what a generator produced; these say what it asked for.
+
+A second table, "Steadiness and blinks", puts each of these beside its GRID s4 and in-the-wild values (the
+weaker group is where a generator falls short): jitter; Δrot °/frame, the mean frame-to-frame change of the
+unsmoothed head rotation (shake as a viewer sees it, tracking noise included); head speed and spread (wild);
+blinks/min; blink depth, the median over blinks of the smallest eye openness over the clip's open level (its
+median), per dip below 0.75 of it (`dips`: how many); and the motion's own jitter and Δrot before rendering.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from facecast.dataset import cache as dataset  # noqa: E402
 from facecast.evaluation.motion_quality import (  # noqa: E402
     GENERATORS,
     Measured,
+    blink_depths,
     count_blinks,
     head_motion,
     jitter,
@@ -65,6 +72,7 @@ from facecast.evaluation.motion_quality import (  # noqa: E402
     learned_motion,
     measure_frames,
     motion_head_and_blink,
+    rotation_change,
     word_closures,
 )
 from facecast.evaluation.sync_scorer import MAX_OFFSET, SyncScorer, enough_face, scorable  # noqa: E402
@@ -129,11 +137,22 @@ def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: Sy
     """One table row: `measured[i]` is this row's measurement of `clips[i]`, `motion[i]` the generator's own
     head and blinks for it (for the real row: the video's extracted motion)."""
     r_all, r_grid, r_wild, lags, conf, offsets, size = [], [], [], [], [], [], []
-    bilabial, other, speed, spread, jit, own_speed, own_spread = [], [], [], [], [], [], []
-    blinks, own_blinks, minutes, found, frames = 0, 0, 0.0, 0, 0
+    bilabial, other, speed, spread, own_speed, own_spread = [], [], [], [], [], []
+    own_blinks, minutes, found, frames = 0, 0.0, 0, 0
+    group: dict[str, dict[str, list[float]]] = {g: {"jitter": [], "change": [], "depth": [], "own_jitter": [],
+                                                    "own_change": [], "blinks": [], "minutes": []}
+                                                for g in ("all", "grid", "wild")}
     for clip, m, (own_head, own_blink) in zip(clips, measured, motion):
         real = Measured.from_clip(clip)
         wild = "/wild/" in str(clip["path"])
+        for g in ("all", "wild" if wild else "grid"):
+            group[g]["jitter"].append(jitter(m.head, m.fps))
+            group[g]["change"].append(rotation_change(m.head))
+            group[g]["own_jitter"].append(jitter(own_head, m.fps))
+            group[g]["own_change"].append(rotation_change(own_head))
+            group[g]["depth"] += blink_depths(m.eye_openness)
+            group[g]["blinks"].append(count_blinks(m.blink))
+            group[g]["minutes"].append(len(m.found) / m.fps / 60.0)
         r, lag = lagged_correlation(m.mouth_opening, real.mouth_opening)
         r_all.append(r)
         (r_wild if wild else r_grid).append(r)
@@ -155,8 +174,6 @@ def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: Sy
             s, sd = head_motion(own_head, m.fps)
             own_speed.append(s)
             own_spread.append(sd)
-        jit.append(jitter(m.head, m.fps))
-        blinks += count_blinks(m.blink)
         own_blinks += count_blinks(own_blink)
         minutes += len(m.found) / m.fps / 60.0
         found += int(m.found.sum())
@@ -169,11 +186,20 @@ def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: Sy
         "closed_bilabial": float(np.mean(bilabial)) if bilabial else float("nan"),
         "closed_other": float(np.mean(other)) if other else float("nan"),
         "head_speed": _mean(speed), "head_spread": _mean(spread),
-        "blinks_per_min": blinks / minutes if minutes else float("nan"),
-        "jitter": _mean(jit), "face_found": found / frames if frames else float("nan"),
+        "face_found": found / frames if frames else float("nan"),
         "motion_head_speed": _mean(own_speed), "motion_head_spread": _mean(own_spread),
         "motion_blinks_per_min": own_blinks / minutes if minutes else float("nan"),
-    }
+    } | {f"{key}{suffix}": value for g, suffix in (("all", ""), ("grid", "_grid"), ("wild", "_wild"))
+         for key, value in _steadiness(group[g]).items()}
+
+
+def _steadiness(g: dict[str, list[float]]) -> dict[str, float]:
+    """Jitter, frame-to-frame rotation change and blinks of one group of clips (all, GRID s4, wild)."""
+    minutes = sum(g["minutes"])
+    return {"jitter": _mean(g["jitter"]), "rotation_change": _mean(g["change"]),
+            "motion_jitter": _mean(g["own_jitter"]), "motion_rotation_change": _mean(g["own_change"]),
+            "blinks_per_min": sum(g["blinks"]) / minutes if minutes else float("nan"),
+            "blink_depth": _median(g["depth"]), "blink_dips": float(len(g["depth"]))}
 
 
 COLUMNS = (  # (title, key, format)
@@ -187,15 +213,28 @@ COLUMNS = (  # (title, key, format)
     ("motion °/s", "motion_head_speed", "{:10.1f}"), ("motion spread °", "motion_head_spread", "{:15.2f}"),
     ("motion blinks/min", "motion_blinks_per_min", "{:17.1f}"),
 )
+#: Steadiness and blinks, each beside its GRID s4 / in-the-wild values (issue 18: a steady head, real blinks).
+STEADINESS_COLUMNS = (
+    ("generator", "generator", "{:<10}"),
+    ("jitter °", "jitter", "{:.2f}"), ("GRID", "jitter_grid", "{:.2f}"), ("wild", "jitter_wild", "{:.2f}"),
+    ("Δrot °/frame", "rotation_change", "{:.2f}"), ("GRID", "rotation_change_grid", "{:.2f}"),
+    ("wild", "rotation_change_wild", "{:.2f}"),
+    ("head °/s (wild)", "head_speed", "{:.1f}"), ("spread ° (wild)", "head_spread", "{:.2f}"),
+    ("blinks/min", "blinks_per_min", "{:.1f}"), ("GRID", "blinks_per_min_grid", "{:.1f}"),
+    ("wild", "blinks_per_min_wild", "{:.1f}"),
+    ("blink depth", "blink_depth", "{:.2f}"), ("GRID", "blink_depth_grid", "{:.2f}"),
+    ("wild", "blink_depth_wild", "{:.2f}"), ("dips", "blink_dips", "{:.0f}"),
+    ("motion jitter °", "motion_jitter", "{:.2f}"), ("motion Δrot °/frame", "motion_rotation_change", "{:.2f}"),
+)
 
 
-def table(rows: list[dict[str, float]]) -> list[str]:
+def table(rows: list[dict[str, float]], columns: tuple[tuple[str, str, str], ...] = COLUMNS) -> list[str]:
     """Markdown table lines."""
-    lines = ["| " + " | ".join(title for title, _, _ in COLUMNS) + " |",
-             "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines = ["| " + " | ".join(title for title, _, _ in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
         cells = []
-        for _, key, fmt in COLUMNS:
+        for _, key, fmt in columns:
             value = row[key]
             cells.append(fmt.format(value).strip() if isinstance(value, str) or np.isfinite(value) else "—")
         lines.append("| " + " | ".join(cells) + " |")
@@ -262,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({frames} frames), rendered at {SIZE}², scorer offsets searched over ±{MAX_OFFSET} frames; "
           f"{elapsed / 60:.1f} min with {args.workers} workers\n")
     for line in table(rows):
+        print(line)
+    print("\nSteadiness and blinks (all clips, then GRID s4 and in-the-wild alone; blink depth: median smallest "
+          "eye openness over the open level per dip below 0.75 of it, `dips` of them):\n")
+    for line in table(rows, STEADINESS_COLUMNS):
         print(line)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")

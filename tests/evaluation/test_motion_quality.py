@@ -111,10 +111,19 @@ def test_quality_benchmark_prints_one_table_with_every_generator(held_out_datase
         [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--data", str(data), "--cache", str(cache),
          "--workers", "1", "--model", f"tiny={tiny_model}"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert "3 GRID s4 clips + 1 in-the-wild clips" in result.stdout
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in lines if line.startswith("| ")}
+    first, _, second = result.stdout.partition("Steadiness and blinks")
+    assert "3 GRID s4 clips + 1 in-the-wild clips" in first
+
+    def table(text: str) -> dict[str, list[str]]:
+        return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+                for line in text.splitlines() if line.startswith("| ")}
+
+    rows = table(first)
+    steadiness = table(second)   # the second table: jitter, rotation change, blinks, each by group
+    assert set(steadiness) == set(rows)
+    steady_column = {title: i for i, title in enumerate(steadiness["generator"])}
+    real = steadiness["real"]
+    assert real[steady_column["GRID"]] != "—" and float(real[steady_column["Δrot °/frame"]]) > 0
     assert set(rows) == {"generator", "real", "tiny", *GENERATORS}
     column = {title: i for i, title in enumerate(rows["generator"])}
     assert rows["real"][0] == "1.000"                      # the real video against itself

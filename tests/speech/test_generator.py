@@ -13,6 +13,7 @@ from facecast.speech.generator import DEFAULT_GENERATOR, GENERATOR_CHOICES, exac
 from facecast.speech.learned import LearnedClipGenerator, generate_frames, learned_motion, speech_features
 from facecast.speech.learned_stream import LearnedMotionGenerator
 from facecast.speech.rule import RuleMotionGenerator
+from facecast.speech.steady import SteadyHead, steady_frames
 from facecast.speech.voice import voice_frames
 
 SAMPLE_RATE = 16000
@@ -30,7 +31,8 @@ def _motion(frame) -> tuple:
 def test_every_name_and_mode_makes_its_generator(sample_speech: Path, name: str, streaming: bool, kind: type) -> None:
     speech = decode_mono(sample_speech)[: SAMPLE_RATE * 2]
     generator = make_generator(name, fps=30.0, seed=1, streaming=streaming)
-    assert isinstance(generator, kind) and generator.fps == 30.0 and generator.SAMPLE_RATE == SAMPLE_RATE
+    assert isinstance(generator, SteadyHead) and isinstance(generator.generator, kind)
+    assert generator.fps == 30.0 and generator.SAMPLE_RATE == SAMPLE_RATE
     assert generator.lookahead_s > 0 and generator.processing_s >= 0
     frames = list(generate_offline(generator, [speech]))
     assert [round(f.t * 30.0) for f in frames] == list(range(60))
@@ -47,27 +49,28 @@ def test_an_unknown_name_is_a_clear_error() -> None:
 
 def test_offline_learned_is_the_whole_clip_model_with_the_voice_analysis(sample_speech: Path) -> None:
     """`facecast render` / `motion` with the learned model: the same frames as generating from the whole clip's
-    log-mel at once, with visemes and voice level from the voice analysis; exactly `frames` when asked."""
+    log-mel at once (with the steadied head), with visemes and voice level from the voice analysis; exactly
+    `frames` when asked."""
     samples = decode_mono(sample_speech)[: SAMPLE_RATE * 3]
     generator = make_generator("learned", fps=25.0, seed=3, streaming=False)
     assert all(generator.push(block) == [] for block in iter_mono_blocks(sample_speech))   # all frames at the end
     frames = list(generator.finish())
     everything = np.concatenate(list(iter_mono_blocks(sample_speech)))
     total = round(len(everything) / SAMPLE_RATE * 25)
-    whole = list(generate_frames(speech_features(everything, "logmel"), 25.0, total, seed=3))
+    whole = list(steady_frames(generate_frames(speech_features(everything, "logmel"), 25.0, total, seed=3), 25.0))
     assert len(frames) == total and [_motion(f) for f in frames] == [_motion(f) for f in whole]
     voices = list(voice_frames([everything], 25.0))[:total]
     assert [f.visemes for f in frames] == [pytest.approx(v.visemes, abs=1e-6) for v in voices]
     assert list(generator.finish()) == []
     exact = make_generator("learned", fps=30.0, streaming=False, frames=61)
     made = exact.push(samples) + list(exact.finish())
-    assert [_motion(f) for f in made] == [_motion(f) for f in learned_motion(samples, 30.0, 61)]
+    assert [_motion(f) for f in made] == [_motion(f) for f in steady_frames(learned_motion(samples, 30.0, 61), 30.0)]
 
 
 def test_offline_rule_frames_are_cut_or_held_to_an_exact_length(sample_speech: Path) -> None:
     samples = decode_mono(sample_speech)[: SAMPLE_RATE]
     own = RuleMotionGenerator(fps=25.0, seed=2)
-    natural = own.push(samples) + own.finish()
+    natural = list(steady_frames(own.push(samples) + own.finish(), 25.0))
     for count in (10, len(natural), len(natural) + 7):
         generator = make_generator("rule", fps=25.0, seed=2, streaming=False, frames=count)
         made = generator.push(samples) + generator.finish()

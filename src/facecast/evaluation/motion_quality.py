@@ -38,6 +38,8 @@ BILABIAL_WORDS = frozenset({"bin", "blue", "by", "place", "please", "b", "p", "m
 SMOOTHING_S = 0.06
 #: Blink hysteresis on the mean closure of both eyes (1 = closed).
 BLINK_ON, BLINK_OFF = 0.7, 0.4
+#: A blink's dip for `blink_depths`: openness below DIP_ON of the open level, over once back above DIP_OFF.
+DIP_ON, DIP_OFF = 0.75, 0.85
 
 
 # ----------------------------------------------------------------------------- generators
@@ -98,12 +100,14 @@ class Measured:
     head: np.ndarray           # (T, 6) yaw, pitch, roll (degrees), x, y, distance
     blink: np.ndarray          # (T, 2)
     lips: np.ndarray           # (T, 40, 2) for the lip-sync scorer
+    eye_openness: np.ndarray | None = None   # (T, 2) face_measure.eye_openness, pose removed (blink depth)
 
     @classmethod
     def from_clip(cls, clip: dict[str, np.ndarray]) -> "Measured":
         """The real video's measurements, as the dataset cached them."""
         return cls(float(clip["fps"]), clip["found"].astype(bool), clip["mouth_opening"].astype(np.float64),
-                   clip["head"].astype(np.float64), clip["blink"].astype(np.float64), clip["lips"])
+                   clip["head"].astype(np.float64), clip["blink"].astype(np.float64), clip["lips"],
+                   clip["eye_openness"].astype(np.float64) if "eye_openness" in clip else None)
 
 
 def motion_head_and_blink(motion: Sequence[MotionFrame]) -> tuple[np.ndarray, np.ndarray]:
@@ -122,9 +126,10 @@ def measure_frames(frames: Iterable[np.ndarray], fps: float) -> Measured:
     if not found.any():
         nan = np.full(count, np.nan)
         return Measured(fps, found, nan, np.full((count, 6), np.nan), np.full((count, 2), np.nan),
-                        np.full((count, 40, 2), np.nan, np.float32))
+                        np.full((count, 40, 2), np.nan, np.float32), np.full((count, 2), np.nan))
     result = extract_from_landmarks(landmarks, found, fps, reference="neutral")
-    return Measured(fps, found, result.mouth_opening, result.head, result.blink, result.lip_shape())
+    return Measured(fps, found, result.mouth_opening, result.head, result.blink, result.lip_shape(),
+                    result.eye_openness)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -203,6 +208,43 @@ def jitter(head: np.ndarray, fps: float) -> float:
     if len(rotation) < 4:
         return float("nan")
     return float(np.linalg.norm(rotation - smooth_rotation(rotation, fps), axis=1).mean())
+
+
+def rotation_change(head: np.ndarray) -> float:
+    """Mean frame-to-frame change of the head rotation (degrees per frame, unsmoothed): what a viewer sees as
+    shake, tracking noise of a still head included."""
+    rotation = _rotation(head)
+    if len(rotation) < 2:
+        return float("nan")
+    return float(np.linalg.norm(np.diff(rotation, axis=0), axis=1).mean())
+
+
+def blink_depths(openness: np.ndarray | None) -> list[float]:
+    """How far each blink closes the eyes: per dip of both eyes' mean openness below DIP_ON of the clip's open
+    level (its median: eyes are open most of the time), the smallest openness over the open level (0 = shut).
+    Dips are found on the openness itself, not through `count_blinks`' threshold, so shallow blinks count too."""
+    if openness is None:
+        return []
+    mean = np.asarray(openness, float).mean(1)
+    finite = mean[np.isfinite(mean)]
+    if len(finite) < 3 or np.median(finite) <= 0:
+        return []
+    ratio = mean / np.median(finite)
+    depths: list[float] = []
+    low = None
+    for value in ratio:
+        if not np.isfinite(value):
+            continue
+        if low is None and value < DIP_ON:
+            low = value
+        elif low is not None:
+            low = min(low, value)
+            if value > DIP_OFF:
+                depths.append(float(low))
+                low = None
+    if low is not None:
+        depths.append(float(low))
+    return depths
 
 
 def count_blinks(blink: np.ndarray) -> int:

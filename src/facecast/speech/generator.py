@@ -27,6 +27,7 @@ from facecast.speech.audio_features import offline_blocks
 from facecast.speech.learned import WEIGHTS_PATH, LearnedClipGenerator, clip_loud_level, load
 from facecast.speech.learned_stream import LearnedMotionGenerator
 from facecast.speech.rule import RuleMotionGenerator
+from facecast.speech.steady import SteadyHead
 
 #: Speech -> motion: the rule-based generator or the learned diffusion model (`learned`).
 GENERATOR_CHOICES = ("rule", "learned")
@@ -62,7 +63,9 @@ def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path
     frames, the learned model generating them all (audio past the end is silence) and the rule generator's
     cut or its last one held; default: as many as the audio lasts. `clip` (offline only): the audio file the
     blocks will come from, read ahead once (a fraction of a second per minute) for the learned model's loud
-    level so its frames stream from the first seconds instead of all coming at the end."""
+    level so its frames stream from the first seconds instead of all coming at the end. Every generator's head
+    leaves through `steady.SteadyHead` (a causal low-pass: real people's head jitter, the head 65 ms behind
+    slow motion at 25 fps)."""
     if name not in GENERATOR_CHOICES:
         raise InputError(f"unknown generator {name!r}: choose one of {', '.join(GENERATOR_CHOICES)}")
     if frames is not None and streaming:
@@ -70,12 +73,12 @@ def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path
     path = Path(model_path) if model_path is not None else WEIGHTS_PATH
     if name == "learned":
         if streaming:
-            return LearnedMotionGenerator(fps=fps, seed=seed, path=path)
+            return SteadyHead(LearnedMotionGenerator(fps=fps, seed=seed, path=path))
         loud = None
         if clip is not None and load(path).features == "logmel":
             loud = clip_loud_level(iter_mono_blocks(clip))
-        return LearnedClipGenerator(fps=fps, seed=seed, path=path, frames=frames, loud=loud)
-    rule = RuleMotionGenerator(fps=fps, seed=seed)
+        return SteadyHead(LearnedClipGenerator(fps=fps, seed=seed, path=path, frames=frames, loud=loud))
+    rule = SteadyHead(RuleMotionGenerator(fps=fps, seed=seed))
     return rule if frames is None else _ExactLength(rule, frames)
 
 

@@ -75,7 +75,7 @@ BROW_ACCENT = (0.4, 0.9)
 BROW_PITCH_Z = (0.5, 1.5)
 BROW_TC = (0.08, 0.5)
 
-BLINK_RATE_PER_MIN = 16.0
+BLINK_RATE_PER_MIN = 20.0   # the output shows fewer: the face mesh misses shallow rendered blinks
 BLINK_REFRACTORY_S = 0.8
 PHRASE_END_BLINK_PROB = 0.5          # extra blink chance spread over the pause onset
 PHRASE_END_WINDOW_S = 0.5
