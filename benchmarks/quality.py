@@ -12,25 +12,32 @@ the clip's first frame (512²), and the output frames are measured with the face
 mesh exactly as the real videos were (`facecast.evaluation.motion_quality`). The
 "real" row is the original video, measured the same way.
 
-Columns (means over clips unless said):
-* mouth r: Pearson correlation of the generated with the real mouth opening
-  (all held-out clips; then GRID s4 and in-the-wild alone); lag: the median
-  lag (frames) that maximises it, positive = generated late; mouth size: the
-  output's widest mouth opening (90th percentile) over the real speaker's, median
-  over clips (correlation is blind to how far the mouth opens);
+Two tables, every number speaker-weighted (`motion_quality.speaker_weighted`):
+each held-out speaker counts once, whatever its number of clips (a speaker's
+clips are pooled first, then the speakers), never clip-weighted. The headline
+is the in-the-wild held-out speakers (every streamer is a voice the model has
+never heard), with its weakest speaker beside it; GRID s4 (one studio speaker,
+one sentence grammar) is its own table; a third gives each in-the-wild
+speaker's mouth r. `--json` keeps every clip's scores, `--from-json` prints the
+tables again from them. Columns:
+* mouth r: Pearson correlation of the generated with the real mouth opening;
+  weakest: the lowest speaker's; lag: the median lag (frames) that maximises it,
+  positive = generated late; mouth size: the output's widest mouth opening (90th
+  percentile) over the real speaker's, median (correlation is blind to how far
+  the mouth opens);
 * sync conf / off: our lip-sync scorer (`facecast.evaluation.sync_scorer`, the
-  SyncNet protocol) on the output's mouth and the clip's audio: mean
-  confidence, median offset (frames at 25 fps, positive = audio late), and the
-  share of clips found within +-1 frame;
+  SyncNet protocol; trained on training speakers only) on the output's mouth and
+  the clip's audio: mean confidence, median offset (frames at 25 fps, positive =
+  audio late), and the share of clips found within +-1 frame;
 * closed b/p/m, other: share of GRID s4's bilabial words (bin, blue, by,
   place, please, b, p, m) during which the mouth closes, and of all other words
   (a mouth that closes everywhere is not lip sync);
 * head °/s, spread °: mean head rotation speed (of the rotation smoothed by a
   60 ms Gaussian, so the face mesh's per-frame noise does not count as motion) and
-  rotation spread, in-the-wild clips only (GRID speakers barely move);
-* blinks/min: over all held-out footage; jitter °: mean distance of the head
+  rotation spread, in-the-wild table only (GRID speakers barely move);
+* blinks/min: each speaker's blinks over its minutes; jitter °: mean distance of the head
   rotation from its smoothed path (shake: tracking noise plus any real
-  tremble), all clips; face %: output frames where the face mesh found the face;
+  tremble); face %: output frames where the face mesh found the face;
 * motion °/s, motion spread °, motion blinks/min: the same head and blink
   measures of the generator's own motion before rendering (for the real row,
   the video's extracted motion). The renderer turns the head less than asked
@@ -44,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -58,6 +64,7 @@ from facecast.dataset import cache as dataset  # noqa: E402
 from facecast.evaluation.motion_quality import (  # noqa: E402
     GENERATORS,
     Measured,
+    by_speaker,
     count_blinks,
     head_motion,
     jitter,
@@ -65,6 +72,8 @@ from facecast.evaluation.motion_quality import (  # noqa: E402
     learned_motion,
     measure_frames,
     motion_head_and_blink,
+    speaker_scores,
+    speaker_weighted,
     word_closures,
 )
 from facecast.evaluation.sync_scorer import MAX_OFFSET, SyncScorer, enough_face, scorable  # noqa: E402
@@ -108,14 +117,9 @@ def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | N
     return out
 
 
-def _median(values: list[float]) -> float:
-    values = [v for v in values if np.isfinite(v)]
-    return float(statistics.median(values)) if values else float("nan")
-
-
-def _mean(values: list[float]) -> float:
-    values = [v for v in values if np.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
+def group_of(relpath: str) -> str:
+    """"wild" (in-the-wild speakers: the headline) or "grid" (GRID s4: studio, one sentence grammar)."""
+    return "wild" if "/wild/" in relpath else "grid"
 
 
 def _wide_opening(opening: np.ndarray) -> float:
@@ -123,89 +127,100 @@ def _wide_opening(opening: np.ndarray) -> float:
     return float(np.percentile(finite, 90)) if len(finite) else float("nan")
 
 
-def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: SyncScorer,
-              motion: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """One table row: `measured[i]` is this row's measurement of `clips[i]`, `motion[i]` the generator's own
-    head and blinks for it (for the real row: the video's extracted motion)."""
-    r_all, r_grid, r_wild, lags, conf, offsets, size = [], [], [], [], [], [], []
-    bilabial, other, speed, spread, jit, own_speed, own_spread = [], [], [], [], [], [], []
-    blinks, own_blinks, minutes, found, frames = 0, 0, 0.0, 0, 0
-    for clip, m, (own_head, own_blink) in zip(clips, measured, motion):
-        real = Measured.from_clip(clip)
-        wild = "/wild/" in str(clip["path"])
-        r, lag = lagged_correlation(m.mouth_opening, real.mouth_opening)
-        r_all.append(r)
-        (r_wild if wild else r_grid).append(r)
-        lags.append(lag)
-        real_wide = _wide_opening(real.mouth_opening)
-        size.append(_wide_opening(m.mouth_opening) / real_wide if real_wide > 0 else float("nan"))
-        if enough_face(m.found, m.fps):
-            score = scorer.score(m.lips, m.found, m.fps, clip["audio"])
-            conf.append(score.confidence)
-            offsets.append(score.offset)
-        closed_b, closed_other = word_closures(m.mouth_opening, m.fps, clip["words"], clip["word_start"],
-                                               clip["word_end"])
-        bilabial += closed_b
-        other += closed_other
-        if wild:
-            s, sd = head_motion(m.head, m.fps)
-            speed.append(s)
-            spread.append(sd)
-            s, sd = head_motion(own_head, m.fps)
-            own_speed.append(s)
-            own_spread.append(sd)
-        jit.append(jitter(m.head, m.fps))
-        blinks += count_blinks(m.blink)
-        own_blinks += count_blinks(own_blink)
-        minutes += len(m.found) / m.fps / 60.0
-        found += int(m.found.sum())
-        frames += len(m.found)
+def clip_record(clip: dict, m: Measured, scorer: SyncScorer, motion: tuple[np.ndarray, np.ndarray]) -> dict:
+    """One generator's scores on one clip (`m`: its rendered output measured; `motion`: the generator's own head
+    and blinks, for the real row the video's): plain numbers, pooled per speaker by `speaker_weighted`."""
+    real = Measured.from_clip(clip)
+    own_head, own_blink = motion
+    r, lag = lagged_correlation(m.mouth_opening, real.mouth_opening)
+    real_wide = _wide_opening(real.mouth_opening)
+    conf = offset = nan = float("nan")
+    if enough_face(m.found, m.fps):
+        score = scorer.score(m.lips, m.found, m.fps, clip["audio"])
+        conf, offset = float(score.confidence), float(score.offset)
+    bilabial, other = word_closures(m.mouth_opening, m.fps, clip["words"], clip["word_start"], clip["word_end"])
+    speed, spread = head_motion(m.head, m.fps)
+    own_speed, own_spread = head_motion(own_head, m.fps)
     return {
-        "generator": name, "clips": len(clips), "mouth_r": _mean(r_all), "mouth_r_grid": _mean(r_grid),
-        "mouth_r_wild": _mean(r_wild), "lag": _median(lags), "mouth_size": _median(size), "sync_conf": _mean(conf),
-        "sync_offset": _median(offsets),
-        "sync_in_1": float(np.mean([abs(o) <= 1 for o in offsets])) if offsets else float("nan"),
-        "closed_bilabial": float(np.mean(bilabial)) if bilabial else float("nan"),
-        "closed_other": float(np.mean(other)) if other else float("nan"),
-        "head_speed": _mean(speed), "head_spread": _mean(spread),
-        "blinks_per_min": blinks / minutes if minutes else float("nan"),
-        "jitter": _mean(jit), "face_found": found / frames if frames else float("nan"),
-        "motion_head_speed": _mean(own_speed), "motion_head_spread": _mean(own_spread),
-        "motion_blinks_per_min": own_blinks / minutes if minutes else float("nan"),
+        "path": str(clip["path"]), "speaker": str(clip["speaker"]), "group": group_of(str(clip["path"])),
+        "mouth_r": r, "lag": float(lag),
+        "mouth_size": _wide_opening(m.mouth_opening) / real_wide if real_wide > 0 else nan,
+        "sync_conf": conf, "sync_offset": offset, "sync_in_1": float(abs(offset) <= 1) if np.isfinite(offset) else nan,
+        "bilabial_closed": float(sum(bilabial)), "bilabial_words": float(len(bilabial)),
+        "other_closed": float(sum(other)), "other_words": float(len(other)),
+        "head_speed": speed, "head_spread": spread, "motion_head_speed": own_speed, "motion_head_spread": own_spread,
+        "jitter": jitter(m.head, m.fps), "blinks": float(count_blinks(m.blink)),
+        "motion_blinks": float(count_blinks(own_blink)), "minutes": len(m.found) / m.fps / 60.0,
+        "found": float(m.found.sum()), "frames": float(len(m.found)),
     }
 
 
-COLUMNS = (  # (title, key, format)
-    ("generator", "generator", "{:<10}"), ("mouth r", "mouth_r", "{:7.3f}"), ("GRID s4", "mouth_r_grid", "{:7.3f}"),
-    ("wild", "mouth_r_wild", "{:6.3f}"), ("lag", "lag", "{:4.0f}"), ("mouth size", "mouth_size", "{:10.2f}"),
-    ("sync conf", "sync_conf", "{:9.3f}"),
-    ("off", "sync_offset", "{:4.0f}"), ("±1", "sync_in_1", "{:5.0%}"), ("closed b/p/m", "closed_bilabial", "{:12.0%}"),
-    ("other", "closed_other", "{:6.0%}"), ("head °/s", "head_speed", "{:8.1f}"), ("spread °", "head_spread", "{:8.2f}"),
-    ("blinks/min", "blinks_per_min", "{:10.1f}"), ("jitter °", "jitter", "{:8.2f}"),
-    ("face %", "face_found", "{:7.1%}"),
-    ("motion °/s", "motion_head_speed", "{:10.1f}"), ("motion spread °", "motion_head_spread", "{:15.2f}"),
-    ("motion blinks/min", "motion_blinks_per_min", "{:17.1f}"),
-)
+#: (title, key, format) of the two tables: the in-the-wild headline and GRID s4. GRID speakers barely move their
+#: heads (no head columns there); only GRID has word timings (the closure columns).
+_COMMON = (("mouth r", "mouth_r", "{:7.3f}"),)
+_SYNC = (("lag", "lag", "{:4.0f}"), ("mouth size", "mouth_size", "{:10.2f}"), ("sync conf", "sync_conf", "{:9.3f}"),
+         ("off", "sync_offset", "{:4.0f}"), ("±1", "sync_in_1", "{:5.0%}"))
+_FACE = (("blinks/min", "blinks_per_min", "{:10.1f}"), ("jitter °", "jitter", "{:8.2f}"),
+         ("face %", "face_found", "{:7.1%}"))
+COLUMNS = {
+    "wild": (("generator", "generator", "{:<10}"), *_COMMON, ("weakest", "weakest_r", "{:7.3f}"),
+             ("weakest speaker", "weakest", "{}"), *_SYNC, ("head °/s", "head_speed", "{:8.1f}"),
+             ("spread °", "head_spread", "{:8.2f}"), *_FACE, ("motion °/s", "motion_head_speed", "{:10.1f}"),
+             ("motion spread °", "motion_head_spread", "{:15.2f}"),
+             ("motion blinks/min", "motion_blinks_per_min", "{:17.1f}")),
+    "grid": (("generator", "generator", "{:<10}"), *_COMMON, *_SYNC, ("closed b/p/m", "closed_bilabial", "{:12.0%}"),
+             ("other", "closed_other", "{:6.0%}"), *_FACE, ("motion blinks/min", "motion_blinks_per_min", "{:17.1f}")),
+}
+TITLES = {"wild": "In-the-wild held-out speakers (the headline)", "grid": "GRID s4 (a held-out studio speaker)"}
 
 
-def table(rows: list[dict[str, float]]) -> list[str]:
+def table(rows: list[dict], columns: tuple = COLUMNS["wild"]) -> list[str]:
     """Markdown table lines."""
-    lines = ["| " + " | ".join(title for title, _, _ in COLUMNS) + " |",
-             "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines = ["| " + " | ".join(title for title, _, _ in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
         cells = []
-        for _, key, fmt in COLUMNS:
+        for _, key, fmt in columns:
             value = row[key]
             cells.append(fmt.format(value).strip() if isinstance(value, str) or np.isfinite(value) else "—")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
+def report(records: dict[str, list[dict]]) -> list[str]:
+    """The benchmark's tables from per-clip records (generator -> one record per clip, "real" first): the
+    in-the-wild headline, GRID s4, and each in-the-wild speaker's mouth r; every number speaker-weighted."""
+    lines: list[str] = []
+    for group in ("wild", "grid"):
+        rows = []
+        for name, clips in records.items():
+            chosen = [c for c in clips if c["group"] == group]
+            if chosen:
+                rows.append({"generator": name, **speaker_weighted(chosen)})
+        if not rows:
+            continue
+        lines += ["", f"{TITLES[group]}: {rows[0]['speakers']} speakers, {rows[0]['clips']} clips, "
+                  "each speaker counted once", ""]
+        lines += table(rows, COLUMNS[group])
+    per_speaker = {name: speaker_scores([c for c in clips if c["group"] == "wild"]) for name, clips in records.items()}
+    speakers = sorted({s for scores in per_speaker.values() for s in scores})
+    if speakers:
+        lines += ["", "Mouth r per in-the-wild held-out speaker (clips):", ""]
+        clips_of = by_speaker([c for c in next(iter(records.values())) if c["group"] == "wild"])
+        lines += ["| generator | " + " | ".join(f"{s} ({len(clips_of.get(s, []))})" for s in speakers) + " |",
+                  "|" + "|".join("---" for _ in range(len(speakers) + 1)) + "|"]
+        for name, scores in per_speaker.items():
+            cells = [f"{scores[s]['mouth_r']:.3f}" if s in scores and np.isfinite(scores[s]["mouth_r"]) else "—"
+                     for s in speakers]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def held_out(cache: Path | None, limit: int | None) -> list[dict]:
     clips = [c for c in dataset.iter_clips(split="validation", kind="talking", cache=cache) if scorable(c)]
     if limit:
-        grid = [c for c in clips if "/wild/" not in str(c["path"])]
-        wild = [c for c in clips if "/wild/" in str(c["path"])]
+        grid = [c for c in clips if group_of(str(c["path"])) == "grid"]
+        wild = [c for c in clips if group_of(str(c["path"])) == "wild"]
         clips = grid[: (limit + 1) // 2] + wild[: limit // 2]
     return clips
 
@@ -219,10 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", type=Path, default=dataset.DEFAULT_DATA)
     parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--json", type=Path, default=None, help="also write every clip's scores here")
+    parser.add_argument("--from-json", type=Path, default=None, metavar="JSON",
+                        help="print the tables of a saved --json run (nothing is rendered)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=WEIGHTS",
                         help="also score the learned generator with these weights, as row NAME (repeatable)")
     args = parser.parse_args(argv)
+    if args.from_json:
+        for line in report(json.loads(args.from_json.read_text(encoding="utf-8"))["clips"]):
+            print(line)
+        return 0
     generators = [g.strip() for g in args.generators.split(",") if g.strip()]
     models = {}
     for spec in args.model:
@@ -252,18 +273,18 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
     scorer = SyncScorer()
     real = [Measured.from_clip(c) for c in clips]
-    rows = [summarise("real", clips, real, scorer, [(m.head, m.blink) for m in real])]
-    rows += [summarise(name, clips, [r[name] for r in results], scorer, [r[name + ":motion"] for r in results])
-             for name in generators]
+    records = {"real": [clip_record(c, m, scorer, (m.head, m.blink)) for c, m in zip(clips, real)]}
+    for name in generators:
+        records[name] = [clip_record(c, r[name], scorer, r[name + ":motion"]) for c, r in zip(clips, results)]
     elapsed = time.perf_counter() - started
-    grid = sum("/wild/" not in str(c["path"]) for c in clips)
+    grid = sum(group_of(str(c["path"])) == "grid" for c in clips)
     print(f"\nQuality on held-out speakers: {grid} GRID s4 clips + {len(clips) - grid} in-the-wild clips "
           f"({frames} frames), rendered at {SIZE}², scorer offsets searched over ±{MAX_OFFSET} frames; "
-          f"{elapsed / 60:.1f} min with {args.workers} workers\n")
-    for line in table(rows):
+          f"{elapsed / 60:.1f} min with {args.workers} workers")
+    for line in report(records):
         print(line)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        args.json.write_text(json.dumps({"clips": records}, indent=1), encoding="utf-8")
     return 0
 
 
