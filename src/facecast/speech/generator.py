@@ -51,14 +51,15 @@ class MotionGenerator(Protocol):
 
 
 def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path | str | None = None,
-                   streaming: bool = True, frames: int | None = None) -> MotionGenerator:
+                   streaming: bool = True, frames: int | None = None, voice_gate: bool = True) -> MotionGenerator:
     """The generator called `name` (GENERATOR_CHOICES) at `fps`, random choices seeded by `seed`.
 
     `model_path`: the learned model's weights (default: the shipped model; the rule generator has none).
     `streaming`: frames as the audio comes (live); False: the learned model over whole windows (render,
     `facecast motion`), which the rule generator does not need. `frames` (offline only): exactly this many
     frames, the learned model generating them all (audio past the end is silence) and the rule generator's
-    cut or its last one held; default: as many as the audio lasts."""
+    cut or its last one held; default: as many as the audio lasts. `voice_gate`: the mouth stays shut on sound
+    that is not a voice (`voice_gate`; off for singing or for comparisons)."""
     if name not in GENERATOR_CHOICES:
         raise InputError(f"unknown generator {name!r}: choose one of {', '.join(GENERATOR_CHOICES)}")
     if frames is not None and streaming:
@@ -66,9 +67,9 @@ def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path
     path = Path(model_path) if model_path is not None else WEIGHTS_PATH
     if name == "learned":
         if streaming:
-            return LearnedMotionGenerator(fps=fps, seed=seed, path=path)
-        return LearnedClipGenerator(fps=fps, seed=seed, path=path, frames=frames)
-    rule = RuleMotionGenerator(fps=fps, seed=seed)
+            return LearnedMotionGenerator(fps=fps, seed=seed, path=path, voice_gate=voice_gate)
+        return LearnedClipGenerator(fps=fps, seed=seed, path=path, frames=frames, voice_gate=voice_gate)
+    rule = RuleMotionGenerator(fps=fps, seed=seed, voice_gate=voice_gate)
     return rule if frames is None else _ExactLength(rule, frames)
 
 

@@ -39,7 +39,16 @@ from typing import Iterator
 import numpy as np
 
 from facecast.errors import FacecastError
-from facecast.motion import EXPRESSION_CHANNELS, VISEMES, Blink, Gaze, HeadPose, MotionFrame, resample_frames
+from facecast.motion import (
+    EXPRESSION_CHANNELS,
+    VISEMES,
+    Blink,
+    Gaze,
+    HeadPose,
+    MotionFrame,
+    resample_frames,
+    scale_mouth,
+)
 from facecast.speech.audio_features import SAMPLE_RATE, AudioFeatureStream, audio_track, silence_row
 from facecast.speech.mouth_gap import GAP_GEOMETRY_KEY, MouthGap
 from facecast.speech.phones import SILENCE, phone_track
@@ -403,8 +412,10 @@ class LearnedClipGenerator:
     lookahead_s = math.inf
     processing_s = 0.0
 
-    def __init__(self, fps: float = 25.0, seed: int = 0, path: Path = WEIGHTS_PATH, frames: int | None = None) -> None:
-        """`frames`: exactly this many frames (audio past the end is silence); default: as long as the audio."""
+    def __init__(self, fps: float = 25.0, seed: int = 0, path: Path = WEIGHTS_PATH, frames: int | None = None,
+                 voice_gate: bool = True) -> None:
+        """`frames`: exactly this many frames (audio past the end is silence); default: as long as the audio.
+        `voice_gate`: shut the mouth on sound that is not a voice (`voice_gate`)."""
         if not (fps > 0 and math.isfinite(fps)):
             raise ValueError(f"fps must be a positive number, got {fps}")
         self.fps, self.seed, self.path, self.frames = float(fps), seed, Path(path), frames
@@ -414,7 +425,8 @@ class LearnedClipGenerator:
         self._samples = array("f")
         self._count = 0
         self._voice = VoiceAnalyser(self.fps)
-        self._voiced = array("f")           # per frame: the VISEMES weights, then the voice level
+        self._voiced = array("f")           # per frame: the VISEMES weights, the voice level, the voice gate
+        self._gate = voice_gate
         self._finished = False
 
     def push(self, samples: np.ndarray, capture_time: float | None = None) -> list[MotionFrame]:
@@ -440,17 +452,19 @@ class LearnedClipGenerator:
     def _keep(self, frames: list[VoiceFrame]) -> None:
         for frame in frames:
             visemes = frame.visemes
-            self._voiced.extend([*(visemes.get(name, 0.0) for name in VISEMES), frame.voice])
+            self._voiced.extend([*(visemes.get(name, 0.0) for name in VISEMES), frame.voice, frame.speech])
 
     def _frames(self) -> Iterator[MotionFrame]:
         audio = (self._stream.matrix() if self._stream is not None
                  else speech_features(np.frombuffer(self._samples, np.float32), self.features))
         total = self.frames if self.frames is not None else max(1, round(self._count / SAMPLE_RATE * self.fps))
-        per_frame = len(VISEMES) + 1
+        per_frame = len(VISEMES) + 2
         analysed = len(self._voiced) // per_frame
         for index, frame in enumerate(generate_frames(audio, self.fps, total, seed=self.seed, path=self.path)):
             if analysed:
                 start = min(index, analysed - 1) * per_frame
                 row = self._voiced[start:start + per_frame]
-                frame = replace(frame, visemes=dict(zip(VISEMES, row)), voice=row[-1])
+                frame = replace(frame, visemes=dict(zip(VISEMES, row)), voice=row[-2])
+                if self._gate:
+                    frame = scale_mouth(frame, row[-1])
             yield frame
