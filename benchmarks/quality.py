@@ -216,8 +216,10 @@ def report(records: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def held_out(cache: Path | None, limit: int | None) -> list[dict]:
-    clips = [c for c in dataset.iter_clips(split="validation", kind="talking", cache=cache) if scorable(c)]
+def held_out(cache: Path | None, limit: int | None, group: str | None = None) -> list[dict]:
+    """The scorable held-out talking clips: all, or one group's (`group_of`); at most `limit`, half of each group."""
+    clips = [c for c in dataset.iter_clips(split="validation", kind="talking", cache=cache) if scorable(c)
+             and group in (None, group_of(str(c["path"])))]
     if limit:
         grid = [c for c in clips if group_of(str(c["path"])) == "grid"]
         wild = [c for c in clips if group_of(str(c["path"])) == "wild"]
@@ -229,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=None,
                         help="at most this many held-out clips (half GRID s4, half wild)")
+    parser.add_argument("--group", choices=tuple(TITLES), default=None,
+                        help="only this group's clips (wild: the headline alone, about half the time)")
     parser.add_argument("--generators", default=",".join(GENERATORS),
                         help=f"comma-separated, of {', '.join(GENERATORS)}")
     parser.add_argument("--workers", type=int, default=2)
@@ -257,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown generator(s) {', '.join(unknown)}; choose from {', '.join(GENERATORS)}")
     started = time.perf_counter()
-    clips = held_out(args.cache, args.clips)
+    clips = held_out(args.cache, args.clips, args.group)
     if not clips:
         print("no held-out clips in the dataset cache: run `facecast dataset build` first", file=sys.stderr)
         return 2

@@ -276,7 +276,7 @@ class _HopAnalyser:
         s.fricative += shape * (fricative - s.fricative)
         s.accent = follow(s.accent, accent, self._accent)
         s.pitch_z += shape * (pitch_z - s.pitch_z) * voiced
-        s.speech = self.gate.step(level, self.floor, self.peak, voicing, f0, flatness)
+        s.speech = self.gate.step(level, voicing, f0, flatness)
         return s
 
 

@@ -15,13 +15,15 @@ Per 10 ms hop, from features the voice analysis computes anyway
   clicks and breaths are aperiodic;
 * not noise: spectral flatness averaged over 50 ms (white noise ~0.56, pink
   ~0.3, voiced speech < 0.08);
-* not music: a voice's pitch glides all the time (speech moves ~2-10 % of an
-  octave per 10 ms hop), a note holds it (< 0.4 %); the typical step, a running
-  geometric mean over ~150 ms of voiced hops;
+* not music: a voice's pitch glides all the time (speech moves ~1-10 % of an
+  octave per 10 ms hop, even Mandarin's level tone), a note holds it (~0.1 %);
+  the typical step, a running geometric mean over ~150 ms of voiced hops;
 * syllable rhythm: the level's spread over ~0.25 s (speech swings 5-15 dB at
   the syllable rate of ~4 Hz; steady noise and sustained chords 1-3 dB);
-* above the noise floor (the voice analysis' running minimum): babble and hum
-  in a noisy room's pauses sit at the floor.
+* above the noise floor: babble and hum in a noisy room's pauses sit at it.
+  The floor falls at once to any lower level and rises slowly (FLOOR_RISE_S),
+  so a long stretch of unbroken speech does not become the floor (the voice
+  analysis' 1.5 s minimum would).
 
 The evidence is held for HOLD_S (so unvoiced consonants and the gaps between
 syllables keep the mouth free) and then released. It is causal: a frame's gate
@@ -47,16 +49,16 @@ VOICING_RANGE = (0.62, 0.8)
 FLATNESS_RANGE = (0.08, 0.25)
 #: Typical pitch step between voiced hops (octaves): from "a held note" to "a gliding voice"; averaged (in
 #: logs) over about PITCH_AVERAGE_S of voiced hops. Unknown (too few voiced hops yet) counts as a voice.
-PITCH_STEP_RANGE = (0.004, 0.009)
+PITCH_STEP_RANGE = (0.0025, 0.006)
 PITCH_AVERAGE_S = 0.15
 #: The level's spread (dB) over about RHYTHM_S: from "steady" to "syllables".
 RHYTHM_S = 0.25
 RHYTHM_RANGE_DB = (1.0, 2.5)
-#: Level above the noise floor (dB) from "the room" to "a voice in it".
-SNR_RANGE_DB = (1.5, 5.0)
-#: Level relative to the speaker's loud level (the voice analysis' speech peak, dB): from "other voices far
-#: off in the room" to "the speaker".
-BELOW_PEAK_DB = (-30.0, -22.0)
+#: Level above the noise floor (dB) from "the room" to "a voice in it"; the floor follows the level (smoothed
+#: over LEVEL_SMOOTH_S) down at once and up with a time constant of FLOOR_RISE_S.
+SNR_RANGE_DB = (3.0, 8.0)
+LEVEL_SMOOTH_S = 0.05
+FLOOR_RISE_S = 3.0
 #: Speech evidence is held this long (s) after it was last seen, then released with RELEASE_S.
 HOLD_S = 0.25
 RELEASE_S = 0.06
@@ -78,6 +80,9 @@ class VoiceGate:
         self._pitch_average = 1.0 - math.exp(-HOP_S / PITCH_AVERAGE_S)
         self._rhythm = 1.0 - math.exp(-HOP_S / RHYTHM_S)
         self._release = 1.0 - math.exp(-HOP_S / RELEASE_S)
+        self._level_smooth = 1.0 - math.exp(-HOP_S / LEVEL_SMOOTH_S)
+        self._floor_rise = 1.0 - math.exp(-HOP_S / FLOOR_RISE_S)
+        self._smooth_level = self._floor = LEVEL_FLOOR_DB
         self._hold = round(HOLD_S / HOP_S)
         self.voicing = 0.0
         self.flatness = 1.0
@@ -91,9 +96,8 @@ class VoiceGate:
         self.evidence = 0.0
         self.value = 0.0
 
-    def step(self, level: float, floor: float, peak: float, voicing: float, f0: float, flatness: float) -> float:
-        """Advance by one hop (its level, the analysis' noise floor and speech peak in dB, voicing, F0 in Hz,
-        spectral flatness); returns the gate."""
+    def step(self, level: float, voicing: float, f0: float, flatness: float) -> float:
+        """Advance by one hop (its level in dBFS, voicing, F0 in Hz, spectral flatness); returns the gate."""
         a = self._average
         self.voicing += a * (voicing - self.voicing)
         self.flatness += a * (flatness - self.flatness)
@@ -111,7 +115,12 @@ class VoiceGate:
             self._last_f0 = None
         level = max(level, LEVEL_FLOOR_DB)
         if self._level_mean is None:
-            self._level_mean = level
+            self._level_mean = self._smooth_level = self._floor = level
+        self._smooth_level += self._level_smooth * (level - self._smooth_level)
+        if self._smooth_level < self._floor:
+            self._floor = self._smooth_level
+        else:
+            self._floor += self._floor_rise * (self._smooth_level - self._floor)
         deviation = level - self._level_mean
         self._level_mean += self._rhythm * deviation
         self._level_var += self._rhythm * (deviation * deviation - self._level_var)
@@ -119,8 +128,7 @@ class VoiceGate:
         gliding = 1.0 if self._voiced_pairs < 3 or self._log_step is None else _ramp(
             2.0 ** self._log_step, PITCH_STEP_RANGE)
         evidence = (_ramp(self.voicing, VOICING_RANGE) * (1.0 - _ramp(self.flatness, FLATNESS_RANGE)) * gliding
-                    * _ramp(math.sqrt(self._level_var), RHYTHM_RANGE_DB) * _ramp(level - floor, SNR_RANGE_DB)
-                    * _ramp(level - peak, BELOW_PEAK_DB))
+                    * _ramp(math.sqrt(self._level_var), RHYTHM_RANGE_DB) * _ramp(level - self._floor, SNR_RANGE_DB))
         self.evidence = evidence
         recent = self._recent
         while recent and recent[-1][1] <= evidence:
