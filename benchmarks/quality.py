@@ -3,6 +3,9 @@
     python benchmarks/quality.py                     # every held-out clip, all generators (the README table)
     python benchmarks/quality.py --clips 6           # a quick look (3 GRID s4 + 3 in-the-wild clips)
     python benchmarks/quality.py --generators rule --model alt=out/alt.pt   # other learned weights as row "alt"
+    python benchmarks/quality.py --group wild        # the headline alone
+    python benchmarks/quality.py --fold 2 --generators loudness --model cand=out/cand_fold2.pt --json f2.json
+    python benchmarks/quality.py --fold-summary f1.json f2.json f3.json       # fold mean, spread, weakest
 
 Needs the dataset cache (`facecast dataset build`, about 30 minutes once). For
 each held-out talking clip (`src/facecast/dataset/split.json`: GRID s4 and the
@@ -61,6 +64,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import numpy as np  # noqa: E402
 
 from facecast.dataset import cache as dataset  # noqa: E402
+from facecast.dataset.folds import load_folds  # noqa: E402
 from facecast.evaluation.motion_quality import (  # noqa: E402
     GENERATORS,
     Measured,
@@ -127,15 +131,16 @@ def _wide_opening(opening: np.ndarray) -> float:
     return float(np.percentile(finite, 90)) if len(finite) else float("nan")
 
 
-def clip_record(clip: dict, m: Measured, scorer: SyncScorer, motion: tuple[np.ndarray, np.ndarray]) -> dict:
+def clip_record(clip: dict, m: Measured, scorer: SyncScorer | None, motion: tuple[np.ndarray, np.ndarray]) -> dict:
     """One generator's scores on one clip (`m`: its rendered output measured; `motion`: the generator's own head
-    and blinks, for the real row the video's): plain numbers, pooled per speaker by `speaker_weighted`."""
+    and blinks, for the real row the video's): plain numbers, pooled per speaker by `speaker_weighted`. No
+    `scorer`: no sync scores (a fold's speakers trained the scorer, which must not judge its own speakers)."""
     real = Measured.from_clip(clip)
     own_head, own_blink = motion
     r, lag = lagged_correlation(m.mouth_opening, real.mouth_opening)
     real_wide = _wide_opening(real.mouth_opening)
     conf = offset = nan = float("nan")
-    if enough_face(m.found, m.fps):
+    if scorer is not None and enough_face(m.found, m.fps):
         score = scorer.score(m.lips, m.found, m.fps, clip["audio"])
         conf, offset = float(score.confidence), float(score.offset)
     bilabial, other = word_closures(m.mouth_opening, m.fps, clip["words"], clip["word_start"], clip["word_end"])
@@ -187,7 +192,7 @@ def table(rows: list[dict], columns: tuple = COLUMNS["wild"]) -> list[str]:
     return lines
 
 
-def report(records: dict[str, list[dict]]) -> list[str]:
+def report(records: dict[str, list[dict]], fold: int | None = None) -> list[str]:
     """The benchmark's tables from per-clip records (generator -> one record per clip, "real" first): the
     in-the-wild headline, GRID s4, and each in-the-wild speaker's mouth r; every number speaker-weighted."""
     lines: list[str] = []
@@ -199,7 +204,8 @@ def report(records: dict[str, list[dict]]) -> list[str]:
                 rows.append({"generator": name, **speaker_weighted(chosen)})
         if not rows:
             continue
-        lines += ["", f"{TITLES[group]}: {rows[0]['speakers']} speakers, {rows[0]['clips']} clips, "
+        title = TITLES[group] if fold is None else f"Fold {fold}: in-the-wild training speakers, refit without them"
+        lines += ["", f"{title}: {rows[0]['speakers']} speakers, {rows[0]['clips']} clips, "
                   "each speaker counted once", ""]
         lines += table(rows, COLUMNS[group])
     per_speaker = {name: speaker_scores([c for c in clips if c["group"] == "wild"]) for name, clips in records.items()}
@@ -216,8 +222,26 @@ def report(records: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def held_out(cache: Path | None, limit: int | None, group: str | None = None) -> list[dict]:
-    """The scorable held-out talking clips: all, or one group's (`group_of`); at most `limit`, half of each group."""
+def fold_summary(runs: list[dict[str, list[dict]]]) -> list[str]:
+    """Per generator, the speaker-weighted mouth r of each fold run (generator -> per-clip records), their mean,
+    standard deviation and the weakest fold: folds choose between candidates by mean and spread."""
+    names = [name for name in runs[0] if all(name in run for run in runs)]
+    lines = ["| generator | " + " | ".join(f"fold {i}" for i in range(1, len(runs) + 1)) + " | mean | sd | weakest |",
+             "|" + "---|" * (len(runs) + 4)]
+    for name in names:
+        values = [float(speaker_weighted(run[name])["mouth_r"]) for run in runs]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values)
+                     + f" | {np.nanmean(values):.3f} | {np.nanstd(values):.3f} | {np.nanmin(values):.3f} |")
+    return lines
+
+
+def held_out(cache: Path | None, limit: int | None, group: str | None = None, fold: int | None = None) -> list[dict]:
+    """The scorable held-out talking clips: all, or one group's (`group_of`); at most `limit`, half of each group.
+    With `fold` (1..k): instead the training clips of that fold's speakers (`dataset.folds`)."""
+    if fold is not None:
+        speakers = set(load_folds()[fold - 1])
+        return [c for c in dataset.iter_clips(split="train", kind="talking", cache=cache)
+                if str(c["speaker"]) in speakers and scorable(c)][:limit]
     clips = [c for c in dataset.iter_clips(split="validation", kind="talking", cache=cache) if scorable(c)
              and group in (None, group_of(str(c["path"])))]
     if limit:
@@ -231,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=None,
                         help="at most this many held-out clips (half GRID s4, half wild)")
+    parser.add_argument("--fold", type=int, default=None, metavar="I",
+                        help="score on fold I's training speakers (src/facecast/dataset/folds.json, 1..k) instead, "
+                             "with --model weights trained without them; no sync columns (the scorer heard them)")
+    parser.add_argument("--fold-summary", nargs="+", type=Path, default=None, metavar="JSON",
+                        help="mean, spread and weakest fold of the wild mouth r of --json runs of each fold")
     parser.add_argument("--group", choices=tuple(TITLES), default=None,
                         help="only this group's clips (wild: the headline alone, about half the time)")
     parser.add_argument("--generators", default=",".join(GENERATORS),
@@ -248,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         for line in report(json.loads(args.from_json.read_text(encoding="utf-8"))["clips"]):
             print(line)
         return 0
+    if args.fold_summary:
+        for line in fold_summary([json.loads(p.read_text(encoding="utf-8"))["clips"] for p in args.fold_summary]):
+            print(line)
+        return 0
+    if args.fold is not None and not 1 <= args.fold <= len(load_folds()):
+        parser.error(f"--fold must be 1-{len(load_folds())} (src/facecast/dataset/folds.json)")
     generators = [g.strip() for g in args.generators.split(",") if g.strip()]
     models = {}
     for spec in args.model:
@@ -261,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown generator(s) {', '.join(unknown)}; choose from {', '.join(GENERATORS)}")
     started = time.perf_counter()
-    clips = held_out(args.cache, args.clips, args.group)
+    clips = held_out(args.cache, args.clips, args.group, args.fold)
     if not clips:
         print("no held-out clips in the dataset cache: run `facecast dataset build` first", file=sys.stderr)
         return 2
@@ -275,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             results[futures[future]] = future.result()
             print(f"  {done}/{len(clips)} {clips[futures[future]]['path']}  {time.perf_counter() - started:5.0f} s",
                   file=sys.stderr, flush=True)
-    scorer = SyncScorer()
+    scorer = SyncScorer() if args.fold is None else None
     real = [Measured.from_clip(c) for c in clips]
     records = {"real": [clip_record(c, m, scorer, (m.head, m.blink)) for c, m in zip(clips, real)]}
     for name in generators:
@@ -285,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nQuality on held-out speakers: {grid} GRID s4 clips + {len(clips) - grid} in-the-wild clips "
           f"({frames} frames), rendered at {SIZE}², scorer offsets searched over ±{MAX_OFFSET} frames; "
           f"{elapsed / 60:.1f} min with {args.workers} workers")
-    for line in report(records):
+    for line in report(records, args.fold):
         print(line)
     if args.json:
         args.json.write_text(json.dumps({"clips": records}, indent=1), encoding="utf-8")
