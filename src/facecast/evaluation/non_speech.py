@@ -102,10 +102,11 @@ SPEECH_FILES = {
 }
 #: The noisy recordings (one English sentence under cafeteria babble at 0 dB SNR and meeting-room noise at
 #: 10 dB) and their pauses in seconds, read off the level of the 10 dB one (same sentence, same timing): the
-#: speech runs from 0.22 s to 5.42 s.
+#: speech runs from 0.22 s to 5.45 s. A pause starts 0.3 s after the speech (the lips closing after the last
+#: syllable belong to it) and ends 0.1 s before it (the mouth moves slightly ahead of the sound).
 NOISY_FILES = {"dreamtalk_noisy_audio_cafeter_snr_0": "cafeteria, 0 dB SNR",
                "dreamtalk_noisy_audio_meeting_snr_10": "meeting room, 10 dB SNR"}
-NOISY_PAUSES_S = ((0.0, 0.2), (5.5, 6.44))
+NOISY_PAUSES_S = ((0.0, 0.1), (5.75, 6.44))
 
 
 def mouth_opening(frames: Iterable[MotionFrame], per_coefficient: np.ndarray) -> np.ndarray:

@@ -25,7 +25,8 @@ Per 10 ms hop, from features the voice analysis computes anyway
   so a long stretch of unbroken speech does not become the floor (the voice
   analysis' 1.5 s minimum would).
 
-The evidence is held for HOLD_S (so unvoiced consonants and the gaps between
+The evidence is smoothed over EVIDENCE_SMOOTH_S (single hops of noise that
+happen to look like a voice do not count), held for HOLD_S (so unvoiced consonants and the gaps between
 syllables keep the mouth free) and then released. It is causal: a frame's gate
 uses the same audio as its mouth (up to `voice.LOOKAHEAD_S`, 80 ms, after the
 frame's time; the learned stream's lookahead is the same), so the gate adds no
@@ -59,7 +60,12 @@ RHYTHM_RANGE_DB = (1.0, 2.5)
 SNR_RANGE_DB = (3.0, 8.0)
 LEVEL_SMOOTH_S = 0.05
 FLOOR_RISE_S = 3.0
-#: Speech evidence is held this long (s) after it was last seen, then released with RELEASE_S.
+#: Speech evidence is smoothed over this long (s), then held this long (s) after it was last seen, then released
+#: with RELEASE_S.
+EVIDENCE_SMOOTH_S = 0.04
+#: The held evidence from "not a voice" (the mouth shut) to "a voice" (the mouth free): the factors are soft, so
+#: speech seldom scores a full 1 and noise seldom a clean 0.
+OPEN_RANGE = (0.2, 0.7)
 HOLD_S = 0.25
 RELEASE_S = 0.06
 #: Levels below this (dBFS) count as this (digital silence would otherwise look like a huge level swing).
@@ -80,6 +86,7 @@ class VoiceGate:
         self._pitch_average = 1.0 - math.exp(-HOP_S / PITCH_AVERAGE_S)
         self._rhythm = 1.0 - math.exp(-HOP_S / RHYTHM_S)
         self._release = 1.0 - math.exp(-HOP_S / RELEASE_S)
+        self._evidence_smooth = 1.0 - math.exp(-HOP_S / EVIDENCE_SMOOTH_S)
         self._level_smooth = 1.0 - math.exp(-HOP_S / LEVEL_SMOOTH_S)
         self._floor_rise = 1.0 - math.exp(-HOP_S / FLOOR_RISE_S)
         self._smooth_level = self._floor = LEVEL_FLOOR_DB
@@ -129,7 +136,8 @@ class VoiceGate:
             2.0 ** self._log_step, PITCH_STEP_RANGE)
         evidence = (_ramp(self.voicing, VOICING_RANGE) * (1.0 - _ramp(self.flatness, FLATNESS_RANGE)) * gliding
                     * _ramp(math.sqrt(self._level_var), RHYTHM_RANGE_DB) * _ramp(level - self._floor, SNR_RANGE_DB))
-        self.evidence = evidence
+        self.evidence += self._evidence_smooth * (evidence - self.evidence)
+        evidence = self.evidence
         recent = self._recent
         while recent and recent[-1][1] <= evidence:
             recent.pop()
@@ -137,6 +145,6 @@ class VoiceGate:
         while recent[0][0] <= self._hop - self._hold:
             recent.popleft()
         self._hop += 1
-        held = recent[0][1]
+        held = _ramp(recent[0][1], OPEN_RANGE)
         self.value = held if held >= self.value else self.value + self._release * (held - self.value)
         return self.value
