@@ -187,7 +187,8 @@ def table(rows: list[dict], columns: tuple = COLUMNS["wild"]) -> list[str]:
         cells = []
         for _, key, fmt in columns:
             value = row[key]
-            cells.append(fmt.format(value).strip() if isinstance(value, str) or np.isfinite(value) else "—")
+            cell = fmt.format(value).strip() if isinstance(value, str) or np.isfinite(value) else "—"
+            cells.append(cell[1:] if cell.startswith("-") and not cell.strip("-0.%") else cell)   # "-0" is 0
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
