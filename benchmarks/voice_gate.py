@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: lip sync (motion's own mouth r) on the held-out clips, gate on and off "
                              "(render modes; needs the dataset cache)")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)   # one core's numbers, and no oversubscription on a shared machine
     modes = [m.strip() for m in args.generators.split(",") if m.strip()]
     if unknown := [m for m in modes if m not in MODES]:
         parser.error(f"unknown generator(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
