@@ -3,6 +3,9 @@
     python benchmarks/quality.py                     # every held-out clip, all generators (the README table)
     python benchmarks/quality.py --clips 6           # a quick look (3 GRID s4 + 3 in-the-wild clips)
     python benchmarks/quality.py --generators rule --model alt=out/alt.pt   # other learned weights as row "alt"
+    python benchmarks/quality.py --group wild        # the headline alone
+    python benchmarks/quality.py --fold 2 --generators loudness --model cand=out/cand_fold2.pt --json f2.json
+    python benchmarks/quality.py --fold-summary f1.json f2.json f3.json       # fold mean, spread, weakest
 
 Needs the dataset cache (`facecast dataset build`, about 30 minutes once). For
 each held-out talking clip (`src/facecast/dataset/split.json`: GRID s4 and the
@@ -12,25 +15,32 @@ the clip's first frame (512²), and the output frames are measured with the face
 mesh exactly as the real videos were (`facecast.evaluation.motion_quality`). The
 "real" row is the original video, measured the same way.
 
-Columns (means over clips unless said):
-* mouth r: Pearson correlation of the generated with the real mouth opening
-  (all held-out clips; then GRID s4 and in-the-wild alone); lag: the median
-  lag (frames) that maximises it, positive = generated late; mouth size: the
-  output's widest mouth opening (90th percentile) over the real speaker's, median
-  over clips (correlation is blind to how far the mouth opens);
+Two tables, every number speaker-weighted (`motion_quality.speaker_weighted`):
+each held-out speaker counts once, whatever its number of clips (a speaker's
+clips are pooled first, then the speakers), never clip-weighted. The headline
+is the in-the-wild held-out speakers (every streamer is a voice the model has
+never heard), with its weakest speaker beside it; GRID s4 (one studio speaker,
+one sentence grammar) is its own table; a third gives each in-the-wild
+speaker's mouth r. `--json` keeps every clip's scores, `--from-json` prints the
+tables again from them. Columns:
+* mouth r: Pearson correlation of the generated with the real mouth opening;
+  weakest: the lowest speaker's; lag: the median lag (frames) that maximises it,
+  positive = generated late; mouth size: the output's widest mouth opening (90th
+  percentile) over the real speaker's, median (correlation is blind to how far
+  the mouth opens);
 * sync conf / off: our lip-sync scorer (`facecast.evaluation.sync_scorer`, the
-  SyncNet protocol) on the output's mouth and the clip's audio: mean
-  confidence, median offset (frames at 25 fps, positive = audio late), and the
-  share of clips found within +-1 frame;
+  SyncNet protocol; trained on training speakers only) on the output's mouth and
+  the clip's audio: mean confidence, median offset (frames at 25 fps, positive =
+  audio late), and the share of clips found within +-1 frame;
 * closed b/p/m, other: share of GRID s4's bilabial words (bin, blue, by,
   place, please, b, p, m) during which the mouth closes, and of all other words
   (a mouth that closes everywhere is not lip sync);
 * head °/s, spread °: mean head rotation speed (of the rotation smoothed by a
   60 ms Gaussian, so the face mesh's per-frame noise does not count as motion) and
-  rotation spread, in-the-wild clips only (GRID speakers barely move);
-* blinks/min: over all held-out footage; jitter °: mean distance of the head
+  rotation spread, in-the-wild table only (GRID speakers barely move);
+* blinks/min: each speaker's blinks over its minutes; jitter °: mean distance of the head
   rotation from its smoothed path (shake: tracking noise plus any real
-  tremble), all clips; face %: output frames where the face mesh found the face;
+  tremble); face %: output frames where the face mesh found the face;
 * motion °/s, motion spread °, motion blinks/min: the same head and blink
   measures of the generator's own motion before rendering (for the real row,
   the video's extracted motion). The renderer turns the head less than asked
@@ -50,7 +60,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -61,10 +70,12 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import numpy as np  # noqa: E402
 
 from facecast.dataset import cache as dataset  # noqa: E402
+from facecast.dataset.folds import load_folds  # noqa: E402
 from facecast.evaluation.motion_quality import (  # noqa: E402
     GENERATORS,
     Measured,
     blink_depths,
+    by_speaker,
     count_blinks,
     head_motion,
     jitter,
@@ -73,6 +84,8 @@ from facecast.evaluation.motion_quality import (  # noqa: E402
     measure_frames,
     motion_head_and_blink,
     rotation_change,
+    speaker_scores,
+    speaker_weighted,
     word_closures,
 )
 from facecast.evaluation.sync_scorer import MAX_OFFSET, SyncScorer, enough_face, scorable  # noqa: E402
@@ -117,14 +130,9 @@ def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | N
     return out
 
 
-def _median(values: list[float]) -> float:
-    values = [v for v in values if np.isfinite(v)]
-    return float(statistics.median(values)) if values else float("nan")
-
-
-def _mean(values: list[float]) -> float:
-    values = [v for v in values if np.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
+def group_of(relpath: str) -> str:
+    """"wild" (in-the-wild speakers: the headline) or "grid" (GRID s4: studio, one sentence grammar)."""
+    return "wild" if "/wild/" in relpath else "grid"
 
 
 def _wide_opening(opening: np.ndarray) -> float:
@@ -132,103 +140,66 @@ def _wide_opening(opening: np.ndarray) -> float:
     return float(np.percentile(finite, 90)) if len(finite) else float("nan")
 
 
-def summarise(name: str, clips: list[dict], measured: list[Measured], scorer: SyncScorer,
-              motion: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """One table row: `measured[i]` is this row's measurement of `clips[i]`, `motion[i]` the generator's own
-    head and blinks for it (for the real row: the video's extracted motion)."""
-    r_all, r_grid, r_wild, lags, conf, offsets, size = [], [], [], [], [], [], []
-    bilabial, other, speed, spread, own_speed, own_spread = [], [], [], [], [], []
-    own_blinks, minutes, found, frames = 0, 0.0, 0, 0
-    group: dict[str, dict[str, list[float]]] = {g: {"jitter": [], "change": [], "depth": [], "own_jitter": [],
-                                                    "own_change": [], "blinks": [], "minutes": []}
-                                                for g in ("all", "grid", "wild")}
-    for clip, m, (own_head, own_blink) in zip(clips, measured, motion):
-        real = Measured.from_clip(clip)
-        wild = "/wild/" in str(clip["path"])
-        for g in ("all", "wild" if wild else "grid"):
-            group[g]["jitter"].append(jitter(m.head, m.fps))
-            group[g]["change"].append(rotation_change(m.head))
-            group[g]["own_jitter"].append(jitter(own_head, m.fps))
-            group[g]["own_change"].append(rotation_change(own_head))
-            group[g]["depth"] += blink_depths(m.eye_openness)
-            group[g]["blinks"].append(count_blinks(m.blink))
-            group[g]["minutes"].append(len(m.found) / m.fps / 60.0)
-        r, lag = lagged_correlation(m.mouth_opening, real.mouth_opening)
-        r_all.append(r)
-        (r_wild if wild else r_grid).append(r)
-        lags.append(lag)
-        real_wide = _wide_opening(real.mouth_opening)
-        size.append(_wide_opening(m.mouth_opening) / real_wide if real_wide > 0 else float("nan"))
-        if enough_face(m.found, m.fps):
-            score = scorer.score(m.lips, m.found, m.fps, clip["audio"])
-            conf.append(score.confidence)
-            offsets.append(score.offset)
-        closed_b, closed_other = word_closures(m.mouth_opening, m.fps, clip["words"], clip["word_start"],
-                                               clip["word_end"])
-        bilabial += closed_b
-        other += closed_other
-        if wild:
-            s, sd = head_motion(m.head, m.fps)
-            speed.append(s)
-            spread.append(sd)
-            s, sd = head_motion(own_head, m.fps)
-            own_speed.append(s)
-            own_spread.append(sd)
-        own_blinks += count_blinks(own_blink)
-        minutes += len(m.found) / m.fps / 60.0
-        found += int(m.found.sum())
-        frames += len(m.found)
+def clip_record(clip: dict, m: Measured, scorer: SyncScorer | None, motion: tuple[np.ndarray, np.ndarray]) -> dict:
+    """One generator's scores on one clip (`m`: its rendered output measured; `motion`: the generator's own head
+    and blinks, for the real row the video's): plain numbers, pooled per speaker by `speaker_weighted`. No
+    `scorer`: no sync scores (a fold's speakers trained the scorer, which must not judge its own speakers)."""
+    real = Measured.from_clip(clip)
+    own_head, own_blink = motion
+    r, lag = lagged_correlation(m.mouth_opening, real.mouth_opening)
+    real_wide = _wide_opening(real.mouth_opening)
+    conf = offset = nan = float("nan")
+    if scorer is not None and enough_face(m.found, m.fps):
+        score = scorer.score(m.lips, m.found, m.fps, clip["audio"])
+        conf, offset = float(score.confidence), float(score.offset)
+    bilabial, other = word_closures(m.mouth_opening, m.fps, clip["words"], clip["word_start"], clip["word_end"])
+    speed, spread = head_motion(m.head, m.fps)
+    own_speed, own_spread = head_motion(own_head, m.fps)
+    depths = blink_depths(m.eye_openness)
     return {
-        "generator": name, "clips": len(clips), "mouth_r": _mean(r_all), "mouth_r_grid": _mean(r_grid),
-        "mouth_r_wild": _mean(r_wild), "lag": _median(lags), "mouth_size": _median(size), "sync_conf": _mean(conf),
-        "sync_offset": _median(offsets),
-        "sync_in_1": float(np.mean([abs(o) <= 1 for o in offsets])) if offsets else float("nan"),
-        "closed_bilabial": float(np.mean(bilabial)) if bilabial else float("nan"),
-        "closed_other": float(np.mean(other)) if other else float("nan"),
-        "head_speed": _mean(speed), "head_spread": _mean(spread),
-        "face_found": found / frames if frames else float("nan"),
-        "motion_head_speed": _mean(own_speed), "motion_head_spread": _mean(own_spread),
-        "motion_blinks_per_min": own_blinks / minutes if minutes else float("nan"),
-    } | {f"{key}{suffix}": value for g, suffix in (("all", ""), ("grid", "_grid"), ("wild", "_wild"))
-         for key, value in _steadiness(group[g]).items()}
+        "path": str(clip["path"]), "speaker": str(clip["speaker"]), "group": group_of(str(clip["path"])),
+        "mouth_r": r, "lag": float(lag),
+        "mouth_size": _wide_opening(m.mouth_opening) / real_wide if real_wide > 0 else nan,
+        "sync_conf": conf, "sync_offset": offset, "sync_in_1": float(abs(offset) <= 1) if np.isfinite(offset) else nan,
+        "bilabial_closed": float(sum(bilabial)), "bilabial_words": float(len(bilabial)),
+        "other_closed": float(sum(other)), "other_words": float(len(other)),
+        "head_speed": speed, "head_spread": spread, "motion_head_speed": own_speed, "motion_head_spread": own_spread,
+        "jitter": jitter(m.head, m.fps), "rotation_change": rotation_change(m.head),
+        "motion_jitter": jitter(own_head, m.fps), "motion_rotation_change": rotation_change(own_head),
+        "blink_depth": float(np.median(depths)) if depths else nan, "blinks": float(count_blinks(m.blink)),
+        "motion_blinks": float(count_blinks(own_blink)), "minutes": len(m.found) / m.fps / 60.0,
+        "found": float(m.found.sum()), "frames": float(len(m.found)),
+    }
 
 
-def _steadiness(g: dict[str, list[float]]) -> dict[str, float]:
-    """Jitter, frame-to-frame rotation change and blinks of one group of clips (all, GRID s4, wild)."""
-    minutes = sum(g["minutes"])
-    return {"jitter": _mean(g["jitter"]), "rotation_change": _mean(g["change"]),
-            "motion_jitter": _mean(g["own_jitter"]), "motion_rotation_change": _mean(g["own_change"]),
-            "blinks_per_min": sum(g["blinks"]) / minutes if minutes else float("nan"),
-            "blink_depth": _median(g["depth"]), "blink_dips": float(len(g["depth"]))}
-
-
-COLUMNS = (  # (title, key, format)
-    ("generator", "generator", "{:<10}"), ("mouth r", "mouth_r", "{:7.3f}"), ("GRID s4", "mouth_r_grid", "{:7.3f}"),
-    ("wild", "mouth_r_wild", "{:6.3f}"), ("lag", "lag", "{:4.0f}"), ("mouth size", "mouth_size", "{:10.2f}"),
-    ("sync conf", "sync_conf", "{:9.3f}"),
-    ("off", "sync_offset", "{:4.0f}"), ("±1", "sync_in_1", "{:5.0%}"), ("closed b/p/m", "closed_bilabial", "{:12.0%}"),
-    ("other", "closed_other", "{:6.0%}"), ("head °/s", "head_speed", "{:8.1f}"), ("spread °", "head_spread", "{:8.2f}"),
-    ("blinks/min", "blinks_per_min", "{:10.1f}"), ("jitter °", "jitter", "{:8.2f}"),
-    ("face %", "face_found", "{:7.1%}"),
-    ("motion °/s", "motion_head_speed", "{:10.1f}"), ("motion spread °", "motion_head_spread", "{:15.2f}"),
-    ("motion blinks/min", "motion_blinks_per_min", "{:17.1f}"),
-)
-#: Steadiness and blinks, each beside its GRID s4 / in-the-wild values (issue 18: a steady head, real blinks).
+#: (title, key, format) of the two tables: the in-the-wild headline and GRID s4. GRID speakers barely move their
+#: heads (no head columns there); only GRID has word timings (the closure columns).
+_COMMON = (("mouth r", "mouth_r", "{:7.3f}"),)
+_SYNC = (("lag", "lag", "{:4.0f}"), ("mouth size", "mouth_size", "{:10.2f}"), ("sync conf", "sync_conf", "{:9.3f}"),
+         ("off", "sync_offset", "{:4.0f}"), ("±1", "sync_in_1", "{:5.0%}"))
+_FACE = (("blinks/min", "blinks_per_min", "{:10.1f}"), ("jitter °", "jitter", "{:8.2f}"),
+         ("face %", "face_found", "{:7.1%}"))
+COLUMNS = {
+    "wild": (("generator", "generator", "{:<10}"), *_COMMON, ("weakest", "weakest_r", "{:7.3f}"),
+             ("weakest speaker", "weakest", "{}"), *_SYNC, ("head °/s", "head_speed", "{:8.1f}"),
+             ("spread °", "head_spread", "{:8.2f}"), *_FACE, ("motion °/s", "motion_head_speed", "{:10.1f}"),
+             ("motion spread °", "motion_head_spread", "{:15.2f}"),
+             ("motion blinks/min", "motion_blinks_per_min", "{:17.1f}")),
+    "grid": (("generator", "generator", "{:<10}"), *_COMMON, *_SYNC, ("closed b/p/m", "closed_bilabial", "{:12.0%}"),
+             ("other", "closed_other", "{:6.0%}"), *_FACE, ("motion blinks/min", "motion_blinks_per_min", "{:17.1f}")),
+}
+TITLES = {"wild": "In-the-wild held-out speakers (the headline)", "grid": "GRID s4 (a held-out studio speaker)"}
+#: Steadiness and blinks (issue 18: a steady head, real blinks), one row per generator and group.
 STEADINESS_COLUMNS = (
-    ("generator", "generator", "{:<10}"),
-    ("jitter °", "jitter", "{:.2f}"), ("GRID", "jitter_grid", "{:.2f}"), ("wild", "jitter_wild", "{:.2f}"),
-    ("Δrot °/frame", "rotation_change", "{:.2f}"), ("GRID", "rotation_change_grid", "{:.2f}"),
-    ("wild", "rotation_change_wild", "{:.2f}"),
-    ("head °/s (wild)", "head_speed", "{:.1f}"), ("spread ° (wild)", "head_spread", "{:.2f}"),
-    ("blinks/min", "blinks_per_min", "{:.1f}"), ("GRID", "blinks_per_min_grid", "{:.1f}"),
-    ("wild", "blinks_per_min_wild", "{:.1f}"),
-    ("blink depth", "blink_depth", "{:.2f}"), ("GRID", "blink_depth_grid", "{:.2f}"),
-    ("wild", "blink_depth_wild", "{:.2f}"), ("dips", "blink_dips", "{:.0f}"),
-    ("motion jitter °", "motion_jitter", "{:.2f}"), ("motion Δrot °/frame", "motion_rotation_change", "{:.2f}"),
+    ("generator", "generator", "{:<10}"), ("group", "group", "{}"), ("jitter °", "jitter", "{:.2f}"),
+    ("Δrot °/frame", "rotation_change", "{:.2f}"), ("head °/s", "head_speed", "{:.1f}"),
+    ("spread °", "head_spread", "{:.2f}"), ("blinks/min", "blinks_per_min", "{:.1f}"),
+    ("blink depth", "blink_depth", "{:.2f}"), ("motion jitter °", "motion_jitter", "{:.2f}"),
+    ("motion Δrot °/frame", "motion_rotation_change", "{:.2f}"),
 )
 
 
-def table(rows: list[dict[str, float]], columns: tuple[tuple[str, str, str], ...] = COLUMNS) -> list[str]:
+def table(rows: list[dict], columns: tuple = COLUMNS["wild"]) -> list[str]:
     """Markdown table lines."""
     lines = ["| " + " | ".join(title for title, _, _ in columns) + " |",
              "|" + "|".join("---" for _ in columns) + "|"]
@@ -236,16 +207,78 @@ def table(rows: list[dict[str, float]], columns: tuple[tuple[str, str, str], ...
         cells = []
         for _, key, fmt in columns:
             value = row[key]
-            cells.append(fmt.format(value).strip() if isinstance(value, str) or np.isfinite(value) else "—")
+            cell = fmt.format(value).strip() if isinstance(value, str) or np.isfinite(value) else "—"
+            cells.append(cell[1:] if cell.startswith("-") and not cell.strip("-0.%") else cell)   # "-0" is 0
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def held_out(cache: Path | None, limit: int | None) -> list[dict]:
-    clips = [c for c in dataset.iter_clips(split="validation", kind="talking", cache=cache) if scorable(c)]
+def report(records: dict[str, list[dict]], fold: int | None = None) -> list[str]:
+    """The benchmark's tables from per-clip records (generator -> one record per clip, "real" first): the
+    in-the-wild headline, GRID s4, and each in-the-wild speaker's mouth r; every number speaker-weighted."""
+    lines: list[str] = []
+    for group in ("wild", "grid"):
+        rows = []
+        for name, clips in records.items():
+            chosen = [c for c in clips if c["group"] == group]
+            if chosen:
+                rows.append({"generator": name, **speaker_weighted(chosen)})
+        if not rows:
+            continue
+        title = TITLES[group] if fold is None else f"Fold {fold}: in-the-wild training speakers, refit without them"
+        lines += ["", f"{title}: {rows[0]['speakers']} speakers, {rows[0]['clips']} clips, "
+                  "each speaker counted once", ""]
+        lines += table(rows, COLUMNS[group])
+    per_speaker = {name: speaker_scores([c for c in clips if c["group"] == "wild"]) for name, clips in records.items()}
+    speakers = sorted({s for scores in per_speaker.values() for s in scores})
+    if speakers:
+        lines += ["", "Mouth r per in-the-wild held-out speaker (clips):", ""]
+        clips_of = by_speaker([c for c in next(iter(records.values())) if c["group"] == "wild"])
+        lines += ["| generator | " + " | ".join(f"{s} ({len(clips_of.get(s, []))})" for s in speakers) + " |",
+                  "|" + "|".join("---" for _ in range(len(speakers) + 1)) + "|"]
+        for name, scores in per_speaker.items():
+            cells = [f"{scores[s]['mouth_r']:.3f}" if s in scores and np.isfinite(scores[s]["mouth_r"]) else "—"
+                     for s in speakers]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def steadiness_rows(records: dict[str, list[dict]]) -> list[dict]:
+    """Per generator, the steadiness table's row for the in-the-wild speakers, then GRID s4."""
+    rows = []
+    for name, clips in records.items():
+        for group in ("wild", "grid"):
+            chosen = [c for c in clips if c["group"] == group]
+            if chosen:
+                rows.append({"generator": name, "group": group, **speaker_weighted(chosen)})
+    return rows
+
+
+def fold_summary(runs: list[dict[str, list[dict]]]) -> list[str]:
+    """Per generator, the speaker-weighted mouth r of each fold run (generator -> per-clip records), their mean,
+    standard deviation and the weakest fold: folds choose between candidates by mean and spread."""
+    names = [name for name in runs[0] if all(name in run for run in runs)]
+    lines = ["| generator | " + " | ".join(f"fold {i}" for i in range(1, len(runs) + 1)) + " | mean | sd | weakest |",
+             "|" + "---|" * (len(runs) + 4)]
+    for name in names:
+        values = [float(speaker_weighted(run[name])["mouth_r"]) for run in runs]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values)
+                     + f" | {np.nanmean(values):.3f} | {np.nanstd(values):.3f} | {np.nanmin(values):.3f} |")
+    return lines
+
+
+def held_out(cache: Path | None, limit: int | None, group: str | None = None, fold: int | None = None) -> list[dict]:
+    """The scorable held-out talking clips: all, or one group's (`group_of`); at most `limit`, half of each group.
+    With `fold` (1..k): instead the training clips of that fold's speakers (`dataset.folds`)."""
+    if fold is not None:
+        speakers = set(load_folds()[fold - 1])
+        return [c for c in dataset.iter_clips(split="train", kind="talking", cache=cache)
+                if str(c["speaker"]) in speakers and scorable(c)][:limit]
+    clips = [c for c in dataset.iter_clips(split="validation", kind="talking", cache=cache) if scorable(c)
+             and group in (None, group_of(str(c["path"])))]
     if limit:
-        grid = [c for c in clips if "/wild/" not in str(c["path"])]
-        wild = [c for c in clips if "/wild/" in str(c["path"])]
+        grid = [c for c in clips if group_of(str(c["path"])) == "grid"]
+        wild = [c for c in clips if group_of(str(c["path"])) == "wild"]
         clips = grid[: (limit + 1) // 2] + wild[: limit // 2]
     return clips
 
@@ -254,15 +287,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=None,
                         help="at most this many held-out clips (half GRID s4, half wild)")
+    parser.add_argument("--fold", type=int, default=None, metavar="I",
+                        help="score on fold I's training speakers (src/facecast/dataset/folds.json, 1..k) instead, "
+                             "with --model weights trained without them; no sync columns (the scorer heard them)")
+    parser.add_argument("--fold-summary", nargs="+", type=Path, default=None, metavar="JSON",
+                        help="mean, spread and weakest fold of the wild mouth r of --json runs of each fold")
+    parser.add_argument("--group", choices=tuple(TITLES), default=None,
+                        help="only this group's clips (wild: the headline alone, about half the time)")
     parser.add_argument("--generators", default=",".join(GENERATORS),
                         help=f"comma-separated, of {', '.join(GENERATORS)}")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", type=Path, default=dataset.DEFAULT_DATA)
     parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--json", type=Path, default=None, help="also write every clip's scores here")
+    parser.add_argument("--from-json", type=Path, default=None, metavar="JSON",
+                        help="print the tables of a saved --json run (nothing is rendered)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=WEIGHTS",
                         help="also score the learned generator with these weights, as row NAME (repeatable)")
     args = parser.parse_args(argv)
+    if args.from_json:
+        for line in report(json.loads(args.from_json.read_text(encoding="utf-8"))["clips"]):
+            print(line)
+        return 0
+    if args.fold_summary:
+        for line in fold_summary([json.loads(p.read_text(encoding="utf-8"))["clips"] for p in args.fold_summary]):
+            print(line)
+        return 0
+    if args.fold is not None and not 1 <= args.fold <= len(load_folds()):
+        parser.error(f"--fold must be 1-{len(load_folds())} (src/facecast/dataset/folds.json)")
     generators = [g.strip() for g in args.generators.split(",") if g.strip()]
     models = {}
     for spec in args.model:
@@ -276,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown generator(s) {', '.join(unknown)}; choose from {', '.join(GENERATORS)}")
     started = time.perf_counter()
-    clips = held_out(args.cache, args.clips)
+    clips = held_out(args.cache, args.clips, args.group, args.fold)
     if not clips:
         print("no held-out clips in the dataset cache: run `facecast dataset build` first", file=sys.stderr)
         return 2
@@ -290,24 +342,24 @@ def main(argv: list[str] | None = None) -> int:
             results[futures[future]] = future.result()
             print(f"  {done}/{len(clips)} {clips[futures[future]]['path']}  {time.perf_counter() - started:5.0f} s",
                   file=sys.stderr, flush=True)
-    scorer = SyncScorer()
+    scorer = SyncScorer() if args.fold is None else None
     real = [Measured.from_clip(c) for c in clips]
-    rows = [summarise("real", clips, real, scorer, [(m.head, m.blink) for m in real])]
-    rows += [summarise(name, clips, [r[name] for r in results], scorer, [r[name + ":motion"] for r in results])
-             for name in generators]
+    records = {"real": [clip_record(c, m, scorer, (m.head, m.blink)) for c, m in zip(clips, real)]}
+    for name in generators:
+        records[name] = [clip_record(c, r[name], scorer, r[name + ":motion"]) for c, r in zip(clips, results)]
     elapsed = time.perf_counter() - started
-    grid = sum("/wild/" not in str(c["path"]) for c in clips)
+    grid = sum(group_of(str(c["path"])) == "grid" for c in clips)
     print(f"\nQuality on held-out speakers: {grid} GRID s4 clips + {len(clips) - grid} in-the-wild clips "
           f"({frames} frames), rendered at {SIZE}², scorer offsets searched over ±{MAX_OFFSET} frames; "
-          f"{elapsed / 60:.1f} min with {args.workers} workers\n")
-    for line in table(rows):
+          f"{elapsed / 60:.1f} min with {args.workers} workers")
+    for line in report(records, args.fold):
         print(line)
-    print("\nSteadiness and blinks (all clips, then GRID s4 and in-the-wild alone; blink depth: median smallest "
-          "eye openness over the open level per dip below 0.75 of it, `dips` of them):\n")
-    for line in table(rows, STEADINESS_COLUMNS):
+    print("\nSteadiness and blinks, speaker-weighted (blink depth: median smallest eye openness over the open "
+          "level per dip below 0.75 of it):\n")
+    for line in table(steadiness_rows(records), STEADINESS_COLUMNS):
         print(line)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        args.json.write_text(json.dumps({"clips": records}, indent=1), encoding="utf-8")
     return 0
 
 

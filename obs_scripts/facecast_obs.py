@@ -64,6 +64,8 @@ FRAMINGS = (("auto", "Auto: square around the head"), ("face", "Face: the head a
 #: The daemon's emotion presets (controls.py CONTROL_SCHEMA); repeated here because OBS's Python
 #: cannot import facecast.
 EMOTION_PRESETS = ("neutral", "happy", "sad", "angry", "surprised", "fear", "disgusted", "contempt")
+#: The daemon's mouth-intensity range (controls.py MAX_MOUTH_INTENSITY): 0 still lips, 1 as generated, 2 twice as wide.
+MAX_MOUTH_INTENSITY = 2.0
 SOURCE_NAME = "facecast overlay"
 BROWSER_SOURCE = "browser_source"
 MEDIA_SOURCE = "ffmpeg_source"
@@ -87,6 +89,7 @@ def default_settings() -> Dict[str, Any]:
     return {
         "facecast_path": "", "portrait": "", "microphone": "", "audio_file": "",
         "fps": 30, "size": DEFAULT_SIZE, "framing": "auto", "port": DEFAULT_PORT, "intensity": 0.6,
+        "mouth_intensity": 1.0,
         "out_overlay": True, "out_vcam": False, "out_vmc": False, "out_vrchat": False, "out_vts": False,
         # Two PCs: the daemon runs on another computer (`facecast live --ws --ws-host 0.0.0.0`); this OBS only
         # shows it, asks its /status and sends emotions, with the token that computer keeps.
@@ -121,8 +124,13 @@ def build_command(executable: str, settings: Mapping[str, Any]) -> List[str]:
     framing = str(settings.get("framing") or "auto")
     if framing not in [value for value, _ in FRAMINGS]:
         raise ValueError("framing must be one of " + ", ".join(value for value, _ in FRAMINGS))
+    mouth = float(settings.get("mouth_intensity", 1.0))
+    if not 0.0 <= mouth <= MAX_MOUTH_INTENSITY:
+        raise ValueError("mouth intensity must be 0-%g" % MAX_MOUTH_INTENSITY)
     command = [executable, "live", "--portrait=" + portrait, "--fps=%d" % fps, "--size=%d" % size,
                "--framing=" + framing, "--log-level=info"]
+    if mouth != 1.0:
+        command.append("--mouth-intensity=%g" % round(mouth, 3))
     audio_file = str(settings.get("audio_file") or "").strip()
     microphone = str(settings.get("microphone") or "").strip()
     if audio_file:
@@ -1039,20 +1047,33 @@ class Panel:
         with self._lock:
             if preset not in EMOTION_PRESETS:
                 return "unknown emotion %r" % preset
-            host, port, remote_token = self._target()
-            if self.remote() is None and (not self.daemon.alive or not self.settings.get("out_overlay")):
-                self.notice = "emotions need a running facecast with the Overlay output on"
-                return self.notice
-            token = remote_token if self.remote() is not None else self.daemon.token
-            if not token:
-                self.notice = ("set the token of facecast on %s first" % host if self.remote() is not None
-                               else "facecast is still starting; try again in a moment")
-                return self.notice
             intensity = min(1.0, max(0.0, float(self.settings.get("intensity") or 0.0)))
-            message = {"type": "emotion", "preset": preset, "intensity": round(intensity, 3), "token": token}
-            self._controls.append(ControlMessage(host, port, message, token=remote_token or None, clock=self._clock))
-            self.notice = "emotion %s sent" % preset
+            message = {"type": "emotion", "preset": preset, "intensity": round(intensity, 3)}
+            return self._send(message, "emotions need", "emotion %s sent" % preset)
+
+    def mouth_intensity(self) -> str:
+        """Send the panel's mouth intensity to the running daemon (the slider moved); a daemon started later
+        gets it on its command line."""
+        with self._lock:
+            mouth = min(MAX_MOUTH_INTENSITY, max(0.0, float(self.settings.get("mouth_intensity", 1.0))))
+            return self._send({"type": "mouth", "intensity": round(mouth, 3)}, "the mouth intensity needs",
+                              "mouth intensity %g sent" % round(mouth, 3))
+
+    def _send(self, message: Dict[str, Any], what: str, sent: str) -> str:
+        """Queue a control message for the daemon shown (here or on another computer); the line to show."""
+        host, port, remote_token = self._target()
+        if self.remote() is None and (not self.daemon.alive or not self.settings.get("out_overlay")):
+            self.notice = "%s a running facecast with the Overlay output on" % what
             return self.notice
+        token = remote_token if self.remote() is not None else self.daemon.token
+        if not token:
+            self.notice = ("set the token of facecast on %s first" % host if self.remote() is not None
+                           else "facecast is still starting; try again in a moment")
+            return self.notice
+        message = dict(message, token=token)
+        self._controls.append(ControlMessage(host, port, message, token=remote_token or None, clock=self._clock))
+        self.notice = sent
+        return self.notice
 
     def list_microphones(self) -> None:
         """Start (again) listing microphones in the background."""
@@ -1414,6 +1435,8 @@ def script_properties() -> Any:
     obs.obs_properties_add_bool(props, "out_vrchat", "VRChat OSC")
     obs.obs_properties_add_bool(props, "out_vts", "VTube Studio")
 
+    obs.obs_properties_add_float_slider(props, "mouth_intensity", "Mouth intensity (calm 0 - 1 - 2 lively)", 0.0,
+                                        MAX_MOUTH_INTENSITY, 0.05)
     obs.obs_properties_add_float_slider(props, "intensity", "Emotion intensity", 0.0, 1.0, 0.05)
     for preset in EMOTION_PRESETS:
         obs.obs_properties_add_button(props, "emotion_" + preset, "Emotion: " + preset, _button(_do_emotion(preset)))
@@ -1425,7 +1448,11 @@ def script_properties() -> Any:
 def script_update(settings: Any) -> None:
     global _obs_settings
     _obs_settings = settings
+    before = PANEL.settings.get("mouth_intensity")
     PANEL.settings = _read_settings(settings)
+    # the slider moved: a running facecast follows at once (one that starts later gets it as a flag)
+    if PANEL.settings.get("mouth_intensity") != before and (PANEL.daemon.alive or PANEL.remote() is not None):
+        _log("facecast: " + PANEL.mouth_intensity())
 
 
 def script_load(settings: Any) -> None:

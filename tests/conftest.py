@@ -70,9 +70,11 @@ def write_audio(path: Path, samples: np.ndarray, rate: int, codec: str | None = 
 
 
 def tone_speech(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
-    """A syllable-like test signal: voiced harmonic bursts at 4 Hz with gaps."""
+    """A syllable-like test signal: voiced harmonic bursts at 4 Hz with gaps, the pitch gliding around 140 Hz as a
+    voice's does (a steady tone is music to the voice gate, `speech.voice_gate`, which keeps the mouth shut)."""
     t = np.arange(int(seconds * rate)) / rate
-    voice = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))
+    phase = 2 * np.pi * np.cumsum(140.0 * 2.0 ** (0.2 * np.sin(2 * np.pi * 3.0 * t))) / rate
+    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
     envelope = (np.sin(2 * np.pi * 4 * t) > 0).astype(np.float32)
     mono = (0.2 * voice * envelope).astype(np.float32)
     return np.repeat(mono[:, None], channels, axis=1) if channels > 1 else mono

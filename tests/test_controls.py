@@ -53,14 +53,33 @@ def test_offsets_gaze_and_distance():
     assert _frame().expression("jawOpen") == 0.4  # the input frame is not modified
 
 
+def test_mouth_intensity_scales_the_speaking_mouth_not_the_emotion():
+    frame = MotionFrame(t=0.0, expressions={"jawOpen": 0.4, "mouthFunnel": 0.2, "mouthSmileLeft": 0.1},
+                        visemes={"sil": 0.4, "A": 0.5, "I": 0.1, "U": 0.0, "E": 0.0, "O": 0.0}, voice=0.6)
+    lively = Controls(mouth=2.0).apply(frame)
+    assert lively.expression("jawOpen") == pytest.approx(0.8) and lively.expression("mouthFunnel") == pytest.approx(0.4)
+    assert lively.expression("mouthSmileLeft") == pytest.approx(0.1)        # expression, not speech: left alone
+    assert lively.visemes["sil"] == pytest.approx(0.0) and lively.visemes["A"] == pytest.approx(5 / 6)
+    assert lively.voice == pytest.approx(1.0)                                 # clamped
+    calm = Controls(mouth=0.5).apply(frame)
+    assert calm.expression("jawOpen") == pytest.approx(0.2) and calm.visemes["sil"] == pytest.approx(0.7)
+    assert sum(calm.visemes.values()) == pytest.approx(1.0) and calm.voice == pytest.approx(0.3)
+    still = Controls(mouth=0.0, emotion="surprised").apply(frame)
+    assert still.expression("jawOpen") == pytest.approx(0.12)                # only the emotion's own jaw
+    assert still.visemes["sil"] == 1.0 and still.voice == 0.0
+    assert frame.expression("jawOpen") == 0.4                                 # the input frame is not modified
+
+
 def test_update_from_control_messages():
     controls = Controls()
     controls.update({"type": "emotion", "preset": "sad", "intensity": 0.3})
     controls.update({"type": "gaze", "yaw": 10, "pitch": -4})
     controls.update({"type": "distance", "value": 0.8})
     controls.update({"type": "mute", "muted": True})
+    controls.update({"type": "mouth", "intensity": 1.5})
     assert (controls.emotion, controls.intensity, controls.gaze_yaw, controls.distance, controls.muted) == \
         ("sad", 0.3, 10.0, 0.8, True)
+    assert controls.mouth == 1.5
     with pytest.raises(ValueError):
         controls.update({"type": "portrait", "path": "x.png"})
 
@@ -75,15 +94,17 @@ def test_parse_emotion():
 
 
 def test_command_line_controls_parse_or_fail_in_one_line():
-    controls = controls_from("sad:0.4", "10,-5", 1.5)
-    assert (controls.emotion, controls.intensity) == ("sad", 0.4)
+    controls = controls_from("sad:0.4", "10,-5", 1.5, 0.25)
+    assert (controls.emotion, controls.intensity, controls.mouth) == ("sad", 0.4, 0.25)
     assert (controls.gaze_yaw, controls.gaze_pitch, controls.distance) == (10.0, -5.0, 1.5)
     assert controls_from() == Controls()
     assert parse_gaze(" -20 , 7.5 ") == (-20.0, 7.5)
     for bad, message in ((dict(emotion="furious"), "unknown emotion"), (dict(emotion="happy:2"), "0-1"),
                          (dict(gaze="10"), "YAW,PITCH"), (dict(gaze="a,b"), "YAW,PITCH"),
                          (dict(gaze="60,0"), "45"), (dict(gaze="nan,0"), "45"),
-                         (dict(distance=0.2), "0.5-2"), (dict(distance=float("inf")), "0.5-2")):
+                         (dict(distance=0.2), "0.5-2"), (dict(distance=float("inf")), "0.5-2"),
+                         (dict(mouth_intensity=2.5), "mouth intensity must be 0-2"),
+                         (dict(mouth_intensity=float("nan")), "mouth intensity must be 0-2")):
         with pytest.raises(InputError, match=message):
             controls_from(**bad)
 
@@ -184,6 +205,9 @@ def test_render_applies_the_command_line_controls(sample_portrait, sample_speech
     assert sizes["far"] < 0.8 * sizes["plain"]
     bad = run_facecast("render", "-p", sample_portrait, "-a", sample_speech, "-o", tmp_path / "x.mp4", "--gaze", "99,0")
     assert_one_line_error(bad, "gaze angles must be within")
+    bad = run_facecast("render", "-p", sample_portrait, "-a", sample_speech, "-o", tmp_path / "x.mp4",
+                       "--mouth-intensity", "3")
+    assert_one_line_error(bad, "mouth intensity must be 0-2")
     assert not (tmp_path / "x.mp4").exists()
 
 
@@ -191,7 +215,8 @@ def test_every_control_command_checks_out_and_updates_the_controls():
     """The schema of live control messages (their token and JSON wrapping: bridges/test_ws_protocol)."""
     commands = [{"type": "emotion", "preset": "sad", "intensity": 1, "offset": {"jawOpen": -0.5}},
                 {"type": "gaze", "yaw": 10, "pitch": -5}, {"type": "distance", "value": 2},
-                {"type": "mute", "muted": True}, {"type": "portrait", "path": "me.png"}, {"type": "stop"}]
+                {"type": "mouth", "intensity": 0}, {"type": "mute", "muted": True},
+                {"type": "portrait", "path": "me.png"}, {"type": "stop"}]
     assert [c["type"] for c in commands] == list(CONTROL_SCHEMA)
     controls = Controls()
     for command in commands:
@@ -201,7 +226,10 @@ def test_every_control_command_checks_out_and_updates_the_controls():
             controls.update(checked)
     assert (controls.emotion, controls.offset, controls.gaze_yaw, controls.distance, controls.muted) == \
         ("sad", {"jawOpen": -0.5}, 10.0, 2.0, True)
+    assert controls.mouth == 0.0
     for bad, reason in (({"type": "emotion", "preset": "smug"}, "one of"), ({"type": "mute"}, "needs 'muted'"),
+                        ({"type": "mouth", "intensity": 2.5}, "between 0 and 2"),
+                        ({"type": "mouth", "intensity": "1"}, "must be a number"), ({"type": "mouth"}, "needs"),
                         ({"type": "gaze", "yaw": 0, "pitch": 0, "token": "T"}, "unknown field"),
                         ({"type": "stop", "now": True}, "unknown field")):
         with pytest.raises(ControlError, match=reason):

@@ -1,4 +1,4 @@
-"""User controls layered on generated motion: emotion, main gaze direction, head distance, mute.
+"""User controls layered on generated motion: emotion, mouth intensity, main gaze direction, head distance, mute.
 
 VASA-1 conditions its generator on these; facecast applies them to any
 generator's output, so the rule-based and learned generators, the renderer and
@@ -14,12 +14,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from facecast.errors import InputError
-from facecast.motion import ARKIT_BLENDSHAPES, DERIVED_BLENDSHAPES, MotionFrame
+from facecast.motion import ARKIT_BLENDSHAPES, DERIVED_BLENDSHAPES, MotionFrame, scale_mouth
 
 #: Bounds shared by the command line and the live control messages: gaze targets beyond this (degrees
 #: from the camera) look like eye-rolling; head distance is relative to the portrait (1.0 as pictured).
 MAX_GAZE_DEG = 45.0
 MIN_DISTANCE, MAX_DISTANCE = 0.5, 2.0
+#: Mouth intensity: how far the lips move with speech (`motion.scale_mouth`): 0 keeps them still, 1 as generated,
+#: 2 twice as wide (livelier lips for a small avatar or a quiet voice; below 1 calmer).
+MAX_MOUTH_INTENSITY = 2.0
 
 #: ARKit expression offsets at full intensity for each emotion preset (the eight MEAD emotions).
 #: Renderers show the channels they animate; ARKit-speaking bridges receive them all. Negative offsets
@@ -55,6 +58,7 @@ class Controls:
     gaze_yaw: float = 0.0        # main gaze direction (degrees); glances happen around it
     gaze_pitch: float = 0.0
     distance: float = 1.0        # multiplies the generated head distance
+    mouth: float = 1.0           # mouth intensity: scales the speaking mouth (0..MAX_MOUTH_INTENSITY)
     muted: bool = False
 
     def expression_offsets(self) -> dict[str, float]:
@@ -64,7 +68,9 @@ class Controls:
         return offsets
 
     def apply(self, frame: MotionFrame) -> MotionFrame:
-        """`frame` with emotion offsets (clamped to [0, 1]), gaze target and distance applied."""
+        """`frame` with its mouth scaled by the mouth intensity, then emotion offsets (clamped to [0, 1]), gaze
+        target and distance applied (the intensity scales the speech, not the emotion's own mouth)."""
+        frame = scale_mouth(frame, self.mouth)
         offsets = self.expression_offsets()
         if not offsets and not (self.gaze_yaw or self.gaze_pitch) and self.distance == 1.0:
             return frame
@@ -89,6 +95,8 @@ class Controls:
             self.gaze_yaw, self.gaze_pitch = float(command["yaw"]), float(command["pitch"])
         elif kind == "distance":
             self.distance = float(command["value"])
+        elif kind == "mouth":
+            self.mouth = float(command["intensity"])
         elif kind == "mute":
             self.muted = bool(command["muted"])
         else:
@@ -130,10 +138,20 @@ def check_distance(value: float) -> float:
     return float(value)
 
 
-def controls_from(emotion: str | None = None, gaze: str | None = None, distance: float | None = None) -> Controls:
+def check_mouth_intensity(value: float) -> float:
+    """Mouth intensity, 0-MAX_MOUTH_INTENSITY (1 = as generated)."""
+    if not (math.isfinite(value) and 0.0 <= value <= MAX_MOUTH_INTENSITY):
+        raise ValueError(f"mouth intensity must be 0-{MAX_MOUTH_INTENSITY:g} (1 = as generated; got {value:g})")
+    return float(value)
+
+
+def controls_from(emotion: str | None = None, gaze: str | None = None, distance: float | None = None,
+                  mouth_intensity: float | None = None) -> Controls:
     """The starting controls of a render or a live run from its options; InputError with a one-line reason."""
     controls = Controls()
     try:
+        if mouth_intensity is not None:
+            controls.mouth = check_mouth_intensity(float(mouth_intensity))
         if emotion:
             controls.emotion, controls.intensity = parse_emotion(emotion)
         if gaze:
@@ -220,6 +238,8 @@ CONTROL_SCHEMA: dict[str, dict[str, _Field]] = {
     "gaze": {"yaw": (_number(-MAX_GAZE_DEG, MAX_GAZE_DEG), True),
              "pitch": (_number(-MAX_GAZE_DEG, MAX_GAZE_DEG), True)},
     "distance": {"value": (_number(MIN_DISTANCE, MAX_DISTANCE), True)},
+    # how far the lips move with speech: 0 still, 1 as generated, 2 twice as wide
+    "mouth": {"intensity": (_number(0.0, MAX_MOUTH_INTENSITY), True)},
     "mute": {"muted": (_boolean, True)},
     "portrait": {"path": (_path, True)},
     # stop the daemon cleanly (outputs closed, summary logged): how the OBS script ends it on every OS, since

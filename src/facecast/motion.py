@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
@@ -209,6 +209,35 @@ class MotionFrame:
             voice=_clamp01(_finite(data.get("voice", 0.0), "motion field 'voice' must be a finite number")),
             capture_time=None if capture is None else _finite(capture, "'capture_time' must be a finite number"),
         )
+
+
+#: The expressions that articulate speech: how far and in what shape the lips part. The voice gate shuts them on
+#: sound that is not a voice and the mouth-intensity control widens or narrows them (`scale_mouth`); smiles,
+#: frowns and presses are expression (emotion), left alone.
+MOUTH_CHANNELS: tuple[str, ...] = (
+    "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthLowerDownLeft", "mouthLowerDownRight",
+    "mouthUpperUpLeft", "mouthUpperUpRight", "mouthStretchLeft", "mouthStretchRight",
+)
+
+
+def scale_mouth(frame: MotionFrame, factor: float) -> MotionFrame:
+    """`frame` with its speaking mouth scaled by `factor` (0 = shut and silent, 1 = as is, 2 = twice as wide):
+    MOUTH_CHANNELS (clamped to [0, 1]), the vowel visemes (silence takes the rest) and the voice level, so every
+    output (renderer, VMC, VTube Studio's voice-driven mouths) agrees. The same frame object when factor is 1."""
+    if factor == 1.0:
+        return frame
+    factor = max(0.0, float(factor))
+    expressions = dict(frame.expressions)
+    for name in MOUTH_CHANNELS:
+        if name in expressions:
+            expressions[name] = _clamp01(expressions[name] * factor)
+    vowels = {name: weight for name, weight in frame.visemes.items() if name != "sil"}
+    mass = sum(vowels.values())
+    scale = min(factor, 1.0 / mass) if mass > 0 else 0.0
+    visemes = {name: weight * scale for name, weight in vowels.items()}
+    visemes = {"sil": max(0.0, 1.0 - mass * scale), **visemes}
+    return replace(frame, expressions=expressions, visemes={name: visemes.get(name, 0.0) for name in VISEMES},
+                   voice=_clamp01(frame.voice * factor))
 
 
 def _short(value: object, limit: int = 40) -> str:

@@ -166,6 +166,10 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     config.write_text('portrait = "me.png"\nframing = "full"\n')
     assert resolve_settings({"config": config})["framing"] == "full"
     assert resolve_settings({"config": config, "framing": "face"})["framing"] == "face"
+    assert settings["mouth_intensity"] == 1.0
+    config.write_text('portrait = "me.png"\nmouth_intensity = 2\n')   # a TOML integer is a float setting too
+    assert resolve_settings({"config": config})["mouth_intensity"] == 2.0
+    assert resolve_settings({"config": config, "mouth_intensity": 0.5})["mouth_intensity"] == 0.5
 
 
 @pytest.mark.parametrize("text, message", [
@@ -176,6 +180,8 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     ('portrait = "me.png"\nemotion = "furious"\n', "unknown emotion 'furious'"),
     ('portrait = "me.png"\ngaze = "left"\n', "gaze must be YAW,PITCH"),
     ('portrait = "me.png"\ndistance = 5\n', "distance must be 0.5-2"),
+    ('portrait = "me.png"\nmouth_intensity = 2.5\n', "mouth intensity must be 0-2"),
+    ('portrait = "me.png"\nmouth_intensity = "loud"\n', "'mouth_intensity' must be float"),
     ('portrait = "me.png"\ngenerator = "magic"\n', "--generator must be one of rule, learned"),
     ('portrait = "me.png"\nframing = "zoom"\n', "--framing must be one of auto, face, picture, full"),
     ('portrait = "me.png"\ngenerator = "learned"\nmotion_model = "/no/such/model.pt"\n', "motion model not found"),
@@ -343,6 +349,13 @@ def test_control_messages_change_the_live_motion(sample_portrait, sample_speech)
             assert json.loads(control.recv(timeout=5))["type"] == "ack"
             happy = expressions(0.5)
             assert min(e["mouthSmileLeft"] for e in happy) >= 0.5
+            control.send(json.dumps({"type": "mouth", "intensity": 0, "token": token}))
+            assert json.loads(control.recv(timeout=5))["type"] == "ack"
+            time.sleep(0.3)
+            still = expressions(1.0)  # speech goes on, but a mouth intensity of 0 keeps the lips still
+            assert max(e["jawOpen"] for e in still) < 0.02
+            control.send(json.dumps({"type": "mouth", "intensity": 1, "token": token}))
+            assert json.loads(control.recv(timeout=5))["type"] == "ack"
             control.send(json.dumps({"type": "mute", "muted": True, "token": "wrong"}))
             assert json.loads(control.recv(timeout=5))["type"] == "error"
             control.send(json.dumps({"type": "mute", "muted": True, "token": token}))

@@ -20,6 +20,8 @@ from facecast.evaluation.motion_quality import (
     loudness_motion,
     measure_frames,
     pearson,
+    speaker_scores,
+    speaker_weighted,
     word_closures,
 )
 from facecast.motion import HeadPose, MotionFrame
@@ -111,27 +113,60 @@ def test_quality_benchmark_prints_one_table_with_every_generator(held_out_datase
         [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--data", str(data), "--cache", str(cache),
          "--workers", "1", "--model", f"tiny={tiny_model}"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
-    first, _, second = result.stdout.partition("Steadiness and blinks")
-    assert "3 GRID s4 clips + 1 in-the-wild clips" in first
-
-    def table(text: str) -> dict[str, list[str]]:
-        return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-                for line in text.splitlines() if line.startswith("| ")}
-
-    rows = table(first)
-    steadiness = table(second)   # the second table: jitter, rotation change, blinks, each by group
-    assert set(steadiness) == set(rows)
-    steady_column = {title: i for i, title in enumerate(steadiness["generator"])}
-    real = steadiness["real"]
-    assert real[steady_column["GRID"]] != "—" and float(real[steady_column["Δrot °/frame"]]) > 0
-    assert set(rows) == {"generator", "real", "tiny", *GENERATORS}
-    column = {title: i for i, title in enumerate(rows["generator"])}
-    assert rows["real"][0] == "1.000"                      # the real video against itself
-    assert rows["real"][column["motion °/s"]] == rows["real"][column["head °/s"]]   # real motion is what was measured
+    assert "3 GRID s4 clips + 1 in-the-wild clips" in result.stdout
+    tables, title = {}, ""
+    for line in result.stdout.splitlines():
+        if line and not line.startswith("|"):
+            title = line
+        elif line.startswith("| "):
+            cells = [c.strip() for c in line.split("|")[1:-1]]
+            tables.setdefault(title, {})[cells[0]] = cells[1:]
+    wild, grid, per_speaker = (next(t for name, t in tables.items() if name.startswith(start)) for start in
+                               ("In-the-wild held-out speakers (the headline): 1 speakers, 1 clips",
+                                "GRID s4 (a held-out studio speaker): 1 speakers, 3 clips", "Mouth r per"))
+    for rows in (wild, grid, per_speaker):
+        assert set(rows) == {"generator", "real", "tiny", *GENERATORS}
+    column = {title: i for i, title in enumerate(wild["generator"])}
+    assert wild["real"][0] == grid["real"][0] == "1.000"          # the real video against itself
+    assert wild["real"][column["motion °/s"]] == wild["real"][column["head °/s"]]   # real motion is what was measured
+    assert wild["tiny"][column["weakest speaker"]] == per_speaker["generator"][0].split(" ")[0]
+    steady = result.stdout.split("Steadiness and blinks")[1]
+    steady_rows = [[c.strip() for c in line.split("|")[1:-1]] for line in steady.splitlines() if line.startswith("| ")]
+    steady_column = {title: i for i, title in enumerate(steady_rows[0])}
+    groups = {(row[0], row[steady_column["group"]]): row for row in steady_rows[1:]}
+    assert set(groups) == {(name, group) for name in ("real", "tiny", *GENERATORS) for group in ("wild", "grid")}
+    assert float(groups["real", "grid"][steady_column["Δrot °/frame"]]) > 0
     for name in [*GENERATORS, "tiny"]:
-        assert -1.0 <= float(rows[name][0]) <= 1.0
-        assert rows[name][column["face %"]] == "100.0%"    # the face was found in every output frame
-        assert float(rows[name][column["motion spread °"]]) >= 0 and float(rows[name][column["motion blinks/min"]]) >= 0
+        assert -1.0 <= float(wild[name][0]) <= 1.0 and -1.0 <= float(grid[name][0]) <= 1.0
+        assert wild[name][column["face %"]] == "100.0%"    # the face was found in every output frame
+        assert float(wild[name][column["motion spread °"]]) >= 0
+        assert float(wild[name][column["motion blinks/min"]]) >= 0
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "quality.py"), "--model", "x=/no/such.pt"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "NAME=WEIGHTS" in bad.stderr
+
+
+def _record(speaker: str, r: float, **scores: float) -> dict:
+    return {"speaker": speaker, "group": "wild", "mouth_r": r, **scores}
+
+
+def test_summaries_count_each_speaker_once_whatever_its_number_of_clips() -> None:
+    # one speaker with five good clips, two with one poor clip each: clip-weighted r would be 0.6
+    clips = [_record("many", 0.9, blinks=2.0, minutes=1.0) for _ in range(5)]
+    clips += [_record("one", 0.0, blinks=0.0, minutes=0.5), _record("two", 0.3, blinks=10.0, minutes=1.0)]
+    row = speaker_weighted(clips)
+    assert row["speakers"] == 3 and row["clips"] == 7
+    assert row["mouth_r"] == pytest.approx(0.4)                      # (0.9 + 0.0 + 0.3) / 3
+    assert (row["weakest"], row["weakest_r"]) == ("one", 0.0)
+    assert row["blinks_per_min"] == pytest.approx((2.0 + 0.0 + 10.0) / 3)   # each speaker's own rate, then the mean
+    per = speaker_scores(clips)
+    assert per["many"]["mouth_r"] == pytest.approx(0.9) and np.isnan(per["one"]["closed_bilabial"])
+
+
+def test_summaries_skip_unscored_clips_and_pool_medians_per_speaker() -> None:
+    clips = [_record("a", 0.5, lag=1.0, sync_conf=float("nan")), _record("a", 0.7, lag=3.0, sync_conf=0.2),
+             _record("b", float("nan"), lag=-2.0, sync_conf=0.1)]
+    row = speaker_weighted(clips)
+    assert row["mouth_r"] == pytest.approx(0.6) and row["weakest"] == "a"   # b has no finite r: not the weakest
+    assert row["sync_conf"] == pytest.approx(0.15)
+    assert row["lag"] == pytest.approx(0.0)                          # median of the speakers' medians 2 and -2

@@ -85,10 +85,11 @@ def test_constants_match_the_daemon() -> None:
     """The script repeats a few of facecast's facts (OBS's Python cannot import facecast): they must agree."""
     from facecast.app.options import FRAMING_CHOICES, LIVE_FPS
     from facecast.bridges import ws_protocol
-    from facecast.controls import CONTROL_SCHEMA, EMOTION_PRESETS
+    from facecast.controls import CONTROL_SCHEMA, EMOTION_PRESETS, MAX_MOUTH_INTENSITY
 
     assert fo.EMOTION_PRESETS == tuple(EMOTION_PRESETS)
     assert tuple(value for value, _ in fo.FRAMINGS) == FRAMING_CHOICES
+    assert fo.MAX_MOUTH_INTENSITY == MAX_MOUTH_INTENSITY and "mouth" in CONTROL_SCHEMA
     assert fo.DEFAULT_PORT == ws_protocol.DEFAULT_PORT and fo.HOST == ws_protocol.DEFAULT_HOST
     assert fo.FPS_CHOICES == tuple(int(f) for f in LIVE_FPS)
     assert "stop" in CONTROL_SCHEMA and not CONTROL_SCHEMA["stop"]  # the script's clean stop: a bare message
@@ -108,6 +109,8 @@ def test_build_command_from_panel_settings() -> None:
     assert "--audio=talk.flac" in command and not any(a.startswith("--device") for a in command)
     assert not any(a.startswith("--ws") for a in command) and command[-2:] == ["--vcam", "--vrchat"]
     assert "--cutout" not in command  # the cut-out comes with the overlay
+    assert not any(a.startswith("--mouth-intensity") for a in command)   # 1, the default, is left out
+    assert "--mouth-intensity=1.5" in fo.build_command("facecast", {**settings, "mouth_intensity": 1.5})
 
 
 def test_build_command_parses_with_the_real_cli() -> None:
@@ -116,14 +119,15 @@ def test_build_command_parses_with_the_real_cli() -> None:
     from facecast.app.options import resolve_settings
 
     settings = {**fo.default_settings(), "portrait": "me.png", "microphone": "2", "out_vcam": True,
-                "out_vmc": True, "out_vrchat": True, "out_vts": True, "port": 40001, "framing": "picture"}
+                "out_vmc": True, "out_vrchat": True, "out_vts": True, "port": 40001, "framing": "picture",
+                "mouth_intensity": 0.25}
     args = build_parser().parse_args(fo.build_command("facecast", settings)[1:])
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "debug")}
     resolved = resolve_settings(flags)
     assert resolved["portrait"] == "me.png" and resolved["device"] == "2" and resolved["ws"] == "40001"
     assert resolved["vmc"] == "" and resolved["vrchat"] == "" and resolved["vts"] and resolved["vcam"]
     assert resolved["fps"] == 30 and resolved["size"] == 512 and resolved["framing"] == "picture"
-    assert resolved["cutout"] is True
+    assert resolved["cutout"] is True and resolved["mouth_intensity"] == 0.25
     default = build_parser().parse_args(fo.build_command("facecast", {**settings, "framing": ""})[1:])
     assert resolve_settings({k: v for k, v in vars(default).items() if k not in ("command", "handler", "debug")}
                             )["framing"] == "auto"
@@ -132,6 +136,7 @@ def test_build_command_parses_with_the_real_cli() -> None:
 @pytest.mark.parametrize(("change", "message"), [
     ({"portrait": ""}, "choose a portrait"), ({"fps": 25}, "fps must be 30 or 60"), ({"size": 2048}, "size must be"),
     ({"port": 70000}, "port must be"), ({"framing": "zoomed"}, "framing must be one of auto, face, picture, full"),
+    ({"mouth_intensity": 2.5}, "mouth intensity must be 0-2"),
 ])
 def test_build_command_refuses_bad_settings(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -375,6 +380,10 @@ def test_panel_shows_and_controls_facecast_on_another_computer(lan_server: Any) 
     assert panel.emotion("happy") == "emotion happy sent"
     run_until(lambda: lan_server.received, panel.tick)
     assert lan_server.received[0]["preset"] == "happy"
+    panel.settings["mouth_intensity"] = 1.5
+    assert panel.mouth_intensity() == "mouth intensity 1.5 sent"
+    run_until(lambda: len(lan_server.received) == 2, panel.tick)
+    assert lan_server.received[1] == {"type": "mouth", "intensity": 1.5}   # checked by the real control schema
     panel.shutdown()
 
 
@@ -612,6 +621,7 @@ def test_panel_refuses_to_start_without_what_it_needs(monkeypatch: pytest.Monkey
     panel.settings["facecast_path"] = str(FACECAST)
     assert panel.start() == "choose a portrait picture first"
     assert panel.emotion("happy") == "emotions need a running facecast with the Overlay output on"
+    assert panel.mouth_intensity() == "the mouth intensity needs a running facecast with the Overlay output on"
 
 
 # ------------------------------------------------------------------------------------------ the panel in a stand-in OBS
@@ -741,10 +751,11 @@ def test_panel_in_obs(in_obs: Any, fake_facecast: Path, tmp_path: Path) -> None:
     assert [value for _, value in props["framing"]["items"]] == ["auto", "face", "picture", "full"]
     assert settings.defaults["framing"] == "auto"
     for name in ("portrait", "audio_file", "facecast_path", "out_overlay", "out_vcam", "out_vmc", "out_vrchat",
-                 "out_vts", "port", "intensity", "start", "stop", "add_overlay", "refresh_status", "refresh_mics",
-                 "emotion_happy", "emotion_contempt"):
+                 "out_vts", "port", "intensity", "mouth_intensity", "start", "stop", "add_overlay", "refresh_status",
+                 "refresh_mics", "emotion_happy", "emotion_contempt"):
         assert name in props, name
     assert settings.defaults["port"] == 39650 and settings.defaults["out_overlay"] is True
+    assert props["mouth_intensity"]["range"] == (0.0, 2.0) and settings.defaults["mouth_intensity"] == 1.0
 
     assert props["start"]["callback"](props, props["start"]) is True  # the button redraws the panel
     assert settings.values["status"].startswith("Starting")
@@ -753,6 +764,11 @@ def test_panel_in_obs(in_obs: Any, fake_facecast: Path, tmp_path: Path) -> None:
     props["refresh_status"]["callback"](props, None)
     assert settings.values["status"].startswith("Running")
     assert any("--ws=40123" in message for _, message in obs.log)
+    settings.values["mouth_intensity"] = 0.5          # the slider moved while facecast runs: it is sent at once
+    in_obs.script_update(settings)
+    assert obs.log[-1][1] == "facecast: mouth intensity 0.5 sent"
+    in_obs.script_update(settings)                     # no change, nothing sent
+    assert obs.log[-1][1] == "facecast: mouth intensity 0.5 sent" and len(in_obs.PANEL._controls) <= 1
 
     props["stop"]["callback"](props, None)
     run_until(lambda: not alive(pid), tick)

@@ -214,7 +214,8 @@ def run_live(flags: dict[str, Any]) -> int:
         log.warning("no outputs enabled: add --vcam, --vmc, --vrchat, --vts or --ws (running anyway)")
     daemon = LiveDaemon(source, generator, outputs, settings["fps"], render=render, once=settings["once"],
                         load_renderer=load_renderer,
-                        controls=controls_from(settings["emotion"], settings["gaze"], settings["distance"]))
+                        controls=controls_from(settings["emotion"], settings["gaze"], settings["distance"],
+                                               settings["mouth_intensity"]))
     controls.handler = daemon.on_control
     for output in outputs:
         if isinstance(output, WsServer):  # /status reports the daemon's health

@@ -66,6 +66,8 @@ OPTIONS: tuple[Option, ...] = (
            "the invisible watermark is always embedded", optional_value=True, metavar="TEXT"),
     Option("emotion", str, None, "an emotion over the speech, NAME[:INTENSITY]: neutral, happy, sad, angry, "
            "surprised, fear, disgusted or contempt; intensity 0-1 (changeable live over ws /control)"),
+    Option("mouth_intensity", float, 1.0, "how far the lips move with speech, 0-2: below 1 calmer, above 1 "
+           "livelier (changeable live over ws /control)"),
     Option("gaze", str, None, "main gaze direction YAW,PITCH in degrees (0,0: the camera; "
            "yaw > 0 towards image right)"),
     Option("distance", float, 1.0, "head distance relative to the portrait, 0.5-2"),
@@ -240,7 +242,8 @@ def _validate(settings: dict[str, Any]) -> None:
         raise InputError(str(exc)) from None
     if settings["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise InputError("--log-level must be debug, info, warning or error")
-    controls_from(settings["emotion"], settings["gaze"], settings["distance"])  # raises InputError for bad values
+    # raises InputError for bad values
+    controls_from(settings["emotion"], settings["gaze"], settings["distance"], settings["mouth_intensity"])
     if settings["generator"] not in GENERATOR_CHOICES:
         raise InputError(f"--generator must be one of {', '.join(GENERATOR_CHOICES)} (got {settings['generator']!r})")
     if settings["generator"] == "learned" and settings["motion_model"] and not Path(settings["motion_model"]).is_file():

@@ -264,3 +264,68 @@ def blinks_per_minute(blink: np.ndarray, fps: float) -> float:
     if len(blink) < 2:
         return float("nan")
     return count_blinks(blink) / (len(blink) / fps / 60.0)
+
+
+# ----------------------------------------------------------------------------- speaker-weighted summaries
+
+#: How each per-clip score of `benchmarks/quality.py` is pooled, first over one speaker's clips, then over the
+#: speakers of a group: "mean" (mean of the speaker means), "median" (median of the speaker medians), "share"
+#: (of true outcomes: a speaker's share, then the mean over speakers), or a rate key[0] / key[1] summed over the
+#: speaker's clips (blinks per minute, face found per frame), then the mean over speakers.
+POOLING: dict[str, str | tuple[str, str]] = {
+    "mouth_r": "mean", "lag": "median", "mouth_size": "median", "sync_conf": "mean", "sync_offset": "median",
+    "sync_in_1": "share", "closed_bilabial": ("bilabial_closed", "bilabial_words"),
+    "closed_other": ("other_closed", "other_words"), "head_speed": "mean", "head_spread": "mean",
+    "motion_head_speed": "mean", "motion_head_spread": "mean", "jitter": "mean", "rotation_change": "mean",
+    "motion_jitter": "mean", "motion_rotation_change": "mean", "blink_depth": "median",
+    "blinks_per_min": ("blinks", "minutes"), "motion_blinks_per_min": ("motion_blinks", "minutes"),
+    "face_found": ("found", "frames"),
+}
+
+
+def _finite(values: Iterable[float]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def _pool(values: list[float], how: str) -> float:
+    values = _finite(values)
+    if not values:
+        return float("nan")
+    return float(np.median(values)) if how == "median" else float(np.mean(values))
+
+
+def by_speaker(clips: Sequence[dict]) -> dict[str, list[dict]]:
+    """Per-clip score records grouped by their "speaker" (in first-seen order)."""
+    speakers: dict[str, list[dict]] = {}
+    for clip in clips:
+        speakers.setdefault(str(clip["speaker"]), []).append(clip)
+    return speakers
+
+
+def speaker_scores(clips: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """Each speaker's scores (POOLING keys) from its clips' records: what one speaker counts as, whatever
+    number of clips it has."""
+    out = {}
+    for speaker, records in by_speaker(clips).items():
+        scores = {}
+        for key, how in POOLING.items():
+            if isinstance(how, tuple):
+                numerator, denominator = (sum(_finite(r.get(k, float("nan")) for r in records)) for k in how)
+                scores[key] = numerator / denominator if denominator > 0 else float("nan")
+            else:
+                values = [r.get(key, float("nan")) for r in records]
+                scores[key] = _pool(values, "mean" if how == "share" else how)
+        out[speaker] = scores
+    return out
+
+
+def speaker_weighted(clips: Sequence[dict]) -> dict[str, float | str | int]:
+    """One summary row of per-clip records in which every speaker counts once (never clip-weighted: one
+    speaker with many clips would otherwise decide the number), with the weakest speaker by mouth r."""
+    speakers = speaker_scores(clips)
+    row: dict[str, float | str | int] = {"clips": len(clips), "speakers": len(speakers)}
+    for key, how in POOLING.items():
+        row[key] = _pool([s[key] for s in speakers.values()], "median" if how == "median" else "mean")
+    ranked = sorted(((s["mouth_r"], name) for name, s in speakers.items() if math.isfinite(s["mouth_r"])))
+    row["weakest_r"], row["weakest"] = ranked[0] if ranked else (float("nan"), "")
+    return row

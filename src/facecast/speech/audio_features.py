@@ -5,7 +5,8 @@ sample ``(k + 1) * HOP``, so feeding audio in any block sizes gives the same
 features (`HopFramer` keeps the history across blocks). The features are what a
 face needs and cheap enough to run hundreds of times faster than real time:
 loudness, spectral balance (nasal murmur / fricatives), voicing + F0 (prosody)
-and the first two formants (vowel shape) from selective LPC on 0-4 kHz.
+and the first two formants (vowel shape) from selective LPC on 0-4 kHz, and
+spectral flatness (noise, for the voice gate).
 
 Also here, for the learned model and the lip-sync scorer: log-mel bands
 (`log_mel`), whole streams of either kind kept compactly (`AudioFeatureStream`)
@@ -88,6 +89,7 @@ class HopFeatures:
     f0: np.ndarray         # Hz (meaningful where voicing is high)
     f1: np.ndarray         # Hz, NaN where no F1 peak was found
     f2: np.ndarray         # Hz, NaN where no F2 peak was found
+    flatness: np.ndarray   # spectral flatness of 60-7800 Hz, 0..1: ~0.56 for white noise, < 0.08 in voiced speech
 
     def __len__(self) -> int:
         return len(self.level_db)
@@ -160,7 +162,10 @@ def hop_features(windows: np.ndarray) -> HopFeatures:
     high_frac = power[:, _BAND_HIGH].sum(axis=-1) / total
     voicing, f0 = _pitch(power)
     f1, f2 = _formants(power)
-    return HopFeatures(level_db, low_frac, mid_frac, high_frac, voicing, f0, f1, f2)
+    # geometric over arithmetic mean of the band's power: how noise-like (flat) rather than peaked the spectrum is
+    band = power[:, _BAND_ALL] + _POWER_FLOOR
+    flatness = np.exp(np.log(band).mean(axis=-1)) / band.mean(axis=-1)
+    return HopFeatures(level_db, low_frac, mid_frac, high_frac, voicing, f0, f1, f2, flatness)
 
 
 def _pitch(power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -54,7 +54,8 @@ class MotionGenerator(Protocol):
 
 
 def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path | str | None = None,
-                   streaming: bool = True, frames: int | None = None, clip: Path | None = None) -> MotionGenerator:
+                   streaming: bool = True, frames: int | None = None, clip: Path | None = None,
+                   voice_gate: bool = True) -> MotionGenerator:
     """The generator called `name` (GENERATOR_CHOICES) at `fps`, random choices seeded by `seed`.
 
     `model_path`: the learned model's weights (default: the shipped model; the rule generator has none).
@@ -63,9 +64,10 @@ def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path
     frames, the learned model generating them all (audio past the end is silence) and the rule generator's
     cut or its last one held; default: as many as the audio lasts. `clip` (offline only): the audio file the
     blocks will come from, read ahead once (a fraction of a second per minute) for the learned model's loud
-    level so its frames stream from the first seconds instead of all coming at the end. Every generator's head
-    leaves through `steady.SteadyHead` (a causal low-pass: real people's head jitter, the head 65 ms behind
-    slow motion at 25 fps)."""
+    level so its frames stream from the first seconds instead of all coming at the end. `voice_gate`: the mouth
+    stays shut on sound that is not a voice (`voice_gate`; off for singing or for comparisons). Every
+    generator's head leaves through `steady.SteadyHead` (a causal low-pass: real people's head jitter, the head
+    65 ms behind slow motion at 25 fps)."""
     if name not in GENERATOR_CHOICES:
         raise InputError(f"unknown generator {name!r}: choose one of {', '.join(GENERATOR_CHOICES)}")
     if frames is not None and streaming:
@@ -73,12 +75,13 @@ def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path
     path = Path(model_path) if model_path is not None else WEIGHTS_PATH
     if name == "learned":
         if streaming:
-            return SteadyHead(LearnedMotionGenerator(fps=fps, seed=seed, path=path))
+            return SteadyHead(LearnedMotionGenerator(fps=fps, seed=seed, path=path, voice_gate=voice_gate))
         loud = None
         if clip is not None and load(path).features == "logmel":
             loud = clip_loud_level(iter_mono_blocks(clip))
-        return SteadyHead(LearnedClipGenerator(fps=fps, seed=seed, path=path, frames=frames, loud=loud))
-    rule = SteadyHead(RuleMotionGenerator(fps=fps, seed=seed))
+        return SteadyHead(LearnedClipGenerator(fps=fps, seed=seed, path=path, frames=frames, loud=loud,
+                                               voice_gate=voice_gate))
+    rule = SteadyHead(RuleMotionGenerator(fps=fps, seed=seed, voice_gate=voice_gate))
     return rule if frames is None else _ExactLength(rule, frames)
 
 

@@ -39,7 +39,16 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from facecast.errors import FacecastError
-from facecast.motion import EXPRESSION_CHANNELS, VISEMES, Blink, Gaze, HeadPose, MotionFrame, resample_frames
+from facecast.motion import (
+    EXPRESSION_CHANNELS,
+    VISEMES,
+    Blink,
+    Gaze,
+    HeadPose,
+    MotionFrame,
+    resample_frames,
+    scale_mouth,
+)
 from facecast.speech.audio_features import (
     SAMPLE_RATE,
     AudioFeatureStream,
@@ -425,21 +434,23 @@ class LearnedClipGenerator:
     processing_s = 0.0
 
     def __init__(self, fps: float = 25.0, seed: int = 0, path: Path = WEIGHTS_PATH, frames: int | None = None,
-                 loud: float | None = None) -> None:
+                 loud: float | None = None, voice_gate: bool = True) -> None:
         """`frames`: exactly this many frames (audio past the end is silence); default: as long as the audio.
-        `loud`: the whole clip's loud level (`clip_loud_level`), so frames stream (log-mel models only)."""
+        `loud`: the whole clip's loud level (`clip_loud_level`), so frames stream (log-mel models only).
+        `voice_gate`: shut the mouth on sound that is not a voice (`voice_gate`)."""
         if not (fps > 0 and math.isfinite(fps)):
             raise ValueError(f"fps must be a positive number, got {fps}")
         self.fps, self.seed, self.path, self.frames = float(fps), seed, Path(path), frames
         self.features = load(self.path).features
-        self._streamed = (_ClipStream(load(self.path), self.fps, seed, frames, loud)
+        self._streamed = (_ClipStream(load(self.path), self.fps, seed, frames, loud, voice_gate)
                           if loud is not None and self.features == "logmel" else None)
         # Phones need the whole utterance (`phones`): for them the samples are kept (4 bytes per sample).
         self._stream = AudioFeatureStream(self.features) if self.features != "allphone" else None
         self._samples = array("f")
         self._count = 0
         self._voice = VoiceAnalyser(self.fps)
-        self._voiced = array("f")           # per frame: the VISEMES weights, then the voice level
+        self._voiced = array("f")           # per frame: the VISEMES weights, the voice level, the voice gate
+        self._gate = voice_gate
         self._finished = False
 
     def push(self, samples: np.ndarray, capture_time: float | None = None) -> list[MotionFrame]:
@@ -469,20 +480,39 @@ class LearnedClipGenerator:
     def _keep(self, frames: list[VoiceFrame]) -> None:
         for frame in frames:
             visemes = frame.visemes
-            self._voiced.extend([*(visemes.get(name, 0.0) for name in VISEMES), frame.voice])
+            self._voiced.extend([*(visemes.get(name, 0.0) for name in VISEMES), frame.voice, frame.speech])
 
     def _frames(self) -> Iterator[MotionFrame]:
         audio = (self._stream.matrix() if self._stream is not None
                  else speech_features(np.frombuffer(self._samples, np.float32), self.features))
         total = self.frames if self.frames is not None else max(1, round(self._count / SAMPLE_RATE * self.fps))
-        per_frame = len(VISEMES) + 1
+        per_frame = len(VISEMES) + 2
         analysed = len(self._voiced) // per_frame
+        gate = ahead_max(np.frombuffer(self._voiced, np.float32)[per_frame - 1::per_frame],
+                         round(OFFLINE_GATE_LEAD_S * self.fps))
         for index, frame in enumerate(generate_frames(audio, self.fps, total, seed=self.seed, path=self.path)):
             if analysed:
                 start = min(index, analysed - 1) * per_frame
                 row = self._voiced[start:start + per_frame]
-                frame = replace(frame, visemes=dict(zip(VISEMES, row)), voice=row[-1])
+                frame = replace(frame, visemes=dict(zip(VISEMES, row)), voice=row[-2])
+                if self._gate:
+                    frame = scale_mouth(frame, float(gate[min(index, analysed - 1)]))
             yield frame
+
+
+#: Offline, the voice gate opens this long (s) before the voice: the model, hearing 0.56 s ahead, parts the lips
+#: before the sound as real speakers do, and a gate that opened only with the sound cut that short (live, the
+#: stream hears 80 ms ahead and the gate with it).
+OFFLINE_GATE_LEAD_S = 0.3
+
+
+def ahead_max(values: np.ndarray, lead: int) -> np.ndarray:
+    """Each value replaced by the largest of it and the `lead` values after it."""
+    if lead <= 0 or not len(values):
+        return np.asarray(values)
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    return sliding_window_view(np.concatenate([values, np.zeros(lead, values.dtype)]), lead + 1).max(1)
 
 
 class _ClipStream:
@@ -492,9 +522,12 @@ class _ClipStream:
     HEAD_RECENTRE_S, waits for ~16 s of frames after each), keeping only what later frames still need: memory
     stays flat and the first frame comes after seconds, not after the whole clip."""
 
-    def __init__(self, model: LearnedMotion, fps: float, seed: int, frames: int | None, loud: float) -> None:
+    def __init__(self, model: LearnedMotion, fps: float, seed: int, frames: int | None, loud: float,
+                 voice_gate: bool = True) -> None:
         torch = _torch()
         self.model, self.fps, self.loud, self.frames = model, fps, loud, frames
+        # the voice gate at a frame: its largest value over the next OFFLINE_GATE_LEAD_S (`ahead_max`)
+        self._gate_lead = round(OFFLINE_GATE_LEAD_S * fps) if voice_gate else None
         self._sampling = model.sampling_for(seed)
         self._random = torch.Generator().manual_seed(self._sampling.seed)
         self._mouth = model.mouth[max(model.mouth)] if model.mouth else None
@@ -661,7 +694,8 @@ class _ClipStream:
             index = self._emitted + len(times)
             position = index / self.fps * FPS
             needed = min(int(position + 1e-9) + 1, self._count - 1 if self._finished else math.inf)
-            if needed > last or (not self._finished and index not in self._voiced):
+            heard = index + (self._gate_lead or 0)   # the voice analysis this frame waits for
+            if needed > last or (not self._finished and heard not in self._voiced):
                 break
             times.append(index)
         if not times:
@@ -683,6 +717,10 @@ class _ClipStream:
             if voiced is not None:
                 frame = replace(frame, visemes={name: voiced.visemes.get(name, 0.0) for name in VISEMES},
                                 voice=voiced.voice)
+                if self._gate_lead is not None:
+                    ahead = [self._voiced[i].speech for i in range(index + 1, index + self._gate_lead + 1)
+                             if i in self._voiced]
+                    frame = scale_mouth(frame, max([voiced.speech, *ahead]))
             out.append(replace(frame, t=index / self.fps))
         self._emitted = times[-1] + 1
         for old in [i for i in self._final if i < int(self._emitted / self.fps * FPS + 1e-9)]:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from facecast.errors import FacecastError
-from facecast.motion import MotionFrame
+from facecast.motion import MotionFrame, scale_mouth
 from facecast.speech.audio_features import MEL_BANDS, SAMPLE_RATE, CaptureClock, HopFramer, log_mel
 from facecast.speech.learned import (
     CONTEXT,
@@ -74,7 +74,8 @@ class LearnedMotionGenerator:
 
     def __init__(self, fps: float = 25.0, seed: int = 0, path: Path = WEIGHTS_PATH,
                  chunk: int = CHUNK_FRAMES, lookahead: int = LOOKAHEAD_FRAMES,
-                 head_smoothing_s: float = HEAD_SMOOTHING_S) -> None:
+                 head_smoothing_s: float = HEAD_SMOOTHING_S, voice_gate: bool = True) -> None:
+        """`voice_gate`: shut the mouth on sound that is not a voice (`voice_gate`)."""
         torch = _torch()
         if not (fps > 0 and np.isfinite(fps)):
             raise ValueError(f"fps must be a positive number, got {fps}")
@@ -120,6 +121,7 @@ class LearnedMotionGenerator:
         # Visemes and voice level (for VRM "A I U E O" avatars and VTube Studio) come from the voice analysis,
         # as the training data's did (`voice.voice_track`).
         self._voice = VoiceAnalyser(self.fps)
+        self._gate = voice_gate
         self._voiced: dict[int, VoiceFrame] = {}
         self._last_voiced: VoiceFrame | None = None
         #: Compute time of one chunk, measured now (which also warms the model up): the live daemon
@@ -232,9 +234,9 @@ class LearnedMotionGenerator:
             frame = next(motion_frames(((1 - weight) * a + weight * b)[None], self.fps))
             voiced = self._voiced.pop(self._emitted, None) or self._last_voiced
             self._last_voiced = voiced
-            out.append(replace(frame, t=self._emitted / self.fps, capture_time=capture,
-                               visemes=voiced.visemes if voiced else frame.visemes,
-                               voice=voiced.voice if voiced else 0.0))
+            frame = replace(frame, t=self._emitted / self.fps, capture_time=capture,
+                            visemes=voiced.visemes if voiced else frame.visemes, voice=voiced.voice if voiced else 0.0)
+            out.append(scale_mouth(frame, voiced.speech) if self._gate and voiced else frame)
             self._emitted += 1
         for old in [i for i in self._rows if i < int(self._emitted / self.fps * FPS) - 1]:
             del self._rows[old]

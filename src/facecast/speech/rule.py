@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from facecast.motion import Blink, Gaze, HeadPose, MotionFrame
+from facecast.motion import Blink, Gaze, HeadPose, MotionFrame, scale_mouth
 from facecast.speech.audio_features import SAMPLE_RATE, offline_blocks
 from facecast.speech.voice import (
     LOOKAHEAD_S,
@@ -279,21 +279,27 @@ class RuleMotionGenerator:
     #: Compute per frame after its audio: negligible (the live daemon schedules frames by it).
     processing_s = 0.0
 
-    def __init__(self, fps: float = 25.0, seed: int = 0) -> None:
+    def __init__(self, fps: float = 25.0, seed: int = 0, voice_gate: bool = True) -> None:
+        """`voice_gate`: shut the mouth on sound that is not a voice (`voice_gate`)."""
         if not (fps > 0 and math.isfinite(fps)):
             raise ValueError(f"fps must be a positive number, got {fps}")
         self.fps = float(fps)
         self.lookahead_s = LOOKAHEAD_S
         self._voice = VoiceAnalyser(self.fps, LOOKAHEAD_S)
         self._animator = _FaceAnimator(self.fps, seed)
+        self._gate = voice_gate
 
     def push(self, samples: np.ndarray, capture_time: float | None = None) -> list[MotionFrame]:
         """Feed the next block of 16 kHz mono samples; return the frames that became final."""
-        return [self._animator.frame(voice) for voice in self._voice.push(samples, capture_time)]
+        return [self._frame(voice) for voice in self._voice.push(samples, capture_time)]
 
     def finish(self) -> list[MotionFrame]:
         """End of input: pad silence for the lookahead and return the remaining frames."""
-        return [self._animator.frame(voice) for voice in self._voice.finish()]
+        return [self._frame(voice) for voice in self._voice.finish()]
+
+    def _frame(self, voice: VoiceFrame) -> MotionFrame:
+        frame = self._animator.frame(voice)
+        return scale_mouth(frame, voice.speech) if self._gate else frame
 
 
 def generate_motion(chunks: Iterable[np.ndarray], fps: float = 25.0, seed: int = 0) -> Iterator[MotionFrame]:

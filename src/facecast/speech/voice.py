@@ -36,6 +36,7 @@ from facecast.speech.audio_features import (
     hop_features,
     offline_blocks,
 )
+from facecast.speech.voice_gate import VoiceGate
 
 HOP_S = HOP / SAMPLE_RATE
 #: How far past a frame's time the audio is read: features are centred ~12 ms
@@ -154,17 +155,19 @@ class MouthState:
     z2: float = 0.0      # speaker-normalised log F2 (front/back)
     accent: float = 0.0
     pitch_z: float = 0.0
+    speech: float = 0.0  # the voice gate (`voice_gate`): 1 while the sound is a voice, 0 on anything else
 
     def copy(self) -> "MouthState":
         return MouthState(self.activity, self.voice, self.open, self.close, self.fricative,
-                          self.z1, self.z2, self.accent, self.pitch_z)
+                          self.z1, self.z2, self.accent, self.pitch_z, self.speech)
 
     def lerp(self, other: "MouthState", w: float) -> "MouthState":
         """The state a fraction w of the way from self to other."""
         return MouthState(*(a + w * (b - a) for a, b in (
             (self.activity, other.activity), (self.voice, other.voice), (self.open, other.open),
             (self.close, other.close), (self.fricative, other.fricative), (self.z1, other.z1),
-            (self.z2, other.z2), (self.accent, other.accent), (self.pitch_z, other.pitch_z))))
+            (self.z2, other.z2), (self.accent, other.accent), (self.pitch_z, other.pitch_z),
+            (self.speech, other.speech))))
 
 
 class _HopAnalyser:
@@ -184,6 +187,7 @@ class _HopAnalyser:
         self.f2_stats = _RunningStats(LOG_F2_PRIOR)
         self.f0_stats = _RunningStats(LOG_F0_PRIOR)
         self.state = MouthState()
+        self.gate = VoiceGate()
         self._floor_smooth = smoothing_coef(NOISE_FLOOR_SMOOTH_S, HOP_S)
         self._floor_window = round(NOISE_FLOOR_WINDOW_S / HOP_S)
         self._peak_decay = SPEECH_PEAK_DECAY_DB_PER_S * HOP_S
@@ -198,7 +202,7 @@ class _HopAnalyser:
         self._accent = tuple(smoothing_coef(tc, HOP_S) for tc in ACCENT_TC)
 
     def step(self, level: float, low: float, mid: float, high: float, voicing: float,
-             f0: float, f1: float, f2: float) -> MouthState:
+             f0: float, f1: float, f2: float, flatness: float) -> MouthState:
         """Advance by one hop and return the new smoothed state."""
         # Noise floor (sliding minimum) and the speaker's loud-speech level.
         minima = self.minima
@@ -272,6 +276,7 @@ class _HopAnalyser:
         s.fricative += shape * (fricative - s.fricative)
         s.accent = follow(s.accent, accent, self._accent)
         s.pitch_z += shape * (pitch_z - s.pitch_z) * voiced
+        s.speech = self.gate.step(level, voicing, f0, flatness)
         return s
 
 
@@ -316,6 +321,11 @@ class VoiceFrame:
     def voice(self) -> float:
         """The voice level in [0, 1]."""
         return clamp01(self.state.voice)
+
+    @property
+    def speech(self) -> float:
+        """The voice gate in [0, 1] (`voice_gate`): how far the mouth may move (0: the sound is not a voice)."""
+        return clamp01(self.state.speech)
 
 
 class VoiceAnalyser:
@@ -377,7 +387,8 @@ class VoiceAnalyser:
         for windows in self._framer.push(block):
             f: HopFeatures = hop_features(windows)
             columns = zip(*(getattr(f, name).tolist() for name in
-                            ("level_db", "low_frac", "mid_frac", "high_frac", "voicing", "f0", "f1", "f2")))
+                            ("level_db", "low_frac", "mid_frac", "high_frac", "voicing", "f0", "f1", "f2",
+                             "flatness")))
             k, w = self._frame_position(self._next_frame)
             for values in columns:
                 if k == self._hops:
