@@ -98,7 +98,8 @@ def test_no_person_falls_back_to_the_head_mask_with_one_line(tmp_path, caplog):
     assert "no person found" in lines[0].getMessage() and "head mask" in lines[0].getMessage()
     expected = np.rint(head_mask_image(rig.landmarks, SIZE) * 255)
     assert np.abs(cut.image[..., 3].astype(int) - expected).max() <= 1
-    assert top_corners(cut.image[..., 3]).max() == 0
+    # a tight auto-framed drawing: the head mask's soft edge may just reach the corners (at most 3 % opaque)
+    assert top_corners(cut.image[..., 3]).max() <= 8
     assert cut.image[..., 3][face_inside(rig.landmarks, SIZE)].min() >= 250
 
 

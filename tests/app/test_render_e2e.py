@@ -184,7 +184,10 @@ def _peak_traced_bytes(tmp_path: Path, portrait: Path, seconds: float) -> int:
 
 
 def test_memory_does_not_grow_with_audio_length(tmp_path, sample_portrait):
-    """Frames stream to the encoder: 8x more audio must not need more memory (numpy buffers are traced)."""
-    short = _peak_traced_bytes(tmp_path, sample_portrait, 4.0)
-    long = _peak_traced_bytes(tmp_path, sample_portrait, 32.0)
+    """Frames stream to the encoder: twice the audio must not need more memory (numpy buffers are traced).
+
+    Both clips are longer than the learned model's head recentring window (~16 s of frames wait for it), the
+    one buffer that fills with the audio before memory levels off."""
+    short = _peak_traced_bytes(tmp_path, sample_portrait, 20.0)
+    long = _peak_traced_bytes(tmp_path, sample_portrait, 40.0)
     assert long < short * 1.25 + 2_000_000, (short, long)

@@ -29,7 +29,7 @@ LIVE_FPS = (30.0, 60.0)
 FRAMING_CHOICES = ("auto", "face", "picture", "full")
 FRAMING_HELP = ("how the output frames the picture: auto (a square inside the picture around the head, the face "
                 "filling 30 to 60 percent of its height), face (the head alone), picture (the largest square "
-                "inside the picture) or full (the whole picture, its longer side = the size)")
+                "inside the picture) or full (the whole picture, its longer side as long as the size)")
 VMC_NAME_SETS = ("vrm0", "vrm1", "arkit")
 VMC_ROLES = ("auto", "performer", "assistant")
 
