@@ -392,17 +392,22 @@ class Mp4Writer:
         self._video.options = {"crf": str(crf), "preset": preset}
         self._video.codec_context.thread_count = X264_THREADS if threads is None else threads
         self._video.codec_context.time_base = Fraction(1, 1) / Fraction(fps).limit_denominator(1001)
+        self._add_audio(audio_channels, "aac", "fltp", 1024)
+
+    def _add_audio(self, channels: int | None, codec: str, sample_format: str, frame_size: int | None) -> None:
+        """The audio track (none for `channels=None`) and the resampler that feeds it the codec's frames."""
         self._frames = 0
         self._audio = None
         self._audio_resampler = None
         self._audio_samples = 0
-        if audio_channels is not None:
-            layout = mux_layout(audio_channels)
-            self._audio = self._container.add_stream("aac", rate=MUX_SAMPLE_RATE)
+        if channels is not None:
+            layout = mux_layout(channels)
+            self._audio = self._container.add_stream(codec, rate=MUX_SAMPLE_RATE)
             self._audio.layout = layout
-            self._audio.bit_rate = MUX_AUDIO_BITRATE
-            self._audio_resampler = av.AudioResampler(format="fltp", layout=layout, rate=MUX_SAMPLE_RATE,
-                                                      frame_size=1024)
+            if codec != "pcm_s16le":  # PCM has no bit rate to choose
+                self._audio.bit_rate = MUX_AUDIO_BITRATE
+            self._audio_resampler = av.AudioResampler(format=sample_format, layout=layout, rate=MUX_SAMPLE_RATE,
+                                                      frame_size=frame_size)
 
     @property
     def frames_written(self) -> int:
@@ -489,18 +494,7 @@ class AlphaVideoWriter(Mp4Writer):
         self._video.pix_fmt = spec.pix_fmt if alpha else spec.opaque_pix_fmt
         self._video.options = dict(spec.options)
         self._video.codec_context.time_base = Fraction(1, 1) / rate
-        self._frames = 0
-        self._audio = None
-        self._audio_resampler = None
-        self._audio_samples = 0
-        if audio_channels is not None:
-            layout = mux_layout(audio_channels)
-            self._audio = self._container.add_stream(spec.audio_codec, rate=MUX_SAMPLE_RATE)
-            self._audio.layout = layout
-            if spec.audio_codec != "pcm_s16le":
-                self._audio.bit_rate = MUX_AUDIO_BITRATE
-            self._audio_resampler = av.AudioResampler(format=spec.audio_sample_format, layout=layout,
-                                                      rate=MUX_SAMPLE_RATE, frame_size=spec.audio_frame_size)
+        self._add_audio(audio_channels, spec.audio_codec, spec.audio_sample_format, spec.audio_frame_size)
 
     def write_frame(self, image: np.ndarray) -> None:
         """Encode one RGBA (or, with alpha=False, RGB) uint8 frame."""
