@@ -152,17 +152,16 @@ def render(request: RenderRequest) -> RenderReport:
                 # the warp of the flattened picture is the flattened warp (to interpolation rounding).
                 rig = replace(rig, image=flatten_alpha(rig.image, np.asarray(request.background, np.float32)))
             renderer = Renderer(rig, device=request.device)
+            height, width = renderer.frame_shape
             expected = _expected_frames(reader, motion_frames is not None, fps)
             if request.frames_dir is not None:
                 writer: _FrameSink = PngFrameWriter(sink.temp)
             elif suffix in ALPHA_FORMATS:
-                height, width = renderer.frame_shape
                 writer = _Mp4Sink(AlphaVideoWriter(sink.temp, (width, height), fps, alpha=rig.has_alpha,
                                                    audio_channels=reader.info.channels if reader else None), None)
             else:
                 length = reader.info.duration if reader is not None else None
                 long_render = length is None or length > FRAGMENTED_AFTER_S
-                height, width = renderer.frame_shape
                 writer = _Mp4Sink(Mp4Writer(sink.temp, (width, height), fps,
                                             audio_channels=reader.info.channels if reader else None,
                                             crf=request.crf, preset=request.preset, fragmented=long_render),

@@ -27,6 +27,7 @@ redirects a descriptor, which raced between threads.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Self
 
 import numpy as np
 
@@ -60,7 +61,24 @@ def _image(rgb: np.ndarray):
     return mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
 
 
-class FaceLandmarker:
+class _Graph:
+    """A mediapipe task graph (`self._graph`) closed with the object: `close()` or a `with` block."""
+
+    _graph: Any
+
+    def close(self) -> None:
+        if self._graph is not None:
+            graph, self._graph = self._graph, None
+            graph.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class FaceLandmarker(_Graph):
     """Face-mesh landmarks (478 with iris) of the faces in pictures or video frames.
 
     video=False: every picture alone (the legacy static_image_mode=True). video=True: the
@@ -107,19 +125,8 @@ class FaceLandmarker:
         scale = np.array([width, height, width], np.float64)
         return [np.array([(p.x, p.y, p.z) for p in face], np.float64) * scale for face in result.face_landmarks]
 
-    def close(self) -> None:
-        if self._graph is not None:
-            graph, self._graph = self._graph, None
-            graph.close()
 
-    def __enter__(self) -> FaceLandmarker:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class FaceDetector:
+class FaceDetector(_Graph):
     """Face boxes from mediapipe's face detector: range "short" (faces within about 2 m, the face
     mesh's own detector) or "full" (smaller, farther faces). A context manager."""
 
@@ -141,19 +148,8 @@ class FaceDetector:
         return [(float(d.bounding_box.origin_x), float(d.bounding_box.origin_y),
                  float(d.bounding_box.width), float(d.bounding_box.height)) for d in result.detections]
 
-    def close(self) -> None:
-        if self._graph is not None:
-            graph, self._graph = self._graph, None
-            graph.close()
 
-    def __enter__(self) -> FaceDetector:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class PersonSegmenter:
+class PersonSegmenter(_Graph):
     """Person-vs-background confidence from mediapipe's selfie-segmentation model (`ImageSegmenter`).
 
     The model was trained on people near the camera, which is what a portrait holds; it sees a
@@ -174,14 +170,3 @@ class PersonSegmenter:
             raise RuntimeError("PersonSegmenter is closed")
         masks = self._graph.segment(_image(rgb)).confidence_masks
         return np.array(masks[-1].numpy_view(), dtype=np.float32).reshape(rgb.shape[:2])
-
-    def close(self) -> None:
-        if self._graph is not None:
-            graph, self._graph = self._graph, None
-            graph.close()
-
-    def __enter__(self) -> PersonSegmenter:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
