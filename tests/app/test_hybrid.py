@@ -129,3 +129,21 @@ def test_a_new_calibration_is_eased_over() -> None:
     steps = [abs(b.head.yaw - a.head.yaw) for a, b in zip(after, after[1:])]
     assert abs(after[0].head.yaw - 25.0) <= MAX_STEP_DEG and max(steps) <= MAX_STEP_DEG
     assert after[-1].head.yaw == 5.0
+
+
+def test_camera_motion_reaches_the_vrchat_and_vmc_names() -> None:
+    """Every output reads the motion contract: the camera's one shut eye, gaze and lowered brow arrive as
+    VRCFaceTracking v2 parameters (lids, eye look, brows) and as VMC blendshapes."""
+    from facecast.bridges.vmc import arkit_blendshapes, vrm0_blendshapes
+    from facecast.bridges.vrchat import unified_expressions
+
+    feed = Feed()
+    hybrid = Hybrid(feed)
+    frame = run(hybrid, feed, 1.0, 0.0, face=True)[-1]
+    v2 = unified_expressions(frame)
+    assert v2["EyeLidLeft"] == 0.0 and v2["EyeLidRight"] > 0.7         # the subject's left eye shut
+    assert v2["EyeLeftX"] > 0 and v2["EyeY"] > 0   # looking to image left (the subject's right) and up
+    assert v2["BrowDownLeft"] == 0.6 and v2["BrowExpressionLeft"] < 0
+    assert v2["MouthSmileLeft"] == 0.8 and v2["JawOpen"] > 0.3
+    assert arkit_blendshapes(frame)["EyeBlinkLeft"] == 1.0 and vrm0_blendshapes(frame)["Blink_L"] == 1.0
+    assert vrm0_blendshapes(frame)["Angry"] == 0.3 and vrm0_blendshapes(frame)["LookRight"] > 0
