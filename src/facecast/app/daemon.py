@@ -223,7 +223,11 @@ class LiveDaemon:
         cpu_start = time.process_time()
         self.source.start()
         if self.camera is not None:
-            self.camera.start()
+            try:
+                self.camera.start()
+            except BaseException:  # a camera that cannot open is the user's one-line error: leave nothing running
+                self.source.stop()
+                raise
         motion = threading.Thread(target=self._motion_loop, name="facecast-motion", daemon=True)
         motion.start()
         try:
