@@ -12,10 +12,6 @@ frames from both sides. A camera only has the past. `LiveFace` therefore
 * measures every later frame against that reference with extraction's own
   `ReferenceFace` (head pose, per-eye blink, eyeWide, gaze, the fitted
   expression channels), so live and offline motion mean the same thing;
-* opens and shuts the lids more decisively than extraction reads them (`BLINK_FLOOR`, `BLINK_FULL`): a
-  30 fps camera catches most blinks with the lids part-way (real blinks in the held-out clips peak at
-  0.7-0.8), and an avatar whose eyes only half close does not read as blinking (measured on rendered
-  output: 29 of 37 real blinks seen without this); an open eye's jitter below the floor stays open;
 * replaces extraction's two-sided fills by their causal halves: a gaze read under
   a closing lid or beyond `GAZE_LIMIT_DEG` holds the last good reading, and a
   lost face is reported (None) for the caller to ease away from (`app.camera`).
@@ -46,9 +42,6 @@ CALIBRATION_S = 1.0
 #: The expression fit stops once a sweep moves no coefficient more than this (started from the previous frame:
 #: a few sweeps instead of extraction's 60, measured within 0.01 of its answer; `tests/face/test_live_face.py`).
 FIT_TOLERANCE = 1e-4
-#: Camera blink (extraction's reading, per eye) at and below which the avatar's eye is fully open, and at and
-#: above which it is fully shut; linear between (see the module docstring).
-BLINK_FLOOR, BLINK_FULL = 0.15, 0.65
 
 
 class LiveFace:
@@ -114,6 +107,5 @@ class LiveFace:
         if blink.max() < GAZE_BLINK_LIMIT and np.all(np.abs(gaze) <= GAZE_LIMIT_DEG):
             self._gaze = gaze
         expressions = {name: float(v) for name, v in zip(EXPRESSION_CHANNELS, m.expressions[0]) if v > 1e-4}
-        lids = np.clip((blink - BLINK_FLOOR) / (BLINK_FULL - BLINK_FLOOR), 0.0, 1.0)
         return MotionFrame(t=t, head=HeadPose(*map(float, m.head[0])), gaze=Gaze(*map(float, self._gaze)),
-                           blink=Blink(*map(float, lids)), expressions=expressions)
+                           blink=Blink(*map(float, blink)), expressions=expressions)
