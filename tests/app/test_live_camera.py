@@ -114,3 +114,53 @@ def test_bad_camera_input_is_one_line(args: list[str], message: str, sample_port
     result = run_facecast("live", "--portrait", sample_portrait, "--audio", sample_speech, *args,
                           cwd=Path(__file__).resolve().parents[2])
     assert_one_line_error(result, message)
+
+
+def test_a_real_face_lost_and_found_eases_out_and_back(shared_data: Path, tmp_path: Path) -> None:
+    """A real clip whose middle second shows no face (real decode, the real face mesh, the live path): the avatar
+    slides to the voice's idle head within ~0.5 s, never turns more than MAX_STEP_DEG between frames while handing
+    over, and slides back when the face returns."""
+    import cv2
+
+    from facecast.app.camera_input import Tracked
+    from facecast.app.hybrid import EASE_S, MAX_STEP_DEG, Hybrid
+    from facecast.face.live import LiveFace
+    from facecast.face.measure import FaceMeasurer
+    from facecast.media import iter_mono_blocks
+    from facecast.speech.rule import generate_motion
+
+    fps = 30.0
+    video = tmp_path / "gone.mp4"
+    capture = cv2.VideoCapture(str(shared_data / WILD_CLIP))
+    pictures = [capture.read()[1] for _ in range(150)]
+    capture.release()
+    lost = range(75, 105)                                 # 2.5 s to 3.5 s: the user walked away
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), fps, pictures[0].shape[1::-1])
+    for i, picture in enumerate(pictures):
+        writer.write(np.full_like(picture, 90) if i in lost else picture)
+    writer.release()
+    voice = {round(f.t * fps): f for f in generate_motion(iter_mono_blocks(shared_data / WILD_CLIP), fps=fps, seed=3)}
+    face = LiveFace(fps)
+    latest: list = [None]
+    hybrid = Hybrid(lambda: latest[0], calibrations=lambda: face.calibrations, clock=lambda: 0.0)
+    out = []
+    capture = cv2.VideoCapture(str(video))
+    with FaceMeasurer() as measurer:
+        for i in range(len(pictures)):
+            ok, bgr = capture.read()
+            assert ok
+            t = i / fps
+            points = measurer.landmarks(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            latest[0] = Tracked(face.update(points, t), t, t, i)
+            out.append(hybrid.combine(voice[i], t))
+    capture.release()
+    assert hybrid.losses == 1 and hybrid.recoveries == 2        # found after calibration, lost, found again
+    yaw = np.array([f.head.yaw for f in out])
+    idle = np.array([voice[i].head.yaw for i in range(len(out))])
+    steps = np.abs(np.diff([[f.head.yaw, f.head.pitch, f.head.roll] for f in out], axis=0)).max(1)
+    handover = list(range(lost.start, lost.start + 18)) + list(range(lost.stop, lost.stop + 18))
+    assert steps[[i - 1 for i in handover]].max() <= MAX_STEP_DEG + 1e-9
+    settled = lost.start + round((EASE_S + 0.1) * fps)        # idle within about half a second
+    assert np.abs(yaw[settled:lost.stop] - idle[settled:lost.stop]).max() < 1e-6
+    assert np.abs(yaw[lost.start - 5:lost.start] - idle[lost.start - 5:lost.start]).max() > 1.0  # was the camera's
+    assert np.abs(yaw[-15:] - idle[-15:]).max() > 1.0          # the camera drives again
