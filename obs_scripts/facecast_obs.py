@@ -318,6 +318,9 @@ def status_problem(status: Mapping[str, Any]) -> Optional[str]:
     audio = inputs.get("audio") if isinstance(inputs.get("audio"), dict) else {}
     if audio.get("state") in ("lost", "reopening"):
         return "no microphone (%s)" % (audio.get("device") or "default input")
+    camera = inputs.get("camera") if isinstance(inputs.get("camera"), dict) else {}
+    if camera.get("state") == "lost":
+        return "webcam %s lost: the voice drives the avatar until it is back" % (camera.get("device") or "")
     error = status.get("last_error")
     return str(error) if error else None
 

@@ -263,6 +263,8 @@ def test_status_text() -> None:
     assert (fo.status_problem({**STATUS, "last_error": "ConnectionError: receiver gone"})
             == "ConnectionError: receiver gone")
     assert fo.status_problem(STATUS) is None
+    webcam = {**STATUS, "inputs": {"audio": {"state": "running"}, "camera": {"device": "BRIO", "state": "lost"}}}
+    assert fo.status_problem(webcam) == "webcam BRIO lost: the voice drives the avatar until it is back"
     assert fo.format_status_line("running", STATUS) == "Running: 29.8 fps, latency 36 ms (p95 41 ms), audio running"
     assert fo.format_status_line("running", STATUS, problem="no microphone (USB Mic)").endswith(
         ". Warning: no microphone (USB Mic)")
