@@ -1,6 +1,8 @@
 """Live benchmark: the real `facecast live` on an audio file in real time, bridges to loopback receivers.
 
     python benchmarks/live.py            # both generators at 30 and 60 fps, 512², ~1 min
+    python benchmarks/live.py --camera   # the webcam rows: a real talking clip played as the camera, with its
+                                         # voice and without (the microphone absent: silence), ~1 min
 
 The daemon runs as its own process (so its CPU and memory are its own) with
 VMC, VRChat OSC, the WebSocket motion stream and the overlay's frame stream
@@ -11,6 +13,11 @@ the capture time of the newest audio sample a frame used (for a file, when that
 sample was fed in at real-time pace) to the moment the frame is handed to the
 output transports; "scheduled" is the delay the daemon set at start for every
 frame after its audio (audio block, the generator's measured compute, a margin).
+
+Camera rows play a held-out talking clip (`--camera-file`, at its own 30 fps)
+as the webcam: camera-to-output latency runs from the moment a camera frame was
+"captured" (released at its real-time slot) to the hand-off of the first output
+frame that shows it (tracking, the wait for the frame clock, render, send).
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from pythonosc.osc_server import ThreadingOSCUDPServer
 REPO = Path(__file__).resolve().parents[1]
 PORTRAIT = REPO / "samples" / "mona_lisa.jpg"
 SPEECH = REPO / "samples" / "grid_s1_speech.flac"
+#: The camera rows' clip: a held-out in-the-wild speaker (split.json: validation), 10 s at 30 fps, head turning.
+CAMERA_CLIP = REPO.parent / "shared" / "data" / "talking" / "wild" / "styletalk_feifeili_clip1.mp4"
 
 
 class OscCounter:
@@ -113,11 +122,15 @@ def ws_reader(url: str, counts: dict, key: str, stop: threading.Event, keep: lis
             time.sleep(0.1)
 
 
-def run(fps: int, size: int, generator: str = "rule") -> dict:
+def run(fps: int, size: int, generator: str = "rule", camera: Path | None = None,
+        audio: Path | None = SPEECH) -> dict:
+    """One `facecast live` run; `camera` plays a clip as the webcam, `audio` None leaves the (absent) microphone."""
     vmc, vrchat = OscCounter("/VMC/Ext/OK"), OscCounter("/avatar/parameters/FT/v2/JawOpen")
-    command = [sys.executable, "-m", "facecast.app.cli", "live", "--portrait", str(PORTRAIT), "--audio", str(SPEECH),
+    command = [sys.executable, "-m", "facecast.app.cli", "live", "--portrait", str(PORTRAIT),
                "--once", "--fps", str(fps), "--size", str(size), "--vmc", str(vmc.port), "--vrchat", str(vrchat.port),
                "--ws", "0", "--log-level", "info", "--generator", generator]
+    command += ["--audio", str(audio)] if audio is not None else []
+    command += ["--camera-file", str(camera)] if camera is not None else []
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     counts = {"motion": 0, "frames": 0}  # messages read on ws /motion and ws /frames
@@ -157,7 +170,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--generators", default="rule,learned", help="comma-separated: rule, learned")
     parser.add_argument("--fps", default="30,60", help="comma-separated frame rates")
+    parser.add_argument("--camera", action="store_true", help="the webcam rows instead (CAMERA_CLIP as the camera)")
     args = parser.parse_args()
+    if args.camera:
+        camera_rows(args.size, args.generators.split(","))
+        return
     results = {(generator, fps): run(fps, args.size, generator)
                for generator in args.generators.split(",") for fps in map(int, args.fps.split(","))}
     print(f"\nfacecast live benchmark — {os.cpu_count()} CPU cores, {args.size}², 12 s of speech played in real time, "
@@ -174,6 +191,23 @@ def main() -> None:
               f"{r['cpu_cores']:.2f} | {r['process_cpu_s']:.1f} s | "
               f"{r['rss_mib']:.0f} MiB | "
               f"{r['vmc']} / {r['vrchat']} / {r['ws_motion']} / {r['ws_frames']} of {r['frames']} sent |")
+
+
+def camera_rows(size: int, generators: list[str]) -> None:
+    """Camera + voice (the clip's own audio) and camera alone, at 30 fps, per generator."""
+    rows = {(generator, voice): run(30, size, generator, camera=CAMERA_CLIP, audio=CAMERA_CLIP if voice else None)
+            for generator in generators for voice in (True, False)}
+    print(f"\nfacecast live camera benchmark — {os.cpu_count()} CPU cores, {size}², {CAMERA_CLIP.name} (10 s, "
+          "30 fps) played as the webcam, outputs: VMC, VRChat OSC, WebSocket motion + overlay frames\n")
+    print("| generator | voice | achieved fps | camera-to-output p50 | p95 | mic-to-frame p95 | camera frames tracked "
+          "/ face found / dropped | CPU while live (cores) | peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (generator, voice), r in rows.items():
+        mic = f"{r['latency_p95_ms']:.0f} ms" if voice else "—"
+        print(f"| {generator} | {'clip audio' if voice else 'none (no microphone)'} | {r['fps']:.1f} | "
+              f"{r['camera_latency_p50_ms']:.0f} ms | {r['camera_latency_p95_ms']:.0f} ms | {mic} | "
+              f"{r['camera_tracked']} / {r['camera_face_found']} / {r['camera_dropped']} of {r['camera_frames']} | "
+              f"{r['cpu_cores']:.2f} | {r['rss_mib']:.0f} MiB |")
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 def default_settings() -> Dict[str, Any]:
     """Every panel setting with its default (OBS stores the user's values in the scene collection)."""
     return {
-        "facecast_path": "", "portrait": "", "microphone": "", "audio_file": "",
+        "facecast_path": "", "portrait": "", "microphone": "", "audio_file": "", "camera": "",
         "fps": 30, "size": DEFAULT_SIZE, "framing": "auto", "port": DEFAULT_PORT, "intensity": 0.6,
         "mouth_intensity": 1.0,
         "out_overlay": True, "out_vcam": False, "out_vmc": False, "out_vrchat": False, "out_vts": False,
@@ -137,6 +137,9 @@ def build_command(executable: str, settings: Mapping[str, Any]) -> List[str]:
         command.append("--audio=" + audio_file)
     elif microphone:
         command.append("--device=" + microphone)
+    camera = str(settings.get("camera") or "").strip()
+    if camera:  # the webcam drives head, eyes and expressions; the voice keeps the lips
+        command.append("--camera=" + camera)
     if settings.get("out_overlay"):
         port = int(settings.get("port") or DEFAULT_PORT)
         if not 1 <= port <= 65535:
@@ -224,6 +227,21 @@ def parse_devices(text: str) -> List[Tuple[str, str]]:
     return out
 
 
+def parse_cameras(text: str) -> List[Tuple[str, str]]:
+    """`facecast devices --json` -> [(value for --camera, label)]: cameras by index; [] if unreadable."""
+    try:
+        cameras = json.loads(text)["cameras"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    out = []
+    for camera in cameras if isinstance(cameras, list) else []:
+        if not isinstance(camera, dict) or not isinstance(camera.get("index"), int):
+            continue
+        name = str(camera.get("name") or "camera %d" % camera["index"])
+        out.append((str(camera["index"]), name + (" (%s)" % camera["mode"] if camera.get("mode") else "")))
+    return out
+
+
 def parse_log_line(line: str) -> Optional[Tuple[str, str, str]]:
     """A daemon log line -> (level, logger, message), or None for other lines (tracebacks, final errors)."""
     match = _LOG_LINE_RE.match(line.strip())
@@ -300,6 +318,9 @@ def status_problem(status: Mapping[str, Any]) -> Optional[str]:
     audio = inputs.get("audio") if isinstance(inputs.get("audio"), dict) else {}
     if audio.get("state") in ("lost", "reopening"):
         return "no microphone (%s)" % (audio.get("device") or "default input")
+    camera = inputs.get("camera") if isinstance(inputs.get("camera"), dict) else {}
+    if camera.get("state") == "lost":
+        return "webcam %s lost: the voice drives the avatar until it is back" % (camera.get("device") or "")
     error = status.get("last_error")
     return str(error) if error else None
 
@@ -918,6 +939,7 @@ class DeviceLister:
         handle, self._path = tempfile.mkstemp(prefix="facecast-obs-devices-", suffix=".json")
         os.close(handle)
         self.error: Optional[str] = None
+        self.cameras: List[Tuple[str, str]] = []  # filled by `poll()` from the same listing
         self.process: Optional[subprocess.Popen] = None
         try:
             kwargs: Dict[str, Any] = {}
@@ -949,6 +971,7 @@ class DeviceLister:
         self.process = None
         self._cleanup()
         devices = parse_devices(text)
+        self.cameras = parse_cameras(text)
         if not devices and not self.error and process.returncode != 0:
             self.error = "`facecast devices` failed (exit code %s)" % process.returncode
         return devices
@@ -982,6 +1005,7 @@ class Panel:
         self.daemon = DaemonController(clock=clock)
         self.microphones: Optional[List[Tuple[str, str]]] = None  # None: not listed yet
         self.microphone_error: Optional[str] = None
+        self.cameras: List[Tuple[str, str]] = []
         self.last_status: Optional[Dict[str, Any]] = None
         self.notice: Optional[str] = None  # the outcome of the last button (emotion refused, overlay added...)
         self._clock = clock
@@ -1059,6 +1083,11 @@ class Panel:
             return self._send({"type": "mouth", "intensity": round(mouth, 3)}, "the mouth intensity needs",
                               "mouth intensity %g sent" % round(mouth, 3))
 
+    def calibrate(self) -> str:
+        """Ask the running daemon to take the webcam user's neutral pose and eye openness again."""
+        with self._lock:
+            return self._send({"type": "calibrate"}, "calibrating needs", "calibrating: look at the camera")
+
     def _send(self, message: Dict[str, Any], what: str, sent: str) -> str:
         """Queue a control message for the daemon shown (here or on another computer); the line to show."""
         host, port, remote_token = self._target()
@@ -1095,6 +1124,7 @@ class Panel:
                 devices = self._lister.poll()
                 if devices is not None:
                     self.microphones, self.microphone_error = devices, self._lister.error
+                    self.cameras = self._lister.cameras
                     self._lister = None
             self._poll_status()
             for exchange in list(self._controls):
@@ -1341,6 +1371,10 @@ def _do_add_overlay() -> None:
     _log("facecast: " + PANEL.notice)
 
 
+def _do_calibrate() -> None:
+    _log("facecast: " + PANEL.calibrate())
+
+
 def _do_emotion(preset: str) -> Callable[[], None]:
     def action() -> None:
         _log("facecast: " + PANEL.emotion(preset))
@@ -1408,10 +1442,21 @@ def script_properties() -> Any:
     elif not listed:
         obs.obs_property_set_long_description(mics, "No microphone found" + (
             ": " + PANEL.microphone_error if PANEL.microphone_error else "") + ".")
-    obs.obs_properties_add_button(props, "refresh_mics", "Refresh microphones", _button(PANEL.list_microphones))
+    obs.obs_properties_add_button(props, "refresh_mics", "Refresh microphones and webcams",
+                                  _button(PANEL.list_microphones))
     obs.obs_properties_add_path(props, "audio_file", "Audio file instead of the microphone (optional)",
                                 obs.OBS_PATH_FILE, "Audio (*.wav *.flac *.mp3 *.ogg *.opus *.m4a);;All files (*.*)",
                                 None)
+    cameras = obs.obs_properties_add_list(props, "camera", "Webcam (head, eyes and expressions)",
+                                          obs.OBS_COMBO_TYPE_LIST, obs.OBS_COMBO_FORMAT_STRING)
+    obs.obs_property_list_add_string(cameras, "No webcam (the voice drives everything)", "")
+    for value, label in PANEL.cameras:
+        obs.obs_property_list_add_string(cameras, label, value)
+    chosen = PANEL.settings.get("camera") or ""
+    if chosen and chosen not in [value for value, _ in PANEL.cameras]:
+        obs.obs_property_list_add_string(cameras, "camera " + chosen + " (not found now)", chosen)
+    obs.obs_properties_add_button(props, "calibrate", "Calibrate webcam (look at it, eyes open)",
+                                  _button(_do_calibrate))
     fps = obs.obs_properties_add_list(props, "fps", "Frames per second", obs.OBS_COMBO_TYPE_LIST,
                                       obs.OBS_COMBO_FORMAT_INT)
     for choice in FPS_CHOICES:

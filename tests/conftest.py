@@ -101,6 +101,33 @@ def run_facecast(*args: str | Path, cwd: Path | None = None) -> subprocess.Compl
                           capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+class Collector:
+    """A live output that keeps every motion frame it is handed (the daemon's tests read them back)."""
+
+    name = "collector"
+    needs_image = False
+
+    def __init__(self) -> None:
+        from facecast.motion import MotionFrame
+
+        self.frames: list[MotionFrame] = []
+
+    def send(self, frame, image) -> None:  # noqa: ANN001 - the Output protocol's
+        self.frames.append(frame)
+
+    def close(self) -> None:
+        pass
+
+
+def live_endpoints(stderr) -> tuple[str, str]:  # noqa: ANN001 - a text stream
+    """A starting `facecast live --ws`'s WebSocket base URL (ws://HOST:PORT) and control token, read from its log."""
+    for line in stderr:
+        if "overlay page" in line:
+            url = line.split("overlay page ")[1].split("/overlay")[0].replace("http", "ws")
+            return url, line.split("control token ")[1].split(")")[0]
+    raise AssertionError("facecast live ended before its WebSocket server started")
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
     """A user error: non-zero exit, one `facecast: error:` line on stderr naming the fragments, no traceback."""
     assert result.returncode != 0, result.stdout

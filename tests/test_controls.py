@@ -216,13 +216,13 @@ def test_every_control_command_checks_out_and_updates_the_controls():
     commands = [{"type": "emotion", "preset": "sad", "intensity": 1, "offset": {"jawOpen": -0.5}},
                 {"type": "gaze", "yaw": 10, "pitch": -5}, {"type": "distance", "value": 2},
                 {"type": "mouth", "intensity": 0}, {"type": "mute", "muted": True},
-                {"type": "portrait", "path": "me.png"}, {"type": "stop"}]
+                {"type": "portrait", "path": "me.png"}, {"type": "calibrate"}, {"type": "stop"}]
     assert [c["type"] for c in commands] == list(CONTROL_SCHEMA)
     controls = Controls()
     for command in commands:
         checked = check_control(command)
         assert checked == command and all(type(checked[k]) is not int for k in checked)  # numbers become floats
-        if command["type"] not in ("portrait", "stop"):  # the daemon swaps the renderer and stops itself
+        if command["type"] not in ("portrait", "calibrate", "stop"):  # the daemon swaps, calibrates and stops
             controls.update(checked)
     assert (controls.emotion, controls.offset, controls.gaze_yaw, controls.distance, controls.muted) == \
         ("sad", {"jawOpen": -0.5}, 10.0, 2.0, True)

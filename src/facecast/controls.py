@@ -242,6 +242,8 @@ CONTROL_SCHEMA: dict[str, dict[str, _Field]] = {
     "mouth": {"intensity": (_number(0.0, MAX_MOUTH_INTENSITY), True)},
     "mute": {"muted": (_boolean, True)},
     "portrait": {"path": (_path, True)},
+    # take the webcam user's neutral head pose and eye openness again from the next second (facecast.face.live)
+    "calibrate": {},
     # stop the daemon cleanly (outputs closed, summary logged): how the OBS script ends it on every OS, since
     # Windows has no SIGTERM to send (Popen.terminate() there kills the process outright)
     "stop": {},

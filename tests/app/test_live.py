@@ -17,6 +17,7 @@ import pytest
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 
+from conftest import Collector, live_endpoints
 from facecast.app.audio_input import FileSource
 from facecast.app.daemon import LiveDaemon
 from facecast.app.live import OUTPUTS, ControlForward, build_outputs
@@ -32,22 +33,6 @@ from facecast.provenance.watermark import detect_frames
 from facecast.speech.rule import RuleMotionGenerator, generate_motion
 
 GRID_CLIP = "talking/grid_s1/bbaf2n.mp4"
-
-
-class Collector:
-    """An output that keeps every frame it is handed."""
-
-    name = "collector"
-    needs_image = False
-
-    def __init__(self) -> None:
-        self.frames: list[MotionFrame] = []
-
-    def send(self, frame: MotionFrame, image: np.ndarray | None) -> None:
-        self.frames.append(frame)
-
-    def close(self) -> None:
-        pass
 
 
 class Broken:
@@ -302,7 +287,7 @@ def test_config_init_and_devices_commands(tmp_path):
                              capture_output=True, text=True, timeout=60)
     assert listing.returncode == 0, listing.stderr
     data = json.loads(listing.stdout)
-    assert set(data) == {"audio_inputs", "virtual_cameras"}
+    assert set(data) == {"audio_inputs", "cameras", "virtual_cameras"}
 
 
 def test_sigterm_stops_the_daemon_cleanly(sample_portrait, sample_speech):
@@ -329,13 +314,7 @@ def test_control_messages_change_the_live_motion(sample_portrait, sample_speech)
         [sys.executable, "-m", "facecast.app.cli", "live", "--portrait", str(sample_portrait), "--audio",
          str(sample_speech), "--size", "256", "--ws", "0"], stderr=subprocess.PIPE, text=True)
     try:
-        url = token = None
-        for line in process.stderr:
-            if "overlay page" in line:
-                url = line.split("overlay page ")[1].split("/overlay")[0].replace("http", "ws")
-                token = line.split("control token ")[1].split(")")[0]
-                break
-        assert url and token
+        url, token = live_endpoints(process.stderr)
 
         def expressions(seconds: float) -> list[dict]:
             with websockets.sync.client.connect(url + "/motion") as ws:

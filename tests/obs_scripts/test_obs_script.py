@@ -111,6 +111,8 @@ def test_build_command_from_panel_settings() -> None:
     assert "--cutout" not in command  # the cut-out comes with the overlay
     assert not any(a.startswith("--mouth-intensity") for a in command)   # 1, the default, is left out
     assert "--mouth-intensity=1.5" in fo.build_command("facecast", {**settings, "mouth_intensity": 1.5})
+    assert not any(a.startswith("--camera") for a in command)       # no webcam unless one is picked
+    assert "--camera=2" in fo.build_command("facecast", {**settings, "camera": "2"})
 
 
 def test_build_command_parses_with_the_real_cli() -> None:
@@ -128,6 +130,9 @@ def test_build_command_parses_with_the_real_cli() -> None:
     assert resolved["vmc"] == "" and resolved["vrchat"] == "" and resolved["vts"] and resolved["vcam"]
     assert resolved["fps"] == 30 and resolved["size"] == 512 and resolved["framing"] == "picture"
     assert resolved["cutout"] is True and resolved["mouth_intensity"] == 0.25
+    camera = build_parser().parse_args(fo.build_command("facecast", {**settings, "camera": "1"})[1:])
+    assert resolve_settings({k: v for k, v in vars(camera).items() if k not in ("command", "handler", "debug")}
+                            )["camera"] == "1"
     default = build_parser().parse_args(fo.build_command("facecast", {**settings, "framing": ""})[1:])
     assert resolve_settings({k: v for k, v in vars(default).items() if k not in ("command", "handler", "debug")}
                             )["framing"] == "auto"
@@ -189,10 +194,21 @@ def test_parse_devices() -> None:
     assert fo.parse_devices('{"audio_inputs": 3}') == []
 
 
+def test_parse_cameras() -> None:
+    listing = {"audio_inputs": [], "cameras": [
+        {"index": 0, "name": "Integrated Camera", "path": "/dev/video0", "mode": "1280x720@30"},
+        {"index": 2, "name": "Logitech BRIO", "path": "/dev/video2", "mode": None}, {"name": "no index"}]}
+    assert fo.parse_cameras(json.dumps(listing)) == [("0", "Integrated Camera (1280x720@30)"),
+                                                     ("2", "Logitech BRIO")]
+    assert fo.parse_cameras('{"audio_inputs": []}') == [] and fo.parse_cameras("not json") == []
+
+
 def test_parse_devices_reads_the_real_listing() -> None:
     out = subprocess.run([str(FACECAST), "devices", "--json"], capture_output=True, text=True, timeout=60, check=True)
     names = [device["name"] for device in json.loads(out.stdout)["audio_inputs"]]
     assert [value for value, _ in fo.parse_devices(out.stdout)] == names
+    cameras = [str(camera["index"]) for camera in json.loads(out.stdout)["cameras"]]
+    assert [value for value, _ in fo.parse_cameras(out.stdout)] == cameras
 
 
 LOG = """\
@@ -247,6 +263,8 @@ def test_status_text() -> None:
     assert (fo.status_problem({**STATUS, "last_error": "ConnectionError: receiver gone"})
             == "ConnectionError: receiver gone")
     assert fo.status_problem(STATUS) is None
+    webcam = {**STATUS, "inputs": {"audio": {"state": "running"}, "camera": {"device": "BRIO", "state": "lost"}}}
+    assert fo.status_problem(webcam) == "webcam BRIO lost: the voice drives the avatar until it is back"
     assert fo.format_status_line("running", STATUS) == "Running: 29.8 fps, latency 36 ms (p95 41 ms), audio running"
     assert fo.format_status_line("running", STATUS, problem="no microphone (USB Mic)").endswith(
         ". Warning: no microphone (USB Mic)")
@@ -603,6 +621,8 @@ def test_panel_with_the_real_daemon_status_emotion_and_no_microphone() -> None:
         assert panel.emotion("surprised") == "emotion surprised sent"
         run_until(lambda: "control emotion applied" in panel.daemon.log_tail, panel.tick)
         assert panel.notice == "emotion surprised sent"  # no "control refused"
+        assert panel.calibrate() == "calibrating: look at the camera"   # without a webcam, refused in one line
+        run_until(lambda: (panel.notice or "").startswith("control refused: no camera is on"), panel.tick)
         panel.stop()  # the clean stop on every OS: the `stop` control message, not a signal
         run_until(lambda: panel.daemon.state == "stopped", panel.tick, timeout=15)
         assert "stopping: asked on the control connection" in panel.daemon.log_tail
@@ -622,6 +642,7 @@ def test_panel_refuses_to_start_without_what_it_needs(monkeypatch: pytest.Monkey
     assert panel.start() == "choose a portrait picture first"
     assert panel.emotion("happy") == "emotions need a running facecast with the Overlay output on"
     assert panel.mouth_intensity() == "the mouth intensity needs a running facecast with the Overlay output on"
+    assert panel.calibrate() == "calibrating needs a running facecast with the Overlay output on"
 
 
 # ------------------------------------------------------------------------------------------ the panel in a stand-in OBS

@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_live_flags(live)
     live.set_defaults(handler=_cmd_live)
 
-    devices = commands.add_parser("devices", help="list microphones and virtual-camera backends")
+    devices = commands.add_parser("devices", help="list microphones, cameras and virtual-camera backends")
     devices.add_argument("--json", action="store_true", help="machine-readable output")
     devices.set_defaults(handler=_cmd_devices)
 
@@ -321,9 +321,11 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     import json
 
     from facecast.app.audio_input import list_input_devices
+    from facecast.app.camera_input import list_cameras
     from facecast.bridges.vcam import list_vcam_backends
 
-    listing = {"audio_inputs": list_input_devices(), "virtual_cameras": list_vcam_backends()}
+    listing = {"audio_inputs": list_input_devices(), "cameras": list_cameras(),
+               "virtual_cameras": list_vcam_backends()}
     if args.json:
         print(json.dumps(listing, indent=2))
         return 0
@@ -332,6 +334,9 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         mark = "*" if device.get("is_default") else " "
         print(f" {mark} [{device['index']}] {device['name']} ({device['channels']} ch, "
               f"{device['default_sample_rate']:g} Hz, {device['host_api']})")
+    print("Cameras (--camera INDEX or NAME):" if listing["cameras"] else "Cameras: none found")
+    for camera in listing["cameras"]:
+        print(f"   [{camera['index']}] {camera['name']} ({camera['mode'] or 'busy or unavailable'})")
     print("Virtual cameras:" if listing["virtual_cameras"] else "Virtual cameras: none found")
     for backend in listing["virtual_cameras"]:
         print("   " + ", ".join(f"{k}={v}" for k, v in backend.items()))

@@ -15,6 +15,11 @@ mic-to-frame latency: from the capture time of the newest audio sample that
 influenced the frame to the moment it is handed to the outputs. `status`
 reports frame rate and latency over the last `STATUS_WINDOW_S` seconds and over
 the whole run. Portrait swaps run in one worker (`facecast.app.portrait_swap`).
+
+With a camera (`facecast.app.camera_input`), a third and fourth thread capture
+and track the face; the output thread lays the newest tracked face over each
+voice frame (`facecast.app.hybrid`) and measures camera-to-frame latency the
+same way, from the camera frame's capture time to the hand-off.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from typing import Any, Callable
 import numpy as np
 
 from facecast.app.audio_input import FileSource, MicrophoneSource
+from facecast.app.camera_input import CameraInput
+from facecast.app.hybrid import Hybrid
 from facecast.app.pacing import FramePacer, FrameQueue
 from facecast.app.portrait_swap import PortraitSwapper, Reply
 from facecast.bridges.output import Output
@@ -177,6 +184,7 @@ class LiveDaemon:
                  render: Callable[[MotionFrame], np.ndarray] | None = None, once: bool = False,
                  block_s: float = 0.01, controls: Controls | None = None,
                  load_renderer: Callable[[Path], Callable[[MotionFrame], np.ndarray]] | None = None,
+                 camera: CameraInput | None = None, drive: dict[str, str] | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.source = source
         self.generator = generator
@@ -193,9 +201,17 @@ class LiveDaemon:
         self._stop = threading.Event()
         self._audio_done = threading.Event()
         self.stats = LiveStats()
+        self.camera = camera
+        self.hybrid = None if camera is None else Hybrid(camera.latest, drive, lambda: camera.face.calibrations,
+                                                         clock=clock)
+        self.camera_stats = LiveStats()  # camera-to-frame latency (its latency figures only)
         self.motion_error: str | None = None
         self.swapper: PortraitSwapper[Callable[[MotionFrame], np.ndarray]] = PortraitSwapper(
             self._load_portrait, self._use_portrait)
+
+    @property
+    def source_is_file(self) -> bool:
+        return isinstance(self.source, FileSource)
 
     def stop(self) -> None:
         """Ask both threads to finish (safe from signal handlers and other threads)."""
@@ -206,6 +222,12 @@ class LiveDaemon:
         self.stats.started = self._clock()
         cpu_start = time.process_time()
         self.source.start()
+        if self.camera is not None:
+            try:
+                self.camera.start()
+            except BaseException:  # a camera that cannot open is the user's one-line error: leave nothing running
+                self.source.stop()
+                raise
         motion = threading.Thread(target=self._motion_loop, name="facecast-motion", daemon=True)
         motion.start()
         try:
@@ -215,6 +237,8 @@ class LiveDaemon:
             self.swapper.close()
             motion.join(timeout=2.0)
             self.source.stop()
+            if self.camera is not None:
+                self.camera.stop()
             for output in self.outputs:
                 output.close()
             self.stats.elapsed = self._clock() - self.stats.started
@@ -274,19 +298,25 @@ class LiveDaemon:
         while not self._stop.is_set():
             tick = pacer.next_tick()
             generated = self._queue.take(first_index + tick.index)
-            frame = self.controls.apply(generated) if generated is not None else None
-            if frame is None:
+            if generated is None:
                 if self._audio_done.is_set() and self.once:
                     break
                 continue
             fresh = generated is not last_frame
-            if fresh and self._render is not None:
+            combined = generated if self.hybrid is None else self.hybrid.combine(generated)
+            frame = self.controls.apply(combined)
+            # With a camera the face moves between voice frames: every tick is a new picture.
+            if (fresh or combined is not generated) and self._render is not None:
                 image = self._render(frame)
             last_frame = generated
             for output in self.outputs:
                 output.send(frame, image if output.output.needs_image else None)
             now = self._clock()
             self._account(frame, fresh, now, previous_handoff)
+            if self.hybrid is not None and self.hybrid.capture_time is not None:
+                self.camera_stats.add_latency((now - self.hybrid.capture_time) * 1000.0)
+            if self.once and self.camera is not None and self.camera.finished and not self.source_is_file:
+                break
             previous_handoff = now
             if now >= next_log:
                 log.info("status %s", self.status_line())
@@ -319,6 +349,12 @@ class LiveDaemon:
         if command["type"] == "stop":  # the portable clean stop (Windows has no SIGTERM to send)
             log.info("stopping: asked on the control connection")
             self.stop()
+            return None
+        if command["type"] == "calibrate":
+            if self.camera is None:
+                raise ValueError("no camera is on, so there is nothing to calibrate")
+            self.camera.calibrate()
+            log.info("calibrating the camera: look straight at it with your eyes open")
             return None
         if command["type"] == "portrait":
             if self._load_renderer is None or self._render is None:
@@ -367,12 +403,22 @@ class LiveDaemon:
                     "max_gap_ms": round(stats.max_gap_ms, 1)},
             "frames": stats.frames,
             "repeated": stats.repeated,
-            "inputs": {"audio": self.source.status},
+            "inputs": self._inputs(),
             "outputs": {o.output.name: o.report() for o in self.outputs},
             "portrait": {"swapping": self.swapper.busy, "swapped": self.swapper.swapped,
                          "failed": self.swapper.failed, "superseded": self.swapper.superseded},
             "last_error": self._current_error(),
         }
+
+    def _inputs(self) -> dict[str, Any]:
+        inputs: dict[str, Any] = {"audio": self.source.status}
+        if self.camera is not None and self.hybrid is not None:
+            inputs["camera"] = {**self.camera.status, "share": round(self.hybrid.share, 3),
+                                "losses": self.hybrid.losses, "recoveries": self.hybrid.recoveries,
+                                "drive": self.hybrid.drive,
+                                "latency_ms": {"p50": _round(self.camera_stats.percentile(50)),
+                                               "p95": _round(self.camera_stats.percentile(95))}}
+        return inputs
 
     def summary(self) -> dict[str, Any]:
         """Whole-run figures (the benchmark's table reads these)."""
@@ -384,7 +430,18 @@ class LiveDaemon:
             "latency_p95_ms": _round(stats.percentile(95, window=False)),
             "max_gap_ms": round(stats.max_gap_ms, 1), "repeated": stats.repeated, "dropped": stats.dropped,
             "skipped": stats.skipped, "cpu_s": round(stats.cpu_seconds, 2),
+            **self._camera_summary(),
         }
+
+    def _camera_summary(self) -> dict[str, Any]:
+        if self.camera is None or self.hybrid is None:
+            return {}
+        status = self.camera.status
+        return {"camera_latency_p50_ms": _round(self.camera_stats.percentile(50, window=False)),
+                "camera_latency_p95_ms": _round(self.camera_stats.percentile(95, window=False)),
+                "camera_frames": status.get("frames"), "camera_tracked": status.get("tracked"),
+                "camera_face_found": status.get("face_found"), "camera_dropped": status.get("dropped_frames"),
+                "camera_losses": self.hybrid.losses}
 
     def status_line(self) -> str:
         status = self.status()

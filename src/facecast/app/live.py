@@ -17,8 +17,10 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
+from facecast.app.camera_input import CameraInput, CameraSource, VideoFileCamera, list_cameras, resolve_camera
 from facecast.app.cutout import cut_out
 from facecast.app.daemon import LiveDaemon, load_source
+from facecast.app.hybrid import parse_drive
 from facecast.app.logs import configure_logging
 from facecast.app.options import parse_color, persistent_token, resolve_settings
 from facecast.app.render import validate_size
@@ -147,6 +149,21 @@ def build_outputs(settings: dict[str, Any], on_control: ControlForward | None = 
     return outputs
 
 
+def open_camera(settings: dict[str, Any]) -> CameraInput | None:
+    """The camera input the settings ask for (None without --camera/--camera-file); InputError, one line, for a
+    camera that does not exist or a file that is not a video."""
+    if settings["camera_file"]:
+        source: Any = VideoFileCamera(settings["camera_file"], mirror=settings["mirror"])
+    elif settings["camera"] is not None:
+        cameras = list_cameras()
+        index = resolve_camera(settings["camera"], cameras)
+        name = next((c["name"] for c in cameras if c["index"] == index), None)
+        source = CameraSource(index, name, mirror=settings["mirror"])
+    else:
+        return None
+    return CameraInput(source)
+
+
 def make_live_generator(settings: dict[str, Any]) -> MotionGenerator:
     """The streaming speech -> motion generator the settings ask for."""
     if settings["generator"] == "learned":
@@ -206,6 +223,7 @@ def run_live(flags: dict[str, Any]) -> int:
         renderer = Renderer(cut_out(rig) if settings["cutout"] else rig, device="auto")
         return lambda frame: provenance.apply(renderer.render(frame), frame.t)
 
+    camera = open_camera(settings)
     render = load_renderer(settings["portrait"])
     generator = make_live_generator(settings)
     controls = ControlForward()
@@ -213,7 +231,7 @@ def run_live(flags: dict[str, Any]) -> int:
     if not outputs:
         log.warning("no outputs enabled: add --vcam, --vmc, --vrchat, --vts or --ws (running anyway)")
     daemon = LiveDaemon(source, generator, outputs, settings["fps"], render=render, once=settings["once"],
-                        load_renderer=load_renderer,
+                        load_renderer=load_renderer, camera=camera, drive=parse_drive(settings["drive"]),
                         controls=controls_from(settings["emotion"], settings["gaze"], settings["distance"],
                                                settings["mouth_intensity"]))
     controls.handler = daemon.on_control
@@ -221,8 +239,9 @@ def run_live(flags: dict[str, Any]) -> int:
         if isinstance(output, WsServer):  # /status reports the daemon's health
             output.set_status_provider(daemon.status)
     restore_signals = install_stop_handlers(daemon.stop)
-    log.info("live: %s at %g fps from %s; watermark run id %s", settings["portrait"], settings["fps"],
-             settings["audio"] or "the microphone", provenance.run_id)
+    log.info("live: %s at %g fps from %s%s; watermark run id %s", settings["portrait"], settings["fps"],
+             settings["audio"] or "the microphone", "" if camera is None else f" and {camera.source.status['device']}",
+             provenance.run_id)
     try:
         stats = daemon.run()
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facecast.app.hybrid import DRIVE_HELP, parse_drive
 from facecast.bridges.vmc import parse_bone_offsets
 from facecast.bridges.vrchat import parse_binary_spec
 from facecast.controls import controls_from
@@ -51,6 +52,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("audio", str, None, "play this audio file in real time instead of using the microphone"),
     Option("device", str, None, "microphone: a name (or part of it) or an index from `facecast devices`; "
            "default input if unset"),
+    Option("camera", str, None, "drive the head, eyes and expressions from a webcam: an index or name (or part of "
+           "one) from `facecast devices` (bare flag: the first camera); the voice keeps the lips",
+           optional_value=True, metavar="INDEX|NAME"),
+    Option("camera_file", str, None, "play this video file in real time as the webcam (demos, tests, benchmarks; "
+           "replaces --camera)"),
+    Option("mirror", bool, True, "the avatar mirrors you, as a selfie view does (--no-mirror: turns as the camera "
+           "sees you)"),
+    Option("drive", str, "", DRIVE_HELP),
     Option("fps", float, 30.0, "output frames per second: 30 or 60"),
     Option("size", int, 512, "avatar size in pixels, 256-1024"),
     Option("framing", str, "auto", FRAMING_HELP),
@@ -154,7 +163,7 @@ def default_config_text() -> str:
             example = {"portrait": '"me.png"', "audio": '"speech.wav"', "device": '"USB Microphone"',
                        "vmc": '"127.0.0.1:39539"', "vrchat": '"127.0.0.1:9000"', "ws": "39650",
                        "badge": '"AI-generated"', "emotion": '"happy:0.5"', "gaze": '"10,-5"',
-                       "motion_model": '"my_motion.pt"'}[option.name]
+                       "motion_model": '"my_motion.pt"', "camera": '"0"', "camera_file": '"me.mp4"'}[option.name]
             lines.append(f"# {option.name} = {example}")
         elif isinstance(value, bool):
             lines.append(f"# {option.name} = {'true' if value else 'false'}")
@@ -231,6 +240,7 @@ def _validate(settings: dict[str, Any]) -> None:
     if settings["fps"] not in LIVE_FPS:
         raise InputError(f"--fps must be 30 or 60 for live output (got {settings['fps']:g})")
     validate_framing(settings["framing"])
+    parse_drive(settings["drive"])
     if settings["vmc_names"] not in VMC_NAME_SETS:
         raise InputError(f"--vmc-names must be one of {', '.join(VMC_NAME_SETS)}")
     if settings["vmc_role"] not in VMC_ROLES:

@@ -247,16 +247,22 @@ def blink_depths(openness: np.ndarray | None) -> list[float]:
     return depths
 
 
-def count_blinks(blink: np.ndarray) -> int:
-    """Blinks: both eyes' mean closure rising above BLINK_ON, counted again only after it fell below
-    BLINK_OFF (a mouth-driven wobble around one level is not a blink)."""
-    count, armed = 0, True
-    for value in np.nan_to_num(np.asarray(blink, float).mean(1)):
+def blink_onsets(blink: np.ndarray) -> list[int]:
+    """The frames where blinks start: both eyes' mean closure rising above BLINK_ON, counted again only after
+    it fell below BLINK_OFF (a mouth-driven wobble around one level is not a blink)."""
+    onsets, armed = [], True
+    for i, value in enumerate(np.nan_to_num(np.asarray(blink, float).mean(1))):
         if armed and value > BLINK_ON:
-            count, armed = count + 1, False
+            onsets.append(i)
+            armed = False
         elif value < BLINK_OFF:
             armed = True
-    return count
+    return onsets
+
+
+def count_blinks(blink: np.ndarray) -> int:
+    """How many blinks (`blink_onsets`)."""
+    return len(blink_onsets(blink))
 
 
 def blinks_per_minute(blink: np.ndarray, fps: float) -> float:

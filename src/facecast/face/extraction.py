@@ -33,6 +33,7 @@ frame (0: re-render on the video's first frame).
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -276,24 +277,55 @@ class ExpressionFitter:
         gram = a.T @ (a * weight[:, None])
         self._gram = gram + RIDGE * np.trace(gram) / len(gram) * np.eye(len(gram))
         self._a = a * weight[:, None]
+        self._rows = [(row.tolist(), float(row[k])) for k, row in enumerate(self._gram)]
         self._reference = reference[:, :2].astype(np.float64)
 
-    def fit(self, aligned: np.ndarray) -> np.ndarray:
-        """(T, 478, 2+) landmarks in the reference pose -> (T, K) coefficients in [0, 1] (FITTED_CHANNELS order)."""
+    def fit(self, aligned: np.ndarray, start: np.ndarray | None = None, tolerance: float = 0.0) -> np.ndarray:
+        """(T, 478, 2+) landmarks in the reference pose -> (T, K) coefficients in [0, 1] (FITTED_CHANNELS order).
+
+        The problem is strictly convex (the ridge), so its solution is unique: the live camera starts from the
+        previous frame's solution (`start`, as `fit` returns it) and stops once a sweep changes no coefficient by
+        more than `tolerance`, a few sweeps instead of SOLVER_SWEEPS for the same answer.
+        """
         moved = aligned[:, :, :2] - self._reference
         gap = (moved[:, fr.LOWER_LIP_CENTER] - moved[:, fr.UPPER_LIP_CENTER]) @ self._v
         d = np.hstack([moved[:, self.points].reshape(len(aligned), -1), gap[:, None]])
         rhs = d @ self._a
         gram = self._gram
         c = np.zeros_like(rhs)
-        # Cyclic coordinate descent on the convex box-constrained QP, vectorised over frames.
-        for _ in range(SOLVER_SWEEPS):
-            for k in range(gram.shape[0]):
-                c[:, k] = np.clip(c[:, k] + (rhs[:, k] - c @ gram[k]) / gram[k, k], 0.0, 1.0)
+        if start is not None:  # back from the renderer's (jawOpen, mouthClose) to the fitted channels
+            c[:] = start
+            c[:, self._jaw] = np.maximum(c[:, self._jaw] - c[:, self._close], 0.0)
+        if len(c) == 1:  # the live camera's single frame: the same descent on Python floats (numpy's per-call
+            c[0] = self._descend_one(rhs[0], c[0], tolerance)  # overhead on 22-element rows was 8 ms a frame)
+        else:
+            # Cyclic coordinate descent on the convex box-constrained QP, vectorised over frames.
+            for _ in range(SOLVER_SWEEPS):
+                before = c.copy() if tolerance > 0 else c
+                for k in range(gram.shape[0]):
+                    c[:, k] = np.clip(c[:, k] + (rhs[:, k] - c @ gram[k]) / gram[k, k], 0.0, 1.0)
+                if tolerance > 0 and np.abs(c - before).max() < tolerance:
+                    break
         # Back from (jaw without close, closed jaw) to the renderer's (jawOpen, mouthClose).
         c[:, self._jaw] = np.minimum(c[:, self._jaw] + c[:, self._close], 1.0)
         return c
 
+
+    def _descend_one(self, rhs: np.ndarray, start: np.ndarray, tolerance: float) -> list[float]:
+        """`fit`'s coordinate descent for one frame, in the same order, on Python floats."""
+        rows = self._rows
+        c = [float(v) for v in start]
+        b = [float(v) for v in rhs]
+        for _ in range(SOLVER_SWEEPS):
+            largest = 0.0
+            for k, (row, diagonal) in enumerate(rows):
+                value = c[k] + (b[k] - sum(map(operator.mul, row, c))) / diagonal
+                value = 0.0 if value < 0.0 else 1.0 if value > 1.0 else value
+                largest = max(largest, abs(value - c[k]))
+                c[k] = value
+            if largest < tolerance:
+                break
+        return c
 
     def landmarks(self, coefficients: np.ndarray) -> np.ndarray:
         """Where the renderer puts the landmarks for (T, K) coefficients: (T, 478, 2) (a check on the fit)."""
@@ -383,37 +415,103 @@ def extract_from_landmarks(landmarks: np.ndarray, found: np.ndarray, fps: float,
     fit = fit_rigid(lm, template)
     camera = rotation_angles(fit.rotation)
     opening = np.array([mouth_opening(p) for p in lm])
-    ref = _pick_reference(reference, found, camera, lm, opening)
-
-    # Landmarks in the reference head pose: undo this frame's similarity, apply the reference's.
-    to_ref = fit.rotation[ref] @ np.transpose(fit.rotation, (0, 2, 1))             # (T, 3, 3)
-    factor = fit.scale[ref] / fit.scale
-    aligned = factor[:, None, None] * np.einsum("tij,tnj->tni", to_ref, lm - fit.shift[:, None, :]) + fit.shift[ref]
-    aligned2 = aligned[:, :, :2]
-    ref_frame = FaceFrame.from_landmarks(lm[ref])
-
-    head = np.zeros((len(lm), 6))
-    head[:, :3] = rotation_angles(np.transpose(to_ref, (0, 2, 1)))
-    head[:, 3:5], head[:, 5] = _placement(lm, fit, ref, head[:, 2], ref_frame), fit.scale[ref] / fit.scale
-
-    openness = np.array([[eye_openness(p, "left"), eye_openness(p, "right")] for p in aligned2])
-    ratio = openness / np.maximum(openness[ref], 1e-6)
-    blink = np.interp(-ratio, [-r for _, r in BLINK_RESPONSE], [b for b, _ in BLINK_RESPONSE])
-    fitter = ExpressionFitter(lm[ref])
-    coefficients = fitter.fit(aligned2)
-    expressions = np.zeros((len(lm), len(EXPRESSION_CHANNELS)))
-    for k, name in enumerate(fitter.names):
-        expressions[:, EXPRESSION_CHANNELS.index(name)] = coefficients[:, k]
-    for side, column in (("Left", 0), ("Right", 1)):
-        wide = np.clip((ratio[:, column] - 1) / EYE_WIDE_LIFT, 0, 1)
-        expressions[:, EXPRESSION_CHANNELS.index(f"eyeWide{side}")] = wide
-    gaze = _gaze(aligned2, ref, ref_frame, blink.max(1))
-    return Extraction(fps=fps, found=found, reference=ref, head=head, head_camera=camera, gaze=gaze, blink=blink,
-                      expressions=expressions, mouth_opening=opening, eye_openness=openness,
-                      aligned=aligned2.astype(np.float32), face_height=ref_frame.height)
+    ref = pick_reference(reference, found, camera, lm, opening)
+    face = ReferenceFace(lm[ref], template)
+    m = face.measure(lm, fit)
+    # Offline, a lid-covered or implausible iris reading is filled from the frames on both sides.
+    gaze = m.gaze
+    open_eye = m.blink.max(1) < GAZE_BLINK_LIMIT
+    if open_eye.any() and not open_eye.all():
+        gaze = fill_lost(gaze, open_eye)
+    return Extraction(fps=fps, found=found, reference=ref, head=m.head, head_camera=camera, gaze=plausible_gaze(gaze),
+                      blink=m.blink, expressions=m.expressions, mouth_opening=opening, eye_openness=m.eye_openness,
+                      aligned=m.aligned.astype(np.float32), face_height=face.frame.height)
 
 
-def _pick_reference(reference: int | str, found: np.ndarray, camera: np.ndarray, lm: np.ndarray,
+@dataclass
+class Measurement:
+    """Frames measured against a `ReferenceFace` (arrays of length T); gaze is raw: lid-covered and implausible
+    readings are left in for the caller to fill (offline, from both sides) or hold (live, from the past)."""
+
+    head: np.ndarray          # (T, 6)
+    blink: np.ndarray         # (T, 2)
+    expressions: np.ndarray   # (T, len(EXPRESSION_CHANNELS))
+    gaze: np.ndarray          # (T, 2)
+    eye_openness: np.ndarray  # (T, 2)
+    aligned: np.ndarray       # (T, 478, 2)
+    coefficients: np.ndarray  # (T, K) the expression fit in FITTED_CHANNELS order (a start for the next frame)
+
+
+class ReferenceFace:
+    """The frame that plays the portrait, prepared once: everything a frame is measured against.
+
+    Offline extraction measures a whole clip against it; the live camera (`face.live`) measures one
+    frame at a time against the same object, so both read a face the same way.
+    """
+
+    def __init__(self, landmarks: np.ndarray, template: np.ndarray | None = None) -> None:
+        self.landmarks = np.asarray(landmarks, np.float64)
+        self.template = load_template() if template is None else template
+        self.fit = fit_rigid(self.landmarks[None], self.template)
+        self.frame = FaceFrame.from_landmarks(self.landmarks)
+        self.fitter = ExpressionFitter(self.landmarks)
+        ref2 = self.landmarks[None, :, :2]
+        self.openness = np.array([eye_openness(self.landmarks[:, :2], "left"),
+                                  eye_openness(self.landmarks[:, :2], "right")])
+        self._gaze_offset = _iris_offset(ref2, self.landmarks, self.frame)[0]
+
+    def measure(self, lm: np.ndarray, fit: RigidFit | None = None, start: np.ndarray | None = None,
+                tolerance: float = 0.0) -> Measurement:
+        """(T, 478, 3) landmarks (no NaN) -> their motion relative to this face; `fit` if already fitted;
+        `start` and `tolerance` as `ExpressionFitter.fit` takes them (`coefficients` returns them)."""
+        lm = np.asarray(lm, np.float64)
+        fit = fit_rigid(lm, self.template) if fit is None else fit
+        rotation, scale, shift = self.fit.rotation[0], self.fit.scale[0], self.fit.shift[0]
+        # Landmarks in the reference head pose: undo this frame's similarity, apply the reference's.
+        to_ref = rotation @ np.transpose(fit.rotation, (0, 2, 1))             # (T, 3, 3)
+        factor = scale / fit.scale
+        aligned = factor[:, None, None] * np.einsum("tij,tnj->tni", to_ref, lm - fit.shift[:, None, :]) + shift
+        aligned2 = aligned[:, :, :2]
+
+        head = np.zeros((len(lm), 6))
+        head[:, :3] = rotation_angles(np.transpose(to_ref, (0, 2, 1)))
+        head[:, 3:5], head[:, 5] = self._placement(fit, head[:, 2]), scale / fit.scale
+
+        openness = np.array([[eye_openness(p, "left"), eye_openness(p, "right")] for p in aligned2])
+        ratio = openness / np.maximum(self.openness, 1e-6)
+        blink = np.interp(-ratio, [-r for _, r in BLINK_RESPONSE], [b for b, _ in BLINK_RESPONSE])
+        coefficients = self.fitter.fit(aligned2, start, tolerance)
+        expressions = np.zeros((len(lm), len(EXPRESSION_CHANNELS)))
+        for k, name in enumerate(self.fitter.names):
+            expressions[:, EXPRESSION_CHANNELS.index(name)] = coefficients[:, k]
+        for side, column in (("Left", 0), ("Right", 1)):
+            wide = np.clip((ratio[:, column] - 1) / EYE_WIDE_LIFT, 0, 1)
+            expressions[:, EXPRESSION_CHANNELS.index(f"eyeWide{side}")] = wide
+        offset = _iris_offset(aligned2, self.landmarks, self.frame) - self._gaze_offset
+        gaze = np.stack([offset[:, 0] / GAZE_SHIFT_X, -offset[:, 1] / GAZE_SHIFT_Y], -1) * GAZE_REF_DEG
+        return Measurement(head=head, blink=blink, expressions=expressions, gaze=gaze, eye_openness=openness,
+                           aligned=aligned2, coefficients=coefficients)
+
+    def _placement(self, fit: RigidFit, roll: np.ndarray) -> np.ndarray:
+        """Head x, y as the renderer applies them: the shift that, after rolling the reference face about
+        its neck pivot, puts the face centre where this frame has it (portrait-frame fractions, y up)."""
+        lm, frame = self.landmarks, self.frame
+        rotation, scale, shift = self.fit.rotation[0], self.fit.scale[0], self.fit.shift[0]
+        # The reference face centre carried rigidly into each frame (the jaw moving the oval must not count).
+        ref_centre = lm[list(fr.FACE_OVAL)].mean(0)
+        in_template = rotation.T @ (ref_centre - shift) / scale
+        centre = (fit.scale[:, None] * np.einsum("tij,j->ti", fit.rotation, in_template) + fit.shift)[:, :2]
+        pivot = lm[fr.CHIN, :2] + NECK_PIVOT_BELOW_CHIN * frame.height * frame.v
+        angle = np.radians(roll)
+        # Counter-clockwise as seen with y down: (dx, dy) -> (dx cos + dy sin, -dx sin + dy cos).
+        dx, dy = ref_centre[:2] - pivot
+        rolled = pivot + np.stack([dx * np.cos(angle) + dy * np.sin(angle),
+                                   -dx * np.sin(angle) + dy * np.cos(angle)], -1)
+        shift_px = (centre - rolled) / frame.height * FACE_LENGTH
+        return np.stack([shift_px[:, 0], -shift_px[:, 1]], -1)
+
+
+def pick_reference(reference: int | str, found: np.ndarray, camera: np.ndarray, lm: np.ndarray,
                     opening: np.ndarray) -> int:
     """The frame that plays the portrait: a given index (moved to the nearest found frame) or a neutral one."""
     found_index = np.flatnonzero(found)
@@ -429,44 +527,21 @@ def _pick_reference(reference: int | str, found: np.ndarray, camera: np.ndarray,
     return int(candidates[np.argmin(opening[candidates])])
 
 
-def _placement(lm: np.ndarray, fit: RigidFit, ref: int, roll: np.ndarray, ref_frame: FaceFrame) -> np.ndarray:
-    """Head x, y as the renderer applies them: the shift that, after rolling the reference face about
-    its neck pivot, puts the face centre where this frame has it (portrait-frame fractions, y up)."""
-    # The reference face centre carried rigidly into each frame (the jaw moving the oval must not count).
-    ref_centre = lm[ref, list(fr.FACE_OVAL)].mean(0)
-    in_template = fit.rotation[ref].T @ (ref_centre - fit.shift[ref]) / fit.scale[ref]
-    centre = (fit.scale[:, None] * np.einsum("tij,j->ti", fit.rotation, in_template) + fit.shift)[:, :2]
-    pivot = lm[ref, fr.CHIN, :2] + NECK_PIVOT_BELOW_CHIN * ref_frame.height * ref_frame.v
-    angle = np.radians(roll)
-    # Counter-clockwise as seen with y down: (dx, dy) -> (dx cos + dy sin, -dx sin + dy cos).
-    dx, dy = centre[ref] - pivot
-    rolled = pivot + np.stack([dx * np.cos(angle) + dy * np.sin(angle), -dx * np.sin(angle) + dy * np.cos(angle)], -1)
-    shift = (centre - rolled) / ref_frame.height * FACE_LENGTH
-    return np.stack([shift[:, 0], -shift[:, 1]], -1)
-
-
-def _gaze(aligned: np.ndarray, ref: int, frame: FaceFrame, closed: np.ndarray) -> np.ndarray:
-    """Eye-in-head direction (yaw, pitch degrees) from iris centres relative to the eye corners,
-    in the renderer's scale (GAZE_REF_DEG shifts the iris by GAZE_SHIFT_X eye widths / GAZE_SHIFT_Y openings)."""
+def _iris_offset(aligned: np.ndarray, reference: np.ndarray, frame: FaceFrame) -> np.ndarray:
+    """(T, 2) iris centres relative to the eye corners, both eyes averaged: across in eye widths, down in the
+    reference's lid openings (GAZE_REF_DEG shifts the iris by GAZE_SHIFT_X widths / GAZE_SHIFT_Y openings)."""
     offsets = []
     eyes = ((fr.LEFT_IRIS[0], fr.LEFT_EYE_OUTER, fr.LEFT_EYE_INNER, fr.LEFT_EYE_TOP, fr.LEFT_EYE_BOTTOM),
             (fr.RIGHT_IRIS[0], fr.RIGHT_EYE_OUTER, fr.RIGHT_EYE_INNER, fr.RIGHT_EYE_TOP, fr.RIGHT_EYE_BOTTOM))
     for iris, outer, inner, top, bottom in eyes:
         uv = np.stack([frame.local(aligned[:, i]) for i in (iris, outer, inner)], 1)  # (T, 3, 2)
         width = np.abs(uv[:, 1, 0] - uv[:, 2, 0])
-        ref_uv = frame.local(aligned[ref, [top, bottom]])
+        ref_uv = frame.local(reference[[top, bottom], :2])
         opening = max(ref_uv[1, 1] - ref_uv[0, 1], 1e-3)
         mid = (uv[:, 1] + uv[:, 2]) / 2
         offsets.append(np.stack([(uv[:, 0, 0] - mid[:, 0]) / np.maximum(width, 1e-3),
                                  (uv[:, 0, 1] - mid[:, 1]) / opening], -1))
-    offset = np.mean(offsets, axis=0)
-    offset = offset - offset[ref]
-    gaze = np.stack([offset[:, 0] / GAZE_SHIFT_X, -offset[:, 1] / GAZE_SHIFT_Y], -1) * GAZE_REF_DEG
-    # Under a closing lid the iris landmarks wander: hold the last open-eye value.
-    open_eye = closed < GAZE_BLINK_LIMIT
-    if open_eye.any() and not open_eye.all():
-        gaze = fill_lost(gaze, open_eye)
-    return plausible_gaze(gaze)
+    return np.mean(offsets, axis=0)
 
 
 def plausible_gaze(gaze: np.ndarray) -> np.ndarray:
