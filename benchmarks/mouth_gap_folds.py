@@ -16,6 +16,14 @@ shorter training than the shipped nets', the same for every candidate.
 
 A "loudness" row is the r of the clip's loudness envelope (the mean log-mel
 band level per frame) against the mouth: the floor any recipe must clear.
+
+    python benchmarks/mouth_gap_folds.py --languages before.pt after.pt
+
+The sanity check on speech in other languages (shared/data/audio, no video, so
+no real mouth): per file and model file, the offline nets' gap during voiced
+frames, during pauses (frames 120 ms or more from any voiced one) as a share of
+it, and its r with the loudness envelope (a mouth that follows the voice at
+all correlates with it).
 """
 
 from __future__ import annotations
@@ -71,13 +79,41 @@ def loudness(audio: np.ndarray) -> np.ndarray:
     return audio.reshape(len(audio), -1, 40).mean((1, 2))
 
 
+def languages(models: list[Path]) -> list[str]:
+    """The other-languages table (see the module docstring), one row per speech file and model file."""
+    from facecast.dataset.cache import DEFAULT_DATA
+    from facecast.evaluation.non_speech import SPEECH_FILES, load_speech, voiced_frames
+    from facecast.speech.learned import FPS, LearnedMotion, frame_audio, speech_features
+
+    nets = {path: LearnedMotion(path).mouth for path in models}
+    lines = ["| speech | " + " | ".join(f"{p.stem}: voiced gap, pause share, r loudness" for p in models) + " |"]
+    for stem, language in SPEECH_FILES.items():
+        samples = load_speech(DEFAULT_DATA, stem)
+        count = int(len(samples) / 16000 * FPS)
+        audio = frame_audio(speech_features(samples, "logmel"), count, "logmel")
+        voiced = voiced_frames(samples, FPS, count)
+        near = np.convolve(voiced.astype(float), np.ones(7), mode="same") > 0     # within 120 ms of a voiced frame
+        cells = []
+        for path in models:
+            gap = nets[path][max(nets[path])].target(audio)
+            pause = gap[~near].mean() / gap[voiced].mean() if (~near).sum() >= 5 else float("nan")
+            cells.append(f"{gap[voiced].mean():.4f}, {pause:.0%}, {_r(gap, loudness(audio)):.2f}")
+        lines.append(f"| {language} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--candidates", default="shipped,balanced,voice,teacher")
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--folds", default="1,2,3")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--languages", nargs="+", type=Path, default=None, metavar="MODEL",
+                        help="instead: the other-languages sanity check of these motion model files")
     args = parser.parse_args(argv)
+    if args.languages:
+        print("\n".join(languages(args.languages)))
+        return 0
     clips = [c for c in dataset.iter_clips(split="train", kind="talking") if len(c["audio"])]
     folds = load_folds()
     results: dict[str, dict[int, dict]] = {"loudness": {}}

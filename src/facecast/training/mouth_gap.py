@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from facecast import face_regions as fr
-from facecast.dataset.cache import clip_audio, clip_group, iter_clips
+from facecast.dataset.cache import clip_audio, iter_clips
 from facecast.dataset.folds import LRC_AR_PSEUDO_SPEAKERS, load_folds
 from facecast.errors import FacecastError
 from facecast.evaluation.motion_quality import CLOSED_FRACTION
@@ -198,7 +198,7 @@ def speaker_weights(clips: Sequence[dict], frames: Sequence[int]) -> np.ndarray:
     totals: dict[str, int] = {}
     for speaker, count in zip(speakers, frames):
         totals[speaker] = totals.get(speaker, 0) + count
-    share = {s: (LRC_AR_PSEUDO_SPEAKERS if clip_group(f"talking/{s}/") == "lrc_ar" else 1.0) for s in totals}
+    share = {s: (LRC_AR_PSEUDO_SPEAKERS if s == "lrc_ar" else 1.0) for s in totals}
     weights = np.array([share[s] * n / totals[s] for s, n in zip(speakers, frames)])
     return weights / weights.sum()
 
