@@ -50,6 +50,7 @@ CANDIDATES = {
     "teacher": Recipe(balance=True, teacher_dims=32),
     "teacher_voice": Recipe(balance=True, augment="voice", teacher_dims=32),
     "teacher_clip": Recipe(teacher_dims=32),
+    "voice_clip": Recipe(augment="voice"),
 }
 
 
