@@ -51,6 +51,7 @@ CANDIDATES = {
     "teacher_voice": Recipe(balance=True, augment="voice", teacher_dims=32),
     "teacher_clip": Recipe(teacher_dims=32),
     "voice_clip": Recipe(augment="voice"),
+    "teacher_strong": Recipe(teacher_dims=64, teacher_weight=2.0),
 }
 
 
