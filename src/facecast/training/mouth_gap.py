@@ -12,6 +12,12 @@ the renderer draws the average face), measured here on the face model so the
 runtime never loads the face analysis for it.
 
     python -m facecast.training mouth-gap train            # into the shipped model file
+    python -m facecast.training mouth-gap train --model M --exclude-fold 2   # without speaker fold 2, to score on it
+
+How windows are drawn and augmented, and whether Whisper's encoder (`training.teacher`)
+adds targets, is a `Recipe`; the speaker folds compared several
+(`benchmarks/mouth_gap_folds.py`, model card: "Voices it never heard") and none
+beat the shipped one (`RECIPE`).
     python -m facecast.training mouth-gap store-geometry   # only the lip geometry (model files made before it)
 """
 
@@ -242,7 +248,7 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
     if not data:
         raise FacecastError("no talking clips with a face to train the mouth gap on")
     weights = (speaker_weights(kept, [len(d[1]) for d in data]) if recipe.balance
-               else np.full(len(data), 1.0 / len(data)))
+               else np.full(len(data), 1.0 / len(data)))        # (also what the teacher's PCA samples by)
     gaps = np.concatenate([d[1][d[4]] for d in data])
     if init:
         mean, std = float(init["mean"]), float(init["std"])
@@ -276,7 +282,9 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
             taught = np.zeros((batch, length, extra), np.float32)
             heard = np.zeros((batch, length), np.float32)
             for b in range(batch):
-                a, g, s, i, f, t = _rate_changed(data[int(rng.choice(len(data), p=weights))], rng)
+                # unbalanced, the draw is the one the shipped nets were trained with (same random stream)
+                pick = rng.choice(len(data), p=weights) if recipe.balance else rng.integers(len(data))
+                a, g, s, i, f, t = _rate_changed(data[int(pick)], rng)
                 start = int(rng.integers(0, max(1, len(g) - length)))
                 end = min(len(g), start + length)
                 padded = np.concatenate([a, np.full((lookahead, FRAME_DIMS), a.min(), np.float32)])
