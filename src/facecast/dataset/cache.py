@@ -338,5 +338,8 @@ def clip_audio(clip: dict[str, np.ndarray], kind: str, data: Path | None = None,
         return np.load(path)
     features = speech_features(decode_mono(Path(data or DEFAULT_DATA) / str(clip["path"])), kind).astype(np.float16)
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(path, features)
+    # written whole under another name, then renamed: a second training process never reads half a file
+    temp = path.with_name(f"{path.stem}.{os.getpid()}.partial.npy")
+    np.save(temp, features)
+    temp.replace(path)
     return features

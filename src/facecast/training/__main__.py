@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = actions.add_parser("train", help="train the mouth-gap nets into a motion model file")
     t.add_argument("--model", type=Path, default=MOTION_WEIGHTS, help="the motion model file (default: shipped)")
     t.add_argument("--steps", type=int, default=2000, help="steps per net (default 2000)")
+    t.add_argument("--exclude-fold", type=int, default=None, metavar="I",
+                   help="leave out speaker fold I (src/facecast/dataset/folds.json), to score the nets on it")
     t.set_defaults(handler=_mouth_gap_train)
     g = actions.add_parser("store-geometry", help="store the nets' lip geometry in a model file made before it was "
                                                   "kept there (no training)")
@@ -122,7 +124,7 @@ def _motion_diffusion_calibrate(args: argparse.Namespace) -> None:
 
 
 def _mouth_gap_train(args: argparse.Namespace) -> None:
-    mouth_gap.add_to_model(args.model, steps=args.steps)
+    mouth_gap.add_to_model(args.model, steps=args.steps, exclude_fold=args.exclude_fold)
 
 
 def _mouth_gap_store_geometry(args: argparse.Namespace) -> None:

@@ -12,6 +12,12 @@ the renderer draws the average face), measured here on the face model so the
 runtime never loads the face analysis for it.
 
     python -m facecast.training mouth-gap train            # into the shipped model file
+    python -m facecast.training mouth-gap train --model M --exclude-fold 2   # without speaker fold 2, to score on it
+
+How windows are drawn and augmented, and whether Whisper's encoder (`training.teacher`)
+adds targets, is a `Recipe`; the speaker folds compared several
+(`benchmarks/mouth_gap_folds.py`, model card: "Voices it never heard") and none
+beat the shipped one (`RECIPE`).
     python -m facecast.training mouth-gap store-geometry   # only the lip geometry (model files made before it)
 """
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +34,7 @@ import numpy as np
 
 from facecast import face_regions as fr
 from facecast.dataset.cache import clip_audio, iter_clips
+from facecast.dataset.folds import LRC_AR_PSEUDO_SPEAKERS, load_folds
 from facecast.errors import FacecastError
 from facecast.evaluation.motion_quality import CLOSED_FRACTION
 from facecast.face.extraction import ExpressionFitter
@@ -51,6 +59,25 @@ SEEDS = (0, 1)
 #: times (they are rare); the model card has the weights tried.
 IN_SPEECH_FRAMES = 3
 IN_SPEECH_WEIGHT = 10.0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the nets are trained, the choices the speaker folds compare (model card: "Speaker folds").
+    balance: every speaker counts once when windows are drawn (`speaker_weights`), else every clip;
+    augment: "basic" (`_augmented`: mel shift, tilt, band gains) or "voice" (`_voice_augmented` first: wider
+    vocal-tract shift, microphone EQ, reverb, noise); teacher_dims: 0, or that many extra outputs trained to
+    predict the principal components of Whisper's encoder states (`training.teacher`), dropped afterwards:
+    the hidden layers learn the teacher's speaker-robust features, the shipped net is unchanged in size."""
+
+    balance: bool = False
+    augment: str = "basic"
+    teacher_dims: int = 0
+    teacher_weight: float = 0.5
+
+
+#: The recipe of the shipped nets.
+RECIPE = Recipe()
 
 
 def _torch():
@@ -95,6 +122,19 @@ def _clip_targets(clip: dict, data_dir: Path | None, cache: Path | None):
     return audio, (opening - low).astype(np.float32), shut, inside, found
 
 
+def _teacher_frames(clip: dict, count: int) -> np.ndarray | None:
+    """The clip's cached teacher states at 25 fps (`training.teacher`), `count` frames (the last repeated
+    where the video runs longer than the audio), or None when not computed."""
+    from facecast.training.teacher import load_states
+
+    states = load_states(str(clip["path"]))
+    if states is None or not len(states):
+        return None
+    if len(states) < count:
+        states = np.concatenate([states, np.repeat(states[-1:], count - len(states), 0)])
+    return states[:count]
+
+
 def _augmented(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Another voice and microphone: mel bands shifted by up to 2.5 bands (vocal tract length), a spectral
     tilt and per-band gains."""
@@ -108,6 +148,37 @@ def _augmented(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return hops.reshape(len(audio), -1).astype(np.float32)
 
 
+def _voice_augmented(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Strong voice and channel augmentation on top of `_augmented` (candidate "voice" of the fold comparison):
+    a wider vocal-tract shift (up to 4 bands), a smooth microphone EQ (+-6 dB), room reverb (RT60 0.1-0.8 s,
+    mixed in at -12..0 dB), coloured noise at 0-20 dB SNR below the clip's loud level (half the clips), done on
+    band powers (the features are dB / 20, so power is 10 ** (2 x)), then the clip's level normalisation again."""
+    from scipy.signal import lfilter
+
+    hops = audio.reshape(-1, 40).astype(np.float64)
+    position = np.clip(np.arange(40) + rng.uniform(-4.0, 4.0), 0, 39)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, 39)
+    weight = position - low
+    hops = hops[:, low] * (1 - weight) + hops[:, high] * weight
+    bands = np.linspace(0, np.pi, 40)
+    hops = hops + sum(rng.uniform(-0.1, 0.1) * np.cos(k * bands + rng.uniform(0, np.pi)) for k in (1, 2, 3))
+    power = 10.0 ** (2 * hops)
+    if rng.random() < 0.5:
+        decay = np.exp(-6.9 * 0.01 / rng.uniform(0.1, 0.8))       # per 10 ms hop, from the RT60
+        tail = lfilter([0.0, 1 - decay], [1.0, -decay], power, axis=0)
+        power = power + 10.0 ** rng.uniform(-1.2, 0.0) * tail
+    if rng.random() < 0.5:
+        tilt = rng.uniform(-0.5, 0.2) * np.linspace(0, 1, 40)        # from pink-ish to white-ish
+        level = -rng.uniform(0.0, 20.0) / 20.0
+        noise = 10.0 ** (2 * (level + tilt)) * rng.lognormal(0.0, 0.3, hops.shape)
+        power = power + noise
+    loud = float(np.percentile(hops.mean(1), 95))
+    hops = 0.5 * np.log10(np.maximum(power, 1e-8))
+    hops = hops - (float(np.percentile(hops.mean(1), 95)) - loud)      # the loud level moved by the noise
+    return np.clip(hops, -4.0, 1.0).reshape(audio.shape).astype(np.float32)
+
+
 def _rate_changed(arrays: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
     """The clip spoken 15 % slower to 15 % faster: every array resampled along time (labels by their max)."""
     factor = rng.uniform(0.85, 1.15)
@@ -116,37 +187,87 @@ def _rate_changed(arrays: Sequence[np.ndarray], rng: np.random.Generator) -> lis
     low = np.floor(position).astype(int)
     high = np.minimum(low + 1, length - 1)
     weight = position - low
-    audio, gap, *labels, found = arrays
+    audio, gap, shut, inside, found, teacher = arrays
     blended_audio = audio[low] * (1 - weight[:, None]) + audio[high] * weight[:, None]
     blended_gap = gap[low] * (1 - weight) + gap[high] * weight
+    blended_teacher = (None if teacher is None
+                       else teacher[low] * (1 - weight[:, None]) + teacher[high] * weight[:, None])
     return [blended_audio.astype(np.float32), blended_gap.astype(np.float32),
-            *(np.maximum(label[low], label[high]) for label in labels), found[low] & found[high]]
+            *(np.maximum(label[low], label[high]) for label in (shut, inside)), found[low] & found[high],
+            blended_teacher]
+
+
+def speaker_weights(clips: Sequence[dict], frames: Sequence[int]) -> np.ndarray:
+    """Sampling probability of each clip when every speaker counts once (`lrc_ar`, without speaker ids, as
+    LRC_AR_PSEUDO_SPEAKERS): a speaker's share is spread over its clips by their length."""
+    speakers = [str(c["speaker"]) for c in clips]
+    totals: dict[str, int] = {}
+    for speaker, count in zip(speakers, frames):
+        totals[speaker] = totals.get(speaker, 0) + count
+    share = {s: (LRC_AR_PSEUDO_SPEAKERS if s == "lrc_ar" else 1.0) for s in totals}
+    weights = np.array([share[s] * n / totals[s] for s, n in zip(speakers, frames)])
+    return weights / weights.sum()
+
+
+def without_fold(clips: Sequence[dict], fold: int) -> list[dict]:
+    """The clips none of whose speakers is in fold `fold` (1..k, `dataset.folds`): what a fold's refit trains on."""
+    excluded = set(load_folds()[fold - 1])
+    return [c for c in clips if str(c["speaker"]) not in excluded]
+
+
+def fit_teacher_projection(teacher: Sequence[np.ndarray], weights: np.ndarray, dims: int,
+                           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, components (dims, D), scale) of a PCA of the teacher states, frames drawn by `weights` (speakers
+    balanced): the student's targets are (states - mean) @ components.T / scale, unit variance each."""
+    picks = rng.choice(len(teacher), size=200, p=weights)
+    sample = np.concatenate([teacher[i][rng.integers(0, len(teacher[i]), 50)] for i in picks])
+    mean = sample.mean(0)
+    _, singular, vt = np.linalg.svd(sample - mean, full_matrices=False)
+    scale = singular[:dims] / np.sqrt(len(sample))
+    return mean, vt[:dims], np.maximum(scale, 1e-6)
 
 
 def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: Sequence[int] = SEEDS,
                batch: int = 64, length: int = 75, data_dir: Path | None = None, cache: Path | None = None,
-               progress=print, init: dict | None = None, learning_rate: float = 1e-3) -> dict:
+               progress=print, init: dict | None = None, learning_rate: float = 1e-3,
+               recipe: Recipe | None = None) -> dict:
     """Train one net per seed on talking clips; returns the state `MouthGap` reads. With `init` (such a
-    state), its nets continue training (fine-tuning), with its gap normalisation."""
+    state), its nets continue training (fine-tuning), with its gap normalisation. `recipe`: sampling,
+    augmentation and the teacher target (default: the shipped recipe, RECIPE)."""
     torch = _torch()
     F = torch.nn.functional
-    data = [_clip_targets(c, data_dir, cache) for c in clips]
-    data = [d for d in data if d[-1].sum() >= 10]
+    recipe = recipe or RECIPE
+    use_teacher = recipe.teacher_dims > 0 and init is None
+    data, kept = [], []
+    for clip in clips:
+        targets = _clip_targets(clip, data_dir, cache)
+        states = _teacher_frames(clip, len(targets[0])) if use_teacher else None
+        if targets[-1].sum() >= 10 and (states is not None or not use_teacher):
+            data.append((*targets, states))
+            kept.append(clip)
     if not data:
         raise FacecastError("no talking clips with a face to train the mouth gap on")
-    gaps = np.concatenate([d[1][d[-1]] for d in data])
+    weights = (speaker_weights(kept, [len(d[1]) for d in data]) if recipe.balance
+               else np.full(len(data), 1.0 / len(data)))        # (also what the teacher's PCA samples by)
+    gaps = np.concatenate([d[1][d[4]] for d in data])
     if init:
         mean, std = float(init["mean"]), float(init["std"])
     else:
         mean, std = float(gaps.mean()), float(max(gaps.std(), 1e-6))
+    extra = recipe.teacher_dims if use_teacher else 0
+    if use_teacher:
+        t_mean, t_components, t_scale = fit_teacher_projection([d[5] for d in data], weights, extra,
+                                                               np.random.default_rng(0))
+        data = [(*d[:5], ((d[5] - t_mean) @ t_components.T / t_scale).astype(np.float32)) for d in data]
+    augment = _voice_augmented if recipe.augment == "voice" else _augmented
     nets = []
     for index, seed in enumerate(seeds if init is None else range(len(init["nets"]))):
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        net = build_net(outputs=OUTPUTS if init is None else int(init["nets"][index]["out.weight"].shape[0]))
+        net = build_net(outputs=(OUTPUTS + extra) if init is None else int(init["nets"][index]["out.weight"].shape[0]))
         if init is not None:
             net.load_state_dict(init["nets"][index])
-        outputs = int(net.out.weight.shape[0])
+        outputs = int(net.out.weight.shape[0]) - extra
         in_speech_weight = torch.tensor(IN_SPEECH_WEIGHT)
         optimiser = torch.optim.AdamW(net.parameters(), learning_rate, weight_decay=1e-2)
         started = time.monotonic()
@@ -158,17 +279,24 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
             shut = np.zeros((batch, length), np.float32)
             inside = np.zeros((batch, length), np.float32)
             mask = np.zeros((batch, length), np.float32)
+            taught = np.zeros((batch, length, extra), np.float32)
+            heard = np.zeros((batch, length), np.float32)
             for b in range(batch):
-                a, g, s, i, f = _rate_changed(data[int(rng.integers(len(data)))], rng)
+                # unbalanced, the draw is the one the shipped nets were trained with (same random stream)
+                pick = rng.choice(len(data), p=weights) if recipe.balance else rng.integers(len(data))
+                a, g, s, i, f, t = _rate_changed(data[int(pick)], rng)
                 start = int(rng.integers(0, max(1, len(g) - length)))
                 end = min(len(g), start + length)
                 padded = np.concatenate([a, np.full((lookahead, FRAME_DIMS), a.min(), np.float32)])
-                heard = padded[start: end + lookahead]
-                audio[b, : len(heard)] = _augmented(heard, rng)
+                window = augment(padded[start: end + lookahead], rng)
+                audio[b, : len(window)] = _augmented(window, rng) if recipe.augment == "voice" else window
                 target[b, : end - start] = (g[start:end] - mean) / std
                 shut[b, : end - start] = s[start:end]
                 inside[b, : end - start] = i[start:end]
                 mask[b, : end - start] = f[start:end]
+                heard[b, : end - start] = 1.0
+                if extra:
+                    taught[b, : end - start] = t[start:end]
             audio_t, target_t, shut_t, inside_t, mask_t = (torch.from_numpy(x)
                                                            for x in (audio, target, shut, inside, mask))
             out = net(audio_t.transpose(1, 2))[:, :, lookahead:]
@@ -178,6 +306,11 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
                 per_frame = per_frame + F.binary_cross_entropy_with_logits(out[:, 2], inside_t, reduction="none",
                                                                             pos_weight=in_speech_weight)
             loss = (per_frame * mask_t).sum() / mask_t.sum().clamp(min=1)
+            if extra:
+                # the teacher's states are known wherever there is audio, face or not
+                heard_t = torch.from_numpy(heard)
+                taught_loss = ((out[:, outputs:].transpose(1, 2) - torch.from_numpy(taught)) ** 2).mean(-1)
+                loss = loss + recipe.teacher_weight * (taught_loss * heard_t).sum() / heard_t.sum().clamp(min=1)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -185,16 +318,20 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
                 progress(f"mouth gap (lookahead {lookahead}, seed {seed}): step {step} loss {loss.item():.3f} "
                          f"{time.monotonic() - started:.0f} s")
         net.eval()
-        nets.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        # the teacher's outputs only shaped the hidden layers in training: the shipped net has OUTPUTS
+        state["out.weight"], state["out.bias"] = state["out.weight"][:outputs], state["out.bias"][:outputs]
+        nets.append(state)
     return {"lookahead": lookahead, "mean": mean, "std": std, "nets": nets, "steps": steps}
 
 
 def add_to_model(path: Path, steps: int = 2000, cache: Path | None = None, data_dir: Path | None = None,
                  clips: Sequence[dict] | None = None, seeds: Sequence[int] = SEEDS, progress=print,
-                 fine_tune: bool = False) -> dict:
+                 fine_tune: bool = False, recipe: Recipe | None = None, exclude_fold: int | None = None) -> dict:
     """Train the offline and live mouth-gap nets on the training split's talking clips (or `clips`) and store
     them, with their lip geometry (GAP_GEOMETRY_KEY), in the motion model file at `path`; `fine_tune` continues
-    the file's own nets at a fifth of the learning rate instead (`facecast train --data`)."""
+    the file's own nets at a fifth of the learning rate instead (`facecast train --data`). `exclude_fold`
+    (1..k): without that speaker fold's clips (`without_fold`), to be scored on them."""
     torch = _torch()
     state = read_model(path)                        # a clear error for a missing or foreign file, before training
     base = state.get("mouth", {}) if fine_tune else {}
@@ -202,9 +339,12 @@ def add_to_model(path: Path, steps: int = 2000, cache: Path | None = None, data_
         raise FacecastError(f"{path} has no mouth-gap nets to fine-tune")
     if clips is None:
         clips = [c for c in iter_clips(split="train", kind="talking", cache=cache) if len(c["audio"])]
+    if exclude_fold is not None:
+        clips = without_fold(clips, exclude_fold)
     started = time.monotonic()
     mouth = {str(look): train_nets(clips, look, steps, seeds, data_dir=data_dir, cache=cache, progress=progress,
-                                   init=base.get(str(look)), learning_rate=2e-4 if fine_tune else 1e-3)
+                                   init=base.get(str(look)), learning_rate=2e-4 if fine_tune else 1e-3,
+                                   recipe=recipe)
              for look in ((OFFLINE_LOOKAHEAD, LIVE_LOOKAHEAD) if not fine_tune else map(int, base))}
     state = torch.load(path, map_location="cpu", weights_only=True)
     state["mouth"] = mouth

@@ -1,0 +1,145 @@
+"""Speaker folds for the mouth-gap nets: which training recipe follows voices it never heard (issue 19).
+
+    python benchmarks/mouth_gap_folds.py --candidates shipped,balanced,voice,teacher --steps 800 --json out.json
+
+For each fold of `src/facecast/dataset/folds.json` and each candidate recipe
+(`training.mouth_gap.Recipe`), the offline mouth-gap net is refit without that
+fold's speakers (`mouth_gap.without_fold`) and scored on their clips at the
+motion level: the gap the net asks the lips for (`MouthGap.target`) against the
+mouth opening measured on the real video, per clip Pearson r over the frames
+with a face, pooled per speaker, then every speaker once (speaker-weighted);
+mouth size: the 90th percentile of the predicted over the real gap. This is a
+proxy for the rendered quality benchmark (`benchmarks/quality.py --fold I`),
+which renders and re-measures the face: a rendered r is lower (the renderer and
+the face mesh add their own noise) but follows this one. One seed per net and a
+shorter training than the shipped nets', the same for every candidate.
+
+A "loudness" row is the r of the clip's loudness envelope (the mean log-mel
+band level per frame) against the mouth: the floor any recipe must clear.
+
+    python benchmarks/mouth_gap_folds.py --languages before.pt after.pt
+
+The sanity check on speech in other languages (shared/data/audio, no video, so
+no real mouth): per file and model file, the offline nets' gap during voiced
+frames, during pauses (frames 120 ms or more from any voiced one) as a share of
+it, and its r with the loudness envelope (a mouth that follows the voice at
+all correlates with it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from facecast.dataset import cache as dataset  # noqa: E402
+from facecast.dataset.folds import load_folds  # noqa: E402
+from facecast.speech.mouth_gap import OFFLINE_LOOKAHEAD, MouthGap  # noqa: E402
+from facecast.training.mouth_gap import Recipe, _clip_targets, train_nets, without_fold  # noqa: E402
+
+CANDIDATES = {
+    "shipped": Recipe(),
+    "balanced": Recipe(balance=True),
+    "voice": Recipe(balance=True, augment="voice"),
+    "teacher": Recipe(balance=True, teacher_dims=32),
+    "teacher_voice": Recipe(balance=True, augment="voice", teacher_dims=32),
+    "teacher_clip": Recipe(teacher_dims=32),
+    "voice_clip": Recipe(augment="voice"),
+    "teacher_strong": Recipe(teacher_dims=64, teacher_weight=2.0),
+}
+
+
+def _r(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if len(a) > 5 and a.std() > 0 and b.std() > 0 else float("nan")
+
+
+def score(predict, clips: list[dict]) -> dict:
+    """Speaker-weighted r and mouth size of `predict(frame audio) -> gap` on clips, with per-speaker r."""
+    speakers: dict[str, list[tuple[float, float]]] = {}
+    for clip in clips:
+        audio, gap, _, _, found = _clip_targets(clip, None, None)
+        if found.sum() < 10:
+            continue
+        predicted = predict(audio)
+        real = gap[found]
+        size = float(np.percentile(predicted[found], 90) / max(np.percentile(real, 90), 1e-9))
+        speakers.setdefault(str(clip["speaker"]), []).append((_r(predicted[found], real), size))
+    per = {s: (float(np.nanmean([v[0] for v in vals])), float(np.median([v[1] for v in vals])))
+           for s, vals in speakers.items()}
+    return {"mouth_r": float(np.nanmean([v[0] for v in per.values()])),
+            "mouth_size": float(np.median([v[1] for v in per.values()])),
+            "speakers": {s: v[0] for s, v in per.items()}}
+
+
+def loudness(audio: np.ndarray) -> np.ndarray:
+    return audio.reshape(len(audio), -1, 40).mean((1, 2))
+
+
+def languages(models: list[Path]) -> list[str]:
+    """The other-languages table (see the module docstring), one row per speech file and model file."""
+    from facecast.dataset.cache import DEFAULT_DATA
+    from facecast.evaluation.non_speech import SPEECH_FILES, load_speech, voiced_frames
+    from facecast.speech.learned import FPS, LearnedMotion, frame_audio, speech_features
+
+    nets = {path: LearnedMotion(path).mouth for path in models}
+    lines = ["| speech | " + " | ".join(f"{p.stem}: voiced gap, pause share, r loudness" for p in models) + " |"]
+    for stem, language in SPEECH_FILES.items():
+        samples = load_speech(DEFAULT_DATA, stem)
+        count = int(len(samples) / 16000 * FPS)
+        audio = frame_audio(speech_features(samples, "logmel"), count, "logmel")
+        voiced = voiced_frames(samples, FPS, count)
+        near = np.convolve(voiced.astype(float), np.ones(7), mode="same") > 0     # within 120 ms of a voiced frame
+        cells = []
+        for path in models:
+            gap = nets[path][max(nets[path])].target(audio)
+            pause = gap[~near].mean() / gap[voiced].mean() if (~near).sum() >= 5 else float("nan")
+            cells.append(f"{gap[voiced].mean():.4f}, {pause:.0%}, {_r(gap, loudness(audio)):.2f}")
+        lines.append(f"| {language} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--candidates", default="shipped,balanced,voice,teacher")
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--folds", default="1,2,3")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--languages", nargs="+", type=Path, default=None, metavar="MODEL",
+                        help="instead: the other-languages sanity check of these motion model files")
+    args = parser.parse_args(argv)
+    if args.languages:
+        print("\n".join(languages(args.languages)))
+        return 0
+    clips = [c for c in dataset.iter_clips(split="train", kind="talking") if len(c["audio"])]
+    folds = load_folds()
+    results: dict[str, dict[int, dict]] = {"loudness": {}}
+    for fold in map(int, args.folds.split(",")):
+        held = [c for c in clips if str(c["speaker"]) in set(folds[fold - 1])]
+        results["loudness"][fold] = score(loudness, held)
+        for name in args.candidates.split(","):
+            started = time.monotonic()
+            state = train_nets(without_fold(clips, fold), OFFLINE_LOOKAHEAD, args.steps, seeds=(0,),
+                               recipe=CANDIDATES[name], progress=lambda m: print(m, file=sys.stderr))
+            model = MouthGap(state, np.zeros(1))
+            results.setdefault(name, {})[fold] = score(model.target, held)
+            print(f"fold {fold} {name}: r {results[name][fold]['mouth_r']:.3f} size "
+                  f"{results[name][fold]['mouth_size']:.2f} ({time.monotonic() - started:.0f} s)", flush=True)
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=1))
+    print("| recipe | " + " | ".join(f"fold {f}" for f in results["loudness"]) + " | mean | sd | weakest | size |")
+    for name, per_fold in results.items():
+        rs = [v["mouth_r"] for v in per_fold.values()]
+        sizes = [v["mouth_size"] for v in per_fold.values()]
+        print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in rs)
+              + f" | {np.mean(rs):.3f} | {np.std(rs):.3f} | {min(rs):.3f} | {np.median(sizes):.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
