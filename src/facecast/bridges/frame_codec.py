@@ -112,11 +112,15 @@ def decode_frame(data: bytes) -> tuple[FrameHeader, np.ndarray]:
     return FrameHeader(index, t, None if math.isnan(capture) else capture), rgba
 
 
-def encode_jpeg(image: np.ndarray, background: tuple[int, int, int], quality: int = JPEG_QUALITY) -> bytes:
+def encode_jpeg(image: np.ndarray, background: tuple[int, int, int], quality: int = JPEG_QUALITY,
+                size: tuple[int, int] | None = None) -> bytes:
     """A JPEG of `image` (RGB or RGBA) with any alpha composited over `background` (by Pillow, in C: faster
-    than the same blend in NumPy)."""
+    than the same blend in NumPy), scaled to `size` (width, height) when given: a video stream keeps one size
+    while the live daemon sends smaller pictures under load."""
     check_image(image)
     picture = Image.fromarray(np.ascontiguousarray(image))
+    if size is not None and picture.size != size:
+        picture = picture.resize(size, Image.Resampling.BILINEAR)
     if image.shape[2] == 4:
         picture = Image.alpha_composite(Image.new("RGBA", picture.size, (*background, 255)), picture)
     buffer = io.BytesIO()

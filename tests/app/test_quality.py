@@ -1,0 +1,123 @@
+"""Beside a game (issue 23, part 6): the live daemon gives up picture size when its frames come late and takes it
+back when the load goes, without flapping."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pytest
+
+from conftest import FakeClock
+from facecast.app.daemon import QUALITY_SCALES, LiveDaemon
+from facecast.app.pacing import FramePacer, QualityGovernor
+from facecast.motion import MotionFrame
+
+FPS = 30.0
+
+
+def run_ticks(governor: QualityGovernor, clock: FakeClock, seconds: float, behind_s: float) -> list[int]:
+    """`seconds` of ticks whose hand-off comes `behind_s` after the slot; the levels it changed to."""
+    changes = []
+    for _ in range(round(seconds * FPS)):
+        clock.now += 1.0 / FPS
+        level = governor.observe(clock.now, behind_s)
+        if level is not None:
+            changes.append(level)
+    return changes
+
+
+def test_a_steady_load_steps_down_one_level_per_window_and_back_up_after_calm() -> None:
+    clock = FakeClock()
+    governor = QualityGovernor(3, FPS, window_s=1.0, recover_s=5.0)
+    assert run_ticks(governor, clock, 3.0, behind_s=0.002) == []          # on time: nothing given up
+    assert run_ticks(governor, clock, 2.5, behind_s=0.030) == [1, 2]      # late: one level per second, to the last
+    assert run_ticks(governor, clock, 2.0, behind_s=0.030) == []          # no level beyond the last
+    assert run_ticks(governor, clock, 4.9, behind_s=0.002) == []          # calm, but not for long enough yet
+    assert run_ticks(governor, clock, 5.2, behind_s=0.002) == [1, 0]      # 5 s of calm per level back
+
+
+def test_a_load_that_is_still_there_doubles_the_wait_before_the_next_try() -> None:
+    clock = FakeClock()
+    governor = QualityGovernor(2, FPS, window_s=1.0, recover_s=2.0, max_recover_s=8.0)
+    assert run_ticks(governor, clock, 1.5, behind_s=0.030) == [1]
+    assert run_ticks(governor, clock, 2.1, behind_s=0.002) == [0]         # tries full quality again
+    assert run_ticks(governor, clock, 1.5, behind_s=0.030) == [1]         # the load was still there
+    assert governor.recover_s == 4.0
+    assert run_ticks(governor, clock, 3.5, behind_s=0.002) == []          # so the next try waits longer
+    assert run_ticks(governor, clock, 0.6, behind_s=0.002) == [0]
+    assert run_ticks(governor, clock, 1.5, behind_s=0.030) == [1]
+    assert governor.recover_s == 8.0                                      # and longer, up to the cap
+    assert run_ticks(governor, clock, 8.1, behind_s=0.002) == [0]
+    assert run_ticks(governor, clock, 8.1, behind_s=0.002) == []          # that try held: the base wait is back
+    assert governor.recover_s == 2.0
+
+
+def test_repeated_frames_count_as_late_and_odd_late_ticks_do_not() -> None:
+    clock = FakeClock()
+    governor = QualityGovernor(3, FPS)
+    for i in range(60):                                   # one late tick in ten: ordinary jitter
+        clock.now += 1.0 / FPS
+        assert governor.observe(clock.now, 0.030 if i % 10 == 0 else 0.001) is None
+    changes = [governor.observe(clock.now + i / FPS, 0.001, repeated=True) for i in range(1, 30)]
+    assert [c for c in changes if c is not None] == [1]   # the generator falling behind shows as repeats
+
+
+def test_a_real_frame_loop_sheds_quality_under_load_and_recovers_when_it_goes() -> None:
+    """A frame loop on the real clock whose per-frame work takes longer than a frame at full quality while the
+    load lasts (its cost shrinks with the picture's area, as the overlay's encoding does) and little after."""
+    governor = QualityGovernor(len(QUALITY_SCALES), FPS, window_s=0.5, recover_s=1.0)
+    pacer = FramePacer(FPS)
+    levels: list[tuple[str, int]] = []
+    load_until = time.monotonic() + 2.0
+    end = load_until + 6.0
+    while time.monotonic() < end:
+        tick = pacer.next_tick()
+        loaded = time.monotonic() < load_until
+        work = (1.6 / FPS if loaded else 0.1 / FPS) * QUALITY_SCALES[governor.level] ** 2
+        time.sleep(work)
+        level = governor.observe(time.monotonic(), time.monotonic() - tick.due)
+        if level is not None:
+            levels.append(("load" if loaded else "calm", level))
+    assert ("load", 1) in levels, levels                     # gave up size while the load lasted
+    assert levels[-1] == ("calm", 0), levels                 # and had it all back after
+    assert all(level == 0 or phase == "load" or levels[i - 1][1] > level
+               for i, (phase, level) in enumerate(levels) if phase == "calm"), levels   # calm only takes back
+
+
+def test_the_daemon_sends_smaller_pictures_while_degraded_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    class Collector:
+        name, needs_image = "collector", True
+
+        def __init__(self) -> None:
+            self.shapes: list[tuple[int, ...]] = []
+
+        def send(self, frame: MotionFrame, image: np.ndarray | None) -> None:
+            assert image is not None
+            self.shapes.append(image.shape)
+
+        def close(self) -> None:
+            pass
+
+    class Idle:
+        status = {"state": "idle"}
+        finished = False
+
+    collector = Collector()
+    daemon = LiveDaemon(Idle(), None, [collector], FPS, render=lambda frame: np.zeros((512, 512, 4), np.uint8))
+    assert daemon.status()["quality"] == {"level": 0, "scale": 1.0, "reason": None, "changes": 0, "late_share": 0.0}
+    frame = MotionFrame(t=0.0)
+    assert daemon._picture(frame).shape == (512, 512, 4)
+    with caplog.at_level(logging.INFO, logger="facecast.live"):
+        daemon.quality.level = 2
+        daemon._quality_changed(2, 0, 0.4)
+        assert daemon._picture(frame).shape == (256, 256, 4)
+        status = daemon.status()["quality"]
+        assert status["level"] == 2 and status["scale"] == 0.5 and "falling behind (40% of frames late)" in \
+            status["reason"]
+        daemon.quality.level = 0
+        daemon._quality_changed(0, 1, 0.0)
+    assert daemon.status()["quality"]["reason"] is None
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("falling behind" in m for m in messages) == 1 and "load gone: pictures back at full size" in messages
