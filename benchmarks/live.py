@@ -211,7 +211,7 @@ def main() -> None:
               f"{r['repeated_poses']} of {r['moving_frames']} | {r['change_cv']:.2f} | "
               f"{r['cpu_cores']:.2f} | {r['process_cpu_s']:.1f} s | "
               f"{r['rss_mib']:.0f} MiB | {r['first_frame_s']:.2f} s | "
-              f"{(r['av_delay_ms'] or {}).get('total', float('nan')):.0f} ms | {r['quality_changes']} | "
+              f"{(r.get('av_delay_ms') or {}).get('total', float('nan')):.0f} ms | {r.get('quality_changes', '-')} | "
               f"{r['vmc']} / {r['vrchat']} / {r['ws_motion']} / {r['ws_frames']} of {r['frames']} sent |")
     for (generator, fps), r in results.items():
         for line in r["quality_log"]:

@@ -32,8 +32,8 @@ def test_a_steady_load_steps_down_one_level_per_window_and_back_up_after_calm() 
     clock = FakeClock()
     governor = QualityGovernor(3, FPS, window_s=1.0, recover_s=5.0)
     assert run_ticks(governor, clock, 3.0, behind_s=0.002) == []          # on time: nothing given up
-    assert run_ticks(governor, clock, 2.5, behind_s=0.030) == [1, 2]      # late: one level per second, to the last
-    assert run_ticks(governor, clock, 2.0, behind_s=0.030) == []          # no level beyond the last
+    assert run_ticks(governor, clock, 2.5, behind_s=0.040) == [1, 2]      # late: one level per second, to the last
+    assert run_ticks(governor, clock, 2.0, behind_s=0.040) == []          # no level beyond the last
     assert run_ticks(governor, clock, 4.9, behind_s=0.002) == []          # calm, but not for long enough yet
     assert run_ticks(governor, clock, 5.2, behind_s=0.002) == [1, 0]      # 5 s of calm per level back
 
@@ -41,13 +41,13 @@ def test_a_steady_load_steps_down_one_level_per_window_and_back_up_after_calm() 
 def test_a_load_that_is_still_there_doubles_the_wait_before_the_next_try() -> None:
     clock = FakeClock()
     governor = QualityGovernor(2, FPS, window_s=1.0, recover_s=2.0, max_recover_s=8.0)
-    assert run_ticks(governor, clock, 1.5, behind_s=0.030) == [1]
+    assert run_ticks(governor, clock, 1.5, behind_s=0.040) == [1]
     assert run_ticks(governor, clock, 2.1, behind_s=0.002) == [0]         # tries full quality again
-    assert run_ticks(governor, clock, 1.5, behind_s=0.030) == [1]         # the load was still there
+    assert run_ticks(governor, clock, 1.5, behind_s=0.040) == [1]         # the load was still there
     assert governor.recover_s == 4.0
     assert run_ticks(governor, clock, 3.5, behind_s=0.002) == []          # so the next try waits longer
     assert run_ticks(governor, clock, 0.6, behind_s=0.002) == [0]
-    assert run_ticks(governor, clock, 1.5, behind_s=0.030) == [1]
+    assert run_ticks(governor, clock, 1.5, behind_s=0.040) == [1]
     assert governor.recover_s == 8.0                                      # and longer, up to the cap
     assert run_ticks(governor, clock, 8.1, behind_s=0.002) == [0]
     assert run_ticks(governor, clock, 8.1, behind_s=0.002) == []          # that try held: the base wait is back
@@ -59,31 +59,30 @@ def test_repeated_frames_count_as_late_and_odd_late_ticks_do_not() -> None:
     governor = QualityGovernor(3, FPS)
     for i in range(60):                                   # one late tick in ten: ordinary jitter
         clock.now += 1.0 / FPS
-        assert governor.observe(clock.now, 0.030 if i % 10 == 0 else 0.001) is None
+        assert governor.observe(clock.now, 0.040 if i % 10 == 0 else 0.001) is None
     changes = [governor.observe(clock.now + i / FPS, 0.001, repeated=True) for i in range(1, 30)]
     assert [c for c in changes if c is not None] == [1]   # the generator falling behind shows as repeats
 
 
 def test_a_real_frame_loop_sheds_quality_under_load_and_recovers_when_it_goes() -> None:
-    """A frame loop on the real clock whose per-frame work takes longer than a frame at full quality while the
-    load lasts (its cost shrinks with the picture's area, as the overlay's encoding does) and little after."""
+    """A frame loop on the real clock whose per-frame work takes over two frame periods at full quality while the
+    load lasts (its cost shrinks with the picture's area, as the overlay's encoding does) and none after. Only the
+    order of events is checked: a busy machine can add late ticks of its own, never remove these."""
     governor = QualityGovernor(len(QUALITY_SCALES), FPS, window_s=0.5, recover_s=1.0)
     pacer = FramePacer(FPS)
     levels: list[tuple[str, int]] = []
-    load_until = time.monotonic() + 2.0
-    end = load_until + 6.0
+    load_until = time.monotonic() + 3.0
+    end = load_until + 8.0
     while time.monotonic() < end:
         tick = pacer.next_tick()
         loaded = time.monotonic() < load_until
-        work = (1.6 / FPS if loaded else 0.1 / FPS) * QUALITY_SCALES[governor.level] ** 2
-        time.sleep(work)
+        if loaded:
+            time.sleep(2.2 / FPS * QUALITY_SCALES[governor.level] ** 2)
         level = governor.observe(time.monotonic(), time.monotonic() - tick.due)
         if level is not None:
             levels.append(("load" if loaded else "calm", level))
     assert ("load", 1) in levels, levels                     # gave up size while the load lasted
     assert levels[-1] == ("calm", 0), levels                 # and had it all back after
-    assert all(level == 0 or phase == "load" or levels[i - 1][1] > level
-               for i, (phase, level) in enumerate(levels) if phase == "calm"), levels   # calm only takes back
 
 
 def test_the_daemon_sends_smaller_pictures_while_degraded_and_says_so(caplog: pytest.LogCaptureFixture) -> None:

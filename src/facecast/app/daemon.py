@@ -101,6 +101,11 @@ class GuardedOutput:
                 "error": current or own.get("error"), "last_error": self.last_error or own.get("last_error")}
 
     @property
+    def wants_image(self) -> bool:
+        """Whether this output would read a picture now (`Output.wants_image`, where it has one)."""
+        return self.output.needs_image and bool(getattr(self.output, "wants_image", True))
+
+    @property
     def current_error(self) -> str | None:
         error = self.report()["error"]
         return None if error is None else f"{self.output.name}: {error}"
@@ -325,11 +330,15 @@ class LiveDaemon:
                     break
                 continue
             fresh = generated is not last_frame
-            if fresh and self._render is not None:
+            # no picture while no output would read one (an overlay server nobody watches)
+            wanted = self._render is not None and any(output.wants_image for output in self.outputs)
+            if not wanted:
+                image = None
+            elif fresh or image is None:
                 image = self._picture(frame)
             last_frame = generated
             for output in self.outputs:
-                output.send(frame, image if output.output.needs_image else None)
+                output.send(frame, image if output.wants_image else None)
             now = self._clock()
             self._account(frame, fresh, now, previous_handoff)
             previous_handoff = now

@@ -325,6 +325,12 @@ class WsServer:
         """
         self._status_provider = provider
 
+    @property
+    def wants_image(self) -> bool:
+        """Whether a picture would be read now: a client on ``/frames`` or ``/video.mjpeg`` (without one, the
+        daemon need not render or watermark frames for this server; `/motion` and `/status` need none)."""
+        return bool(self._frame_clients or self._mjpeg_clients)
+
     def send(self, frame: MotionFrame, image: np.ndarray | None = None) -> None:
         """Publish one frame (and its RGB/RGBA uint8 image) to every client; never blocks.
 
