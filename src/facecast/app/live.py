@@ -206,8 +206,10 @@ def run_live(flags: dict[str, Any]) -> int:
         renderer = Renderer(cut_out(rig) if settings["cutout"] else rig, device="auto")
         return lambda frame: provenance.apply(renderer.render(frame), frame.t)
 
-    render = load_renderer(settings["portrait"])
+    # the generator (torch) before the portrait (mediapipe): torch's import reads every loaded module's __file__,
+    # which would load mediapipe's deferred drawing helpers and matplotlib (40 MiB, `face.tracker._DEFERRED`)
     generator = make_live_generator(settings)
+    render = load_renderer(settings["portrait"])
     controls = ControlForward()
     outputs = build_outputs(settings, controls)
     if not outputs:
