@@ -148,7 +148,7 @@ def run(fps: int, size: int, generator: str = "rule", prefix: tuple[str, ...] = 
     summary, scheduled_ms = None, float("nan")
     degraded = []                         # the daemon's lines saying it gave up or took back picture size
     for line in process.stderr:
-        if "falling behind" in line or "load gone" in line or "load easing" in line:
+        if any(said in line for said in ("falling behind", "load gone", "load easing", "skipping audio")):
             degraded.append(line.split(": ", 1)[-1].strip())
         if "frames scheduled " in line:
             scheduled_ms = float(line.split("frames scheduled ")[1].split(" ms")[0])
@@ -202,7 +202,7 @@ def main() -> None:
           f"before the runs {load:.1f}\n")
     print("| generator | fps | achieved fps | latency p50 | latency p95 | scheduled | longest gap | repeated | "
           "repeated poses (moving) | change CV | CPU while live "
-          "(cores) | whole process CPU | peak RSS | first frame | A/V delay | quality changes | "
+          "(cores) | whole process CPU | peak RSS | first frame | A/V delay | quality changes / audio skipped | "
           "received: VMC / VRChat JawOpen (sent only when it changes) / ws motion / ws overlay frames |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (generator, fps), r in results.items():
@@ -211,7 +211,8 @@ def main() -> None:
               f"{r['repeated_poses']} of {r['moving_frames']} | {r['change_cv']:.2f} | "
               f"{r['cpu_cores']:.2f} | {r['process_cpu_s']:.1f} s | "
               f"{r['rss_mib']:.0f} MiB | {r['first_frame_s']:.2f} s | "
-              f"{(r.get('av_delay_ms') or {}).get('total', float('nan')):.0f} ms | {r.get('quality_changes', '-')} | "
+              f"{(r.get('av_delay_ms') or {}).get('total', float('nan')):.0f} ms | "
+              f"{r.get('quality_changes', '-')} / {r.get('audio_skipped_s', '-')} s | "
               f"{r['vmc']} / {r['vrchat']} / {r['ws_motion']} / {r['ws_frames']} of {r['frames']} sent |")
     for (generator, fps), r in results.items():
         for line in r["quality_log"]:

@@ -56,8 +56,9 @@ def test_pictures_are_rendered_only_while_someone_reads_them(sample_speech) -> N
         return render, daemon, received
 
     unwatched, daemon, _ = live(watch=False)
-    assert daemon.stats.frames > 20 and unwatched.calls == 0    # motion went out; no picture was made
+    assert daemon.stats.frames > 10 and unwatched.calls == 0    # motion went out; no picture was made
     assert daemon.status()["outputs"]["websocket"]["sent"] == daemon.stats.frames
     watched, daemon, received = live(watch=True)
-    assert watched.calls >= daemon.stats.frames - 1 > 20        # every fresh frame rendered
+    fresh = daemon.stats.frames - daemon.stats.repeated          # a repeated frame reuses its picture
+    assert watched.calls >= fresh - 1 and fresh > 10            # every fresh frame rendered
     assert received and decode_frame(received[-1])[1].shape == (64, 64, 4)

@@ -120,3 +120,55 @@ def test_the_daemon_sends_smaller_pictures_while_degraded_and_says_so(caplog: py
     assert daemon.status()["quality"]["reason"] is None
     messages = [record.getMessage() for record in caplog.records]
     assert sum("falling behind" in m for m in messages) == 1 and "load gone: pictures back at full size" in messages
+
+
+def test_the_last_level_makes_the_learned_generator_spend_less_and_it_comes_back() -> None:
+    """At LIGHT_GENERATOR_LEVEL the learned model denoises each chunk in fewer steps (the real model, as
+    `facecast live` makes it), and still makes motion; a level down restores its steps."""
+    from facecast.app.daemon import LIGHT_GENERATOR_LEVEL
+    from facecast.speech.generator import make_generator
+
+    generator = make_generator("learned", fps=FPS, streaming=True)
+    inner = generator.generator
+    daemon = LiveDaemon(None, generator, [], FPS)
+    assert not inner.light
+    daemon._quality_changed(LIGHT_GENERATOR_LEVEL, LIGHT_GENERATOR_LEVEL - 1, 0.5)
+    assert inner.light and "fewer generator steps" in daemon._quality_reason
+    t = np.arange(16000) / 16000
+    frames = generator.push((0.3 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32))
+    assert len(frames) >= 20                               # a second of audio still makes its frames
+    daemon._quality_changed(LIGHT_GENERATOR_LEVEL - 1, LIGHT_GENERATOR_LEVEL, 0.0)
+    assert not inner.light and "fewer generator steps" not in daemon._quality_reason
+
+
+def test_motion_that_falls_behind_the_microphone_skips_audio_instead_of_trailing_it(sample_speech, caplog) -> None:
+    """A generator slower than real time (each 10 ms block takes 20 ms, as on a machine short of CPU): the daemon
+    skips the audio it cannot keep up with, says so once, and the frames stay near their sound instead of
+    trailing it by the audio queue's whole second."""
+    from facecast.app.audio_input import FileSource
+    from facecast.app.daemon import MAX_AUDIO_BACKLOG_S
+    from facecast.speech.generator import make_generator
+
+    class Slow:
+        def __init__(self) -> None:
+            self.inner = make_generator("rule", fps=FPS, streaming=True)
+            self.SAMPLE_RATE, self.fps = self.inner.SAMPLE_RATE, self.inner.fps
+            self.lookahead_s, self.processing_s = self.inner.lookahead_s, self.inner.processing_s
+
+        def push(self, samples: np.ndarray, capture_time: float | None = None) -> list[MotionFrame]:
+            time.sleep(0.02)
+            return self.inner.push(samples, capture_time)
+
+        def finish(self) -> list[MotionFrame]:
+            return self.inner.finish()
+
+    daemon = LiveDaemon(FileSource(sample_speech), Slow(), [], FPS)
+    with caplog.at_level(logging.INFO, logger="facecast.live"):
+        daemon.run(max_seconds=4.0)
+    summary = daemon.summary()
+    assert 0.5 < summary["audio_skipped_s"] < 3.5 and daemon.status()["audio_skipped_s"] == summary["audio_skipped_s"]
+    assert summary["frames"] > 60
+    # about MAX_AUDIO_BACKLOG_S plus a block's work and a frame; the file's queue alone would allow 1 s
+    assert summary["latency_p50_ms"] < 1000 * MAX_AUDIO_BACKLOG_S + 250, summary
+    skipping = [r.getMessage() for r in caplog.records if "skipping audio to keep up" in r.getMessage()]
+    assert len(skipping) == 1, skipping                  # said once, not once per block or per episode

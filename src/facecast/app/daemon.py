@@ -52,14 +52,22 @@ LATENCY_HISTOGRAM_MS = 2000
 #: period after each frame's capture time, so a tick never races the frame it should show
 #: (measured: 1/3 of frames repeated at 30 fps when the grid ignored this).
 PHASE_MARGIN_PERIODS = 0.4
+#: Audio reaching the motion thread later than this after its capture is skipped (`LiveDaemon._behind`): the target
+#: is every frame within 150 ms of its sound, and frames take ~0.1 s after their audio is in.
+MAX_AUDIO_BACKLOG_S = 0.15
+#: The log says that audio is being skipped at most once in this many seconds (`/status` counts every skip).
+SKIP_TELL_S = 60.0
 #: Seconds between the periodic health log lines.
 STATUS_LOG_INTERVAL_S = 5.0
 #: `status` reports the frame rate, latency and longest gap over this many recent seconds (and the whole run).
 STATUS_WINDOW_S = 5.0
 #: The pictures' linear size at each quality level (`QualityGovernor`): when the daemon falls behind, frames go to
 #: the outputs smaller (512 -> 384 -> 256 px) and receivers scale them back up. Encoding the overlay's WebP is
-#: most of a frame's cost (11 ms at 512², 2 ms to render it), and it shrinks with the area.
-QUALITY_SCALES = (1.0, 0.75, 0.5)
+#: most of a frame's cost (8-11 ms at 512², 2 ms to render it), and it shrinks with the area.
+QUALITY_SCALES = (1.0, 0.75, 0.5, 0.5)
+#: From this level on the generator also spends less (`lighten`: the learned model's denoising steps 2 -> 1), for
+#: when motion itself comes late (repeated frames).
+LIGHT_GENERATOR_LEVEL = 3
 
 
 class GuardedOutput:
@@ -131,6 +139,8 @@ class LiveStats:
     started: float = 0.0
     elapsed: float = 0.0
     cpu_seconds: float = 0.0
+    #: Seconds of audio skipped because the motion thread fell behind (`LiveDaemon._behind`).
+    audio_skipped_s: float = 0.0
     #: (hand-off time, mic-to-frame latency in ms or None for a repeated frame, the avatar's delay behind the sound
     #: it shows in ms or None, the audio heard past that sound in ms or None) of the last `STATUS_WINDOW_S`.
     recent: deque = field(default_factory=deque)
@@ -220,6 +230,8 @@ class LiveDaemon:
         #: Gives up picture size when frames come late (nothing to give up without pictures).
         self.quality = QualityGovernor(len(QUALITY_SCALES), fps) if self._render is not None else None
         self._quality_reason: str | None = None
+        self._skipping = False   # audio is being skipped because motion fell behind (`_behind`)
+        self._skip_told: float | None = None   # when the log last said so
         self._clock = clock
         self._sleep = sleep
         self._queue: FrameQueue[MotionFrame] = FrameQueue()
@@ -261,6 +273,8 @@ class LiveDaemon:
         try:
             while not self._stop.is_set():
                 block = self.source.read(timeout=0.1)
+                if block is not None and self._behind(block.capture_time, len(block.samples)):
+                    continue
                 if block is not None:
                     self._note_block(len(block.samples), block.capture_time)
                     samples = np.zeros_like(block.samples) if self.controls.muted else block.samples
@@ -275,6 +289,24 @@ class LiveDaemon:
             log.error("motion generation stopped: %s", self.motion_error)
         finally:
             self._audio_done.set()
+
+    def _behind(self, capture_time: float, samples: int) -> bool:
+        """Whether to skip this audio block: the motion thread got it more than MAX_AUDIO_BACKLOG_S after its
+        capture (a machine short of CPU). Motion made from it would reach viewers that late, so it is dropped and
+        the generator goes on with fresher sound: the lips skip a little instead of trailing the voice. Once
+        skipping, blocks are dropped until one comes within half that (so it does not stop at the edge)."""
+        now = self._clock()
+        lag = now - capture_time
+        if lag <= MAX_AUDIO_BACKLOG_S / (2 if self._skipping else 1):
+            self._skipping = False
+            return False
+        self.stats.audio_skipped_s += samples / SAMPLE_RATE
+        if not self._skipping and (self._skip_told is None or now - self._skip_told > SKIP_TELL_S):
+            self._skip_told = now
+            log.warning("motion is %.0f ms behind the microphone: skipping audio to keep up (the CPU is busy; "
+                        "/status counts it under audio_skipped_s)", 1000 * lag)
+        self._skipping = True
+        return True
 
     def _note_block(self, samples: int, capture_time: float) -> None:
         """Record a block's capture time (for the avatar's delay) and how late it reached the daemon."""
@@ -372,17 +404,22 @@ class LiveDaemon:
         return image
 
     def _quality_changed(self, level: int, previous: int, late_share: float) -> None:
-        """Say once per change what was given up and why (the log and `/status`)."""
+        """Apply a new quality level to the generator; say once per change what was given up and why (the log and
+        `/status`)."""
         scale = QUALITY_SCALES[level]
+        lighten = getattr(self.generator, "lighten", None)
+        if lighten is not None and (level >= LIGHT_GENERATOR_LEVEL) != (previous >= LIGHT_GENERATOR_LEVEL):
+            lighten(level >= LIGHT_GENERATOR_LEVEL)
+        given_up = f"pictures at {scale:.0%} of their size" + (
+            ", fewer generator steps" if level >= LIGHT_GENERATOR_LEVEL and lighten is not None else "")
         if level == 0:
             self._quality_reason = None
             log.info("load gone: pictures back at full size")
         elif level > previous:
-            self._quality_reason = (f"falling behind ({late_share:.0%} of frames late): pictures at {scale:.0%} of "
-                                    "their size until the load goes")
+            self._quality_reason = f"falling behind ({late_share:.0%} of frames late): {given_up} until the load goes"
             log.warning("%s", self._quality_reason)
         else:
-            self._quality_reason = f"load easing: pictures at {scale:.0%} of their size"
+            self._quality_reason = f"load easing: {given_up}"
             log.info("%s", self._quality_reason)
 
     def _account(self, frame: MotionFrame, fresh: bool, now: float, previous: float | None) -> None:
@@ -462,6 +499,7 @@ class LiveDaemon:
             "inputs": {"audio": self.source.status},
             "outputs": {o.output.name: o.report() for o in self.outputs},
             "quality": self._quality_status(),
+            "audio_skipped_s": round(stats.audio_skipped_s, 2),
             "portrait": {"swapping": self.swapper.busy, "swapped": self.swapper.swapped,
                          "failed": self.swapper.failed, "superseded": self.swapper.superseded},
             "last_error": self._current_error(),
@@ -487,6 +525,7 @@ class LiveDaemon:
             "skipped": stats.skipped, "cpu_s": round(stats.cpu_seconds, 2),
             "av_delay_ms": stats.window(stats.started + stats.elapsed)["av_delay_ms"],   # over the last seconds
             "quality_changes": self.quality.changes if self.quality is not None else 0,
+            "audio_skipped_s": round(stats.audio_skipped_s, 2),
         }
 
     def status_line(self) -> str:
