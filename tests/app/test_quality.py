@@ -172,3 +172,15 @@ def test_motion_that_falls_behind_the_microphone_skips_audio_instead_of_trailing
     assert summary["latency_p50_ms"] < 1000 * MAX_AUDIO_BACKLOG_S + 250, summary
     skipping = [r.getMessage() for r in caplog.records if "skipping audio to keep up" in r.getMessage()]
     assert len(skipping) == 1, skipping                  # said once, not once per block or per episode
+
+
+def test_frames_after_skipped_audio_keep_their_own_slots_on_the_frame_clock() -> None:
+    """The generator never hears skipped audio, so its time runs behind the frame clock by that much; each frame
+    goes to the slot of the moment it shows (else frames made in bursts, as the learned model's 40 ms chunks at
+    60 fps, would all count as late and ticks between them would repeat)."""
+    clock = FakeClock()
+    daemon = LiveDaemon(None, None, [], FPS, clock=clock, sleep=clock.sleep)
+    assert daemon._slot(MotionFrame(t=1.0)) == 30
+    assert daemon._behind(clock() - 0.3, 1600)                  # 100 ms of audio, 300 ms late: skipped
+    assert not daemon._behind(clock() - 0.01, 160)              # fresh again
+    assert daemon._slot(MotionFrame(t=1.0)) == 33 and daemon.stats.audio_skipped_s == pytest.approx(0.1)

@@ -232,6 +232,7 @@ class LiveDaemon:
         self._quality_reason: str | None = None
         self._skipping = False   # audio is being skipped because motion fell behind (`_behind`)
         self._skip_told: float | None = None   # when the log last said so
+        self._skipped_samples = 0
         self._clock = clock
         self._sleep = sleep
         self._queue: FrameQueue[MotionFrame] = FrameQueue()
@@ -279,10 +280,10 @@ class LiveDaemon:
                     self._note_block(len(block.samples), block.capture_time)
                     samples = np.zeros_like(block.samples) if self.controls.muted else block.samples
                     for frame in self.generator.push(samples, capture_time=block.capture_time):
-                        self._queue.put(round(frame.t * self.fps), frame)
+                        self._queue.put(self._slot(frame), frame)
                 if self.once and self.source.finished:
                     for frame in self.generator.finish():
-                        self._queue.put(round(frame.t * self.fps), frame)
+                        self._queue.put(self._slot(frame), frame)
                     break
         except Exception as exc:  # keep the clock (and idle frames) going; report it
             self.motion_error = f"{type(exc).__name__}: {exc}"
@@ -300,13 +301,19 @@ class LiveDaemon:
         if lag <= MAX_AUDIO_BACKLOG_S / (2 if self._skipping else 1):
             self._skipping = False
             return False
-        self.stats.audio_skipped_s += samples / SAMPLE_RATE
+        self._skipped_samples += samples
+        self.stats.audio_skipped_s = self._skipped_samples / SAMPLE_RATE
         if not self._skipping and (self._skip_told is None or now - self._skip_told > SKIP_TELL_S):
             self._skip_told = now
             log.warning("motion is %.0f ms behind the microphone: skipping audio to keep up (the CPU is busy; "
                         "/status counts it under audio_skipped_s)", 1000 * lag)
         self._skipping = True
         return True
+
+    def _slot(self, frame: MotionFrame) -> int:
+        """The frame clock's slot for a generated frame: its index in the generator's stream, plus the frames of
+        audio skipped before it (the generator never heard them, so its time runs behind the clock's by that)."""
+        return round((frame.t + self._skipped_samples / SAMPLE_RATE) * self.fps)
 
     def _note_block(self, samples: int, capture_time: float) -> None:
         """Record a block's capture time (for the avatar's delay) and how late it reached the daemon."""
