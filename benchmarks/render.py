@@ -274,6 +274,7 @@ def memory_rows(speech: np.ndarray, workdir: Path, args: argparse.Namespace) -> 
         _, rss_minute, _ = run_cli_render(minute, workdir / "minute.mp4", args.memory_size, generator)
         long_wall, rss_long, _ = run_cli_render(long_audio, workdir / "long.mp4", args.memory_size, generator)
         rows.append((generator, rss_minute, rss_long, long_wall))
+        print(f"({generator}: {rss_minute:.0f} / {rss_long:.0f} MiB)", flush=True)   # a long run: each as it ends
     return rows
 
 
