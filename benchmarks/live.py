@@ -1,6 +1,8 @@
 """Live benchmark: the real `facecast live` on an audio file in real time, bridges to loopback receivers.
 
     python benchmarks/live.py            # both generators at 30 and 60 fps, 512², ~1 min
+    python benchmarks/live.py --generators learned --fps 30 --busy-core 0   # beside a game: one core kept busy
+    python benchmarks/live.py --generators learned --fps 30 --prefix "py-spy record -o live.svg --"   # profile
     python benchmarks/live.py --camera   # the webcam rows: a real talking clip played as the camera, with its
                                          # voice and without (the microphone absent: silence), ~1 min
 
@@ -13,6 +15,11 @@ the capture time of the newest audio sample a frame used (for a file, when that
 sample was fed in at real-time pace) to the moment the frame is handed to the
 output transports; "scheduled" is the delay the daemon set at start for every
 frame after its audio (audio block, the generator's measured compute, a margin).
+"First frame" is the time from starting the command to the first VMC packet the
+receiver gets (imports, model loading, portrait analysis, the first audio). "A/V
+delay" is how far the avatar trails the voice (`/status`'s `av_delay_ms`).
+`--busy-core N` runs a process that keeps core N busy (a game beside the daemon)
+for the whole run.
 
 Camera rows play a held-out talking clip (`--camera-file`, at its own 30 fps)
 as the webcam: camera-to-output latency runs from the moment a camera frame was
@@ -26,6 +33,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import threading
@@ -47,6 +55,7 @@ class OscCounter:
 
     def __init__(self, address: str) -> None:
         self.count = 0
+        self.first: float | None = None   # time.monotonic() of the first message
         dispatcher = Dispatcher()
         dispatcher.map(address, self._hit)
         self.server = ThreadingOSCUDPServer(("127.0.0.1", 0), dispatcher)
@@ -54,6 +63,8 @@ class OscCounter:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def _hit(self, *_: object) -> None:
+        if self.first is None:
+            self.first = time.monotonic()
         self.count += 1
 
 
@@ -122,23 +133,37 @@ def ws_reader(url: str, counts: dict, key: str, stop: threading.Event, keep: lis
             time.sleep(0.1)
 
 
-def run(fps: int, size: int, generator: str = "rule", camera: Path | None = None,
+#: Keeps one core busy, as a game would: a tight loop pinned to the core given on its command line.
+BUSY_LOOP = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True: pass"
+
+
+def busy_core(core: int) -> subprocess.Popen:
+    """A process that keeps `core` busy until it is killed."""
+    return subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(core)])
+
+
+def run(fps: int, size: int, generator: str = "rule", prefix: tuple[str, ...] = (), camera: Path | None = None,
         audio: Path | None = SPEECH) -> dict:
-    """One `facecast live` run; `camera` plays a clip as the webcam, `audio` None leaves the (absent) microphone."""
+    """One `facecast live` run (under `prefix`, e.g. a profiler); `camera` plays a clip as the webcam, `audio` None
+    leaves the (absent) microphone."""
     vmc, vrchat = OscCounter("/VMC/Ext/OK"), OscCounter("/avatar/parameters/FT/v2/JawOpen")
-    command = [sys.executable, "-m", "facecast.app.cli", "live", "--portrait", str(PORTRAIT),
+    command = [*prefix, sys.executable, "-m", "facecast.app.cli", "live", "--portrait", str(PORTRAIT),
                "--once", "--fps", str(fps), "--size", str(size), "--vmc", str(vmc.port), "--vrchat", str(vrchat.port),
                "--ws", "0", "--log-level", "info", "--generator", generator]
     command += ["--audio", str(audio)] if audio is not None else []
     command += ["--camera-file", str(camera)] if camera is not None else []
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     counts = {"motion": 0, "frames": 0}  # messages read on ws /motion and ws /frames
     motion: list[dict] = []               # every motion frame the ws /motion stream delivered
     stop = threading.Event()
     readers = []
     summary, scheduled_ms = None, float("nan")
+    degraded = []                         # the daemon's lines saying it gave up or took back picture size
     for line in process.stderr:
+        if any(said in line for said in ("falling behind", "load gone", "load easing", "skipping audio")):
+            degraded.append(line.split(": ", 1)[-1].strip())
         if "frames scheduled " in line:
             scheduled_ms = float(line.split("frames scheduled ")[1].split(" ms")[0])
         if "serving the overlay at" in line:
@@ -162,6 +187,7 @@ def run(fps: int, size: int, generator: str = "rule", camera: Path | None = None
     # CPU while live (the daemon's own count), and the whole process's including start-up.
     return {**summary, "scheduled_ms": scheduled_ms, "cpu_cores": summary["cpu_s"] / summary["elapsed_s"],
             "process_cpu_s": cpu, "rss_mib": after.ru_maxrss / 1024, "vmc": vmc.count, "vrchat": vrchat.count,
+            "first_frame_s": vmc.first - started if vmc.first is not None else float("nan"), "quality_log": degraded,
             "ws_motion": counts["motion"], "ws_frames": counts["frames"], **evenness(motion)}
 
 
@@ -170,27 +196,45 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--generators", default="rule,learned", help="comma-separated: rule, learned")
     parser.add_argument("--fps", default="30,60", help="comma-separated frame rates")
+    parser.add_argument("--busy-core", type=int, default=None, metavar="N",
+                        help="keep core N busy with another process during every run (a game beside the daemon)")
+    parser.add_argument("--prefix", default="", help="run the daemon under this command, e.g. a profiler's "
+                        "'py-spy record -o out.svg --'")
     parser.add_argument("--camera", action="store_true", help="the webcam rows instead (CAMERA_CLIP as the camera)")
     args = parser.parse_args()
     if args.camera:
         camera_rows(args.size, args.generators.split(","))
         return
-    results = {(generator, fps): run(fps, args.size, generator)
-               for generator in args.generators.split(",") for fps in map(int, args.fps.split(","))}
-    print(f"\nfacecast live benchmark — {os.cpu_count()} CPU cores, {args.size}², 12 s of speech played in real time, "
-          "outputs: VMC, VRChat OSC, WebSocket motion + overlay frames (loopback receivers)\n")
+    load = os.getloadavg()[0]
+    busy = busy_core(args.busy_core) if args.busy_core is not None else None
+    try:
+        results = {(generator, fps): run(fps, args.size, generator, tuple(shlex.split(args.prefix)))
+                   for generator in args.generators.split(",") for fps in map(int, args.fps.split(","))}
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    beside = f", core {args.busy_core} kept busy by another process" if args.busy_core is not None else ""
+    print(f"\nfacecast live benchmark — {os.cpu_count()} CPU cores{beside}, {args.size}², 12 s of speech played in "
+          f"real time, outputs: VMC, VRChat OSC, WebSocket motion + overlay frames (loopback receivers); load average "
+          f"before the runs {load:.1f}\n")
     print("| generator | fps | achieved fps | latency p50 | latency p95 | scheduled | longest gap | repeated | "
           "repeated poses (moving) | change CV | CPU while live "
-          "(cores) | whole process CPU | peak RSS | received: VMC / VRChat JawOpen (sent only when it changes) / "
-          "ws motion / ws overlay frames |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "(cores) | whole process CPU | peak RSS | first frame | A/V delay | quality changes / audio skipped | "
+          "received: VMC / VRChat JawOpen (sent only when it changes) / ws motion / ws overlay frames |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (generator, fps), r in results.items():
         print(f"| {generator} | {fps} | {r['fps']:.1f} | {r['latency_p50_ms']:.0f} ms | {r['latency_p95_ms']:.0f} ms | "
               f"{r['scheduled_ms']:.0f} ms | {r['max_gap_ms']:.0f} ms | {r['repeated']} | "
               f"{r['repeated_poses']} of {r['moving_frames']} | {r['change_cv']:.2f} | "
               f"{r['cpu_cores']:.2f} | {r['process_cpu_s']:.1f} s | "
-              f"{r['rss_mib']:.0f} MiB | "
+              f"{r['rss_mib']:.0f} MiB | {r['first_frame_s']:.2f} s | "
+              f"{(r.get('av_delay_ms') or {}).get('total', float('nan')):.0f} ms | "
+              f"{r.get('quality_changes', '-')} / {r.get('audio_skipped_s', '-')} s | "
               f"{r['vmc']} / {r['vrchat']} / {r['ws_motion']} / {r['ws_frames']} of {r['frames']} sent |")
+    for (generator, fps), r in results.items():
+        for line in r["quality_log"]:
+            print(f"{generator} {fps} fps: {line}")
 
 
 def camera_rows(size: int, generators: list[str]) -> None:

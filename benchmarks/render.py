@@ -2,6 +2,7 @@
 
     python benchmarks/render.py                 # the full run quoted in README (~10 min on 2 cores)
     python benchmarks/render.py --long-minutes 5   # a quicker constant-memory check
+    python benchmarks/render.py --memory-only --memory-size 512 --memory-generators rule,learned   # memory alone
 
 Rows:
 * generator: audio -> motion frames per second (60 s of speech);
@@ -211,6 +212,9 @@ def main() -> None:
     parser.add_argument("--long-minutes", type=int, default=60, help="length of the long render for the memory check")
     parser.add_argument("--memory-size", type=int, default=256,
                         help="frame size for the 1-minute vs long memory comparison (default 256 keeps it quick)")
+    parser.add_argument("--memory-generators", default="learned",
+                        help="comma-separated generators for the 1-minute vs long memory comparison")
+    parser.add_argument("--memory-only", action="store_true", help="only the 1-minute vs long memory comparison")
     parser.add_argument("--presets", nargs="?", const="ultrafast,superfast,veryfast,faster", default=None,
                         metavar="P1,P2,...", help="only compare x264 presets and thread counts (speed, size, quality)")
     parser.add_argument("--threads", default="1,2,0", help="x264 thread counts for --presets (0: x264's default)")
@@ -223,6 +227,10 @@ def main() -> None:
         print_presets(rows, size, count, args.crf)
         return
     speech = one_minute_of_speech()
+    if args.memory_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print_memory(memory_rows(speech, Path(tmp), args), args)
+        return
     generator_fps, motion = bench_generator(speech)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -237,9 +245,7 @@ def main() -> None:
         for generator in ("learned", "rule"):
             runs = sorted(run_cli_render(minute, workdir / "minute512.mp4", 512, generator) for _ in range(3))
             cli[generator] = (runs[1][0], [r[0] for r in runs], sorted(r[2] for r in runs)[1])
-        _, rss_minute, _ = run_cli_render(minute, workdir / "minute.mp4", args.memory_size)
-        long_audio = write_flac(workdir / "long.flac", speech, args.long_minutes)
-        long_wall, rss_long, _ = run_cli_render(long_audio, workdir / "long.mp4", args.memory_size)
+        memory = memory_rows(speech, workdir, args)
 
     print(f"\nfacecast render benchmark — {os.cpu_count()} CPU cores, torch threads {_torch_threads()}\n")
     print("| stage | 256² | 512² | 1024² |")
@@ -256,9 +262,27 @@ def main() -> None:
         print(f"| 60 s of speech at 512², 25 fps, {generator} generator: wall time, median of 3 | {wall:.1f} s "
               f"(real-time factor {wall / 60:.2f}; runs {', '.join(f'{w:.1f}' for w in walls)} s) |")
         print(f"| ... first frame encoded after (from the command's start, median) | {first:.1f} s |")
-    print(f"| peak RSS, 1 min of audio at {args.memory_size}² | {rss_minute:.0f} MiB |")
-    print(f"| peak RSS, {args.long_minutes} min of audio at {args.memory_size}² | {rss_long:.0f} MiB "
-          f"({(rss_long / rss_minute - 1) * 100:+.1f} %; rendered in {long_wall:.0f} s) |")
+    print_memory(memory, args)
+
+
+def memory_rows(speech: np.ndarray, workdir: Path, args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
+    """(generator, peak RSS for 1 minute, for `--long-minutes`, wall seconds of the long render) per generator."""
+    minute = write_flac(workdir / "minute.flac", speech, 1)
+    long_audio = write_flac(workdir / "long.flac", speech, args.long_minutes)
+    rows = []
+    for generator in args.memory_generators.split(","):
+        _, rss_minute, _ = run_cli_render(minute, workdir / "minute.mp4", args.memory_size, generator)
+        long_wall, rss_long, _ = run_cli_render(long_audio, workdir / "long.mp4", args.memory_size, generator)
+        rows.append((generator, rss_minute, rss_long, long_wall))
+        print(f"({generator}: {rss_minute:.0f} / {rss_long:.0f} MiB)", flush=True)   # a long run: each as it ends
+    return rows
+
+
+def print_memory(rows: list[tuple[str, float, float, float]], args: argparse.Namespace) -> None:
+    for generator, rss_minute, rss_long, long_wall in rows:
+        print(f"| peak RSS, {generator} generator, 1 min of audio at {args.memory_size}² | {rss_minute:.0f} MiB |")
+        print(f"| peak RSS, {generator} generator, {args.long_minutes} min of audio at {args.memory_size}² | "
+              f"{rss_long:.0f} MiB ({(rss_long / rss_minute - 1) * 100:+.1f} %; rendered in {long_wall:.0f} s) |")
 
 
 def _torch_threads() -> str:

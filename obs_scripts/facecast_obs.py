@@ -76,6 +76,10 @@ DEVICES_TIMEOUT_S = 20.0  # `facecast devices --json` (imports PortAudio) gives 
 STOP_GRACE_S = 5.0  # the stop message (or SIGTERM), then terminate/kill after this
 LOG_TAIL_CHARS = 16384  # the daemon log kept in memory for parsing
 SCENE_FILL = 0.9  # the overlay is scaled down to at most this share of the canvas height
+DEFAULT_MIC_SOURCE = "Mic/Aux"  # OBS's own microphone source (Settings -> Audio -> Mic/Auxiliary Audio)
+#: The microphone's Sync Offset follows the avatar's delay only when it moved by this much: each change makes OBS
+#: resynchronise the source's audio (a small click), and the delay itself wobbles by a few ms from frame to frame.
+SYNC_STEP_MS = 10
 
 _TOKEN_RE = re.compile(r"control token ([A-Za-z0-9_\-]+)")
 _LOG_LINE_RE = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+): (.*)$")
@@ -90,6 +94,8 @@ def default_settings() -> Dict[str, Any]:
         "facecast_path": "", "portrait": "", "microphone": "", "audio_file": "", "camera": "",
         "fps": 30, "size": DEFAULT_SIZE, "framing": "auto", "port": DEFAULT_PORT, "intensity": 0.6,
         "mouth_intensity": 1.0,
+        # Lips and voice together: delay this OBS audio source by the avatar's delay behind the microphone.
+        "sync_mic": True, "mic_source": DEFAULT_MIC_SOURCE,
         "out_overlay": True, "out_vcam": False, "out_vmc": False, "out_vrchat": False, "out_vts": False,
         # Two PCs: the daemon runs on another computer (`facecast live --ws --ws-host 0.0.0.0`); this OBS only
         # shows it, asks its /status and sends emotions, with the token that computer keeps.
@@ -309,7 +315,24 @@ def summarize_status(status: Mapping[str, Any]) -> str:
     audio = inputs.get("audio") if isinstance(inputs.get("audio"), dict) else {}
     if audio.get("state"):
         parts.append("audio %s" % audio["state"])
+    delay = avatar_delay_ms(status)
+    if delay is not None:
+        parts.append("lips %d ms behind the voice" % delay)
     return ", ".join(parts)
+
+
+def avatar_delay_ms(status: Optional[Mapping[str, Any]]) -> Optional[int]:
+    """How many ms the avatar trails the microphone, from /status's ``av_delay_ms`` (None: not known yet)."""
+    delay = status.get("av_delay_ms") if status is not None else None
+    total = _number(delay.get("total")) if isinstance(delay, dict) else None
+    return int(round(total)) if total is not None and total >= 0 else None
+
+
+def sync_offset_change(applied_ms: Optional[int], wanted_ms: Optional[int], step_ms: int = SYNC_STEP_MS) -> bool:
+    """Whether the microphone's Sync Offset should move from `applied_ms` (None: not set by us) to `wanted_ms`."""
+    if wanted_ms is None:
+        return False
+    return applied_ms is None or abs(wanted_ms - applied_ms) >= step_ms
 
 
 def status_problem(status: Mapping[str, Any]) -> Optional[str]:
@@ -1223,6 +1246,9 @@ _queued: List[Callable[[], Any]] = []
 _queue_lock = threading.Lock()
 _logged_key: Tuple[str, str] = ("", "")
 _was_running = False
+#: The microphone source whose Sync Offset this script set: {"source": name, "original": ns, "applied_ms": ms}.
+_synced: Optional[Dict[str, Any]] = None
+_missing_mic: Optional[str] = None  # a chosen microphone source not found (warned about once)
 
 
 def _log(message: str, warning: bool = False) -> None:
@@ -1283,7 +1309,62 @@ def _tick() -> None:
     if running and not _was_running:
         _reopen_media_source()
     _was_running = running
+    _sync_microphone()
     _log_status()
+
+
+def _sync_microphone() -> None:
+    """Keep the chosen microphone source's Sync Offset at the avatar's delay behind the voice while facecast
+    runs (viewers then hear each word when the lips say it); put back the offset it had once facecast stops,
+    the option is turned off or another source is chosen."""
+    global _synced, _missing_mic
+    settings = PANEL.settings
+    name = str(settings.get("mic_source") or "").strip()
+    wanted = avatar_delay_ms(PANEL.last_status) if settings.get("sync_mic") and name else None
+    if _synced is not None and (wanted is None or _synced["source"] != name):
+        _restore_microphone()
+    if not sync_offset_change(_synced["applied_ms"] if _synced is not None else None, wanted):
+        return
+    source = obs.obs_get_source_by_name(name)
+    if source is None:
+        if _missing_mic != name:
+            _missing_mic = name
+            _log("facecast: no audio source named %r to delay by the avatar's %d ms: choose your microphone "
+                 "under 'Delay this microphone'" % (name, wanted), warning=True)
+        return
+    _missing_mic = None
+    original = _synced["original"] if _synced is not None else obs.obs_source_get_sync_offset(source)
+    obs.obs_source_set_sync_offset(source, int(wanted) * 1000000)  # OBS takes nanoseconds
+    obs.obs_source_release(source)
+    _synced = {"source": name, "original": original, "applied_ms": wanted}
+    _log("facecast: %r delayed by %d ms (its Sync Offset): the avatar's lips trail the voice by that much"
+         % (name, wanted))
+
+
+def _restore_microphone() -> None:
+    """Give the microphone source back the Sync Offset it had before this script changed it."""
+    global _synced
+    synced, _synced = _synced, None
+    if synced is None:
+        return
+    source = obs.obs_get_source_by_name(synced["source"])
+    if source is None:
+        return
+    obs.obs_source_set_sync_offset(source, synced["original"])
+    obs.obs_source_release(source)
+    _log("facecast: %r Sync Offset back to %d ms" % (synced["source"], synced["original"] // 1000000))
+
+
+def audio_source_names() -> List[str]:
+    """The names of OBS's sources that have audio (the microphone to delay is one of them), sorted."""
+    names = []
+    sources = obs.obs_enum_sources()
+    for source in sources or []:
+        if obs.obs_source_get_output_flags(source) & obs.OBS_SOURCE_AUDIO and \
+                obs.obs_source_get_name(source) != SOURCE_NAME:
+            names.append(obs.obs_source_get_name(source))
+    obs.source_list_release(sources)
+    return sorted(set(names))
 
 
 def _reopen_media_source() -> None:
@@ -1467,6 +1548,15 @@ def script_properties() -> Any:
     for value, label in FRAMINGS:
         obs.obs_property_list_add_string(framing, label, value)
 
+    obs.obs_properties_add_bool(props, "sync_mic", "Delay the microphone to match the lips (sets its Sync Offset)")
+    mic_sources = obs.obs_properties_add_list(props, "mic_source", "Delay this microphone", obs.OBS_COMBO_TYPE_EDITABLE,
+                                              obs.OBS_COMBO_FORMAT_STRING)
+    for name in [DEFAULT_MIC_SOURCE] + [n for n in audio_source_names() if n != DEFAULT_MIC_SOURCE]:
+        obs.obs_property_list_add_string(mic_sources, name, name)
+    obs.obs_property_set_long_description(mic_sources, "The OBS audio source of your voice: while facecast runs its "
+                                                       "Sync Offset is the avatar's delay (shown in the status), "
+                                                       "and goes back when facecast stops.")
+
     obs.obs_properties_add_bool(props, "out_overlay", "Overlay in OBS, background cut out (local server; also "
                                 "status and emotions)")
     obs.obs_properties_add_int(props, "port", "Overlay server port", 1024, 65535, 1)
@@ -1533,10 +1623,12 @@ def _on_event(event: int) -> None:
     if event in (getattr(obs, "OBS_FRONTEND_EVENT_EXIT", -1),
                  getattr(obs, "OBS_FRONTEND_EVENT_SCRIPTING_SHUTDOWN", -1)):
         PANEL.shutdown()
+        _restore_microphone()
 
 
 def script_unload() -> None:
     """Stop the daemon; OBS itself drops this script's timer, hotkeys and event callback."""
     obs.timer_remove(_tick)
     PANEL.shutdown()
+    _restore_microphone()
     _hotkeys.clear()

@@ -122,3 +122,25 @@ def test_a_refusing_udp_receiver_is_a_current_error_until_packets_flow_again(sen
         assert "refused" in up["outputs"][sender.name]["last_error"].lower()  # the latest reason stays readable
     finally:
         sender.close()
+
+
+def test_the_avatars_delay_behind_the_voice_is_measured_from_the_audio_it_shows(sample_speech) -> None:
+    """`/status` says how far the avatar trails the microphone, from a real run (the speech file played in real
+    time through the rule generator): the capture of the sound each frame shows to its hand-off, made of the
+    audio reaching the daemon, the generator's lookahead and the processing after it."""
+    from facecast.app.audio_input import FileSource
+    from facecast.speech.generator import make_generator
+
+    generator = make_generator("rule", fps=30, streaming=True)
+    daemon = LiveDaemon(FileSource(sample_speech), generator, [], 30)
+    assert daemon.status()["av_delay_ms"] is None            # nothing shown yet: nothing to say
+    daemon.run(max_seconds=3.0)
+    status = daemon.status()
+    delay = status["av_delay_ms"]
+    assert delay["total"] == pytest.approx(delay["capture"] + delay["lookahead"] + delay["processing"], abs=1)
+    # the rule generator hears 80 ms past a frame's time (`voice.LOOKAHEAD_S`), give or take one 10 ms block
+    assert 1000 * generator.lookahead_s - 12 <= delay["lookahead"] <= 1000 * generator.lookahead_s + 12
+    assert 0 <= delay["capture"] < delay["total"]
+    # the delay is the mic-to-frame latency (from the newest sample heard) plus the lookahead before it
+    assert delay["total"] == pytest.approx(status["latency_ms"]["p50"] + delay["lookahead"], abs=12)
+    assert daemon.summary()["av_delay_ms"] == delay

@@ -23,7 +23,11 @@ def test_frame_codec_round_trip_keeps_alpha_and_header() -> None:
     assert data[:3] == FRAME_MAGIC and data[3] == FRAME_VERSION and data[FRAME_HEADER.size:][:4] == b"RIFF"
     header, decoded = decode_frame(data)
     assert (header.index, header.t, header.capture_time) == (7, 1.25, 123.5)
-    np.testing.assert_array_equal(decoded[..., 3], image[..., 3])  # lossless alpha
+    np.testing.assert_array_equal(decoded[..., 3], image[..., 3])  # a hard edge keeps its alpha exactly
+    soft = image.copy()
+    soft[..., 3] = np.linspace(0, 255, 96).astype(np.uint8)[None, :]   # every opacity, as a cut-out's soft edge
+    # WEBP_ALPHA_QUALITY quantises alpha levels (a quicker encoding) by at most one level in 255
+    assert np.abs(decode_frame(encode_frame(soft, 0, 0.0))[1][..., 3].astype(int) - soft[..., 3]).max() <= 1
     assert np.abs(decoded[48, 48, :3].astype(int) - DISC_RGB).max() <= 4
     assert decode_frame(encode_frame(image[..., :3], 0, 0.0))[0].capture_time is None
     for bad in (b"XYZ" + data[3:], data[:3] + bytes([9]) + data[4:], data[:FRAME_HEADER.size]):

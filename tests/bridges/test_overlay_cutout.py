@@ -15,6 +15,8 @@ from test_overlay_browser import DevTools, checkerboard, chromium
 from test_overlay_browser import pytestmark as browser_mark  # skips without Chromium
 from websockets.asyncio.client import connect
 
+from facecast.app.daemon import QUALITY_SCALES
+
 pytestmark = browser_mark
 WINDOW = 256
 #: The canvas's alpha at its top corners and around the face's centre (the aligned crop puts the eyes at 42 %
@@ -60,7 +62,8 @@ async def check_overlay(page_url: str, tmp_path: Path) -> None:
                         mobile=False)
         await page.wait_for("window.facecastOverlay && facecastOverlay.frames >= 5", timeout=60)
         probe = await page.evaluate(PROBE)
-        assert probe["size"] == [256, 256]
+        # 256 px, or smaller while the daemon is behind on a busy machine (QUALITY_SCALES: the page scales it up)
+        assert probe["size"] in [[round(256 * scale)] * 2 for scale in QUALITY_SCALES], probe
         assert probe["cornerMax"] == 0, probe
         assert probe["faceMin"] == 255, probe
         # what OBS composites: the page over a transparent background keeps the avatar's alpha

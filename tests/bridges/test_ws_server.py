@@ -319,6 +319,19 @@ def test_mjpeg_stream_over_raw_socket_and_pyav(server: WsServer) -> None:
     assert wait_until(lambda: server.counters["clients"]["mjpeg"] == 0)
 
 
+def test_mjpeg_stream_keeps_its_size_when_the_pictures_shrink_under_load(server: WsServer) -> None:
+    """The live daemon sends smaller pictures when it falls behind; OBS's Media Source would resize its scene item
+    with the stream, so the MJPEG stream stays at the largest size sent (the overlay page scales up itself)."""
+    big, small = disc_avatar(128), disc_avatar(64)
+    with FrameProducer(server, lambda i: big if i < 5 else small, 120):
+        wait_until(lambda: server.counters["submitted"] > 10)      # the small pictures are coming now
+        with av.open(f"{server.url}/video.mjpeg", timeout=TIMEOUT_S) as container:
+            frame = next(container.decode(container.streams.video[0]))
+            assert (frame.width, frame.height) == (128, 128)
+            rgb = frame.to_ndarray(format="rgb24")
+            assert np.abs(rgb[64, 64].astype(int) - DISC_RGB).max() <= 8   # the small disc, scaled up
+
+
 def test_control_commands(server: WsServer, commands: list[dict]) -> None:
     async def request(ws: ClientConnection, message: object) -> dict:
         await ws.send(message if isinstance(message, str) else json.dumps(message))

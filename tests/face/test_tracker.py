@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +129,22 @@ def test_closed_landmarker_refuses():
     landmarker.close()
     with pytest.raises(RuntimeError, match="closed"):
         landmarker.faces(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_mediapipe_drawing_helpers_and_matplotlib_are_not_loaded_for_a_live_start(sample_portrait) -> None:
+    """Live memory (issue 23, part 5): mediapipe's drawing helpers import matplotlib.pyplot (40 MiB) that facecast
+    never uses; in a fresh interpreter doing what `facecast live` does (torch for the learned generator, then the
+    portrait analysed) matplotlib stays out, and the helpers still load when something reads them."""
+    code = f"""
+import json, sys
+import torch
+from facecast.face.portrait import analyze_portrait
+rig = analyze_portrait({str(sample_portrait)!r}, size=256)
+before = 'matplotlib' in sys.modules
+from mediapipe.tasks.python.vision import drawing_utils
+spec = drawing_utils.DrawingSpec(color=(1, 2, 3))
+print(json.dumps({{"before": before, "after": 'matplotlib.pyplot' in sys.modules, "color": list(spec.color)}}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"before": False, "after": True, "color": [1, 2, 3]}

@@ -59,6 +59,10 @@ AVATAR = 256
 DAEMON_START_S = 60.0
 OBS_START_S = 60.0
 SOURCE_NAME = "facecast overlay"
+#: The audio source the script delays to match the lips (a Media Source playing a voice stands in for the microphone:
+#: this machine has no sound card), with the Sync Offset it starts with (ms), which it must get back.
+VOICE_SOURCE = "voice"
+VOICE_OFFSET_MS = 20
 
 
 def free_port() -> int:
@@ -181,10 +185,18 @@ def _prepare_config(root: Path, facecast_port: int) -> Path:
     shutil.copy(FIXTURES / "global.ini", obs_dir / "global.ini")
     shutil.copy(FIXTURES / "basic.ini", obs_dir / "basic" / "profiles" / "facecast-test" / "basic.ini")
     scenes = json.loads((FIXTURES / "scenes.json").read_text())
+    scenes["sources"].append({
+        "id": "ffmpeg_source", "versioned_id": "ffmpeg_source", "name": VOICE_SOURCE, "sync": VOICE_OFFSET_MS * 1000000,
+        "settings": {"is_local_file": True, "local_file": str(REPO / "samples" / "grid_s1_speech.flac"),
+                     "looping": True}})
+    scene = next(source for source in scenes["sources"] if source["name"] == "Scene")   # OBS drops unused sources
+    scene["settings"]["items"].append({**scene["settings"]["items"][0], "name": VOICE_SOURCE, "id": 2})
+    scene["settings"]["id_counter"] = 2
     scenes["modules"]["scripts-tool"] = [{"path": str(SCRIPT), "settings": {
         "portrait": str(REPO / "samples" / "mona_lisa.jpg"),
         "audio_file": str(REPO / "samples" / "grid_s1_speech.flac"),
         "fps": 30, "size": AVATAR, "port": facecast_port, "out_overlay": True, "intensity": 0.8,
+        "mic_source": VOICE_SOURCE,  # "sync_mic" stays at its default: on
     }}]
     (obs_dir / "basic" / "scenes" / "facecast-test.json").write_text(json.dumps(scenes, indent=1))
     return config
@@ -372,6 +384,21 @@ def test_start_overlay_screenshot_emotion_stop(obs_run: ObsRun) -> None:
     if keep:
         Image.fromarray(shots[len(shots) // 2]).save(keep, optimize=True)
 
+    # lips and voice together: the voice source's Sync Offset is the avatar's delay that /status reports
+    obs_run.wait_log(f"facecast: '{VOICE_SOURCE}' delayed by ", 20)
+
+    def offset_as_logged() -> int | None:
+        """The source's Sync Offset once it is the last one the script logged (it follows the delay in 10 ms
+        steps, so it may move between the two reads)."""
+        offset = ws.call("GetInputAudioSyncOffset", inputName=VOICE_SOURCE)["inputAudioSyncOffset"]
+        logged = re.findall(rf"facecast: '{VOICE_SOURCE}' delayed by (\d+) ms", obs_run.obs_log())
+        return offset if logged and int(logged[-1]) == offset else None
+
+    offset = wait_until(offset_as_logged, 10, "the voice's Sync Offset to be the one logged")
+    delay = daemon_status(port)["av_delay_ms"]
+    assert 50 <= offset <= 1000 and abs(offset - delay["total"]) < 30, (offset, delay)
+    assert delay["lookahead"] >= 80                       # the generator hears at least 80 ms past each frame
+
     ws.hotkey("facecast.emotion.happy")
     obs_run.wait_log("facecast: emotion happy sent", 10)
     wait_until(lambda: "control emotion applied" in obs_run.daemon_log(), 10, "the daemon to apply the emotion")
@@ -379,6 +406,8 @@ def test_start_overlay_screenshot_emotion_stop(obs_run: ObsRun) -> None:
 
     ws.hotkey("facecast.stop")
     wait_until(lambda: not port_open(port) and not daemon_pids(port), 15, "the daemon to stop")
+    obs_run.wait_log(f"facecast: '{VOICE_SOURCE}' Sync Offset back to {VOICE_OFFSET_MS} ms", 5)
+    assert ws.call("GetInputAudioSyncOffset", inputName=VOICE_SOURCE)["inputAudioSyncOffset"] == VOICE_OFFSET_MS
     obs_run.wait_log("facecast: Stopped", 5)
 
 

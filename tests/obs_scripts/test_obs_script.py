@@ -273,6 +273,19 @@ def test_status_text() -> None:
     assert fo.format_status_line("stopped") == "Stopped. Press Start."
     assert fo.log_key("Running: 29.8 fps") == fo.log_key("Running: 30.0 fps") != fo.log_key("Stopped. Press Start.")
     assert fo.log_key("Error: a") != fo.log_key("Error: b")
+    delayed = {**STATUS, "av_delay_ms": {"total": 143, "capture": 9, "lookahead": 80, "processing": 54}}
+    assert fo.summarize_status(delayed).endswith(", lips 143 ms behind the voice")
+
+
+def test_the_microphone_follows_the_avatars_delay_in_steps() -> None:
+    """The Sync Offset to set: /status's total delay, moved only when it changed by SYNC_STEP_MS (each change makes
+    OBS resynchronise the microphone's audio)."""
+    assert fo.avatar_delay_ms({**STATUS, "av_delay_ms": {"total": 142.6}}) == 143
+    assert fo.avatar_delay_ms(STATUS) is None and fo.avatar_delay_ms({"av_delay_ms": None}) is None
+    assert fo.avatar_delay_ms(None) is None and fo.avatar_delay_ms({"av_delay_ms": {"total": "x"}}) is None
+    assert fo.sync_offset_change(None, 143) and not fo.sync_offset_change(None, None)
+    assert not fo.sync_offset_change(143, 143 + fo.SYNC_STEP_MS - 1)
+    assert fo.sync_offset_change(143, 143 + fo.SYNC_STEP_MS) and fo.sync_offset_change(143, 100)
 
 
 def test_websocket_framing() -> None:
@@ -667,6 +680,7 @@ class StandInObs(ModuleType):
     LOG_INFO, LOG_WARNING = 300, 200
     OBS_TEXT_DEFAULT, OBS_TEXT_PASSWORD, OBS_TEXT_INFO = 0, 1, 3
     OBS_PATH_FILE, OBS_COMBO_TYPE_LIST, OBS_COMBO_FORMAT_INT, OBS_COMBO_FORMAT_STRING = 0, 2, 1, 3
+    OBS_COMBO_TYPE_EDITABLE, OBS_SOURCE_AUDIO = 1, 2
     OBS_FRONTEND_EVENT_EXIT, OBS_FRONTEND_EVENT_SCRIPTING_SHUTDOWN = 17, 36
 
     def __init__(self) -> None:
@@ -701,6 +715,8 @@ class StandInObs(ModuleType):
     def timer_remove(self, callback: Callable[[], None]) -> None: self.timers.remove(callback)
     def obs_frontend_add_event_callback(self, callback: Callable[[int], None]) -> None: self.events.append(callback)
     def obs_get_source_by_name(self, name: str) -> None: return None  # no facecast source in this scene
+    def obs_enum_sources(self) -> list[Any]: return []  # nor any audio source
+    def source_list_release(self, sources: list[Any]) -> None: pass
     def script_log(self, level: int, message: str) -> None: self.log.append((level, message))
 
     # properties
@@ -773,8 +789,10 @@ def test_panel_in_obs(in_obs: Any, fake_facecast: Path, tmp_path: Path) -> None:
     assert settings.defaults["framing"] == "auto"
     for name in ("portrait", "audio_file", "facecast_path", "out_overlay", "out_vcam", "out_vmc", "out_vrchat",
                  "out_vts", "port", "intensity", "mouth_intensity", "start", "stop", "add_overlay", "refresh_status",
-                 "refresh_mics", "emotion_happy", "emotion_contempt"):
+                 "refresh_mics", "emotion_happy", "emotion_contempt", "sync_mic", "mic_source"):
         assert name in props, name
+    assert settings.defaults["sync_mic"] is True and settings.defaults["mic_source"] == "Mic/Aux"
+    assert props["mic_source"]["items"] == [("Mic/Aux", "Mic/Aux")]     # OBS's own microphone, even before it exists
     assert settings.defaults["port"] == 39650 and settings.defaults["out_overlay"] is True
     assert props["mouth_intensity"]["range"] == (0.0, 2.0) and settings.defaults["mouth_intensity"] == 1.0
 

@@ -34,16 +34,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
 from facecast.app.audio_input import FileSource, MicrophoneSource
 from facecast.app.camera_input import CameraInput
 from facecast.app.hybrid import Hybrid
-from facecast.app.pacing import FramePacer, FrameQueue
+from facecast.app.pacing import FramePacer, FrameQueue, QualityGovernor
 from facecast.app.portrait_swap import PortraitSwapper, Reply
 from facecast.bridges.output import Output
 from facecast.controls import Controls
 from facecast.motion import MotionFrame
+from facecast.speech.audio_features import SAMPLE_RATE, CaptureClock
 
 log = logging.getLogger("facecast.live")
 
@@ -57,10 +59,22 @@ LATENCY_HISTOGRAM_MS = 2000
 #: period after each frame's capture time, so a tick never races the frame it should show
 #: (measured: 1/3 of frames repeated at 30 fps when the grid ignored this).
 PHASE_MARGIN_PERIODS = 0.4
+#: Audio reaching the motion thread later than this after its capture is skipped (`LiveDaemon._behind`): the target
+#: is every frame within 150 ms of its sound, and frames take ~0.1 s after their audio is in.
+MAX_AUDIO_BACKLOG_S = 0.15
+#: The log says that audio is being skipped at most once in this many seconds (`/status` counts every skip).
+SKIP_TELL_S = 60.0
 #: Seconds between the periodic health log lines.
 STATUS_LOG_INTERVAL_S = 5.0
 #: `status` reports the frame rate, latency and longest gap over this many recent seconds (and the whole run).
 STATUS_WINDOW_S = 5.0
+#: The pictures' linear size at each quality level (`QualityGovernor`): when the daemon falls behind, frames go to
+#: the outputs smaller (512 -> 384 -> 256 px) and receivers scale them back up. Encoding the overlay's WebP is
+#: most of a frame's cost (8-11 ms at 512², 2 ms to render it), and it shrinks with the area.
+QUALITY_SCALES = (1.0, 0.75, 0.5, 0.5)
+#: From this level on the generator also spends less (`lighten`: the learned model's denoising steps 2 -> 1), for
+#: when motion itself comes late (repeated frames).
+LIGHT_GENERATOR_LEVEL = 3
 
 
 class GuardedOutput:
@@ -102,6 +116,11 @@ class GuardedOutput:
                 "error": current or own.get("error"), "last_error": self.last_error or own.get("last_error")}
 
     @property
+    def wants_image(self) -> bool:
+        """Whether this output would read a picture now (`Output.wants_image`, where it has one)."""
+        return self.output.needs_image and bool(getattr(self.output, "wants_image", True))
+
+    @property
     def current_error(self) -> str | None:
         error = self.report()["error"]
         return None if error is None else f"{self.output.name}: {error}"
@@ -127,24 +146,30 @@ class LiveStats:
     started: float = 0.0
     elapsed: float = 0.0
     cpu_seconds: float = 0.0
-    #: (hand-off time, mic-to-frame latency in ms or None for a repeated frame) of the last `STATUS_WINDOW_S`.
+    #: Seconds of audio skipped because the motion thread fell behind (`LiveDaemon._behind`).
+    audio_skipped_s: float = 0.0
+    #: (hand-off time, mic-to-frame latency in ms or None for a repeated frame, the avatar's delay behind the sound
+    #: it shows in ms or None, the audio heard past that sound in ms or None) of the last `STATUS_WINDOW_S`.
     recent: deque = field(default_factory=deque)
+    #: How long after its capture each recent audio block reached the daemon (ms).
+    capture_ms: deque = field(default_factory=lambda: deque(maxlen=200))
 
     def add_latency(self, latency_ms: float) -> None:
         self.latencies_ms.append(latency_ms)
         self.latency_histogram[min(max(int(latency_ms), 0), LATENCY_HISTOGRAM_MS - 1)] += 1
 
-    def add_handoff(self, now: float, latency_ms: float | None) -> None:
-        self.recent.append((now, latency_ms))
+    def add_handoff(self, now: float, latency_ms: float | None, behind_ms: float | None = None,
+                    ahead_ms: float | None = None) -> None:
+        self.recent.append((now, latency_ms, behind_ms, ahead_ms))
         while self.recent and now - self.recent[0][0] > STATUS_WINDOW_S:
             self.recent.popleft()
 
     def window(self, now: float, seconds: float = STATUS_WINDOW_S) -> dict[str, Any]:
         """Frame rate, slowest whole second, longest gap and latency percentiles over the last `seconds`
         before `now` (a stalled loop shows as a falling rate, not as the whole run's average)."""
-        recent = list(self.recent)  # one C-level copy: the frame loop appends meanwhile
-        times = [t for t, _ in recent if now - t <= seconds]
-        latencies = [ms for t, ms in recent if now - t <= seconds and ms is not None]
+        recent = [entry for entry in list(self.recent) if now - entry[0] <= seconds]  # list(): one C-level copy
+        times = [entry[0] for entry in recent]
+        latencies = [entry[1] for entry in recent if entry[1] is not None]
         span = min(seconds, max(1e-9, now - self.started))
         whole = int(min(seconds, now - self.started))  # whole seconds the window covers
         per_second = [sum(1 for t in times if now - k - 1 < t <= now - k) for k in range(whole)]
@@ -155,7 +180,22 @@ class LiveStats:
             "slowest_second_frames": min(per_second) if per_second else None,
             "max_gap_ms": round(1000.0 * max(gaps), 1),
             "latency_ms": {"p50": _round(_quantile(latencies, 50)), "p95": _round(_quantile(latencies, 95))},
+            "av_delay_ms": self._av_delay(recent),
         }
+
+    def _av_delay(self, recent: list[tuple]) -> dict[str, float] | None:
+        """How far the avatar trails the microphone (medians over `recent`; None before a timed frame): ``total``,
+        from the capture of the sound a frame shows to the frame's hand-off, made of ``capture`` (the sound
+        reaching the daemon), ``lookahead`` (the audio the generator heard past that sound before the frame was
+        final) and ``processing`` (the rest: compute, waiting for the frame clock, rendering, sending)."""
+        behind = [entry[2] for entry in recent if entry[2] is not None]
+        ahead = [entry[3] for entry in recent if entry[3] is not None]
+        if not behind:
+            return None
+        total, lookahead = statistics.median(behind), statistics.median(ahead)
+        capture = statistics.median(self.capture_ms) if self.capture_ms else 0.0
+        return {"total": round(total), "capture": round(capture), "lookahead": round(lookahead),
+                "processing": round(total - capture - lookahead)}
 
     def percentile(self, q: float, window: bool = True) -> float | None:
         """Latency percentile of the recent window (exact) or of the whole run (to 1 ms, rounded up)."""
@@ -195,6 +235,12 @@ class LiveDaemon:
         self.controls = controls or Controls()
         self._load_renderer = load_renderer
         self._render = render if any(o.needs_image for o in outputs) else None
+        #: Gives up picture size when frames come late (nothing to give up without pictures).
+        self.quality = QualityGovernor(len(QUALITY_SCALES), fps) if self._render is not None else None
+        self._quality_reason: str | None = None
+        self._skipping = False   # audio is being skipped because motion fell behind (`_behind`)
+        self._skip_told: float | None = None   # when the log last said so
+        self._skipped_samples = 0
         self._clock = clock
         self._sleep = sleep
         self._queue: FrameQueue[MotionFrame] = FrameQueue()
@@ -205,6 +251,9 @@ class LiveDaemon:
         self.hybrid = None if camera is None else Hybrid(camera.latest, drive, lambda: camera.face.calibrations,
                                                          clock=clock)
         self.camera_stats = LiveStats()  # camera-to-frame latency (its latency figures only)
+        #: When each sample of the stream was captured: what the avatar's delay behind the voice is measured from.
+        self._heard = CaptureClock()
+        self._heard_lock = threading.Lock()
         self.motion_error: str | None = None
         self.swapper: PortraitSwapper[Callable[[MotionFrame], np.ndarray]] = PortraitSwapper(
             self._load_portrait, self._use_portrait)
@@ -249,19 +298,58 @@ class LiveDaemon:
         try:
             while not self._stop.is_set():
                 block = self.source.read(timeout=0.1)
+                if block is not None and self._behind(block.capture_time, len(block.samples)):
+                    continue
                 if block is not None:
+                    self._note_block(len(block.samples), block.capture_time)
                     samples = np.zeros_like(block.samples) if self.controls.muted else block.samples
                     for frame in self.generator.push(samples, capture_time=block.capture_time):
-                        self._queue.put(round(frame.t * self.fps), frame)
+                        self._queue.put(self._slot(frame), frame)
                 if self.once and self.source.finished:
                     for frame in self.generator.finish():
-                        self._queue.put(round(frame.t * self.fps), frame)
+                        self._queue.put(self._slot(frame), frame)
                     break
         except Exception as exc:  # keep the clock (and idle frames) going; report it
             self.motion_error = f"{type(exc).__name__}: {exc}"
             log.error("motion generation stopped: %s", self.motion_error)
         finally:
             self._audio_done.set()
+
+    def _behind(self, capture_time: float, samples: int) -> bool:
+        """Whether to skip this audio block: the motion thread got it more than MAX_AUDIO_BACKLOG_S after its
+        capture (a machine short of CPU). Motion made from it would reach viewers that late, so it is dropped and
+        the generator goes on with fresher sound: the lips skip a little instead of trailing the voice. Once
+        skipping, blocks are dropped until one comes within half that (so it does not stop at the edge)."""
+        now = self._clock()
+        lag = now - capture_time
+        if lag <= MAX_AUDIO_BACKLOG_S / (2 if self._skipping else 1):
+            self._skipping = False
+            return False
+        self._skipped_samples += samples
+        self.stats.audio_skipped_s = self._skipped_samples / SAMPLE_RATE
+        if not self._skipping and (self._skip_told is None or now - self._skip_told > SKIP_TELL_S):
+            self._skip_told = now
+            log.warning("motion is %.0f ms behind the microphone: skipping audio to keep up (the CPU is busy; "
+                        "/status counts it under audio_skipped_s)", 1000 * lag)
+        self._skipping = True
+        return True
+
+    def _slot(self, frame: MotionFrame) -> int:
+        """The frame clock's slot for a generated frame: its index in the generator's stream, plus the frames of
+        audio skipped before it (the generator never heard them, so its time runs behind the clock's by that)."""
+        return round((frame.t + self._skipped_samples / SAMPLE_RATE) * self.fps)
+
+    def _note_block(self, samples: int, capture_time: float) -> None:
+        """Record a block's capture time (for the avatar's delay) and how late it reached the daemon."""
+        with self._heard_lock:
+            self._heard.add(samples, capture_time)
+        self.stats.capture_ms.append(1000.0 * max(0.0, self._clock() - capture_time))
+
+    def _sound_time(self, t: float) -> float | None:
+        """Capture time of the sound at `t` seconds into the stream (None before any timed audio). Asked in
+        frame order, as `CaptureClock` needs."""
+        with self._heard_lock:
+            return self._heard.time_of(round(t * SAMPLE_RATE))
 
     def _grid_start(self) -> tuple[float, int] | None:
         """Wait for the generator's first frame; the frame clock's grid starts just after frames are ready.
@@ -294,6 +382,7 @@ class LiveDaemon:
         last_frame: MotionFrame | None = None
         image: np.ndarray | None = None
         previous_handoff: float | None = None
+        told_delay = False
         next_log = self._clock() + STATUS_LOG_INTERVAL_S
         while not self._stop.is_set():
             tick = pacer.next_tick()
@@ -305,12 +394,16 @@ class LiveDaemon:
             fresh = generated is not last_frame
             combined = generated if self.hybrid is None else self.hybrid.combine(generated)
             frame = self.controls.apply(combined)
-            # With a camera the face moves between voice frames: every tick is a new picture.
-            if (fresh or combined is not generated) and self._render is not None:
-                image = self._render(frame)
+            # no picture while no output would read one (an overlay server nobody watches); with a camera the
+            # face moves between voice frames, so every tick is a new picture
+            wanted = self._render is not None and any(output.wants_image for output in self.outputs)
+            if not wanted:
+                image = None
+            elif fresh or combined is not generated or image is None:
+                image = self._picture(frame)
             last_frame = generated
             for output in self.outputs:
-                output.send(frame, image if output.output.needs_image else None)
+                output.send(frame, image if output.wants_image else None)
             now = self._clock()
             self._account(frame, fresh, now, previous_handoff)
             if self.hybrid is not None and self.hybrid.capture_time is not None:
@@ -318,14 +411,53 @@ class LiveDaemon:
             if self.once and self.camera is not None and self.camera.finished and not self.source_is_file:
                 break
             previous_handoff = now
+            if self.quality is not None:
+                previous, share = self.quality.level, self.quality.late_share()
+                level = self.quality.observe(now, now - tick.due, repeated=not fresh)
+                if level is not None:
+                    self._quality_changed(level, previous, max(share, self.quality.late_share()))
             if now >= next_log:
                 log.info("status %s", self.status_line())
+                if not told_delay and (delay := self.stats.window(now)["av_delay_ms"]) is not None:
+                    told_delay = True   # once: it is fixed by the schedule set at start
+                    log.info("the avatar trails the microphone by %d ms (capture %d, lookahead %d, processing %d): "
+                             "delay the voice by that much where it is mixed (OBS: the microphone's Sync Offset)",
+                             delay["total"], delay["capture"], delay["lookahead"], delay["processing"])
                 next_log = now + STATUS_LOG_INTERVAL_S
             if self.once and self._audio_done.is_set() and not self._queue.pending():
                 break
             if max_seconds is not None and now - self.stats.started >= max_seconds:
                 break
         self.stats.skipped = pacer.skipped
+
+    def _picture(self, frame: MotionFrame) -> np.ndarray:
+        """The frame's picture at the current quality level's size."""
+        assert self._render is not None
+        image = self._render(frame)
+        scale = QUALITY_SCALES[self.quality.level] if self.quality is not None else 1.0
+        if scale < 1.0:
+            height, width = image.shape[:2]
+            image = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        return image
+
+    def _quality_changed(self, level: int, previous: int, late_share: float) -> None:
+        """Apply a new quality level to the generator; say once per change what was given up and why (the log and
+        `/status`)."""
+        scale = QUALITY_SCALES[level]
+        lighten = getattr(self.generator, "lighten", None)
+        if lighten is not None and (level >= LIGHT_GENERATOR_LEVEL) != (previous >= LIGHT_GENERATOR_LEVEL):
+            lighten(level >= LIGHT_GENERATOR_LEVEL)
+        given_up = f"pictures at {scale:.0%} of their size" + (
+            ", fewer generator steps" if level >= LIGHT_GENERATOR_LEVEL and lighten is not None else "")
+        if level == 0:
+            self._quality_reason = None
+            log.info("load gone: pictures back at full size")
+        elif level > previous:
+            self._quality_reason = f"falling behind ({late_share:.0%} of frames late): {given_up} until the load goes"
+            log.warning("%s", self._quality_reason)
+        else:
+            self._quality_reason = f"load easing: {given_up}"
+            log.info("%s", self._quality_reason)
 
     def _account(self, frame: MotionFrame, fresh: bool, now: float, previous: float | None) -> None:
         stats = self.stats
@@ -334,11 +466,14 @@ class LiveDaemon:
         stats.dropped = self._queue.dropped
         if previous is not None:
             stats.max_gap_ms = max(stats.max_gap_ms, (now - previous) * 1000.0)
-        latency = None
+        latency = behind = ahead = None
         if fresh and frame.capture_time is not None:
             latency = (now - frame.capture_time) * 1000.0
             stats.add_latency(latency)
-        stats.add_handoff(now, latency)
+            sound = self._sound_time(frame.t)
+            if sound is not None:
+                behind, ahead = (now - sound) * 1000.0, (frame.capture_time - sound) * 1000.0
+        stats.add_handoff(now, latency, behind, ahead)
 
     def on_control(self, command: dict[str, Any], reply: Reply | None = None) -> dict[str, Any] | None:
         """A validated control message (emotion, mouth, gaze, distance, mute, portrait, stop); ValueError refuses it.
@@ -396,6 +531,7 @@ class LiveDaemon:
             "latency_ms": recent["latency_ms"],
             "max_gap_ms": recent["max_gap_ms"],
             "slowest_second_frames": recent["slowest_second_frames"],
+            "av_delay_ms": recent["av_delay_ms"],
             "window_s": recent["seconds"],
             "run": {"seconds": round(running, 1), "fps": round(stats.frames / running, 2),
                     "latency_ms": {"p50": _round(stats.percentile(50, window=False)),
@@ -405,6 +541,8 @@ class LiveDaemon:
             "repeated": stats.repeated,
             "inputs": self._inputs(),
             "outputs": {o.output.name: o.report() for o in self.outputs},
+            "quality": self._quality_status(),
+            "audio_skipped_s": round(stats.audio_skipped_s, 2),
             "portrait": {"swapping": self.swapper.busy, "swapped": self.swapper.swapped,
                          "failed": self.swapper.failed, "superseded": self.swapper.superseded},
             "last_error": self._current_error(),
@@ -420,6 +558,14 @@ class LiveDaemon:
                                                "p95": _round(self.camera_stats.percentile(95))}}
         return inputs
 
+    def _quality_status(self) -> dict[str, Any]:
+        """What the daemon gave up to keep up: level 0 is full quality; ``scale`` of the pictures' size."""
+        if self.quality is None:
+            return {"level": 0, "scale": 1.0, "reason": None, "changes": 0}
+        return {"level": self.quality.level, "scale": QUALITY_SCALES[self.quality.level],
+                "reason": self._quality_reason, "changes": self.quality.changes,
+                "late_share": round(self.quality.late_share(), 3)}
+
     def summary(self) -> dict[str, Any]:
         """Whole-run figures (the benchmark's table reads these)."""
         stats = self.stats
@@ -431,6 +577,9 @@ class LiveDaemon:
             "max_gap_ms": round(stats.max_gap_ms, 1), "repeated": stats.repeated, "dropped": stats.dropped,
             "skipped": stats.skipped, "cpu_s": round(stats.cpu_seconds, 2),
             **self._camera_summary(),
+            "av_delay_ms": stats.window(stats.started + stats.elapsed)["av_delay_ms"],   # over the last seconds
+            "quality_changes": self.quality.changes if self.quality is not None else 0,
+            "audio_skipped_s": round(stats.audio_skipped_s, 2),
         }
 
     def _camera_summary(self) -> dict[str, Any]:
@@ -445,7 +594,9 @@ class LiveDaemon:
 
     def status_line(self) -> str:
         status = self.status()
+        delay = status["av_delay_ms"]
         return (f"fps={status['fps']} p50_ms={status['latency_ms']['p50']} p95_ms={status['latency_ms']['p95']} "
+                f"av_delay_ms={delay['total'] if delay else None} quality={status['quality']['level']} "
                 f"frames={status['frames']} repeated={status['repeated']} "
                 f"audio={status['inputs']['audio'].get('state')}")
 

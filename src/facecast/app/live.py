@@ -223,9 +223,12 @@ def run_live(flags: dict[str, Any]) -> int:
         renderer = Renderer(cut_out(rig) if settings["cutout"] else rig, device="auto")
         return lambda frame: provenance.apply(renderer.render(frame), frame.t)
 
+    # the generator (torch) before the camera and the portrait (mediapipe): torch's import reads every loaded
+    # module's __file__, which would load mediapipe's deferred drawing helpers and matplotlib (40 MiB,
+    # `face.tracker._DEFERRED`)
+    generator = make_live_generator(settings)
     camera = open_camera(settings)
     render = load_renderer(settings["portrait"])
-    generator = make_live_generator(settings)
     controls = ControlForward()
     outputs = build_outputs(settings, controls)
     if not outputs:

@@ -113,3 +113,81 @@ class FrameQueue(Generic[T]):
                 return None
             self._shown = chosen
             return chosen[1]
+
+
+class QualityGovernor:
+    """Decides when the live daemon gives up picture quality to keep its frame rate, and when it takes it back.
+
+    Why: beside a game the daemon gets less CPU than it needs; late frames then reach viewers late or not at
+    all. Every tick reports whether its frame was *late*: handed over more than `late_share` of a period after
+    its slot (in effect in the next one), or a repeat because the generator was behind. Half a period was
+    ordinary wake-up jitter on a busy machine (57-64 % of ticks at load 7 on 2 cores, p95 still 116 ms).
+    When at least `degrade_share` of the ticks in the last `window_s` were late, the level goes up by one
+    (less quality). It comes back down one level after `recover_s` without a late tick at all; if the load is
+    still there and the level has to go up again within `recover_s` of that, the wait before the next try
+    doubles (up to `max_recover_s`), so a steady load does not make the quality flap. Pure: the daemon passes
+    the clock's time in.
+    """
+
+    def __init__(self, levels: int, fps: float, late_share: float = 1.0, window_s: float = 1.0,
+                 degrade_share: float = 0.2, recover_s: float = 5.0, max_recover_s: float = 60.0) -> None:
+        if levels < 1:
+            raise ValueError("need at least one level")
+        self.levels = levels
+        self.level = 0
+        self.changes = 0
+        self._late_after = late_share / fps
+        self._window_s = window_s
+        self._degrade_share = degrade_share
+        self._base_recover_s = self._recover_s = recover_s
+        self._max_recover_s = max_recover_s
+        self._ticks: deque[tuple[float, bool]] = deque()
+        self._first: float | None = None          # the first tick's time
+        self._last_change: float | None = None
+        self._last_late: float | None = None
+        self._raised_back: float | None = None   # when the level last came down (a try at more quality)
+
+    @property
+    def recover_s(self) -> float:
+        """How long the load must stay away before the next level down."""
+        return self._recover_s
+
+    def late_share(self) -> float:
+        """Share of late ticks in the current window."""
+        return sum(late for _, late in self._ticks) / len(self._ticks) if self._ticks else 0.0
+
+    def observe(self, now: float, behind_s: float, repeated: bool = False) -> int | None:
+        """One tick: its hand-off came `behind_s` after its slot; `repeated`: it showed an old frame. Returns the
+        new level when it changed, else None."""
+        late = repeated or behind_s > self._late_after
+        self._ticks.append((now, late))
+        while now - self._ticks[0][0] > self._window_s:
+            self._ticks.popleft()
+        if late:
+            self._last_late = now
+        if self._first is None:
+            self._first = now
+        # a whole window seen since the start or the last change (ticks may be sparse when they run late)
+        since_change = now - (self._last_change if self._last_change is not None else self._first)
+        if (self.level < self.levels - 1 and since_change >= self._window_s
+                and self.late_share() >= self._degrade_share):
+            if self._raised_back is not None and now - self._raised_back < self._recover_s:
+                self._recover_s = min(self._max_recover_s, 2 * self._recover_s)   # the try came too early
+            self._raised_back = None
+            return self._change(now, self.level + 1)
+        quiet_since = max(t for t in (self._last_late, self._last_change) if t is not None) \
+            if self._last_late is not None or self._last_change is not None else None
+        if self.level > 0 and quiet_since is not None and now - quiet_since >= self._recover_s:
+            self._raised_back = now
+            return self._change(now, self.level - 1)
+        if self._raised_back is not None and now - self._raised_back >= self._recover_s:
+            self._raised_back = None                   # the last try held: later tries wait the base time
+            self._recover_s = self._base_recover_s
+        return None
+
+    def _change(self, now: float, level: int) -> int:
+        self.level = level
+        self.changes += 1
+        self._last_change = now
+        self._ticks.clear()
+        return level

@@ -134,6 +134,10 @@ def render(request: RenderRequest) -> RenderReport:
     validate_framing(request.framing)
     provenance = Provenance(request.badge)
 
+    if request.generator == "learned" and motion_frames is None:
+        # torch before mediapipe (the portrait analysis): torch's import reads every loaded module's __file__,
+        # which would load mediapipe's deferred drawing helpers and matplotlib (40 MiB, `face.tracker._DEFERRED`)
+        import torch  # noqa: F401
     reader = AudioReader(request.audio) if request.audio is not None else None
     try:
         sink = AtomicOutput(request.output or request.frames_dir, request.overwrite,

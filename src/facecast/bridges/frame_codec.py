@@ -41,7 +41,8 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
-    "FRAME_HEADER", "FRAME_MAGIC", "FRAME_VERSION", "JPEG_QUALITY", "MJPEG_BOUNDARY", "WEBP_METHOD", "WEBP_QUALITY",
+    "FRAME_HEADER", "FRAME_MAGIC", "FRAME_VERSION", "JPEG_QUALITY", "MJPEG_BOUNDARY", "WEBP_ALPHA_QUALITY",
+    "WEBP_METHOD", "WEBP_QUALITY",
     "FrameHeader", "as_rgb_background", "check_image", "decode_frame", "encode_frame", "encode_jpeg", "mjpeg_part",
 ]
 
@@ -51,8 +52,12 @@ FRAME_VERSION = 1
 FRAME_HEADER = struct.Struct(">3sBIdd")
 _INDEX_MODULUS = 2**32
 
-#: Lossy colour quality; alpha stays lossless (Pillow's default ``alpha_quality=100``).
+#: Lossy colour quality.
 WEBP_QUALITY = 80
+#: Alpha quality: below 100 libwebp quantises the alpha levels before compressing them losslessly. At 90 no
+#: pixel's opacity moves by more than 1 level in 255 (0.3 levels on average at a cut-out's soft edge) and a
+#: 512² RGBA frame encodes in 8.4 instead of 10.6 ms (2 cores, busy): the overlay is most of the live CPU.
+WEBP_ALPHA_QUALITY = 90
 #: libwebp's fastest method: about 4x faster than the default method 4 for about 30 % more bytes.
 WEBP_METHOD = 0
 JPEG_QUALITY = 85
@@ -91,7 +96,8 @@ def encode_frame(image: np.ndarray, index: int, t: float, capture_time: float | 
     buffer = io.BytesIO()
     buffer.write(FRAME_HEADER.pack(FRAME_MAGIC, FRAME_VERSION, index % _INDEX_MODULUS, t,
                                    math.nan if capture_time is None else capture_time))
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, "WEBP", quality=quality, method=WEBP_METHOD)
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, "WEBP", quality=quality, method=WEBP_METHOD,
+                                                      alpha_quality=WEBP_ALPHA_QUALITY)
     return buffer.getvalue()
 
 
@@ -112,11 +118,15 @@ def decode_frame(data: bytes) -> tuple[FrameHeader, np.ndarray]:
     return FrameHeader(index, t, None if math.isnan(capture) else capture), rgba
 
 
-def encode_jpeg(image: np.ndarray, background: tuple[int, int, int], quality: int = JPEG_QUALITY) -> bytes:
+def encode_jpeg(image: np.ndarray, background: tuple[int, int, int], quality: int = JPEG_QUALITY,
+                size: tuple[int, int] | None = None) -> bytes:
     """A JPEG of `image` (RGB or RGBA) with any alpha composited over `background` (by Pillow, in C: faster
-    than the same blend in NumPy)."""
+    than the same blend in NumPy), scaled to `size` (width, height) when given: a video stream keeps one size
+    while the live daemon sends smaller pictures under load."""
     check_image(image)
     picture = Image.fromarray(np.ascontiguousarray(image))
+    if size is not None and picture.size != size:
+        picture = picture.resize(size, Image.Resampling.BILINEAR)
     if image.shape[2] == 4:
         picture = Image.alpha_composite(Image.new("RGBA", picture.size, (*background, 255)), picture)
     buffer = io.BytesIO()

@@ -21,7 +21,9 @@ class Output(Protocol):
 
     `name` keys the output in logs and ``/status``; `needs_image` says whether
     it wants the rendered picture (the daemon renders only when one does, and
-    passes None to the others).
+    passes None to the others). An output that needs pictures only while someone
+    reads them (a server with no viewer connected) may also have a `wants_image`
+    property: while it is False the daemon skips rendering for it and passes None.
     """
 
     name: str

@@ -175,13 +175,13 @@ class _Latest(NamedTuple):
     capture_time: float | None
 
 
-def _encode(latest: _Latest, webp: bool, jpeg: bool,
-            background: tuple[int, int, int]) -> tuple[bytes | None, bytes | None, float]:
-    """The ``/frames`` message and/or the MJPEG part of one frame, and the seconds that took."""
+def _encode(latest: _Latest, webp: bool, jpeg: bool, background: tuple[int, int, int],
+            jpeg_size: tuple[int, int] | None = None) -> tuple[bytes | None, bytes | None, float]:
+    """The ``/frames`` message and/or the MJPEG part of one frame (at `jpeg_size`), and the seconds that took."""
     assert latest.image is not None
     begin = time.perf_counter()
     webp_bytes = encode_frame(latest.image, latest.seq, latest.t, latest.capture_time) if webp else None
-    jpeg_bytes = mjpeg_part(encode_jpeg(latest.image, background)) if jpeg else None
+    jpeg_bytes = mjpeg_part(encode_jpeg(latest.image, background, size=jpeg_size)) if jpeg else None
     return webp_bytes, jpeg_bytes, time.perf_counter() - begin
 
 
@@ -267,6 +267,9 @@ class WsServer:
                        SCRIPT_PATH: ("text/javascript; charset=utf-8", (overlay / "overlay.js").read_bytes())}
         self._lock = threading.Lock()
         self._latest: _Latest | None = None
+        #: (width, height) of the largest picture sent: the MJPEG stream keeps it (OBS's Media Source would resize
+        #: the scene item with the stream), while the overlay page scales smaller pictures up itself.
+        self._video_size: tuple[int, int] | None = None
         self._submitted = 0
         self._submit_times: deque[float] = deque()
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
@@ -322,6 +325,12 @@ class WsServer:
         """
         self._status_provider = provider
 
+    @property
+    def wants_image(self) -> bool:
+        """Whether a picture would be read now: a client on ``/frames`` or ``/video.mjpeg`` (without one, the
+        daemon need not render or watermark frames for this server; `/motion` and `/status` need none)."""
+        return bool(self._frame_clients or self._mjpeg_clients)
+
     def send(self, frame: MotionFrame, image: np.ndarray | None = None) -> None:
         """Publish one frame (and its RGB/RGBA uint8 image) to every client; never blocks.
 
@@ -334,6 +343,8 @@ class WsServer:
         if image is not None:
             check_image(image)
             image = np.array(image, copy=True)
+            if self._video_size is None or image.shape[1] * image.shape[0] > self._video_size[0] * self._video_size[1]:
+                self._video_size = (image.shape[1], image.shape[0])
         with self._lock:
             self._submitted += 1
             self._latest = _Latest(self._submitted, motion, image, frame.t, frame.capture_time)
@@ -473,7 +484,7 @@ class WsServer:
                 continue
             try:
                 webp_bytes, jpeg_bytes, seconds = await loop.run_in_executor(
-                    executor, _encode, latest, webp, jpeg, self.background)
+                    executor, _encode, latest, webp, jpeg, self.background, self._video_size)
             except Exception as exc:  # an encoder bug must not end the streams
                 self._fail_once("frame encoding", "cannot encode frames for the overlay: %s", exc)
                 continue

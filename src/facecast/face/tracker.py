@@ -26,6 +26,10 @@ redirects a descriptor, which raced between threads.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
 from pathlib import Path
 from typing import Any, Self
 
@@ -48,6 +52,34 @@ VIDEO_STEP_MS = 1_000_000_000
 _VIDEO_MAX_MS = 2 ** 62 // 1000
 
 
+#: mediapipe's vision package imports its drawing helpers, and they import matplotlib.pyplot: 40 MiB of memory and
+#: about 0.9 s of start-up on the 2-core machine, for code facecast never calls. They are deferred: loaded on
+#: first use, by the standard library's LazyLoader.
+_DEFERRED = frozenset(f"mediapipe.tasks.python.vision.{name}" for name in ("drawing_utils", "drawing_styles"))
+
+
+class _DeferDrawing(importlib.abc.MetaPathFinder):
+    """Finds the `_DEFERRED` modules as usual but hands them a LazyLoader: the module object exists at once (its
+    package binds it), its code runs when an attribute is first read."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name not in _DEFERRED:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+        return spec
+
+
+def _mediapipe() -> Any:
+    """The mediapipe package, imported on first use with its drawing helpers deferred (`_DEFERRED`)."""
+    if "mediapipe" not in sys.modules and not any(isinstance(f, _DeferDrawing) for f in sys.meta_path):
+        sys.meta_path.insert(0, _DeferDrawing())
+    import mediapipe
+
+    return mediapipe
+
+
 def _model(path: Path) -> bytes:
     """A model file's bytes (given to mediapipe as a buffer: native code never opens a path, which
     may hold characters it reads differently on Windows)."""
@@ -55,7 +87,7 @@ def _model(path: Path) -> bytes:
 
 
 def _image(rgb: np.ndarray):
-    import mediapipe as mp  # heavy (loads the native library): only when a model runs
+    mp = _mediapipe()  # heavy (loads the native library): only when a model runs
 
     rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
     return mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
@@ -101,6 +133,7 @@ class FaceLandmarker(_Graph):
         self._graph = self._create()
 
     def _create(self):
+        _mediapipe()
         from mediapipe.tasks.python import BaseOptions, vision  # heavy: see _image
 
         mode = vision.RunningMode.VIDEO if self.video else vision.RunningMode.IMAGE
@@ -131,6 +164,7 @@ class FaceDetector(_Graph):
     mesh's own detector) or "full" (smaller, farther faces). A context manager."""
 
     def __init__(self, model: str = "short") -> None:
+        _mediapipe()
         from mediapipe.tasks.python import BaseOptions, vision  # heavy: see _image
 
         if model not in DETECTOR_MODELS:
@@ -157,6 +191,7 @@ class PersonSegmenter(_Graph):
     that `facecast.face.cutout` refines). A context manager."""
 
     def __init__(self) -> None:
+        _mediapipe()
         from mediapipe.tasks.python import BaseOptions, vision  # heavy: see _image
 
         options = vision.ImageSegmenterOptions(base_options=BaseOptions(model_asset_buffer=_model(SEGMENTATION_MODEL)),

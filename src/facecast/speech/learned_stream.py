@@ -60,6 +60,8 @@ LOOKAHEAD_FRAMES = 2
 HEAD_SMOOTHING_S = 0.25
 #: Denoising steps per chunk (offline: 8): live, fewer steps followed the mouth better, at a quarter of the compute.
 LIVE_SAMPLE_STEPS = 2
+#: Denoising steps per chunk while the live daemon is short of CPU (`lighten`): half the model's compute.
+LIGHT_SAMPLE_STEPS = 1
 SAMPLES_PER_FRAME = int(SAMPLE_RATE / FPS)
 #: The loud level is the 95th percentile of this many seconds of recent hops (`loud_level`).
 LEVEL_HISTORY_S = 30.0
@@ -146,6 +148,16 @@ class LearnedMotionGenerator:
                 self._mouth.predict(silence, self.lookahead)
             timings.append(time.perf_counter() - started)
         return 2.0 * float(np.median(timings[1:])) + 0.005
+
+    def lighten(self, light: bool) -> None:
+        """Fewer denoising steps (LIGHT_SAMPLE_STEPS) while the machine is short of CPU, the live daemon's last
+        resort before frames come late: the motion follows the voice a little less closely, but in time. Safe
+        from another thread: each chunk reads the sampling settings once."""
+        self._sampling = replace(self._sampling, steps=LIGHT_SAMPLE_STEPS if light else LIVE_SAMPLE_STEPS)
+
+    @property
+    def light(self) -> bool:
+        return self._sampling.steps == LIGHT_SAMPLE_STEPS
 
     def push(self, samples: np.ndarray, capture_time: float | None = None) -> list[MotionFrame]:
         """Feed the next block of 16 kHz mono samples; return the frames that became final."""

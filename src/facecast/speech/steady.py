@@ -85,6 +85,12 @@ class SteadyHead:
         """How long after its audio a frame between two generated poses can be made (0 when none is)."""
         return getattr(self.generator, "pose_wait_s", 0.0)
 
+    def lighten(self, light: bool) -> None:
+        """Passed on to a generator that can spend less CPU (the live daemon's last quality level)."""
+        lighten = getattr(self.generator, "lighten", None)
+        if lighten is not None:
+            lighten(light)
+
     def push(self, samples: np.ndarray, capture_time: float | None = None) -> list[MotionFrame]:
         return [self._smoother(frame) for frame in self.generator.push(samples, capture_time)]
 
