@@ -9,7 +9,7 @@ import pytest
 
 from facecast.evaluation.motion_quality import head_motion
 from facecast.motion import ARKIT_BLENDSHAPES, VISEMES, MotionFrame
-from facecast.speech.rule import RuleMotionGenerator, generate_motion
+from facecast.speech.rule import MOUTH_GAIN, RuleMotionGenerator, generate_motion
 from facecast.speech.voice import JAW_MAX
 
 av = pytest.importorskip("av")
@@ -195,7 +195,8 @@ def test_speech_blinks_and_head_motion(english: np.ndarray) -> None:
     pitch = np.array([f.head.pitch for f in frames])
     # a minute of talk: real speakers' heads spread ~4 degrees per axis within 10 s clips (quality benchmark)
     assert 1.0 < yaw.std() < 10.0 and 0.7 < pitch.std() < 6.0
-    assert np.abs(np.diff(yaw)).mean() < 0.45 and np.abs(np.diff(pitch)).mean() < 0.4
+    # no shaking: real speakers' heads turn 14.3 degrees/s (0.57 per frame at 25 fps, all three axes together)
+    assert np.abs(np.diff(yaw)).mean() < 0.6 and np.abs(np.diff(pitch)).mean() < 0.6
     gaze = np.array([abs(f.gaze.yaw) for f in frames])
     assert 0.0 < np.mean(gaze > 4.0) < 0.3  # mostly at the camera, some glances
 
@@ -232,7 +233,7 @@ def test_mouth_anticipates_first_word(grid_clips) -> None:
         first = next(start for start, _, word in words if word != "sil")
         jaw = _expr(frames, "jawOpen")
         t = np.arange(len(frames)) / 25
-        opening = t[(jaw > OPEN_FRACTION * JAW_MAX) & (t > first - 0.5)]
+        opening = t[(jaw > OPEN_FRACTION * MOUTH_GAIN * JAW_MAX) & (t > first - 0.5)]
         if len(opening):
             leads.append(first - opening[0])
     assert np.median(leads) > 0.0  # opens before the sound, ...
