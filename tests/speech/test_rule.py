@@ -128,6 +128,8 @@ def test_female_voice() -> None:
     frames = _stream(np.concatenate([_decode(p) for p in paths]), [2048])
     jaw = _expr(frames, "jawOpen")
     assert np.percentile(jaw, 90) > 0.3 and np.percentile(jaw, 20) < 0.05
+    # not wider than real speakers': a 90th percentile of 0.57 rendered mouths twice as wide (quality benchmark)
+    assert np.percentile(jaw, 90) < 0.45
     vowels = np.array([[f.visemes[v] for v in VISEMES[1:]] for f in frames]).sum(axis=0)
     assert (vowels > 0.05 * vowels.sum()).sum() >= 3
 
