@@ -6,8 +6,9 @@ field is smooth, so along the line where the lids meet it squeezes the whole eye
 the eye as a third to two thirds open and viewers see a slit. Per eye we
 precompute, once, how the shut eye should look: the warp's own shut picture,
 with that band replaced by lid skin (per column, blended between the skin just
-above and just below it) and a thin, anti-aliased lash line along the curve
-where the lids meet, tapering at the corners. The picture is kept in eye
+above and just below it), lit a little towards the lid's edge, and an
+anti-aliased lash line (with a softer fringe below it) along the curve where
+the lids meet, tapering at the corners. The picture is kept in eye
 coordinates and, per frame, moved with the eye corners (head roll, distance,
 turn) and faded in over the last part of the blink.
 """
