@@ -43,10 +43,11 @@ JAW_DROP_H = 0.22          # a wide-open mouth: lips ~0.2 face heights apart
 JAW_CORNER_TAPER = 0.6
 #: eyeWide lifts the upper lid by this share of the local eye opening at full strength.
 EYE_WIDE_LIFT = 0.3
-BLINK_LOWER_RISE = 0.25     # of the eye opening: where the closed lids meet
-BLINK_REACH_UP = 1.5        # eye openings of skin above the lid that stretch over the eye
+BLINK_LOWER_RISE = 0.1      # of the eye opening: where the closed lids meet (near the lower lid)
+BLINK_REACH_UP = 0.8        # eye openings of skin above the lid that stretch over the eye
 BLINK_REACH_DOWN = 0.6
 BLINK_LOWER_MARGIN = 0.45   # of the local opening: face meshes tend to put the lower lid a little high
+BLINK_LASH_SKIP = 0.35      # of the local opening: the upper lash line above the lid, left out of the closed lid
 EYE_CORNER_FADE = 0.25      # eye widths beyond the corners over which lid motion fades out
 
 #: Rigid head motion (roll) pivots about the neck: this many face heights below the chin.
@@ -144,7 +145,8 @@ class Eye:
         closed = bottom - BLINK_LOWER_RISE * gap
         reach_up, reach_down = BLINK_REACH_UP * self.opening, BLINK_REACH_DOWN * self.opening
         start = top - reach_up
-        above = start + (v - start) * reach_up / np.maximum(closed - start, 1e-3)
+        lid = top - BLINK_LASH_SKIP * gap
+        above = start + (v - start) * (lid - start) / np.maximum(closed - start, 1e-3)
         hidden = bottom + BLINK_LOWER_MARGIN * gap
         below = hidden + (v - closed) * (bottom + reach_down - hidden) / np.maximum(bottom + reach_down - closed, 1e-3)
         source = np.where((v >= start) & (v < closed), above,

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facecast.evaluation.motion_quality import head_motion
 from facecast.motion import ARKIT_BLENDSHAPES, VISEMES, MotionFrame
-from facecast.speech.rule import RuleMotionGenerator, generate_motion
+from facecast.speech.rule import MOUTH_GAIN, RuleMotionGenerator, generate_motion
 from facecast.speech.voice import JAW_MAX
 
 av = pytest.importorskip("av")
@@ -127,6 +128,8 @@ def test_female_voice() -> None:
     frames = _stream(np.concatenate([_decode(p) for p in paths]), [2048])
     jaw = _expr(frames, "jawOpen")
     assert np.percentile(jaw, 90) > 0.3 and np.percentile(jaw, 20) < 0.05
+    # not wider than real speakers': a 90th percentile of 0.57 rendered mouths twice as wide (quality benchmark)
+    assert np.percentile(jaw, 90) < 0.45
     vowels = np.array([[f.visemes[v] for v in VISEMES[1:]] for f in frames]).sum(axis=0)
     assert (vowels > 0.05 * vowels.sum()).sum() >= 3
 
@@ -178,7 +181,7 @@ def test_silence_is_a_calm_living_idle() -> None:
     yaw = np.array([f.head.yaw for f in frames])
     pitch = np.array([f.head.pitch for f in frames])
     assert 0.2 < yaw.std() < 4.0 and 0.1 < pitch.std() < 3.0  # alive but calm
-    assert np.abs(np.diff(yaw)).max() < 0.5  # no jumps
+    assert np.abs(np.diff(yaw)).max() < 1.0  # no jumps (a turning head reaches ~25 degrees/s: 1 per frame)
     blink = np.array([f.blink.left for f in frames])
     blinks = np.sum((blink[1:] > 0.5) & (blink[:-1] <= 0.5))
     assert 5 <= blinks <= 35
@@ -192,8 +195,10 @@ def test_speech_blinks_and_head_motion(english: np.ndarray) -> None:
     assert 8 <= np.sum((blink[1:] > 0.5) & (blink[:-1] <= 0.5)) / minutes <= 28
     yaw = np.array([f.head.yaw for f in frames])
     pitch = np.array([f.head.pitch for f in frames])
-    assert 1.0 < yaw.std() < 6.0 and 0.7 < pitch.std() < 5.0
-    assert np.abs(np.diff(yaw)).mean() < 0.3 and np.abs(np.diff(pitch)).mean() < 0.3
+    # a minute of talk: real speakers' heads spread ~4 degrees per axis within 10 s clips (quality benchmark)
+    assert 1.0 < yaw.std() < 10.0 and 0.7 < pitch.std() < 6.0
+    # no shaking: real speakers' heads turn 14.3 degrees/s (0.57 per frame at 25 fps, all three axes together)
+    assert np.abs(np.diff(yaw)).mean() < 0.6 and np.abs(np.diff(pitch)).mean() < 0.6
     gaze = np.array([abs(f.gaze.yaw) for f in frames])
     assert 0.0 < np.mean(gaze > 4.0) < 0.3  # mostly at the camera, some glances
 
@@ -230,7 +235,7 @@ def test_mouth_anticipates_first_word(grid_clips) -> None:
         first = next(start for start, _, word in words if word != "sil")
         jaw = _expr(frames, "jawOpen")
         t = np.arange(len(frames)) / 25
-        opening = t[(jaw > OPEN_FRACTION * JAW_MAX) & (t > first - 0.5)]
+        opening = t[(jaw > OPEN_FRACTION * MOUTH_GAIN * JAW_MAX) & (t > first - 0.5)]
         if len(opening):
             leads.append(first - opening[0])
     assert np.median(leads) > 0.0  # opens before the sound, ...
@@ -262,3 +267,18 @@ def test_speed(english: np.ndarray) -> None:
     elapsed = time.perf_counter() - start
     assert len(frames) == round(len(english) / SR * 25)
     assert elapsed < len(english) / SR / 50  # >= 50x real time even on a loaded test machine
+
+
+def test_the_head_moves_as_much_as_a_real_speakers() -> None:
+    """On in-the-wild talk the head turns and spreads like real speakers' (quality benchmark, held-out wild:
+    14.3 degrees/s, 4.1 degrees per axis); the rule generator used to ask for 3 degrees/s and 1.1 here."""
+    paths = sorted((DATA / "talking" / "wild").glob("*.mp4"))[:12]
+    if not paths:
+        pytest.skip("no in-the-wild clips")
+    speed, spread = zip(*(head_motion(_head(_stream(_decode(p), [SR])), 25.0) for p in paths))
+    assert 2.5 < np.mean(spread) < 6.0
+    assert 7.0 < np.mean(speed) < 20.0
+
+
+def _head(frames: list[MotionFrame]) -> np.ndarray:
+    return np.array([[f.head.yaw, f.head.pitch, f.head.roll] for f in frames])

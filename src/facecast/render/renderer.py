@@ -22,6 +22,7 @@ import numpy as np
 from facecast.errors import InputError
 from facecast.face_model import GAZE_REF_DEG, PARALLAX_REF_DEG
 from facecast.motion import EXPRESSION_CHANNELS, MotionFrame
+from facecast.render.closed_lids import ClosedLids
 from facecast.render.mouth_interior import MouthInterior, Patch
 from facecast.render.paste_back import PasteBack
 from facecast.render.warp_basis import WarpBasis, split_turn, sum_fields
@@ -100,6 +101,7 @@ class Renderer:
         self.frame_shape = rig.frame_shape
         self._basis = WarpBasis(self._image, rig.landmarks)
         self._mouth = MouthInterior(self._image, rig.landmarks)
+        self._lids = ClosedLids(self._image, self._basis)
         if backend == "torch":
             from facecast.render.torch_warp import TorchWarper  # lazy: it imports torch
 
@@ -119,8 +121,11 @@ class Renderer:
         if not coeffs and not rigid:
             return self._image.copy()
         inverse = cv2.invertAffineTransform(forward) if rigid else None
-        patch = self._mouth.patch(self._moved_landmarks(coeffs, forward if rigid else None))
-        return self._warper.render(coeffs, inverse, patch)
+        points = self._moved_landmarks(coeffs, forward if rigid else None)
+        mouth = self._mouth.patch(points)
+        patches = ([] if mouth is None else [mouth]) + self._lids.patches(
+            points, {"Left": frame.blink.left, "Right": frame.blink.right})
+        return self._warper.render(coeffs, inverse, patches)
 
     def _head_affine(self, frame: MotionFrame) -> np.ndarray:
         """Forward rigid head motion (2x3): roll about the neck, scale about the face, then shift."""
@@ -200,7 +205,7 @@ class _Cv2Warper:
         return (max(int(box[:, 0].min()) - BOX_MARGIN, 0), min(int(box[:, 1].max()) + BOX_MARGIN, cells),
                 max(int(box[:, 2].min()) - BOX_MARGIN, 0), min(int(box[:, 3].max()) + BOX_MARGIN, cells))
 
-    def render(self, coeffs: dict[str, float], inverse: np.ndarray | None, patch: Patch | None) -> np.ndarray:
+    def render(self, coeffs: dict[str, float], inverse: np.ndarray | None, patches: list[Patch]) -> np.ndarray:
         basis, grid = self._basis, self._basis.grid
         flow, turn = self._flow, self._turn
         face, turned = split_turn(coeffs)
@@ -238,7 +243,7 @@ class _Cv2Warper:
             box = cv2.resize(box, ((cx1 - cx0) * k, (cy1 - cy0) * k), interpolation=cv2.INTER_LINEAR)
         positions = cv2.scaleAdd(box[:y1 - y0, :x1 - x0], float(k), self._pixels[y0:y1, x0:x1])
         out[y0:y1, x0:x1] = _remap(self._image, positions, cv2.BORDER_REPLICATE)
-        if patch is not None:
+        for patch in patches:
             h, w = patch.alpha.shape
             region = out[patch.y0:patch.y0 + h, patch.x0:patch.x0 + w, :3].astype(np.float32)
             alpha = patch.alpha[..., None]

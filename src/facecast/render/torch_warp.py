@@ -34,7 +34,7 @@ class TorchWarper:
         return F.grid_sample(image, normalised[None], mode="bilinear", padding_mode=padding, align_corners=False)
 
     @torch.inference_mode()
-    def render(self, coeffs: dict[str, float], inverse: np.ndarray | None, patch: Patch | None) -> np.ndarray:
+    def render(self, coeffs: dict[str, float], inverse: np.ndarray | None, patches: list[Patch]) -> np.ndarray:
         basis, size, extent = self._basis, self._basis.grid.size, self._basis.grid.extent
         face, turned = split_turn(coeffs)
         flow = torch.zeros_like(self._base)
@@ -59,7 +59,7 @@ class TorchWarper:
                                   mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
             source = shift + self._pixels
         out = self._sample(self._image, source[:size, :size], "border", size)[0]
-        if patch is not None:
+        for patch in patches:
             h, w = patch.alpha.shape
             colour = torch.from_numpy(patch.colour).to(self._device).permute(2, 0, 1)
             alpha = torch.from_numpy(patch.alpha).to(self._device)[None]

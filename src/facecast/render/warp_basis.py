@@ -181,13 +181,18 @@ def _lash_lines(image: np.ndarray, lm: np.ndarray, frame: FaceFrame) -> np.ndarr
     return np.concatenate([out, lm[:, 2:]], 1)
 
 
-def _eye_fields(lm: np.ndarray, frame: FaceFrame, grid: Grid) -> dict[str, Field]:
-    """Blinks, and iris shifts inside each eye opening (zero at the lids and corners: the iris never leaves it)."""
+#: Per side: the eye contour and its upper and lower lids.
+EYE_CONTOURS = (("Left", fr.LEFT_EYE, fr.LEFT_EYE_UPPER, fr.LEFT_EYE_LOWER),
+                ("Right", fr.RIGHT_EYE, fr.RIGHT_EYE_UPPER, fr.RIGHT_EYE_LOWER))
+
+
+def _eye_fields(lm: np.ndarray, frame: FaceFrame, grid: Grid) -> tuple[dict[str, Field], dict[str, Eye]]:
+    """Blinks, and iris shifts inside each eye opening (zero at the lids and corners: the iris never leaves it);
+    and the eyes (lid curves) the blinks close."""
     uv = frame.local(lm[:, :2])
-    out = {}
-    for side, contour, upper, lower in (("Left", fr.LEFT_EYE, fr.LEFT_EYE_UPPER, fr.LEFT_EYE_LOWER),
-                                        ("Right", fr.RIGHT_EYE, fr.RIGHT_EYE_UPPER, fr.RIGHT_EYE_LOWER)):
-        eye = Eye(uv, upper, lower)
+    out, eyes = {}, {}
+    for side, contour, upper, lower in EYE_CONTOURS:
+        eye = eyes[side] = Eye(uv, upper, lower)
         polygon = lm[list(contour), :2]
         gy0, gy1 = grid.cell_range(polygon[:, 1].min(), polygon[:, 1].max(), 2)
         gx0, gx1 = grid.cell_range(polygon[:, 0].min(), polygon[:, 0].max(), 2)
@@ -212,7 +217,7 @@ def _eye_fields(lm: np.ndarray, frame: FaceFrame, grid: Grid) -> dict[str, Field
         box_uv = frame.local(np.stack([grid.x[by0:by1, bx0:bx1], grid.y[by0:by1, bx0:bx1]], -1))
         shift = cv2.GaussianBlur(eye.blink_shift(box_uv).astype(np.float32), (0, 0), SIGMA_FINE)
         out[f"blink{side}"] = Field(by0, bx0, (shift[..., None] * frame.v).astype(np.float32))
-    return out
+    return out, eyes
 
 
 def _head_mask(lm: np.ndarray, frame: FaceFrame, grid: Grid) -> np.ndarray:
@@ -272,7 +277,10 @@ class WarpBasis:
             field = backward_field(points, np.concatenate([disp[keep], still]), self.grid, sigma)
             if field is not None:
                 self.fields[name] = field
-        self.fields.update(_eye_fields(_lash_lines(image, lm, self.frame), self.frame, self.grid))
+        eye_fields, eyes = _eye_fields(_lash_lines(image, lm, self.frame), self.frame, self.grid)
+        self.fields.update(eye_fields)
+        #: each side's lid curves (lash lines found in the picture), as the blink fields close them
+        self.eyes: dict[str, Eye] = eyes
         self.head_mask = _head_mask(lm, self.frame, self.grid)
         self.channel_index = {name: k for k, name in enumerate(LANDMARK_CHANNELS)}
         oval = self.landmarks[list(fr.FACE_OVAL)]
