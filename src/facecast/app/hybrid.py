@@ -105,6 +105,7 @@ class Hybrid:
         self._last_time: float | None = None
         self._camera: MotionFrame | None = None   # the last face seen (held while easing out)
         self._handover_until = -math.inf
+        self._catching_up = False
         self._seen_calibrations = 0
         self._target = 0.0
         self._previous: MotionFrame | None = None
@@ -147,8 +148,12 @@ class Hybrid:
         step = dt / EASE_S
         self._weight = min(self._weight + step, 1.0) if target else max(self._weight - step, 0.0)
         frame = generated if self._camera is None or self._weight == 0.0 else self._overlay(generated, self.share)
-        if now < self._handover_until and self._previous is not None:
-            frame = replace(frame, head=_limit_turn(self._previous.head, frame.head, MAX_STEP_DEG))
+        if (now < self._handover_until or self._catching_up) and self._previous is not None:
+            limited = _limit_turn(self._previous.head, frame.head, MAX_STEP_DEG)
+            # a limited head lags its target: keep limiting past the hand-over until it has caught up, or the
+            # first unlimited frame would jump the whole lag at once
+            self._catching_up = limited != frame.head
+            frame = replace(frame, head=limited)
         self._previous = frame
         return frame
 
