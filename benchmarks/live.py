@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shlex
 import subprocess
 import sys
@@ -152,7 +151,6 @@ def run(fps: int, size: int, generator: str = "rule", prefix: tuple[str, ...] = 
                "--ws", "0", "--log-level", "info", "--generator", generator]
     command += ["--audio", str(audio)] if audio is not None else []
     command += ["--camera-file", str(camera)] if camera is not None else []
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     counts = {"motion": 0, "frames": 0}  # messages read on ws /motion and ws /frames
@@ -177,16 +175,17 @@ def run(fps: int, size: int, generator: str = "rule", prefix: tuple[str, ...] = 
         if " summary " in line:
             summary = json.loads(line.split(" summary ", 1)[1])
     stop.set()
-    process.wait()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # this child's own usage: RUSAGE_CHILDREN's peak RSS is the largest of every child so far (an earlier run's)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0 or summary is None:
         raise SystemExit(f"facecast live failed (exit {process.returncode})")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = usage.ru_utime + usage.ru_stime
     vmc.server.shutdown()
     vrchat.server.shutdown()
     # CPU while live (the daemon's own count), and the whole process's including start-up.
     return {**summary, "scheduled_ms": scheduled_ms, "cpu_cores": summary["cpu_s"] / summary["elapsed_s"],
-            "process_cpu_s": cpu, "rss_mib": after.ru_maxrss / 1024, "vmc": vmc.count, "vrchat": vrchat.count,
+            "process_cpu_s": cpu, "rss_mib": usage.ru_maxrss / 1024, "vmc": vmc.count, "vrchat": vrchat.count,
             "first_frame_s": vmc.first - started if vmc.first is not None else float("nan"), "quality_log": degraded,
             "ws_motion": counts["motion"], "ws_frames": counts["frames"], **evenness(motion)}
 
