@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from facecast.face.extraction import ReferenceFace, extract_from_landmarks, track_landmarks
-from facecast.face.live import FIT_TOLERANCE, LiveFace
+from facecast.face.live import FIT_TOLERANCE, LID_KNEE, LID_SHUT, LiveFace, decisive_lids
 from facecast.motion import EXPRESSION_CHANNELS
 
 WILD_CLIP = "talking/wild/styletalk_feifeili_clip1.mp4"
@@ -48,7 +48,7 @@ def test_live_face_calibrates_then_follows_the_clip(track: tuple[np.ndarray, np.
     head = np.array([[f.head.yaw, f.head.pitch, f.head.roll] for f in frames[25:]])
     assert np.allclose(head, batch.head[:, :3], atol=1e-6)
     blink = np.array([[f.blink.left, f.blink.right] for f in frames[25:]])
-    assert np.allclose(blink, batch.blink, atol=1e-9)
+    assert np.allclose(blink, decisive_lids(batch.blink), atol=1e-9)
     expressions = np.array([[f.expression(n) for n in EXPRESSION_CHANNELS] for f in frames[25:]])
     assert np.median(np.abs(expressions - batch.expressions)) < 0.01
     # the head moves in this clip and the live reading follows offline extraction's (relative to its own neutral)
@@ -84,3 +84,15 @@ def test_gaze_holds_its_last_reading_under_a_closed_lid(track: tuple[np.ndarray,
     blinking = live.update(shut, 0.04)
     assert min(blinking.blink.left, blinking.blink.right) > 0.9
     assert (blinking.gaze.yaw, blinking.gaze.pitch) == (open_eyes.gaze.yaw, open_eyes.gaze.pitch)
+
+
+def test_decisive_lids_shut_a_blink_caught_part_way_and_leave_squints() -> None:
+    """A camera's deepest blink frame often reads 0.7-0.85 closed: it must reach the renderer's painted lid (1),
+    while a squint or a downward look (below the knee) stays as read, and the mapping keeps its order."""
+    readings = np.linspace(0.0, 1.0, 101)
+    lids = decisive_lids(readings)
+    below = readings <= LID_KNEE
+    assert np.array_equal(lids[below], readings[below])
+    assert np.all(lids[readings >= LID_SHUT] == 1.0)
+    assert np.all(np.diff(lids) >= 0) and lids.max() == 1.0
+    assert decisive_lids(np.array([[0.75, 0.3]])).shape == (1, 2)

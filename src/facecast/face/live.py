@@ -42,6 +42,12 @@ CALIBRATION_S = 1.0
 #: The expression fit stops once a sweep moves no coefficient more than this (started from the previous frame:
 #: a few sweeps instead of extraction's 60, measured within 0.01 of its answer; `tests/face/test_live_face.py`).
 FIT_TOLERANCE = 1e-4
+#: A camera's blink readings above LID_KNEE are stretched so that LID_SHUT and beyond become a shut lid (1).
+#: Why: a 30 fps camera often catches a blink part-way (the face mesh reads 0.7-0.85 closed at its deepest
+#: frame), and the renderer paints the closed lid only from blink 0.6 to 0.95 (`render.closed_lids`), so such
+#: blinks rendered as a half-shut eye that viewers (and the face mesh) missed. Readings below the knee (squints,
+#: looking down) are left as they are. Extraction for training keeps the plain reading.
+LID_KNEE, LID_SHUT = 0.6, 0.85
 
 
 class LiveFace:
@@ -101,7 +107,7 @@ class LiveFace:
         assert self.reference is not None
         m = self.reference.measure(landmarks[None], start=self._coefficients, tolerance=FIT_TOLERANCE)
         self._coefficients = m.coefficients
-        blink = m.blink[0]
+        blink = decisive_lids(m.blink[0])
         gaze = m.gaze[0]
         # Extraction fills these from both sides; live, the last good reading is held (its causal half).
         if blink.max() < GAZE_BLINK_LIMIT and np.all(np.abs(gaze) <= GAZE_LIMIT_DEG):
@@ -109,3 +115,10 @@ class LiveFace:
         expressions = {name: float(v) for name, v in zip(EXPRESSION_CHANNELS, m.expressions[0]) if v > 1e-4}
         return MotionFrame(t=t, head=HeadPose(*map(float, m.head[0])), gaze=Gaze(*map(float, self._gaze)),
                            blink=Blink(*map(float, blink)), expressions=expressions)
+
+
+def decisive_lids(blink: np.ndarray) -> np.ndarray:
+    """Blink readings (any shape, 0 open .. 1 shut) with the part above LID_KNEE stretched to reach 1 at LID_SHUT."""
+    blink = np.asarray(blink, np.float64)
+    stretched = LID_KNEE + (blink - LID_KNEE) * (1.0 - LID_KNEE) / (LID_SHUT - LID_KNEE)
+    return np.where(blink > LID_KNEE, np.minimum(stretched, 1.0), blink)
