@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from facecast.app import camera_input
-from facecast.app.camera_input import CameraInput, CameraSource, VideoFileCamera, list_cameras, resolve_camera
+from facecast.app.camera_input import (
+    CameraInput,
+    CameraSource,
+    VideoFileCamera,
+    list_cameras,
+    probe_modes,
+    resolve_camera,
+)
 from facecast.errors import InputError
 
 WILD_CLIP = "talking/wild/styletalk_feifeili_clip1.mp4"
@@ -94,7 +101,7 @@ def test_cameras_are_listed_from_video4linux(tmp_path: Path) -> None:
     cameras = list_cameras("linux", tmp_path)
     assert [(c["index"], c["name"], c["path"]) for c in cameras] == [
         (0, "Integrated Camera: Integrated C", "/dev/video0"), (2, "Logitech BRIO", "/dev/video2")]
-    assert all(c["mode"] is None for c in cameras)  # no such devices here: they do not open
+    assert all(c["mode"] is None and c["modes"] == [] for c in cameras)  # no such devices here: they do not open
     assert list_cameras("linux", tmp_path / "missing") == []
     assert resolve_camera("brio", cameras) == 2 and resolve_camera("", cameras) == 0
     assert resolve_camera("2", cameras) == 2
@@ -207,3 +214,12 @@ def test_the_real_face_mesh_turns_camera_frames_into_motion(shared_data: Path) -
     assert camera.status["face_found"] >= 20 and camera.face.calibrations >= 1
     assert abs(latest.motion.head.yaw) < 30 and 0 <= latest.motion.blink.left <= 1
     assert threading.active_count() < 50
+
+
+def test_modes_are_read_back_from_what_the_device_accepts(shared_data: Path, tmp_path: Path) -> None:
+    """The mode probe on a real capture (a video file through OpenCV, as a camera would be opened): the mode it
+    opens in first, each size asked for read back and listed once (a file keeps its own size: one mode), and
+    nothing for a device that does not open."""
+    modes = probe_modes(str(shared_data / "talking/wild/styletalk_feifeili_clip1.mp4"))
+    assert len(modes) == 1 and modes[0].endswith("@30") and "x" in modes[0]
+    assert probe_modes(str(tmp_path / "no-such-device")) == []

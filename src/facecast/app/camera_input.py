@@ -90,7 +90,7 @@ def _cv2() -> Any:
 # --- listing ------------------------------------------------------------------------------------------
 
 def list_cameras(platform: str = sys.platform, sysfs: Path = V4L_SYSFS) -> list[dict[str, Any]]:
-    """Cameras as `facecast devices` shows them: index, name and the mode the camera opens in.
+    """Cameras as `facecast devices` shows them: index, name, the mode the camera opens in and the modes it takes.
 
     Linux names its video devices in sysfs (a UVC webcam has two nodes, the second for metadata: only a
     device's first node, ``index`` 0, is a camera); elsewhere the first `PROBE_INDICES` indices are tried.
@@ -106,10 +106,10 @@ def list_cameras(platform: str = sys.platform, sysfs: Path = V4L_SYSFS) -> list[
         found = [{"index": i, "name": f"camera {i}"} for i in range(PROBE_INDICES)]
     listed = []
     for camera in found:
-        mode = _probe_mode(camera["index"])
-        if mode is None and not platform.startswith("linux"):
+        modes = probe_modes(camera["index"])
+        if not modes and not platform.startswith("linux"):
             continue  # a probed index that does not open is no camera
-        listed.append({**camera, "mode": mode})
+        listed.append({**camera, "mode": modes[0] if modes else None, "modes": modes})
     return listed
 
 
@@ -120,16 +120,31 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _probe_mode(index: int) -> str | None:
-    """'WIDTHxHEIGHT@FPS' the camera opens in by default, or None when it does not open (busy, gone)."""
+#: Frame sizes `facecast devices` asks a camera for, beside the one it opens in: the usual webcam modes.
+PROBED_SIZES = ((640, 480), (1280, 720), (1920, 1080))
+
+
+def probe_modes(device: int | str) -> list[str]:
+    """'WIDTHxHEIGHT@FPS' modes a camera (an index or a device path) accepts, the one it opens in first; [] when it
+    does not open (busy, gone). OpenCV has no mode list, so each of PROBED_SIZES is asked for and what the camera
+    settled on is read back (a camera answers an unsupported size with its nearest)."""
     cv2 = _cv2()
-    capture = cv2.VideoCapture(index)
+    capture = cv2.VideoCapture(device)
     try:
         if not capture.isOpened():
-            return None
-        width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        fps = capture.get(cv2.CAP_PROP_FPS) or DEFAULT_CAMERA_FPS
-        return f"{width}x{height}@{fps:g}"
+            return []
+
+        def current() -> str:
+            width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            return f"{width}x{height}@{capture.get(cv2.CAP_PROP_FPS) or DEFAULT_CAMERA_FPS:g}"
+
+        modes = [current()]
+        for width, height in PROBED_SIZES:
+            capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+            if (mode := current()) not in modes:
+                modes.append(mode)
+        return modes
     finally:
         capture.release()
 

@@ -336,7 +336,8 @@ def _cmd_devices(args: argparse.Namespace) -> int:
               f"{device['default_sample_rate']:g} Hz, {device['host_api']})")
     print("Cameras (--camera INDEX or NAME):" if listing["cameras"] else "Cameras: none found")
     for camera in listing["cameras"]:
-        print(f"   [{camera['index']}] {camera['name']} ({camera['mode'] or 'busy or unavailable'})")
+        modes = ", ".join(camera.get("modes") or []) or "busy or unavailable"
+        print(f"   [{camera['index']}] {camera['name']} ({modes})")
     print("Virtual cameras:" if listing["virtual_cameras"] else "Virtual cameras: none found")
     for backend in listing["virtual_cameras"]:
         print("   " + ", ".join(f"{k}={v}" for k, v in backend.items()))
