@@ -186,8 +186,12 @@ async def check_page(page_url: str, server: WsServer, tmp_path: Path) -> None:
         restarted = WsServer(port=port)
         restarted.start()
         try:
-            with FrameProducer(restarted, disc_avatar(AVATAR_SIZE, (30, 200, 90)), count=10_000):
+            # opaque frames (an RGB avatar) come as JPEG: drawn the same way, and opaque to the corners
+            opaque = np.ascontiguousarray(disc_avatar(AVATAR_SIZE, (30, 200, 90))[..., :3])
+            with FrameProducer(restarted, opaque, count=10_000):
                 await page.wait_for(f"facecastOverlay.connected && facecastOverlay.frames >= {drawn + 3}")
-                assert_colour((await page.evaluate(PAGE_PROBE))["centre"], (30, 200, 90))
+                probe = await page.evaluate(PAGE_PROBE)
+                assert_colour(probe["centre"], (30, 200, 90), tolerance=8)
+                assert probe["corner"][3] == 255 and probe["farCorner"][3] == 255
         finally:
             await asyncio.get_running_loop().run_in_executor(None, restarted.stop)

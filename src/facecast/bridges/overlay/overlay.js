@@ -12,7 +12,7 @@
 (() => {
   const HEADER_BYTES = 24;
   const MAGIC = [0x46, 0x43, 0x46]; // "FCF"
-  const VERSION = 1;
+  const VERSION = 2;
   const RECONNECT_MIN_MS = 250;
   const RECONNECT_MAX_MS = 4000;
 
@@ -50,7 +50,9 @@
       index: view.getUint32(4),
       t: view.getFloat64(8),
       captureTime: view.getFloat64(16),
-      image: new Blob([new Uint8Array(buffer, HEADER_BYTES)], { type: "image/webp" }),
+      // WebP ("RIFF") when the frame has transparent pixels, JPEG (FF D8) when it is opaque
+      image: new Blob([new Uint8Array(buffer, HEADER_BYTES)],
+                      { type: view.getUint8(HEADER_BYTES) === 0xff ? "image/jpeg" : "image/webp" }),
     };
   }
 
