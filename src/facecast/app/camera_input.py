@@ -227,13 +227,22 @@ class _Worker:
 class _CaptureThread(_Worker):
     """The capture side shared by the camera and the file: mirroring and the newest-frame mailbox."""
 
-    def __init__(self, name: str, mirror: bool, clock: Callable[[], float]) -> None:
+    def __init__(self, name: str, device: str, mirror: bool, clock: Callable[[], float]) -> None:
         super().__init__(name)
+        self.device = device   # what `status` names: the camera's name or the file's path
         self.mirror = mirror
         self._clock = clock
         self._box = _Newest()
         self._count = 0
+        self.fps = DEFAULT_CAMERA_FPS   # the camera's reported rate, or the file's
+        self._state = "stopped"
+        self._errors = 0
         self.finished = False
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return {"device": self.device, "state": self._state, "fps": self.fps, "errors": self._errors,
+                "frames": self._count, "dropped_frames": self._box.dropped}
 
     def newest(self, after: int, timeout: float) -> CameraFrame | None:
         return self._box.newest(after, timeout)
@@ -252,19 +261,11 @@ class CameraSource(_CaptureThread):
 
     def __init__(self, index: int, name: str | None = None, mirror: bool = True,
                  clock: Callable[[], float] = time.monotonic, opener: Callable[[int], Any] | None = None) -> None:
-        super().__init__("facecast-camera", mirror, clock)
         self.index = index
         self.name = name or f"camera {index}"
+        super().__init__("facecast-camera", self.name, mirror, clock)
         self._opener = opener or (lambda i: _cv2().VideoCapture(i))
         self._capture: Any = None
-        self.fps = DEFAULT_CAMERA_FPS
-        self._state = "stopped"
-        self._errors = 0
-
-    @property
-    def status(self) -> dict[str, Any]:
-        return {"device": self.name, "state": self._state, "fps": self.fps, "errors": self._errors,
-                "frames": self._count, "dropped_frames": self._box.dropped}
 
     def start(self) -> None:
         if not self._open():
@@ -336,19 +337,12 @@ class VideoFileCamera(_CaptureThread):
 
     def __init__(self, path: str | Path, mirror: bool = True, loop: bool = False,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
-        super().__init__("facecast-camera-file", mirror, clock)
         self.path = Path(path)
+        super().__init__("facecast-camera-file", str(self.path), mirror, clock)
         info = open_video(self.path)  # InputError now, in one line, for a missing file or one that is not a video
         self.fps = info.fps
         self.loop = loop
         self._sleep = sleep
-        self._state = "stopped"
-        self._errors = 0
-
-    @property
-    def status(self) -> dict[str, Any]:
-        return {"device": str(self.path), "state": self._state, "fps": self.fps, "errors": self._errors,
-                "frames": self._count, "dropped_frames": self._box.dropped}
 
     def _run(self) -> None:
         cv2 = _cv2()
