@@ -89,12 +89,12 @@ class _ShutEye:
         light *= inside_u
         colour = colour + light[..., None] * (255.0 - colour)
         # The lash line where the lids meet, thinning to the corners, with a softer fringe of lashes below it.
-        thickness = np.maximum(LASH_WIDTH * eye.opening, LASH_MIN_PX) * (
-            0.4 + 0.6 * smoothstep(0.0, LASH_TAPER * eye.width, np.minimum(uu - eye.u0, eye.u1 - uu)))
+        taper = smoothstep(0.0, LASH_TAPER * eye.width, np.minimum(uu - eye.u0, eye.u1 - uu))
+        thickness = np.maximum(LASH_WIDTH * eye.opening, LASH_MIN_PX) * (0.4 + 0.6 * taper)
         across = (vv - meet) / thickness
         lash = np.maximum(LASH_STRENGTH * np.exp(-0.5 * across ** 2),
                           FRINGE * np.exp(-0.5 * ((across - FRINGE_BELOW) / FRINGE_SPREAD) ** 2))
-        lash *= smoothstep(0.0, LASH_TAPER * eye.width, np.minimum(uu - eye.u0, eye.u1 - uu)) * inside_u
+        lash *= taper * inside_u
         colour = colour + lash[..., None] * (self._lash_colour(rgb, eye, frame) - colour)
         self.colour = np.clip(colour, 0, 255).astype(np.float32)
         self.alpha = np.maximum(np.maximum(band, lash), light / LID_LIGHT).astype(np.float32)
