@@ -69,8 +69,8 @@ STATUS_LOG_INTERVAL_S = 5.0
 #: `status` reports the frame rate, latency and longest gap over this many recent seconds (and the whole run).
 STATUS_WINDOW_S = 5.0
 #: The pictures' linear size at each quality level (`QualityGovernor`): when the daemon falls behind, frames go to
-#: the outputs smaller (512 -> 384 -> 256 px) and receivers scale them back up. Encoding the overlay's WebP is
-#: most of a frame's cost (8-11 ms at 512², 2 ms to render it), and it shrinks with the area.
+#: the outputs smaller (512 -> 384 -> 256 px) and receivers scale them back up. Encoding the overlay's frames
+#: (WebP with alpha 8-11 ms at 512², JPEG about 1 ms; rendering 2 ms) shrinks with the area.
 QUALITY_SCALES = (1.0, 0.75, 0.5, 0.5)
 #: From this level on the generator also spends less (`lighten`: the learned model's denoising steps 2 -> 1), for
 #: when motion itself comes late (repeated frames).
