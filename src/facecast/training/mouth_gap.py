@@ -135,15 +135,20 @@ def _teacher_frames(clip: dict, count: int) -> np.ndarray | None:
     return states[:count]
 
 
-def _augmented(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Another voice and microphone: mel bands shifted by up to 2.5 bands (vocal tract length), a spectral
-    tilt and per-band gains."""
-    hops = audio.reshape(len(audio), -1, 40)
-    position = np.clip(np.arange(40) + rng.uniform(-2.5, 2.5), 0, 39)
+def _shift_bands(hops: np.ndarray, shift: float) -> np.ndarray:
+    """The 40 mel bands (last axis) read `shift` bands over, linearly interpolated and held at the edges: a longer
+    or shorter vocal tract moves every formant by about the same number of mel bands."""
+    position = np.clip(np.arange(40) + shift, 0, 39)
     low = np.floor(position).astype(int)
     high = np.minimum(low + 1, 39)
     weight = position - low
-    hops = hops[..., low] * (1 - weight) + hops[..., high] * weight
+    return hops[..., low] * (1 - weight) + hops[..., high] * weight
+
+
+def _augmented(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Another voice and microphone: mel bands shifted by up to 2.5 bands (vocal tract length), a spectral
+    tilt and per-band gains."""
+    hops = _shift_bands(audio.reshape(len(audio), -1, 40), rng.uniform(-2.5, 2.5))
     hops = hops + rng.uniform(-0.3, 0.3) * np.linspace(-1, 1, 40) + rng.normal(0, 0.1, 40)
     return hops.reshape(len(audio), -1).astype(np.float32)
 
@@ -155,12 +160,7 @@ def _voice_augmented(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     band powers (the features are dB / 20, so power is 10 ** (2 x)), then the clip's level normalisation again."""
     from scipy.signal import lfilter
 
-    hops = audio.reshape(-1, 40).astype(np.float64)
-    position = np.clip(np.arange(40) + rng.uniform(-4.0, 4.0), 0, 39)
-    low = np.floor(position).astype(int)
-    high = np.minimum(low + 1, 39)
-    weight = position - low
-    hops = hops[:, low] * (1 - weight) + hops[:, high] * weight
+    hops = _shift_bands(audio.reshape(-1, 40).astype(np.float64), rng.uniform(-4.0, 4.0))
     bands = np.linspace(0, np.pi, 40)
     hops = hops + sum(rng.uniform(-0.1, 0.1) * np.cos(k * bands + rng.uniform(0, np.pi)) for k in (1, 2, 3))
     power = 10.0 ** (2 * hops)
