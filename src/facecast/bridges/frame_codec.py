@@ -60,7 +60,7 @@ _INDEX_MODULUS = 2**32
 WEBP_QUALITY = 80
 #: Alpha quality: below 100 libwebp quantises the alpha levels before compressing them losslessly. At 90 no
 #: pixel's opacity moves by more than 1 level in 255 (0.3 levels on average at a cut-out's soft edge) and a
-#: 512² RGBA frame encodes in 8.4 instead of 10.6 ms (2 cores, busy): the overlay is most of the live CPU.
+#: 512² RGBA frame encodes in 8.4 instead of 10.6 ms (2 cores, busy): the largest cost of a live frame with alpha.
 WEBP_ALPHA_QUALITY = 90
 #: libwebp's fastest method: about 4x faster than the default method 4 for about 30 % more bytes.
 WEBP_METHOD = 0
