@@ -8,7 +8,12 @@ precompute, once, how the shut eye should look: the warp's own shut picture,
 with that band replaced by lid skin (per column, blended between the skin just
 above and just below it), lit a little towards the lid's edge, and an
 anti-aliased lash line (with a softer fringe below it) along the curve where
-the lids meet, tapering at the corners. The picture is kept in eye
+the lids meet, tapering at the corners. Around that line the lid skin is
+smoothed (per column, blended between skin further above and below it): the
+fold, the socket's shading edge and the lower lid's line, stretched or left
+there by the warp, otherwise read as a second lid edge and the eye as a slit.
+The lash line is kept dark against the lid, as on real shut eyes (a painting's
+lash pixels are often barely darker than its skin). The picture is kept in eye
 coordinates and, per frame, moved with the eye corners (head roll, distance,
 turn) and faded in over the last part of the blink.
 """
@@ -39,9 +44,30 @@ LASH_MIN_PX = 1.5
 LASH_STRENGTH = 1.0
 LASH_TAPER = 0.05
 FRINGE, FRINGE_BELOW, FRINGE_SPREAD = 0.4, 2.0, 1.5
-#: The lash colour: this percentile of the luma in the portrait's upper lash zone.
+#: The lash colour: this percentile of the luma in the portrait's upper lash zone, darkened where needed to at
+#: most LASH_CONTRAST of the lid skin's median luma. Real shut eyes' lash lines measure 0.26-0.47 of the skin
+#: around them (median 0.42; 24 eyes of 12 people in ../shared/data, the face mesh reading them <= 0.13 of open).
 LASH_PERCENTILE = 10
+LASH_CONTRAST = 0.3
+#: Lid skin smoothed this many openings above and below the line where the lids meet (rows blended between the
+#: ends, after a blur of SMOOTH_BLUR_PX so the ends carry no single-pixel texture into the blend), fading out
+#: over SMOOTH_FADE eye widths towards the picture's sides (PAD_U beyond the corners).
+SMOOTH_ABOVE, SMOOTH_BELOW = 1.0, 0.6
+SMOOTH_BLUR_PX = 1.5
+SMOOTH_FADE = 0.15
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 CORNER_POINTS = {"Left": (fr.LEFT_EYE_OUTER, fr.LEFT_EYE_INNER), "Right": (fr.RIGHT_EYE_OUTER, fr.RIGHT_EYE_INNER)}
+
+
+def _blend_rows(image: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the rows between `first` and `last` (fractional, per column) as a linear blend of the rows at
+    the two ends, and the weight (0..1, edges softened by EDGE_SOFT_PX) of the rows that blend covers."""
+    rows = np.arange(image.shape[0], dtype=np.float64)[:, None]
+    columns = np.arange(image.shape[1])
+    above, below = image[np.floor(first).astype(int), columns], image[np.ceil(last).astype(int), columns]
+    t = np.clip((rows - first) / np.maximum(last - first, 1.0), 0.0, 1.0)[..., None]
+    weight = smoothstep(first - EDGE_SOFT_PX, first, rows) * (1 - smoothstep(last, last + EDGE_SOFT_PX, rows))
+    return above + t * (below - above), weight
 
 
 class _ShutEye:
@@ -67,7 +93,6 @@ class _ShutEye:
         gap = np.maximum(bottom - top, 0.0)
         inside_u = (uu > eye.u0) & (uu < eye.u1)
         squeezed = inside_u & (source_v > top - BLINK_LASH_SKIP * gap) & (source_v < bottom + BLINK_LOWER_MARGIN * gap)
-        rows = np.arange(len(v), dtype=np.float64)[:, None]
         meet = bottom - BLINK_LOWER_RISE * gap
         meet_row = meet[0] - v[0]
         # Per column, the squeezed band (always including the meeting line) becomes lid skin, blended
@@ -76,18 +101,26 @@ class _ShutEye:
         last = np.where(squeezed.any(0), len(v) - 1 - np.argmax(squeezed[::-1], 0), 0)
         first = np.clip(np.minimum(first, meet_row) - BAND_GROW_PX, 0, len(v) - 1)
         last = np.clip(np.maximum(last, meet_row) + BAND_GROW_PX, 0, len(v) - 1)
-        columns = np.arange(len(u))
-        above, below = shut[np.floor(first).astype(int), columns], shut[np.ceil(last).astype(int), columns]
-        t = np.clip((rows - first) / np.maximum(last - first, 1.0), 0.0, 1.0)[..., None]
-        band = (smoothstep(first - EDGE_SOFT_PX, first, rows) * (1 - smoothstep(last, last + EDGE_SOFT_PX, rows))
-                * inside_u)
-        colour = shut + band[..., None] * (above + t * (below - above) - shut)
+        colour, band = _blend_rows(shut, first, last)
+        band = band * inside_u
+        colour = shut + band[..., None] * (colour - shut)
         # A closed lid is a lit bulge: a little lighter towards the lash line (the open eye's socket shadow,
         # stretched down with the skin, otherwise reads as an opening).
         above_line = (meet - vv) / max(eye.opening, 1.0)
         light = LID_LIGHT * (1 - smoothstep(0.0, LID_LIGHT_REACH, above_line)) * smoothstep(-0.1, 0.1, above_line)
         light *= inside_u
         colour = colour + light[..., None] * (255.0 - colour)
+        # Smooth lid skin just below, then just above, the meeting line (the rows next to it excluded: the lash
+        # line covers them); the blend's end rows are left as they are, so it joins the skin beyond without a seam.
+        smooth = np.zeros_like(band)
+        sides = smoothstep(0.0, SMOOTH_FADE * eye.width, np.minimum(uu - u[0], u[-1] - uu))
+        for start, stop in ((meet_row + 1.0, meet_row + SMOOTH_BELOW * eye.opening),
+                            (meet_row - SMOOTH_ABOVE * eye.opening, meet_row - 1.0)):
+            blended, rows_in = _blend_rows(cv2.GaussianBlur(colour, (0, 0), SMOOTH_BLUR_PX),
+                                           np.clip(start, 0, len(v) - 1), np.clip(stop, 0, len(v) - 1))
+            rows_in = rows_in * sides
+            colour = colour + rows_in[..., None] * (blended - colour)
+            smooth = np.maximum(smooth, rows_in)
         # The lash line where the lids meet, thinning to the corners, with a softer fringe of lashes below it.
         taper = smoothstep(0.0, LASH_TAPER * eye.width, np.minimum(uu - eye.u0, eye.u1 - uu))
         thickness = np.maximum(LASH_WIDTH * eye.opening, LASH_MIN_PX) * (0.4 + 0.6 * taper)
@@ -95,16 +128,18 @@ class _ShutEye:
         lash = np.maximum(LASH_STRENGTH * np.exp(-0.5 * across ** 2),
                           FRINGE * np.exp(-0.5 * ((across - FRINGE_BELOW) / FRINGE_SPREAD) ** 2))
         lash *= taper * inside_u
-        colour = colour + lash[..., None] * (self._lash_colour(rgb, eye, frame) - colour)
+        skin = float(np.median(colour[inside_u] @ LUMA))
+        colour = colour + lash[..., None] * (self._lash_colour(rgb, eye, frame, skin) - colour)
         self.colour = np.clip(colour, 0, 255).astype(np.float32)
-        self.alpha = np.maximum(np.maximum(band, lash), light / LID_LIGHT).astype(np.float32)
+        self.alpha = np.maximum.reduce([band, lash, light / LID_LIGHT, smooth]).astype(np.float32)
         #: raster (column, row) -> portrait pixel
         self.to_portrait = np.column_stack([frame.u, frame.v, frame.origin + u[0] * frame.u + v[0] * frame.v])
         self.corners = corners
 
     @staticmethod
-    def _lash_colour(rgb: np.ndarray, eye: Eye, frame: FaceFrame) -> np.ndarray:
-        """The colour of the portrait's darkest lash pixels (the lid's upper edge and what lies just above it)."""
+    def _lash_colour(rgb: np.ndarray, eye: Eye, frame: FaceFrame, skin: float) -> np.ndarray:
+        """The colour of the portrait's darkest lash pixels (the lid's upper edge and what lies just above it),
+        darkened to at most LASH_CONTRAST of the lid skin's luma `skin`."""
         u = np.linspace(eye.u0 + 0.2 * eye.width, eye.u1 - 0.2 * eye.width, 24)
         top = eye.upper_at(u)
         gap = eye.lower_at(u) - top
@@ -112,8 +147,9 @@ class _ShutEye:
         xy = frame.origin + u[None, :, None] * frame.u + vs[..., None] * frame.v
         samples = cv2.remap(rgb, xy[..., 0].astype(np.float32), xy[..., 1].astype(np.float32), cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REPLICATE).reshape(-1, 3).astype(np.float32)
-        luma = samples @ np.array([0.299, 0.587, 0.114], np.float32)
-        return samples[luma <= np.percentile(luma, LASH_PERCENTILE)].mean(0)
+        luma = samples @ LUMA
+        colour = samples[luma <= np.percentile(luma, LASH_PERCENTILE)].mean(0)
+        return colour * min(1.0, LASH_CONTRAST * skin / max(float(colour @ LUMA), 1.0))
 
     def patch(self, corners: np.ndarray, fade: float, size: int) -> Patch | None:
         """The shut picture moved with the eye corners (similarity), its alpha scaled by `fade`."""
