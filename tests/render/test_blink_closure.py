@@ -13,7 +13,7 @@ from facecast.face.measure import FaceMeasurer, eye_openness
 from facecast.face.portrait import analyze_portrait
 from facecast.media import load_image
 from facecast.motion import Blink, HeadPose, MotionFrame
-from facecast.render.closed_lids import FADE_START, ClosedLids
+from facecast.render.closed_lids import FADE_START, LASH_CONTRAST, LUMA, ClosedLids, _ShutEye
 from facecast.render.renderer import Renderer
 from facecast.render.warp_basis import WarpBasis
 
@@ -36,8 +36,8 @@ def _shut_over_open(path: Path, yaw: float = 0.0, roll: float = 0.0, distance: f
 @pytest.mark.parametrize("name", PORTRAITS)
 def test_a_full_blink_reads_closed(shared_data: Path, name: str) -> None:
     """With the warp alone the face mesh read a shut rendered eye at 0.45-0.52 of open on these three;
-    with the painted lid (`closed_lids`) 0.20-0.40 (benchmarks/README.md, "A steady head")."""
-    assert _shut_over_open(shared_data / "portraits" / name) < 0.42
+    with the painted lid (`closed_lids`) 0.11-0.35 (benchmarks/README.md, "A steady head")."""
+    assert _shut_over_open(shared_data / "portraits" / name) < 0.4
 
 
 def test_the_painted_lid_follows_a_moving_head(shared_data: Path) -> None:
@@ -61,8 +61,27 @@ def test_partial_blinks_are_the_warp_alone(shared_data: Path) -> None:
         assert patch.alpha.max() > 0.99
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18's target, not met yet: the face mesh reads shut rendered eyes "
-                                       "at 0.20-0.40 of open (the Mona Lisa's shaded sockets read most open)")
-@pytest.mark.parametrize("name", PORTRAITS)
+def test_the_lash_line_is_dark_against_the_lid(shared_data: Path) -> None:
+    """The Mona Lisa's darkest lash pixels are at 0.6-0.7 of her lid's luma, real shut eyes' lash lines at 0.26-0.47
+    of their lids' (median 0.42): the painted line is darkened to LASH_CONTRAST of the lid (blending with the lid
+    around the line's core leaves it a little lighter)."""
+    rig = analyze_portrait(load_image(shared_data / "portraits" / "liveportrait_s9.jpg"), size=512)
+    basis = WarpBasis(rig.image, rig.landmarks)
+    lids = ClosedLids(rig.image, basis)
+    for side, eye in lids._eyes.items():
+        lid = eye.colour @ LUMA
+        skin = float(np.median(lid[eye.alpha > 0.5]))
+        own = _ShutEye._lash_colour(rig.image[..., :3], basis.eyes[side], basis.frame, skin=np.inf) @ LUMA
+        assert own > 0.5 * skin
+        assert lid[eye.alpha > 0.5].min() < (LASH_CONTRAST + 0.1) * skin
+
+
+_NOT_YET = pytest.mark.xfail(strict=True, reason="issue 18's target, not met on these: the face mesh reads their shut "
+                                                 "rendered eyes at 0.25 (photo) and 0.35 (Mona Lisa) of open; real "
+                                                 "fully shut eyes read 0.18 median, 0.30 at the 90th percentile")
+
+
+@pytest.mark.parametrize("name", [pytest.param(PORTRAITS[0], marks=_NOT_YET),
+                                  pytest.param(PORTRAITS[1], marks=_NOT_YET), PORTRAITS[2]])
 def test_a_full_blink_closes_to_a_fifth_of_open(shared_data: Path, name: str) -> None:
     assert _shut_over_open(shared_data / "portraits" / name) <= 0.2
