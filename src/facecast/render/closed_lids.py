@@ -50,10 +50,11 @@ FRINGE, FRINGE_BELOW, FRINGE_SPREAD = 0.4, 2.0, 1.5
 LASH_PERCENTILE = 10
 LASH_CONTRAST = 0.3
 #: Lid skin smoothed this many openings above and below the line where the lids meet (rows blended between the
-#: ends, after a blur of SMOOTH_BLUR_PX so the ends carry no single-pixel texture into the blend), fading out
-#: over SMOOTH_FADE eye widths towards the picture's sides (PAD_U beyond the corners).
+#: ends, after a blur of SMOOTH_BLUR_PX down and SMOOTH_BLUR_U eye widths across, so the ends carry no texture into
+#: the blend: a blend between unblurred end rows streaks), fading out over SMOOTH_FADE eye widths towards the
+#: picture's sides (PAD_U beyond the corners).
 SMOOTH_ABOVE, SMOOTH_BELOW = 1.0, 0.6
-SMOOTH_BLUR_PX = 1.5
+SMOOTH_BLUR_PX, SMOOTH_BLUR_U = 1.5, 0.08
 SMOOTH_FADE = 0.15
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 CORNER_POINTS = {"Left": (fr.LEFT_EYE_OUTER, fr.LEFT_EYE_INNER), "Right": (fr.RIGHT_EYE_OUTER, fr.RIGHT_EYE_INNER)}
@@ -116,7 +117,9 @@ class _ShutEye:
         sides = smoothstep(0.0, SMOOTH_FADE * eye.width, np.minimum(uu - u[0], u[-1] - uu))
         for start, stop in ((meet_row + 1.0, meet_row + SMOOTH_BELOW * eye.opening),
                             (meet_row - SMOOTH_ABOVE * eye.opening, meet_row - 1.0)):
-            blended, rows_in = _blend_rows(cv2.GaussianBlur(colour, (0, 0), SMOOTH_BLUR_PX),
+            ends = cv2.GaussianBlur(colour, (0, 0), sigmaX=max(SMOOTH_BLUR_U * eye.width, SMOOTH_BLUR_PX),
+                                    sigmaY=SMOOTH_BLUR_PX)
+            blended, rows_in = _blend_rows(ends,
                                            np.clip(start, 0, len(v) - 1), np.clip(stop, 0, len(v) - 1))
             rows_in = rows_in * sides
             colour = colour + rows_in[..., None] * (blended - colour)
