@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from math import nan
 from pathlib import Path
@@ -29,6 +30,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import av  # noqa: E402
 import numpy as np  # noqa: E402
+from process_tree import TreeMemory  # noqa: E402
 
 from facecast.app.render import flatten_alpha  # noqa: E402
 from facecast.face.portrait import LEGACY_FRAMING, analyze_portrait  # noqa: E402
@@ -189,21 +191,29 @@ def print_presets(rows: list[dict], size: int, count: int, crf: int) -> None:
               f"{r['psnr']:.2f} dB | {r['ssim']:.4f} |")
 
 
-def run_cli_render(audio: Path, out: Path, size: int, generator: str = "learned") -> tuple[float, float, float]:
-    """Wall seconds, peak RSS (MiB) and seconds to the first encoded frame of one `facecast render` process."""
+def run_cli_render(audio: Path, out: Path, size: int, generator: str = "learned") -> tuple[float, float, float, float]:
+    """Wall seconds, peak RSS (MiB) of the largest process, seconds to the first encoded frame, and the peak summed
+    RSS (MiB) of the process tree (the render and its portrait-analysis child) of one `facecast render`."""
     command = [sys.executable, "-m", "facecast.app.cli", "render", "--portrait", str(PORTRAIT), "--audio",
                str(audio), "-o", str(out), "--size", str(size), "--overwrite", "--generator", generator]
     started = time.perf_counter()
-    # a fresh interpreter per measurement, so ru_maxrss of the child is this render's alone
-    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
-    result = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tree = TreeMemory(process.pid)
+    errors: list[str] = []
+    drain = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
+    drain.start()
+    stdout = process.stdout.read()
+    # this render's own usage (the largest of it and its portrait-analysis child): RUSAGE_CHILDREN's peak would
+    # be the largest of every render so far
+    _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"render failed: {result.stderr.strip()}")
-    lines = result.stdout.strip().splitlines()
-    first = float(lines[-2].split("first frame encoded ")[1].split(" s")[0]) if "first frame" in lines[-2] else nan
-    return wall, int(lines[-1]) / 1024, first
+    tree_peak = tree.stop()
+    drain.join()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"render failed: {''.join(errors).strip()}")
+    lines = stdout.strip().splitlines()
+    first = float(lines[-1].split("first frame encoded ")[1].split(" s")[0]) if "first frame" in lines[-1] else nan
+    return wall, usage.ru_maxrss / 1024, first, tree_peak
 
 
 def main() -> None:
@@ -244,7 +254,8 @@ def main() -> None:
         cli = {}
         for generator in ("learned", "rule"):
             runs = sorted(run_cli_render(minute, workdir / "minute512.mp4", 512, generator) for _ in range(3))
-            cli[generator] = (runs[1][0], [r[0] for r in runs], sorted(r[2] for r in runs)[1])
+            cli[generator] = (runs[1][0], [r[0] for r in runs], sorted(r[2] for r in runs)[1],
+                              max(r[1] for r in runs), max(r[3] for r in runs))
         memory = memory_rows(speech, workdir, args)
 
     print(f"\nfacecast render benchmark — {os.cpu_count()} CPU cores, torch threads {_torch_threads()}\n")
@@ -258,21 +269,25 @@ def main() -> None:
     print()
     print("| whole `facecast render` process | value |")
     print("|---|---|")
-    for generator, (wall, walls, first) in cli.items():
+    for generator, (wall, walls, first, rss, tree) in cli.items():
         print(f"| 60 s of speech at 512², 25 fps, {generator} generator: wall time, median of 3 | {wall:.1f} s "
               f"(real-time factor {wall / 60:.2f}; runs {', '.join(f'{w:.1f}' for w in walls)} s) |")
         print(f"| ... first frame encoded after (from the command's start, median) | {first:.1f} s |")
+        print(f"| ... peak RSS, largest process / whole process tree (the most of 3) | {rss:.0f} / {tree:.0f} MiB |")
     print_memory(memory, args)
 
 
 def memory_rows(speech: np.ndarray, workdir: Path, args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
-    """(generator, peak RSS for 1 minute, for `--long-minutes`, wall seconds of the long render) per generator."""
+    """(generator, peak RSS for 1 minute, for `--long-minutes`, wall seconds of the long render) per generator;
+    each peak the larger of the largest process's and the process tree's summed one."""
     minute = write_flac(workdir / "minute.flac", speech, 1)
     long_audio = write_flac(workdir / "long.flac", speech, args.long_minutes)
     rows = []
     for generator in args.memory_generators.split(","):
-        _, rss_minute, _ = run_cli_render(minute, workdir / "minute.mp4", args.memory_size, generator)
-        long_wall, rss_long, _ = run_cli_render(long_audio, workdir / "long.mp4", args.memory_size, generator)
+        _, largest, _, tree = run_cli_render(minute, workdir / "minute.mp4", args.memory_size, generator)
+        rss_minute = max(largest, tree)
+        long_wall, largest, _, tree = run_cli_render(long_audio, workdir / "long.mp4", args.memory_size, generator)
+        rss_long = max(largest, tree)
         rows.append((generator, rss_minute, rss_long, long_wall))
         print(f"({generator}: {rss_minute:.0f} / {rss_long:.0f} MiB)", flush=True)   # a long run: each as it ends
     return rows
