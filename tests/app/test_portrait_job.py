@@ -13,12 +13,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facecast.app.portrait_job import prepare_portrait
+from facecast.app import portrait_job
+from facecast.app.portrait_job import CACHE_ENV, prepare_portrait
 from facecast.errors import FacecastError, InputError, NoFaceError
 from facecast.face.portrait import analyze_portrait
 
 SIZE = 256
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(folder))
+    return folder
 
 
 def test_the_child_builds_the_same_rig_as_in_process_and_reports_its_steps(sample_portrait: Path) -> None:
@@ -52,7 +60,7 @@ def test_the_childs_warnings_are_logged_here(sample_portrait: Path, tmp_path: Pa
     assert len(messages) == 1 and "cuts off the face in cut.png" in messages[0]
 
 
-def test_a_child_that_dies_without_answering_is_one_clear_error(sample_portrait: Path,
+def test_a_child_that_dies_without_answering_is_one_clear_error(sample_portrait: Path, cache: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A real child process that ends without an answer (as a crash in native code would)."""
     monkeypatch.setattr(sys, "executable", "/bin/false")
@@ -70,3 +78,55 @@ def test_render_never_loads_mediapipe(sample_portrait: Path, sample_speech: Path
                              str(tmp_path / "out.mp4")], capture_output=True, text=True, cwd=REPO, check=True)
     assert json.loads(result.stdout.splitlines()[-1]) == ["facecast"]
     assert (tmp_path / "out.mp4").stat().st_size > 0
+
+
+# ----------------------------------------------------------------------------- the cache
+
+def test_the_same_picture_again_comes_from_the_cache_with_its_warnings(
+        sample_portrait: Path, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    cut = tmp_path / "cut.png"
+    Image.fromarray(np.asarray(Image.open(sample_portrait).convert("RGB"))[:400]).save(cut)
+    first = prepare_portrait(cut, size=SIZE, framing="auto")
+    assert len(list(cache.glob("*.npz"))) == 1
+    monkeypatch.setattr(sys, "executable", "/bin/false")   # no child can answer now: only the cache can
+    seconds: dict[str, float] = {}
+    with caplog.at_level(logging.WARNING, logger="facecast.portrait"):
+        again = prepare_portrait(cut, size=SIZE, framing="auto", stage_seconds=seconds)
+    assert list(seconds) == ["portrait cache"]
+    for name in ("image", "landmarks", "transform"):
+        assert np.array_equal(getattr(again, name), getattr(first, name)), name
+    assert (again.backdrop, again.placement, again.picture_size, again.motion_scale, again.framing, again.source) == \
+        (None, first.placement, first.picture_size, first.motion_scale, "auto", str(cut))
+    assert [r.getMessage() for r in caplog.records if r.name == "facecast.portrait"] == \
+        [m for m in caplog.messages if "cuts off the face in cut.png" in m] != []
+    with pytest.raises(FacecastError, match="stopped unexpectedly"):   # other options: not in the cache
+        prepare_portrait(cut, size=SIZE, framing="face")
+
+
+def test_a_changed_or_damaged_picture_entry_is_analysed_again(sample_portrait: Path, tmp_path: Path,
+                                                                cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    picture = tmp_path / "p.png"
+    image = np.asarray(Image.open(sample_portrait).convert("RGB"))
+    Image.fromarray(image).save(picture)
+    prepare_portrait(picture, size=SIZE, framing="auto")
+    Image.fromarray(np.ascontiguousarray(image[:, ::-1])).save(picture)   # same path, mirrored picture
+    mirrored = prepare_portrait(picture, size=SIZE, framing="auto")
+    assert np.array_equal(mirrored.image, analyze_portrait(picture, size=SIZE, framing="auto").image)
+    entries = list(cache.glob("*.npz"))
+    assert len(entries) == 2
+    for entry in entries:
+        entry.write_bytes(b"damaged")
+    assert np.array_equal(prepare_portrait(picture, size=SIZE, framing="auto").image, mirrored.image)
+
+
+def test_the_cache_can_be_turned_off_and_keeps_a_bounded_number_of_entries(
+        sample_portrait: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(portrait_job, "CACHE_ENTRIES", 2)
+    for size in (256, 320, 384):
+        prepare_portrait(sample_portrait, size=size, framing="auto")
+    assert len(list(cache.glob("*.npz"))) == 2
+    monkeypatch.setenv(CACHE_ENV, "")
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with pytest.raises(FacecastError, match="stopped unexpectedly"):
+        prepare_portrait(sample_portrait, size=384, framing="auto")

@@ -13,24 +13,47 @@ hold their memory at the same time.
 The child's log lines (a tilted head, invented pixels, the cut-out's fallback)
 are replayed in the parent under their own logger names, so they read as
 before; its errors are re-raised as the same `FacecastError`.
+
+The prepared rig is also cached by the picture's content and the options, so a
+streamer who starts `live` or renders with the same picture again skips the
+child (about a second of start-up) altogether; its log lines are kept with it
+and said again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import pickle
+import stat
 import subprocess
 import sys
+import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from facecast.errors import FacecastError
 from facecast.rig import PortraitRig
+from facecast.user_dirs import user_cache_dir
 
 log = logging.getLogger("facecast.portrait")
 
+#: The environment variable that moves the cache (a folder) or turns it off (empty).
+CACHE_ENV = "FACECAST_PORTRAIT_CACHE"
+#: Bump when what is stored, or how a rig is made from it, changes (older entries are then analysed again).
+CACHE_FORMAT = 1
+#: Prepared portraits kept (the least recently used go first); a 512² entry is about 1 MiB.
+CACHE_ENTRIES = 32
+#: Pictures larger than this are not hashed for the cache (analysed every time).
+MAX_CACHED_BYTES = 256 * 2**20
+#: The rig's array fields, stored as arrays (None ones left out).
+_ARRAYS = ("image", "landmarks", "transform", "backdrop")
 #: Log lines the child sends back: (logger name, level, message).
 _Lines = list[tuple[str, int, str]]
 #: The child's first line of input is the parent's sys.path, so it imports the same facecast (a checkout on
@@ -82,11 +105,22 @@ def serve() -> None:
 def prepare_portrait(source: str | Path, *, size: int, framing: str, face_index: int | None = None,
                      landmarks_json: str | Path | None = None, cutout: bool = False,
                      stage_seconds: dict[str, float] | None = None) -> PortraitRig:
-    """`analyze_portrait(source, ...)` (then `cut_out` when asked) in a child process, which has ended when this
-    returns; the child's errors are raised here as the same type, and what it logged is logged here. The child's
-    own seconds per step ("analysis", "cutout") are added to `stage_seconds` when given."""
+    """`analyze_portrait(source, ...)` (then `cut_out` when asked), from the cache when this picture was prepared
+    the same way before, else in a child process (ended when this returns). The child's errors are raised here as
+    the same type, and what it logged is logged here (again on a cache hit). Seconds per step ("analysis",
+    "cutout", or "portrait cache") are added to `stage_seconds` when given. The cache is `default_cache()`."""
     options = {"size": size, "framing": framing, "face_index": face_index,
                "landmarks_json": None if landmarks_json is None else str(landmarks_json)}
+    t0 = time.perf_counter()
+    folder = default_cache()
+    key = _cache_key(Path(source), options, cutout) if folder is not None else None
+    cached = _read_cached(folder, key, str(source)) if folder is not None and key else None
+    if cached is not None:
+        rig, lines = cached
+        _replay(lines)
+        if stage_seconds is not None:
+            stage_seconds["portrait cache"] = time.perf_counter() - t0
+        return rig
     request = (str(source), options, cutout, logging.getLogger("facecast").getEffectiveLevel())
     # started from the calling thread, the child inherits its priority (the portrait swapper's is lowered)
     child = subprocess.run([sys.executable, "-c", _BOOTSTRAP], input=json.dumps(sys.path).encode() + b"\n"
@@ -96,8 +130,7 @@ def prepare_portrait(source: str | Path, *, size: int, framing: str, face_index:
     except Exception:  # no answer: the child died (a crash in native code, killed, out of memory)
         raise FacecastError(f"portrait analysis of {Path(source).name} stopped unexpectedly (exit status "
                             f"{child.returncode}); try another picture, or a smaller one") from None
-    for name, level, message in lines:
-        logging.getLogger(name).log(level, "%s", message)
+    _replay(lines)
     if kind == "error":
         raise payload
     if kind == "bug":
@@ -105,4 +138,93 @@ def prepare_portrait(source: str | Path, *, size: int, framing: str, face_index:
     rig, seconds = payload
     if stage_seconds is not None:
         stage_seconds.update(seconds)
+    if folder is not None and key:
+        _write_cached(folder, key, rig, lines)
     return rig
+
+
+def _replay(lines: _Lines) -> None:
+    for name, level, message in lines:
+        logging.getLogger(name).log(level, "%s", message)
+
+
+# ----------------------------------------------------------------------------- the cache
+
+def default_cache() -> Path | None:
+    """Where prepared portraits are kept: $FACECAST_PORTRAIT_CACHE when set (empty: no cache), else `portraits`
+    in facecast's user cache folder (`facecast.user_dirs`)."""
+    chosen = os.environ.get(CACHE_ENV)
+    if chosen is not None:
+        return Path(chosen) if chosen else None
+    return user_cache_dir() / "portraits"
+
+
+def _code_digest() -> bytes:
+    """The source of the modules that make a rig, so a changed analysis never reads an older one's result."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted((package / "face").glob("*.py")) + [package / "app" / "cutout.py", package / "rig.py"]:
+        digest.update(path.read_bytes())
+    return digest.digest()
+
+
+def _cache_key(source: Path, options: dict[str, Any], cutout: bool) -> str | None:
+    """A digest of everything the rig depends on: the picture's bytes, the hand-placed points' bytes, the options,
+    facecast's analysis code and mediapipe's version. None (no caching) for what is not a regular file of a sane size:
+    the child then says what is wrong with it."""
+    digest = hashlib.sha256(f"{CACHE_FORMAT} {_mediapipe_version()} {sorted(options.items())} {cutout}".encode())
+    digest.update(_code_digest())
+    for path in (source, options["landmarks_json"]):
+        if path is None:
+            continue
+        try:
+            info = os.stat(path)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CACHED_BYTES:
+                return None
+            with open(path, "rb") as file:
+                digest.update(hashlib.file_digest(file, "sha256").digest())
+        except OSError:
+            return None
+    return digest.hexdigest()[:32]
+
+
+def _mediapipe_version() -> str:
+    try:
+        return metadata.version("mediapipe")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def _read_cached(folder: Path, key: str, source: str) -> tuple[PortraitRig, _Lines] | None:
+    path = folder / f"{key}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            meta = json.loads(str(stored["meta"]))
+            arrays = {name: stored[name] if name in stored else None for name in _ARRAYS}
+        rig = PortraitRig(source=source, face_count=meta["face_count"], method=meta["method"],
+                          framing=meta["framing"], picture_size=tuple(meta["picture_size"]),
+                          placement=tuple(meta["placement"]), motion_scale=meta["motion_scale"], **arrays)
+        os.utime(path)  # recently used: kept longest
+        return rig, [tuple(line) for line in meta["lines"]]
+    except FileNotFoundError:
+        return None
+    except Exception:  # noqa: BLE001 - a damaged or older entry: analyse again (and overwrite it)
+        log.debug("ignoring the cached portrait %s", path, exc_info=True)
+        return None
+
+
+def _write_cached(folder: Path, key: str, rig: PortraitRig, lines: _Lines) -> None:
+    meta = {"face_count": rig.face_count, "method": rig.method, "framing": rig.framing,
+            "picture_size": list(rig.picture_size), "placement": list(rig.placement),
+            "motion_scale": rig.motion_scale, "lines": lines}
+    arrays = {name: getattr(rig, name) for name in _ARRAYS if getattr(rig, name) is not None}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as file:
+            np.savez(file, meta=np.array(json.dumps(meta)), **arrays)
+        os.replace(file.name, folder / f"{key}.npz")
+        entries = sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[CACHE_ENTRIES:]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:  # a read-only or full disk: the cache is only a shortcut
+        log.debug("could not cache the analysed portrait in %s: %s", folder, exc)
