@@ -153,7 +153,9 @@ def run(fps: int, size: int, generator: str = "rule", prefix: tuple[str, ...] = 
     command += ["--audio", str(audio)] if audio is not None else []
     command += ["--camera-file", str(camera)] if camera is not None else []
     started = time.monotonic()
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # no prepared-portrait cache: every run analyses the portrait, as a first start does
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "FACECAST_PORTRAIT_CACHE": ""})
     tree = TreeMemory(process.pid)
     counts = {"motion": 0, "frames": 0}  # messages read on ws /motion and ws /frames
     motion: list[dict] = []               # every motion frame the ws /motion stream delivered

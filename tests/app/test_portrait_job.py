@@ -29,7 +29,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def test_the_child_builds_the_same_rig_as_in_process_and_reports_its_steps(sample_portrait: Path) -> None:
+def test_the_child_builds_the_same_rig_as_in_process_and_reports_its_steps(sample_portrait: Path, cache: Path) -> None:
     here = analyze_portrait(sample_portrait, size=SIZE, framing="auto")
     seconds: dict[str, float] = {}
     there = prepare_portrait(sample_portrait, size=SIZE, framing="auto", stage_seconds=seconds)
