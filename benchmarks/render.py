@@ -3,6 +3,7 @@
     python benchmarks/render.py                 # the full run quoted in README (~10 min on 2 cores)
     python benchmarks/render.py --long-minutes 5   # a quicker constant-memory check
     python benchmarks/render.py --memory-only --memory-size 512 --memory-generators rule,learned   # memory alone
+    python benchmarks/render.py --process-only    # only the whole-process rows (time, first frame, peak RSS)
 
 Rows:
 * generator: audio -> motion frames per second (60 s of speech);
@@ -229,6 +230,8 @@ def main() -> None:
     parser.add_argument("--memory-generators", default="learned",
                         help="comma-separated generators for the 1-minute vs long memory comparison")
     parser.add_argument("--memory-only", action="store_true", help="only the 1-minute vs long memory comparison")
+    parser.add_argument("--process-only", action="store_true",
+                        help="only the whole-process rows (wall time, first frame, peak RSS of 60 s at 512²)")
     parser.add_argument("--presets", nargs="?", const="ultrafast,superfast,veryfast,faster", default=None,
                         metavar="P1,P2,...", help="only compare x264 presets and thread counts (speed, size, quality)")
     parser.add_argument("--threads", default="1,2,0", help="x264 thread counts for --presets (0: x264's default)")
@@ -245,35 +248,25 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             print_memory(memory_rows(speech, Path(tmp), args), args)
         return
-    generator_fps, motion = bench_generator(speech)
-    rows = []
+    generator_fps, motion, rows = (None, None, []) if args.process_only else (*bench_generator(speech), [])
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        for size in (256, 512, 1024):
+        for size in () if args.process_only else (256, 512, 1024):
             frames = args.frames if size < 1024 else max(100, args.frames // 3)
             rows.append((size, bench_size(size, speech, motion, frames, workdir)))
-
-        minute = write_flac(workdir / "minute.flac", speech, 1)
-        # this shared 2-core host is noisy: time the whole process three times and report the median
-        cli = {}
-        for generator, cache in (("learned", None), ("rule", None), ("learned", workdir / "portraits")):
-            if cache is not None:  # warm: the portrait prepared by an earlier run
-                run_cli_render(minute, workdir / "minute512.mp4", 512, generator, cache)
-            runs = sorted(run_cli_render(minute, workdir / "minute512.mp4", 512, generator, cache) for _ in range(3))
-            label = f"{generator}, portrait {'cached' if cache is not None else 'analysed'}"
-            cli[label] = (runs[1][0], [r[0] for r in runs], sorted(r[2] for r in runs)[1],
-                          max(r[1] for r in runs), max(r[3] for r in runs))
-        memory = memory_rows(speech, workdir, args)
+        cli = whole_process_rows(speech, workdir)
+        memory = [] if args.process_only else memory_rows(speech, workdir, args)
 
     print(f"\nfacecast render benchmark — {os.cpu_count()} CPU cores, torch threads {_torch_threads()}\n")
-    print("| stage | 256² | 512² | 1024² |")
-    print("|---|---|---|---|")
-    print(f"| generator (audio → motion), fps | {generator_fps:,.0f} | (size-independent) | |")
-    for key, label in (("render", "renderer (motion → frame), fps"),
-                       ("e2e", "end to end excluding encode, fps"),
-                       ("e2e_encode", "end to end including H.264 encode, fps")):
-        print(f"| {label} | " + " | ".join(f"{stats[key]:,.0f}" for _, stats in rows) + " |")
-    print()
+    if rows:
+        print("| stage | 256² | 512² | 1024² |")
+        print("|---|---|---|---|")
+        print(f"| generator (audio → motion), fps | {generator_fps:,.0f} | (size-independent) | |")
+        for key, label in (("render", "renderer (motion → frame), fps"),
+                           ("e2e", "end to end excluding encode, fps"),
+                           ("e2e_encode", "end to end including H.264 encode, fps")):
+            print(f"| {label} | " + " | ".join(f"{stats[key]:,.0f}" for _, stats in rows) + " |")
+        print()
     print("| whole `facecast render` process | value |")
     print("|---|---|")
     for generator, (wall, walls, first, rss, tree) in cli.items():
@@ -282,6 +275,23 @@ def main() -> None:
         print(f"| ... first frame encoded after (from the command's start, median) | {first:.1f} s |")
         print(f"| ... peak RSS, largest process / whole process tree (the most of 3) | {rss:.0f} / {tree:.0f} MiB |")
     print_memory(memory, args)
+
+
+def whole_process_rows(speech: np.ndarray, workdir: Path) -> dict[str, tuple]:
+    """Three whole `facecast render` processes of 60 s at 512² per case: the default (learned) and the rule
+    generator analysing the portrait, and the learned one with the portrait cached by an earlier run:
+    case -> (median wall s, the walls, median first-frame s, largest process peak MiB, process tree peak MiB)."""
+    minute = write_flac(workdir / "minute.flac", speech, 1)
+    cli = {}
+    # this shared 2-core host is noisy: time the whole process three times and report the median
+    for generator, cache in (("learned", None), ("rule", None), ("learned", workdir / "portraits")):
+        if cache is not None:  # warm: the portrait prepared by an earlier run
+            run_cli_render(minute, workdir / "minute512.mp4", 512, generator, cache)
+        runs = sorted(run_cli_render(minute, workdir / "minute512.mp4", 512, generator, cache) for _ in range(3))
+        label = f"{generator}, portrait {'cached' if cache is not None else 'analysed'}"
+        cli[label] = (runs[1][0], [r[0] for r in runs], sorted(r[2] for r in runs)[1],
+                      max(r[1] for r in runs), max(r[3] for r in runs))
+    return cli
 
 
 def memory_rows(speech: np.ndarray, workdir: Path, args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
