@@ -75,7 +75,11 @@ class _Collect(logging.Handler):
 def serve() -> None:
     """The child's side: read the request (pickled) from stdin, analyse, write the answer (pickled) to stdout."""
     answer_fd = os.dup(1)
-    os.dup2(2, 1)  # anything else printed (native code, a stray print) goes where stderr goes, not into the answer
+    # anything else printed (native code, a stray print) goes where stderr goes, never into the answer
+    try:
+        os.dup2(2, 1)
+    except OSError:  # no stderr (a windowless parent): nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     source, options, cutout, level = pickle.load(sys.stdin.buffer)
     collect = _Collect()
     ours = logging.getLogger("facecast")
