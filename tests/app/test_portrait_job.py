@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from facecast.app import portrait_job
-from facecast.app.portrait_job import CACHE_ENV, prepare_portrait
+from facecast.app.portrait_job import CACHE_ENV, PortraitJob, prepare_portrait
 from facecast.errors import FacecastError, InputError, NoFaceError
 from facecast.face.portrait import analyze_portrait
 
@@ -130,3 +130,11 @@ def test_the_cache_can_be_turned_off_and_keeps_a_bounded_number_of_entries(
     monkeypatch.setattr(sys, "executable", "/bin/false")
     with pytest.raises(FacecastError, match="stopped unexpectedly"):
         prepare_portrait(sample_portrait, size=384, framing="auto")
+
+
+def test_a_job_no_longer_wanted_ends_its_child(sample_portrait: Path, cache: Path) -> None:
+    job = PortraitJob(sample_portrait, size=SIZE, framing="auto")
+    child = job._child
+    assert child is not None and child.poll() is None   # working (it takes about a second)
+    job.cancel()
+    assert child.poll() is not None and not list(cache.glob("*.npz"))

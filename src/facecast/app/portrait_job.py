@@ -7,8 +7,9 @@ Why: finding the face needs mediapipe, which adds about 90 MiB to a process
 leaves the render or live process that much lighter for its whole run, a huge
 picture (a 9000 × 9000 JPEG is 243 MB decoded) weighs on the child alone, and a
 crash inside the native code becomes one clear error instead of the daemon's
-end. The caller waits for the child before loading torch, so the two never
-hold their memory at the same time.
+end. The caller may do light work meanwhile (`render` imports the renderer)
+but waits for the child before loading torch, so the two never hold their
+memory at the same time.
 
 The child's log lines (a tilted head, invented pixels, the cut-out's fallback)
 are replayed in the parent under their own logger names, so they read as
@@ -106,45 +107,78 @@ def serve() -> None:
         pickle.dump(answer, out, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def prepare_portrait(source: str | Path, *, size: int, framing: str, face_index: int | None = None,
-                     landmarks_json: str | Path | None = None, cutout: bool = False,
-                     stage_seconds: dict[str, float] | None = None) -> PortraitRig:
+class PortraitJob:
     """`analyze_portrait(source, ...)` (then `cut_out` when asked), from the cache when this picture was prepared
-    the same way before, else in a child process (ended when this returns). The child's errors are raised here as
-    the same type, and what it logged is logged here (again on a cache hit). Seconds per step ("analysis",
-    "cutout", or "portrait cache") are added to `stage_seconds` when given. The cache is `default_cache()`."""
-    options = {"size": size, "framing": framing, "face_index": face_index,
-               "landmarks_json": None if landmarks_json is None else str(landmarks_json)}
-    t0 = time.perf_counter()
-    folder = default_cache()
-    key = _cache_key(Path(source), options, cutout) if folder is not None else None
-    cached = _read_cached(folder, key, str(source)) if folder is not None and key else None
-    if cached is not None:
-        rig, lines = cached
+    the same way before, else in a child process started here, so the caller can do light work (imports, opening
+    files) meanwhile. `result()` waits for it; `cancel()` ends a child whose answer is no longer wanted. The cache
+    is `default_cache()`."""
+
+    def __init__(self, source: str | Path, *, size: int, framing: str, face_index: int | None = None,
+                 landmarks_json: str | Path | None = None, cutout: bool = False) -> None:
+        self.source = str(source)
+        options = {"size": size, "framing": framing, "face_index": face_index,
+                   "landmarks_json": None if landmarks_json is None else str(landmarks_json)}
+        started = time.perf_counter()
+        self._folder = default_cache()
+        self._key = _cache_key(Path(source), options, cutout) if self._folder is not None else None
+        self._cached = _read_cached(self._folder, self._key, self.source) if self._folder and self._key else None
+        self._cache_seconds = time.perf_counter() - started
+        self._child: subprocess.Popen | None = None
+        if self._cached is None:
+            request = (self.source, options, cutout, logging.getLogger("facecast").getEffectiveLevel())
+            # started from the calling thread, the child inherits its priority (the portrait swapper's is lowered)
+            self._child = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP], stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE)
+            assert self._child.stdin is not None
+            try:
+                with self._child.stdin:
+                    self._child.stdin.write(json.dumps(sys.path).encode() + b"\n" + pickle.dumps(request))
+            except BrokenPipeError:  # it ended already: `result()` says so
+                pass
+
+    def result(self, stage_seconds: dict[str, float] | None = None) -> PortraitRig:
+        """The rig; the child's errors raised here as the same type, what it logged logged here (again on a cache
+        hit). Seconds per step ("analysis", "cutout", or "portrait cache") are added to `stage_seconds`."""
+        if self._cached is not None:
+            rig, lines = self._cached
+            _replay(lines)
+            if stage_seconds is not None:
+                stage_seconds["portrait cache"] = self._cache_seconds
+            return rig
+        assert self._child is not None and self._child.stdout is not None
+        with self._child.stdout:
+            data = self._child.stdout.read()
+        code = self._child.wait()
+        try:
+            kind, payload, lines = pickle.loads(data)
+        except Exception:  # no answer: the child died (a crash in native code, killed, out of memory)
+            raise FacecastError(f"portrait analysis of {Path(self.source).name} stopped unexpectedly (exit "
+                                f"status {code}); try another picture, or a smaller one") from None
         _replay(lines)
+        if kind == "error":
+            raise payload
+        if kind == "bug":
+            raise RuntimeError(payload)
+        rig, seconds = payload
         if stage_seconds is not None:
-            stage_seconds["portrait cache"] = time.perf_counter() - t0
+            stage_seconds.update(seconds)
+        if self._folder is not None and self._key:
+            _write_cached(self._folder, self._key, rig, lines)
         return rig
-    request = (str(source), options, cutout, logging.getLogger("facecast").getEffectiveLevel())
-    # started from the calling thread, the child inherits its priority (the portrait swapper's is lowered)
-    child = subprocess.run([sys.executable, "-c", _BOOTSTRAP], input=json.dumps(sys.path).encode() + b"\n"
-                           + pickle.dumps(request), stdout=subprocess.PIPE, check=False)
-    try:
-        kind, payload, lines = pickle.loads(child.stdout)
-    except Exception:  # no answer: the child died (a crash in native code, killed, out of memory)
-        raise FacecastError(f"portrait analysis of {Path(source).name} stopped unexpectedly (exit status "
-                            f"{child.returncode}); try another picture, or a smaller one") from None
-    _replay(lines)
-    if kind == "error":
-        raise payload
-    if kind == "bug":
-        raise RuntimeError(payload)
-    rig, seconds = payload
-    if stage_seconds is not None:
-        stage_seconds.update(seconds)
-    if folder is not None and key:
-        _write_cached(folder, key, rig, lines)
-    return rig
+
+    def cancel(self) -> None:
+        """End the child if it is still working (the caller failed before it needed the rig)."""
+        if self._child is not None and self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+        if self._child is not None and self._child.stdout is not None:
+            self._child.stdout.close()
+
+
+def prepare_portrait(source: str | Path, *, stage_seconds: dict[str, float] | None = None,
+                     **options: Any) -> PortraitRig:
+    """`PortraitJob(source, **options).result(stage_seconds)`: the rig, waited for at once."""
+    return PortraitJob(source, **options).result(stage_seconds)
 
 
 def _replay(lines: _Lines) -> None:

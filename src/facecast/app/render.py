@@ -106,9 +106,8 @@ def validate_fps(fps: float) -> None:
 def render(request: RenderRequest) -> RenderReport:
     """Run the whole offline pipeline; raises FacecastError subclasses for bad input/output."""
     # Imported here so `facecast --help` and the motion command stay fast.
-    from facecast.app.portrait_job import prepare_portrait
+    from facecast.app.portrait_job import PortraitJob
     from facecast.provenance.stamp import Provenance
-    from facecast.render.renderer import Renderer
 
     started = time.perf_counter()
     if (request.output is None) == (request.frames_dir is None):
@@ -140,11 +139,16 @@ def render(request: RenderRequest) -> RenderReport:
         with sink:
             t0 = time.perf_counter()
             stages: dict[str, float] = {}
-            # the analysis (mediapipe) in a child process; this one waits for it before loading torch (the learned
-            # model), so their memory never adds up
-            rig = prepare_portrait(request.portrait, size=request.size, face_index=request.face_index,
-                                   landmarks_json=request.landmarks, framing=request.framing, cutout=request.cutout,
-                                   stage_seconds=stages)
+            # the analysis (mediapipe) in a child process while this one imports the renderer; it waits for the
+            # child before loading torch (the learned model), so their memory never adds up
+            portrait = PortraitJob(request.portrait, size=request.size, face_index=request.face_index,
+                                   landmarks_json=request.landmarks, framing=request.framing, cutout=request.cutout)
+            try:
+                from facecast.render.renderer import Renderer
+
+                rig = portrait.result(stages)
+            finally:
+                portrait.cancel()
             stages["portrait process"] = time.perf_counter() - t0
             if rig.has_alpha and request.output is not None and suffix not in ALPHA_FORMATS:
                 # MP4 has no alpha: flatten the portrait once instead of every frame. Over a solid colour
