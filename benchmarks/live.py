@@ -39,6 +39,7 @@ import threading
 import time
 from pathlib import Path
 
+from process_tree import TreeMemory
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 
@@ -152,7 +153,10 @@ def run(fps: int, size: int, generator: str = "rule", prefix: tuple[str, ...] = 
     command += ["--audio", str(audio)] if audio is not None else []
     command += ["--camera-file", str(camera)] if camera is not None else []
     started = time.monotonic()
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # no prepared-portrait cache: every run analyses the portrait, as a first start does
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "FACECAST_PORTRAIT_CACHE": ""})
+    tree = TreeMemory(process.pid)
     counts = {"motion": 0, "frames": 0}  # messages read on ws /motion and ws /frames
     motion: list[dict] = []               # every motion frame the ws /motion stream delivered
     stop = threading.Event()
@@ -177,6 +181,7 @@ def run(fps: int, size: int, generator: str = "rule", prefix: tuple[str, ...] = 
     stop.set()
     # this child's own usage: RUSAGE_CHILDREN's peak RSS is the largest of every child so far (an earlier run's)
     _, status, usage = os.wait4(process.pid, 0)
+    tree_mib = tree.stop()
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0 or summary is None:
         raise SystemExit(f"facecast live failed (exit {process.returncode})")
@@ -185,7 +190,8 @@ def run(fps: int, size: int, generator: str = "rule", prefix: tuple[str, ...] = 
     vrchat.server.shutdown()
     # CPU while live (the daemon's own count), and the whole process's including start-up.
     return {**summary, "scheduled_ms": scheduled_ms, "cpu_cores": summary["cpu_s"] / summary["elapsed_s"],
-            "process_cpu_s": cpu, "rss_mib": usage.ru_maxrss / 1024, "vmc": vmc.count, "vrchat": vrchat.count,
+            "process_cpu_s": cpu, "rss_mib": usage.ru_maxrss / 1024, "tree_rss_mib": tree_mib,
+            "vmc": vmc.count, "vrchat": vrchat.count,
             "first_frame_s": vmc.first - started if vmc.first is not None else float("nan"), "quality_log": degraded,
             "ws_motion": counts["motion"], "ws_frames": counts["frames"], **evenness(motion)}
 
@@ -219,7 +225,8 @@ def main() -> None:
           f"before the runs {load:.1f}\n")
     print("| generator | fps | achieved fps | latency p50 | latency p95 | scheduled | longest gap | repeated | "
           "repeated poses (moving) | change CV | CPU while live "
-          "(cores) | whole process CPU | peak RSS | first frame | A/V delay | quality changes / audio skipped | "
+          "(cores) | whole process CPU | peak RSS (largest process / process tree) | first frame | A/V delay | "
+          "quality changes / audio skipped | "
           "received: VMC / VRChat JawOpen (sent only when it changes) / ws motion / ws overlay frames |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (generator, fps), r in results.items():
@@ -227,7 +234,7 @@ def main() -> None:
               f"{r['scheduled_ms']:.0f} ms | {r['max_gap_ms']:.0f} ms | {r['repeated']} | "
               f"{r['repeated_poses']} of {r['moving_frames']} | {r['change_cv']:.2f} | "
               f"{r['cpu_cores']:.2f} | {r['process_cpu_s']:.1f} s | "
-              f"{r['rss_mib']:.0f} MiB | {r['first_frame_s']:.2f} s | "
+              f"{r['rss_mib']:.0f} / {r['tree_rss_mib']:.0f} MiB | {r['first_frame_s']:.2f} s | "
               f"{(r.get('av_delay_ms') or {}).get('total', float('nan')):.0f} ms | "
               f"{r.get('quality_changes', '-')} / {r.get('audio_skipped_s', '-')} s | "
               f"{r['vmc']} / {r['vrchat']} / {r['ws_motion']} / {r['ws_frames']} of {r['frames']} sent |")

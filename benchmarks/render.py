@@ -3,6 +3,7 @@
     python benchmarks/render.py                 # the full run quoted in README (~10 min on 2 cores)
     python benchmarks/render.py --long-minutes 5   # a quicker constant-memory check
     python benchmarks/render.py --memory-only --memory-size 512 --memory-generators rule,learned   # memory alone
+    python benchmarks/render.py --process-only    # only the whole-process rows (time, first frame, peak RSS)
 
 Rows:
 * generator: audio -> motion frames per second (60 s of speech);
@@ -21,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from math import nan
 from pathlib import Path
@@ -29,7 +31,9 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import av  # noqa: E402
 import numpy as np  # noqa: E402
+from process_tree import TreeMemory  # noqa: E402
 
+from facecast.app.portrait_job import CACHE_ENV  # noqa: E402
 from facecast.app.render import flatten_alpha  # noqa: E402
 from facecast.face.portrait import LEGACY_FRAMING, analyze_portrait  # noqa: E402
 from facecast.media import DEFAULT_CRF, Mp4Writer, decode_mono  # noqa: E402
@@ -189,21 +193,32 @@ def print_presets(rows: list[dict], size: int, count: int, crf: int) -> None:
               f"{r['psnr']:.2f} dB | {r['ssim']:.4f} |")
 
 
-def run_cli_render(audio: Path, out: Path, size: int, generator: str = "learned") -> tuple[float, float, float]:
-    """Wall seconds, peak RSS (MiB) and seconds to the first encoded frame of one `facecast render` process."""
+def run_cli_render(audio: Path, out: Path, size: int, generator: str = "learned",
+                   portrait_cache: Path | None = None) -> tuple[float, float, float, float]:
+    """Wall seconds, peak RSS (MiB) of the largest process, seconds to the first encoded frame, and the peak summed
+    RSS (MiB) of the process tree (the render and its portrait-analysis child) of one `facecast render`.
+    portrait_cache: the prepared-portrait cache folder to use (a warm start); None: none (every render analyses)."""
     command = [sys.executable, "-m", "facecast.app.cli", "render", "--portrait", str(PORTRAIT), "--audio",
                str(audio), "-o", str(out), "--size", str(size), "--overwrite", "--generator", generator]
+    environ = {**os.environ, CACHE_ENV: str(portrait_cache) if portrait_cache is not None else ""}
     started = time.perf_counter()
-    # a fresh interpreter per measurement, so ru_maxrss of the child is this render's alone
-    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
-    result = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ)
+    tree = TreeMemory(process.pid)
+    errors: list[str] = []
+    drain = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
+    drain.start()
+    stdout = process.stdout.read()
+    # this render's own usage (the largest of it and its portrait-analysis child): RUSAGE_CHILDREN's peak would
+    # be the largest of every render so far
+    _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"render failed: {result.stderr.strip()}")
-    lines = result.stdout.strip().splitlines()
-    first = float(lines[-2].split("first frame encoded ")[1].split(" s")[0]) if "first frame" in lines[-2] else nan
-    return wall, int(lines[-1]) / 1024, first
+    tree_peak = tree.stop()
+    drain.join()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"render failed: {''.join(errors).strip()}")
+    lines = stdout.strip().splitlines()
+    first = float(lines[-1].split("first frame encoded ")[1].split(" s")[0]) if "first frame" in lines[-1] else nan
+    return wall, usage.ru_maxrss / 1024, first, tree_peak
 
 
 def main() -> None:
@@ -215,6 +230,8 @@ def main() -> None:
     parser.add_argument("--memory-generators", default="learned",
                         help="comma-separated generators for the 1-minute vs long memory comparison")
     parser.add_argument("--memory-only", action="store_true", help="only the 1-minute vs long memory comparison")
+    parser.add_argument("--process-only", action="store_true",
+                        help="only the whole-process rows (wall time, first frame, peak RSS of 60 s at 512²)")
     parser.add_argument("--presets", nargs="?", const="ultrafast,superfast,veryfast,faster", default=None,
                         metavar="P1,P2,...", help="only compare x264 presets and thread counts (speed, size, quality)")
     parser.add_argument("--threads", default="1,2,0", help="x264 thread counts for --presets (0: x264's default)")
@@ -231,48 +248,63 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             print_memory(memory_rows(speech, Path(tmp), args), args)
         return
-    generator_fps, motion = bench_generator(speech)
-    rows = []
+    generator_fps, motion, rows = (None, None, []) if args.process_only else (*bench_generator(speech), [])
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        for size in (256, 512, 1024):
+        for size in () if args.process_only else (256, 512, 1024):
             frames = args.frames if size < 1024 else max(100, args.frames // 3)
             rows.append((size, bench_size(size, speech, motion, frames, workdir)))
-
-        minute = write_flac(workdir / "minute.flac", speech, 1)
-        # this shared 2-core host is noisy: time the whole process three times and report the median
-        cli = {}
-        for generator in ("learned", "rule"):
-            runs = sorted(run_cli_render(minute, workdir / "minute512.mp4", 512, generator) for _ in range(3))
-            cli[generator] = (runs[1][0], [r[0] for r in runs], sorted(r[2] for r in runs)[1])
-        memory = memory_rows(speech, workdir, args)
+        cli = whole_process_rows(speech, workdir)
+        memory = [] if args.process_only else memory_rows(speech, workdir, args)
 
     print(f"\nfacecast render benchmark — {os.cpu_count()} CPU cores, torch threads {_torch_threads()}\n")
-    print("| stage | 256² | 512² | 1024² |")
-    print("|---|---|---|---|")
-    print(f"| generator (audio → motion), fps | {generator_fps:,.0f} | (size-independent) | |")
-    for key, label in (("render", "renderer (motion → frame), fps"),
-                       ("e2e", "end to end excluding encode, fps"),
-                       ("e2e_encode", "end to end including H.264 encode, fps")):
-        print(f"| {label} | " + " | ".join(f"{stats[key]:,.0f}" for _, stats in rows) + " |")
-    print()
+    if rows:
+        print("| stage | 256² | 512² | 1024² |")
+        print("|---|---|---|---|")
+        print(f"| generator (audio → motion), fps | {generator_fps:,.0f} | (size-independent) | |")
+        for key, label in (("render", "renderer (motion → frame), fps"),
+                           ("e2e", "end to end excluding encode, fps"),
+                           ("e2e_encode", "end to end including H.264 encode, fps")):
+            print(f"| {label} | " + " | ".join(f"{stats[key]:,.0f}" for _, stats in rows) + " |")
+        print()
     print("| whole `facecast render` process | value |")
     print("|---|---|")
-    for generator, (wall, walls, first) in cli.items():
-        print(f"| 60 s of speech at 512², 25 fps, {generator} generator: wall time, median of 3 | {wall:.1f} s "
+    for generator, (wall, walls, first, rss, tree) in cli.items():
+        print(f"| 60 s of speech at 512², 25 fps, {generator}: wall time, median of 3 | {wall:.1f} s "
               f"(real-time factor {wall / 60:.2f}; runs {', '.join(f'{w:.1f}' for w in walls)} s) |")
         print(f"| ... first frame encoded after (from the command's start, median) | {first:.1f} s |")
+        print(f"| ... peak RSS, largest process / whole process tree (the most of 3) | {rss:.0f} / {tree:.0f} MiB |")
     print_memory(memory, args)
 
 
+def whole_process_rows(speech: np.ndarray, workdir: Path) -> dict[str, tuple]:
+    """Three whole `facecast render` processes of 60 s at 512² per case: the default (learned) and the rule
+    generator analysing the portrait, and the learned one with the portrait cached by an earlier run:
+    case -> (median wall s, the walls, median first-frame s, largest process peak MiB, process tree peak MiB)."""
+    minute = write_flac(workdir / "minute.flac", speech, 1)
+    cli = {}
+    # this shared 2-core host is noisy: time the whole process three times and report the median
+    for generator, cache in (("learned", None), ("rule", None), ("learned", workdir / "portraits")):
+        if cache is not None:  # warm: the portrait prepared by an earlier run
+            run_cli_render(minute, workdir / "minute512.mp4", 512, generator, cache)
+        runs = sorted(run_cli_render(minute, workdir / "minute512.mp4", 512, generator, cache) for _ in range(3))
+        label = f"{generator}, portrait {'cached' if cache is not None else 'analysed'}"
+        cli[label] = (runs[1][0], [r[0] for r in runs], sorted(r[2] for r in runs)[1],
+                      max(r[1] for r in runs), max(r[3] for r in runs))
+    return cli
+
+
 def memory_rows(speech: np.ndarray, workdir: Path, args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
-    """(generator, peak RSS for 1 minute, for `--long-minutes`, wall seconds of the long render) per generator."""
+    """(generator, peak RSS for 1 minute, for `--long-minutes`, wall seconds of the long render) per generator;
+    each peak the larger of the largest process's and the process tree's summed one."""
     minute = write_flac(workdir / "minute.flac", speech, 1)
     long_audio = write_flac(workdir / "long.flac", speech, args.long_minutes)
     rows = []
     for generator in args.memory_generators.split(","):
-        _, rss_minute, _ = run_cli_render(minute, workdir / "minute.mp4", args.memory_size, generator)
-        long_wall, rss_long, _ = run_cli_render(long_audio, workdir / "long.mp4", args.memory_size, generator)
+        _, largest, _, tree = run_cli_render(minute, workdir / "minute.mp4", args.memory_size, generator)
+        rss_minute = max(largest, tree)
+        long_wall, largest, _, tree = run_cli_render(long_audio, workdir / "long.mp4", args.memory_size, generator)
+        rss_long = max(largest, tree)
         rows.append((generator, rss_minute, rss_long, long_wall))
         print(f"({generator}: {rss_minute:.0f} / {rss_long:.0f} MiB)", flush=True)   # a long run: each as it ends
     return rows

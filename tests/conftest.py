@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import av
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("GLOG_minloglevel", "2")
+# prepared portraits cached for this session only (`app.portrait_job`), never in the user's cache
+os.environ["FACECAST_PORTRAIT_CACHE"] = tempfile.mkdtemp(prefix="facecast-portraits-")
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"

@@ -20,7 +20,7 @@ from facecast.app.audio_input import input_candidates, list_input_devices
 from facecast.app.cli import configure_console
 from facecast.app.live import install_stop_handlers
 from facecast.errors import OutputError
-from facecast.user_dirs import user_config_dir
+from facecast.user_dirs import user_cache_dir, user_config_dir
 
 # --------------------------------------------------------------------------------------------- stop signals
 
@@ -117,6 +117,18 @@ def test_replaced_streams_are_left_alone() -> None:
 ])
 def test_settings_folder_per_os(platform: str, environ: dict[str, str], expected: str) -> None:
     assert user_config_dir(platform, environ, home=Path("/home/me")) == Path(expected)
+
+
+@pytest.mark.parametrize("platform, environ, expected", [
+    ("linux", {}, "/home/me/.cache/facecast"),
+    ("darwin", {}, "/home/me/Library/Caches/facecast"),
+    ("win32", {"LOCALAPPDATA": "/c/Users/me/AppData/Local"}, "/c/Users/me/AppData/Local/facecast/Cache"),
+    ("win32", {}, "/home/me/AppData/Local/facecast/Cache"),
+    ("darwin", {"XDG_CACHE_HOME": "/x/cache"}, "/x/cache/facecast"),
+    ("linux", {"XDG_CACHE_HOME": "relative"}, "/home/me/.cache/facecast"),  # XDG: absolute paths only
+])
+def test_cache_folder_per_os(platform: str, environ: dict[str, str], expected: str) -> None:
+    assert user_cache_dir(platform, environ, home=Path("/home/me")) == Path(expected)
 
 
 # --------------------------------------------------------------------------------------------- microphones

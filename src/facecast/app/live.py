@@ -18,11 +18,11 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from facecast.app.camera_input import CameraInput, CameraSource, VideoFileCamera, list_cameras, resolve_camera
-from facecast.app.cutout import cut_out
 from facecast.app.daemon import LiveDaemon, load_source
 from facecast.app.hybrid import parse_drive
 from facecast.app.logs import configure_logging
 from facecast.app.options import parse_color, persistent_token, resolve_settings
+from facecast.app.portrait_job import prepare_portrait
 from facecast.app.render import validate_size
 from facecast.bridges import vmc, vrchat, ws_protocol
 from facecast.bridges.osc_udp import VmcSender, VrchatSender, parse_host_port
@@ -34,7 +34,6 @@ from facecast.bridges.ws_protocol import is_loopback_host
 from facecast.bridges.ws_server import Reply, ServerStartError, WsServer
 from facecast.controls import controls_from
 from facecast.errors import InputError
-from facecast.face.portrait import analyze_portrait
 from facecast.provenance.stamp import DEFAULT_BADGE, Provenance
 from facecast.render.renderer import Renderer
 from facecast.speech.generator import MotionGenerator, make_generator
@@ -219,16 +218,17 @@ def run_live(flags: dict[str, Any]) -> int:
     provenance = Provenance(DEFAULT_BADGE if badge == "" else badge)
 
     def load_renderer(path: Path | str) -> Any:
-        rig = analyze_portrait(path, size=settings["size"], framing=settings["framing"])
-        renderer = Renderer(cut_out(rig) if settings["cutout"] else rig, device="auto")
+        # the analysis (mediapipe) in a child process that has ended before the generator (torch) loads, so
+        # their memory never adds up; a swap's child inherits the swapper thread's lowered priority
+        rig = prepare_portrait(path, size=settings["size"], framing=settings["framing"], cutout=settings["cutout"])
+        renderer = Renderer(rig, device="auto")
         return lambda frame: provenance.apply(renderer.render(frame), frame.t)
 
-    # the generator (torch) before the camera and the portrait (mediapipe): torch's import reads every loaded
-    # module's __file__, which would load mediapipe's deferred drawing helpers and matplotlib (40 MiB,
-    # `face.tracker._DEFERRED`)
+    render = load_renderer(settings["portrait"])
+    # the generator (torch) before the camera (mediapipe): torch's import reads every loaded module's __file__,
+    # which would load mediapipe's deferred drawing helpers and matplotlib (40 MiB, `face.tracker._DEFERRED`)
     generator = make_live_generator(settings)
     camera = open_camera(settings)
-    render = load_renderer(settings["portrait"])
     controls = ControlForward()
     outputs = build_outputs(settings, controls)
     if not outputs:

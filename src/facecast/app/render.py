@@ -106,10 +106,8 @@ def validate_fps(fps: float) -> None:
 def render(request: RenderRequest) -> RenderReport:
     """Run the whole offline pipeline; raises FacecastError subclasses for bad input/output."""
     # Imported here so `facecast --help` and the motion command stay fast.
-    from facecast.app.cutout import cut_out
-    from facecast.face.portrait import analyze_portrait
+    from facecast.app.portrait_job import PortraitJob
     from facecast.provenance.stamp import Provenance
-    from facecast.render.renderer import Renderer
 
     started = time.perf_counter()
     if (request.output is None) == (request.frames_dir is None):
@@ -134,23 +132,24 @@ def render(request: RenderRequest) -> RenderReport:
     validate_framing(request.framing)
     provenance = Provenance(request.badge)
 
-    if request.generator == "learned" and motion_frames is None:
-        # torch before mediapipe (the portrait analysis): torch's import reads every loaded module's __file__,
-        # which would load mediapipe's deferred drawing helpers and matplotlib (40 MiB, `face.tracker._DEFERRED`)
-        import torch  # noqa: F401
     reader = AudioReader(request.audio) if request.audio is not None else None
     try:
         sink = AtomicOutput(request.output or request.frames_dir, request.overwrite,
                             is_dir=request.frames_dir is not None)
         with sink:
             t0 = time.perf_counter()
-            rig = analyze_portrait(request.portrait, size=request.size, face_index=request.face_index,
-                                   landmarks_json=request.landmarks, framing=request.framing)
-            stages = {"analysis": time.perf_counter() - t0}
-            if request.cutout:
-                t0 = time.perf_counter()
-                rig = cut_out(rig)
-                stages["cutout"] = time.perf_counter() - t0
+            stages: dict[str, float] = {}
+            # the analysis (mediapipe) in a child process while this one imports the renderer; it waits for the
+            # child before loading torch (the learned model), so their memory never adds up
+            portrait = PortraitJob(request.portrait, size=request.size, face_index=request.face_index,
+                                   landmarks_json=request.landmarks, framing=request.framing, cutout=request.cutout)
+            try:
+                from facecast.render.renderer import Renderer
+
+                rig = portrait.result(stages)
+            finally:
+                portrait.cancel()
+            stages["portrait process"] = time.perf_counter() - t0
             if rig.has_alpha and request.output is not None and suffix not in ALPHA_FORMATS:
                 # MP4 has no alpha: flatten the portrait once instead of every frame. Over a solid colour
                 # the warp of the flattened picture is the flattened warp (to interpolation rounding).
