@@ -58,7 +58,7 @@ CANDIDATES = {
     # band normalisation (`speech.mouth_gap.BandNormaliser`): per clip (offline), and its streaming form
     "cmvn_utterance": Recipe(normalise="utterance"),
     "cmvn_stream": Recipe(normalise="stream"),
-    # a causal student of the teacher (`training.student`, one per fold, never hearing the fold's speakers)
+    # a causal student of the teacher (`training.student`), which never heard any fold's speakers
     "student": Recipe(features="student"),
     "logmel_student": Recipe(features="logmel+student"),
 }
@@ -113,20 +113,20 @@ def languages(models: list[Path]) -> list[str]:
     return lines
 
 
-def fold_student(fold: int, folder: Path, steps: int):
-    """The student that never heard fold `fold`'s speakers (loaded from `folder`, or trained and kept there), as
-    the front-end `train_nets` takes: frame audio -> its features."""
+def fold_student(folder: Path, steps: int):
+    """The student that never heard any fold's speakers, so one serves every fold (loaded from `folder`, or
+    trained and kept there), as the front-end `train_nets` takes: frame audio -> its features."""
     from functools import partial
 
     import torch
 
     from facecast.training import student
 
-    path = folder / f"student_fold{fold}.pt"
+    path = folder / "student.pt"
     if path.exists():
         state = torch.load(path, weights_only=True)
     else:
-        sources = student.student_sources(student.fold_speakers(fold))
+        sources = student.student_sources([speaker for fold in load_folds() for speaker in fold])
         state = student.train_student(sources, steps, progress=lambda m: print(m, file=sys.stderr))
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(state, path)
@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--folds", default="1,2,3")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--students", type=Path, default=Path("students"),
-                        help="where the student candidates' per-fold students are kept (trained when missing)")
-    parser.add_argument("--student-steps", type=int, default=1500)
+    parser.add_argument("--students", type=Path, default=Path.home() / ".cache" / "facecast" / "students",
+                        help="where the student candidates' student is kept (trained when missing)")
+    parser.add_argument("--student-steps", type=int, default=1000)
     parser.add_argument("--languages", nargs="+", type=Path, default=None, metavar="MODEL",
                         help="instead: the other-languages sanity check of these motion model files")
     args = parser.parse_args(argv)
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.candidates.split(","):
             started = time.monotonic()
             recipe = CANDIDATES[name]
-            student = fold_student(fold, args.students, args.student_steps) if "student" in recipe.features else None
+            student = fold_student(args.students, args.student_steps) if "student" in recipe.features else None
             state = train_nets(without_fold(clips, fold), OFFLINE_LOOKAHEAD, args.steps, seeds=(0,),
                                recipe=recipe, progress=lambda m: print(m, file=sys.stderr), student=student)
             model = MouthGap(state, np.zeros(1))

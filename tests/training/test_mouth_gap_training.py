@@ -154,6 +154,30 @@ def test_the_teacher_shapes_training_but_not_the_shipped_net(held_out_dataset: t
     assert np.abs(taught[: len(audio)]).std() > 0.3 and np.allclose(taught[-1], taught[-future])
     gap = MouthGap(heard, gap_per_coefficient()).target(rows, future)
     assert len(gap) == len(audio) and np.isfinite(gap).all()
+    # the causal student of those components: it learns them (its error falls), hears no future (changing
+    # the audio after frame 40 leaves frames up to 40 as they were), and the nets can hear it instead
+    from functools import partial
+
+    from facecast.training import student
+
+    sources = []
+    for clip in clips:
+        frames = mouth_gap._clip_targets(clip, data, cache)[0]
+        sources.append((frames, mouth_gap._teacher_frames(clip, len(frames))))
+    untrained = student.train_student(sources, steps=1, batch=8, progress=lambda line: None)
+    learned = student.train_student(sources, steps=60, batch=8, progress=lambda line: None)
+    assert student.explained(learned, sources) > student.explained(untrained, sources) + 0.05
+    later = audio.copy()
+    later[41:] = np.random.default_rng(0).uniform(-4, 1, later[41:].shape)
+    features = student.student_features(learned, audio)
+    assert features.shape == (len(audio), student.DIMS)
+    np.testing.assert_allclose(student.student_features(learned, later)[:41], features[:41], atol=1e-5)
+    assert not np.allclose(student.student_features(learned, later)[41:], features[41:], atol=1e-3)
+    front = partial(student.student_features, learned)
+    state = train_nets(clips, LIVE_LOOKAHEAD, steps=4, seeds=(0,), batch=4, data_dir=data, cache=cache,
+                       progress=lambda line: None, recipe=Recipe(features="student"), student=front)
+    rows, future = mouth_gap.fold_inputs(clips[0], audio, state)
+    assert rows.shape == (len(audio) + future, student.DIMS) and np.allclose(rows[: len(audio)], features)
 
 
 def test_voice_augmentation_keeps_the_features_in_range() -> None:

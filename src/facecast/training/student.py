@@ -24,7 +24,6 @@ from typing import Sequence
 import numpy as np
 
 from facecast.dataset.cache import DEFAULT_DATA, iter_clips
-from facecast.dataset.folds import load_folds
 from facecast.errors import FacecastError
 from facecast.media import decode_mono
 from facecast.speech.learned import frame_audio, speech_features
@@ -36,6 +35,8 @@ RECEPTIVE_FIELD = sum(2 * d for d in DILATIONS)
 WIDTH = 192
 #: Teacher components it predicts (as many as the "teacher" diagnostic heard).
 DIMS = 128
+#: The log-mel level (dB / 20 below the loud level) it hears before a recording starts: the features' floor.
+FLOOR = -4.0
 
 
 def _torch():
@@ -55,13 +56,15 @@ def build_student(width: int = WIDTH, dims: int = DIMS):
             super().__init__()
             self.inp = nn.Conv1d(FRAME_DIMS, width, 1)
             self.layers = nn.ModuleList(nn.Conv1d(width, width, 3, dilation=d) for d in DILATIONS)
-            self.norms = nn.ModuleList(nn.GroupNorm(1, width) for _ in DILATIONS)
+            # per frame, over channels only: a norm over time as well would hear the future
+            self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in DILATIONS)
             self.out = nn.Conv1d(width, dims, 1)
 
         def forward(self, x):
             h = F.gelu(self.inp(x))
             for d, layer, norm in zip(DILATIONS, self.layers, self.norms):
-                h = h + F.gelu(layer(F.pad(norm(h), (2 * d, 0))))
+                normed = norm(h.transpose(1, 2)).transpose(1, 2)
+                h = h + F.gelu(layer(F.pad(normed, (2 * d, 0))))
             return self.out(h)
 
     return Student()
@@ -99,12 +102,7 @@ def student_sources(exclude_speakers: Sequence[str] = (),
     return sources
 
 
-def fold_speakers(fold: int) -> list[str]:
-    """The speakers a student for speaker fold `fold` (1..k) must not hear."""
-    return list(load_folds()[fold - 1])
-
-
-def train_student(sources: Sequence[tuple[np.ndarray, np.ndarray]], steps: int = 1500, batch: int = 32,
+def train_student(sources: Sequence[tuple[np.ndarray, np.ndarray]], steps: int = 1000, batch: int = 32,
                   length: int = 100, seed: int = 0, progress=print) -> dict:
     """Train the student on (frame audio, teacher states) sources, windows drawn by length; its inputs are
     augmented (`mouth_gap._augmented`: another vocal tract and microphone), its targets the clean recording's
@@ -136,7 +134,7 @@ def train_student(sources: Sequence[tuple[np.ndarray, np.ndarray]], steps: int =
             lo = max(0, end - span)
             # the stream's start is silence before the first frame, as at run time
             audio[b, span - (end - lo):] = _augmented(a[lo:end], rng)
-            audio[b, : span - (end - lo)] = a.min()
+            audio[b, : span - (end - lo)] = FLOOR
             got = min(length, end)
             target[b, length - got:] = t[end - got: end]
             mask[b, length - got:] = 1.0
@@ -162,7 +160,7 @@ def student_features(student: dict, audio: np.ndarray) -> np.ndarray:
         student["_built"].eval()
     net = student["_built"]
     x = np.asarray(audio, np.float32)
-    history = np.full((RECEPTIVE_FIELD, FRAME_DIMS), x.min() if x.size else -4.0, np.float32)
+    history = np.full((RECEPTIVE_FIELD, FRAME_DIMS), FLOOR, np.float32)
     with torch.inference_mode():
         out = net(torch.from_numpy(np.concatenate([history, x]).T[None].copy()))[0, :, RECEPTIVE_FIELD:]
     return out.T.numpy().astype(np.float32)
