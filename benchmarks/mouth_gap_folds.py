@@ -14,6 +14,11 @@ which renders and re-measures the face: a rendered r is lower (the renderer and
 the face mesh add their own noise) but follows this one. One seed per net and a
 shorter training than the shipped nets', the same for every candidate.
 
+Candidates beyond the first round: "teacher_input" / "logmel_teacher_input" hear Whisper's cached
+states (a diagnostic: no runtime can run Whisper), "student" / "logmel_student" a causal student of them
+(`training.student`, trained once into --students when missing, on the speech of no fold speaker),
+"cmvn_utterance" / "cmvn_stream" band-normalised log-mel (`speech.mouth_gap.BandNormaliser`).
+
 A "loudness" row is the r of the clip's loudness envelope (the mean log-mel
 band level per frame) against the mouth: the floor any recipe must clear.
 
