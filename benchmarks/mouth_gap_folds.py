@@ -14,6 +14,11 @@ which renders and re-measures the face: a rendered r is lower (the renderer and
 the face mesh add their own noise) but follows this one. One seed per net and a
 shorter training than the shipped nets', the same for every candidate.
 
+Candidates beyond the first round: "teacher_input" / "logmel_teacher_input" hear Whisper's cached
+states (a diagnostic: no runtime can run Whisper), "student" / "logmel_student" a causal student of them
+(`training.student`, trained once into --students when missing, on the speech of no fold speaker),
+"cmvn_utterance" / "cmvn_stream" band-normalised log-mel (`speech.mouth_gap.BandNormaliser`).
+
 A "loudness" row is the r of the clip's loudness envelope (the mean log-mel
 band level per frame) against the mouth: the floor any recipe must clear.
 
@@ -41,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from facecast.dataset import cache as dataset  # noqa: E402
 from facecast.dataset.folds import load_folds  # noqa: E402
 from facecast.speech.mouth_gap import OFFLINE_LOOKAHEAD, MouthGap  # noqa: E402
-from facecast.training.mouth_gap import Recipe, _clip_targets, train_nets, without_fold  # noqa: E402
+from facecast.training.mouth_gap import Recipe, _clip_targets, fold_inputs, train_nets, without_fold  # noqa: E402
 
 CANDIDATES = {
     "shipped": Recipe(),
@@ -52,6 +57,15 @@ CANDIDATES = {
     "teacher_clip": Recipe(teacher_dims=32),
     "voice_clip": Recipe(augment="voice"),
     "teacher_strong": Recipe(teacher_dims=64, teacher_weight=2.0),
+    # diagnostics, never shipped: Whisper's states (30 s of context both ways) as what the net hears
+    "teacher_input": Recipe(features="teacher"),
+    "logmel_teacher_input": Recipe(features="logmel+teacher"),
+    # band normalisation (`speech.mouth_gap.BandNormaliser`): per clip (offline), and its streaming form
+    "cmvn_utterance": Recipe(normalise="utterance"),
+    "cmvn_stream": Recipe(normalise="stream"),
+    # a causal student of the teacher (`training.student`), which never heard any fold's speakers
+    "student": Recipe(features="student"),
+    "logmel_student": Recipe(features="logmel+student"),
 }
 
 
@@ -60,13 +74,13 @@ def _r(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def score(predict, clips: list[dict]) -> dict:
-    """Speaker-weighted r and mouth size of `predict(frame audio) -> gap` on clips, with per-speaker r."""
+    """Speaker-weighted r and mouth size of `predict(frame audio, clip) -> gap` on clips, with per-speaker r."""
     speakers: dict[str, list[tuple[float, float]]] = {}
     for clip in clips:
         audio, gap, _, _, found = _clip_targets(clip, None, None)
         if found.sum() < 10:
             continue
-        predicted = predict(audio)
+        predicted = predict(audio, clip)
         real = gap[found]
         size = float(np.percentile(predicted[found], 90) / max(np.percentile(real, 90), 1e-9))
         speakers.setdefault(str(clip["speaker"]), []).append((_r(predicted[found], real), size))
@@ -77,7 +91,7 @@ def score(predict, clips: list[dict]) -> dict:
             "speakers": {s: v[0] for s, v in per.items()}}
 
 
-def loudness(audio: np.ndarray) -> np.ndarray:
+def loudness(audio: np.ndarray, clip: dict | None = None) -> np.ndarray:
     return audio.reshape(len(audio), -1, 40).mean((1, 2))
 
 
@@ -104,12 +118,35 @@ def languages(models: list[Path]) -> list[str]:
     return lines
 
 
+def fold_student(folder: Path, steps: int):
+    """The student that never heard any fold's speakers, so one serves every fold (loaded from `folder`, or
+    trained and kept there), as the front-end `train_nets` takes: frame audio -> its features."""
+    from functools import partial
+
+    import torch
+
+    from facecast.training import student
+
+    path = folder / "student.pt"
+    if path.exists():
+        state = torch.load(path, weights_only=True)
+    else:
+        sources = student.student_sources([speaker for fold in load_folds() for speaker in fold])
+        state = student.train_student(sources, steps, progress=lambda m: print(m, file=sys.stderr))
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path)
+    return partial(student.student_features, state)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--candidates", default="shipped,balanced,voice,teacher")
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--folds", default="1,2,3")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--students", type=Path, default=Path.home() / ".cache" / "facecast" / "students",
+                        help="where the student candidates' student is kept (trained when missing)")
+    parser.add_argument("--student-steps", type=int, default=1000)
     parser.add_argument("--languages", nargs="+", type=Path, default=None, metavar="MODEL",
                         help="instead: the other-languages sanity check of these motion model files")
     args = parser.parse_args(argv)
@@ -124,10 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         results["loudness"][fold] = score(loudness, held)
         for name in args.candidates.split(","):
             started = time.monotonic()
+            recipe = CANDIDATES[name]
+            student = fold_student(args.students, args.student_steps) if "student" in recipe.features else None
             state = train_nets(without_fold(clips, fold), OFFLINE_LOOKAHEAD, args.steps, seeds=(0,),
-                               recipe=CANDIDATES[name], progress=lambda m: print(m, file=sys.stderr))
+                               recipe=recipe, progress=lambda m: print(m, file=sys.stderr), student=student)
             model = MouthGap(state, np.zeros(1))
-            results.setdefault(name, {})[fold] = score(model.target, held)
+            results.setdefault(name, {})[fold] = score(
+                lambda audio, clip, model=model, state=state: model.target(*fold_inputs(clip, audio, state)), held)
             print(f"fold {fold} {name}: r {results[name][fold]['mouth_r']:.3f} size "
                   f"{results[name][fold]['mouth_size']:.2f} ({time.monotonic() - started:.0f} s)", flush=True)
             if args.json:

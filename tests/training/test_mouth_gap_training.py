@@ -142,6 +142,42 @@ def test_the_teacher_shapes_training_but_not_the_shipped_net(held_out_dataset: t
     audio, _ = _frame_audio(HELD_OUT_CLIPS[0], held_out_dataset)
     gap, shut, inside = MouthGap(runs[1], gap_per_coefficient()).predict(audio)
     assert len(gap) == len(audio) and np.isfinite(gap).all() and ((0 <= shut) & (shut <= 1)).all()
+    # the diagnostic that hears the teacher: its inputs are the states' components after the log-mel, past the
+    # clip's end the components of silence (a net that heard only them would predict the same there)
+    heard = train_nets(clips, LIVE_LOOKAHEAD, steps=6, seeds=(0,), batch=4, data_dir=data, cache=cache,
+                       progress=lambda line: None, recipe=Recipe(features="logmel+teacher"))
+    assert heard["nets"][0]["inp.weight"].shape == (128, 160 + mouth_gap.TEACHER_INPUT_DIMS, 1)
+    rows, future = mouth_gap.fold_inputs(clips[0], audio, heard)
+    assert future == LIVE_LOOKAHEAD and rows.shape == (len(audio) + future, 160 + mouth_gap.TEACHER_INPUT_DIMS)
+    assert np.array_equal(rows[: len(audio), :160], audio)
+    taught = rows[:, 160:]
+    assert np.abs(taught[: len(audio)]).std() > 0.3 and np.allclose(taught[-1], taught[-future])
+    gap = MouthGap(heard, gap_per_coefficient()).target(rows, future)
+    assert len(gap) == len(audio) and np.isfinite(gap).all()
+    # the causal student of those components: it learns them (its error falls), hears no future (changing
+    # the audio after frame 40 leaves frames up to 40 as they were), and the nets can hear it instead
+    from functools import partial
+
+    from facecast.training import student
+
+    sources = []
+    for clip in clips:
+        frames = mouth_gap._clip_targets(clip, data, cache)[0]
+        sources.append((frames, mouth_gap._teacher_frames(clip, len(frames))))
+    untrained = student.train_student(sources, steps=1, batch=8, progress=lambda line: None)
+    learned = student.train_student(sources, steps=60, batch=8, progress=lambda line: None)
+    assert student.explained(learned, sources) > student.explained(untrained, sources) + 0.05
+    later = audio.copy()
+    later[41:] = np.random.default_rng(0).uniform(-4, 1, later[41:].shape)
+    features = student.student_features(learned, audio)
+    assert features.shape == (len(audio), student.DIMS)
+    np.testing.assert_allclose(student.student_features(learned, later)[:41], features[:41], atol=1e-5)
+    assert not np.allclose(student.student_features(learned, later)[41:], features[41:], atol=1e-3)
+    front = partial(student.student_features, learned)
+    state = train_nets(clips, LIVE_LOOKAHEAD, steps=4, seeds=(0,), batch=4, data_dir=data, cache=cache,
+                       progress=lambda line: None, recipe=Recipe(features="student"), student=front)
+    rows, future = mouth_gap.fold_inputs(clips[0], audio, state)
+    assert rows.shape == (len(audio) + future, student.DIMS) and np.allclose(rows[: len(audio)], features)
 
 
 def test_voice_augmentation_keeps_the_features_in_range() -> None:
@@ -155,3 +191,25 @@ def test_voice_augmentation_keeps_the_features_in_range() -> None:
         loud = np.percentile(out.reshape(-1, 40).mean(1), 95)
         assert abs(loud - np.percentile(level.reshape(-1, 40).mean(1), 95)) < 0.3
         assert pearson(out.mean(1), level.mean(1)) > 0.5
+
+
+def test_band_normalised_nets_ignore_the_microphone(held_out_dataset: tuple[Path, Path]) -> None:
+    """Nets trained on band-normalised frames (Recipe.normalise) carry the training voice's band statistics
+    and normalise what they hear the same way: a microphone's colour (+-6 dB per band) barely moves their
+    gap, while it moves the plain nets' (trained the same, without normalisation) several times more."""
+    from facecast.training.mouth_gap import Recipe
+
+    data, cache = held_out_dataset
+    clips = [load_clip(rel, cache) for rel in HELD_OUT_CLIPS]
+    audio, _ = _frame_audio(HELD_OUT_CLIPS[3], held_out_dataset)
+    coloured = audio + np.tile(np.random.default_rng(1).uniform(-0.3, 0.3, 40), 4).astype(np.float32)
+    moved = {}
+    for kind in ("", "utterance"):
+        state = train_nets(clips, LIVE_LOOKAHEAD, steps=40, seeds=(0,), batch=16, data_dir=data, cache=cache,
+                           progress=lambda line: None, recipe=Recipe(normalise=kind))
+        assert ("normalise" in state) == bool(kind)
+        net = MouthGap(state, gap_per_coefficient())
+        gap = net.predict(audio)[0]
+        moved[kind] = np.abs(net.predict(coloured)[0] - gap).mean() / gap.std()
+    assert state["normalise"]["mean"].shape == (40,) and (state["normalise"]["var"] > 0).all()
+    assert moved["utterance"] < 0.5 * moved[""], moved

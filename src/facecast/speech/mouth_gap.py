@@ -61,6 +61,13 @@ FRAME_DIMS = 160      # 4 hops x 40 log-mel bands (learned.frame_audio, "logmel"
 GAP_GEOMETRY_KEY = "mouth_gap_per_coefficient"
 #: Frames predicted per pass over long audio (2 min).
 BLOCK_FRAMES = 3000
+#: Band normalisation (`BandNormaliser`, a fold candidate): frames whose mean band level is within 20 dB of the
+#: clip's loud level count as voice and update the statistics; the training set's voice statistics count as
+#: PRIOR_FRAMES frames of voice before the first (a warm start); "stream" forgets with this time constant.
+VOICE_LEVEL = -1.0
+PRIOR_FRAMES = 25
+STREAM_TAU_S = 3.0
+FPS = 25
 
 
 def _torch():
@@ -70,17 +77,18 @@ def _torch():
     return torch
 
 
-def build_net(width: int = WIDTH, outputs: int = OUTPUTS):
-    """(B, FRAME_DIMS, T) frame audio -> (B, outputs, T): the normalised gap and the closure logits (OUTPUTS),
+def build_net(width: int = WIDTH, outputs: int = OUTPUTS, inputs: int = FRAME_DIMS):
+    """(B, inputs, T) frame audio -> (B, outputs, T): the normalised gap and the closure logits (OUTPUTS),
     each output frame from the RECEPTIVE_FIELD frames up to and including its input frame. Model files made
-    before the in-speech closure output have two."""
+    before the in-speech closure output have two; `inputs` other than FRAME_DIMS only in fold diagnostics
+    (training-time features beside the log-mel)."""
     torch = _torch()
     nn, F = torch.nn, torch.nn.functional
 
     class GapNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.inp = nn.Conv1d(FRAME_DIMS, width, 1)
+            self.inp = nn.Conv1d(inputs, width, 1)
             self.layers = nn.ModuleList(nn.Conv1d(width, width, 3, dilation=d) for d in DILATIONS)
             self.drop = nn.Dropout(0.1)
             self.out = nn.Conv1d(width, outputs, 1)
@@ -92,6 +100,56 @@ def build_net(width: int = WIDTH, outputs: int = OUTPUTS):
             return self.out(h)
 
     return GapNet()
+
+
+class BandNormaliser:
+    """Per-band mean and variance normalisation of frame audio (each frame's 4 hops x 40 bands) by the voice
+    heard so far: what removes a speaker's and a microphone's long-term spectrum (cepstral mean and variance
+    normalisation, on log-mel). "utterance" uses the whole clip's voice frames (offline only); "stream" is
+    causal, an exponentially forgetting mean over voice frames (STREAM_TAU_S), the same live and offline: its
+    state is three running sums, so audio pushed in pieces gives exactly what the whole clip gives.
+
+    Both start from the training set's voice statistics (`mean`, `var`, per band) weighted as PRIOR_FRAMES
+    frames, so the first second of a stream is not normalised by a few frames."""
+
+    def __init__(self, kind: str, mean: np.ndarray, var: np.ndarray) -> None:
+        if kind not in ("utterance", "stream"):
+            raise ValueError(f"unknown band normalisation {kind!r}")
+        self.kind = kind
+        self.mean, self.var = np.asarray(mean, np.float64), np.asarray(var, np.float64)
+        self.decay = np.exp(-1.0 / (STREAM_TAU_S * FPS)) if kind == "stream" else 1.0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything heard: back to the prior."""
+        self._weight = float(PRIOR_FRAMES)
+        self._sum = PRIOR_FRAMES * self.mean
+        self._squares = PRIOR_FRAMES * (self.var + self.mean ** 2)
+
+    def push(self, frames: np.ndarray) -> np.ndarray:
+        """(T, FRAME_DIMS) frame audio -> the same normalised: "stream" by the statistics up to and including each
+        frame (state kept for the next push), "utterance" by those of all of `frames` (one clip)."""
+        from scipy.signal import lfilter
+
+        frames = np.asarray(frames, np.float32)
+        bands = frames.reshape(len(frames), -1, 40).astype(np.float64)
+        level = bands.mean((1, 2))
+        voice = (level > VOICE_LEVEL).astype(np.float64)
+        per_frame = bands.mean(1)                                    # (T, 40) the frame's 4 hops
+        sums = np.concatenate([voice[:, None], voice[:, None] * per_frame, voice[:, None] * (bands ** 2).mean(1)], 1)
+        if self.kind == "utterance":
+            weight = self._weight + voice.sum()
+            mean = (self._sum + sums[:, 1:41].sum(0)) / weight
+            squares = (self._squares + sums[:, 41:].sum(0)) / weight
+            mean, squares = np.broadcast_to(mean, per_frame.shape), np.broadcast_to(squares, per_frame.shape)
+        else:
+            start = np.concatenate([[self._weight], self._sum, self._squares]) * self.decay
+            running, _ = lfilter([1.0], [1.0, -self.decay], sums, axis=0, zi=start[None])
+            if len(frames):
+                self._weight, self._sum, self._squares = running[-1, 0], running[-1, 1:41], running[-1, 41:]
+            mean, squares = running[:, 1:41] / running[:, :1], running[:, 41:] / running[:, :1]
+        scale = 1.0 / np.sqrt(np.maximum(squares - mean ** 2, 1e-4))
+        return ((bands - mean[:, None]) * scale[:, None]).reshape(frames.shape).astype(np.float32)
 
 
 def rendered_gap(rows: np.ndarray, per_coefficient: np.ndarray) -> np.ndarray:
@@ -111,6 +169,10 @@ class MouthGap:
         self.lookahead = int(state["lookahead"])
         self.mean, self.std = float(state["mean"]), float(state["std"])
         self.per_coefficient = np.asarray(per_coefficient, np.float64)
+        norm = state.get("normalise")
+        #: Band normalisation the nets were trained with (`BandNormaliser`), None for the shipped nets.
+        self.normalise = (None if not norm else (str(norm["kind"]), np.asarray(norm["mean"], np.float64),
+                                                 np.asarray(norm["var"], np.float64)))
         self._fuse(state["nets"])
 
     def _fuse(self, nets: Sequence[dict]) -> None:
@@ -141,9 +203,12 @@ class MouthGap:
         audio = np.asarray(audio, np.float32)
         frames = len(audio) - future
         audio = audio[: frames + min(future, self.lookahead)]
-        silence = np.full((frames + self.lookahead - len(audio), FRAME_DIMS), audio.min() if audio.size else -4.0,
+        silence = np.full((frames + self.lookahead - len(audio), audio.shape[1]), audio.min() if audio.size else -4.0,
                           np.float32)
         audio = np.concatenate([audio, silence])
+        if self.normalise is not None:
+            # offline: over the whole clip from its start (a live stream would keep one normaliser's state)
+            audio = BandNormaliser(*self.normalise).push(audio)
         gap, closure, inside = (np.zeros(frames, np.float32) for _ in range(3))
         for start in range(0, frames, BLOCK_FRAMES):
             end = min(frames, start + BLOCK_FRAMES)

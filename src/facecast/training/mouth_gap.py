@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -49,6 +49,8 @@ from facecast.speech.mouth_gap import (
     LIVE_LOOKAHEAD,
     OFFLINE_LOOKAHEAD,
     OUTPUTS,
+    VOICE_LEVEL,
+    BandNormaliser,
     build_net,
 )
 
@@ -74,10 +76,21 @@ class Recipe:
     augment: str = "basic"
     teacher_dims: int = 0
     teacher_weight: float = 0.5
+    #: What the nets hear: "logmel" (the runtime's frames), or, as a diagnostic upper bound that no runtime can
+    #: run (Whisper's encoder attends over 30 s, past and future), "teacher" (TEACHER_INPUT_DIMS principal
+    #: components of its states instead) or "logmel+teacher" (both, side by side); "student" and
+    #: "logmel+student": a causal student's prediction of those components (`training.student`) instead.
+    features: str = "logmel"
+    #: "" or a `speech.mouth_gap.BandNormaliser` kind ("utterance", "stream") applied to the (augmented) frames.
+    normalise: str = ""
 
 
 #: The recipe of the shipped nets.
 RECIPE = Recipe()
+#: Principal components of the teacher's states the "teacher" features give the nets.
+TEACHER_INPUT_DIMS = 128
+#: Frames before a window that a band normaliser hears first (its statistics then are those of a stream 5 s in).
+NORMALISE_HISTORY = 125
 
 
 def _torch():
@@ -197,6 +210,75 @@ def _rate_changed(arrays: Sequence[np.ndarray], rng: np.random.Generator) -> lis
             blended_teacher]
 
 
+def _augment_window(window: np.ndarray, recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
+    """A window of net inputs augmented by the recipe: the log-mel columns (the first FRAME_DIMS) only, the
+    teacher's (features "logmel+teacher") as they are; "teacher" alone has nothing to augment."""
+    if recipe.features in ("teacher", "student"):
+        return window
+    mel = window[:, :FRAME_DIMS]
+    mel = _augmented(_voice_augmented(mel, rng), rng) if recipe.augment == "voice" else _augmented(mel, rng)
+    return np.concatenate([mel, window[:, FRAME_DIMS:]], 1) if window.shape[1] > FRAME_DIMS else mel
+
+
+def _with_teacher(audio: np.ndarray, states: np.ndarray, projection, features: str) -> np.ndarray:
+    """A clip's net inputs for teacher features: the states' principal components (`fit_teacher_projection`),
+    alone ("teacher") or after the log-mel frames ("logmel+teacher")."""
+    mean, components, scale = (np.asarray(x) for x in projection)
+    taught = ((states - mean) @ components.T / scale).astype(np.float32)
+    return taught if features == "teacher" else np.concatenate([audio, taught], 1)
+
+
+def _silence_row(inputs: np.ndarray, features: str, projection=None) -> np.ndarray:
+    """The input row past a clip's end (where the lookahead hears nothing): the clip's quietest log-mel level,
+    and the teacher's components of silence (states less a silent window's, `training.teacher`: zero), or
+    the student's (`projection`: its state) after a long silence at the floor level."""
+    quiet = np.full(FRAME_DIMS, inputs[:, :FRAME_DIMS].min(), np.float32)
+    if features == "logmel":
+        return quiet
+    if features.endswith("student"):
+        taught = _student_silence(projection)
+    else:
+        taught = _with_teacher(quiet[None], np.zeros((1, len(projection[0]))), projection, "teacher")[0]
+    return taught if features in ("teacher", "student") else np.concatenate([quiet, taught])
+
+
+def _with_student(audio: np.ndarray, student: Callable[[np.ndarray], np.ndarray], features: str) -> np.ndarray:
+    """A clip's net inputs for student features: the student's output, alone or after the log-mel."""
+    taught = student(audio)
+    return taught if features == "student" else np.concatenate([audio, taught], 1)
+
+
+@lru_cache(maxsize=4)
+def _student_silence(student: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The student's output after 6 s of silence at the log-mel floor (-4)."""
+    return student(np.full((150, FRAME_DIMS), -4.0, np.float32))[-1]
+
+
+def fold_inputs(clip: dict, audio: np.ndarray, state: dict) -> tuple[np.ndarray, int]:
+    """(rows, future) for `MouthGap.predict` of nets `train_nets` made (`state`) on a clip's frame audio: the
+    audio itself, or for teacher features (a diagnostic) the inputs they were trained on, with the lookahead's
+    silence after the clip (`future` rows)."""
+    features = state.get("features", "logmel")
+    if features == "logmel":
+        return audio, 0
+    if features.endswith("student"):
+        projection = state["student"]
+        rows = _with_student(audio, projection, features)
+    else:
+        projection = tuple(state["teacher_input"][k].numpy() for k in ("mean", "components", "scale"))
+        rows = _with_teacher(audio, _teacher_frames(clip, len(audio)), projection, features)
+    pad = _silence_row(audio, features, projection)
+    return np.concatenate([rows, np.repeat(pad[None], state["lookahead"], 0)]), int(state["lookahead"])
+
+
+def voice_statistics(clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(40,) mean and variance of each log-mel band over the voice frames (`mouth_gap.VOICE_LEVEL`) of clips'
+    frame audio, every hop: the warm start of a `BandNormaliser`."""
+    bands = np.concatenate([c.reshape(len(c), -1, 40)[c.reshape(len(c), -1, 40).mean((1, 2)) > VOICE_LEVEL]
+                            for c in clips]).reshape(-1, 40).astype(np.float64)
+    return bands.mean(0), bands.var(0)
+
+
 def speaker_weights(clips: Sequence[dict], frames: Sequence[int]) -> np.ndarray:
     """Sampling probability of each clip when every speaker counts once (`lrc_ar`, without speaker ids, as
     LRC_AR_PSEUDO_SPEAKERS): a speaker's share is spread over its clips by their length."""
@@ -230,14 +312,22 @@ def fit_teacher_projection(teacher: Sequence[np.ndarray], weights: np.ndarray, d
 def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: Sequence[int] = SEEDS,
                batch: int = 64, length: int = 75, data_dir: Path | None = None, cache: Path | None = None,
                progress=print, init: dict | None = None, learning_rate: float = 1e-3,
-               recipe: Recipe | None = None) -> dict:
+               recipe: Recipe | None = None, student: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """Train one net per seed on talking clips; returns the state `MouthGap` reads. With `init` (such a
     state), its nets continue training (fine-tuning), with its gap normalisation. `recipe`: sampling,
-    augmentation and the teacher target (default: the shipped recipe, RECIPE)."""
+    augmentation and the teacher target (default: the shipped recipe, RECIPE); `student`: what student
+    features need, a causal front-end from a clip's frame audio to its (T, D) features
+    (`training.student.student_features` of a trained student), kept in the returned state."""
     torch = _torch()
     F = torch.nn.functional
     recipe = recipe or RECIPE
-    use_teacher = recipe.teacher_dims > 0 and init is None
+    if init is not None and (recipe.features != "logmel" or recipe.normalise):
+        raise FacecastError("fine-tuning continues the shipped recipe's nets only")
+    if recipe.features != "logmel" and (recipe.teacher_dims or recipe.normalise):
+        raise FacecastError("teacher features are a diagnostic alone: no teacher targets, no band normalisation")
+    use_teacher = (recipe.teacher_dims > 0 or recipe.features.endswith("teacher")) and init is None
+    if recipe.features.endswith("student") and student is None:
+        raise FacecastError("student features need a trained student (training.student)")
     data, kept = [], []
     for clip in clips:
         targets = _clip_targets(clip, data_dir, cache)
@@ -255,16 +345,36 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
     else:
         mean, std = float(gaps.mean()), float(max(gaps.std(), 1e-6))
     extra = recipe.teacher_dims if use_teacher else 0
-    if use_teacher:
+    if extra:
         t_mean, t_components, t_scale = fit_teacher_projection([d[5] for d in data], weights, extra,
                                                                np.random.default_rng(0))
         data = [(*d[:5], ((d[5] - t_mean) @ t_components.T / t_scale).astype(np.float32)) for d in data]
-    augment = _voice_augmented if recipe.augment == "voice" else _augmented
+    extras: dict = {}
+    projection = None
+    if recipe.features.endswith("student"):
+        extras.update(features=recipe.features, student=student)
+        data = [(_with_student(d[0], student, recipe.features), *d[1:5], None) for d in data]
+    elif recipe.features != "logmel":
+        projection = fit_teacher_projection([d[5] for d in data], weights, TEACHER_INPUT_DIMS,
+                                            np.random.default_rng(0))
+        extras["features"] = recipe.features
+        extras["teacher_input"] = dict(zip(("mean", "components", "scale"), map(torch.from_numpy, projection)))
+        data = [(_with_teacher(d[0], d[5], projection, recipe.features), *d[1:5], None) for d in data]
+    projected = projection if recipe.features.endswith("teacher") else student
+    normaliser = None
+    if recipe.normalise:
+        voice_mean, voice_var = voice_statistics([d[0][:, :FRAME_DIMS] for d in data])
+        extras["normalise"] = {"kind": recipe.normalise, "mean": torch.from_numpy(voice_mean),
+                               "var": torch.from_numpy(voice_var)}
+        normaliser = BandNormaliser(recipe.normalise, voice_mean, voice_var)
+    history = NORMALISE_HISTORY if normaliser else 0
+    inputs = data[0][0].shape[1]
     nets = []
     for index, seed in enumerate(seeds if init is None else range(len(init["nets"]))):
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        net = build_net(outputs=(OUTPUTS + extra) if init is None else int(init["nets"][index]["out.weight"].shape[0]))
+        net = build_net(outputs=(OUTPUTS + extra) if init is None else int(init["nets"][index]["out.weight"].shape[0]),
+                        inputs=inputs)
         if init is not None:
             net.load_state_dict(init["nets"][index])
         outputs = int(net.out.weight.shape[0]) - extra
@@ -274,7 +384,7 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
         for step in range(1, steps + 1):
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate * 0.5 * (1 + math.cos(math.pi * step / steps))
-            audio = np.zeros((batch, length + lookahead, FRAME_DIMS), np.float32)
+            audio = np.zeros((batch, length + lookahead, inputs), np.float32)
             target = np.zeros((batch, length), np.float32)
             shut = np.zeros((batch, length), np.float32)
             inside = np.zeros((batch, length), np.float32)
@@ -287,9 +397,13 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
                 a, g, s, i, f, t = _rate_changed(data[int(pick)], rng)
                 start = int(rng.integers(0, max(1, len(g) - length)))
                 end = min(len(g), start + length)
-                padded = np.concatenate([a, np.full((lookahead, FRAME_DIMS), a.min(), np.float32)])
-                window = augment(padded[start: end + lookahead], rng)
-                audio[b, : len(window)] = _augmented(window, rng) if recipe.augment == "voice" else window
+                padded = np.concatenate([a, np.repeat(_silence_row(a, recipe.features, projected)[None], lookahead, 0)])
+                lo = max(0, start - history)             # what a band normaliser hears before the window
+                window = _augment_window(padded[lo: end + lookahead], recipe, rng)
+                if normaliser is not None:
+                    normaliser.reset()
+                    window = normaliser.push(window)
+                audio[b, : len(window) - (start - lo)] = window[start - lo:]
                 target[b, : end - start] = (g[start:end] - mean) / std
                 shut[b, : end - start] = s[start:end]
                 inside[b, : end - start] = i[start:end]
@@ -322,7 +436,7 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
         # the teacher's outputs only shaped the hidden layers in training: the shipped net has OUTPUTS
         state["out.weight"], state["out.bias"] = state["out.weight"][:outputs], state["out.bias"][:outputs]
         nets.append(state)
-    return {"lookahead": lookahead, "mean": mean, "std": std, "nets": nets, "steps": steps}
+    return {"lookahead": lookahead, "mean": mean, "std": std, "nets": nets, "steps": steps, **extras}
 
 
 def add_to_model(path: Path, steps: int = 2000, cache: Path | None = None, data_dir: Path | None = None,
