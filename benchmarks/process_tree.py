@@ -42,7 +42,7 @@ class TreeMemory:
     """Samples `tree_rss_bytes(pid)` every `interval` seconds from creation until `stop()`, which returns the peak
     in MiB."""
 
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
         self._pid, self._interval = pid, interval
         self._peak = 0
         self._done = threading.Event()
