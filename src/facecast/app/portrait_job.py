@@ -23,6 +23,7 @@ and said again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -197,8 +198,10 @@ def default_cache() -> Path | None:
     return user_cache_dir() / "portraits"
 
 
+@functools.cache
 def _code_digest() -> bytes:
-    """The source of the modules that make a rig, so a changed analysis never reads an older one's result."""
+    """The source of the modules that make a rig, so a changed analysis never reads an older one's result (read
+    once per process: every portrait swap would otherwise read and hash them again)."""
     package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for path in sorted((package / "face").glob("*.py")) + [package / "app" / "cutout.py", package / "rig.py"]:
