@@ -138,3 +138,15 @@ def test_a_job_no_longer_wanted_ends_its_child(sample_portrait: Path, cache: Pat
     assert child is not None and child.poll() is None   # working (it takes about a second)
     job.cancel()
     assert child.poll() is not None and not list(cache.glob("*.npz"))
+
+
+def test_a_cache_write_that_fails_leaves_no_partial_entry(sample_portrait: Path, cache: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk (np.savez failing after it began writing): the rig still comes back, and nothing is left."""
+    def full_disk(file, **arrays) -> None:  # noqa: ANN001 - np.savez's
+        file.write(b"PK\x03\x04 half an entry")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(portrait_job.np, "savez", full_disk)
+    rig = prepare_portrait(sample_portrait, size=SIZE, framing="auto")
+    assert rig.image.shape[0] == SIZE and list(cache.iterdir()) == []

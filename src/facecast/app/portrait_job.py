@@ -259,13 +259,17 @@ def _write_cached(folder: Path, key: str, rig: PortraitRig, lines: _Lines) -> No
             "picture_size": list(rig.picture_size), "placement": list(rig.placement),
             "motion_scale": rig.motion_scale, "lines": lines}
     arrays = {name: getattr(rig, name) for name in _ARRAYS if getattr(rig, name) is not None}
+    temp: Path | None = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as file:
+            temp = Path(file.name)
             np.savez(file, meta=np.array(json.dumps(meta)), **arrays)
-        os.replace(file.name, folder / f"{key}.npz")
+        os.replace(temp, folder / f"{key}.npz")
         entries = sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in entries[CACHE_ENTRIES:]:
             old.unlink(missing_ok=True)
     except OSError as exc:  # a read-only or full disk: the cache is only a shortcut
         log.debug("could not cache the analysed portrait in %s: %s", folder, exc)
+        if temp is not None:
+            temp.unlink(missing_ok=True)   # a half-written entry (a full disk) is not left behind
