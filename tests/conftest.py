@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,8 +15,10 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("GLOG_minloglevel", "2")
-# prepared portraits cached for this session only (`app.portrait_job`), never in the user's cache
+# prepared portraits cached for this session only (`app.portrait_job`), never in the user's cache, and removed
+# when the session ends
 os.environ["FACECAST_PORTRAIT_CACHE"] = tempfile.mkdtemp(prefix="facecast-portraits-")
+atexit.register(shutil.rmtree, os.environ["FACECAST_PORTRAIT_CACHE"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
