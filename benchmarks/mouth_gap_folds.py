@@ -17,7 +17,10 @@ shorter training than the shipped nets', the same for every candidate.
 Candidates beyond the first round: "teacher_input" / "logmel_teacher_input" hear Whisper's cached
 states (a diagnostic: no runtime can run Whisper), "student" / "logmel_student" a causal student of them
 (`training.student`, trained once into --students when missing, on the speech of no fold speaker),
-"cmvn_utterance" / "cmvn_stream" band-normalised log-mel (`speech.mouth_gap.BandNormaliser`).
+"cmvn_utterance" / "cmvn_stream" band-normalised log-mel (`speech.mouth_gap.BandNormaliser`), "encoder" /
+"logmel_encoder" the states of Whisper's encoder made to stream (`training.streaming_encoder`, cached by
+`python -m facecast.training.speech_encoder --cache`, from the weights that command writes: as is, or
+`--distil STEPS`).
 
 A "loudness" row is the r of the clip's loudness envelope (the mean log-mel
 band level per frame) against the mouth: the floor any recipe must clear.
@@ -66,6 +69,10 @@ CANDIDATES = {
     # a causal student of the teacher (`training.student`), which never heard any fold's speakers
     "student": Recipe(features="student"),
     "logmel_student": Recipe(features="logmel+student"),
+    # Whisper's encoder made to stream (`training.streaming_encoder`: 2 s of causal local attention, no position
+    # embedding), as is or distilled from the full-context teacher: a front-end a runtime could run
+    "encoder": Recipe(features="encoder"),
+    "logmel_encoder": Recipe(features="logmel+encoder"),
 }
 
 

@@ -53,6 +53,7 @@ from facecast.speech.mouth_gap import (
     BandNormaliser,
     build_net,
 )
+from facecast.training.teacher import fit_teacher_projection
 
 #: Nets (seeds) averaged per lookahead: on the held-out speakers two seeds' r differed by 0.01-0.04.
 SEEDS = (0, 1)
@@ -79,7 +80,9 @@ class Recipe:
     #: What the nets hear: "logmel" (the runtime's frames), or, as a diagnostic upper bound that no runtime can
     #: run (Whisper's encoder attends over 30 s, past and future), "teacher" (TEACHER_INPUT_DIMS principal
     #: components of its states instead) or "logmel+teacher" (both, side by side); "student" and
-    #: "logmel+student": a causal student's prediction of those components (`training.student`) instead.
+    #: "logmel+student": a causal student's prediction of those components (`training.student`) instead;
+    #: "encoder" and "logmel+encoder": the states of Whisper's encoder made to stream (`training.streaming_encoder`,
+    #: a front-end a runtime could run; cached by `training.speech_encoder`).
     features: str = "logmel"
     #: "" or a `speech.mouth_gap.BandNormaliser` kind ("utterance", "stream") applied to the (augmented) frames.
     normalise: str = ""
@@ -87,6 +90,8 @@ class Recipe:
 
 #: The recipe of the shipped nets.
 RECIPE = Recipe()
+#: Features that replace the log-mel frames (nothing of them to augment: cached states).
+STATES_ALONE = ("teacher", "student", "encoder")
 #: Principal components of the teacher's states the "teacher" features give the nets.
 TEACHER_INPUT_DIMS = 128
 #: Frames before a window that a band normaliser hears first (its statistics then are those of a stream 5 s in).
@@ -98,6 +103,11 @@ def _torch():
     import torch
 
     return torch
+
+
+def _source(features: str) -> str:
+    """Whose cached states features hear: "encoder" (Whisper made to stream) or "teacher" (Whisper)."""
+    return "encoder" if features.endswith("encoder") else "teacher"
 
 
 @lru_cache(maxsize=1)
@@ -135,10 +145,14 @@ def _clip_targets(clip: dict, data_dir: Path | None, cache: Path | None):
     return audio, (opening - low).astype(np.float32), shut, inside, found
 
 
-def _teacher_frames(clip: dict, count: int) -> np.ndarray | None:
-    """The clip's cached teacher states at 25 fps (`training.teacher`), `count` frames (the last repeated
-    where the video runs longer than the audio), or None when not computed."""
-    from facecast.training.teacher import load_states
+def _teacher_frames(clip: dict, count: int, source: str = "teacher") -> np.ndarray | None:
+    """The clip's cached states at 25 fps, Whisper's (`training.teacher`) or with source "encoder" those of its
+    streaming form (`training.speech_encoder`), `count` frames (the last repeated where the video runs longer
+    than the audio), or None when not computed."""
+    if source == "encoder":
+        from facecast.training.speech_encoder import load_states
+    else:
+        from facecast.training.teacher import load_states
 
     states = load_states(str(clip["path"]))
     if states is None or not len(states):
@@ -213,7 +227,7 @@ def _rate_changed(arrays: Sequence[np.ndarray], rng: np.random.Generator) -> lis
 def _augment_window(window: np.ndarray, recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
     """A window of net inputs augmented by the recipe: the log-mel columns (the first FRAME_DIMS) only, the
     teacher's (features "logmel+teacher") as they are; "teacher" alone has nothing to augment."""
-    if recipe.features in ("teacher", "student"):
+    if recipe.features in STATES_ALONE:
         return window
     mel = window[:, :FRAME_DIMS]
     mel = _augmented(_voice_augmented(mel, rng), rng) if recipe.augment == "voice" else _augmented(mel, rng)
@@ -225,7 +239,7 @@ def _with_teacher(audio: np.ndarray, states: np.ndarray, projection, features: s
     alone ("teacher") or after the log-mel frames ("logmel+teacher")."""
     mean, components, scale = (np.asarray(x) for x in projection)
     taught = ((states - mean) @ components.T / scale).astype(np.float32)
-    return taught if features == "teacher" else np.concatenate([audio, taught], 1)
+    return taught if features in STATES_ALONE else np.concatenate([audio, taught], 1)
 
 
 def _silence_row(inputs: np.ndarray, features: str, projection=None) -> np.ndarray:
@@ -239,7 +253,7 @@ def _silence_row(inputs: np.ndarray, features: str, projection=None) -> np.ndarr
         taught = _student_silence(projection)
     else:
         taught = _with_teacher(quiet[None], np.zeros((1, len(projection[0]))), projection, "teacher")[0]
-    return taught if features in ("teacher", "student") else np.concatenate([quiet, taught])
+    return taught if features in STATES_ALONE else np.concatenate([quiet, taught])
 
 
 def _with_student(audio: np.ndarray, student: Callable[[np.ndarray], np.ndarray], features: str) -> np.ndarray:
@@ -256,8 +270,8 @@ def _student_silence(student: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
 
 def fold_inputs(clip: dict, audio: np.ndarray, state: dict) -> tuple[np.ndarray, int]:
     """(rows, future) for `MouthGap.predict` of nets `train_nets` made (`state`) on a clip's frame audio: the
-    audio itself, or for teacher features (a diagnostic) the inputs they were trained on, with the lookahead's
-    silence after the clip (`future` rows)."""
+    audio itself, or for teacher, encoder or student features (candidates) the inputs they were trained on,
+    with the lookahead's silence after the clip (`future` rows)."""
     features = state.get("features", "logmel")
     if features == "logmel":
         return audio, 0
@@ -265,8 +279,8 @@ def fold_inputs(clip: dict, audio: np.ndarray, state: dict) -> tuple[np.ndarray,
         projection = state["student"]
         rows = _with_student(audio, projection, features)
     else:
-        projection = tuple(state["teacher_input"][k].numpy() for k in ("mean", "components", "scale"))
-        rows = _with_teacher(audio, _teacher_frames(clip, len(audio)), projection, features)
+        projection = tuple(state[_source(features) + "_input"][k].numpy() for k in ("mean", "components", "scale"))
+        rows = _with_teacher(audio, _teacher_frames(clip, len(audio), _source(features)), projection, features)
     pad = _silence_row(audio, features, projection)
     return np.concatenate([rows, np.repeat(pad[None], state["lookahead"], 0)]), int(state["lookahead"])
 
@@ -297,18 +311,6 @@ def without_fold(clips: Sequence[dict], fold: int) -> list[dict]:
     return [c for c in clips if str(c["speaker"]) not in excluded]
 
 
-def fit_teacher_projection(teacher: Sequence[np.ndarray], weights: np.ndarray, dims: int,
-                           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean, components (dims, D), scale) of a PCA of the teacher states, frames drawn by `weights` (speakers
-    balanced): the student's targets are (states - mean) @ components.T / scale, unit variance each."""
-    picks = rng.choice(len(teacher), size=200, p=weights)
-    sample = np.concatenate([teacher[i][rng.integers(0, len(teacher[i]), 50)] for i in picks])
-    mean = sample.mean(0)
-    _, singular, vt = np.linalg.svd(sample - mean, full_matrices=False)
-    scale = singular[:dims] / np.sqrt(len(sample))
-    return mean, vt[:dims], np.maximum(scale, 1e-6)
-
-
 def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: Sequence[int] = SEEDS,
                batch: int = 64, length: int = 75, data_dir: Path | None = None, cache: Path | None = None,
                progress=print, init: dict | None = None, learning_rate: float = 1e-3,
@@ -325,13 +327,13 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
         raise FacecastError("fine-tuning continues the shipped recipe's nets only")
     if recipe.features != "logmel" and (recipe.teacher_dims or recipe.normalise):
         raise FacecastError("teacher features are a diagnostic alone: no teacher targets, no band normalisation")
-    use_teacher = (recipe.teacher_dims > 0 or recipe.features.endswith("teacher")) and init is None
+    use_teacher = (recipe.teacher_dims > 0 or recipe.features.endswith(("teacher", "encoder"))) and init is None
     if recipe.features.endswith("student") and student is None:
         raise FacecastError("student features need a trained student (training.student)")
     data, kept = [], []
     for clip in clips:
         targets = _clip_targets(clip, data_dir, cache)
-        states = _teacher_frames(clip, len(targets[0])) if use_teacher else None
+        states = _teacher_frames(clip, len(targets[0]), _source(recipe.features)) if use_teacher else None
         if targets[-1].sum() >= 10 and (states is not None or not use_teacher):
             data.append((*targets, states))
             kept.append(clip)
@@ -358,9 +360,10 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
         projection = fit_teacher_projection([d[5] for d in data], weights, TEACHER_INPUT_DIMS,
                                             np.random.default_rng(0))
         extras["features"] = recipe.features
-        extras["teacher_input"] = dict(zip(("mean", "components", "scale"), map(torch.from_numpy, projection)))
+        extras[_source(recipe.features) + "_input"] = dict(zip(("mean", "components", "scale"),
+                                                               map(torch.from_numpy, projection)))
         data = [(_with_teacher(d[0], d[5], projection, recipe.features), *d[1:5], None) for d in data]
-    projected = projection if recipe.features.endswith("teacher") else student
+    projected = projection if recipe.features.endswith(("teacher", "encoder")) else student
     normaliser = None
     if recipe.normalise:
         voice_mean, voice_var = voice_statistics([d[0][:, :FRAME_DIMS] for d in data])

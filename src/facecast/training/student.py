@@ -107,7 +107,8 @@ def train_student(sources: Sequence[tuple[np.ndarray, np.ndarray]], steps: int =
     """Train the student on (frame audio, teacher states) sources, windows drawn by length; its inputs are
     augmented (`mouth_gap._augmented`: another vocal tract and microphone), its targets the clean recording's
     teacher components. Returns {"net": state dict, "projection": (mean, components, scale) tensors}."""
-    from facecast.training.mouth_gap import _augmented, fit_teacher_projection
+    from facecast.training.mouth_gap import _augmented
+    from facecast.training.teacher import fit_teacher_projection
 
     torch = _torch()
     rng = np.random.default_rng(seed)

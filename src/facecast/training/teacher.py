@@ -25,19 +25,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from facecast.errors import InputError
 from facecast.media import decode_mono
+from facecast.training.streaming_encoder import HOP, N_FFT, SAMPLE_RATE, mel_filters
 
-SAMPLE_RATE = 16000
 WINDOW_S = 30
 WINDOW = SAMPLE_RATE * WINDOW_S
-HOP = 160
-N_FFT = 400
-N_MELS = 80
 #: Silence between clips packed into one window (s): enough that one clip's last sound is not the next's first.
 PACK_GAP_S = 0.4
 #: Teacher states per 25 fps motion frame (Whisper: 50 per second).
@@ -51,26 +48,7 @@ def teacher_cache_dir() -> Path:
     return Path(base) / "facecast" / "teacher"
 
 
-def _mel_filters() -> np.ndarray:
-    """(N_MELS, N_FFT // 2 + 1) Slaney mel filters, as Whisper's (librosa.filters.mel(16000, 400, 80))."""
-    def hz_to_mel(f):
-        f = np.asarray(f, np.float64)
-        linear = f / (200.0 / 3)
-        return np.where(f >= 1000, 15 + np.log(np.maximum(f, 1e-9) / 1000) / (np.log(6.4) / 27), linear)
-
-    def mel_to_hz(m):
-        m = np.asarray(m, np.float64)
-        return np.where(m >= 15, 1000 * np.exp((np.log(6.4) / 27) * (m - 15)), (200.0 / 3) * m)
-
-    freqs = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(0), hz_to_mel(SAMPLE_RATE / 2), N_MELS + 2))
-    lower = (freqs[None] - edges[:-2, None]) / (edges[1:-1] - edges[:-2])[:, None]
-    upper = (edges[2:, None] - freqs[None]) / (edges[2:] - edges[1:-1])[:, None]
-    weights = np.maximum(0, np.minimum(lower, upper))
-    return (weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32)
-
-
-_FILTERS = _mel_filters()
+_FILTERS = mel_filters()
 
 
 def whisper_logmel(samples: np.ndarray) -> np.ndarray:
@@ -153,6 +131,18 @@ def _to_frames(states: np.ndarray, start: int, length: int) -> np.ndarray:
     if len(chunk) < frames * STATES_PER_FRAME:
         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], frames * STATES_PER_FRAME - len(chunk), 0)])
     return chunk.reshape(frames, STATES_PER_FRAME, DIMS).mean(1)
+
+
+def fit_teacher_projection(teacher: Sequence[np.ndarray], weights: np.ndarray, dims: int,
+                           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, components (dims, D), scale) of a PCA of the teacher states, frames drawn by `weights` (speakers
+    balanced): the student's targets are (states - mean) @ components.T / scale, unit variance each."""
+    picks = rng.choice(len(teacher), size=200, p=weights)
+    sample = np.concatenate([teacher[i][rng.integers(0, len(teacher[i]), 50)] for i in picks])
+    mean = sample.mean(0)
+    _, singular, vt = np.linalg.svd(sample - mean, full_matrices=False)
+    scale = singular[:dims] / np.sqrt(len(sample))
+    return mean, vt[:dims], np.maximum(scale, 1e-6)
 
 
 def cache_path(relpath: str, cache: Path | None = None) -> Path:

