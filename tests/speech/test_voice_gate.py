@@ -67,6 +67,24 @@ def test_the_gate_is_shut_on_every_synthesised_sound_and_open_in_speech(sample_s
     assert gate[voiced_frames(speech, FPS, len(gate))].mean() > 0.95
 
 
+def test_a_voice_far_quieter_than_the_speakers_does_not_open_the_gate(sample_speech: Path) -> None:
+    """After the speaker has been heard, 3 s of the same words 20 dB down (a voice across the room, the
+    television) leave the gate shut, while 8 dB down (the speaker, quieter) it stays open: the speaker's level is
+    what the gate compares with (`voice_gate.RELATIVE_RANGE_DB`)."""
+    speech = decode_mono(sample_speech)
+    gap = np.zeros(8000, np.float32)
+    for db, expected in ((-20.0, "shut"), (-8.0, "open")):
+        quieter = (speech[: 3 * 16000] * 10 ** (db / 20)).astype(np.float32)
+        gate = np.array([f.speech for f in voice_frames([np.concatenate([speech, gap, quieter])], FPS)])
+        voiced = voiced_frames(quieter, FPS, len(gate) - round((len(speech) + len(gap)) / 16000 * FPS))
+        later = gate[len(gate) - len(voiced):][voiced]
+        assert gate[: len(voiced)][voiced_frames(speech, FPS, len(voiced))].mean() > 0.9
+        if expected == "shut":
+            assert later.mean() < 0.1, later.mean()
+        else:
+            assert later.mean() > 0.9, later.mean()
+
+
 def test_rule_mouth_on_non_speech_is_at_most_a_tenth_of_its_speech_and_was_not_before(
         sample_speech: Path, per_coefficient: np.ndarray) -> None:
     speech = decode_mono(sample_speech)

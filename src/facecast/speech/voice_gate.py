@@ -23,7 +23,13 @@ Per 10 ms hop, from features the voice analysis computes anyway
 * above the noise floor: babble and hum in a noisy room's pauses sit at it.
   The floor falls at once to any lower level and rises slowly (FLOOR_RISE_S),
   so a long stretch of unbroken speech does not become the floor (the voice
-  analysis' 1.5 s minimum would).
+  analysis' 1.5 s minimum would);
+* near the speaker's own level: a voice across the room (a colleague, the
+  television) can look like speech in every other way, but it is far quieter
+  than the streamer's into the microphone. The speaker's level follows the
+  level of the hops that sound like a voice, quickly up and slowly down, so it
+  is their syllables' level and follows a speaker who gets quieter within
+  seconds of their speaking.
 
 The evidence is smoothed over EVIDENCE_SMOOTH_S (single hops of noise that
 happen to look like a voice do not count), held for HOLD_S (so unvoiced consonants and the gaps between
@@ -60,6 +66,12 @@ RHYTHM_RANGE_DB = (1.0, 2.5)
 SNR_RANGE_DB = (3.0, 8.0)
 LEVEL_SMOOTH_S = 0.05
 FLOOR_RISE_S = 3.0
+#: Level (dB) relative to the speaker's, from "a sound across the room" to "the speaker". The speaker's level
+#: follows the hops whose other evidence says voice: up within VOICE_RISE_S of them (their syllables' level, not
+#: the quiet ends of words), down within VOICE_FALL_S (a speaker who gets quieter); unknown until then: no limit.
+RELATIVE_RANGE_DB = (-16.0, -10.0)
+VOICE_RISE_S = 0.5
+VOICE_FALL_S = 30.0
 #: Speech evidence is smoothed over this long (s), then held this long (s) after it was last seen, then released
 #: with RELEASE_S.
 EVIDENCE_SMOOTH_S = 0.04
@@ -89,6 +101,9 @@ class VoiceGate:
         self._evidence_smooth = 1.0 - math.exp(-HOP_S / EVIDENCE_SMOOTH_S)
         self._level_smooth = 1.0 - math.exp(-HOP_S / LEVEL_SMOOTH_S)
         self._floor_rise = 1.0 - math.exp(-HOP_S / FLOOR_RISE_S)
+        self._voice_rise = 1.0 - math.exp(-HOP_S / VOICE_RISE_S)
+        self._voice_fall = 1.0 - math.exp(-HOP_S / VOICE_FALL_S)
+        self._voice_level: float | None = None   # the speaker's level (dB), once a voice has been heard
         self._smooth_level = self._floor = LEVEL_FLOOR_DB
         self._hold = round(HOLD_S / HOP_S)
         self.voicing = 0.0
@@ -136,6 +151,13 @@ class VoiceGate:
             2.0 ** self._log_step, PITCH_STEP_RANGE)
         evidence = (_ramp(self.voicing, VOICING_RANGE) * (1.0 - _ramp(self.flatness, FLATNESS_RANGE)) * gliding
                     * _ramp(math.sqrt(self._level_var), RHYTHM_RANGE_DB) * _ramp(level - self._floor, SNR_RANGE_DB))
+        if evidence > 0.5:             # a voice by everything else: the speaker's level learns from it
+            if self._voice_level is None:
+                self._voice_level = self._smooth_level
+            rate = self._voice_rise if self._smooth_level > self._voice_level else self._voice_fall
+            self._voice_level += rate * (self._smooth_level - self._voice_level)
+        if self._voice_level is not None:
+            evidence *= _ramp(self._smooth_level - self._voice_level, RELATIVE_RANGE_DB)
         self.evidence += self._evidence_smooth * (evidence - self.evidence)
         evidence = self.evidence
         recent = self._recent
