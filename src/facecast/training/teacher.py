@@ -31,7 +31,7 @@ import numpy as np
 
 from facecast.errors import InputError
 from facecast.media import decode_mono
-from facecast.training.streaming_encoder import HOP, N_FFT, SAMPLE_RATE, mel_filters
+from facecast.training.streaming_encoder import HOP, N_FFT, SAMPLE_RATE, log10_mel
 
 WINDOW_S = 30
 WINDOW = SAMPLE_RATE * WINDOW_S
@@ -48,8 +48,6 @@ def teacher_cache_dir() -> Path:
     return Path(base) / "facecast" / "teacher"
 
 
-_FILTERS = mel_filters()
-
 
 def whisper_logmel(samples: np.ndarray) -> np.ndarray:
     """(N_MELS, 3000) Whisper's input for one 30 s window of 16 kHz samples (zero-padded), as its
@@ -58,12 +56,9 @@ def whisper_logmel(samples: np.ndarray) -> np.ndarray:
     audio = np.zeros(WINDOW, np.float32)
     audio[: min(len(samples), WINDOW)] = samples[:WINDOW]
     padded = np.pad(audio, N_FFT // 2, mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][: WINDOW // HOP]
-    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
-    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-    log = np.log10(np.maximum(_FILTERS @ power.T, 1e-10))
+    log = log10_mel(np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][: WINDOW // HOP]).T
     log = np.maximum(log, log.max() - 8.0)
-    return ((log + 4.0) / 4.0).astype(np.float32)
+    return np.ascontiguousarray((log + 4.0) / 4.0, np.float32)
 
 
 class Teacher:
