@@ -101,24 +101,29 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | None,
-                models: dict[str, Path] | None = None) -> dict[str, object]:
-    """Render every generator's motion for one held-out clip and measure the output frames; `models` adds
-    learned generators with other weights (name -> weights file)."""
-    from functools import partial
-
+def clip_renderer(relpath: str, data: Path, cache: Path | None):
+    """(the cached clip, its fps, its frame count, a renderer of the speaker's first frame with a face, the
+    clip's 16 kHz audio): what every held-out clip is rendered and measured with."""
     from facecast.face.extraction import iter_video_frames
     from facecast.face.portrait import LEGACY_FRAMING, analyze_portrait
     from facecast.media import decode_mono
     from facecast.render.renderer import Renderer
 
     clip = dataset.load_clip(relpath, cache)
-    fps, count = float(clip["fps"]), len(clip["found"])
     first = int(np.argmax(clip["found"]))
     portrait = next(frame for i, frame in enumerate(iter_video_frames(data / relpath)) if i == first)
     # today's fixed framing, so the numbers stay comparable across issues
     renderer = Renderer(analyze_portrait(portrait, size=SIZE, framing=LEGACY_FRAMING), device="cpu")
-    samples = decode_mono(data / relpath)
+    return clip, float(clip["fps"]), len(clip["found"]), renderer, decode_mono(data / relpath)
+
+
+def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | None,
+                models: dict[str, Path] | None = None) -> dict[str, object]:
+    """Render every generator's motion for one held-out clip and measure the output frames; `models` adds
+    learned generators with other weights (name -> weights file)."""
+    from functools import partial
+
+    clip, fps, count, renderer, samples = clip_renderer(relpath, data, cache)
     out: dict[str, object] = {"seconds": {}}
     for name in generators:
         started = time.perf_counter()

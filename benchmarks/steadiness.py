@@ -70,11 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     import torch
 
-    from facecast.face.extraction import iter_video_frames
-    from facecast.face.portrait import LEGACY_FRAMING, analyze_portrait
-    from facecast.media import decode_mono
-    from facecast.render.renderer import Renderer
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--group", choices=("grid", "wild"), default="grid")
     parser.add_argument("--clips", type=int, default=8)
@@ -93,12 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[tuple[float, ...]]] = {}
     for clip in clips:
         relpath = str(clip["path"])
-        clip = dataset.load_clip(relpath, None)
-        fps, count = float(clip["fps"]), len(clip["found"])
-        first = int(np.argmax(clip["found"]))
-        portrait = next(frame for i, frame in enumerate(iter_video_frames(args.data / relpath)) if i == first)
-        renderer = Renderer(analyze_portrait(portrait, size=quality.SIZE, framing=LEGACY_FRAMING), device="cpu")
-        samples = decode_mono(args.data / relpath)
+        clip, fps, count, renderer, samples = quality.clip_renderer(relpath, args.data, None)
         rows.setdefault("real video", []).append(_scores(clip["head"], fps))
         for name in names:
             motion = GENERATORS[name](samples, fps, count)
