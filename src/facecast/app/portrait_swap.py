@@ -21,16 +21,15 @@ lower scheduling priority than the frame loop where the system allows it:
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from facecast.errors import FacecastError
+from facecast.heap import release_freed_memory
 
 __all__ = ["SWAP_NICENESS", "PortraitSwapper", "Reply", "release_freed_memory"]
 
@@ -45,24 +44,6 @@ Loaded = TypeVar("Loaded")
 
 def _no_reply(message: dict[str, Any]) -> None:
     pass
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim  # glibc; ctypes releases the GIL during the call
-    except (OSError, AttributeError):  # another C library (musl): nothing to trim
-        return None
-
-
-_TRIM = _malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Give the C heap's freed pages back to the system (glibc's malloc_trim; a no-op elsewhere)."""
-    if _TRIM is not None:
-        _TRIM(0)
 
 
 class PortraitSwapper(Generic[Loaded]):

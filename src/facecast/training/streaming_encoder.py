@@ -32,16 +32,22 @@ from pathlib import Path
 import numpy as np
 
 from facecast.errors import FacecastError
+from facecast.speech.whisper_states import (
+    HEADS,
+    HOP,
+    N_FFT,
+    N_MELS,
+    SAMPLE_RATE,
+    WIDTH,
+    attention_layer,
+    final_norm,
+    layer_count,
+    log10_mel,
+)
 
-SAMPLE_RATE = 16000
-N_FFT = 400
-HOP = 160
-N_MELS = 80
 #: log10 mel power below which everything is silence: Whisper clips 8 below its 30 s window's peak, a stream has
 #: no window (the clips here peak near 1.5).
 LOG_FLOOR = -6.5
-WIDTH = 384
-HEADS = 6
 #: Positions (20 ms each) before its own that a position attends to: 2 s.
 CONTEXT_POSITIONS = 100
 #: Positions run through the layers together (a long clip is cut into such blocks).
@@ -58,35 +64,6 @@ def _torch():
     return torch
 
 
-def mel_filters() -> np.ndarray:
-    """(N_MELS, N_FFT // 2 + 1) Slaney mel filters, as Whisper's (librosa.filters.mel(16000, 400, 80))."""
-    def hz_to_mel(f):
-        f = np.asarray(f, np.float64)
-        linear = f / (200.0 / 3)
-        return np.where(f >= 1000, 15 + np.log(np.maximum(f, 1e-9) / 1000) / (np.log(6.4) / 27), linear)
-
-    def mel_to_hz(m):
-        m = np.asarray(m, np.float64)
-        return np.where(m >= 15, 1000 * np.exp((np.log(6.4) / 27) * (m - 15)), (200.0 / 3) * m)
-
-    freqs = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(0), hz_to_mel(SAMPLE_RATE / 2), N_MELS + 2))
-    lower = (freqs[None] - edges[:-2, None]) / (edges[1:-1] - edges[:-2])[:, None]
-    upper = (edges[2:, None] - freqs[None]) / (edges[2:] - edges[1:-1])[:, None]
-    weights = np.maximum(0, np.minimum(lower, upper))
-    return (weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32)
-
-
-_FILTERS = mel_filters()
-_WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
-
-
-def log10_mel(frames: np.ndarray) -> np.ndarray:
-    """(frames, N_MELS) log10 mel power of (frames, N_FFT) sample windows, Hann-windowed as Whisper's STFT."""
-    power = np.abs(np.fft.rfft(frames * _WINDOW, axis=1)) ** 2
-    return np.log10(np.maximum(power @ _FILTERS.T, 1e-10))
-
-
 def log_mel_frames(samples: np.ndarray) -> np.ndarray:
     """(frames, N_MELS) Whisper's scaled log-mel of 16 kHz samples, frame j from samples [j HOP, j HOP + N_FFT)
     (not centred: a stream has no future to pad with), floored at LOG_FLOOR instead of the window's peak."""
@@ -95,11 +72,6 @@ def log_mel_frames(samples: np.ndarray) -> np.ndarray:
         return np.zeros((0, N_MELS), np.float32)
     log = log10_mel(np.lib.stride_tricks.sliding_window_view(samples, N_FFT)[::HOP])
     return ((np.maximum(log, LOG_FLOOR) + 4.0) / 4.0).astype(np.float32)
-
-
-def layer_count(weights: dict) -> int:
-    """The encoder layers a state dict holds (layer_0.*, layer_1.*, ...)."""
-    return 1 + max(int(k.split(".")[0].split("_")[1]) for k in weights if k.startswith("layer_"))
 
 
 def front(w: dict, mel, conv1_before):
@@ -121,29 +93,11 @@ def encoder_layer(w: dict, i: int, x, past_keys, past_values):
     each position attends to the CONTEXT_POSITIONS positions before it and to itself. Returns (x, keys,
     values), the new positions' keys and values after the past ones."""
     torch = _torch()
-    F = torch.nn.functional
-    p = f"layer_{i}."
-    batch, count = x.shape[0], x.shape[1]
-    h = F.layer_norm(x, (WIDTH,), w[p + "attn_norm.weight"], w[p + "attn_norm.bias"], 1e-5)
-    q, k, v = F.linear(h, w[p + "qkv.weight"], w[p + "qkv.bias"]).view(
-        batch, count, 3, HEADS, WIDTH // HEADS).permute(2, 0, 3, 1, 4)
-    keys, values = torch.cat([past_keys, k], 2), torch.cat([past_values, v], 2)
-    key_at = torch.arange(keys.shape[2])[None]
-    query_at = (keys.shape[2] - count + torch.arange(count))[:, None]
+    count, past = x.shape[1], past_keys.shape[2]
+    key_at = torch.arange(past + count)[None]
+    query_at = (past + torch.arange(count))[:, None]
     mask = (key_at <= query_at) & (key_at >= query_at - CONTEXT_POSITIONS)
-    attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-    x = x + F.linear(attended.transpose(1, 2).reshape(batch, count, WIDTH), w[p + "out.weight"], w[p + "out.bias"])
-    h = F.layer_norm(x, (WIDTH,), w[p + "ffn_norm.weight"], w[p + "ffn_norm.bias"], 1e-5)
-    x = x + F.linear(F.gelu(F.linear(h, w[p + "fc1.weight"], w[p + "fc1.bias"])), w[p + "fc2.weight"],
-                     w[p + "fc2.bias"])
-    return x, keys, values
-
-
-def final_norm(w: dict, x):
-    """The encoder's last layer norm, where the weights have it (all four layers kept)."""
-    if "norm.weight" not in w:
-        return x
-    return _torch().nn.functional.layer_norm(x, (WIDTH,), w["norm.weight"], w["norm.bias"], 1e-5)
+    return attention_layer(w, i, x, past_keys, past_values, mask)
 
 
 def silent_conv1(w: dict):

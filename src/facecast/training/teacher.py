@@ -31,15 +31,12 @@ import numpy as np
 
 from facecast.errors import InputError
 from facecast.media import decode_mono
-from facecast.training.streaming_encoder import HOP, N_FFT, SAMPLE_RATE, log10_mel
+from facecast.speech.whisper_states import SAMPLE_RATE, WIDTH, WINDOW, whisper_logmel
+from facecast.speech.whisper_states import to_frames as _to_frames
 
-WINDOW_S = 30
-WINDOW = SAMPLE_RATE * WINDOW_S
 #: Silence between clips packed into one window (s): enough that one clip's last sound is not the next's first.
 PACK_GAP_S = 0.4
-#: Teacher states per 25 fps motion frame (Whisper: 50 per second).
-STATES_PER_FRAME = 2
-DIMS = 384
+DIMS = WIDTH
 
 
 def teacher_cache_dir() -> Path:
@@ -47,18 +44,6 @@ def teacher_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "facecast" / "teacher"
 
-
-
-def whisper_logmel(samples: np.ndarray) -> np.ndarray:
-    """(N_MELS, 3000) Whisper's input for one 30 s window of 16 kHz samples (zero-padded), as its
-    `log_mel_spectrogram`: periodic Hann STFT (centred, reflect-padded), power, mel, log10 clipped 8 below the
-    window's peak, scaled (x + 4) / 4."""
-    audio = np.zeros(WINDOW, np.float32)
-    audio[: min(len(samples), WINDOW)] = samples[:WINDOW]
-    padded = np.pad(audio, N_FFT // 2, mode="reflect")
-    log = log10_mel(np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][: WINDOW // HOP]).T
-    log = np.maximum(log, log.max() - 8.0)
-    return np.ascontiguousarray((log + 4.0) / 4.0, np.float32)
 
 
 class Teacher:
@@ -115,17 +100,6 @@ class Teacher:
         parts = [self.encode_windows([clip[s: s + WINDOW]])[0] for s in range(0, len(clip), WINDOW)]
         pieces = [_to_frames(p, 0, min(WINDOW, len(clip) - i * WINDOW)) for i, p in enumerate(parts)]
         return np.concatenate(pieces)
-
-
-def _to_frames(states: np.ndarray, start: int, length: int) -> np.ndarray:
-    """The states of samples [start, start + length) of a window, pair-averaged to 25 fps frames (frame j: the
-    40 ms from j * 40 ms on; a window start must fall on a 40 ms boundary or it is rounded down)."""
-    first = start // HOP // 2
-    frames = int(np.ceil(length / (SAMPLE_RATE / 25)))
-    chunk = states[first: first + frames * STATES_PER_FRAME]
-    if len(chunk) < frames * STATES_PER_FRAME:
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], frames * STATES_PER_FRAME - len(chunk), 0)])
-    return chunk.reshape(frames, STATES_PER_FRAME, DIMS).mean(1)
 
 
 def fit_teacher_projection(teacher: Sequence[np.ndarray], weights: np.ndarray, dims: int,
