@@ -10,7 +10,14 @@ import pytest
 from facecast.errors import InputError
 from facecast.media import decode_mono, iter_mono_blocks
 from facecast.speech.generator import DEFAULT_GENERATOR, GENERATOR_CHOICES, exactly, generate_offline, make_generator
-from facecast.speech.learned import LearnedClipGenerator, generate_frames, learned_motion, speech_features
+from facecast.speech.learned import (
+    LearnedClipGenerator,
+    generate_frames,
+    learned_motion,
+    load,
+    offline_states,
+    speech_features,
+)
 from facecast.speech.learned_stream import LearnedMotionGenerator
 from facecast.speech.rule import RuleMotionGenerator
 from facecast.speech.steady import SteadyHead, steady_frames
@@ -49,15 +56,18 @@ def test_an_unknown_name_is_a_clear_error() -> None:
 
 def test_offline_learned_is_the_whole_clip_model_with_the_voice_analysis(sample_speech: Path) -> None:
     """`facecast render` / `motion` with the learned model: the same frames as generating from the whole clip's
-    log-mel at once (with the steadied head), with visemes and voice level from the voice analysis; exactly
-    `frames` when asked. (The voice gate, which shuts the mouth in the sample's pauses, is tested on its own.)"""
+    log-mel and Whisper states at once (with the steadied head), with visemes and voice level from the voice
+    analysis; exactly `frames` when asked. (The voice gate, which shuts the mouth in the sample's pauses, is tested
+    on its own.)"""
     samples = decode_mono(sample_speech)[: SAMPLE_RATE * 3]
     generator = make_generator("learned", fps=25.0, seed=3, streaming=False, voice_gate=False)
     assert all(generator.push(block) == [] for block in iter_mono_blocks(sample_speech))   # all frames at the end
     frames = list(generator.finish())
     everything = np.concatenate(list(iter_mono_blocks(sample_speech)))
     total = round(len(everything) / SAMPLE_RATE * 25)
-    whole = list(steady_frames(generate_frames(speech_features(everything, "logmel"), 25.0, total, seed=3), 25.0))
+    states = offline_states(load(), everything)           # what the offline mouth-gap nets hear beside log-mel
+    whole = list(steady_frames(generate_frames(speech_features(everything, "logmel"), 25.0, total, seed=3,
+                                               states=states), 25.0))
     assert len(frames) == total and [_motion(f) for f in frames] == [_motion(f) for f in whole]
     voices = list(voice_frames([everything], 25.0))[:total]
     assert [f.visemes for f in frames] == [pytest.approx(v.visemes, abs=1e-6) for v in voices]
@@ -65,6 +75,28 @@ def test_offline_learned_is_the_whole_clip_model_with_the_voice_analysis(sample_
     exact = make_generator("learned", fps=30.0, streaming=False, frames=61, voice_gate=False)
     made = exact.push(samples) + list(exact.finish())
     assert [_motion(f) for f in made] == [_motion(f) for f in steady_frames(learned_motion(samples, 30.0, 61), 30.0)]
+
+
+def test_a_render_streams_the_same_frames_across_whispers_windows(sample_speech: Path, tmp_path: Path) -> None:
+    """`facecast render` reads the file ahead for its loud level and streams frames as the audio comes
+    (`make_generator(clip=...)`); over a recording longer than Whisper's 30 s window, pushed in blocks of any size,
+    it gives the frames generating from the whole recording gives."""
+    from conftest import write_audio
+
+    speech = decode_mono(sample_speech)
+    long = np.concatenate([speech] * int(np.ceil(33 * SAMPLE_RATE / len(speech))))[: 33 * SAMPLE_RATE]
+    clip = write_audio(tmp_path / "long.flac", long, SAMPLE_RATE)
+    samples = decode_mono(clip)
+    generator = make_generator("learned", fps=25.0, streaming=False, clip=clip, voice_gate=False)
+    rng, made, at = np.random.default_rng(1), [], 0
+    while at < len(samples):
+        size = int(rng.integers(100, 3 * SAMPLE_RATE))
+        made += generator.push(samples[at: at + size])
+        at += size
+    made += list(generator.finish())
+    total = round(len(samples) / SAMPLE_RATE * 25)
+    whole = steady_frames(learned_motion(samples, 25.0, total), 25.0)
+    assert len(made) == total and [_motion(f) for f in made] == [_motion(f) for f in whole]
 
 
 def test_offline_rule_frames_are_cut_or_held_to_an_exact_length(sample_speech: Path) -> None:

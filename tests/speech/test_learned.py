@@ -10,6 +10,7 @@ import pytest
 from conftest import HELD_OUT_CLIPS
 from facecast.dataset.cache import clip_audio, load_clip
 from facecast.errors import FacecastError
+from facecast.media import decode_mono
 from facecast.motion import EXPRESSION_CHANNELS
 from facecast.speech.learned import (
     CONTEXT,
@@ -21,6 +22,7 @@ from facecast.speech.learned import (
     frame_audio,
     learned_motion,
     motion_frames,
+    offline_states,
 )
 
 
@@ -29,14 +31,17 @@ def test_generation_is_window_by_window_for_any_length(tiny_model: Path, held_ou
     data, cache = held_out_dataset
     audio = clip_audio(load_clip(HELD_OUT_CLIPS[3], cache), model.features, data, cache)
     assert model.features == "logmel" and audio.shape[1] == 40
-    for frames in (1, WINDOW, WINDOW + CONTEXT + 3, 3 * WINDOW + 7):
-        out = model.generate(audio, frames)
+    states = offline_states(model, decode_mono(data / HELD_OUT_CLIPS[3]))   # what the offline mouth nets hear too
+    with pytest.raises(FacecastError, match="Whisper"):
+        model.generate(audio, WINDOW)
+    for frames in (1, WINDOW, WINDOW + CONTEXT + 3, 3 * WINDOW + 7):       # past the recording: silent states
+        out = model.generate(audio, frames, states=states)
         assert out.shape == (frames, MOTION_DIMS) and np.isfinite(out).all()
-    again = model.generate(audio, 2 * WINDOW)
-    assert np.allclose(again, model.generate(audio, 2 * WINDOW))           # deterministic per seed
-    other = model.generate(audio, 2 * WINDOW, Sampling(seed=1))
+    again = model.generate(audio, 2 * WINDOW, states=states)
+    assert np.allclose(again, model.generate(audio, 2 * WINDOW, states=states))   # deterministic per seed
+    other = model.generate(audio, 2 * WINDOW, Sampling(seed=1), states)
     assert not np.allclose(again, other)
-    unguided = model.generate(audio, 2 * WINDOW, Sampling(guidance=1.0))
+    unguided = model.generate(audio, 2 * WINDOW, Sampling(guidance=1.0), states)
     assert not np.allclose(again, unguided)                                 # guidance changes the result
 
 

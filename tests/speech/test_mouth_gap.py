@@ -10,6 +10,7 @@ import pytest
 from conftest import HELD_OUT_CLIPS
 from facecast.dataset.cache import clip_audio, load_clip
 from facecast.evaluation.motion_quality import pearson
+from facecast.media import decode_mono
 from facecast.motion import EXPRESSION_CHANNELS, resample_frames
 from facecast.speech import mouth_gap
 from facecast.speech.learned import (
@@ -19,6 +20,7 @@ from facecast.speech.learned import (
     LearnedMotion,
     frame_audio,
     learned_motion,
+    offline_states,
     read_model,
 )
 from facecast.speech.mouth_gap import (
@@ -46,6 +48,9 @@ def test_the_jaw_is_set_so_the_rendered_gap_is_the_predicted_one(tiny_model: Pat
     assert set(model.mouth) == {OFFLINE_LOOKAHEAD, LIVE_LOOKAHEAD}
     audio, _ = _frame_audio(HELD_OUT_CLIPS[0], held_out_dataset)
     net = model.mouth[OFFLINE_LOOKAHEAD]
+    # the offline nets hear the recording's Whisper states beside its log-mel
+    states = offline_states(model, decode_mono(held_out_dataset[0] / HELD_OUT_CLIPS[0]))
+    audio = net.inputs(audio, np.concatenate([states, np.zeros((len(audio), states.shape[1]))])[: len(audio)])
     rows = np.random.default_rng(0).uniform(0, 0.3, (len(audio), MOTION_DIMS)).astype(np.float32)
     gap, closure, inside = net.predict(audio)
     target = np.maximum(gap, 0) * (1 - closure ** CLOSURE_EXPONENT) * (1 - inside ** IN_SPEECH_EXPONENT)

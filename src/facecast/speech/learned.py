@@ -21,7 +21,8 @@ window; this is that design at CPU size:
   contrast on the head only), both scales calibrated and stored in the model file;
 * the jaw is then set by the mouth-gap nets stored in the same file
   (`mouth_gap`): a regressor of the measured inner-lip gap follows unseen
-  speakers' mouths far better than the sampled lips.
+  speakers' mouths far better than the sampled lips; offline, it also hears the
+  recording's Whisper encoder states (`whisper_states`, `offline_states`).
 
 This module is inference only. Training, fine-tuning and calibration are in
 `facecast.training.motion_diffusion` (`python -m facecast.training motion-diffusion
@@ -61,6 +62,7 @@ from facecast.speech.audio_features import (
 from facecast.speech.mouth_gap import GAP_GEOMETRY_KEY, RECEPTIVE_FIELD, MouthGap
 from facecast.speech.phones import SILENCE, phone_track
 from facecast.speech.voice import VoiceAnalyser, VoiceFrame
+from facecast.speech.whisper_states import WIDTH as WHISPER_WIDTH
 
 FPS = 25.0
 HOPS_PER_FRAME = 4
@@ -302,10 +304,12 @@ class LearnedMotion:
         """This model's calibrated sampling with another seed."""
         return replace(self.sampling, seed=seed)
 
-    def generate(self, audio: np.ndarray, frames: int, sampling: Sampling | None = None) -> np.ndarray:
+    def generate(self, audio: np.ndarray, frames: int, sampling: Sampling | None = None,
+                 states: np.ndarray | None = None) -> np.ndarray:
         """(frames, MOTION_DIMS) motion at 25 fps for per-hop audio features (H, dims of `self.features`),
         WINDOW frames at a time, each window continuing from the last CONTEXT frames before it
-        (`sampling`: the model's calibrated one by default)."""
+        (`sampling`: the model's calibrated one by default). `states`: the recording's Whisper rows
+        (`whisper_states`), which offline mouth-gap nets that hear them need (`offline_states`)."""
         torch = _torch()
         sampling = sampling or self.sampling
         generator = torch.Generator().manual_seed(sampling.seed)
@@ -317,7 +321,9 @@ class LearnedMotion:
             out[start: start + count] = self.denoise(out[lo:start], features[lo: start + count], sampling, generator)
         rows = self.to_motion(out.numpy())
         if self.mouth:
-            self.mouth[max(self.mouth)].apply(rows, features.numpy())
+            mouth = self.mouth[max(self.mouth)]
+            heard = _rows_for(states, frames) if mouth.hears_whisper else None
+            mouth.apply(rows, mouth.inputs(features.numpy(), heard))
         # scipy.ndimage on first use: importing it adds about 30 ms to every `facecast` start-up
         from scipy.ndimage import gaussian_filter1d
 
@@ -392,12 +398,39 @@ def forget(path: Path) -> None:
     _LOADED.pop(path, None)
 
 
+def _rows_for(states: np.ndarray | None, frames: int) -> np.ndarray:
+    """Whisper rows for exactly `frames` frames: past the recording's end, silence (zero rows)."""
+    if states is None:
+        raise FacecastError("this model's offline mouth-gap nets hear Whisper's states: pass the recording's")
+    states = np.asarray(states, np.float32)[:frames]
+    return np.concatenate([states, np.zeros((frames - len(states), states.shape[1]), np.float32)])
+
+
+def offline_states(model: "LearnedMotion", samples: np.ndarray) -> np.ndarray | None:
+    """The recording's Whisper rows if the model's offline mouth-gap nets hear them, else None."""
+    if not model.mouth or not model.mouth[max(model.mouth)].hears_whisper:
+        return None
+    from facecast.speech.whisper_states import shared
+
+    return shared().clip_rows(samples)
+
+
+def _window_rows(model: "LearnedMotion"):
+    """A `whisper_states.WindowRows` for the model's offline mouth-gap nets if they hear Whisper, else None."""
+    if not model.mouth or not model.mouth[max(model.mouth)].hears_whisper:
+        return None
+    from facecast.speech.whisper_states import WindowRows
+
+    return WindowRows()
+
+
 def generate_frames(audio: np.ndarray, fps: float, frames: int, seed: int = 0,
-                    path: Path = WEIGHTS_PATH) -> Iterator[MotionFrame]:
-    """`frames` MotionFrames at `fps` for per-hop audio features of the model's kind (`load(path).features`)."""
+                    path: Path = WEIGHTS_PATH, states: np.ndarray | None = None) -> Iterator[MotionFrame]:
+    """`frames` MotionFrames at `fps` for per-hop audio features of the model's kind (`load(path).features`);
+    `states`: see `LearnedMotion.generate`."""
     count = max(1, int(math.ceil(frames / fps * FPS)))
     model = load(path)
-    matrix = model.generate(audio, count, model.sampling_for(seed))
+    matrix = model.generate(audio, count, model.sampling_for(seed), states)
     return motion_frames(resample_frames(matrix, FPS, fps, count=frames), fps)
 
 
@@ -406,7 +439,9 @@ _LOADED: dict[Path, LearnedMotion] = {}
 
 def learned_motion(samples: np.ndarray, fps: float, frames: int, path: Path = WEIGHTS_PATH) -> list[MotionFrame]:
     """16 kHz speech -> exactly `frames` MotionFrames at `fps` (motion only: no visemes or voice level)."""
-    return list(generate_frames(speech_features(samples, load(path).features), fps, frames, path=path))
+    model = load(path)
+    return list(generate_frames(speech_features(samples, model.features), fps, frames, path=path,
+                                states=offline_states(model, samples)))
 
 
 def clip_loud_level(chunks: Iterable[np.ndarray]) -> float:
@@ -447,6 +482,9 @@ class LearnedClipGenerator:
         # Phones need the whole utterance (`phones`): for them the samples are kept (4 bytes per sample).
         self._stream = AudioFeatureStream(self.features) if self.features != "allphone" else None
         self._samples = array("f")
+        # the offline mouth-gap nets' Whisper rows, window by window (`whisper_states`), where they hear them
+        self._whisper = _window_rows(load(self.path)) if self._streamed is None else None
+        self._states: list[np.ndarray] = []
         self._count = 0
         self._voice = VoiceAnalyser(self.fps)
         self._voiced = array("f")           # per frame: the VISEMES weights, the voice level, the voice gate
@@ -461,7 +499,9 @@ class LearnedClipGenerator:
             return self._streamed.push(samples)
         if self._stream is not None:
             self._stream.push(samples)
-        else:
+        if self._whisper is not None:
+            self._states.append(self._whisper.push(samples))
+        if self._stream is None:
             self._samples.extend(np.asarray(samples, np.float32))
         self._count += len(samples)
         self._keep(self._voice.push(samples))
@@ -490,7 +530,9 @@ class LearnedClipGenerator:
         analysed = len(self._voiced) // per_frame
         gate = ahead_max(np.frombuffer(self._voiced, np.float32)[per_frame - 1::per_frame],
                          round(OFFLINE_GATE_LEAD_S * self.fps))
-        for index, frame in enumerate(generate_frames(audio, self.fps, total, seed=self.seed, path=self.path)):
+        states = np.concatenate([*self._states, self._whisper.finish()]) if self._whisper is not None else None
+        for index, frame in enumerate(generate_frames(audio, self.fps, total, seed=self.seed, path=self.path,
+                                                      states=states)):
             if analysed:
                 start = min(index, analysed - 1) * per_frame
                 row = self._voiced[start:start + per_frame]
@@ -532,6 +574,10 @@ class _ClipStream:
         self._random = torch.Generator().manual_seed(self._sampling.seed)
         self._mouth = model.mouth[max(model.mouth)] if model.mouth else None
         self._mouth_ahead = self._mouth.lookahead if self._mouth is not None else 0
+        # the offline mouth-gap nets' Whisper rows (`whisper_states`), window by window, where they hear them
+        self._whisper = _window_rows(model)
+        self._states: dict[int, np.ndarray] = {}       # 25 fps frame -> its Whisper row, while still needed
+        self._stated = 0
         self._samples = 0
         self._framer = HopFramer()
         self._hops: list[np.ndarray] = []               # log-mel hops not yet making up a whole 25 fps frame
@@ -566,7 +612,14 @@ class _ClipStream:
             self._voiced[frame.index] = frame
         for windows in self._framer.push(block):
             self._add_hops(log_mel(windows))
+        if self._whisper is not None:
+            self._add_states(self._whisper.push(block))
         return self._advance()
+
+    def _add_states(self, rows: np.ndarray) -> None:
+        for row in rows:
+            self._states[self._stated] = row
+            self._stated += 1
 
     def finish(self) -> list[MotionFrame]:
         if self._finished:
@@ -593,6 +646,8 @@ class _ClipStream:
         while self._framed < self._count:
             self._audio[self._framed] = silence.reshape(-1)
             self._framed += 1
+        if self._whisper is not None:
+            self._add_states(self._whisper.finish())
         return self._advance()
 
     def _add_hops(self, hops: np.ndarray) -> None:
@@ -633,7 +688,8 @@ class _ClipStream:
     def _apply_mouth(self) -> None:
         """The mouth-gap net's jaw on generated frames once the audio it looks ahead to is in, a window or more at
         a time (each call costs about as much as a window's)."""
-        ready = self._generated if self._finished else min(self._generated, self._framed - self._mouth_ahead)
+        heard_until = min(self._framed, self._stated) if self._whisper is not None else self._framed
+        ready = self._generated if self._finished else min(self._generated, heard_until - self._mouth_ahead)
         if ready <= self._mouthed or (ready - self._mouthed < WINDOW and not self._finished):
             return
         start = self._mouthed
@@ -644,14 +700,20 @@ class _ClipStream:
             if self._finished and future < self._mouth_ahead:   # past the end: silence, as over the whole clip
                 heard += [np.full_like(heard[0], self._feature_min)] * (self._mouth_ahead - future)
                 future = self._mouth_ahead
+            states = None
+            if self._whisper is not None:           # past the recording's end: silence, zero rows
+                silent = np.zeros(WHISPER_WIDTH, np.float32)
+                states = np.stack([self._states.get(i, silent) for i in range(lo, lo + len(heard))])
             rows = np.stack([self._raw[i] for i in range(start, ready)])
-            self._mouth.apply(rows, np.stack(heard), future=future)
+            self._mouth.apply(rows, self._mouth.inputs(np.stack(heard), states), future=future)
             for i, row in enumerate(rows):
                 self._raw[start + i] = row
         self._mouthed = ready
         keep_from = self._mouthed - max(RECEPTIVE_FIELD, CONTEXT)
         for old in [i for i in self._audio if i < keep_from]:
             del self._audio[old]
+        for old in [i for i in self._states if i < keep_from]:
+            del self._states[old]
 
     def _finalise(self) -> None:
         """Head smoothing and recentring (`LearnedMotion.generate`'s zero-phase Gaussians, exact: each row waits

@@ -102,8 +102,10 @@ class LearnedMotionGenerator:
         self._centre = np.zeros(HEAD_GUIDED.stop - HEAD_GUIDED.start, np.float32)
         self._centre_step = 1.0 - float(np.exp(-1.0 / (FPS * HEAD_RECENTRE_S)))
         #: The mouth-gap net with the longest lookahead the stream hears (`mouth_gap`), if the model has one.
-        heard_ahead = [look for look in self.model.mouth if look <= lookahead] or sorted(self.model.mouth)[:1]
-        self._mouth = self.model.mouth[max(heard_ahead)] if heard_ahead else None
+        #: (Nets that hear Whisper's states are offline only: Whisper attends over 30 s both ways.)
+        streamable = {look: net for look, net in self.model.mouth.items() if not net.hears_whisper}
+        heard_ahead = [look for look in streamable if look <= lookahead] or sorted(streamable)[:1]
+        self._mouth = streamable[max(heard_ahead)] if heard_ahead else None
         #: Frames of audio kept before the next commit: the model's context and the mouth net's history.
         self._history = max(CONTEXT, RECEPTIVE_FIELD if self._mouth is not None else 0)
         self._blinks = BlinkShaper()

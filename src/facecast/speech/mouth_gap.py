@@ -22,7 +22,11 @@ on both sides: the b, p and m of "bin", "place", "jump"), closes the lips at
 bilabials, which the first two left open at a quarter of such words.
 
 Each net sees RECEPTIVE_FIELD frames of the past and `lookahead` frames of the
-future (25 fps): offline 14 (0.56 s), live the stream's 2 (80 ms). The nets
+future (25 fps): offline 14 (0.56 s), live the stream's 2 (80 ms). The offline
+nets also hear, beside the log-mel, the principal components of Whisper tiny.en's
+encoder states of the recording (`whisper_states`; `MouthGap.inputs`): they
+follow voices no net trained on far more closely, but Whisper attends over 30 s
+both ways, so the live nets hear log-mel alone. The nets
 (seeds) of one lookahead are averaged. They are stored in the motion model file
 under "mouth" (a model file without them generates as before), with how far each
 expression coefficient parts the rendered lips (GAP_GEOMETRY_KEY), which `apply`
@@ -173,7 +177,36 @@ class MouthGap:
         #: Band normalisation the nets were trained with (`BandNormaliser`), None for the shipped nets.
         self.normalise = (None if not norm else (str(norm["kind"]), np.asarray(norm["mean"], np.float64),
                                                  np.asarray(norm["var"], np.float64)))
+        #: What the nets hear beside the frame audio: nothing ("logmel"), or ("logmel+whisper", offline only) the
+        #: principal components of Whisper's encoder states (`whisper_states`), (mean, components, scale).
+        self.features = str(state.get("features", "logmel"))
+        projection = state.get("whisper_input")
+        self._projection = (None if projection is None else
+                            tuple(np.asarray(projection[k], np.float64) for k in ("mean", "components", "scale")))
         self._fuse(state["nets"])
+
+    @property
+    def hears_whisper(self) -> bool:
+        """Whether `inputs` needs the recording's Whisper states (`whisper_states`) beside its frame audio."""
+        return self._projection is not None
+
+    def inputs(self, audio: np.ndarray, states: np.ndarray | None = None) -> np.ndarray:
+        """The nets' input rows: frame audio (T, FRAME_DIMS), and for nets that hear Whisper, the principal
+        components of its (T, 384) states after it."""
+        audio = np.asarray(audio, np.float32)
+        if self._projection is None:
+            return audio
+        if states is None or len(states) != len(audio):
+            raise ValueError("these mouth-gap nets hear Whisper's states: give one row per frame of audio")
+        mean, components, scale = self._projection
+        return np.concatenate([audio, ((np.asarray(states) - mean) @ components.T / scale).astype(np.float32)], 1)
+
+    def _silence(self, rows: np.ndarray) -> np.ndarray:
+        """The input row of silence past the end: the rows' quietest log-mel level, and (Whisper) zero states."""
+        quiet = rows[:, :FRAME_DIMS].min() if rows.size else -4.0
+        if self._projection is None:     # (fold diagnostics with other inputs give their own lookahead rows)
+            return np.full(rows.shape[1], quiet, np.float32)
+        return self.inputs(np.full((1, FRAME_DIMS), quiet, np.float32), np.zeros((1, len(self._projection[0]))))[0]
 
     def _fuse(self, nets: Sequence[dict]) -> None:
         """The ensemble as one net whose convolutions have a group per member: the same numbers as running
@@ -195,7 +228,7 @@ class MouthGap:
         return out.reshape(self._members, -1, out.shape[-1]).mean(0)
 
     def predict(self, audio: np.ndarray, future: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Frame audio rows (T, FRAME_DIMS) -> (gap, shut, in-speech closure) for the first T - `future` rows
+        """Input rows (T, dims: `inputs`) -> (gap, shut, in-speech closure) for the first T - `future` rows
         (the last `future` rows are audio heard after them; lookahead beyond it is taken as silence); the last
         is zeros for nets without that output. Long audio goes through in blocks, so an hour costs no more
         memory than a minute."""
@@ -203,8 +236,7 @@ class MouthGap:
         audio = np.asarray(audio, np.float32)
         frames = len(audio) - future
         audio = audio[: frames + min(future, self.lookahead)]
-        silence = np.full((frames + self.lookahead - len(audio), audio.shape[1]), audio.min() if audio.size else -4.0,
-                          np.float32)
+        silence = np.repeat(self._silence(audio)[None], frames + self.lookahead - len(audio), 0)
         audio = np.concatenate([audio, silence])
         if self.normalise is not None:
             # offline: over the whole clip from its start (a live stream would keep one normaliser's state)
@@ -229,8 +261,8 @@ class MouthGap:
         return np.maximum(gap, 0.0) * (1.0 - closure ** CLOSURE_EXPONENT) * (1.0 - inside ** IN_SPEECH_EXPONENT)
 
     def apply(self, rows: np.ndarray, audio: np.ndarray, future: int = 0) -> np.ndarray:
-        """Set the jaw of `rows` so the rendered gap is this model's (in place; returns rows). `audio`: frame
-        audio ending with the rows' own frames and then `future` rows heard after them; rows before theirs
+        """Set the jaw of `rows` so the rendered gap is this model's (in place; returns rows). `audio`: input rows
+        (`inputs`) ending with the rows' own frames and then `future` rows heard after them; rows before theirs
         (up to RECEPTIVE_FIELD) are history."""
         target = self.target(audio, future)[-len(rows):]
         per = self.per_coefficient
