@@ -20,7 +20,8 @@ states (a diagnostic: no runtime can run Whisper), "student" / "logmel_student" 
 "cmvn_utterance" / "cmvn_stream" band-normalised log-mel (`speech.mouth_gap.BandNormaliser`), "encoder" /
 "logmel_encoder" the states of Whisper's encoder made to stream (`training.streaming_encoder`, cached by
 `python -m facecast.training.speech_encoder --cache`, from the weights that command writes: as is, or
-`--distil STEPS`).
+`--distil STEPS`); "logmel_whisper" (the shipped offline recipe) log-mel and the shipped full-context encoder's
+states, each recording encoded alone as `facecast render` encodes it (`--cache whisper`).
 
 A "loudness" row is the r of the clip's loudness envelope (the mean log-mel
 band level per frame) against the mouth: the floor any recipe must clear.
@@ -73,6 +74,9 @@ CANDIDATES = {
     # embedding), as is or distilled from the full-context teacher: a front-end a runtime could run
     "encoder": Recipe(features="encoder"),
     "logmel_encoder": Recipe(features="logmel+encoder"),
+    # the shipped offline recipe: log-mel and the shipped full-context encoder's states (`speech.whisper_states`;
+    # cached by `python -m facecast.training.speech_encoder --cache whisper`), each recording encoded alone
+    "logmel_whisper": Recipe(features="logmel+whisper"),
 }
 
 
@@ -106,9 +110,10 @@ def languages(models: list[Path]) -> list[str]:
     """The other-languages table (see the module docstring), one row per speech file and model file."""
     from facecast.dataset.cache import DEFAULT_DATA
     from facecast.evaluation.non_speech import SPEECH_FILES, load_speech, voiced_frames
-    from facecast.speech.learned import FPS, LearnedMotion, frame_audio, speech_features
+    from facecast.speech.learned import FPS, LearnedMotion, frame_audio, offline_states, speech_features
 
-    nets = {path: LearnedMotion(path).mouth for path in models}
+    models_loaded = {path: LearnedMotion(path) for path in models}
+    nets = {path: model.mouth for path, model in models_loaded.items()}
     lines = ["| speech | " + " | ".join(f"{p.stem}: voiced gap, pause share, r loudness" for p in models) + " |"]
     for stem, language in SPEECH_FILES.items():
         samples = load_speech(DEFAULT_DATA, stem)
@@ -118,7 +123,9 @@ def languages(models: list[Path]) -> list[str]:
         near = np.convolve(voiced.astype(float), np.ones(7), mode="same") > 0     # within 120 ms of a voiced frame
         cells = []
         for path in models:
-            gap = nets[path][max(nets[path])].target(audio)
+            net = nets[path][max(nets[path])]
+            gap = net.target(net.inputs(audio, offline_states(models_loaded[path], samples)[:count]
+                                        if net.hears_whisper else None))
             pause = gap[~near].mean() / gap[voiced].mean() if (~near).sum() >= 5 else float("nan")
             cells.append(f"{gap[voiced].mean():.4f}, {pause:.0%}, {_r(gap, loudness(audio)):.2f}")
         lines.append(f"| {language} | " + " | ".join(cells) + " |")

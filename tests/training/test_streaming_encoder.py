@@ -107,7 +107,7 @@ def test_fold_candidates_hear_its_cached_states(weights: Path, held_out_dataset:
     data, cache = held_out_dataset
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     encoder = SpeechEncoder.load(weights)
-    assert speech_encoder.build_cache(list(HELD_OUT_CLIPS), data, encoder, progress=lambda line: None) == len(
+    assert speech_encoder.build_cache(list(HELD_OUT_CLIPS), data, encoder.encode, progress=lambda line: None) == len(
         HELD_OUT_CLIPS)
     states = speech_encoder.load_states(HELD_OUT_CLIPS[0])
     assert np.allclose(states, encoder.encode(decode_mono(data / HELD_OUT_CLIPS[0], SAMPLE_RATE)), atol=1e-2)

@@ -26,14 +26,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from facecast import face_regions as fr
-from facecast.dataset.cache import clip_audio, iter_clips
+from facecast.dataset.cache import DEFAULT_DATA, clip_audio, iter_clips
 from facecast.dataset.folds import LRC_AR_PSEUDO_SPEAKERS, load_folds
 from facecast.errors import FacecastError
 from facecast.evaluation.motion_quality import CLOSED_FRACTION
@@ -77,21 +77,25 @@ class Recipe:
     augment: str = "basic"
     teacher_dims: int = 0
     teacher_weight: float = 0.5
-    #: What the nets hear: "logmel" (the runtime's frames), or, as a diagnostic upper bound that no runtime can
-    #: run (Whisper's encoder attends over 30 s, past and future), "teacher" (TEACHER_INPUT_DIMS principal
-    #: components of its states instead) or "logmel+teacher" (both, side by side); "student" and
-    #: "logmel+student": a causal student's prediction of those components (`training.student`) instead;
-    #: "encoder" and "logmel+encoder": the states of Whisper's encoder made to stream (`training.streaming_encoder`,
-    #: a front-end a runtime could run; cached by `training.speech_encoder`).
+    #: What the nets hear: "logmel" (the runtime's frames, all a live stream can hear); "logmel+whisper" (the
+    #: offline nets: log-mel and TEACHER_INPUT_DIMS principal components of the shipped full-context Whisper
+    #: encoder's states, `speech.whisper_states`, each recording encoded alone as the runtime encodes it); fold
+    #: candidates: "teacher" / "logmel+teacher" (the same components, clips packed into shared windows by
+    #: ctranslate2's Whisper, alone or beside log-mel); "student" and "logmel+student": a causal student's
+    #: prediction of those components (`training.student`); "encoder" and "logmel+encoder": the states of
+    #: Whisper's encoder made to stream (`training.streaming_encoder`; cached by `training.speech_encoder`).
     features: str = "logmel"
     #: "" or a `speech.mouth_gap.BandNormaliser` kind ("utterance", "stream") applied to the (augmented) frames.
     normalise: str = ""
 
 
-#: The recipe of the shipped nets.
+#: The recipe of the shipped live nets, and of the offline ones, which hear Whisper's states beside log-mel.
 RECIPE = Recipe()
+OFFLINE_RECIPE = Recipe(features="logmel+whisper")
 #: Features that replace the log-mel frames (nothing of them to augment: cached states).
-STATES_ALONE = ("teacher", "student", "encoder")
+STATES_ALONE = ("teacher", "student", "encoder", "whisper")
+#: Features that hear cached encoder states.
+STATE_SOURCES = ("teacher", "encoder", "whisper")
 #: Principal components of the teacher's states the "teacher" features give the nets.
 TEACHER_INPUT_DIMS = 128
 #: Frames before a window that a band normaliser hears first (its statistics then are those of a stream 5 s in).
@@ -106,8 +110,9 @@ def _torch():
 
 
 def _source(features: str) -> str:
-    """Whose cached states features hear: "encoder" (Whisper made to stream) or "teacher" (Whisper)."""
-    return "encoder" if features.endswith("encoder") else "teacher"
+    """Whose cached states features hear: "encoder" (Whisper made to stream), "whisper" (the shipped
+    full-context encoder, `speech.whisper_states`) or "teacher" (Whisper, clips packed, by ctranslate2)."""
+    return next((source for source in STATE_SOURCES if features.endswith(source)), "teacher")
 
 
 @lru_cache(maxsize=1)
@@ -145,21 +150,40 @@ def _clip_targets(clip: dict, data_dir: Path | None, cache: Path | None):
     return audio, (opening - low).astype(np.float32), shut, inside, found
 
 
-def _teacher_frames(clip: dict, count: int, source: str = "teacher") -> np.ndarray | None:
-    """The clip's cached states at 25 fps, Whisper's (`training.teacher`) or with source "encoder" those of its
-    streaming form (`training.speech_encoder`), `count` frames (the last repeated where the video runs longer
-    than the audio), or None when not computed."""
+def _teacher_frames(clip: dict, count: int, source: str = "teacher", data_dir: Path | None = None,
+                    cache: Path | None = None) -> np.ndarray | None:
+    """The clip's cached states at 25 fps: Whisper's (`training.teacher`); with source "encoder" those of its
+    streaming form; with "whisper" the shipped encoder's (`training.speech_encoder`, computed from the recording
+    in `data_dir` and cached beside the dataset cache `cache` when missing: a user's own videos). `count`
+    frames (the last repeated where the video runs longer than the audio), or None when not computed."""
     if source == "encoder":
         from facecast.training.speech_encoder import load_states
+    elif source == "whisper":
+        from facecast.training.speech_encoder import load_whisper_states
+
+        load_states = partial(load_whisper_states, cache=cache)
     else:
         from facecast.training.teacher import load_states
 
     states = load_states(str(clip["path"]))
+    if states is None and source == "whisper":
+        states = _encode_whisper(clip, data_dir, cache)
     if states is None or not len(states):
         return None
     if len(states) < count:
         states = np.concatenate([states, np.repeat(states[-1:], count - len(states), 0)])
     return states[:count]
+
+
+def _encode_whisper(clip: dict, data_dir: Path | None, cache: Path | None) -> np.ndarray | None:
+    """The shipped encoder's states of a clip's recording (in `data_dir`), cached beside the dataset cache
+    `cache` as `--cache whisper` caches them; None without its recording."""
+    from facecast.speech.whisper_states import shared
+    from facecast.training.speech_encoder import build_cache, load_whisper_states, whisper_cache_dir
+
+    build_cache([str(clip["path"])], Path(data_dir or DEFAULT_DATA), shared().clip_rows, whisper_cache_dir(cache),
+                progress=lambda line: None)
+    return load_whisper_states(str(clip["path"]), cache)
 
 
 def _shift_bands(hops: np.ndarray, shift: float) -> np.ndarray:
@@ -323,17 +347,20 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
     torch = _torch()
     F = torch.nn.functional
     recipe = recipe or RECIPE
-    if init is not None and (recipe.features != "logmel" or recipe.normalise):
-        raise FacecastError("fine-tuning continues the shipped recipe's nets only")
+    if init is not None:                            # fine-tuning hears what the nets it continues heard
+        recipe = Recipe(features=str(init.get("features", "logmel")))
+        if recipe.features not in (RECIPE.features, OFFLINE_RECIPE.features) or init.get("normalise"):
+            raise FacecastError("fine-tuning continues the shipped recipes' nets only")
     if recipe.features != "logmel" and (recipe.teacher_dims or recipe.normalise):
         raise FacecastError("teacher features are a diagnostic alone: no teacher targets, no band normalisation")
-    use_teacher = (recipe.teacher_dims > 0 or recipe.features.endswith(("teacher", "encoder"))) and init is None
+    use_teacher = (recipe.teacher_dims > 0 and init is None) or recipe.features.endswith(STATE_SOURCES)
     if recipe.features.endswith("student") and student is None:
         raise FacecastError("student features need a trained student (training.student)")
     data, kept = [], []
     for clip in clips:
         targets = _clip_targets(clip, data_dir, cache)
-        states = _teacher_frames(clip, len(targets[0]), _source(recipe.features)) if use_teacher else None
+        states = (_teacher_frames(clip, len(targets[0]), _source(recipe.features), data_dir, cache) if use_teacher
+                  else None)
         if targets[-1].sum() >= 10 and (states is not None or not use_teacher):
             data.append((*targets, states))
             kept.append(clip)
@@ -346,7 +373,7 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
         mean, std = float(init["mean"]), float(init["std"])
     else:
         mean, std = float(gaps.mean()), float(max(gaps.std(), 1e-6))
-    extra = recipe.teacher_dims if use_teacher else 0
+    extra = recipe.teacher_dims if init is None else 0
     if extra:
         t_mean, t_components, t_scale = fit_teacher_projection([d[5] for d in data], weights, extra,
                                                                np.random.default_rng(0))
@@ -357,13 +384,15 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
         extras.update(features=recipe.features, student=student)
         data = [(_with_student(d[0], student, recipe.features), *d[1:5], None) for d in data]
     elif recipe.features != "logmel":
-        projection = fit_teacher_projection([d[5] for d in data], weights, TEACHER_INPUT_DIMS,
-                                            np.random.default_rng(0))
+        key = _source(recipe.features) + "_input"
+        projection = (tuple(init[key][k].numpy() for k in ("mean", "components", "scale")) if init is not None
+                      else fit_teacher_projection([d[5] for d in data], weights, TEACHER_INPUT_DIMS,
+                                                  np.random.default_rng(0)))
         extras["features"] = recipe.features
         extras[_source(recipe.features) + "_input"] = dict(zip(("mean", "components", "scale"),
                                                                map(torch.from_numpy, projection)))
         data = [(_with_teacher(d[0], d[5], projection, recipe.features), *d[1:5], None) for d in data]
-    projected = projection if recipe.features.endswith(("teacher", "encoder")) else student
+    projected = projection if recipe.features.endswith(STATE_SOURCES) else student
     normaliser = None
     if recipe.normalise:
         voice_mean, voice_var = voice_statistics([d[0][:, :FRAME_DIMS] for d in data])
@@ -444,11 +473,14 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
 
 def add_to_model(path: Path, steps: int = 2000, cache: Path | None = None, data_dir: Path | None = None,
                  clips: Sequence[dict] | None = None, seeds: Sequence[int] = SEEDS, progress=print,
-                 fine_tune: bool = False, recipe: Recipe | None = None, exclude_fold: int | None = None) -> dict:
+                 fine_tune: bool = False, recipes: dict[int, Recipe] | None = None,
+                 exclude_fold: int | None = None) -> dict:
     """Train the offline and live mouth-gap nets on the training split's talking clips (or `clips`) and store
     them, with their lip geometry (GAP_GEOMETRY_KEY), in the motion model file at `path`; `fine_tune` continues
-    the file's own nets at a fifth of the learning rate instead (`facecast train --data`). `exclude_fold`
-    (1..k): without that speaker fold's clips (`without_fold`), to be scored on them."""
+    the file's own nets at a fifth of the learning rate instead (`facecast train --data`). `recipes`: per
+    lookahead (default: OFFLINE_RECIPE offline, RECIPE live). `exclude_fold` (1..k): without that speaker
+    fold's clips (`without_fold`), to be scored on them."""
+    recipes = recipes or {OFFLINE_LOOKAHEAD: OFFLINE_RECIPE, LIVE_LOOKAHEAD: RECIPE}
     torch = _torch()
     state = read_model(path)                        # a clear error for a missing or foreign file, before training
     base = state.get("mouth", {}) if fine_tune else {}
@@ -461,7 +493,7 @@ def add_to_model(path: Path, steps: int = 2000, cache: Path | None = None, data_
     started = time.monotonic()
     mouth = {str(look): train_nets(clips, look, steps, seeds, data_dir=data_dir, cache=cache, progress=progress,
                                    init=base.get(str(look)), learning_rate=2e-4 if fine_tune else 1e-3,
-                                   recipe=recipe)
+                                   recipe=recipes.get(look))
              for look in ((OFFLINE_LOOKAHEAD, LIVE_LOOKAHEAD) if not fine_tune else map(int, base))}
     state = torch.load(path, map_location="cpu", weights_only=True)
     state["mouth"] = mouth

@@ -31,6 +31,8 @@ import numpy as np
 
 from facecast.errors import FacecastError, InputError
 from facecast.media import decode_mono
+from facecast.speech.whisper_states import WEIGHTS_PATH as WHISPER_WEIGHTS
+from facecast.speech.whisper_states import WhisperStates
 from facecast.training.streaming_encoder import SAMPLE_RATE, SpeechEncoder
 
 #: CTranslate2's dtype ids (`model_spec._dtype_to_type_id`'s order).
@@ -130,12 +132,28 @@ def load_states(relpath: str) -> np.ndarray | None:
     return load(relpath, states_cache_dir())
 
 
-def build_cache(relpaths: list[str], data: Path, encoder: SpeechEncoder | None = None, progress=print) -> int:
-    """The encoder's states of every clip not cached yet; returns how many were computed."""
+def whisper_cache_dir(cache: Path | None = None) -> Path:
+    """Where every clip's states from the shipped full-context encoder (`speech.whisper_states`), what the
+    offline mouth-gap nets are trained on, are cached: beside the dataset cache's clips (`<cache>/whisper/`)."""
+    from facecast.dataset.cache import default_cache_dir
+
+    return (Path(cache) if cache is not None else default_cache_dir()) / "whisper"
+
+
+def load_whisper_states(relpath: str, cache: Path | None = None) -> np.ndarray | None:
+    """A clip's cached (rows, WIDTH) full-context Whisper states at 25 fps, or None."""
+    from facecast.training.teacher import load_states as load
+
+    return load(relpath, whisper_cache_dir(cache))
+
+
+def build_cache(relpaths: list[str], data: Path, encode=None, cache: Path | None = None, progress=print) -> int:
+    """`encode`(16 kHz samples) -> (rows, WIDTH) of every clip not cached yet in `cache` (default: the
+    streaming encoder's states in `states_cache_dir()`); returns how many were computed."""
     from facecast.training.teacher import cache_path
 
-    encoder = encoder or shared()
-    cache = states_cache_dir()
+    encode = encode or shared().encode
+    cache = cache or states_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     started, done = time.monotonic(), 0
     for name in relpaths:
@@ -146,11 +164,23 @@ def build_cache(relpaths: list[str], data: Path, encoder: SpeechEncoder | None =
             samples = decode_mono(data / name, SAMPLE_RATE)
         except InputError:                  # a silent video (some motion_only clips): nothing to encode
             continue
-        np.save(path, encoder.encode(samples).astype(np.float16))
+        np.save(path, encode(samples).astype(np.float16))
         done += 1
         if done % 250 == 0:
             progress(f"speech encoder: {done} clips, {time.monotonic() - started:.0f} s")
     return done
+
+
+def runtime_weights(ct2: dict[str, np.ndarray]) -> dict:
+    """The shipped full-context encoder's float16 state (`speech.whisper_states`): every layer, the position
+    embedding and a silent window's states (computed here once, so loading costs no encoder pass)."""
+    import torch
+
+    weights = {k: torch.from_numpy(v) for k, v in encoder_weights(ct2, 4).items()}
+    weights["positions"] = torch.from_numpy(np.asarray(ct2["encoder/position_encodings/encodings"], np.float16))
+    silence = WhisperStates(weights).silence
+    weights["silence"] = torch.from_numpy(np.asarray(silence, np.float16))
+    return weights
 
 
 # ----------------------------------------------------------------------------- distillation
@@ -289,14 +319,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, default=None, help="default: ~/.cache/facecast/speech_encoder.pt")
     parser.add_argument("--distil", type=int, default=0, metavar="STEPS",
                         help="fine-tune towards the full-context teacher for this many steps (`distil`)")
-    parser.add_argument("--cache", action="store_true", help="cache every clip's states (for training) instead")
+    parser.add_argument("--cache", nargs="?", const="stream", choices=("stream", "whisper"), default=None,
+                        help="cache every clip's states (for training) instead: the streaming encoder's, or the "
+                             "shipped full-context encoder's")
+    parser.add_argument("--runtime", action="store_true",
+                        help=f"write the shipped full-context encoder instead (default -o: {WHISPER_WEIGHTS})")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args(argv)
     if args.cache:
         rel = sorted(str(p.relative_to(args.data)) for sub in ("talking", "motion_only")
                      for p in (args.data / sub).rglob("*.mp4"))
         rel += sorted(str(p.relative_to(args.data)) for p in (args.data / "audio").glob("*.flac"))
-        print(f"{build_cache(rel, args.data)} clips encoded into {states_cache_dir()}")
+        if args.cache == "whisper":
+            from facecast.speech.whisper_states import shared as shipped
+
+            count = build_cache(rel, args.data, shipped().clip_rows, whisper_cache_dir())
+            print(f"{count} clips encoded into {whisper_cache_dir()}")
+        else:
+            print(f"{build_cache(rel, args.data)} clips encoded into {states_cache_dir()}")
+        return 0
+    if args.runtime:
+        output = args.output or WHISPER_WEIGHTS
+        weights = runtime_weights(read_ct2(whisper_model_file(), "encoder/"))
+        torch.save(weights, output)
+        print(f"{output}: {sum(v.numel() for v in weights.values()):,} values, {output.stat().st_size:,} bytes")
         return 0
     weights = {k: torch.from_numpy(v) for k, v in
                encoder_weights(read_ct2(whisper_model_file(), "encoder/"), args.layers).items()}
