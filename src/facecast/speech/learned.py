@@ -406,9 +406,14 @@ def _rows_for(states: np.ndarray | None, frames: int) -> np.ndarray:
     return np.concatenate([states, np.zeros((frames - len(states), states.shape[1]), np.float32)])
 
 
+def _hears_whisper(model: "LearnedMotion") -> bool:
+    """Whether the model's offline mouth-gap nets (the longest lookahead) hear Whisper's states."""
+    return bool(model.mouth) and model.mouth[max(model.mouth)].hears_whisper
+
+
 def offline_states(model: "LearnedMotion", samples: np.ndarray) -> np.ndarray | None:
     """The recording's Whisper rows if the model's offline mouth-gap nets hear them, else None."""
-    if not model.mouth or not model.mouth[max(model.mouth)].hears_whisper:
+    if not _hears_whisper(model):
         return None
     from facecast.speech.whisper_states import shared
 
@@ -417,7 +422,7 @@ def offline_states(model: "LearnedMotion", samples: np.ndarray) -> np.ndarray | 
 
 def _window_rows(model: "LearnedMotion"):
     """A `whisper_states.WindowRows` for the model's offline mouth-gap nets if they hear Whisper, else None."""
-    if not model.mouth or not model.mouth[max(model.mouth)].hears_whisper:
+    if not _hears_whisper(model):
         return None
     from facecast.speech.whisper_states import WindowRows
 

@@ -164,6 +164,13 @@ def rendered_gap(rows: np.ndarray, per_coefficient: np.ndarray) -> np.ndarray:
     return coefficients @ per_coefficient
 
 
+def project_states(states: np.ndarray, projection: Sequence[np.ndarray]) -> np.ndarray:
+    """(T, dims) principal components of encoder states (T, D) by a projection (mean, components (dims, D),
+    scale), unit variance each on the states they were fitted on: what nets that hear the states get."""
+    mean, components, scale = (np.asarray(x) for x in projection)
+    return ((np.asarray(states) - mean) @ components.T / scale).astype(np.float32)
+
+
 class MouthGap:
     """An ensemble of gap nets with one lookahead: frame audio -> gap (face heights above a closed mouth), the
     probability that the lips are shut and that of a closure inside speech. `per_coefficient`: how far each
@@ -198,8 +205,7 @@ class MouthGap:
             return audio
         if states is None or len(states) != len(audio):
             raise ValueError("these mouth-gap nets hear Whisper's states: give one row per frame of audio")
-        mean, components, scale = self._projection
-        return np.concatenate([audio, ((np.asarray(states) - mean) @ components.T / scale).astype(np.float32)], 1)
+        return np.concatenate([audio, project_states(states, self._projection)], 1)
 
     def _silence(self, rows: np.ndarray) -> np.ndarray:
         """The input row of silence past the end: the rows' quietest log-mel level, and (Whisper) zero states."""

@@ -52,6 +52,7 @@ from facecast.speech.mouth_gap import (
     VOICE_LEVEL,
     BandNormaliser,
     build_net,
+    project_states,
 )
 from facecast.training.teacher import fit_teacher_projection
 
@@ -261,8 +262,7 @@ def _augment_window(window: np.ndarray, recipe: Recipe, rng: np.random.Generator
 def _with_teacher(audio: np.ndarray, states: np.ndarray, projection, features: str) -> np.ndarray:
     """A clip's net inputs for teacher features: the states' principal components (`fit_teacher_projection`),
     alone ("teacher") or after the log-mel frames ("logmel+teacher")."""
-    mean, components, scale = (np.asarray(x) for x in projection)
-    taught = ((states - mean) @ components.T / scale).astype(np.float32)
+    taught = project_states(states, projection)
     return taught if features in STATES_ALONE else np.concatenate([audio, taught], 1)
 
 
@@ -389,8 +389,7 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
                       else fit_teacher_projection([d[5] for d in data], weights, TEACHER_INPUT_DIMS,
                                                   np.random.default_rng(0)))
         extras["features"] = recipe.features
-        extras[_source(recipe.features) + "_input"] = dict(zip(("mean", "components", "scale"),
-                                                               map(torch.from_numpy, projection)))
+        extras[key] = dict(zip(("mean", "components", "scale"), map(torch.from_numpy, projection)))
         data = [(_with_teacher(d[0], d[5], projection, recipe.features), *d[1:5], None) for d in data]
     projected = projection if recipe.features.endswith(STATE_SOURCES) else student
     normaliser = None

@@ -46,7 +46,6 @@ def teacher_cache_dir() -> Path:
     return Path(base) / "facecast" / "teacher"
 
 
-
 class Teacher:
     """Whisper tiny.en's encoder on CPU (ctranslate2, imported here: training only)."""
 
