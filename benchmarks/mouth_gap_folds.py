@@ -41,6 +41,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from facecast.dataset import cache as dataset  # noqa: E402
 from facecast.dataset.folds import load_folds  # noqa: E402
 from facecast.speech.mouth_gap import OFFLINE_LOOKAHEAD, MouthGap  # noqa: E402
-from facecast.training.mouth_gap import Recipe, _clip_targets, fold_inputs, train_nets, without_fold  # noqa: E402
+from facecast.training.mouth_gap import OFFLINE_RECIPE, Recipe, _clip_targets, fold_inputs, train_nets, without_fold  # noqa: E402
 
 CANDIDATES = {
     "shipped": Recipe(),
@@ -75,8 +76,10 @@ CANDIDATES = {
     "encoder": Recipe(features="encoder"),
     "logmel_encoder": Recipe(features="logmel+encoder"),
     # the shipped offline recipe: log-mel and the shipped full-context encoder's states (`speech.whisper_states`;
-    # cached by `python -m facecast.training.speech_encoder --cache whisper`), each recording encoded alone
-    "logmel_whisper": Recipe(features="logmel+whisper"),
+    # cached by `python -m facecast.training.speech_encoder --cache whisper`), each recording encoded alone, the
+    # in-speech closure output trained but not applied; "..._closing" applies it (the fourth round's recipe)
+    "logmel_whisper": OFFLINE_RECIPE,
+    "logmel_whisper_closing": replace(OFFLINE_RECIPE, in_speech_closure=True),
 }
 
 

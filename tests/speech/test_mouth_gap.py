@@ -53,7 +53,9 @@ def test_the_jaw_is_set_so_the_rendered_gap_is_the_predicted_one(tiny_model: Pat
     audio = net.inputs(audio, np.concatenate([states, np.zeros((len(audio), states.shape[1]))])[: len(audio)])
     rows = np.random.default_rng(0).uniform(0, 0.3, (len(audio), MOTION_DIMS)).astype(np.float32)
     gap, closure, inside = net.predict(audio)
-    target = np.maximum(gap, 0) * (1 - closure ** CLOSURE_EXPONENT) * (1 - inside ** IN_SPEECH_EXPONENT)
+    # the offline recipe's shut-lips output alone closes the lips: its in-speech closure is trained, not applied
+    assert not net.in_speech_closure and model.mouth[LIVE_LOOKAHEAD].in_speech_closure
+    target = np.maximum(gap, 0) * (1 - closure ** CLOSURE_EXPONENT)
     assert np.allclose(net.target(audio), target)
     lips = rows.copy()
     lips[:, :2] = 0                                         # what the other lip coefficients part alone
@@ -110,6 +112,31 @@ def test_the_fused_ensemble_is_the_mean_of_its_nets(held_out_dataset: tuple[Path
     assert np.allclose(closure, 1 / (1 + np.exp(-mean[1])), atol=1e-5)
     assert np.allclose(inside, 1 / (1 + np.exp(-mean[2])), atol=1e-5)
     assert len(audio) > RECEPTIVE_FIELD
+
+
+def test_the_in_speech_closure_shuts_the_lips_where_the_nets_say_it_does() -> None:
+    """Nets store whether their third output shuts the lips (`Recipe.in_speech_closure`); files from before
+    that flag always applied it."""
+    import torch
+
+    from facecast.speech.mouth_gap import FRAME_DIMS, build_net
+
+    torch.manual_seed(0)
+    nets = [build_net().state_dict()]
+    geometry = read_model(WEIGHTS_PATH)[GAP_GEOMETRY_KEY].numpy()
+    audio = np.random.default_rng(0).normal(-3, 1, (60, FRAME_DIMS)).astype(np.float32)
+    targets = {}
+    for flag in (None, True, False):
+        state = {"lookahead": 2, "mean": 0.1, "std": 0.05, "nets": nets}
+        if flag is not None:
+            state["in_speech_closure"] = flag
+        net = MouthGap(state, geometry)
+        gap, closure, inside = net.predict(audio)
+        assert inside.std() > 0
+        targets[flag] = net.target(audio)
+        shut = np.maximum(gap, 0) * (1 - closure ** CLOSURE_EXPONENT)
+        assert np.allclose(targets[flag], shut * (1 - inside ** IN_SPEECH_EXPONENT) if flag is not False else shut)
+    assert np.array_equal(targets[None], targets[True]) and (targets[False] > targets[True]).any()
 
 
 def test_nets_from_before_the_in_speech_closure_output_still_work() -> None:

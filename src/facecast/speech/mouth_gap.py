@@ -190,6 +190,8 @@ class MouthGap:
         projection = state.get("whisper_input")
         self._projection = (None if projection is None else
                             tuple(np.asarray(projection[k], np.float64) for k in ("mean", "components", "scale")))
+        #: Whether the in-speech closure output shuts the lips (`target`); older files: always.
+        self.in_speech_closure = bool(state.get("in_speech_closure", True))
         self._fuse(state["nets"])
 
     @property
@@ -262,9 +264,10 @@ class MouthGap:
         return gap, closure, inside
 
     def target(self, audio: np.ndarray, future: int = 0) -> np.ndarray:
-        """The gap the lips should show (face heights), `predict`'s rows: the gap shut by both closures."""
+        """The gap the lips should show (face heights), `predict`'s rows: the gap shut by the closures."""
         gap, closure, inside = self.predict(audio, future)
-        return np.maximum(gap, 0.0) * (1.0 - closure ** CLOSURE_EXPONENT) * (1.0 - inside ** IN_SPEECH_EXPONENT)
+        target = np.maximum(gap, 0.0) * (1.0 - closure ** CLOSURE_EXPONENT)
+        return target * (1.0 - inside ** IN_SPEECH_EXPONENT) if self.in_speech_closure else target
 
     def apply(self, rows: np.ndarray, audio: np.ndarray, future: int = 0) -> np.ndarray:
         """Set the jaw of `rows` so the rendered gap is this model's (in place; returns rows). `audio`: input rows

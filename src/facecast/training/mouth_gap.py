@@ -88,11 +88,15 @@ class Recipe:
     features: str = "logmel"
     #: "" or a `speech.mouth_gap.BandNormaliser` kind ("utterance", "stream") applied to the (augmented) frames.
     normalise: str = ""
+    #: Whether the third output (a closure inside speech) shuts the lips at run time (`MouthGap.target`); it is
+    #: trained either way. The offline nets' shut-lips output alone already closes b, p and m: the third
+    #: only adds closures at other words (model card: "Which of Whisper's layers").
+    in_speech_closure: bool = True
 
 
 #: The recipe of the shipped live nets, and of the offline ones, which hear Whisper's states beside log-mel.
 RECIPE = Recipe()
-OFFLINE_RECIPE = Recipe(features="logmel+whisper")
+OFFLINE_RECIPE = Recipe(features="logmel+whisper", in_speech_closure=False)
 #: Features that replace the log-mel frames (nothing of them to augment: cached states).
 STATES_ALONE = ("teacher", "student", "encoder", "whisper")
 #: Features that hear cached encoder states.
@@ -348,7 +352,8 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
     F = torch.nn.functional
     recipe = recipe or RECIPE
     if init is not None:                            # fine-tuning hears what the nets it continues heard
-        recipe = Recipe(features=str(init.get("features", "logmel")))
+        recipe = Recipe(features=str(init.get("features", "logmel")),
+                        in_speech_closure=bool(init.get("in_speech_closure", True)))
         if recipe.features not in (RECIPE.features, OFFLINE_RECIPE.features) or init.get("normalise"):
             raise FacecastError("fine-tuning continues the shipped recipes' nets only")
     if recipe.features != "logmel" and (recipe.teacher_dims or recipe.normalise):
@@ -467,7 +472,8 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
         # the teacher's outputs only shaped the hidden layers in training: the shipped net has OUTPUTS
         state["out.weight"], state["out.bias"] = state["out.weight"][:outputs], state["out.bias"][:outputs]
         nets.append(state)
-    return {"lookahead": lookahead, "mean": mean, "std": std, "nets": nets, "steps": steps, **extras}
+    return {"lookahead": lookahead, "mean": mean, "std": std, "nets": nets, "steps": steps,
+            "in_speech_closure": recipe.in_speech_closure, **extras}
 
 
 def add_to_model(path: Path, steps: int = 2000, cache: Path | None = None, data_dir: Path | None = None,
