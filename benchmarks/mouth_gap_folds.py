@@ -21,7 +21,8 @@ states (a diagnostic: no runtime can run Whisper), "student" / "logmel_student" 
 "logmel_encoder" the states of Whisper's encoder made to stream (`training.streaming_encoder`, cached by
 `python -m facecast.training.speech_encoder --cache`, from the weights that command writes: as is, or
 `--distil STEPS`); "logmel_whisper" (the shipped offline recipe) log-mel and the shipped full-context encoder's
-states, each recording encoded alone as `facecast render` encodes it (`--cache whisper`).
+states, each recording encoded alone as `facecast render` encodes it (`--cache whisper`), the in-speech
+closure output trained but not applied, "logmel_whisper_closing" the same with it applied.
 
 A "loudness" row is the r of the clip's loudness envelope (the mean log-mel
 band level per frame) against the mouth: the floor any recipe must clear.
