@@ -213,3 +213,18 @@ def test_band_normalised_nets_ignore_the_microphone(held_out_dataset: tuple[Path
         moved[kind] = np.abs(net.predict(coloured)[0] - gap).mean() / gap.std()
     assert state["normalise"]["mean"].shape == (40,) and (state["normalise"]["var"] > 0).all()
     assert moved["utterance"] < 0.5 * moved[""], moved
+
+
+def test_the_shipped_nets_are_what_their_recipes_train() -> None:
+    """The shipped offline and live nets hear, close and were trained for what `mouth-gap train`'s recipes say
+    (600 steps offline, 2,000 live), so the training command reproduces them."""
+    from facecast.speech.learned import read_model
+    from facecast.speech.mouth_gap import OFFLINE_LOOKAHEAD
+
+    nets = read_model(WEIGHTS_PATH)["mouth"]
+    for look, recipe in ((OFFLINE_LOOKAHEAD, mouth_gap.OFFLINE_RECIPE), (LIVE_LOOKAHEAD, mouth_gap.RECIPE)):
+        state = nets[str(look)]
+        assert int(state["steps"]) == recipe.steps and state.get("features", "logmel") == recipe.features
+        assert bool(state.get("in_speech_closure", True)) == recipe.in_speech_closure
+        assert len(state["nets"]) == len(mouth_gap.SEEDS)
+    assert mouth_gap.OFFLINE_RECIPE.steps < mouth_gap.RECIPE.steps

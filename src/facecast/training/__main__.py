@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     actions = gap.add_subparsers(dest="action", metavar="ACTION", required=True)
     t = actions.add_parser("train", help="train the mouth-gap nets into a motion model file")
     t.add_argument("--model", type=Path, default=MOTION_WEIGHTS, help="the motion model file (default: shipped)")
-    t.add_argument("--steps", type=int, default=2000, help="steps per net (default 2000)")
+    t.add_argument("--steps", type=int, default=None,
+                   help="steps per net (default: each recipe's, 600 for the offline nets and 2000 for the live)")
     t.add_argument("--exclude-fold", type=int, default=None, metavar="I",
                    help="leave out speaker fold I (src/facecast/dataset/folds.json), to score the nets on it")
     t.set_defaults(handler=_mouth_gap_train)
