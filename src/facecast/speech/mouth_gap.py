@@ -184,9 +184,9 @@ class MouthGap:
         #: Band normalisation the nets were trained with (`BandNormaliser`), None for the shipped nets.
         self.normalise = (None if not norm else (str(norm["kind"]), np.asarray(norm["mean"], np.float64),
                                                  np.asarray(norm["var"], np.float64)))
-        #: What the nets hear beside the frame audio: nothing ("logmel"), or ("logmel+whisper", offline only) the
-        #: principal components of Whisper's encoder states (`whisper_states`), (mean, components, scale).
-        self.features = str(state.get("features", "logmel"))
+        #: What the nets hear beside the frame audio: nothing (log-mel alone), or (offline only, features
+        #: "logmel+whisper") the principal components of Whisper's encoder states (`whisper_states`) by this
+        #: projection, (mean, components, scale).
         projection = state.get("whisper_input")
         self._projection = (None if projection is None else
                             tuple(np.asarray(projection[k], np.float64) for k in ("mean", "components", "scale")))

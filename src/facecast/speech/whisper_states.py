@@ -16,7 +16,7 @@ is zero. Two 20 ms states make one 25 fps row.
 
 The states are those after the third of the encoder's four layers: the last layer
 and its norm shape the states for Whisper's text decoder, and nets hearing the third
-layer's follow unseen speakers better (model card, "Which of Whisper's layers").
+layer's follow unseen speakers better (model card, "Fifth round").
 The weights (`data/whisper_encoder.pt`, float16: the two convolutions, the layers
 kept, the position embedding and the silent window's states; the final norm only
 where all four layers are kept) are Whisper tiny.en's encoder (MIT licence, OpenAI),

@@ -90,7 +90,7 @@ class Recipe:
     normalise: str = ""
     #: Whether the third output (a closure inside speech) shuts the lips at run time (`MouthGap.target`); it is
     #: trained either way. The offline nets' shut-lips output alone already closes b, p and m: the third
-    #: only adds closures at other words (model card: "Which of Whisper's layers").
+    #: only adds closures at other words (model card: "Fifth round").
     in_speech_closure: bool = True
     #: Training steps per net (`add_to_model`'s default): the offline nets that hear Whisper follow unseen
     #: speakers better after 600 than after 2,000 (model card: "Fifth round").
@@ -499,11 +499,12 @@ def add_to_model(path: Path, steps: int | None = None, cache: Path | None = None
     if exclude_fold is not None:
         clips = without_fold(clips, exclude_fold)
     started = time.monotonic()
-    mouth = {str(look): train_nets(clips, look, steps or (recipes.get(look) or RECIPE).steps, seeds, data_dir=data_dir,
-                                   cache=cache, progress=progress,
-                                   init=base.get(str(look)), learning_rate=2e-4 if fine_tune else 1e-3,
-                                   recipe=recipes.get(look))
-             for look in ((OFFLINE_LOOKAHEAD, LIVE_LOOKAHEAD) if not fine_tune else map(int, base))}
+    mouth = {}
+    for look in (OFFLINE_LOOKAHEAD, LIVE_LOOKAHEAD) if not fine_tune else map(int, base):
+        recipe = recipes.get(look, RECIPE)
+        mouth[str(look)] = train_nets(clips, look, steps or recipe.steps, seeds, data_dir=data_dir, cache=cache,
+                                      progress=progress, init=base.get(str(look)),
+                                      learning_rate=2e-4 if fine_tune else 1e-3, recipe=recipe)
     state = torch.load(path, map_location="cpu", weights_only=True)
     state["mouth"] = mouth
     state[GAP_GEOMETRY_KEY] = torch.from_numpy(gap_per_coefficient())

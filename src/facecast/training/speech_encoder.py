@@ -175,7 +175,7 @@ def build_cache(relpaths: list[str], data: Path, encode=None, cache: Path | None
 
 
 #: Encoder layers the shipped full-context encoder keeps: the offline nets hear the states after the third of
-#: Whisper tiny.en's four (model card of the learned motion, "Which of Whisper's layers").
+#: Whisper tiny.en's four (model card of the learned motion, "Fifth round").
 RUNTIME_LAYERS = 3
 
 
