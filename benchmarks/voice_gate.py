@@ -3,6 +3,7 @@
     python benchmarks/voice_gate.py                 # rule, learned (render) and learned-live, gate on and off
     python benchmarks/voice_gate.py --generators rule --gate on
     python benchmarks/voice_gate.py --held-out --generators rule,learned   # does the gate cost lip sync?
+    python benchmarks/voice_gate.py --lip-lead      # how far ahead of their first word real speakers part lips
 
 For each generator as render and live run it (`make_generator`): the mouth
 opening (how far the frame's expressions part the rendered lips,
@@ -72,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out", action="store_true",
                         help="instead: lip sync (motion's own mouth r) on the held-out clips, gate on and off "
                              "(render modes; needs the dataset cache)")
+    parser.add_argument("--lip-lead", action="store_true",
+                        help="instead: how long before their first word real speakers part their lips (clips "
+                             "with word timings; needs the dataset cache); it sets where a pause ends")
     args = parser.parse_args(argv)
+    if args.lip_lead:
+        return lip_lead()
     import torch
 
     torch.set_num_threads(1)   # one core's numbers, and no oversubscription on a shared machine
@@ -152,6 +158,39 @@ def held_out_sync(modes: list[str], data: Path) -> int:
         row = speaker_weighted(clips)
         print(f"| {label} | {row['speakers']} | {row['clips']} | {row['mouth_r']:.3f} | "
               f"{row['weakest_r']:.3f} ({row['weakest']}) |")
+    return 0
+
+
+#: A mouth counts as parted at this share of its speaking level (its 90th percentile above its rest).
+PARTED = 0.25
+
+
+def lip_lead() -> int:
+    """Per talking clip with word timings and >= 0.64 s before its first word: how long before the word's start
+    the real mouth first reaches PARTED of its speaking level (within 0.48 s before it; 0 if only at the word),
+    the rest being the median opening until 0.48 s before the word."""
+    from facecast.dataset import cache as dataset
+
+    window = 12   # frames before the word searched (0.48 s at 25 fps)
+    leads: dict[str, list[float]] = {}
+    for clip in dataset.iter_clips(kind="talking"):
+        if not len(clip["word_start"]) or not np.isfinite(clip["word_start"][0]):
+            continue   # no word timings (lrc_ar's words are untimed)
+        fps = float(clip["fps"])
+        onset = int(round(float(clip["word_start"][0]) * fps))
+        real = clip["mouth_opening"].astype(float)
+        if onset < window + 4 or onset >= len(real):
+            continue
+        rest = float(np.median(real[:onset - window]))
+        parted = np.flatnonzero((real[onset - window:onset + 1] - rest)
+                                >= PARTED * max(float(np.percentile(real, 90)) - rest, 1e-9))
+        leads.setdefault(str(clip["speaker"]), []).append((window - parted[0]) / fps if len(parted) else 0.0)
+    print(f"\nLips parted to {PARTED:.0%} of the speaking level, seconds before the first word (real video):\n")
+    print("| speaker | clips | 10th | 25th | median | 75th | 90th |")
+    print("|---|---|---|---|---|---|---|")
+    for speaker, values in sorted(leads.items()):
+        q = np.percentile(values, [10, 25, 50, 75, 90])
+        print(f"| {speaker} | {len(values)} | " + " | ".join(f"{x:.2f}" for x in q) + " |")
     return 0
 
 

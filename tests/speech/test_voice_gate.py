@@ -117,9 +117,11 @@ def test_speech_in_every_language_opens_the_mouth_as_before(shared_data: Path, p
         assert gated >= 0.9 * _speech_level("rule", samples, per_coefficient, gate=False), language
 
 
+@pytest.mark.parametrize("name", ["rule", "learned"])
 def test_the_pauses_of_noisy_recordings_keep_the_mouth_shut(shared_data: Path, per_coefficient: np.ndarray,
-                                                             sample_speech: Path) -> None:
-    level = _speech_level("rule", decode_mono(sample_speech), per_coefficient)
+                                                             sample_speech: Path, name: str) -> None:
+    level = _speech_level(name, decode_mono(sample_speech), per_coefficient)
     for stem, what in NOISY_FILES.items():
-        opening = mouth_opening(_motion("rule", load_speech(shared_data, stem)), per_coefficient)
+        opening = mouth_opening(_motion(name, load_speech(shared_data, stem)), per_coefficient)
         assert opening[in_spans(len(opening), FPS, NOISY_PAUSES_S)].mean() <= TARGET * level, what
+
