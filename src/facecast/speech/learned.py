@@ -59,7 +59,7 @@ from facecast.speech.audio_features import (
     offline_blocks,
     silence_row,
 )
-from facecast.speech.mouth_gap import GAP_GEOMETRY_KEY, RECEPTIVE_FIELD, MouthGap
+from facecast.speech.mouth_gap import GAP_GEOMETRY_KEY, MouthGap
 from facecast.speech.phones import SILENCE, phone_track
 from facecast.speech.voice import VoiceAnalyser, VoiceFrame
 from facecast.speech.whisper_states import WIDTH as WHISPER_WIDTH
@@ -578,7 +578,7 @@ class _ClipStream:
         self._sampling = model.sampling_for(seed)
         self._random = torch.Generator().manual_seed(self._sampling.seed)
         self._mouth = model.mouth[max(model.mouth)] if model.mouth else None
-        self._mouth_ahead = self._mouth.lookahead if self._mouth is not None else 0
+        self._mouth_ahead = self._mouth.ahead if self._mouth is not None else 0
         # the offline mouth-gap nets' Whisper rows (`whisper_states`), window by window, where they hear them
         self._whisper = _window_rows(model)
         self._states: dict[int, np.ndarray] = {}       # 25 fps frame -> its Whisper row, while still needed
@@ -699,22 +699,25 @@ class _ClipStream:
             return
         start = self._mouthed
         if self._mouth is not None:
-            lo = max(0, start - RECEPTIVE_FIELD)
+            lo = max(0, start - self._mouth.history)
             heard = [self._audio[i] for i in range(lo, min(self._framed, ready + self._mouth_ahead))]
             future = len(heard) - (ready - lo)
-            if self._finished and future < self._mouth_ahead:   # past the end: silence, as over the whole clip
-                heard += [np.full_like(heard[0], self._feature_min)] * (self._mouth_ahead - future)
-                future = self._mouth_ahead
+            # the rows after these that the target's smoothing reaches: none past the clip's last frame
+            more = min(self._mouth.reach, max(future - self._mouth.lookahead, 0),
+                       (self._count if self._count is not None else math.inf) - ready)
+            if self._finished and future < self._mouth.lookahead:   # past the end: silence, as over the whole clip
+                heard += [np.full_like(heard[0], self._feature_min)] * (self._mouth.lookahead - future)
+                future = self._mouth.lookahead
             states = None
             if self._whisper is not None:           # past the recording's end: silence, zero rows
                 silent = np.zeros(WHISPER_WIDTH, np.float32)
                 states = np.stack([self._states.get(i, silent) for i in range(lo, lo + len(heard))])
             rows = np.stack([self._raw[i] for i in range(start, ready)])
-            self._mouth.apply(rows, self._mouth.inputs(np.stack(heard), states), future=future)
+            self._mouth.apply(rows, self._mouth.inputs(np.stack(heard), states), future=future, more=int(more))
             for i, row in enumerate(rows):
                 self._raw[start + i] = row
         self._mouthed = ready
-        keep_from = self._mouthed - max(RECEPTIVE_FIELD, CONTEXT)
+        keep_from = self._mouthed - max(self._mouth.history if self._mouth is not None else 0, CONTEXT)
         for old in [i for i in self._audio if i < keep_from]:
             del self._audio[old]
         for old in [i for i in self._states if i < keep_from]:

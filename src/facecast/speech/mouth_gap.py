@@ -26,7 +26,9 @@ future (25 fps): offline 14 (0.56 s), live the stream's 2 (80 ms). The offline
 nets also hear, beside the log-mel, the principal components of Whisper tiny.en's
 encoder states of the recording (`whisper_states`; `MouthGap.inputs`): they
 follow voices no net trained on far more closely, but Whisper attends over 30 s
-both ways, so the live nets hear log-mel alone. The nets
+both ways, so the live nets hear log-mel alone. The offline nets' opening is
+smoothed over a frame each way before the closures shut it (`MouthGap.target`),
+which a stream could have only by waiting longer. The nets
 (seeds) of one lookahead are averaged. They are stored in the motion model file
 under "mouth" (a model file without them generates as before), with how far each
 expression coefficient parts the rendered lips (GAP_GEOMETRY_KEY), which `apply`
@@ -192,7 +194,23 @@ class MouthGap:
                             tuple(np.asarray(projection[k], np.float64) for k in ("mean", "components", "scale")))
         #: Whether the in-speech closure output shuts the lips (`target`); older files: always.
         self.in_speech_closure = bool(state.get("in_speech_closure", True))
+        #: The opening (before the closures shut it) smoothed by a Gaussian of this many frames (0: not), and the
+        #: frames that reaches each way (scipy's radius): a stream gives `target` that many frames more (`ahead`,
+        #: `history`).
+        self.smoothing = float(state.get("target_smoothing", 0.0))
+        self.reach = int(4.0 * self.smoothing + 0.5) if self.smoothing > 0 else 0
         self._fuse(state["nets"])
+
+    @property
+    def ahead(self) -> int:
+        """Frames of audio a stream hears after the last row it asks `apply` for: the lookahead and the reach of the
+        smoothing (whose last rows need their own lookahead)."""
+        return self.lookahead + self.reach
+
+    @property
+    def history(self) -> int:
+        """Frames of audio before the first row asked for that make its target what the whole clip's would be."""
+        return RECEPTIVE_FIELD + self.reach
 
     @property
     def hears_whisper(self) -> bool:
@@ -263,17 +281,28 @@ class MouthGap:
                 inside[start:end] = out[2].numpy()
         return gap, closure, inside
 
-    def target(self, audio: np.ndarray, future: int = 0) -> np.ndarray:
-        """The gap the lips should show (face heights), `predict`'s rows: the gap shut by the closures."""
-        gap, closure, inside = self.predict(audio, future)
-        target = np.maximum(gap, 0.0) * (1.0 - closure ** CLOSURE_EXPONENT)
-        return target * (1.0 - inside ** IN_SPEECH_EXPONENT) if self.in_speech_closure else target
+    def target(self, audio: np.ndarray, future: int = 0, more: int = 0) -> np.ndarray:
+        """The gap the lips should show (face heights), `predict`'s rows: the opening (smoothed: `smoothing`) shut
+        by the closures, which stay as sharp as the nets make them. The smoothing reaches `more` of the `future`
+        rows (rows of the recording whose own lookahead was heard: a stream's next rows) and treats the rows asked
+        for as the recording's last otherwise."""
+        frames = len(audio) - future
+        gap, closure, inside = self.predict(audio, future - min(more, future))
+        opening = np.maximum(gap, 0.0)
+        if self.smoothing > 0:
+            from scipy.ndimage import gaussian_filter1d
 
-    def apply(self, rows: np.ndarray, audio: np.ndarray, future: int = 0) -> np.ndarray:
+            opening = gaussian_filter1d(opening, self.smoothing, mode="nearest")
+        target = opening * (1.0 - closure ** CLOSURE_EXPONENT)
+        if self.in_speech_closure:
+            target = target * (1.0 - inside ** IN_SPEECH_EXPONENT)
+        return target[:frames]
+
+    def apply(self, rows: np.ndarray, audio: np.ndarray, future: int = 0, more: int = 0) -> np.ndarray:
         """Set the jaw of `rows` so the rendered gap is this model's (in place; returns rows). `audio`: input rows
-        (`inputs`) ending with the rows' own frames and then `future` rows heard after them; rows before theirs
-        (up to RECEPTIVE_FIELD) are history."""
-        target = self.target(audio, future)[-len(rows):]
+        (`inputs`) ending with the rows' own frames and then `future` rows heard after them (`more` of them rows of
+        the recording the smoothing reaches: `target`); rows before theirs (up to `history`) are history."""
+        target = self.target(audio, future, more)[-len(rows):]
         per = self.per_coefficient
         closed = np.clip(rows[:, CLOSE], 0.0, 1.0)
         parting = np.flatnonzero(per > 0)

@@ -95,11 +95,15 @@ class Recipe:
     #: Training steps per net (`add_to_model`'s default): the offline nets that hear Whisper follow unseen
     #: speakers better after 600 than after 2,000 (model card: "Fifth round").
     steps: int = 2000
+    #: The opening smoothed at run time by a Gaussian of this many frames before the closures shut it
+    #: (`MouthGap.target`; 0: not). Offline only: a stream would wait that much longer for its audio (model card:
+    #: "Sixth round").
+    target_smoothing: float = 0.0
 
 
 #: The recipe of the shipped live nets, and of the offline ones, which hear Whisper's states beside log-mel.
 RECIPE = Recipe()
-OFFLINE_RECIPE = Recipe(features="logmel+whisper", in_speech_closure=False, steps=600)
+OFFLINE_RECIPE = Recipe(features="logmel+whisper", in_speech_closure=False, steps=600, target_smoothing=1.0)
 #: Features that replace the log-mel frames (nothing of them to augment: cached states).
 STATES_ALONE = ("teacher", "student", "encoder", "whisper")
 #: Features that hear cached encoder states.
@@ -356,7 +360,8 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
     recipe = recipe or RECIPE
     if init is not None:                            # fine-tuning hears what the nets it continues heard
         recipe = Recipe(features=str(init.get("features", "logmel")),
-                        in_speech_closure=bool(init.get("in_speech_closure", True)))
+                        in_speech_closure=bool(init.get("in_speech_closure", True)),
+                        target_smoothing=float(init.get("target_smoothing", 0.0)))
         if recipe.features not in (RECIPE.features, OFFLINE_RECIPE.features) or init.get("normalise"):
             raise FacecastError("fine-tuning continues the shipped recipes' nets only")
     if recipe.features != "logmel" and (recipe.teacher_dims or recipe.normalise):
@@ -476,7 +481,7 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
         state["out.weight"], state["out.bias"] = state["out.weight"][:outputs], state["out.bias"][:outputs]
         nets.append(state)
     return {"lookahead": lookahead, "mean": mean, "std": std, "nets": nets, "steps": steps,
-            "in_speech_closure": recipe.in_speech_closure, **extras}
+            "in_speech_closure": recipe.in_speech_closure, "target_smoothing": recipe.target_smoothing, **extras}
 
 
 def add_to_model(path: Path, steps: int | None = None, cache: Path | None = None, data_dir: Path | None = None,
