@@ -261,4 +261,8 @@ class WindowRows:
         """The rows of the last, partial window."""
         held = np.concatenate(self._blocks) if self._blocks else np.zeros(0, np.float32)
         self._blocks, self._held = [], 0
-        return self.encoder.window_rows(held) if len(held) else np.zeros((0, WIDTH), np.float32)
+        if not len(held):
+            return np.zeros((0, WIDTH), np.float32)
+        rows = self.encoder.window_rows(held)
+        release_freed_memory()   # as after every whole window (`push`): the rest of the render comes on top
+        return rows
