@@ -22,7 +22,9 @@ states (a diagnostic: no runtime can run Whisper), "student" / "logmel_student" 
 `python -m facecast.training.speech_encoder --cache`, from the weights that command writes: as is, or
 `--distil STEPS`); "logmel_whisper" (the shipped offline recipe) log-mel and the shipped full-context encoder's
 states, each recording encoded alone as `facecast render` encodes it (`--cache whisper`), the in-speech
-closure output trained but not applied, "logmel_whisper_closing" the same with it applied.
+closure output trained but not applied, the opening smoothed over a frame (`Recipe.target_smoothing`);
+"logmel_whisper_closing" the same with the closure applied, "logmel_whisper_unsmoothed" without the smoothing
+(the fifth round's recipe).
 
 A "loudness" row is the r of the clip's loudness envelope (the mean log-mel
 band level per frame) against the mouth: the floor any recipe must clear.
@@ -78,9 +80,11 @@ CANDIDATES = {
     "logmel_encoder": Recipe(features="logmel+encoder"),
     # the shipped offline recipe: log-mel and the shipped full-context encoder's states (`speech.whisper_states`;
     # cached by `python -m facecast.training.speech_encoder --cache whisper`), each recording encoded alone, the
-    # in-speech closure output trained but not applied; "..._closing" applies it (the fourth round's recipe)
+    # in-speech closure output trained but not applied, the opening smoothed; "..._closing" applies the closure,
+    # "..._unsmoothed" does not smooth (the model card's fifth round)
     "logmel_whisper": OFFLINE_RECIPE,
     "logmel_whisper_closing": replace(OFFLINE_RECIPE, in_speech_closure=True),
+    "logmel_whisper_unsmoothed": replace(OFFLINE_RECIPE, target_smoothing=0.0),
 }
 
 
