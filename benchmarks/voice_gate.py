@@ -161,25 +161,26 @@ def held_out_sync(modes: list[str], data: Path) -> int:
     return 0
 
 
-#: A mouth counts as parted at this share of its speaking level (its 90th percentile above its rest).
+#: A mouth counts as parted at this share of its speaking level (its 90th percentile above its rest), looked for
+#: up to LEAD_SEARCH_S before the first word; the rest is the median opening of at least REST_S before that.
 PARTED = 0.25
+LEAD_SEARCH_S, REST_S = 0.48, 0.16
 
 
 def lip_lead() -> int:
-    """Per talking clip with word timings and >= 0.64 s before its first word: how long before the word's start
-    the real mouth first reaches PARTED of its speaking level (within 0.48 s before it; 0 if only at the word),
-    the rest being the median opening until 0.48 s before the word."""
+    """Per talking clip with word timings and at least LEAD_SEARCH_S + REST_S before its first word: how long
+    before the word's start the real mouth first reaches PARTED of its speaking level (0 if only at the word)."""
     from facecast.dataset import cache as dataset
 
-    window = 12   # frames before the word searched (0.48 s at 25 fps)
     leads: dict[str, list[float]] = {}
     for clip in dataset.iter_clips(kind="talking"):
         if not len(clip["word_start"]) or not np.isfinite(clip["word_start"][0]):
             continue   # no word timings (lrc_ar's words are untimed)
         fps = float(clip["fps"])
+        window = round(LEAD_SEARCH_S * fps)
         onset = int(round(float(clip["word_start"][0]) * fps))
         real = clip["mouth_opening"].astype(float)
-        if onset < window + 4 or onset >= len(real):
+        if onset < window + round(REST_S * fps) or onset >= len(real):
             continue
         rest = float(np.median(real[:onset - window]))
         parted = np.flatnonzero((real[onset - window:onset + 1] - rest)

@@ -388,3 +388,9 @@ def resample_frames(values: np.ndarray, fps: float, target_fps: float, count: in
     source = np.arange(len(values)) / fps
     target = np.arange(count) / target_fps
     return np.stack([np.interp(target, source, values[:, j]) for j in range(values.shape[1])], 1).astype(values.dtype)
+
+
+def gaussian_radius(sigma: float) -> int:
+    """Samples each way that scipy's `gaussian_filter1d` (its default truncate, 4 sigma) reaches for `sigma`: what
+    a stream filtering motion in pieces must wait for ahead and keep behind to match filtering it whole."""
+    return int(4.0 * sigma + 0.5)

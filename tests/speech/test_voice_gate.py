@@ -124,4 +124,3 @@ def test_the_pauses_of_noisy_recordings_keep_the_mouth_shut(shared_data: Path, p
     for stem, what in NOISY_FILES.items():
         opening = mouth_opening(_motion(name, load_speech(shared_data, stem)), per_coefficient)
         assert opening[in_spans(len(opening), FPS, NOISY_PAUSES_S)].mean() <= TARGET * level, what
-

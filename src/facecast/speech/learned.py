@@ -47,6 +47,7 @@ from facecast.motion import (
     Gaze,
     HeadPose,
     MotionFrame,
+    gaussian_radius,
     resample_frames,
     scale_mouth,
 )
@@ -603,9 +604,9 @@ class _ClipStream:
         self._last_voiced: VoiceFrame | None = None
         self._emitted = 0
         self._finished = False
-        # the head filters' kernels (scipy's gaussian_filter1d: radius = 4 sigma)
-        self._smooth_r = int(4 * OFFLINE_HEAD_SMOOTHING_S * FPS + 0.5)
-        self._recentre_r = int(4 * HEAD_RECENTRE_S * FPS + 0.5)
+        # the head filters' kernels
+        self._smooth_r = gaussian_radius(OFFLINE_HEAD_SMOOTHING_S * FPS)
+        self._recentre_r = gaussian_radius(HEAD_RECENTRE_S * FPS)
 
     def _frames_at_25(self, frames: int) -> int:
         return max(1, int(math.ceil(frames / self.fps * FPS)))
@@ -703,8 +704,9 @@ class _ClipStream:
             heard = [self._audio[i] for i in range(lo, min(self._framed, ready + self._mouth_ahead))]
             future = len(heard) - (ready - lo)
             # the rows after these that the target's smoothing reaches: none past the clip's last frame
-            more = min(self._mouth.reach, max(future - self._mouth.lookahead, 0),
-                       (self._count if self._count is not None else math.inf) - ready)
+            more = min(self._mouth.reach, max(future - self._mouth.lookahead, 0))
+            if self._count is not None:
+                more = min(more, self._count - ready)
             if self._finished and future < self._mouth.lookahead:   # past the end: silence, as over the whole clip
                 heard += [np.full_like(heard[0], self._feature_min)] * (self._mouth.lookahead - future)
                 future = self._mouth.lookahead
@@ -713,7 +715,7 @@ class _ClipStream:
                 silent = np.zeros(WHISPER_WIDTH, np.float32)
                 states = np.stack([self._states.get(i, silent) for i in range(lo, lo + len(heard))])
             rows = np.stack([self._raw[i] for i in range(start, ready)])
-            self._mouth.apply(rows, self._mouth.inputs(np.stack(heard), states), future=future, more=int(more))
+            self._mouth.apply(rows, self._mouth.inputs(np.stack(heard), states), future=future, more=more)
             for i, row in enumerate(rows):
                 self._raw[start + i] = row
         self._mouthed = ready

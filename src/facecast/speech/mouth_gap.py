@@ -44,7 +44,7 @@ from typing import Sequence
 
 import numpy as np
 
-from facecast.motion import EXPRESSION_CHANNELS
+from facecast.motion import EXPRESSION_CHANNELS, gaussian_radius
 
 #: Dilations of the residual causal convolutions (kernel 3): each frame's prediction sees 30 frames back.
 DILATIONS = (1, 2, 4, 8)
@@ -195,10 +195,9 @@ class MouthGap:
         #: Whether the in-speech closure output shuts the lips (`target`); older files: always.
         self.in_speech_closure = bool(state.get("in_speech_closure", True))
         #: The opening (before the closures shut it) smoothed by a Gaussian of this many frames (0: not), and the
-        #: frames that reaches each way (scipy's radius): a stream gives `target` that many frames more (`ahead`,
-        #: `history`).
+        #: frames that reaches each way: a stream gives `target` that many frames more (`ahead`, `history`).
         self.smoothing = float(state.get("target_smoothing", 0.0))
-        self.reach = int(4.0 * self.smoothing + 0.5) if self.smoothing > 0 else 0
+        self.reach = gaussian_radius(self.smoothing)
         self._fuse(state["nets"])
 
     @property
