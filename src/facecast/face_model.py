@@ -50,6 +50,14 @@ BLINK_LOWER_MARGIN = 0.45   # of the local opening: face meshes tend to put the 
 BLINK_LASH_SKIP = 0.35      # of the local opening: the upper lash line above the lid, left out of the closed lid
 EYE_CORNER_FADE = 0.25      # eye widths beyond the corners over which lid motion fades out
 
+#: A portrait's own parted lips shut this share of the way by the upper lip coming down, the rest by the jaw rising.
+REST_UPPER_SHARE = 0.35
+#: Inner lips parted by more than this (face heights, centre gap) count as open: the face mesh reads shut lips at
+#: about 0.0005 (the dataset's clips' 2nd percentile, median per corpus 0.0004-0.0013).
+PARTED_LIPS_H = 0.008
+#: Shut lips are left this far apart (face heights), so the upper and lower inner-lip points never coincide.
+SHUT_GAP_H = 0.001
+
 #: Rigid head motion (roll) pivots about the neck: this many face heights below the chin.
 NECK_PIVOT_BELOW_CHIN = 0.35
 
@@ -154,16 +162,22 @@ class Eye:
         return (source - v) * self.along(u)
 
 
-def landmark_displacements(lm: np.ndarray, frame: FaceFrame) -> dict[str, np.ndarray]:
-    """Forward (u, v) displacement of every landmark for each landmark channel at strength 1."""
-    uv = frame.local(lm[:, :2])
-    n = len(lm)
-    H, W = frame.height, frame.mouth_width
-    out: dict[str, np.ndarray] = {}
+@dataclass
+class _MouthGeometry:
+    """Per landmark: (a, b) about the inner-lip centre; how much it belongs to the lower jaw (0..1), to the lips
+    (1 near them, 0 beyond 1.6 mouth radii), how far the jaw's turn reaches it, the lens the lips open as, and its
+    depth in front of the ear line (mesh z units)."""
 
-    def put(name: str, du: np.ndarray | float, dv: np.ndarray | float) -> None:
-        out[name] = np.stack([np.broadcast_to(du, (n,)), np.broadcast_to(dv, (n,))], 1).astype(np.float64)
+    a: np.ndarray
+    b: np.ndarray
+    lower: np.ndarray
+    lips: np.ndarray
+    reach: np.ndarray
+    lens: np.ndarray
+    before_ears: np.ndarray
 
+
+def _mouth_geometry(lm: np.ndarray, uv: np.ndarray, W: float) -> _MouthGeometry:
     # Mouth: coordinates about the inner-lip centre; which points belong to the lower jaw.
     centre = (uv[fr.UPPER_LIP_CENTER] + uv[fr.LOWER_LIP_CENTER]) / 2
     a, b = uv[:, 0] - centre[0], uv[:, 1] - centre[1]
@@ -177,13 +191,63 @@ def landmark_displacements(lm: np.ndarray, frame: FaceFrame) -> dict[str, np.nda
     lower[[78, 308, fr.MOUTH_LEFT, fr.MOUTH_RIGHT]] = 0.5
     rho = np.hypot(a / (0.62 * W), b / (0.42 * W))
     lips = 1 - smoothstep(1.0, 1.6, rho)
-
     # Jaw: rotation about the hinge near the ears; nearer points (chin, lower lip) drop the most.
     z = lm[:, 2]
     hinge_z = (z[234] + z[454]) / 2
     reach = np.clip((hinge_z - z) / max(hinge_z - z[fr.CHIN], 1e-3), 0.0, 1.0)
     # The lips open as a lens, not a box: near the corners the lower lip drops less than the chin.
     lens = 1 - JAW_CORNER_TAPER * lips * np.clip(np.abs(a) / (0.5 * W), 0.0, 1.0) ** 2
+    return _MouthGeometry(a, b, lower, lips, reach, lens, hinge_z - z)
+
+
+def rest_closure(lm: np.ndarray, frame: FaceFrame, shut_gap: float) -> tuple[float, np.ndarray]:
+    """A portrait's own inner-lip gap at the centre (pixels) and the forward (u, v) displacement of every landmark
+    that shuts it to `shut_gap` pixels: the jaw rises (as jawOpen lowers it) and the upper lip comes down a share
+    (REST_UPPER_SHARE), and the inner lips meet along the line between their two contours, so a wide-open mouth
+    closes on a natural seam rather than on the upper lip's arch."""
+    uv = frame.local(lm[:, :2])
+    mouth = _mouth_geometry(lm, uv, frame.mouth_width)
+    upper, lower = list(fr.UPPER_LIP_INNER), list(fr.LOWER_LIP_INNER)
+    gap = float(uv[fr.LOWER_LIP_CENTER, 1] - uv[fr.UPPER_LIP_CENTER, 1])
+    shut = max(gap - shut_gap, 0.0)
+    rise = mouth.lower * mouth.reach * mouth.lens / max(mouth.reach[fr.LOWER_LIP_CENTER], 1e-3)
+    drop = (1 - mouth.lower) * mouth.lips * mouth.lens
+    dv = shut * (REST_UPPER_SHARE * drop - (1 - REST_UPPER_SHARE) * rise)
+    # the inner contours meet exactly: each point moves (only towards the other lip) to the seam at its u
+    top, bottom = uv[upper], uv[lower]
+    top_v = np.interp(bottom[:, 0], *top[np.argsort(top[:, 0])].T)
+    bottom_v = np.interp(top[:, 0], *bottom[np.argsort(bottom[:, 0])].T)
+    seam_top = top[:, 1] + REST_UPPER_SHARE * (bottom_v - top[:, 1])
+    seam_bottom = top_v + REST_UPPER_SHARE * (bottom[:, 1] - top_v)
+    dv[upper] = np.maximum(seam_top - shut_gap / 2 - top[:, 1], 0.0)
+    dv[lower] = np.minimum(seam_bottom + shut_gap / 2 - bottom[:, 1], 0.0)
+    return gap, np.stack([np.zeros_like(dv), dv], 1)
+
+
+def shut_mouth(lm: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The image-space displacement of every landmark that shuts a face's parted lips (`rest_closure`) and how
+    far they were parted (face heights), or None when they are shut. Motion's mouth channels open from shut lips,
+    so a face caught mid-word is shut first: the renderer's portrait, extraction's reference."""
+    lm = np.asarray(lm, dtype=np.float64)
+    frame = FaceFrame.from_landmarks(lm)
+    gap, shut = rest_closure(lm, frame, SHUT_GAP_H * frame.height)
+    if gap <= PARTED_LIPS_H * frame.height:
+        return None
+    return frame.to_image(shut), gap / frame.height
+
+
+def landmark_displacements(lm: np.ndarray, frame: FaceFrame) -> dict[str, np.ndarray]:
+    """Forward (u, v) displacement of every landmark for each landmark channel at strength 1."""
+    uv = frame.local(lm[:, :2])
+    n = len(lm)
+    H, W = frame.height, frame.mouth_width
+    out: dict[str, np.ndarray] = {}
+
+    def put(name: str, du: np.ndarray | float, dv: np.ndarray | float) -> None:
+        out[name] = np.stack([np.broadcast_to(du, (n,)), np.broadcast_to(dv, (n,))], 1).astype(np.float64)
+
+    mouth = _mouth_geometry(lm, uv, W)
+    a, b, lower, lips, reach, lens = mouth.a, mouth.b, mouth.lower, mouth.lips, mouth.reach, mouth.lens
     jaw_drop = JAW_DROP_H * H * lower * reach * lens
     put("jawOpen", 0.0, jaw_drop)
     # ARKit's mouthClose closes the lips over an open jaw: at mouthClose = jawOpen the lips meet again.
@@ -227,7 +291,7 @@ def landmark_displacements(lm: np.ndarray, frame: FaceFrame) -> dict[str, np.nda
     put("browInnerUp", 0.0, -0.07 * H * inner_up)
 
     # Head turn parallax: nearer points (smaller z) move more; the ear line is the axis.
-    depth = (hinge_z - z) * PARALLAX_DEPTH_GAIN
+    depth = mouth.before_ears * PARALLAX_DEPTH_GAIN
     axis = (uv[234] + uv[454]) / 2
     for sign, suffix in ((1.0, "+"), (-1.0, "-")):
         angle = math.radians(sign * PARALLAX_REF_DEG)

@@ -89,6 +89,33 @@ def test_jaw_open_opens_the_mouth_with_a_dark_interior(rig, renderer, measure, n
     assert luma(opened) < 0.6 * luma(rig.image)
 
 
+@pytest.fixture(scope="module")
+def parted_lips(shared_data) -> PortraitRig:
+    """A picture caught mid-word: an interview's first frame, lips 0.05 face heights apart."""
+    from facecast.face.extraction import iter_video_frames
+
+    first = next(iter(iter_video_frames(shared_data / "talking/wild/pcavs_Pose_Source_741400163.mp4")))
+    return analyze_portrait(first, size=SIZE)
+
+
+def test_a_portrait_caught_mid_word_shuts_its_lips_and_opens_them_as_motion_says(parted_lips, measure):
+    given = mouth_opening(measure(parted_lips.image))
+    assert given > 0.04
+    renderer = Renderer(parted_lips, device="cpu")
+    assert renderer.parted_lips == pytest.approx(given, abs=0.01)
+    shut = mouth_opening(measure(renderer.render(frame())))
+    assert shut < 0.3 * given  # motion opens the mouth from shut lips: at rest it is (nearly) shut
+    # a jaw of 0.1 parts the lips by about what it parts a shut portrait's (JAW_DROP_H: 0.22 face heights at 1)
+    part = mouth_opening(measure(renderer.render(frame(jawOpen=0.1))))
+    wide = mouth_opening(measure(renderer.render(frame(jawOpen=0.3))))
+    assert shut + 0.01 < part < given and part + 0.02 < wide
+
+
+def test_a_portrait_with_shut_lips_is_left_as_it_is(rig, renderer):
+    assert renderer.parted_lips == 0.0
+    assert np.array_equal(renderer.render(frame()), rig.image)
+
+
 def test_blink_closes_the_eyes(renderer, measure, neutral):
     both = measure(renderer.render(frame(blink_left=1.0, blink_right=1.0)))
     for side in ("left", "right"):

@@ -53,6 +53,7 @@ from facecast.face_model import (
     NECK_PIVOT_BELOW_CHIN,
     FaceFrame,
     landmark_displacements,
+    shut_mouth,
 )
 from facecast.media import FFMPEG_ERRORS, error_reason
 from facecast.motion import EXPRESSION_CHANNELS, VISEMES, Blink, Gaze, HeadPose, MotionFrame
@@ -454,11 +455,18 @@ class ReferenceFace:
         self.template = load_template() if template is None else template
         self.fit = fit_rigid(self.landmarks[None], self.template)
         self.frame = FaceFrame.from_landmarks(self.landmarks)
-        self.fitter = ExpressionFitter(self.landmarks)
+        # expressions open the mouth from shut lips, as the renderer's portrait has them (`render.shut_lips`)
+        shut = shut_mouth(self.landmarks)
+        self.fitter = ExpressionFitter(self.landmarks if shut is None else self._shut(shut[0]))
         ref2 = self.landmarks[None, :, :2]
         self.openness = np.array([eye_openness(self.landmarks[:, :2], "left"),
                                   eye_openness(self.landmarks[:, :2], "right")])
         self._gaze_offset = _iris_offset(ref2, self.landmarks, self.frame)[0]
+
+    def _shut(self, displacement: np.ndarray) -> np.ndarray:
+        shut = self.landmarks.copy()
+        shut[:, :2] += displacement
+        return shut
 
     def measure(self, lm: np.ndarray, fit: RigidFit | None = None, start: np.ndarray | None = None,
                 tolerance: float = 0.0) -> Measurement:

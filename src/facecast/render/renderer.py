@@ -25,6 +25,7 @@ from facecast.motion import EXPRESSION_CHANNELS, MotionFrame
 from facecast.render.closed_lids import ClosedLids
 from facecast.render.mouth_interior import MouthInterior, Patch
 from facecast.render.paste_back import PasteBack
+from facecast.render.shut_lips import shut_lips
 from facecast.render.warp_basis import WarpBasis, split_turn, sum_fields
 from facecast.rig import PortraitRig
 
@@ -93,14 +94,15 @@ class Renderer:
         self.device = device
         self.size = rig.size
         self.channels = int(rig.image.shape[2])
-        self._image = np.ascontiguousarray(rig.image)
+        #: the portrait's own lips, shut (motion opens them from there), and how far they were parted (face heights)
+        self._image, landmarks, self.parted_lips = shut_lips(np.ascontiguousarray(rig.image), rig.landmarks)
         self._motion_scale = rig.motion_scale
         self._paste = None if rig.backdrop is None else PasteBack(
             rig.backdrop, rig.placement, rig.size, self.channels, round(PASTE_FEATHER * rig.size))
         #: (height, width) of the frames `render` returns: the square, or the whole picture it is pasted into.
         self.frame_shape = rig.frame_shape
-        self._basis = WarpBasis(self._image, rig.landmarks)
-        self._mouth = MouthInterior(self._image, rig.landmarks)
+        self._basis = WarpBasis(self._image, landmarks)
+        self._mouth = MouthInterior(self._image, landmarks)
         self._lids = ClosedLids(self._image, self._basis)
         if backend == "torch":
             from facecast.render.torch_warp import TorchWarper  # lazy: it imports torch

@@ -83,9 +83,9 @@ class Grid:
     to a box of pixels; the grid may overhang the frame by less than a cell.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, cells_max: int = GRID_CELLS_MAX) -> None:
         self.size = size
-        self.scale = -(-size // GRID_CELLS_MAX)
+        self.scale = -(-size // cells_max)
         self.cells = -(-size // self.scale)
         self.extent = self.cells * self.scale
         axis = (np.arange(self.cells, dtype=np.float32) + 0.5) * self.scale - 0.5
@@ -109,6 +109,14 @@ def _anchors(lm: np.ndarray, size: int) -> np.ndarray:
     border = np.concatenate([np.stack([edge, lo], 1), np.stack([edge, hi], 1),
                              np.stack([lo, edge], 1), np.stack([hi, edge], 1)])
     return np.concatenate([ring, border]).astype(np.float64)
+
+
+def warp_points(lm: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The points a warp is triangulated over (the landmarks but the iris edges, then the still anchors), which
+    landmarks they are, and the anchors' (zero) displacement."""
+    keep = np.array([i for i in range(len(lm)) if i not in IRIS_EDGES])
+    anchors = _anchors(lm, size)
+    return np.concatenate([lm[keep, :2], anchors]), keep, np.zeros((len(anchors), 2))
 
 
 def backward_field(points: np.ndarray, disp: np.ndarray, grid: Grid, sigma: float) -> Field | None:
@@ -266,10 +274,7 @@ class WarpBasis:
         duv = landmark_displacements(lm, self.frame)
         #: forward landmark displacement in image pixels per landmark channel, (K, 478, 2)
         self.displacements = np.stack([self.frame.to_image(duv[name]) for name in LANDMARK_CHANNELS]).astype(np.float32)
-        keep = np.array([i for i in range(len(lm)) if i not in IRIS_EDGES])
-        anchors = _anchors(lm, size)
-        points = np.concatenate([self.landmarks[keep], anchors])
-        still = np.zeros((len(anchors), 2))
+        points, keep, still = warp_points(lm, size)
         self.fields: dict[str, Field] = {}
         for name, disp in zip(LANDMARK_CHANNELS, self.displacements):
             fine = name.startswith(("eye", "brow"))

@@ -1,0 +1,68 @@
+"""Portraits caught mid-word: are their lips shut at rest, and do they open as motion asks?
+
+    python benchmarks/shut_lips.py                        # the held-out first frames whose lips are parted
+    python benchmarks/shut_lips.py --sheet docs/shut_lips.png
+
+For each picture (512², the quality benchmark's framing): how far its own lips are parted (the face mesh's
+inner-lip gap, face heights), and what the mesh reads on the render at rest and at jawOpen 0.1 / 0.3 (a shut
+portrait reads about 0.002 / 0.023 / 0.039 there). `--sheet` writes mouth crops: the picture as given, then the
+render at jawOpen 0, 0.1, 0.25 and 0.4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from facecast.dataset.cache import DEFAULT_DATA  # noqa: E402
+from facecast.face.extraction import iter_video_frames  # noqa: E402
+from facecast.face.measure import FaceMeasurer, mouth_opening  # noqa: E402
+from facecast.face.portrait import LEGACY_FRAMING, analyze_portrait  # noqa: E402
+from facecast.motion import MotionFrame  # noqa: E402
+from facecast.render.renderer import Renderer  # noqa: E402
+
+CLIPS = ("talking/wild/pcavs_Audio_Source_00015.mp4", "talking/wild/pcavs_Pose_Source_741400163.mp4",
+         "talking/wild/styletalk_feifeili_clip2_short.mp4", "talking/grid_s4/bbaf2a.mp4")
+JAWS = (0.0, 0.1, 0.25, 0.4)
+CROP = (140, 160)  # rows, columns around the mouth
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("clips", nargs="*", default=list(CLIPS), help="videos under --data (their first frame)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--sheet", type=Path, default=None, help="write the mouth crops here (PNG)")
+    args = parser.parse_args(argv)
+    rows = []
+    print("| picture | parted | at rest | jawOpen 0.1 | jawOpen 0.3 |\n|---|---|---|---|---|")
+    with FaceMeasurer(static_images=True) as measurer:
+        def read(image: np.ndarray) -> float:
+            points = measurer.landmarks(image[..., :3])
+            return float("nan") if points is None else mouth_opening(points)
+
+        for rel in args.clips:
+            rig = analyze_portrait(next(iter(iter_video_frames(args.data / rel))), size=512, framing=LEGACY_FRAMING)
+            renderer = Renderer(rig, device="cpu")
+            frames = {jaw: renderer.render(MotionFrame(t=0.0, expressions={"jawOpen": jaw})) for jaw in (*JAWS, 0.3)}
+            print(f"| {Path(rel).stem} | {read(rig.image):.3f} | {read(frames[0.0]):.3f} | {read(frames[0.1]):.3f} "
+                  f"| {read(frames[0.3]):.3f} |", flush=True)
+            centre = rig.landmarks[[13, 14], :2].mean(0).astype(int)
+            y0, x0 = max(centre[1] - CROP[0] // 2, 0), max(centre[0] - CROP[1] // 2, 0)
+            tiles = [im[y0:y0 + CROP[0], x0:x0 + CROP[1], :3] for im in (rig.image, *(frames[j] for j in JAWS))]
+            rows.append(np.concatenate([np.pad(t, ((0, CROP[0] - t.shape[0]), (0, CROP[1] - t.shape[1]), (0, 0)))
+                                        for t in tiles], 1))
+    if args.sheet is not None:
+        args.sheet.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.concatenate(rows, 0)).save(args.sheet)
+        print(f"wrote {args.sheet}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

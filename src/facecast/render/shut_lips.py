@@ -1,0 +1,45 @@
+"""A portrait caught mid-word, shut once before it is animated.
+
+Motion opens the mouth from shut lips (a jawOpen of 0 is a closed mouth), so a
+picture whose lips are parted would otherwise never close: in pauses, at a "b",
+or when the voice stops. Its lips are shut here, once per portrait, with the
+displacement `face_model.shut_mouth` gives (the jaw rises, the upper lip comes
+down a little, the inner lips meet on a seam between their two contours); every
+channel of the warp basis then acts on the shut face.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from facecast.face_model import shut_mouth
+from facecast.render.warp_basis import Grid, backward_field, warp_points
+
+#: Smoothing (pixels) of the field that shuts the lips: less leaves the seam jagged between the mesh's points
+#: (unsmoothed, and 1 px with the gap painted dark first, were looked at: jagged, and a dark band).
+SMOOTHING_PX = 2.0
+
+
+def shut_lips(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The portrait with its own parted lips shut, its landmarks moved with them, and how far they were parted
+    (face heights); a portrait with shut lips comes back as it is, with 0."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    shut = shut_mouth(lm)
+    if shut is None:
+        return image, landmarks, 0.0
+    disp, parted = shut
+    size = image.shape[0]
+    # once per portrait, so at full resolution
+    pixels = Grid(size, cells_max=size)
+    points, keep, still = warp_points(lm, size)
+    field = backward_field(points, np.concatenate([disp[keep], still]), pixels, SMOOTHING_PX)
+    if field is None:
+        return image, landmarks, 0.0
+    h, w = field.data.shape[:2]
+    positions = np.stack([pixels.x, pixels.y], -1).astype(np.float32)
+    positions[field.y0:field.y0 + h, field.x0:field.x0 + w] += field.data
+    shut_image = cv2.remap(image, positions, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    moved = lm.copy()
+    moved[:, :2] += disp
+    return shut_image, moved.astype(np.asarray(landmarks).dtype), parted
