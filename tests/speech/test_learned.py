@@ -164,7 +164,7 @@ def test_blink_shaper_turns_flutter_into_clean_blinks() -> None:
 
     closure = np.zeros(100)
     closure[10:30] = [1, .4, .9, .35, 1, 1, .8, .9, 1, 1, .9, 1, .2, 0, .8, .9, 0, 0, .6, 0]   # flutter, 0.8 s
-    closure[60:63] = [.5, .9, .1]                                                           # a later blink
+    closure[60:63] = [BlinkShaper.START, .9, .1]              # a later blink (closing past START from frame 61)
     rows = np.zeros((100, MOTION_DIMS))
     rows[:, BLINKS] = closure[:, None]
     shaped = BlinkShaper(fps=25.0).shape(rows.copy())[:, BLINKS].mean(1)
@@ -178,7 +178,7 @@ def test_blink_shaper_turns_flutter_into_clean_blinks() -> None:
     assert np.array_equal(live, shaped)
     # a half-closed flicker is no blink
     shallow = np.zeros((20, MOTION_DIMS))
-    shallow[5:8, BLINKS] = 0.45
+    shallow[5:8, BLINKS] = BlinkShaper.START - 0.05
     assert BlinkShaper(fps=25.0).shape(shallow.copy())[:, BLINKS].max() == 0.0
 
 def test_a_model_file_without_the_lip_geometry_is_a_clear_error(tmp_path: Path, sample_speech: Path) -> None:

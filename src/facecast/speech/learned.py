@@ -224,7 +224,7 @@ class BlinkShaper:
     END or for at most MAX_CLOSED_S (real blinks take 0.1-0.4 s); outside blinks the eyes are open. START
     gives real speakers' blink rate offline and streamed alike (model card: "Why these constants")."""
 
-    START, END = 0.5, 0.3
+    START, END = 0.45, 0.3
     REFRACTORY_S = 1.5
     MAX_CLOSED_S = 0.25
 
