@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from facecast import face_regions as fr
 from facecast.app.cli import main
@@ -13,6 +14,7 @@ from facecast.errors import InputError
 from facecast.face.extraction import (
     GAZE_LIMIT_DEG,
     ExpressionFitter,
+    ReferenceFace,
     angles_rotation,
     extract,
     extract_from_landmarks,
@@ -173,3 +175,18 @@ def test_reference_index_is_validated(grid_track: tuple[np.ndarray, np.ndarray])
     landmarks, found = grid_track
     with pytest.raises(InputError, match="frame index 0..74"):
         extract_from_landmarks(landmarks, found, 25.0, reference=200)
+
+
+def test_a_reference_caught_mid_word_measures_from_shut_lips(shared_data: Path, sample_portrait: Path) -> None:
+    """The renderer shuts a portrait's parted lips (`render.shut_lips`), so extraction measures against the same
+    shut face: the parted reference itself reads as an open jaw, a shut one as none."""
+    from facecast.face.measure import FaceMeasurer
+
+    with FaceMeasurer(static_images=True) as measurer:
+        parted = measurer.landmarks(next(iter(iter_video_frames(
+            shared_data / "talking/wild/pcavs_Pose_Source_741400163.mp4"))))
+        shut = measurer.landmarks(np.asarray(Image.open(sample_portrait).convert("RGB")))
+    jaw = EXPRESSION_CHANNELS.index("jawOpen")
+    assert ReferenceFace(parted).measure(parted[None]).expressions[0, jaw] > 0.1
+    assert ReferenceFace(shut).measure(shut[None]).expressions[0, jaw] < 0.01
+

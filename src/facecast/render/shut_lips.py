@@ -37,9 +37,10 @@ def shut_lips(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.
     if field is None:
         return image, landmarks, 0.0
     h, w = field.data.shape[:2]
-    positions = np.stack([pixels.x, pixels.y], -1).astype(np.float32)
-    positions[field.y0:field.y0 + h, field.x0:field.x0 + w] += field.data
-    shut_image = cv2.remap(image, positions, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    box = (slice(field.y0, field.y0 + h), slice(field.x0, field.x0 + w))
+    positions = np.stack([pixels.x[box], pixels.y[box]], -1) + field.data   # only the mouth's box moves
+    shut_image = image.copy()
+    shut_image[box] = cv2.remap(image, positions, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     moved = lm.copy()
     moved[:, :2] += disp
     return shut_image, moved.astype(np.asarray(landmarks).dtype), parted
