@@ -2,10 +2,12 @@
 
     python benchmarks/shut_lips.py                        # the held-out first frames whose lips are parted
     python benchmarks/shut_lips.py --sheet docs/shut_lips.png
+    python benchmarks/shut_lips.py --portraits --sheet docs/shut_lips_portraits.png   # ../shared/data/portraits
 
 For each picture (512², the quality benchmark's framing): how far its own lips are parted (the face mesh's
 inner-lip gap, face heights), and what the mesh reads on the render at rest and at jawOpen 0.1 / 0.3 (a shut
-portrait reads about 0.002 / 0.023 / 0.039 there). `--sheet` writes mouth crops: the picture as given, then the
+portrait reads about 0.002 / 0.023 / 0.039 there; the mesh cannot read a painting's or a cartoon's mouth as
+well). `--sheet` writes mouth crops: the picture as given, then the
 render at jawOpen 0, 0.1, 0.25 and 0.4.
 """
 
@@ -30,15 +32,22 @@ from facecast.render.renderer import Renderer  # noqa: E402
 CLIPS = ("talking/wild/pcavs_Audio_Source_00015.mp4", "talking/wild/pcavs_Pose_Source_741400163.mp4",
          "talking/wild/styletalk_feifeili_clip2_short.mp4", "talking/grid_s4/bbaf2a.mp4")
 JAWS = (0.0, 0.1, 0.25, 0.4)
+PICTURES = (".jpg", ".jpeg", ".png", ".webp")
 CROP = (140, 160)  # rows, columns around the mouth
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("clips", nargs="*", default=list(CLIPS), help="videos under --data (their first frame)")
+    parser.add_argument("clips", nargs="*", default=list(CLIPS),
+                        help="videos (their first frame) or pictures, under --data")
+    parser.add_argument("--portraits", action="store_true",
+                        help="instead, every picture in --data's portraits/ whose lips the renderer shuts")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--sheet", type=Path, default=None, help="write the mouth crops here (PNG)")
     args = parser.parse_args(argv)
+    if args.portraits:
+        args.clips = [str(p.relative_to(args.data)) for p in sorted((args.data / "portraits").iterdir())
+                      if p.suffix.lower() in PICTURES]
     rows = []
     print("| picture | parted | at rest | jawOpen 0.1 | jawOpen 0.3 |\n|---|---|---|---|---|")
     with FaceMeasurer(static_images=True) as measurer:
@@ -47,8 +56,12 @@ def main(argv: list[str] | None = None) -> int:
             return float("nan") if points is None else mouth_opening(points)
 
         for rel in args.clips:
-            rig = analyze_portrait(next(iter(iter_video_frames(args.data / rel))), size=512, framing=LEGACY_FRAMING)
+            path = args.data / rel
+            picture = path if path.suffix.lower() in PICTURES else next(iter(iter_video_frames(path)))
+            rig = analyze_portrait(picture, size=512, framing=LEGACY_FRAMING)
             renderer = Renderer(rig, device="cpu")
+            if args.portraits and renderer.parted_lips == 0.0:
+                continue
             frames = {jaw: renderer.render(MotionFrame(t=0.0, expressions={"jawOpen": jaw})) for jaw in (*JAWS, 0.3)}
             print(f"| {Path(rel).stem} | {read(rig.image):.3f} | {read(frames[0.0]):.3f} | {read(frames[0.1]):.3f} "
                   f"| {read(frames[0.3]):.3f} |", flush=True)

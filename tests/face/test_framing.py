@@ -247,6 +247,20 @@ def test_closed_eyes_warn(mona: np.ndarray, caplog: pytest.LogCaptureFixture) ->
     assert len(messages) == 1 and "eyes in shut.png look closed" in messages[0] and "open eyes" in messages[0]
 
 
+def test_a_wide_open_mouth_warns(mona: np.ndarray, caplog: pytest.LogCaptureFixture) -> None:
+    """Lips together say nothing; the same face with its lower lip dropped a tenth of the face's height warns."""
+    rig = analyze_portrait(mona, size=SIZE)
+    height = float(np.linalg.norm(rig.landmarks[fr.FOREHEAD_TOP, :2] - rig.landmarks[fr.CHIN, :2]))
+    with caplog.at_level(logging.WARNING, logger="facecast.portrait"):
+        _warn_about(rig.landmarks, "shut.png")
+        assert not caplog.records
+        wide = rig.landmarks.copy()
+        wide[list(fr.LOWER_LIP_INNER[1:-1]), 1] += 0.1 * height
+        _warn_about(wide, "wide.png")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "mouth in wide.png is wide open" in messages[0] and "lips together" in messages[0]
+
+
 # ----------------------------------------------------------------------------- the portraits shipped for testing
 
 @needs_portraits

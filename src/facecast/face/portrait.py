@@ -48,7 +48,7 @@ import numpy as np
 
 from facecast import face_regions as fr
 from facecast.errors import InputError, NoFaceError
-from facecast.face.measure import eye_openness
+from facecast.face.measure import eye_openness, mouth_opening
 from facecast.face.tracker import FaceDetector, FaceLandmarker
 from facecast.media import load_image
 from facecast.rig import PortraitRig
@@ -76,6 +76,9 @@ FACE_MARGIN = 0.05            # the face box (kept in the frame, invented if the
 FEATHER = 0.03                # `full`: paste-back seam width, share of the animated square
 MIN_FACE_PX = 64              # a face (forehead to chin) smaller than this in the picture earns a warning
 CLOSED_EYES = 0.15            # eye openness (lid gap over eye width, ~0.3 open) below which eyes count as closed
+#: Lips parted wider than this (inner gap over face height) earn a warning: the renderer shuts them
+#: (`render.shut_lips`), and a mouth this open can shut with a fold at its corners (docs/shut_lips.png).
+WIDE_OPEN_MOUTH = 0.08
 NEUTRAL_GREY = 128            # background under transparent pixels while detecting
 MEAN_FACE_PATH = Path(__file__).resolve().parent / "data" / "mean_face.npy"
 
@@ -598,6 +601,11 @@ def _warn_about(face: np.ndarray, label: str) -> None:
     if openness < CLOSED_EYES:
         log.warning("the eyes in %s look closed (openness %.2f): blinks and gaze will not show; "
                     "a picture with open eyes animates better", label, openness)
+    gap = mouth_opening(face)
+    if gap > WIDE_OPEN_MOUTH:
+        log.warning("the mouth in %s is wide open (lips %.2f of the face's height apart): it is shut before "
+                    "animating and may show a fold at its corners; a picture with the lips together looks best",
+                    label, gap)
     length = _face_length(face)
     if length < MIN_FACE_PX:
         log.warning("the face in %s is only %d px tall (forehead to chin): the output will be blurry and "
