@@ -57,6 +57,8 @@ REST_UPPER_SHARE = 0.35
 PARTED_LIPS_H = 0.008
 #: Shut lips are left this far apart (face heights), so the upper and lower inner-lip points never coincide.
 SHUT_GAP_H = 0.001
+#: Extra points on each inner lip contour that a shutting warp passes through (`rest_closure`).
+SEAM_POINTS = 24
 
 #: Rigid head motion (roll) pivots about the neck: this many face heights below the chin.
 NECK_PIVOT_BELOW_CHIN = 0.35
@@ -91,6 +93,10 @@ class FaceFrame:
     def local(self, xy: np.ndarray) -> np.ndarray:
         d = xy - self.origin
         return np.stack([d @ self.u, d @ self.v], axis=-1)
+
+    def from_local(self, uv: np.ndarray) -> np.ndarray:
+        """Image positions of face coordinates (`local`'s inverse)."""
+        return self.origin + self.to_image(uv)
 
     def to_image(self, duv: np.ndarray) -> np.ndarray:
         """A displacement in (u, v) as an image-space displacement."""
@@ -200,11 +206,14 @@ def _mouth_geometry(lm: np.ndarray, uv: np.ndarray, W: float) -> _MouthGeometry:
     return _MouthGeometry(a, b, lower, lips, reach, lens, hinge_z - z)
 
 
-def rest_closure(lm: np.ndarray, frame: FaceFrame, shut_gap: float) -> tuple[float, np.ndarray]:
-    """A portrait's own inner-lip gap at the centre (pixels) and the forward (u, v) displacement of every landmark
-    that shuts it to `shut_gap` pixels: the jaw rises (as jawOpen lowers it) and the upper lip comes down a share
-    (REST_UPPER_SHARE), and the inner lips meet along the line between their two contours, so a wide-open mouth
-    closes on a natural seam rather than on the upper lip's arch."""
+def rest_closure(lm: np.ndarray, frame: FaceFrame, shut_gap: float,
+                 seam_points: int = SEAM_POINTS) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """A portrait's own inner-lip gap at the centre (pixels), the forward (u, v) displacement of every landmark
+    that shuts it to `shut_gap` pixels, and `seam_points` more points on each inner lip contour (u, v) with theirs.
+    The jaw rises (as jawOpen lowers it) and the upper lip comes down a share (REST_UPPER_SHARE); the inner lips
+    meet along the line between their two contours, so a wide-open mouth closes on a natural seam rather than on
+    the upper lip's arch. The extra points lie pairwise at the same u on both lips, so a warp through them shuts
+    the lips along one seam instead of zigzagging between the mesh's eleven points a lip."""
     uv = frame.local(lm[:, :2])
     mouth = _mouth_geometry(lm, uv, frame.mouth_width)
     upper, lower = list(fr.UPPER_LIP_INNER), list(fr.LOWER_LIP_INNER)
@@ -215,25 +224,42 @@ def rest_closure(lm: np.ndarray, frame: FaceFrame, shut_gap: float) -> tuple[flo
     dv = shut * (REST_UPPER_SHARE * drop - (1 - REST_UPPER_SHARE) * rise)
     # the inner contours meet exactly: each point moves (only towards the other lip) to the seam at its u
     top, bottom = uv[upper], uv[lower]
-    top_v = np.interp(bottom[:, 0], *top[np.argsort(top[:, 0])].T)
-    bottom_v = np.interp(top[:, 0], *bottom[np.argsort(bottom[:, 0])].T)
-    seam_top = top[:, 1] + REST_UPPER_SHARE * (bottom_v - top[:, 1])
-    seam_bottom = top_v + REST_UPPER_SHARE * (bottom[:, 1] - top_v)
-    dv[upper] = np.maximum(seam_top - shut_gap / 2 - top[:, 1], 0.0)
-    dv[lower] = np.minimum(seam_bottom + shut_gap / 2 - bottom[:, 1], 0.0)
-    return gap, np.stack([np.zeros_like(dv), dv], 1)
+    top_sorted, bottom_sorted = top[np.argsort(top[:, 0])].T, bottom[np.argsort(bottom[:, 0])].T
+
+    def moves(u: np.ndarray, top_v: np.ndarray, bottom_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seam = top_v + REST_UPPER_SHARE * (bottom_v - top_v)
+        return np.maximum(seam - shut_gap / 2 - top_v, 0.0), np.minimum(seam + shut_gap / 2 - bottom_v, 0.0)
+
+    dv[upper] = moves(top[:, 0], top[:, 1], np.interp(top[:, 0], *bottom_sorted))[0]
+    dv[lower] = moves(bottom[:, 0], np.interp(bottom[:, 0], *top_sorted), bottom[:, 1])[1]
+    u = np.linspace(top_sorted[0, 0], top_sorted[0, -1], seam_points + 2)[1:-1]
+    top_v, bottom_v = np.interp(u, *top_sorted), np.interp(u, *bottom_sorted)
+    down, up = moves(u, top_v, bottom_v)
+    extra = np.concatenate([np.stack([u, top_v], 1), np.stack([u, bottom_v], 1)])
+    extra_dv = np.concatenate([down, up])
+    return (gap, np.stack([np.zeros_like(dv), dv], 1), extra,
+            np.stack([np.zeros_like(extra_dv), extra_dv], 1))
 
 
-def shut_mouth(lm: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """The image-space displacement of every landmark that shuts a face's parted lips (`rest_closure`) and how
-    far they were parted (face heights), or None when they are shut. Motion's mouth channels open from shut lips,
-    so a face caught mid-word is shut first: the renderer's portrait, extraction's reference."""
+@dataclass
+class ShutMouth:
+    """What shuts a face's parted lips, in image pixels (`shut_mouth`)."""
+
+    landmarks: np.ndarray     # (N, 2) every landmark's displacement
+    seam: np.ndarray          # (2 * SEAM_POINTS, 2) more points on the inner lip contours ...
+    seam_moves: np.ndarray    # ... and theirs
+    parted: float             # how far the lips were parted (face heights)
+
+
+def shut_mouth(lm: np.ndarray) -> ShutMouth | None:
+    """How to shut a face's parted lips (`rest_closure`), or None when they are shut. Motion's mouth channels open
+    from shut lips, so a face caught mid-word is shut first: the renderer's portrait, extraction's reference."""
     lm = np.asarray(lm, dtype=np.float64)
     frame = FaceFrame.from_landmarks(lm)
-    gap, shut = rest_closure(lm, frame, SHUT_GAP_H * frame.height)
+    gap, shut, seam, seam_moves = rest_closure(lm, frame, SHUT_GAP_H * frame.height)
     if gap <= PARTED_LIPS_H * frame.height:
         return None
-    return frame.to_image(shut), gap / frame.height
+    return ShutMouth(frame.to_image(shut), frame.from_local(seam), frame.to_image(seam_moves), gap / frame.height)
 
 
 def landmark_displacements(lm: np.ndarray, frame: FaceFrame) -> dict[str, np.ndarray]:

@@ -457,7 +457,7 @@ class ReferenceFace:
         self.frame = FaceFrame.from_landmarks(self.landmarks)
         # expressions open the mouth from shut lips, as the renderer's portrait has them (`render.shut_lips`)
         shut = shut_mouth(self.landmarks)
-        self.fitter = ExpressionFitter(self.landmarks if shut is None else self._shut(shut[0]))
+        self.fitter = ExpressionFitter(self.landmarks if shut is None else self._shut(shut.landmarks))
         ref2 = self.landmarks[None, :, :2]
         self.openness = np.array([eye_openness(self.landmarks[:, :2], "left"),
                                   eye_openness(self.landmarks[:, :2], "right")])
