@@ -123,3 +123,14 @@ def test_analyze_reports_the_face_and_writes_the_aligned_crop(workdir):
     crop = Image.open(workdir / "crop.png")
     assert crop.size == (256, 256)
     assert_one_line_error(run_facecast("analyze", "--portrait", "sky.png", cwd=workdir), "no face")
+    assert "parted" not in result.stdout  # her lips are together
+
+
+def test_analyze_says_when_the_lips_are_parted(workdir, shared_data):
+    from facecast.face.extraction import iter_video_frames
+
+    first = next(iter(iter_video_frames(shared_data / "talking/wild/pcavs_Pose_Source_741400163.mp4")))
+    Image.fromarray(first).save(workdir / "mid_word.png")
+    result = run_facecast("analyze", "--portrait", "mid_word.png", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "lips are parted (0.0" in result.stdout and "shut before animating" in result.stdout

@@ -288,12 +288,17 @@ def _cmd_motion(args: argparse.Namespace) -> int:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from facecast.errors import InputError
     from facecast.face.portrait import analyze_portrait
+    from facecast.face_model import shut_mouth
 
     rig = analyze_portrait(args.portrait, size=args.size, face_index=args.face_index, landmarks_json=args.landmarks,
                            framing=args.framing)
     height, width = rig.frame_shape
     print(f"{args.portrait}: {rig.face_count} face(s) found; using one via {rig.method}; "
           f"framed '{rig.framing}' to {width}x{height}{' with alpha' if rig.has_alpha else ''}")
+    shut = shut_mouth(rig.landmarks)
+    if shut is not None:
+        print(f"its lips are parted ({shut.parted:.2f} of the face's height apart): they are shut before animating, "
+              "since motion opens the mouth from shut lips")
     if args.output is not None:
         import cv2
 
