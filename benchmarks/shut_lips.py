@@ -22,6 +22,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from facecast import face_regions as fr  # noqa: E402
 from facecast.dataset.cache import DEFAULT_DATA  # noqa: E402
 from facecast.face.extraction import iter_video_frames  # noqa: E402
 from facecast.face.measure import FaceMeasurer, mouth_opening  # noqa: E402
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             frames = {jaw: renderer.render(MotionFrame(t=0.0, expressions={"jawOpen": jaw})) for jaw in (*JAWS, 0.3)}
             print(f"| {Path(rel).stem} | {read(rig.image):.3f} | {read(frames[0.0]):.3f} | {read(frames[0.1]):.3f} "
                   f"| {read(frames[0.3]):.3f} |", flush=True)
-            centre = rig.landmarks[[13, 14], :2].mean(0).astype(int)
+            centre = rig.landmarks[[fr.UPPER_LIP_CENTER, fr.LOWER_LIP_CENTER], :2].mean(0).astype(int)
             y0, x0 = max(centre[1] - CROP[0] // 2, 0), max(centre[0] - CROP[1] // 2, 0)
             tiles = [im[y0:y0 + CROP[0], x0:x0 + CROP[1], :3] for im in (rig.image, *(frames[j] for j in JAWS))]
             rows.append(np.concatenate([np.pad(t, ((0, CROP[0] - t.shape[0]), (0, CROP[1] - t.shape[1]), (0, 0)))
