@@ -14,6 +14,7 @@ from facecast.dataset.cache import load_clip
 from facecast.evaluation.motion_quality import (
     GENERATORS,
     blinks_per_minute,
+    correlation_at,
     head_motion,
     jitter,
     lagged_correlation,
@@ -34,6 +35,8 @@ def test_lagged_correlation_finds_a_known_delay_of_a_real_mouth(held_out_dataset
     late = np.concatenate([np.full(4, real[0]), real[:-4]])
     r0, lag = lagged_correlation(late, real)
     assert lag == 4 and r0 < 0.95
+    assert correlation_at(late, real, 4) == pytest.approx(1.0)
+    assert correlation_at(late, real, -4) < r0
     assert lagged_correlation(real, real) == (pytest.approx(1.0), 0)
 
 

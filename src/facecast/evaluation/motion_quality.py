@@ -143,13 +143,18 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
+def correlation_at(generated: np.ndarray, real: np.ndarray, lag: int) -> float:
+    """Pearson correlation of `generated` delayed by `lag` frames against `real` (positive: generated late)."""
+    g = generated[lag:] if lag >= 0 else generated[:lag]
+    r = real[: len(real) - lag] if lag >= 0 else real[-lag:]
+    return pearson(g, r)
+
+
 def lagged_correlation(generated: np.ndarray, real: np.ndarray, max_lag: int = MAX_LAG) -> tuple[float, int]:
     """(correlation at lag 0, the lag in frames that maximises it); a positive lag: the generated signal is late."""
     best_lag, best = 0, -np.inf
     for lag in range(-max_lag, max_lag + 1):
-        g = generated[lag:] if lag >= 0 else generated[:lag]
-        r = real[: len(real) - lag] if lag >= 0 else real[-lag:]
-        value = pearson(g, r)
+        value = correlation_at(generated, real, lag)
         if np.isfinite(value) and value > best:
             best, best_lag = value, lag
     return pearson(generated, real), best_lag
@@ -279,8 +284,8 @@ def blinks_per_minute(blink: np.ndarray, fps: float) -> float:
 #: (of true outcomes: a speaker's share, then the mean over speakers), or a rate key[0] / key[1] summed over the
 #: speaker's clips (blinks per minute, face found per frame), then the mean over speakers.
 POOLING: dict[str, str | tuple[str, str]] = {
-    "mouth_r": "mean", "lag": "median", "mouth_size": "median", "sync_conf": "mean", "sync_offset": "median",
-    "sync_in_1": "share", "closed_bilabial": ("bilabial_closed", "bilabial_words"),
+    "mouth_r": "mean", "mouth_r_av": "mean", "lag": "median", "mouth_size": "median", "sync_conf": "mean",
+    "sync_offset": "median", "sync_in_1": "share", "closed_bilabial": ("bilabial_closed", "bilabial_words"),
     "closed_other": ("other_closed", "other_words"), "head_speed": "mean", "head_spread": "mean",
     "motion_head_speed": "mean", "motion_head_spread": "mean", "jitter": "mean", "rotation_change": "mean",
     "motion_jitter": "mean", "motion_rotation_change": "mean", "blink_depth": "median",
