@@ -38,6 +38,7 @@ PACKAGE_DATA = (
     "facecast/evaluation/data/sync_scorer.pt",
     "facecast/dataset/split.json",
     "facecast/dataset/folds.json",
+    "facecast/dataset/av_offsets.json",
 )
 #: Seconds of the sample speech the installed CLI renders: enough for a real clip, short enough to be quick.
 SPEECH_SECONDS = 3.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from conftest import HELD_OUT_CLIPS
+from facecast.dataset.av_offsets import OFFSETS_PATH, av_offset
 from facecast.dataset.cache import clip_audio, load_clip
 from facecast.evaluation.motion_quality import pearson
 from facecast.motion import EXPRESSION_CHANNELS, resample_frames
@@ -229,3 +231,27 @@ def test_the_shipped_nets_are_what_their_recipes_train() -> None:
         assert float(state.get("target_smoothing", 0.0)) == recipe.target_smoothing
         assert len(state["nets"]) == len(mouth_gap.SEEDS)
     assert mouth_gap.OFFLINE_RECIPE.steps < mouth_gap.RECIPE.steps
+
+
+def test_a_clip_whose_sound_is_late_has_its_mouth_targets_moved_in_step(held_out_dataset: tuple[Path, Path],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listed recording's mouth frames go with the sound heard when they were filmed: 2 frames late, frame t's
+    target is the mouth filmed at t - 2, and the two frames left without one count as without a face."""
+    data, cache = held_out_dataset
+    clip = load_clip(HELD_OUT_CLIPS[3], cache)
+    monkeypatch.setattr(mouth_gap, "av_offset", lambda path: 2 if path == str(clip["path"]) else 0)
+    audio, gap, shut, _, found = mouth_gap._clip_targets(clip, data, cache)
+    raw_audio, raw_gap, raw_shut, _, raw_found = mouth_gap._clip_targets(clip, data, cache, aligned=False)
+    np.testing.assert_array_equal(audio, raw_audio)                           # the sound stays where it is
+    np.testing.assert_array_equal(gap[2:], raw_gap[:-2])
+    np.testing.assert_array_equal(shut[2:], raw_shut[:-2])
+    assert not found[:2].any() and (found[2:] == raw_found[:-2]).all()
+
+
+def test_the_offsets_name_real_recordings_and_the_rest_are_in_step(shared_data: Path) -> None:
+    data = json.loads(OFFSETS_PATH.read_text(encoding="utf-8"))
+    for path, late in data["clips"].items():
+        assert (shared_data / path).is_file() and abs(late) >= 2 and av_offset(path) == late
+    for prefix, late in data["corpora"].items():
+        assert (shared_data / prefix).is_dir() and av_offset(prefix + "any.mp4") == late
+    assert av_offset("talking/grid_s1/bbaf2n.mp4") == 0 and av_offset("/home/me/videos/stream.mp4") == 0

@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from facecast import face_regions as fr
+from facecast.dataset.av_offsets import av_offset
 from facecast.dataset.cache import DEFAULT_DATA, clip_audio, iter_clips
 from facecast.dataset.folds import LRC_AR_PSEUDO_SPEAKERS, load_folds
 from facecast.errors import FacecastError
@@ -99,6 +100,8 @@ class Recipe:
     #: (`MouthGap.target`; 0: not). Offline only: a stream would wait that much longer for its audio (model card:
     #: "Sixth round").
     target_smoothing: float = 0.0
+    #: Whether each clip's mouth targets are first put in step with its sound (`dataset.av_offsets`).
+    av_aligned: bool = True
 
 
 #: The recipe of the shipped live nets, and of the offline ones, which hear Whisper's states beside log-mel.
@@ -143,9 +146,23 @@ def gap_per_coefficient() -> np.ndarray:
     return out
 
 
-def _clip_targets(clip: dict, data_dir: Path | None, cache: Path | None):
+def _in_step(frames: np.ndarray, late: int, fill) -> np.ndarray:
+    """Per-frame targets of a clip whose sound is `late` frames late, moved so that frame t goes with the sound
+    heard at t; the frames left without a target take `fill`."""
+    if late == 0:
+        return frames
+    moved = np.full_like(frames, fill)
+    if late > 0:
+        moved[late:] = frames[:-late]
+    else:
+        moved[:late] = frames[-late:]
+    return moved
+
+
+def _clip_targets(clip: dict, data_dir: Path | None, cache: Path | None, aligned: bool = True):
     """A talking clip at 25 fps: (frame audio, gap above its closed mouth, shut-lips labels, in-speech closure
-    labels, face found)."""
+    labels, face found); `aligned`: the mouth put in step with the sound where the recording is not
+    (`dataset.av_offsets`; the moved-out frames count as without a face)."""
     fps = float(clip["fps"])
     count = len(resample_frames(np.asarray(clip["head"], np.float32), fps, FPS))
     opening = resample_frames(clip["mouth_opening"][:, None].astype(np.float32), fps, FPS, count=count)[:, 0]
@@ -159,7 +176,9 @@ def _clip_targets(clip: dict, data_dir: Path | None, cache: Path | None):
         if opened[max(0, t - IN_SPEECH_FRAMES): t].any() and opened[t + 1: t + 1 + IN_SPEECH_FRAMES].any():
             inside[t] = 1.0
     audio = frame_audio(clip_audio(clip, "logmel", data_dir, cache), count, "logmel")
-    return audio, (opening - low).astype(np.float32), shut, inside, found
+    late = av_offset(str(clip["path"])) if aligned else 0
+    gap = _in_step((opening - low).astype(np.float32), late, 0.0)
+    return audio, gap, _in_step(shut, late, 0.0), _in_step(inside, late, 0.0), _in_step(found, late, False)
 
 
 def _teacher_frames(clip: dict, count: int, source: str = "teacher", data_dir: Path | None = None,
@@ -371,7 +390,7 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
         raise FacecastError("student features need a trained student (training.student)")
     data, kept = [], []
     for clip in clips:
-        targets = _clip_targets(clip, data_dir, cache)
+        targets = _clip_targets(clip, data_dir, cache, recipe.av_aligned)
         states = (_teacher_frames(clip, len(targets[0]), _source(recipe.features), data_dir, cache) if use_teacher
                   else None)
         if targets[-1].sum() >= 10 and (states is not None or not use_teacher):
