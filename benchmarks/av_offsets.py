@@ -55,7 +55,7 @@ def lag_curve(net, clip: dict) -> np.ndarray | None:
 
 def _mean_row(curves: list[np.ndarray]) -> str:
     mean = np.nanmean(np.array(curves), 0)
-    return " | ".join(f"{v:.3f}" for v in mean) + f" | {list(LAGS)[int(np.nanargmax(mean))]}"
+    return " | ".join(f"{v:.3f}" for v in mean) + f" | {LAGS[int(np.nanargmax(mean))]}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 best = int(np.nanargmax(curve))
                 print(f"| {fold} | {clip['path']} | {clip['speaker']} | {len(clip['found']) / float(clip['fps']):.1f} "
-                      f"| {curve[list(LAGS).index(0)]:.3f} | {list(LAGS)[best]} | {curve[best]:.3f} |", flush=True)
+                      f"| {curve[LAGS.index(0)]:.3f} | {LAGS[best]} | {curve[best]:.3f} |", flush=True)
     if args.part in ("lrc_ar", "all"):
         net = _net([c for c in clips if "lrc_ar" not in str(c["path"])])
         lrc = [c for c in clips if "lrc_ar" in str(c["path"])]

@@ -226,15 +226,15 @@ def rest_closure(lm: np.ndarray, frame: FaceFrame, shut_gap: float,
     top, bottom = uv[upper], uv[lower]
     top_sorted, bottom_sorted = top[np.argsort(top[:, 0])].T, bottom[np.argsort(bottom[:, 0])].T
 
-    def moves(u: np.ndarray, top_v: np.ndarray, bottom_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def moves(top_v: np.ndarray, bottom_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         seam = top_v + REST_UPPER_SHARE * (bottom_v - top_v)
         return np.maximum(seam - shut_gap / 2 - top_v, 0.0), np.minimum(seam + shut_gap / 2 - bottom_v, 0.0)
 
-    dv[upper] = moves(top[:, 0], top[:, 1], np.interp(top[:, 0], *bottom_sorted))[0]
-    dv[lower] = moves(bottom[:, 0], np.interp(bottom[:, 0], *top_sorted), bottom[:, 1])[1]
+    dv[upper] = moves(top[:, 1], np.interp(top[:, 0], *bottom_sorted))[0]
+    dv[lower] = moves(np.interp(bottom[:, 0], *top_sorted), bottom[:, 1])[1]
     u = np.linspace(top_sorted[0, 0], top_sorted[0, -1], seam_points + 2)[1:-1]
     top_v, bottom_v = np.interp(u, *top_sorted), np.interp(u, *bottom_sorted)
-    down, up = moves(u, top_v, bottom_v)
+    down, up = moves(top_v, bottom_v)
     extra = np.concatenate([np.stack([u, top_v], 1), np.stack([u, bottom_v], 1)])
     extra_dv = np.concatenate([down, up])
     return (gap, np.stack([np.zeros_like(dv), dv], 1), extra,
@@ -249,6 +249,12 @@ class ShutMouth:
     seam: np.ndarray          # (2 * SEAM_POINTS, 2) more points on the inner lip contours ...
     seam_moves: np.ndarray    # ... and theirs
     parted: float             # how far the lips were parted (face heights)
+
+    def applied(self, lm: np.ndarray) -> np.ndarray:
+        """The face's landmarks (N, 2 or 3) with its lips shut, in their own dtype."""
+        moved = np.array(lm, dtype=np.float64)
+        moved[:, :2] += self.landmarks
+        return moved.astype(np.asarray(lm).dtype)
 
 
 def shut_mouth(lm: np.ndarray) -> ShutMouth | None:

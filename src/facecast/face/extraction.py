@@ -457,16 +457,11 @@ class ReferenceFace:
         self.frame = FaceFrame.from_landmarks(self.landmarks)
         # expressions open the mouth from shut lips, as the renderer's portrait has them (`render.shut_lips`)
         shut = shut_mouth(self.landmarks)
-        self.fitter = ExpressionFitter(self.landmarks if shut is None else self._shut(shut.landmarks))
+        self.fitter = ExpressionFitter(self.landmarks if shut is None else shut.applied(self.landmarks))
         ref2 = self.landmarks[None, :, :2]
         self.openness = np.array([eye_openness(self.landmarks[:, :2], "left"),
                                   eye_openness(self.landmarks[:, :2], "right")])
         self._gaze_offset = _iris_offset(ref2, self.landmarks, self.frame)[0]
-
-    def _shut(self, displacement: np.ndarray) -> np.ndarray:
-        shut = self.landmarks.copy()
-        shut[:, :2] += displacement
-        return shut
 
     def measure(self, lm: np.ndarray, fit: RigidFit | None = None, start: np.ndarray | None = None,
                 tolerance: float = 0.0) -> Measurement:

@@ -41,6 +41,4 @@ def shut_lips(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.
     positions = np.stack([pixels.x[box], pixels.y[box]], -1) + field.data   # only the mouth's box moves
     shut_image = image.copy()
     shut_image[box] = cv2.remap(image, positions, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    moved = lm.copy()
-    moved[:, :2] += shut.landmarks
-    return shut_image, moved.astype(np.asarray(landmarks).dtype), shut.parted
+    return shut_image, shut.applied(landmarks), shut.parted
