@@ -4,6 +4,7 @@
     python benchmarks/quality.py --clips 6           # a quick look (3 GRID s4 + 3 in-the-wild clips)
     python benchmarks/quality.py --generators rule --model alt=out/alt.pt   # other learned weights as row "alt"
     python benchmarks/quality.py --group wild        # the headline alone
+    python benchmarks/quality.py --generators extracted,extracted-gap   # real motion re-rendered: the ceiling
     python benchmarks/quality.py --fold 2 --generators loudness --model cand=out/cand_fold2.pt --json f2.json
     python benchmarks/quality.py --fold-summary f1.json f2.json f3.json       # fold mean, spread, weakest
 
@@ -87,6 +88,7 @@ from facecast.evaluation.motion_quality import (  # noqa: E402
     head_motion,
     jitter,
     lagged_correlation,
+    learned_live_motion,
     learned_motion,
     measure_frames,
     motion_head_and_blink,
@@ -128,6 +130,32 @@ def clip_renderer(relpath: str, data: Path, cache: Path | None):
     return clip, float(clip["fps"]), len(clip["found"]), renderer, decode_mono(data / relpath)
 
 
+#: Rows of real motion re-rendered, the renderer's ceiling (what a generator could score at best through this
+#: renderer and the face mesh): "extracted", the clip's own extracted motion (the dataset cache), played on its
+#: first frame like a generator's; "extracted-gap", the same with the articulators beside the jaw (funnel,
+#: pucker, lips up and down, stretch) taken out and their share of the gap given to the jaw: the real gap alone.
+REAL_MOTION = ("extracted", "extracted-gap")
+ARTICULATORS = ("mouthFunnel", "mouthPucker", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
+                "mouthUpperUpRight", "mouthStretchLeft", "mouthStretchRight")
+
+
+def extracted_motion(clip: dict, gap_only: bool = False) -> list:
+    """A cached clip's own extracted motion (REAL_MOTION), one frame per video frame."""
+    from facecast.face.extraction import motion_frames
+    from facecast.motion import EXPRESSION_CHANNELS
+    from facecast.speech.learned import WEIGHTS_PATH, read_model
+    from facecast.speech.mouth_gap import GAP_GEOMETRY_KEY, JAW, rendered_gap
+
+    expressions = np.asarray(clip["expressions"], np.float64).copy()
+    if gap_only:
+        per = read_model(WEIGHTS_PATH)[GAP_GEOMETRY_KEY].numpy()
+        gap = rendered_gap(expressions, per)
+        expressions[:, [EXPRESSION_CHANNELS.index(name) for name in ARTICULATORS]] = 0.0
+        expressions[:, JAW] = np.clip(expressions[:, JAW] + (gap - rendered_gap(expressions, per)) / per[JAW], 0, 1)
+    return motion_frames(float(clip["fps"]), clip["head"], clip["gaze"], clip["blink"], expressions,
+                         clip["visemes"], clip["voice"])
+
+
 def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | None,
                 models: dict[str, Path] | None = None) -> dict[str, object]:
     """Render every generator's motion for one held-out clip and measure the output frames; `models` adds
@@ -138,8 +166,15 @@ def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | N
     out: dict[str, object] = {"seconds": {}}
     for name in generators:
         started = time.perf_counter()
-        generate = partial(learned_motion, model_path=models[name]) if models and name in models else GENERATORS[name]
-        motion = generate(samples, fps, count)
+        if name in REAL_MOTION:
+            motion = extracted_motion(clip, gap_only=name == "extracted-gap")
+        else:
+            if models and name in models:   # a name ending in "-live" streams those weights as `live` does
+                generate = partial(learned_live_motion if name.endswith("-live") else learned_motion,
+                                   model_path=models[name])
+            else:
+                generate = GENERATORS[name]
+            motion = generate(samples, fps, count)
         out[name + ":motion"] = motion_head_and_blink(motion)
         out[name] = measure_frames((renderer.render(frame)[:, :, :3] for frame in motion), fps)
         out["seconds"][name] = time.perf_counter() - started  # type: ignore[index]
@@ -326,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", choices=tuple(TITLES), default=None,
                         help="only this group's clips (wild: the headline alone, about half the time)")
     parser.add_argument("--generators", default=",".join(GENERATORS),
-                        help=f"comma-separated, of {', '.join(GENERATORS)}")
+                        help=f"comma-separated, of {', '.join(GENERATORS)}, or real motion re-rendered: "
+                             f"{', '.join(REAL_MOTION)} (the renderer's ceiling)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", type=Path, default=dataset.DEFAULT_DATA)
     parser.add_argument("--cache", type=Path, default=None)
@@ -334,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-json", type=Path, default=None, metavar="JSON",
                         help="print the tables of a saved --json run (nothing is rendered)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=WEIGHTS",
-                        help="also score the learned generator with these weights, as row NAME (repeatable)")
+                        help="also score the learned generator with these weights, as row NAME (repeatable; a NAME "
+                             "ending in -live streams them as the live daemon does)")
     args = parser.parse_args(argv)
     if args.from_json:
         for line in report(json.loads(args.from_json.read_text(encoding="utf-8"))["clips"]):
@@ -355,9 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = Path(weights)
         if name not in generators:          # `--generators alt --model alt=...` renders it once
             generators.append(name)
-    unknown = [g for g in generators if g not in GENERATORS and g not in models]
+    unknown = [g for g in generators if g not in GENERATORS and g not in models and g not in REAL_MOTION]
     if unknown:
-        parser.error(f"unknown generator(s) {', '.join(unknown)}; choose from {', '.join(GENERATORS)}")
+        parser.error(f"unknown generator(s) {', '.join(unknown)}; choose from {', '.join((*GENERATORS, *REAL_MOTION))}")
     started = time.perf_counter()
     clips = held_out(args.cache, args.clips, args.group, args.fold)
     if not clips:
@@ -378,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     records = {"real": [clip_record(c, m, scorer, (m.head, m.blink)) for c, m in zip(clips, real)]}
     av_lags = [recording_lag(record, float(c["fps"])) for c, record in zip(clips, records["real"])]
     for name in generators:
-        records[name] = [clip_record(c, r[name], scorer, r[name + ":motion"], av_lag)
+        # re-rendered real motion keeps the recording's own timing: it is in step with the real mouth as recorded
+        records[name] = [clip_record(c, r[name], scorer, r[name + ":motion"], 0 if name in REAL_MOTION else av_lag)
                          for c, r, av_lag in zip(clips, results, av_lags)]
     elapsed = time.perf_counter() - started
     grid = sum(group_of(str(c["path"])) == "grid" for c in clips)

@@ -72,9 +72,11 @@ def learned_motion(samples: np.ndarray, fps: float, frames: int, model_path: Pat
     return generator.push(samples) + list(generator.finish())
 
 
-def learned_live_motion(samples: np.ndarray, fps: float, frames: int) -> list[MotionFrame]:
-    """The learned generator as the live daemon streams it (10 ms blocks, bounded lookahead)."""
-    generator = make_generator("learned", fps=fps, streaming=True)
+def learned_live_motion(samples: np.ndarray, fps: float, frames: int,
+                        model_path: Path | None = None) -> list[MotionFrame]:
+    """The learned generator as the live daemon streams it (10 ms blocks, bounded lookahead; its shipped weights,
+    or `model_path`)."""
+    generator = make_generator("learned", fps=fps, model_path=model_path, streaming=True)
     out: list[MotionFrame] = []
     for start in range(0, len(samples), 160):
         out += generator.push(samples[start: start + 160])

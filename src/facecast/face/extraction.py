@@ -385,18 +385,23 @@ class Extraction:
 
     def frames(self) -> list[MotionFrame]:
         """The motion representation, one frame per video frame."""
-        out = []
-        for i in range(len(self.found)):
-            expressions = {name: float(v) for name, v in zip(EXPRESSION_CHANNELS, self.expressions[i]) if v > 1e-4}
-            frame = MotionFrame(
-                t=i / self.fps, head=HeadPose(*map(float, self.head[i])), gaze=Gaze(*map(float, self.gaze[i])),
-                blink=Blink(*map(float, self.blink[i])), expressions=expressions,
-            )
-            if len(self.voice):
-                frame.visemes = {name: float(v) for name, v in zip(VISEMES, self.visemes[i])}
-                frame.voice = float(self.voice[i])
-            out.append(frame)
-        return out
+        return motion_frames(self.fps, self.head, self.gaze, self.blink, self.expressions, self.visemes, self.voice)
+
+
+def motion_frames(fps: float, head: np.ndarray, gaze: np.ndarray, blink: np.ndarray, expressions: np.ndarray,
+                  visemes: np.ndarray, voice: np.ndarray) -> list[MotionFrame]:
+    """Extracted per-frame arrays (an `Extraction`'s, or a dataset clip's) as the motion representation, one frame
+    per video frame; without a voice (`voice` empty) the visemes stay silent."""
+    out = []
+    for i in range(len(head)):
+        named = {name: float(v) for name, v in zip(EXPRESSION_CHANNELS, expressions[i]) if v > 1e-4}
+        frame = MotionFrame(t=i / fps, head=HeadPose(*map(float, head[i])), gaze=Gaze(*map(float, gaze[i])),
+                            blink=Blink(*map(float, blink[i])), expressions=named)
+        if len(voice):
+            frame.visemes = {name: float(v) for name, v in zip(VISEMES, visemes[i])}
+            frame.voice = float(voice[i])
+        out.append(frame)
+    return out
 
 
 def extract(path: str | Path, reference: int | str = "neutral", max_frames: int | None = None) -> Extraction:
