@@ -99,6 +99,7 @@ from facecast.evaluation.motion_quality import (  # noqa: E402
 )
 from facecast.evaluation.sync_scorer import FPS as SYNC_FPS  # noqa: E402
 from facecast.evaluation.sync_scorer import MAX_OFFSET, SyncScorer, enough_face, scorable  # noqa: E402
+from facecast.motion import EXPRESSION_CHANNELS, MOUTH_CHANNELS  # noqa: E402
 
 SIZE = 512
 #: A real clip's own audio-video offset (`recording_lag`) is trusted on clips this long: the scorer's misses on
@@ -135,14 +136,12 @@ def clip_renderer(relpath: str, data: Path, cache: Path | None):
 #: first frame like a generator's; "extracted-gap", the same with the articulators beside the jaw (funnel,
 #: pucker, lips up and down, stretch) taken out and their share of the gap given to the jaw: the real gap alone.
 REAL_MOTION = ("extracted", "extracted-gap")
-ARTICULATORS = ("mouthFunnel", "mouthPucker", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
-                "mouthUpperUpRight", "mouthStretchLeft", "mouthStretchRight")
+ARTICULATORS = tuple(name for name in MOUTH_CHANNELS if name not in ("jawOpen", "mouthClose"))
 
 
 def extracted_motion(clip: dict, gap_only: bool = False) -> list:
     """A cached clip's own extracted motion (REAL_MOTION), one frame per video frame."""
     from facecast.face.extraction import motion_frames
-    from facecast.motion import EXPRESSION_CHANNELS
     from facecast.speech.learned import WEIGHTS_PATH, read_model
     from facecast.speech.mouth_gap import GAP_GEOMETRY_KEY, JAW, rendered_gap
 
@@ -160,21 +159,17 @@ def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | N
                 models: dict[str, Path] | None = None) -> dict[str, object]:
     """Render every generator's motion for one held-out clip and measure the output frames; `models` adds
     learned generators with other weights (name -> weights file)."""
-    from functools import partial
-
     clip, fps, count, renderer, samples = clip_renderer(relpath, data, cache)
     out: dict[str, object] = {"seconds": {}}
     for name in generators:
         started = time.perf_counter()
         if name in REAL_MOTION:
             motion = extracted_motion(clip, gap_only=name == "extracted-gap")
+        elif models and name in models:     # a name ending in "-live" streams those weights as `live` does
+            learned = learned_live_motion if name.endswith("-live") else learned_motion
+            motion = learned(samples, fps, count, model_path=models[name])
         else:
-            if models and name in models:   # a name ending in "-live" streams those weights as `live` does
-                generate = partial(learned_live_motion if name.endswith("-live") else learned_motion,
-                                   model_path=models[name])
-            else:
-                generate = GENERATORS[name]
-            motion = generate(samples, fps, count)
+            motion = GENERATORS[name](samples, fps, count)
         out[name + ":motion"] = motion_head_and_blink(motion)
         out[name] = measure_frames((renderer.render(frame)[:, :, :3] for frame in motion), fps)
         out["seconds"][name] = time.perf_counter() - started  # type: ignore[index]

@@ -27,13 +27,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from facecast.dataset import cache as dataset  # noqa: E402
 from facecast.evaluation.sync_scorer import SyncScorer, scorable  # noqa: E402
-from facecast.motion import EXPRESSION_CHANNELS  # noqa: E402
+from facecast.motion import EXPRESSION_CHANNELS, MOUTH_CHANNELS  # noqa: E402
 
-#: The speech articulators beside the jaw (`motion.MOUTH_CHANNELS`), left and right as one.
-SHAPE_GROUPS: tuple[tuple[str, ...], ...] = (
-    ("mouthFunnel",), ("mouthPucker",), ("mouthLowerDownLeft", "mouthLowerDownRight"),
-    ("mouthUpperUpLeft", "mouthUpperUpRight"), ("mouthStretchLeft", "mouthStretchRight"),
-)
+
+def _articulator_groups() -> tuple[tuple[str, ...], ...]:
+    """The speech articulators beside the jaw (`motion.MOUTH_CHANNELS` less jawOpen and mouthClose), each
+    left-right pair as one group, in their order there."""
+    groups: dict[str, list[str]] = {}
+    for name in MOUTH_CHANNELS:
+        if name not in ("jawOpen", "mouthClose"):
+            groups.setdefault(name.removesuffix("Left").removesuffix("Right"), []).append(name)
+    return tuple(map(tuple, groups.values()))
+
+
+#: funnel, pucker, lower lip down, upper lip up, stretch
+SHAPE_GROUPS = _articulator_groups()
 VARIANTS = ("real", "gap", "gap + shape groups", "gap + width + height")
 
 
