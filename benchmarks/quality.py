@@ -4,7 +4,7 @@
     python benchmarks/quality.py --clips 6           # a quick look (3 GRID s4 + 3 in-the-wild clips)
     python benchmarks/quality.py --generators rule --model alt=out/alt.pt   # other learned weights as row "alt"
     python benchmarks/quality.py --group wild        # the headline alone
-    python benchmarks/quality.py --generators extracted,extracted-gap   # real motion re-rendered: the ceiling
+    python benchmarks/quality.py --generators extracted,extracted-gap,extracted-still   # real motion re-rendered
     python benchmarks/quality.py --fold 2 --generators loudness --model cand=out/cand_fold2.pt --json f2.json
     python benchmarks/quality.py --fold-summary f1.json f2.json f3.json       # fold mean, spread, weakest
 
@@ -134,25 +134,30 @@ def clip_renderer(relpath: str, data: Path, cache: Path | None):
 #: Rows of real motion re-rendered, the renderer's ceiling (what a generator could score at best through this
 #: renderer and the face mesh): "extracted", the clip's own extracted motion (the dataset cache), played on its
 #: first frame like a generator's; "extracted-gap", the same with the articulators beside the jaw (funnel,
-#: pucker, lips up and down, stretch) taken out and their share of the gap given to the jaw: the real gap alone.
-REAL_MOTION = ("extracted", "extracted-gap")
+#: pucker, lips up and down, stretch) taken out and their share of the gap given to the jaw: the real gap alone;
+#: "extracted-still", the whole motion with the head and gaze held still: what the rendered head's motion costs.
+REAL_MOTION = ("extracted", "extracted-gap", "extracted-still")
 ARTICULATORS = tuple(name for name in MOUTH_CHANNELS if name not in ("jawOpen", "mouthClose"))
 
 
-def extracted_motion(clip: dict, gap_only: bool = False) -> list:
-    """A cached clip's own extracted motion (REAL_MOTION), one frame per video frame."""
+def extracted_motion(clip: dict, row: str = "extracted") -> list:
+    """A cached clip's own extracted motion as a REAL_MOTION row plays it, one frame per video frame."""
     from facecast.face.extraction import motion_frames
     from facecast.speech.learned import WEIGHTS_PATH, read_model
     from facecast.speech.mouth_gap import GAP_GEOMETRY_KEY, JAW, rendered_gap
 
     expressions = np.asarray(clip["expressions"], np.float64).copy()
-    if gap_only:
+    head, gaze = np.asarray(clip["head"], np.float64), np.asarray(clip["gaze"], np.float64)
+    if row == "extracted-still":
+        head = np.zeros_like(head)
+        head[:, 5] = 1.0    # distance: as in the picture
+        gaze = np.zeros_like(gaze)
+    if row == "extracted-gap":
         per = read_model(WEIGHTS_PATH)[GAP_GEOMETRY_KEY].numpy()
         gap = rendered_gap(expressions, per)
         expressions[:, [EXPRESSION_CHANNELS.index(name) for name in ARTICULATORS]] = 0.0
         expressions[:, JAW] = np.clip(expressions[:, JAW] + (gap - rendered_gap(expressions, per)) / per[JAW], 0, 1)
-    return motion_frames(float(clip["fps"]), clip["head"], clip["gaze"], clip["blink"], expressions,
-                         clip["visemes"], clip["voice"])
+    return motion_frames(float(clip["fps"]), head, gaze, clip["blink"], expressions, clip["visemes"], clip["voice"])
 
 
 def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | None,
@@ -164,7 +169,7 @@ def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | N
     for name in generators:
         started = time.perf_counter()
         if name in REAL_MOTION:
-            motion = extracted_motion(clip, gap_only=name == "extracted-gap")
+            motion = extracted_motion(clip, name)
         elif models and name in models:     # a name ending in "-live" streams those weights as `live` does
             learned = learned_live_motion if name.endswith("-live") else learned_motion
             motion = learned(samples, fps, count, model_path=models[name])

@@ -149,20 +149,23 @@ def test_quality_benchmark_prints_one_table_with_every_generator(held_out_datase
     assert bad.returncode == 2 and "NAME=WEIGHTS" in bad.stderr
 
 
+REAL_ROWS = ("extracted", "extracted-gap", "extracted-still")
+
+
 def test_real_motion_re_rendered_follows_the_real_mouth(held_out_dataset: tuple[Path, Path]) -> None:
-    """The quality benchmark's renderer-ceiling rows: each clip's own extracted motion, whole and reduced to its gap
-    (the articulators' share given to the jaw), played on its first frame, follows the real mouth closely, and
-    is in step with the recording as it is (its AV-aligned r is its mouth r)."""
+    """The quality benchmark's renderer-ceiling rows: each clip's own extracted motion, whole, reduced to its gap
+    (the articulators' share given to the jaw) and with the head held still, played on its first frame, follows
+    the real mouth closely, and is in step with the recording as it is (its AV-aligned r is its mouth r)."""
     data, cache = held_out_dataset
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--data", str(data), "--cache", str(cache),
-         "--workers", "1", "--clips", "2", "--generators", "extracted,extracted-gap"],
+         "--workers", "1", "--clips", "2", "--generators", "extracted,extracted-gap,extracted-still"],
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in result.stdout.splitlines()
             if line.startswith("| extracted")]
-    assert {row[0] for row in rows} == {"extracted", "extracted-gap"} and len(rows) >= 4   # both groups' tables
-    for row in rows[:4]:
+    assert {row[0] for row in rows} == set(REAL_ROWS) and len(rows) >= 6   # both groups' tables
+    for row in rows[:6]:
         assert float(row[1]) > 0.8 and row[2] == row[1], row
 
 
