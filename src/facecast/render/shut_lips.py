@@ -39,9 +39,11 @@ INTERIOR_EDGE_PX = 2.0
 SEAM_KEEP_PX = 1.0
 
 
-def shut_lips(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def shut_lips(image: np.ndarray, landmarks: np.ndarray, *, paint_interior: bool = True
+              ) -> tuple[np.ndarray, np.ndarray, float]:
     """The portrait with its own parted lips shut, its landmarks moved with them, and how far they were parted
-    (face heights); a portrait with shut lips comes back as it is, with 0."""
+    (face heights); a portrait with shut lips comes back as it is, with 0. `paint_interior=False` leaves what the
+    warp leaves of the mouth's interior (for comparison)."""
     lm = np.asarray(landmarks, dtype=np.float64)
     shut = shut_mouth(lm)
     if shut is None:
@@ -60,6 +62,8 @@ def shut_lips(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.
     shut_image = image.copy()
     shut_image[box] = cv2.remap(image, positions, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     shut_landmarks = shut.applied(landmarks)
+    if not paint_interior:
+        return shut_image, shut_landmarks, shut.parted
     interior, lip_luma = mouth_interior(image, lm)
     left = interior.copy()
     left[box] = cv2.remap(interior, positions, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
