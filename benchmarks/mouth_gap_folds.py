@@ -26,6 +26,14 @@ closure output trained but not applied, the opening smoothed over a frame (`Reci
 "logmel_whisper_closing" the same with the closure applied, "logmel_whisper_unsmoothed" without the smoothing
 (the fifth round's recipe).
 
+    python benchmarks/mouth_gap_folds.py --candidates logmel_whisper --steps 600 --closure-exponents 2,4,8
+
+also scores each fold's net with its closures applied as gap * (1 - p ** E) for each E
+(`speech.mouth_gap.CLOSURE_EXPONENT`; no refit): r, size, and how often the lips close while the
+speaker's voice is heard (closures per second of voiced frames, a closure being the benchmark's
+"closed": within `CLOSED_FRACTION` of the clip's opening range of its 5th percentile), beside the
+real mouth's rate on the same frames.
+
 A "loudness" row is the r of the clip's loudness envelope (the mean log-mel
 band level per frame) against the mouth: the floor any recipe must clear.
 
@@ -53,7 +61,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from facecast.dataset import cache as dataset  # noqa: E402
 from facecast.dataset.folds import load_folds  # noqa: E402
-from facecast.speech.mouth_gap import OFFLINE_LOOKAHEAD, MouthGap  # noqa: E402
+from facecast.evaluation.motion_quality import CLOSED_FRACTION  # noqa: E402
+from facecast.motion import resample_frames  # noqa: E402
+from facecast.speech.mouth_gap import FPS, OFFLINE_LOOKAHEAD, MouthGap  # noqa: E402
 from facecast.training.mouth_gap import OFFLINE_RECIPE, Recipe, _clip_targets, fold_inputs, train_nets, without_fold  # noqa: E402
 
 CANDIDATES = {
@@ -91,6 +101,10 @@ CANDIDATES = {
 }
 
 
+#: A frame counts as voiced for `closure_rates` when the clip's voice level (`speech.voice`, 0..1) is above this.
+VOICED_LEVEL = 0.1
+
+
 def _r(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1]) if len(a) > 5 and a.std() > 0 and b.std() > 0 else float("nan")
 
@@ -111,6 +125,40 @@ def score(predict, clips: list[dict]) -> dict:
     return {"mouth_r": float(np.nanmean([v[0] for v in per.values()])),
             "mouth_size": float(np.median([v[1] for v in per.values()])),
             "speakers": {s: v[0] for s, v in per.items()}}
+
+
+def closures_per_second(gap: np.ndarray, voiced: np.ndarray) -> float:
+    """How often `gap` closes (enters the benchmark's "closed" band of its own range) on voiced frames, per second
+    of them."""
+    low, high = np.percentile(gap, [5, 95])
+    closed = (gap <= low + CLOSED_FRACTION * (high - low)) & voiced
+    onsets = int(closed[0]) + int(np.sum(closed[1:] & ~closed[:-1]))
+    return onsets / max(int(voiced.sum()), 1) * FPS
+
+
+def closure_rates(model: MouthGap, state: dict, clips: list[dict], exponents: list[float]) -> dict:
+    """Per closure exponent: speaker-weighted r and size (as `score`) and closures per second of voice, generated
+    and real, of a fold's net on its held-out clips."""
+    speakers: dict[str, list[tuple]] = {}
+    for clip in clips:
+        audio, gap, _, _, found = _clip_targets(clip, None, None)
+        if found.sum() < 10:
+            continue
+        voice = resample_frames(np.asarray(clip["voice"], np.float32)[:, None], float(clip["fps"]), FPS,
+                                count=len(gap))[:, 0]
+        voiced = (voice > VOICED_LEVEL)[found]
+        real = gap[found]
+        row = [closures_per_second(real, voiced)]
+        for exponent in exponents:
+            predicted = model.target(*fold_inputs(clip, audio, state), closure_exponent=exponent)[found]
+            row += [_r(predicted, real), float(np.percentile(predicted, 90) / max(np.percentile(real, 90), 1e-9)),
+                    closures_per_second(predicted, voiced)]
+        speakers.setdefault(str(clip["speaker"]), []).append(tuple(row))
+    per = np.array([np.nanmean(rows, axis=0) for rows in speakers.values()])
+    means = per.mean(axis=0)
+    return {"real_closures_per_s": float(means[0]),
+            **{str(e): {"mouth_r": float(means[1 + 3 * i]), "mouth_size": float(np.median(per[:, 2 + 3 * i])),
+                        "closures_per_s": float(means[3 + 3 * i])} for i, e in enumerate(exponents)}}
 
 
 def loudness(audio: np.ndarray, clip: dict | None = None) -> np.ndarray:
@@ -174,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student-steps", type=int, default=1000)
     parser.add_argument("--languages", nargs="+", type=Path, default=None, metavar="MODEL",
                         help="instead: the other-languages sanity check of these motion model files")
+    parser.add_argument("--closure-exponents", default="",
+                        help="also score each fold's net with these closure exponents (comma-separated)")
     args = parser.parse_args(argv)
+    exponents = [float(e) for e in args.closure_exponents.split(",") if e]
     if args.languages:
         print("\n".join(languages(args.languages)))
         return 0
@@ -195,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                 lambda audio, clip, model=model, state=state: model.target(*fold_inputs(clip, audio, state)), held)
             print(f"fold {fold} {name}: r {results[name][fold]['mouth_r']:.3f} size "
                   f"{results[name][fold]['mouth_size']:.2f} ({time.monotonic() - started:.0f} s)", flush=True)
+            if exponents:
+                results[name][fold]["closure_exponents"] = closure_rates(model, state, held, exponents)
             if args.json:
                 args.json.write_text(json.dumps(results, indent=1))
     print("| recipe | " + " | ".join(f"fold {f}" for f in results["loudness"]) + " | mean | sd | weakest | size |")
@@ -203,6 +256,17 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [v["mouth_size"] for v in per_fold.values()]
         print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in rs)
               + f" | {np.mean(rs):.3f} | {np.std(rs):.3f} | {min(rs):.3f} | {np.median(sizes):.2f} |")
+    for name, per_fold in results.items():
+        if not exponents or name == "loudness":
+            continue
+        swept = [v["closure_exponents"] for v in per_fold.values()]
+        print(f"\n| {name}: closure exponent | " + " | ".join(f"fold {f}" for f in per_fold)
+              + " | mean | size | closures/s (real " + f"{np.mean([s['real_closures_per_s'] for s in swept]):.2f}) |")
+        for e in map(str, exponents):
+            rs = [s[e]["mouth_r"] for s in swept]
+            print(f"| {e} | " + " | ".join(f"{r:.3f}" for r in rs) + f" | {np.mean(rs):.3f} | "
+                  f"{np.median([s[e]['mouth_size'] for s in swept]):.2f} | "
+                  f"{np.mean([s[e]['closures_per_s'] for s in swept]):.2f} |")
     return 0
 
 

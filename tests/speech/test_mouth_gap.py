@@ -157,6 +157,11 @@ def test_nets_from_before_the_in_speech_closure_output_still_work() -> None:
     gap, closure, inside = net.predict(audio)
     assert not inside.any() and closure.std() > 0
     assert np.allclose(net.target(audio), np.maximum(gap, 0) * (1 - closure ** CLOSURE_EXPONENT))
+    # the speaker folds' exponent sweep (benchmarks/mouth_gap_folds.py --closure-exponents): a larger exponent
+    # shuts the lips less wherever the nets are unsure
+    eight = net.target(audio, closure_exponent=8.0)
+    assert np.allclose(eight, np.maximum(gap, 0) * (1 - closure ** 8.0))
+    assert (eight >= net.target(audio) - 1e-7).all() and (eight > net.target(audio)).any()
 
 
 def test_the_shipped_model_parts_the_lips_like_an_unseen_speaker(held_out_dataset: tuple[Path, Path]) -> None:

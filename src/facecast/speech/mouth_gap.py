@@ -280,11 +280,13 @@ class MouthGap:
                 inside[start:end] = out[2].numpy()
         return gap, closure, inside
 
-    def target(self, audio: np.ndarray, future: int = 0, more: int = 0) -> np.ndarray:
+    def target(self, audio: np.ndarray, future: int = 0, more: int = 0,
+               closure_exponent: float = CLOSURE_EXPONENT) -> np.ndarray:
         """The gap the lips should show (face heights), `predict`'s rows: the opening (smoothed: `smoothing`) shut
         by the closures, which stay as sharp as the nets make them. The smoothing reaches `more` of the `future`
         rows (rows of the recording whose own lookahead was heard: a stream's next rows) and treats the rows asked
-        for as the recording's last otherwise."""
+        for as the recording's last otherwise. `closure_exponent`: other than CLOSURE_EXPONENT only in the
+        speaker folds' comparison (`benchmarks/mouth_gap_folds.py --closure-exponents`)."""
         frames = len(audio) - future
         gap, closure, inside = self.predict(audio, future - min(more, future))
         opening = np.maximum(gap, 0.0)
@@ -292,7 +294,7 @@ class MouthGap:
             from scipy.ndimage import gaussian_filter1d
 
             opening = gaussian_filter1d(opening, self.smoothing, mode="nearest")
-        target = opening * (1.0 - closure ** CLOSURE_EXPONENT)
+        target = opening * (1.0 - closure ** closure_exponent)
         if self.in_speech_closure:
             target = target * (1.0 - inside ** IN_SPEECH_EXPONENT)
         return target[:frames]
