@@ -186,13 +186,13 @@ def test_the_shipped_model_parts_the_lips_like_an_unseen_speaker(held_out_datase
 
 def test_the_shipped_nets_are_small_and_have_only_the_runtime_outputs() -> None:
     """Training-only targets (the Whisper teacher's components) never reach the shipped file: its nets have
-    the runtime's outputs, and the whole model file stays small (under 10 MB; today 8.8 MB)."""
+    the runtime's outputs, and the whole model file stays small (under 12 MB; today 11.1 MB, four offline nets)."""
     import torch
 
     from facecast.speech.learned import WEIGHTS_PATH
 
     state = torch.load(WEIGHTS_PATH, map_location="cpu", weights_only=True)
-    assert WEIGHTS_PATH.stat().st_size < 10 * 1024 * 1024
+    assert WEIGHTS_PATH.stat().st_size < 12 * 1024 * 1024
     for nets in state["mouth"].values():
         assert all(net["out.weight"].shape[0] == mouth_gap.OUTPUTS for net in nets["nets"])
 

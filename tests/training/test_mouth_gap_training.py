@@ -219,7 +219,8 @@ def test_band_normalised_nets_ignore_the_microphone(held_out_dataset: tuple[Path
 
 def test_the_shipped_nets_are_what_their_recipes_train() -> None:
     """The shipped offline and live nets hear, close, smooth and were trained for what `mouth-gap train`'s recipes
-    say (600 steps offline, 2,000 live), so the training command reproduces them."""
+    say (600 steps and four seeds offline, 2,000 steps and two seeds live), so the training command reproduces
+    them."""
     from facecast.speech.learned import read_model
     from facecast.speech.mouth_gap import OFFLINE_LOOKAHEAD
 
@@ -229,7 +230,7 @@ def test_the_shipped_nets_are_what_their_recipes_train() -> None:
         assert int(state["steps"]) == recipe.steps and state.get("features", "logmel") == recipe.features
         assert bool(state.get("in_speech_closure", True)) == recipe.in_speech_closure
         assert float(state.get("target_smoothing", 0.0)) == recipe.target_smoothing
-        assert len(state["nets"]) == len(mouth_gap.SEEDS)
+        assert len(state["nets"]) == len(recipe.seeds)
     assert mouth_gap.OFFLINE_RECIPE.steps < mouth_gap.RECIPE.steps
 
 
