@@ -148,9 +148,10 @@ def closure_rates(model: MouthGap, state: dict, clips: list[dict], exponents: li
                                 count=len(gap))[:, 0]
         voiced = (voice > VOICED_LEVEL)[found]
         real = gap[found]
+        rows, future = fold_inputs(clip, audio, state)      # what the net hears: the same for every exponent
         row = [closures_per_second(real, voiced)]
         for exponent in exponents:
-            predicted = model.target(*fold_inputs(clip, audio, state), closure_exponent=exponent)[found]
+            predicted = model.target(rows, future, closure_exponent=exponent)[found]
             row += [_r(predicted, real), float(np.percentile(predicted, 90) / max(np.percentile(real, 90), 1e-9)),
                     closures_per_second(predicted, voiced)]
         speakers.setdefault(str(clip["speaker"]), []).append(tuple(row))
@@ -225,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--closure-exponents", default="",
                         help="also score each fold's net with these closure exponents (comma-separated)")
     args = parser.parse_args(argv)
-    exponents = [float(e) for e in args.closure_exponents.split(",") if e]
+    try:
+        exponents = [float(e) for e in args.closure_exponents.split(",") if e]
+    except ValueError:
+        parser.error(f"--closure-exponents wants numbers separated by commas, got {args.closure_exponents!r}")
     if args.languages:
         print("\n".join(languages(args.languages)))
         return 0
