@@ -6,13 +6,15 @@
 
 Portraits: the measurement of `tests/render/test_blink_closure.py`: both eyes' face-mesh openness (static mode)
 at blink = 1 over the open eyes', mean of the two, with the painted lid (`render/closed_lids.py`) and with the
-blink warp alone. The sheet shows eye crops: open, warp alone, blink 0.8 and blink 1.
+blink warp alone; and with the painted lid read across the eye only (`eye_openness_across`: the mesh's top and
+bottom lid points lie apart along a shut eye's lash line, which the straight reading counts as gap). The sheet
+shows eye crops: open, warp alone, blink 0.8 and blink 1.
 
 --real: the same measurement on real people's blinks, for the floor a rendered blink can be held to. In every
 in-the-wild and motion-only clip of the dataset cache (`--grid`: GRID s1 too), each blink's dip of the cached eye
 openness (`motion_quality.blink_depths`) gives its deepest frame; the open reference is the nearest frame 5-25
 frames away whose openness is within 5 % of the clip's open level. Both frames are measured again in static mode,
-as the test measures a portrait. Only dips below 0.35 of open in the cache count (a blink, not a squint or a
+as the test measures a portrait, both ways. Only dips below 0.35 of open in the cache count (a blink, not a squint or a
 glance down); the sheet shows open | shut crops ordered by the ratio, for checking by eye that they are shut.
 """
 
@@ -29,7 +31,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facecast import face_regions as fr  # noqa: E402
-from facecast.face.measure import FaceMeasurer, eye_openness  # noqa: E402
+from facecast.face.measure import FaceMeasurer, eye_openness, eye_openness_across  # noqa: E402
 from facecast.face.portrait import analyze_portrait  # noqa: E402
 from facecast.media import load_image  # noqa: E402
 from facecast.motion import Blink, MotionFrame  # noqa: E402
@@ -43,12 +45,14 @@ REAL_DIP = 0.35
 REF_NEAR, REF_FAR, REF_TOLERANCE = 5, 25, 0.05
 
 
-def shut_over_open(measure: FaceMeasurer, shut: np.ndarray, opened: np.ndarray) -> float | None:
-    """Both eyes' openness in `shut` over `opened` (RGB frames), mean of the two; None where no face is found."""
+def shut_over_open(measure: FaceMeasurer, shut: np.ndarray, opened: np.ndarray) -> tuple[float, float] | None:
+    """Both eyes' openness in `shut` over `opened` (RGB frames), mean of the two, as `eye_openness` reads it and
+    as `eye_openness_across` does; None where no face is found."""
     a, b = measure.landmarks(np.ascontiguousarray(shut)), measure.landmarks(np.ascontiguousarray(opened))
     if a is None or b is None:
         return None
-    return float(np.mean([eye_openness(a, side) / eye_openness(b, side) for side in SIDES]))
+    return tuple(float(np.mean([read(a, side) / read(b, side) for side in SIDES]))  # type: ignore[return-value]
+                 for read in (eye_openness, eye_openness_across))
 
 
 def eye_crop(image: np.ndarray, points: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -66,7 +70,8 @@ def label(tile: np.ndarray, text: str, at: tuple[int, int], scale: float = 0.55)
 
 def portraits(names: list[str], sheet: Path | None) -> None:
     rows, heads = [], ["open", "blink 1, warp alone", "blink 0.8", "blink 1, painted lid"]
-    print(f"{'portrait':24s} {'warp alone':>10s} {'painted lid':>11s}   (face-mesh openness shut / open)")
+    print(f"{'portrait':24s} {'warp alone':>10s} {'painted lid':>11s} {'across the eye':>14s}   "
+          "(face-mesh openness shut / open; across: the painted lid's gap across the eye)")
     with FaceMeasurer(static_images=True) as measure:
         for name in names:
             rig = analyze_portrait(load_image(DATA / "portraits" / name), size=512)
@@ -78,11 +83,11 @@ def portraits(names: list[str], sheet: Path | None) -> None:
             renderer._lids.patches = lambda points, blinks: []  # type: ignore[method-assign]
             warp = renderer.render(MotionFrame(t=0.0, blink=Blink(1.0, 1.0)))[..., :3]
             alone = shut_over_open(measure, warp, opened)
-            print(f"{name:24s} {_number(alone):>10s} {_number(painted):>11s}", flush=True)
+            print(f"{name:24s} {_number(alone):>10s} {_number(painted):>11s} {_number(painted, 1):>14s}", flush=True)
             crops = [eye_crop(f, rig.landmarks, 400, 160) for f in (opened, warp, frames[0.8], frames[1.0])]
             label(crops[0], name.split(".")[0], (8, 20), 0.5)
             for crop, value in ((crops[1], alone), (crops[3], painted)):
-                label(crop, "no face found" if value is None else f"{value:.2f} of open", (8, 150))
+                label(crop, "no face found" if value is None else f"{value[0]:.2f} of open", (8, 150))
             rows.append(np.concatenate(crops, 1))
     if sheet is not None:
         head = np.full((30, 1600, 3), 255, np.uint8)
@@ -94,8 +99,9 @@ def portraits(names: list[str], sheet: Path | None) -> None:
         print(f"sheet: {sheet}")
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def _number(value: tuple[float, float] | None, reading: int = 0) -> str:
+    """One of `shut_over_open`'s readings (0: `eye_openness`, 1: across the eye), or "-" where no face was found."""
+    return "-" if value is None else f"{value[reading]:.2f}"
 
 
 def real_blinks(groups: tuple[str, ...]) -> list[dict]:
@@ -128,7 +134,8 @@ def real_blinks(groups: tuple[str, ...]) -> list[dict]:
                 if value is not None:
                     points = measure.landmarks(np.ascontiguousarray(frames[1]))
                     out.append({"clip": path, "speaker": str(clip["speaker"]), "frame": shut, "cached": depth,
-                                "static": value, "crops": [eye_crop(f, points, 240, 80) for f in frames[::-1]]})
+                                "static": value[0], "across": value[1],
+                                "crops": [eye_crop(f, points, 240, 80) for f in frames[::-1]]})
     return out
 
 
@@ -156,6 +163,10 @@ def real(groups: tuple[str, ...], sheet: Path | None) -> None:
           f"90th {high:.2f}, <= 0.2: {np.mean(values <= 0.2):.0%}")
     print(f"  per speaker (median of their blinks): median {np.median(typical):.2f}, range "
           f"{typical.min():.2f}-{typical.max():.2f}, <= 0.2: {np.mean(typical <= 0.2):.0%}")
+    across = np.array([b["across"] for b in blinks])
+    low, high = np.percentile(across, [10, 90])
+    print(f"  across the eye only (eye_openness_across): median {np.median(across):.2f}, 10th percentile "
+          f"{low:.2f}, 90th {high:.2f}, <= 0.2: {np.mean(across <= 0.2):.0%}")
     if sheet is not None:
         order = sorted(blinks, key=lambda b: b["static"])
         tiles = []

@@ -48,14 +48,29 @@ def mouth_opening(points: np.ndarray) -> float:
     return float(gap / face_height(points))
 
 
+def _eye_points(side: str) -> tuple[int, int, int, int]:
+    """(top, bottom, outer, inner) lid and corner landmarks of the subject's 'left' or 'right' eye."""
+    return ((fr.LEFT_EYE_TOP, fr.LEFT_EYE_BOTTOM, fr.LEFT_EYE_OUTER, fr.LEFT_EYE_INNER) if side == "left"
+            else (fr.RIGHT_EYE_TOP, fr.RIGHT_EYE_BOTTOM, fr.RIGHT_EYE_OUTER, fr.RIGHT_EYE_INNER))
+
+
 def eye_openness(points: np.ndarray, side: str) -> float:
     """Eyelid gap over eye width for the subject's 'left' or 'right' eye (~0.3 open, <0.1 closed)."""
-    top, bottom, outer, inner = (
-        (fr.LEFT_EYE_TOP, fr.LEFT_EYE_BOTTOM, fr.LEFT_EYE_OUTER, fr.LEFT_EYE_INNER) if side == "left"
-        else (fr.RIGHT_EYE_TOP, fr.RIGHT_EYE_BOTTOM, fr.RIGHT_EYE_OUTER, fr.RIGHT_EYE_INNER))
+    top, bottom, outer, inner = _eye_points(side)
     gap = np.linalg.norm(points[top, :2] - points[bottom, :2])
     width = np.linalg.norm(points[outer, :2] - points[inner, :2])
     return float(gap / width)
+
+
+def eye_openness_across(points: np.ndarray, side: str) -> float:
+    """`eye_openness` counting only the gap across the eye (perpendicular to the line between its corners).
+
+    The mesh's top and bottom lid points are not above one another: on a shut eye they still lie a few
+    hundredths to a tenth of an eye width apart along the lash line, which `eye_openness` reads as gap."""
+    top, bottom, outer, inner = _eye_points(side)
+    axis = points[inner, :2] - points[outer, :2]
+    gap = points[top, :2] - points[bottom, :2]
+    return float(abs(axis[0] * gap[1] - axis[1] * gap[0]) / float(axis @ axis))
 
 
 def head_yaw_proxy(points: np.ndarray) -> float:
