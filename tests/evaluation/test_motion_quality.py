@@ -193,3 +193,25 @@ def test_summaries_skip_unscored_clips_and_pool_medians_per_speaker() -> None:
     assert row["mouth_r"] == pytest.approx(0.6) and row["weakest"] == "a"   # b has no finite r: not the weakest
     assert row["sync_conf"] == pytest.approx(0.15)
     assert row["lag"] == pytest.approx(0.0)                          # median of the speakers' medians 2 and -2
+
+
+def test_sync_shape_scores_re_rendered_lips_with_each_part_of_the_real_motion(held_out_dataset: tuple[Path, Path]
+                                                                              ) -> None:
+    """`benchmarks/sync_shape.py --rendered`: one row per variant of the re-rendered lips, and replacing a part of
+    their motion with the real lips' changes the score (the variants are built, not copies of one another)."""
+    data, cache = held_out_dataset
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "sync_shape.py"), "--rendered", "--data", str(data),
+         "--cache", str(cache), "--workers", "1"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "(4 held-out clips, speaker-weighted)" in result.stdout
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split("|")[1:-1]]
+                                              for line in result.stdout.splitlines() if line.startswith("| "))}
+    variants = ["real", "rendered", "rendered, real corners", "rendered, real outer upper lip",
+                "rendered, real outer lower lip", "rendered, real inner upper lip", "rendered, real inner lower lip",
+                "rendered, real x", "rendered, real y", "rendered, scaled to real spread"]
+    assert list(rows) == ["lips", *variants]
+    grid = {name: float(rows[name][2]) for name in variants}      # the three GRID s4 clips' speaker
+    assert all(-1.0 <= value <= 1.0 for value in grid.values())
+    assert len({round(value, 4) for value in grid.values()}) >= 5
+    assert grid["real"] != grid["rendered"]
