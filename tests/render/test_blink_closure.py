@@ -79,7 +79,7 @@ def test_the_lash_line_is_dark_against_the_lid(shared_data: Path) -> None:
 _NOT_YET = pytest.mark.xfail(strict=True, reason="issue 18's target, not met on these: the face mesh reads their shut "
                                                  "rendered eyes at 0.29 (photo) and 0.35 (Mona Lisa) of open (across "
                                                  "the eye only: 0.13 / 0.22); real fully shut eyes read 0.18 median, "
-                                                 "0.30 at the 90th percentile (across: 0.09 / 0.26)")
+                                                 "0.30 at the 90th percentile (233 dips across the eye: 0.09 / 0.26)")
 
 
 @pytest.mark.parametrize("name", [pytest.param(PORTRAITS[0], marks=_NOT_YET),
