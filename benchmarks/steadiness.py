@@ -1,13 +1,15 @@
 """Where the rendered head's shake comes from: each generator's motion rendered as it is, with the head held still,
-with the mouth held still, and with both, measured with the face mesh like the quality benchmark (issue 18).
+with the mouth held still, with the eyes held open, and with all of them, measured with the face mesh like the
+quality benchmark (issue 18).
 
     python benchmarks/steadiness.py --group grid --clips 8 --generators learned,rule
 
 The quality benchmark reads head jitter (distance of the rotation from its smoothed path) and rotation change
 (mean frame-to-frame change) off the rendered frames. Both include what the face mesh reads as head rotation
-when only the jaw moves; holding the head still shows how much that is, holding the mouth still how much the
-generated head adds. Same clips, portraits (each speaker's first frame, today's fixed framing) and 512² renders
-as `benchmarks/quality.py`; each number is the mean over the clips.
+when only the jaw moves or the lids close; holding the head still shows how much that is, holding the mouth
+still how much the generated head adds, holding the eyes open (no blinks) how much the blinks add. Same clips,
+portraits (each speaker's first frame, today's fixed framing) and 512² renders as `benchmarks/quality.py`; each
+number is the mean over the clips.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from facecast.evaluation.motion_quality import (  # noqa: E402
     rotation_change,
     rule_motion,
 )
-from facecast.motion import HeadPose, MotionFrame, _silence_visemes  # noqa: E402
+from facecast.motion import Blink, HeadPose, MotionFrame, _silence_visemes  # noqa: E402
 
 GENERATORS = {"learned": learned_motion, "rule": rule_motion}
 
@@ -58,8 +60,18 @@ def mouth_still(motion: list[MotionFrame]) -> list[MotionFrame]:
     return out
 
 
+def eyes_open(motion: list[MotionFrame]) -> list[MotionFrame]:
+    out = []
+    for frame in motion:
+        frame = copy.copy(frame)
+        frame.blink = Blink()
+        out.append(frame)
+    return out
+
+
 VARIANTS = {"as generated": lambda m: m, "head still": head_still, "mouth still": mouth_still,
-            "both still": lambda m: mouth_still(head_still(m))}
+            "eyes open": eyes_open, "both still": lambda m: mouth_still(head_still(m)),
+            "both still, eyes open": lambda m: eyes_open(mouth_still(head_still(m)))}
 
 
 def _scores(head: np.ndarray, fps: float) -> tuple[float, float, float, float]:
