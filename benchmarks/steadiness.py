@@ -41,13 +41,19 @@ from facecast.motion import Blink, HeadPose, MotionFrame, _silence_visemes  # no
 GENERATORS = {"learned": learned_motion, "rule": rule_motion}
 
 
-def head_still(motion: list[MotionFrame]) -> list[MotionFrame]:
+def _replaced(motion: list[MotionFrame], **fields: object) -> list[MotionFrame]:
+    """Copies of the frames with these fields set."""
     out = []
     for frame in motion:
         frame = copy.copy(frame)
-        frame.head = HeadPose()
+        for name, value in fields.items():
+            setattr(frame, name, value)
         out.append(frame)
     return out
+
+
+def head_still(motion: list[MotionFrame]) -> list[MotionFrame]:
+    return _replaced(motion, head=HeadPose())
 
 
 def mouth_still(motion: list[MotionFrame]) -> list[MotionFrame]:
@@ -61,12 +67,7 @@ def mouth_still(motion: list[MotionFrame]) -> list[MotionFrame]:
 
 
 def eyes_open(motion: list[MotionFrame]) -> list[MotionFrame]:
-    out = []
-    for frame in motion:
-        frame = copy.copy(frame)
-        frame.blink = Blink()
-        out.append(frame)
-    return out
+    return _replaced(motion, blink=Blink())
 
 
 VARIANTS = {"as generated": lambda m: m, "head still": head_still, "mouth still": mouth_still,
