@@ -59,7 +59,9 @@ A second table, "Steadiness and blinks", puts each of these beside its GRID s4 a
 weaker group is where a generator falls short): jitter; Δrot °/frame, the mean frame-to-frame change of the
 unsmoothed head rotation (shake as a viewer sees it, tracking noise included); head speed and spread (wild);
 blinks/min; blink depth, the median over blinks of the smallest eye openness over the clip's open level (its
-median), per dip below 0.75 of it (`dips`: how many); and the motion's own jitter and Δrot before rendering.
+median), per dip below 0.75 of it (`dips`: how many); dips ≤ 0.2, the share of those dips that close to 0.2
+of the open level or less (`motion_quality.SHUT_DEPTH`: issue 18's "each closing to <= 0.2"; a speaker's dips
+pooled, then the mean over speakers); and the motion's own jitter and Δrot before rendering.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ from facecast.dataset import cache as dataset  # noqa: E402
 from facecast.dataset.folds import load_folds  # noqa: E402
 from facecast.evaluation.motion_quality import (  # noqa: E402
     GENERATORS,
+    SHUT_DEPTH,
     Measured,
     blink_depths,
     by_speaker,
@@ -231,6 +234,7 @@ def clip_record(clip: dict, m: Measured, scorer: SyncScorer | None, motion: tupl
         "jitter": jitter(m.head, m.fps), "rotation_change": rotation_change(m.head),
         "motion_jitter": jitter(own_head, m.fps), "motion_rotation_change": rotation_change(own_head),
         "blink_depth": float(np.median(depths)) if depths else nan, "blinks": float(count_blinks(m.blink)),
+        "shut_dips": float(sum(d <= SHUT_DEPTH for d in depths)), "blink_dips": float(len(depths)),
         "motion_blinks": float(count_blinks(own_blink)), "minutes": len(m.found) / m.fps / 60.0,
         "found": float(m.found.sum()), "frames": float(len(m.found)),
     }
@@ -258,7 +262,8 @@ STEADINESS_COLUMNS = (
     ("generator", "generator", "{:<10}"), ("group", "group", "{}"), ("jitter °", "jitter", "{:.2f}"),
     ("Δrot °/frame", "rotation_change", "{:.2f}"), ("head °/s", "head_speed", "{:.1f}"),
     ("spread °", "head_spread", "{:.2f}"), ("blinks/min", "blinks_per_min", "{:.1f}"),
-    ("blink depth", "blink_depth", "{:.2f}"), ("motion jitter °", "motion_jitter", "{:.2f}"),
+    ("blink depth", "blink_depth", "{:.2f}"), ("dips ≤ 0.2", "blinks_shut", "{:.0%}"),
+    ("motion jitter °", "motion_jitter", "{:.2f}"),
     ("motion Δrot °/frame", "motion_rotation_change", "{:.2f}"),
 )
 

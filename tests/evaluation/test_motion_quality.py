@@ -186,6 +186,17 @@ def test_summaries_count_each_speaker_once_whatever_its_number_of_clips() -> Non
     assert per["many"]["mouth_r"] == pytest.approx(0.9) and np.isnan(per["one"]["closed_bilabial"])
 
 
+def test_the_share_of_shut_blinks_pools_each_speakers_dips_then_the_speakers() -> None:
+    """Issue 18's "each blink closing to <= 0.2": a speaker's dips pooled over its clips, then each speaker once;
+    a speaker without a dip has no share (not 0 %)."""
+    clips = [_record("a", 0.5, shut_dips=1.0, blink_dips=4.0), _record("a", 0.5, shut_dips=3.0, blink_dips=4.0),
+             _record("b", 0.5, shut_dips=0.0, blink_dips=2.0), _record("c", 0.5, shut_dips=0.0, blink_dips=0.0)]
+    per = speaker_scores(clips)
+    assert per["a"]["blinks_shut"] == pytest.approx(0.5) and per["b"]["blinks_shut"] == 0.0
+    assert np.isnan(per["c"]["blinks_shut"])
+    assert speaker_weighted(clips)["blinks_shut"] == pytest.approx(0.25)
+
+
 def test_summaries_skip_unscored_clips_and_pool_medians_per_speaker() -> None:
     clips = [_record("a", 0.5, lag=1.0, sync_conf=float("nan")), _record("a", 0.7, lag=3.0, sync_conf=0.2),
              _record("b", float("nan"), lag=-2.0, sync_conf=0.1)]

@@ -40,6 +40,8 @@ SMOOTHING_S = 0.06
 BLINK_ON, BLINK_OFF = 0.7, 0.4
 #: A blink's dip for `blink_depths`: openness below DIP_ON of the open level, over once back above DIP_OFF.
 DIP_ON, DIP_OFF = 0.75, 0.85
+#: A dip counts as a shut blink when it reaches this share of the open level (issue 18: "each closing to <= 0.2").
+SHUT_DEPTH = 0.2
 
 
 # ----------------------------------------------------------------------------- generators
@@ -291,6 +293,7 @@ POOLING: dict[str, str | tuple[str, str]] = {
     "closed_other": ("other_closed", "other_words"), "head_speed": "mean", "head_spread": "mean",
     "motion_head_speed": "mean", "motion_head_spread": "mean", "jitter": "mean", "rotation_change": "mean",
     "motion_jitter": "mean", "motion_rotation_change": "mean", "blink_depth": "median",
+    "blinks_shut": ("shut_dips", "blink_dips"),
     "blinks_per_min": ("blinks", "minutes"), "motion_blinks_per_min": ("motion_blinks", "minutes"),
     "face_found": ("found", "frames"),
 }
