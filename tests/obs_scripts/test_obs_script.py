@@ -827,7 +827,8 @@ def test_obs_exit_event_stops_the_daemon(in_obs: Any, fake_facecast: Path, tmp_p
     in_obs.script_load(settings)
     assert in_obs.PANEL.start().startswith("starting")
     run_until(lambda: in_obs.PANEL.daemon.state == "running", obs.timers[0])
-    pid = int((tmp_path / "pid").read_text())
+    pid_file = tmp_path / "pid"   # "running" can come before the stand-in daemon has written its pid
+    pid = int(run_until(lambda: pid_file.exists() and pid_file.read_text().strip(), None))
     for callback in obs.events:
         callback(obs.OBS_FRONTEND_EVENT_SCRIPTING_SHUTDOWN)
     assert not alive(pid)
