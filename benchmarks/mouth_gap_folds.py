@@ -31,7 +31,7 @@ closure output trained but not applied, the opening smoothed over a frame (`Reci
 also scores each fold's net with its closures applied as gap * (1 - p ** E) for each E
 (`speech.mouth_gap.CLOSURE_EXPONENT`; no refit): r, size, and how often the lips close while the
 speaker's voice is heard (closures per second of voiced frames, a closure being the benchmark's
-"closed": within `CLOSED_FRACTION` of the clip's opening range of its 5th percentile), beside the
+"closed": at or below `motion_quality.closed_level` of the clip's own opening), beside the
 real mouth's rate on the same frames.
 
 A "loudness" row is the r of the clip's loudness envelope (the mean log-mel
@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from facecast.dataset import cache as dataset  # noqa: E402
 from facecast.dataset.folds import load_folds  # noqa: E402
-from facecast.evaluation.motion_quality import CLOSED_FRACTION  # noqa: E402
+from facecast.evaluation.motion_quality import closed_level  # noqa: E402
 from facecast.motion import resample_frames  # noqa: E402
 from facecast.speech.mouth_gap import FPS, OFFLINE_LOOKAHEAD, MouthGap  # noqa: E402
 from facecast.training.mouth_gap import OFFLINE_RECIPE, Recipe, _clip_targets, fold_inputs, train_nets, without_fold  # noqa: E402
@@ -130,8 +130,7 @@ def score(predict, clips: list[dict]) -> dict:
 def closures_per_second(gap: np.ndarray, voiced: np.ndarray) -> float:
     """How often `gap` closes (enters the benchmark's "closed" band of its own range) on voiced frames, per second
     of them."""
-    low, high = np.percentile(gap, [5, 95])
-    closed = (gap <= low + CLOSED_FRACTION * (high - low)) & voiced
+    closed = (gap <= closed_level(gap)) & voiced
     onsets = int(closed[0]) + int(np.sum(closed[1:] & ~closed[:-1]))
     return onsets / max(int(voiced.sum()), 1) * FPS
 

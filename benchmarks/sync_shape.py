@@ -143,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
                                     [args.cache] * len(clips)))
     for i, clip in enumerate(clips):
         if args.rendered:
-            found: np.ndarray
             lip_variants, found = rendered_variants(clip, *renders[i])
         else:
             lip_variants, found = variants(clip), clip["found"]

@@ -164,6 +164,13 @@ def lagged_correlation(generated: np.ndarray, real: np.ndarray, max_lag: int = M
     return pearson(generated, real), best_lag
 
 
+def closed_level(opening: np.ndarray) -> float:
+    """The opening at or below which a mouth counts as closed: within CLOSED_FRACTION of its range (5th to 95th
+    percentile of the finite `opening`) of its 5th percentile."""
+    low, high = np.percentile(opening, [5, 95])
+    return float(low + CLOSED_FRACTION * max(high - low, 1e-9))
+
+
 def word_closures(opening: np.ndarray, fps: float, words: Iterable[str], starts: Iterable[float],
                   ends: Iterable[float]) -> tuple[list[bool], list[bool]]:
     """Whether the mouth closes during each bilabial word, and during each other word (see CLOSED_FRACTION)."""
@@ -171,8 +178,7 @@ def word_closures(opening: np.ndarray, fps: float, words: Iterable[str], starts:
     finite = opening[np.isfinite(opening)]
     if len(finite) < 3:
         return [], []
-    low, high = np.percentile(finite, [5, 95])
-    threshold = low + CLOSED_FRACTION * max(high - low, 1e-9)
+    threshold = closed_level(finite)
     bilabial, other = [], []
     for word, start, end in zip(words, starts, ends):
         if not (np.isfinite(start) and np.isfinite(end)):
