@@ -30,6 +30,8 @@ from facecast.render.warp_basis import WarpBasis
 
 #: The painted lid fades in between these blink strengths (below, the warp alone shows the closing lid).
 FADE_START, FADE_FULL = 0.6, 0.95
+#: Lengths named _PX are pixels of a 512² output, scaled with the output's size (a lash line as thick at 256² as
+#: at 512² reads on the face mesh as an eye still open).
 #: Margin (eye widths) of the eye picture beyond the corners and (openings) above and below the lids.
 PAD_U, PAD_V = 0.08, 0.6
 #: Rows (pixels) of skin added around the squeezed band, and the band's edge softness.
@@ -60,14 +62,15 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 CORNER_POINTS = {"Left": (fr.LEFT_EYE_OUTER, fr.LEFT_EYE_INNER), "Right": (fr.RIGHT_EYE_OUTER, fr.RIGHT_EYE_INNER)}
 
 
-def _blend_rows(image: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _blend_rows(image: np.ndarray, first: np.ndarray, last: np.ndarray,
+                soft: float = EDGE_SOFT_PX) -> tuple[np.ndarray, np.ndarray]:
     """Per column, the rows between `first` and `last` (fractional, per column) as a linear blend of the rows at
-    the two ends, and the weight (0..1, edges softened by EDGE_SOFT_PX) of the rows that blend covers."""
+    the two ends, and the weight (0..1, edges softened over `soft` pixels) of the rows that blend covers."""
     rows = np.arange(image.shape[0], dtype=np.float64)[:, None]
     columns = np.arange(image.shape[1])
     above, below = image[np.floor(first).astype(int), columns], image[np.ceil(last).astype(int), columns]
     t = np.clip((rows - first) / np.maximum(last - first, 1.0), 0.0, 1.0)[..., None]
-    weight = smoothstep(first - EDGE_SOFT_PX, first, rows) * (1 - smoothstep(last, last + EDGE_SOFT_PX, rows))
+    weight = smoothstep(first - soft, first, rows) * (1 - smoothstep(last, last + soft, rows))
     return above + t * (below - above), weight
 
 
@@ -75,7 +78,8 @@ class _ShutEye:
     """One eye's precomputed shut picture in a raster aligned with the eye (rows along v, columns along u)."""
 
     def __init__(self, image: np.ndarray, eye: Eye, frame: FaceFrame, field_px: np.ndarray, box: tuple[int, int],
-                 scale: int, corners: np.ndarray) -> None:
+                 scale: int, corners: np.ndarray, px: float = 1.0) -> None:
+        """`px`: the output's size over 512 (the _PX constants' unit)."""
         u = np.arange(eye.u0 - PAD_U * eye.width, eye.u1 + PAD_U * eye.width + 1.0, 1.0)
         v = np.arange(eye.upper_v.min() - PAD_V * eye.opening, eye.lower_v.max() + PAD_V * eye.opening + 1.0, 1.0)
         uu, vv = np.meshgrid(u, v)
@@ -100,9 +104,9 @@ class _ShutEye:
         # between the skin just above and just below it.
         first = np.where(squeezed.any(0), np.argmax(squeezed, 0), len(v))
         last = np.where(squeezed.any(0), len(v) - 1 - np.argmax(squeezed[::-1], 0), 0)
-        first = np.clip(np.minimum(first, meet_row) - BAND_GROW_PX, 0, len(v) - 1)
-        last = np.clip(np.maximum(last, meet_row) + BAND_GROW_PX, 0, len(v) - 1)
-        colour, band = _blend_rows(shut, first, last)
+        first = np.clip(np.minimum(first, meet_row) - BAND_GROW_PX * px, 0, len(v) - 1)
+        last = np.clip(np.maximum(last, meet_row) + BAND_GROW_PX * px, 0, len(v) - 1)
+        colour, band = _blend_rows(shut, first, last, EDGE_SOFT_PX * px)
         band = band * inside_u
         colour = shut + band[..., None] * (colour - shut)
         # A closed lid is a lit bulge: a little lighter towards the lash line (the open eye's socket shadow,
@@ -117,16 +121,16 @@ class _ShutEye:
         sides = smoothstep(0.0, SMOOTH_FADE * eye.width, np.minimum(uu - u[0], u[-1] - uu))
         for start, stop in ((meet_row + 1.0, meet_row + SMOOTH_BELOW * eye.opening),
                             (meet_row - SMOOTH_ABOVE * eye.opening, meet_row - 1.0)):
-            ends = cv2.GaussianBlur(colour, (0, 0), sigmaX=max(SMOOTH_BLUR_U * eye.width, SMOOTH_BLUR_PX),
-                                    sigmaY=SMOOTH_BLUR_PX)
-            blended, rows_in = _blend_rows(ends,
-                                           np.clip(start, 0, len(v) - 1), np.clip(stop, 0, len(v) - 1))
+            ends = cv2.GaussianBlur(colour, (0, 0), sigmaX=max(SMOOTH_BLUR_U * eye.width, SMOOTH_BLUR_PX * px),
+                                    sigmaY=SMOOTH_BLUR_PX * px)
+            blended, rows_in = _blend_rows(ends, np.clip(start, 0, len(v) - 1), np.clip(stop, 0, len(v) - 1),
+                                           EDGE_SOFT_PX * px)
             rows_in = rows_in * sides
             colour = colour + rows_in[..., None] * (blended - colour)
             smooth = np.maximum(smooth, rows_in)
         # The lash line where the lids meet, thinning to the corners, with a softer fringe of lashes below it.
         taper = smoothstep(0.0, LASH_TAPER * eye.width, np.minimum(uu - eye.u0, eye.u1 - uu))
-        thickness = np.maximum(LASH_WIDTH * eye.opening, LASH_MIN_PX) * (0.4 + 0.6 * taper)
+        thickness = np.maximum(LASH_WIDTH * eye.opening, LASH_MIN_PX * px) * (0.4 + 0.6 * taper)
         across = (vv - meet) / thickness
         lash = np.maximum(LASH_STRENGTH * np.exp(-0.5 * across ** 2),
                           FRINGE * np.exp(-0.5 * ((across - FRINGE_BELOW) / FRINGE_SPREAD) ** 2))
@@ -187,7 +191,8 @@ class ClosedLids:
         for side, eye in basis.eyes.items():
             field = basis.fields[f"blink{side}"]
             corners = basis.landmarks[list(CORNER_POINTS[side])].astype(np.float64)
-            self._eyes[side] = _ShutEye(image, eye, basis.frame, field.data, (field.y0, field.x0), scale, corners)
+            self._eyes[side] = _ShutEye(image, eye, basis.frame, field.data, (field.y0, field.x0), scale, corners,
+                                        self.size / 512)
 
     def patches(self, points: np.ndarray, blinks: dict[str, float]) -> list[Patch]:
         """The lids to paint for moved landmarks `points` and each side's blink strength."""
