@@ -61,7 +61,10 @@ unsmoothed head rotation (shake as a viewer sees it, tracking noise included); h
 blinks/min; blink depth, the median over blinks of the smallest eye openness over the clip's open level (its
 median), per dip below 0.75 of it (`dips`: how many); dips ≤ 0.2, the share of those dips that close to 0.2
 of the open level or less (`motion_quality.SHUT_DEPTH`: issue 18's "each closing to <= 0.2"; a speaker's dips
-pooled, then the mean over speakers); and the motion's own jitter and Δrot before rendering.
+pooled, then the mean over speakers); across ≤ 0.2, the same with the lids read across the eye only
+(`face.measure.eye_openness_across`: the mesh's top and bottom lid points lie apart along a shut eye's lash line;
+rendered output only, as the dataset keeps no landmarks of the real videos); and the motion's own jitter and Δrot
+before rendering.
 """
 
 from __future__ import annotations
@@ -221,7 +224,7 @@ def clip_record(clip: dict, m: Measured, scorer: SyncScorer | None, motion: tupl
     bilabial, other = word_closures(m.mouth_opening, m.fps, clip["words"], clip["word_start"], clip["word_end"])
     speed, spread = head_motion(m.head, m.fps)
     own_speed, own_spread = head_motion(own_head, m.fps)
-    depths = blink_depths(m.eye_openness)
+    depths, across = blink_depths(m.eye_openness), blink_depths(m.eye_openness_across)
     return {
         "path": str(clip["path"]), "speaker": str(clip["speaker"]), "group": group_of(str(clip["path"])),
         "mouth_r": r, "mouth_r_av": correlation_at(m.mouth_opening, real.mouth_opening, av_lag), "lag": float(lag),
@@ -235,6 +238,7 @@ def clip_record(clip: dict, m: Measured, scorer: SyncScorer | None, motion: tupl
         "motion_jitter": jitter(own_head, m.fps), "motion_rotation_change": rotation_change(own_head),
         "blink_depth": float(np.median(depths)) if depths else nan, "blinks": float(count_blinks(m.blink)),
         "shut_dips": float(sum(d <= SHUT_DEPTH for d in depths)), "blink_dips": float(len(depths)),
+        "shut_dips_across": float(sum(d <= SHUT_DEPTH for d in across)), "blink_dips_across": float(len(across)),
         "motion_blinks": float(count_blinks(own_blink)), "minutes": len(m.found) / m.fps / 60.0,
         "found": float(m.found.sum()), "frames": float(len(m.found)),
     }
@@ -263,6 +267,7 @@ STEADINESS_COLUMNS = (
     ("Δrot °/frame", "rotation_change", "{:.2f}"), ("head °/s", "head_speed", "{:.1f}"),
     ("spread °", "head_spread", "{:.2f}"), ("blinks/min", "blinks_per_min", "{:.1f}"),
     ("blink depth", "blink_depth", "{:.2f}"), ("dips ≤ 0.2", "blinks_shut", "{:.0%}"),
+    ("across ≤ 0.2", "blinks_shut_across", "{:.0%}"),
     ("motion jitter °", "motion_jitter", "{:.2f}"),
     ("motion Δrot °/frame", "motion_rotation_change", "{:.2f}"),
 )

@@ -13,6 +13,8 @@ from conftest import HELD_OUT_CLIPS, REPO
 from facecast.dataset.cache import load_clip
 from facecast.evaluation.motion_quality import (
     GENERATORS,
+    SHUT_DEPTH,
+    blink_depths,
     blinks_per_minute,
     correlation_at,
     head_motion,
@@ -25,7 +27,7 @@ from facecast.evaluation.motion_quality import (
     speaker_weighted,
     word_closures,
 )
-from facecast.motion import HeadPose, MotionFrame
+from facecast.motion import Blink, HeadPose, MotionFrame
 
 GRID_CLIP = HELD_OUT_CLIPS[0]
 
@@ -97,6 +99,24 @@ def test_rendered_output_is_measured_as_the_motion_says(sample_portrait: Path) -
     turned = [MotionFrame(t=i / fps, head=HeadPose(yaw=12.0 * np.sin(i / 8))) for i in range(frames)]
     yaw = measure_frames((renderer.render(f)[:, :, :3] for f in turned), fps).head[:, 0]
     assert pearson(yaw, [f.head.yaw for f in turned]) > 0.9
+
+
+def test_a_rendered_blink_is_read_both_ways(shared_data: Path) -> None:
+    """The benchmark reads each blink's depth along the mesh's lid points and across the eye only: on a photo's
+    rendered blink (one, held shut for five frames) the across reading is the deeper and reaches SHUT_DEPTH."""
+    from facecast.face.portrait import analyze_portrait
+    from facecast.media import load_image
+    from facecast.render.renderer import Renderer
+
+    fps, frames = 25.0, 40
+    renderer = Renderer(analyze_portrait(load_image(shared_data / "portraits" / "liveportrait_s1.jpg"), size=256),
+                        device="cpu")
+    closure = np.interp(np.arange(frames), [0, 20, 24, 28, 32, frames], [0, 0, 1, 1, 0, 0])
+    blinking = [MotionFrame(t=i / fps, blink=Blink(c, c)) for i, c in enumerate(closure)]
+    eyes = measure_frames((renderer.render(f)[:, :, :3] for f in blinking), fps)
+    straight, across = blink_depths(eyes.eye_openness), blink_depths(eyes.eye_openness_across)
+    assert len(straight) == len(across) == 1
+    assert across[0] < straight[0] and across[0] <= SHUT_DEPTH
 
 
 def test_every_generator_gives_exactly_the_video_frame_count(sample_speech: Path) -> None:

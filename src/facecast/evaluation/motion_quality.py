@@ -22,6 +22,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from facecast.face.extraction import extract_from_landmarks, track_frames
+from facecast.face.measure import eye_openness_across
 from facecast.motion import MotionFrame
 from facecast.speech.generator import exactly, make_generator
 from facecast.speech.learned import WEIGHTS_PATH
@@ -105,6 +106,7 @@ class Measured:
     blink: np.ndarray          # (T, 2)
     lips: np.ndarray           # (T, 40, 2) for the lip-sync scorer
     eye_openness: np.ndarray | None = None   # (T, 2) face_measure.eye_openness, pose removed (blink depth)
+    eye_openness_across: np.ndarray | None = None   # (T, 2) face_measure.eye_openness_across, pose removed
 
     @classmethod
     def from_clip(cls, clip: dict[str, np.ndarray]) -> "Measured":
@@ -130,10 +132,12 @@ def measure_frames(frames: Iterable[np.ndarray], fps: float) -> Measured:
     if not found.any():
         nan = np.full(count, np.nan)
         return Measured(fps, found, nan, np.full((count, 6), np.nan), np.full((count, 2), np.nan),
-                        np.full((count, 40, 2), np.nan, np.float32), np.full((count, 2), np.nan))
+                        np.full((count, 40, 2), np.nan, np.float32), np.full((count, 2), np.nan),
+                        np.full((count, 2), np.nan))
     result = extract_from_landmarks(landmarks, found, fps, reference="neutral")
+    across = np.array([[eye_openness_across(p, "left"), eye_openness_across(p, "right")] for p in result.aligned])
     return Measured(fps, found, result.mouth_opening, result.head, result.blink, result.lip_shape(),
-                    result.eye_openness)
+                    result.eye_openness, across.reshape(-1, 2))
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -299,7 +303,7 @@ POOLING: dict[str, str | tuple[str, str]] = {
     "closed_other": ("other_closed", "other_words"), "head_speed": "mean", "head_spread": "mean",
     "motion_head_speed": "mean", "motion_head_spread": "mean", "jitter": "mean", "rotation_change": "mean",
     "motion_jitter": "mean", "motion_rotation_change": "mean", "blink_depth": "median",
-    "blinks_shut": ("shut_dips", "blink_dips"),
+    "blinks_shut": ("shut_dips", "blink_dips"), "blinks_shut_across": ("shut_dips_across", "blink_dips_across"),
     "blinks_per_min": ("blinks", "minutes"), "motion_blinks_per_min": ("motion_blinks", "minutes"),
     "face_found": ("found", "frames"),
 }
