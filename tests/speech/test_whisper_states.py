@@ -50,6 +50,22 @@ def test_long_audio_is_encoded_window_after_window_whatever_blocks_it_comes_in(s
     assert np.array_equal(np.concatenate(parts), whole)
 
 
+def test_a_few_seconds_encoded_on_their_own_are_close_to_the_padded_window(speech: np.ndarray) -> None:
+    """`recent_rows` (the live stream's sync latency) encodes a few seconds without Whisper's padding to 30 s: a
+    row per frame, nearly the padded window's states (cosine: median 0.98, lowest 0.93 on this speech but for
+    the last, partial frame), silence far below
+    speech, and nothing for no audio."""
+    encoder = shared()
+    clip = speech[SAMPLE_RATE: SAMPLE_RATE * 4 + 123]
+    alone, padded = encoder.recent_rows(clip), encoder.window_rows(clip)
+    assert alone.shape == padded.shape == (int(np.ceil(len(clip) / PER_ROW)), WIDTH) and alone.dtype == np.float32
+    cosine = (alone * padded).sum(1) / np.linalg.norm(alone, axis=1) / np.linalg.norm(padded, axis=1)
+    assert np.median(cosine) > 0.95 and cosine[:-1].min() > 0.85    # (the last row: 123 samples of a frame)
+    silent = encoder.recent_rows(np.zeros(SAMPLE_RATE * 3, np.float32))
+    assert np.linalg.norm(silent, axis=1).mean() < 0.3 * np.linalg.norm(alone, axis=1).mean()
+    assert encoder.recent_rows(np.zeros(0, np.float32)).shape == (0, WIDTH)
+
+
 def test_the_shipped_encoder_is_whispers_own(speech: np.ndarray) -> None:
     """With the train extra: the shipped weights are the first layers of Whisper tiny.en's encoder as the
     CTranslate2 file holds them, and with all four layers this code gives what CTranslate2's Whisper gives on

@@ -5,8 +5,10 @@ trained on a handful of speakers follow unseen voices poorly (issue 19). Whisper
 encoder learned from 680k hours of many voices; fed its states beside log-mel, the
 offline mouth-gap nets follow held-out speakers far better (model card of the
 learned motion, "Voices it never heard"). Whisper attends over a 30 s window both
-ways, so only the offline generator (`facecast render`, `facecast motion`, whose
-audio is all there) uses it; the live stream keeps its log-mel nets.
+ways, so the offline generator (`facecast render`, `facecast motion`, whose
+audio is all there) uses it, and the live stream only at its sync latency, a
+second or two behind the voice (`recent_rows`: a few seconds encoded on their
+own); at its low latency the live stream keeps its log-mel nets.
 
 Whisper reads 30 s windows: audio is cut into consecutive windows (the last
 zero-padded, as Whisper pads), each encoded with full attention and Whisper's
@@ -89,18 +91,33 @@ def log10_mel(frames: np.ndarray) -> np.ndarray:
     return np.log10(np.maximum(power @ _FILTERS.T, 1e-10))
 
 
-def whisper_logmel(samples: np.ndarray) -> np.ndarray:
-    """(N_MELS, 3000) Whisper's input for one 30 s window of 16 kHz samples (zero-padded), as its
-    `log_mel_spectrogram`: periodic Hann STFT (centred, reflect-padded), power, mel, log10 clipped 8 below the
-    window's peak, scaled (x + 4) / 4."""
-    audio = np.zeros(WINDOW, np.float32)
-    audio[: min(len(samples), WINDOW)] = samples[:WINDOW]
+def _scaled_logmel(audio: np.ndarray, count: int) -> np.ndarray:
+    """(N_MELS, count) Whisper's log-mel of the first `count` hops of `audio`: periodic Hann STFT (centred,
+    reflect-padded), power, mel, log10 clipped 8 below the peak, scaled (x + 4) / 4."""
     padded = np.pad(audio, N_FFT // 2, mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][: WINDOW // HOP]
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:count]
     # in pieces: the FFT of a whole window at once holds ~30 MB of float64 intermediates
     log = np.concatenate([log10_mel(frames[s: s + MEL_BLOCK]) for s in range(0, len(frames), MEL_BLOCK)]).T
     log = np.maximum(log, log.max() - 8.0)
     return np.ascontiguousarray((log + 4.0) / 4.0, np.float32)
+
+
+def whisper_logmel(samples: np.ndarray) -> np.ndarray:
+    """(N_MELS, 3000) Whisper's input for one 30 s window of 16 kHz samples (zero-padded), as its
+    `log_mel_spectrogram`."""
+    audio = np.zeros(WINDOW, np.float32)
+    audio[: min(len(samples), WINDOW)] = samples[:WINDOW]
+    return _scaled_logmel(audio, WINDOW // HOP)
+
+
+def recent_logmel(samples: np.ndarray) -> np.ndarray:
+    """(N_MELS, hops) `whisper_logmel` of a few seconds of samples without the padding to 30 s: the hops that
+    cover the samples (an even count), each the same as in a padded window but for the peak it is clipped
+    below, which here is these samples' own."""
+    count = 2 * int(np.ceil(len(samples) / (2 * HOP)))
+    audio = np.zeros(count * HOP + N_FFT, np.float32)
+    audio[: len(samples)] = samples
+    return _scaled_logmel(audio, count)
 
 
 def to_frames(states: np.ndarray, start: int, length: int) -> np.ndarray:
@@ -187,6 +204,7 @@ class WhisperStates:
         # kept as stored (float16: half the memory), each weight widened to float32 only while it is used
         self.w = {k: v for k, v in weights.items() if k != "silence"}
         self.layers = layer_count(self.w)
+        self._wide: dict | None = None      # float32 weights, kept once `recent_rows` runs
         self.silence = weights["silence"].float().numpy() if "silence" in weights else None
         if self.silence is None:
             self.silence = self._encode([np.zeros(WINDOW, np.float32)])[0]
@@ -200,10 +218,14 @@ class WhisperStates:
 
     def _encode(self, windows: list[np.ndarray]):
         """(len(windows), POSITIONS, WIDTH) the encoder's states of 30 s sample windows."""
+        mel = np.stack([whisper_logmel(window) for window in windows])
+        return self._encode_mel(mel, _Widened(self.w))
+
+    def _encode_mel(self, mel: np.ndarray, w: dict) -> np.ndarray:
+        """(B, hops / 2, WIDTH) the encoder's states of (B, N_MELS, hops) log-mel (`w`: the weights as float32)."""
         torch = _torch()
         F = torch.nn.functional
-        mel = torch.from_numpy(np.stack([whisper_logmel(window) for window in windows]))
-        w = _Widened(self.w)
+        mel = torch.from_numpy(mel)
         with torch.inference_mode():
             x = F.gelu(F.conv1d(mel, w["conv1.weight"], w["conv1.bias"], padding=1))
             x = F.gelu(F.conv1d(x, w["conv2.weight"], w["conv2.bias"], stride=2, padding=1)).transpose(1, 2)
@@ -219,6 +241,20 @@ class WhisperStates:
     def window_rows(self, samples: np.ndarray) -> np.ndarray:
         """(rows, WIDTH) 25 fps rows of one window's samples (at most WINDOW): ceil(len / 640) rows."""
         return to_frames(self.encode_windows([np.asarray(samples, np.float32)])[0], 0, len(samples))
+
+    def recent_rows(self, samples: np.ndarray) -> np.ndarray:
+        """(ceil(len / 640), WIDTH) 25 fps rows of a few seconds of samples encoded on their own, not padded to
+        a 30 s window (`recent_logmel`): what a stream delayed by about a second can hear (`learned_stream`'s
+        sync latency). Every position attends to every other, so a row hears the seconds before it and what
+        followed it up to the samples' end; its cost grows with the samples' length, not with Whisper's 30 s.
+        The weights are widened to float32 once and kept (a stream encodes every few hundred ms)."""
+        samples = np.asarray(samples, np.float32)
+        if not len(samples):
+            return np.zeros((0, WIDTH), np.float32)
+        if self._wide is None:
+            self._wide = {k: v.float() for k, v in self.w.items()}
+        states = self._encode_mel(recent_logmel(samples)[None], self._wide)[0]
+        return to_frames(states - self.silence[: len(states)], 0, len(samples))
 
     def clip_rows(self, samples: np.ndarray) -> np.ndarray:
         """(rows, WIDTH) 25 fps rows of a whole recording, window after window."""
