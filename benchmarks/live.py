@@ -2,6 +2,7 @@
 
     python benchmarks/live.py            # both generators at 30 and 60 fps, 512², ~1 min
     python benchmarks/live.py --generators learned --fps 30 --busy-core 0   # beside a game: one core kept busy
+    python benchmarks/live.py --generators learned,learned-sync --fps 30     # the two latencies
     python benchmarks/live.py --generators learned --fps 30 --prefix "py-spy record -o live.svg --"   # profile
     python benchmarks/live.py --camera   # the webcam rows: a real talking clip played as the camera, with its
                                          # voice and without (the microphone absent: silence), ~1 min
@@ -142,6 +143,12 @@ def busy_core(core: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(core)])
 
 
+def generator_flags(row: str) -> list[str]:
+    """The `facecast live` flags of a row's generator: rule, learned, or learned-sync (`--latency sync`)."""
+    name, _, latency = row.partition("-")
+    return ["--generator", name, "--latency", latency or "low"]
+
+
 def run(fps: int, size: int, generator: str = "rule", prefix: tuple[str, ...] = (), camera: Path | None = None,
         audio: Path | None = SPEECH) -> dict:
     """One `facecast live` run (under `prefix`, e.g. a profiler); `camera` plays a clip as the webcam, `audio` None
@@ -149,7 +156,7 @@ def run(fps: int, size: int, generator: str = "rule", prefix: tuple[str, ...] = 
     vmc, vrchat = OscCounter("/VMC/Ext/OK"), OscCounter("/avatar/parameters/FT/v2/JawOpen")
     command = [*prefix, sys.executable, "-m", "facecast.app.cli", "live", "--portrait", str(PORTRAIT),
                "--once", "--fps", str(fps), "--size", str(size), "--vmc", str(vmc.port), "--vrchat", str(vrchat.port),
-               "--ws", "0", "--log-level", "info", "--generator", generator]
+               "--ws", "0", "--log-level", "info", *generator_flags(generator)]
     command += ["--audio", str(audio)] if audio is not None else []
     command += ["--camera-file", str(camera)] if camera is not None else []
     started = time.monotonic()
@@ -199,7 +206,8 @@ def run(fps: int, size: int, generator: str = "rule", prefix: tuple[str, ...] = 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--generators", default="rule,learned", help="comma-separated: rule, learned")
+    parser.add_argument("--generators", default="rule,learned", help="comma-separated: rule, learned, learned-sync "
+                        "(the learned generator with --latency sync)")
     parser.add_argument("--fps", default="30,60", help="comma-separated frame rates")
     parser.add_argument("--busy-core", type=int, default=None, metavar="N",
                         help="keep core N busy with another process during every run (a game beside the daemon)")

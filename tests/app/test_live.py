@@ -86,10 +86,11 @@ def _vmc_receiver(port_holder: list, counts: dict) -> ThreadingOSCUDPServer:
     return server
 
 
-@pytest.mark.parametrize("generator", ["rule", "learned"])
+@pytest.mark.parametrize("generator", ["rule", "learned", "learned --latency sync"])
 def test_facecast_live_feeds_vmc_and_websocket_at_the_frame_rate(tmp_path, sample_portrait, shared_data, generator):
     """`facecast live --audio ... --vmc --ws` on a fresh process: receivers see motion at the configured rate,
-    with either generator (the learned one streamed)."""
+    with either generator (the learned one streamed, at either latency: sync makes 0.8 s of frames at once, which
+    the frame queue must keep)."""
     import websockets.sync.client
 
     counts: dict = {"ok": 0, "A": []}
@@ -99,7 +100,7 @@ def test_facecast_live_feeds_vmc_and_websocket_at_the_frame_rate(tmp_path, sampl
     process = subprocess.Popen(
         [sys.executable, "-m", "facecast.app.cli", "live", "--portrait", str(sample_portrait), "--audio", str(clip),
          "--once", "--size", "256", "--vmc", str(ports[0]), "--ws", "0", "--log-level", "info",
-         "--generator", generator],
+         "--generator", *generator.split()],
         stderr=subprocess.PIPE, text=True)
     url = None
     motion_messages = 0
@@ -114,6 +115,8 @@ def test_facecast_live_feeds_vmc_and_websocket_at_the_frame_rate(tmp_path, sampl
         with websockets.sync.client.connect(url.replace("http", "ws") + "/motion") as ws:
             hello = json.loads(ws.recv(timeout=5))
             assert hello["type"] == "hello"
+            first = json.loads(ws.recv(timeout=5))      # sync latency: the first frame comes ~1.7 s after the sound
+            assert first["type"] == "motion"
             deadline = time.monotonic() + 1.0
             while time.monotonic() < deadline:
                 message = json.loads(ws.recv(timeout=2))
@@ -169,6 +172,8 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     ('portrait = "me.png"\nmouth_intensity = "loud"\n', "'mouth_intensity' must be float"),
     ('portrait = "me.png"\ngenerator = "magic"\n', "--generator must be one of rule, learned"),
     ('portrait = "me.png"\nframing = "zoom"\n', "--framing must be one of auto, face, picture, full"),
+    ('portrait = "me.png"\nlatency = "fast"\n', "--latency must be one of low, sync"),
+    ('portrait = "me.png"\ngenerator = "rule"\nlatency = "sync"\n', "--latency sync needs the learned generator"),
     ('portrait = "me.png"\ngenerator = "learned"\nmotion_model = "/no/such/model.pt"\n', "motion model not found"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, text, message):

@@ -66,6 +66,8 @@ MAX_AUDIO_BACKLOG_S = 0.15
 SKIP_TELL_S = 60.0
 #: Seconds between the periodic health log lines.
 STATUS_LOG_INTERVAL_S = 5.0
+#: Frames the queue between the generator and the frame clock holds beyond a generator's burst (`FrameQueue`).
+QUEUE_FRAMES = 16
 #: `status` reports the frame rate, latency and longest gap over this many recent seconds (and the whole run).
 STATUS_WINDOW_S = 5.0
 #: The pictures' linear size at each quality level (`QualityGovernor`): when the daemon falls behind, frames go to
@@ -243,7 +245,11 @@ class LiveDaemon:
         self._skipped_samples = 0
         self._clock = clock
         self._sleep = sleep
-        self._queue: FrameQueue[MotionFrame] = FrameQueue()
+        # Room for the frames a generator makes at once beside those waiting for their tick: a sync-latency stream
+        # makes 0.8 s of frames in one go (`learned_stream.SYNC_UPDATE_FRAMES`), and at the end of the audio all
+        # it has heard ahead (`lookahead_s`); the others one or two frames.
+        ahead = getattr(generator, "burst_s", 0.0) + getattr(generator, "lookahead_s", 0.0)
+        self._queue: FrameQueue[MotionFrame] = FrameQueue(QUEUE_FRAMES + math.ceil(ahead * fps))
         self._stop = threading.Event()
         self._audio_done = threading.Event()
         self.stats = LiveStats()

@@ -170,7 +170,7 @@ def make_live_generator(settings: dict[str, Any]) -> MotionGenerator:
 
         torch.set_num_threads(1)   # a small model: one thread per chunk, the other core renders
     return make_generator(settings["generator"], fps=settings["fps"], seed=settings["seed"],
-                          model_path=settings["motion_model"] or None, streaming=True)
+                          model_path=settings["motion_model"] or None, streaming=True, latency=settings["latency"])
 
 
 #: The signals that mean "stop cleanly", where the OS has them: SIGTERM (`kill`, service managers) and SIGHUP

@@ -31,6 +31,9 @@ FRAMING_CHOICES = ("auto", "face", "picture", "full")
 FRAMING_HELP = ("how the output frames the picture: auto (a square inside the picture around the head, the face "
                 "filling 30 to 60 percent of its height), face (the head alone), picture (the largest square "
                 "inside the picture) or full (the whole picture, its longer side as long as the size)")
+#: `--latency` of `live`: learned_stream.LATENCIES, repeated here so `--help` need not load torch (a test keeps
+#: them equal).
+LATENCY_CHOICES = ("low", "sync")
 VMC_NAME_SETS = ("vrm0", "vrm1", "arkit")
 VMC_ROLES = ("auto", "performer", "assistant")
 
@@ -67,6 +70,9 @@ OPTIONS: tuple[Option, ...] = (
     # The learned model, streamed, as offline: it meets the latency target; rule is the light choice (README: Live).
     Option("generator", str, DEFAULT_GENERATOR, f"speech -> motion: {' or '.join(GENERATOR_CHOICES)} (the learned "
            "model streams with an 80 ms lookahead; rule needs less CPU)"),
+    Option("latency", str, "low", "how far the avatar trails the voice: low (about 0.2 s: calls, games) or sync "
+           "(about 1.7 s, the learned mouth as `facecast render` makes it: for streams that delay the voice as "
+           "much, e.g. OBS's Sync Offset on the microphone)"),
     Option("motion_model", str, None, "weights for the learned generator, e.g. from `facecast train` "
            "(default: the shipped model)"),
     Option("once", bool, False, "with --audio: exit when the file has played instead of idling"),
@@ -256,6 +262,10 @@ def _validate(settings: dict[str, Any]) -> None:
     controls_from(settings["emotion"], settings["gaze"], settings["distance"], settings["mouth_intensity"])
     if settings["generator"] not in GENERATOR_CHOICES:
         raise InputError(f"--generator must be one of {', '.join(GENERATOR_CHOICES)} (got {settings['generator']!r})")
+    if settings["latency"] not in LATENCY_CHOICES:
+        raise InputError(f"--latency must be one of {', '.join(LATENCY_CHOICES)} (got {settings['latency']!r})")
+    if settings["latency"] != "low" and settings["generator"] != "learned":
+        raise InputError(f"--latency {settings['latency']} needs the learned generator (--generator learned)")
     if settings["generator"] == "learned" and settings["motion_model"] and not Path(settings["motion_model"]).is_file():
         raise InputError(f"motion model not found: {settings['motion_model']}")
     if settings["ws"] is not None and settings["ws"] != "":

@@ -13,6 +13,7 @@ as render or live runs it, so a new one is one more entry.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +77,10 @@ def learned_motion(samples: np.ndarray, fps: float, frames: int, model_path: Pat
 
 
 def learned_live_motion(samples: np.ndarray, fps: float, frames: int,
-                        model_path: Path | None = None) -> list[MotionFrame]:
-    """The learned generator as the live daemon streams it (10 ms blocks, bounded lookahead; its shipped weights,
-    or `model_path`)."""
-    generator = make_generator("learned", fps=fps, model_path=model_path, streaming=True)
+                        model_path: Path | None = None, latency: str = "low") -> list[MotionFrame]:
+    """The learned generator as the live daemon streams it (10 ms blocks, bounded lookahead, `latency` as
+    `facecast live --latency`; its shipped weights, or `model_path`)."""
+    generator = make_generator("learned", fps=fps, model_path=model_path, streaming=True, latency=latency)
     out: list[MotionFrame] = []
     for start in range(0, len(samples), 160):
         out += generator.push(samples[start: start + 160])
@@ -91,6 +92,7 @@ GENERATORS: dict[str, Generator] = {"loudness": loudness_motion, "rule": rule_mo
 if WEIGHTS_PATH.exists():
     GENERATORS["learned"] = learned_motion
     GENERATORS["learned-live"] = learned_live_motion
+    GENERATORS["learned-sync"] = functools.partial(learned_live_motion, latency="sync")
 
 
 # ----------------------------------------------------------------------------- measuring output

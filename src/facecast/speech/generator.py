@@ -55,7 +55,7 @@ class MotionGenerator(Protocol):
 
 def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path | str | None = None,
                    streaming: bool = True, frames: int | None = None, clip: Path | None = None,
-                   voice_gate: bool = True) -> MotionGenerator:
+                   voice_gate: bool = True, latency: str = "low") -> MotionGenerator:
     """The generator called `name` (GENERATOR_CHOICES) at `fps`, random choices seeded by `seed`.
 
     `model_path`: the learned model's weights (default: the shipped model; the rule generator has none).
@@ -65,17 +65,22 @@ def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path
     cut or its last one held; default: as many as the audio lasts. `clip` (offline only): the audio file the
     blocks will come from, read ahead once (a fraction of a second per minute) for the learned model's loud
     level so its frames stream from the first seconds instead of all coming at the end. `voice_gate`: the mouth
-    stays shut on sound that is not a voice (`voice_gate`; off for singing or for comparisons). Every
+    stays shut on sound that is not a voice (`voice_gate`; off for singing or for comparisons). `latency` (the
+    learned model streamed): "low" or "sync" (`learned_stream.LATENCIES`: the mouth as offline, about a second
+    behind the voice). Every
     generator's head leaves through `steady.SteadyHead` (a causal low-pass: real people's head jitter, the head
     65 ms behind slow motion at 25 fps)."""
     if name not in GENERATOR_CHOICES:
         raise InputError(f"unknown generator {name!r}: choose one of {', '.join(GENERATOR_CHOICES)}")
     if frames is not None and streaming:
         raise ValueError("frames= is for offline generation (streaming=False)")
+    if latency != "low" and (name != "learned" or not streaming):
+        raise InputError(f"--latency {latency} is for the learned generator streamed live (use --latency low)")
     path = Path(model_path) if model_path is not None else WEIGHTS_PATH
     if name == "learned":
         if streaming:
-            return SteadyHead(LearnedMotionGenerator(fps=fps, seed=seed, path=path, voice_gate=voice_gate))
+            return SteadyHead(LearnedMotionGenerator(fps=fps, seed=seed, path=path, voice_gate=voice_gate,
+                                                     latency=latency))
         loud = None
         if clip is not None and load(path).features == "logmel":
             loud = clip_loud_level(iter_mono_blocks(clip))

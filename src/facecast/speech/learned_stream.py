@@ -14,6 +14,14 @@ that is the whole clip's 95th percentile. Live, it is the 95th percentile of the
 last LEVEL_HISTORY_S seconds. Both are never below `learned.QUIET_LOUD_DB`,
 so silence is not mistaken for speech.
 
+With `sync` latency the mouth is instead set by the offline mouth-gap nets,
+which hear 0.56 s ahead and Whisper's encoder states, as `facecast render`'s:
+every SYNC_UPDATE_FRAMES frames Whisper encodes the last SYNC_WINDOW_S seconds
+on their own (`whisper_states.WhisperStates.recent_rows`) and the frames whose
+lookahead has been heard get their jaw. The avatar then trails the voice by
+about a second, which a stream makes up by delaying the voice as much (OBS: the
+microphone's Sync Offset); everything else is the low-latency stream's.
+
 Visemes and the voice level (what VRM "A I U E O" avatars and VTube Studio
 read) come from the voice analysis (`voice`), as the training data's did. The
 interface is every generator's (`generator.MotionGenerator`: `push` blocks of
@@ -39,6 +47,7 @@ from facecast.speech.learned import (
     HEAD_GUIDED,
     HEAD_RECENTRE_S,
     HOPS_PER_FRAME,
+    OFFLINE_GATE_LEAD_S,
     WEIGHTS_PATH,
     WINDOW,
     BlinkShaper,
@@ -67,6 +76,12 @@ SAMPLES_PER_FRAME = int(SAMPLE_RATE / FPS)
 LEVEL_HISTORY_S = 30.0
 #: The relative level of silence (relative_logmel's floor).
 SILENT = -4.0
+#: `latency` choices: "low" (the mouth-gap nets that hear 80 ms ahead) or "sync" (the offline nets, with Whisper).
+LATENCIES = ("low", "sync")
+#: Sync latency: frames whose mouth is set together (one Whisper encoding: 0.8 s of them, so it costs about 0.07
+#: of a core), and the seconds of audio that encoding hears (model card, "Thirteenth round").
+SYNC_UPDATE_FRAMES = 20
+SYNC_WINDOW_S = 3.0
 
 
 class LearnedMotionGenerator:
@@ -76,13 +91,16 @@ class LearnedMotionGenerator:
 
     def __init__(self, fps: float = 25.0, seed: int = 0, path: Path = WEIGHTS_PATH,
                  chunk: int = CHUNK_FRAMES, lookahead: int = LOOKAHEAD_FRAMES,
-                 head_smoothing_s: float = HEAD_SMOOTHING_S, voice_gate: bool = True) -> None:
-        """`voice_gate`: shut the mouth on sound that is not a voice (`voice_gate`)."""
+                 head_smoothing_s: float = HEAD_SMOOTHING_S, voice_gate: bool = True, latency: str = "low") -> None:
+        """`voice_gate`: shut the mouth on sound that is not a voice (`voice_gate`). `latency`: LATENCIES (see
+        the module docstring)."""
         torch = _torch()
         if not (fps > 0 and np.isfinite(fps)):
             raise ValueError(f"fps must be a positive number, got {fps}")
         if chunk < 1 or lookahead < 0 or chunk + lookahead > WINDOW:
             raise ValueError(f"need chunk >= 1, lookahead >= 0 and chunk + lookahead <= {WINDOW}")
+        if latency not in LATENCIES:
+            raise ValueError(f"latency must be one of {', '.join(LATENCIES)}, got {latency!r}")
         self.model = load(path)
         if self.model.features != "logmel":
             raise FacecastError(f"{path}: live streaming needs a log-mel model, this one uses {self.model.features}")
@@ -102,12 +120,29 @@ class LearnedMotionGenerator:
         self._centre = np.zeros(HEAD_GUIDED.stop - HEAD_GUIDED.start, np.float32)
         self._centre_step = 1.0 - float(np.exp(-1.0 / (FPS * HEAD_RECENTRE_S)))
         #: The mouth-gap net with the longest lookahead the stream hears (`mouth_gap`), if the model has one.
-        #: (Nets that hear Whisper's states are offline only: Whisper attends over 30 s both ways.)
+        #: (Nets that hear Whisper's states need its encoding of the audio after a frame too: sync latency only.)
         streamable = {look: net for look, net in self.model.mouth.items() if not net.hears_whisper}
         heard_ahead = [look for look in streamable if look <= lookahead] or sorted(streamable)[:1]
         self._mouth = streamable[max(heard_ahead)] if heard_ahead else None
+        #: Sync latency: the nets that hear Whisper set the mouth, SYNC_UPDATE_FRAMES frames at a time, once the
+        #: audio their lookahead needs has come (`_set_mouths`); `_mouthed` frames have theirs.
+        self._sync = latency == "sync"
+        self._mouthed = 0
+        if self._sync:
+            whisper = [net for net in self.model.mouth.values() if net.hears_whisper]
+            if not whisper:
+                raise FacecastError(f"{path}: sync latency needs mouth-gap nets that hear Whisper's states; "
+                                    "this model has none (use --latency low)")
+            from facecast.speech.whisper_states import shared
+
+            self._mouth, self._whisper = whisper[0], shared()
+            # the samples from `_recent_start` on: what the next encodings hear (SYNC_WINDOW_S before a batch)
+            self._recent, self._recent_start = np.zeros(0, np.float32), 0
+            self.lookahead_s = (self._mouth.ahead + SYNC_UPDATE_FRAMES) / FPS
+        #: Seconds of frames released at once: a sync-latency batch, else a chunk (the live daemon's queue holds it).
+        self.burst_s = (SYNC_UPDATE_FRAMES if self._sync else chunk) / FPS
         #: Frames of audio kept before the next commit: the model's context and the mouth net's history.
-        self._history = max(CONTEXT, RECEPTIVE_FIELD if self._mouth is not None else 0)
+        self._history = max(CONTEXT, self._mouth.history if self._mouth is not None else 0)
         self._blinks = BlinkShaper()
         self._sampling = replace(self.model.sampling_for(seed), steps=LIVE_SAMPLE_STEPS)
         self._random = torch.Generator().manual_seed(seed)
@@ -126,6 +161,8 @@ class LearnedMotionGenerator:
         # as the training data's did (`voice.voice_track`).
         self._voice = VoiceAnalyser(self.fps)
         self._gate = voice_gate
+        #: Output frames after a frame whose voice opens its gate: sync latency, as offline (OFFLINE_GATE_LEAD_S).
+        self._gate_lead = round(OFFLINE_GATE_LEAD_S * self.fps) if latency == "sync" else 0
         self._voiced: dict[int, VoiceFrame] = {}
         self._last_voiced: VoiceFrame | None = None
         #: Compute time of one chunk, measured now (which also warms the model up): the live daemon
@@ -145,11 +182,24 @@ class LearnedMotionGenerator:
         for _ in range(repeats + 1):
             started = time.perf_counter()
             self.model.denoise(context, audio, self._sampling, torch.Generator().manual_seed(0))
-            if self._mouth is not None:
+            if self._mouth is not None and not self._sync:
                 silence = np.full((RECEPTIVE_FIELD + span, audio.shape[1]), SILENT, np.float32)
                 self._mouth.predict(silence, self.lookahead)
             timings.append(time.perf_counter() - started)
-        return 2.0 * float(np.median(timings[1:])) + 0.005
+        if not self._sync:
+            return 2.0 * float(np.median(timings[1:])) + 0.005
+        # Sync latency: a chunk, then (with the last chunk of a batch) the batch's Whisper encoding and nets.
+        mouths = []
+        for _ in range(3):
+            started = time.perf_counter()
+            states = self._whisper.recent_rows(np.zeros(int(SYNC_WINDOW_S * SAMPLE_RATE), np.float32))
+            rows = self._mouth.history + SYNC_UPDATE_FRAMES + self._mouth.ahead
+            heard = np.full((rows, audio.shape[1]), SILENT, np.float32)
+            self._mouth.target(self._mouth.inputs(heard, states[-rows:]), self._mouth.ahead)
+            mouths.append(time.perf_counter() - started)
+        # The batch is a burst of compute on a CPU the renderer shares, where the chunk is not: four times it (with
+        # twice, a fifth of the frames came late in the live benchmark); the avatar trails by a second anyway.
+        return 2.0 * float(np.median(timings[1:])) + 4.0 * float(np.median(mouths)) + 0.005
 
     def lighten(self, light: bool) -> None:
         """Fewer denoising steps (LIGHT_SAMPLE_STEPS) while the machine is short of CPU, the live daemon's last
@@ -170,10 +220,15 @@ class LearnedMotionGenerator:
             raise ValueError(f"expected mono samples (a 1-D array), got shape {block.shape}")
         self._clock.add(len(block), capture_time)
         self._keep_voice(self._voice.push(block))
+        if self._sync:
+            self._recent = np.concatenate([self._recent, block.astype(np.float32)])
         for windows in self._framer.push(block):
             self._add_hops(log_mel(windows))
         while self._committed + self.chunk + self.lookahead <= self._framed:
             self._commit(self.chunk, self.chunk + self.lookahead)
+        if self._sync:
+            self._set_mouths()
+            return self._emit(self._mouthed - 1)
         return self._emit(self._committed - 1)
 
     def finish(self) -> list[MotionFrame]:
@@ -189,6 +244,9 @@ class LearnedMotionGenerator:
         while self._committed < total:
             self._commit(min(self.chunk, total - self._committed), min(self.chunk + self.lookahead,
                                                                        total - self._committed))
+        if self._sync:
+            self._set_mouths()
+            self._set_mouths(final=True)
         return self._emit(self._committed - 1, until=max(1, round(self._clock.samples / SAMPLE_RATE * self.fps)))
 
     def _keep_voice(self, frames: list[VoiceFrame]) -> None:
@@ -217,7 +275,7 @@ class LearnedMotionGenerator:
         self._context = torch.cat([self._context, new])[-CONTEXT:]
         capture = self._clock.time_of((start + span) * SAMPLES_PER_FRAME - 1)
         rows = self.model.to_motion(new.numpy())
-        if self._mouth is not None:
+        if self._mouth is not None and not self._sync:
             heard = np.stack([self._audio[i] for i in range(max(0, start - RECEPTIVE_FIELD), start + span)])
             self._mouth.apply(rows, heard, future=span - count)
         for i, row in enumerate(self._blinks.shape(rows)):
@@ -227,8 +285,57 @@ class LearnedMotionGenerator:
             row[HEAD_GUIDED] = self._head - self._centre
             self._rows[start + i] = (row, capture)
         self._committed += count
-        for old in [i for i in self._audio if i < self._committed - self._history]:
+        kept_from = (self._mouthed if self._sync else self._committed) - self._history
+        for old in [i for i in self._audio if i < kept_from]:
             del self._audio[old]
+
+    def _set_mouths(self, final: bool = False) -> None:
+        """Sync latency: set the jaw of the committed frames, SYNC_UPDATE_FRAMES at a time once their lookahead
+        has been heard (`final`: all the rest, the audio's end heard as silence), from the offline mouth-gap nets
+        fed the Whisper states of the SYNC_WINDOW_S of audio before the batch's lookahead ends
+        (`whisper_states.recent_rows`). Batches and windows fall on fixed frames, so block sizes never change
+        the result."""
+        mouth = self._mouth
+        while True:
+            if final:
+                first, ready, end = self._mouthed, self._committed, self._framed
+            else:
+                first = self._mouthed
+                ready = first + SYNC_UPDATE_FRAMES
+                end = ready + mouth.ahead
+                if ready > self._committed or end > self._framed:
+                    break
+            if ready <= first:
+                break
+            self._mouth_batch(first, ready, end)
+            if final:
+                break
+        keep_from = max(0, self._mouthed * SAMPLES_PER_FRAME - int(SYNC_WINDOW_S * SAMPLE_RATE))
+        if keep_from > self._recent_start:
+            self._recent = self._recent[keep_from - self._recent_start:]
+            self._recent_start = keep_from
+
+    def _mouth_batch(self, first: int, ready: int, end: int) -> None:
+        """The jaw of frames [first, ready), hearing the frames' audio up to `end` (`_set_mouths`)."""
+        mouth = self._mouth
+        # Whisper hears up to the end of frame `end` (or of the audio) from a frame boundary SYNC_WINDOW_S before.
+        last = min(end * SAMPLES_PER_FRAME, self._clock.samples)
+        begin = max(0, last - int(SYNC_WINDOW_S * SAMPLE_RATE))
+        begin += -begin % SAMPLES_PER_FRAME
+        states = self._whisper.recent_rows(self._recent[begin - self._recent_start: last - self._recent_start])
+        first_frame = begin // SAMPLES_PER_FRAME
+        start = max(first - mouth.history, first_frame, min(self._audio))
+        heard_states = np.zeros((end - start, states.shape[1]), np.float32)   # past the audio: silence (zero)
+        known = states[start - first_frame: end - first_frame]
+        heard_states[: len(known)] = known
+        heard = np.stack([self._audio[i] for i in range(start, end)])
+        rows = np.stack([self._rows[i][0] for i in range(first, ready)])
+        future = end - ready
+        mouth.apply(rows, mouth.inputs(heard, heard_states), future=future, more=min(future, mouth.reach))
+        capture = self._clock.time_of(last - 1)
+        for i, row in zip(range(first, ready), rows):
+            self._rows[i] = (row, capture)
+        self._mouthed = ready
 
     def _emit(self, last: int, until: int | None = None) -> list[MotionFrame]:
         """Output frames at self.fps, each interpolated between its two 25 fps neighbours, once the later one
@@ -250,7 +357,12 @@ class LearnedMotionGenerator:
             self._last_voiced = voiced
             frame = replace(frame, t=self._emitted / self.fps, capture_time=capture,
                             visemes=voiced.visemes if voiced else frame.visemes, voice=voiced.voice if voiced else 0.0)
-            out.append(scale_mouth(frame, voiced.speech) if self._gate and voiced else frame)
+            if self._gate and voiced:
+                # sync latency hears far enough ahead to open the gate before the voice, as offline
+                ahead = (self._voiced.get(k) for k in range(self._emitted + 1, self._emitted + 1 + self._gate_lead))
+                speech = max([voiced.speech] + [v.speech for v in ahead if v is not None])
+                frame = scale_mouth(frame, speech)
+            out.append(frame)
             self._emitted += 1
         for old in [i for i in self._rows if i < int(self._emitted / self.fps * FPS) - 1]:
             del self._rows[old]

@@ -81,6 +81,11 @@ class SteadyHead:
         return self.generator.processing_s
 
     @property
+    def burst_s(self) -> float:
+        """Seconds of frames the generator may release at once (`learned_stream`'s sync latency)."""
+        return getattr(self.generator, "burst_s", 0.0)
+
+    @property
     def pose_wait_s(self) -> float:
         """How long after its audio a frame between two generated poses can be made (0 when none is)."""
         return getattr(self.generator, "pose_wait_s", 0.0)
