@@ -61,6 +61,9 @@ MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 256, 1024, 512
 #: `facecast live --framing` (app/options.py FRAMING_CHOICES), with the panel's labels.
 FRAMINGS = (("auto", "Auto: square around the head"), ("face", "Face: the head alone"),
             ("picture", "Picture: largest square"), ("full", "Full picture (its own shape)"))
+#: `facecast live --latency` (app/options.py LATENCY_CHOICES), with the panel's labels.
+LATENCIES = (("low", "Low: the avatar 0.2 s behind (calls, games)"),
+             ("sync", "Lip sync: the mouth as in a render, the avatar 1.7 s behind (the microphone delayed to match)"))
 #: The daemon's emotion presets (controls.py CONTROL_SCHEMA); repeated here because OBS's Python
 #: cannot import facecast.
 EMOTION_PRESETS = ("neutral", "happy", "sad", "angry", "surprised", "fear", "disgusted", "contempt")
@@ -92,7 +95,7 @@ def default_settings() -> Dict[str, Any]:
     """Every panel setting with its default (OBS stores the user's values in the scene collection)."""
     return {
         "facecast_path": "", "portrait": "", "microphone": "", "audio_file": "", "camera": "",
-        "fps": 30, "size": DEFAULT_SIZE, "framing": "auto", "port": DEFAULT_PORT, "intensity": 0.6,
+        "fps": 30, "size": DEFAULT_SIZE, "framing": "auto", "latency": "low", "port": DEFAULT_PORT, "intensity": 0.6,
         "mouth_intensity": 1.0,
         # Lips and voice together: delay this OBS audio source by the avatar's delay behind the microphone.
         "sync_mic": True, "mic_source": DEFAULT_MIC_SOURCE,
@@ -130,11 +133,16 @@ def build_command(executable: str, settings: Mapping[str, Any]) -> List[str]:
     framing = str(settings.get("framing") or "auto")
     if framing not in [value for value, _ in FRAMINGS]:
         raise ValueError("framing must be one of " + ", ".join(value for value, _ in FRAMINGS))
+    latency = str(settings.get("latency") or "low")
+    if latency not in [value for value, _ in LATENCIES]:
+        raise ValueError("latency must be one of " + ", ".join(value for value, _ in LATENCIES))
     mouth = float(settings.get("mouth_intensity", 1.0))
     if not 0.0 <= mouth <= MAX_MOUTH_INTENSITY:
         raise ValueError("mouth intensity must be 0-%g" % MAX_MOUTH_INTENSITY)
     command = [executable, "live", "--portrait=" + portrait, "--fps=%d" % fps, "--size=%d" % size,
                "--framing=" + framing, "--log-level=info"]
+    if latency != "low":
+        command.append("--latency=" + latency)
     if mouth != 1.0:
         command.append("--mouth-intensity=%g" % round(mouth, 3))
     audio_file = str(settings.get("audio_file") or "").strip()
@@ -1547,6 +1555,13 @@ def script_properties() -> Any:
                                           obs.OBS_COMBO_FORMAT_STRING)
     for value, label in FRAMINGS:
         obs.obs_property_list_add_string(framing, label, value)
+    latency = obs.obs_properties_add_list(props, "latency", "Latency", obs.OBS_COMBO_TYPE_LIST,
+                                          obs.OBS_COMBO_FORMAT_STRING)
+    for value, label in LATENCIES:
+        obs.obs_property_list_add_string(latency, label, value)
+    obs.obs_property_set_long_description(latency, "Lip sync hears ahead as a render does, so the lips follow "
+                                                   "any voice much more closely; keep the microphone delay below on "
+                                                   "so viewers hear the voice with them.")
 
     obs.obs_properties_add_bool(props, "sync_mic", "Delay the microphone to match the lips (sets its Sync Offset)")
     mic_sources = obs.obs_properties_add_list(props, "mic_source", "Delay this microphone", obs.OBS_COMBO_TYPE_EDITABLE,

@@ -83,12 +83,14 @@ def test_script_is_python_3_8_and_standard_library_only() -> None:
 
 def test_constants_match_the_daemon() -> None:
     """The script repeats a few of facecast's facts (OBS's Python cannot import facecast): they must agree."""
-    from facecast.app.options import FRAMING_CHOICES, LIVE_FPS
+    from facecast.app.options import FRAMING_CHOICES, LATENCY_CHOICES, LIVE_FPS
     from facecast.bridges import ws_protocol
     from facecast.controls import CONTROL_SCHEMA, EMOTION_PRESETS, MAX_MOUTH_INTENSITY
+    from facecast.speech.learned_stream import LATENCIES
 
     assert fo.EMOTION_PRESETS == tuple(EMOTION_PRESETS)
     assert tuple(value for value, _ in fo.FRAMINGS) == FRAMING_CHOICES
+    assert tuple(value for value, _ in fo.LATENCIES) == LATENCY_CHOICES == LATENCIES
     assert fo.MAX_MOUTH_INTENSITY == MAX_MOUTH_INTENSITY and "mouth" in CONTROL_SCHEMA
     assert fo.DEFAULT_PORT == ws_protocol.DEFAULT_PORT and fo.HOST == ws_protocol.DEFAULT_HOST
     assert fo.FPS_CHOICES == tuple(int(f) for f in LIVE_FPS)
@@ -111,6 +113,8 @@ def test_build_command_from_panel_settings() -> None:
     assert "--cutout" not in command  # the cut-out comes with the overlay
     assert not any(a.startswith("--mouth-intensity") for a in command)   # 1, the default, is left out
     assert "--mouth-intensity=1.5" in fo.build_command("facecast", {**settings, "mouth_intensity": 1.5})
+    assert not any(a.startswith("--latency") for a in command)      # low, the default, is left out
+    assert "--latency=sync" in fo.build_command("facecast", {**settings, "latency": "sync"})
     assert not any(a.startswith("--camera") for a in command)       # no webcam unless one is picked
     assert "--camera=2" in fo.build_command("facecast", {**settings, "camera": "2"})
 
@@ -122,14 +126,14 @@ def test_build_command_parses_with_the_real_cli() -> None:
 
     settings = {**fo.default_settings(), "portrait": "me.png", "microphone": "2", "out_vcam": True,
                 "out_vmc": True, "out_vrchat": True, "out_vts": True, "port": 40001, "framing": "picture",
-                "mouth_intensity": 0.25}
+                "mouth_intensity": 0.25, "latency": "sync"}
     args = build_parser().parse_args(fo.build_command("facecast", settings)[1:])
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "debug")}
     resolved = resolve_settings(flags)
     assert resolved["portrait"] == "me.png" and resolved["device"] == "2" and resolved["ws"] == "40001"
     assert resolved["vmc"] == "" and resolved["vrchat"] == "" and resolved["vts"] and resolved["vcam"]
     assert resolved["fps"] == 30 and resolved["size"] == 512 and resolved["framing"] == "picture"
-    assert resolved["cutout"] is True and resolved["mouth_intensity"] == 0.25
+    assert resolved["cutout"] is True and resolved["mouth_intensity"] == 0.25 and resolved["latency"] == "sync"
     camera = build_parser().parse_args(fo.build_command("facecast", {**settings, "camera": "1"})[1:])
     assert resolve_settings({k: v for k, v in vars(camera).items() if k not in ("command", "handler", "debug")}
                             )["camera"] == "1"
@@ -142,6 +146,7 @@ def test_build_command_parses_with_the_real_cli() -> None:
     ({"portrait": ""}, "choose a portrait"), ({"fps": 25}, "fps must be 30 or 60"), ({"size": 2048}, "size must be"),
     ({"port": 70000}, "port must be"), ({"framing": "zoomed"}, "framing must be one of auto, face, picture, full"),
     ({"mouth_intensity": 2.5}, "mouth intensity must be 0-2"),
+    ({"latency": "fast"}, "latency must be one of low, sync"),
 ])
 def test_build_command_refuses_bad_settings(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
