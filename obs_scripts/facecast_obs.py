@@ -153,6 +153,9 @@ def build_command(executable: str, settings: Mapping[str, Any]) -> List[str]:
         command.append("--device=" + microphone)
     camera = str(settings.get("camera") or "").strip()
     if camera:  # the webcam drives head, eyes and expressions; the voice keeps the lips
+        if latency != "low":
+            raise ValueError("lip sync latency cannot follow a webcam (the head would move before the lips): "
+                             "choose Low latency with a webcam")
         command.append("--camera=" + camera)
     if settings.get("out_overlay"):
         port = int(settings.get("port") or DEFAULT_PORT)

@@ -174,6 +174,7 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     ('portrait = "me.png"\nframing = "zoom"\n', "--framing must be one of auto, face, picture, full"),
     ('portrait = "me.png"\nlatency = "fast"\n', "--latency must be one of low, sync"),
     ('portrait = "me.png"\ngenerator = "rule"\nlatency = "sync"\n', "--latency sync needs the learned generator"),
+    ('portrait = "me.png"\nlatency = "sync"\ncamera_file = "me.mp4"\n', "--latency sync cannot follow a webcam"),
     ('portrait = "me.png"\ngenerator = "learned"\nmotion_model = "/no/such/model.pt"\n', "motion model not found"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, text, message):

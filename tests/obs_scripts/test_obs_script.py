@@ -134,7 +134,7 @@ def test_build_command_parses_with_the_real_cli() -> None:
     assert resolved["vmc"] == "" and resolved["vrchat"] == "" and resolved["vts"] and resolved["vcam"]
     assert resolved["fps"] == 30 and resolved["size"] == 512 and resolved["framing"] == "picture"
     assert resolved["cutout"] is True and resolved["mouth_intensity"] == 0.25 and resolved["latency"] == "sync"
-    camera = build_parser().parse_args(fo.build_command("facecast", {**settings, "camera": "1"})[1:])
+    camera = build_parser().parse_args(fo.build_command("facecast", {**settings, "camera": "1", "latency": "low"})[1:])
     assert resolve_settings({k: v for k, v in vars(camera).items() if k not in ("command", "handler", "debug")}
                             )["camera"] == "1"
     default = build_parser().parse_args(fo.build_command("facecast", {**settings, "framing": ""})[1:])
@@ -147,6 +147,7 @@ def test_build_command_parses_with_the_real_cli() -> None:
     ({"port": 70000}, "port must be"), ({"framing": "zoomed"}, "framing must be one of auto, face, picture, full"),
     ({"mouth_intensity": 2.5}, "mouth intensity must be 0-2"),
     ({"latency": "fast"}, "latency must be one of low, sync"),
+    ({"latency": "sync", "camera": "0"}, "lip sync latency cannot follow a webcam"),
 ])
 def test_build_command_refuses_bad_settings(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):

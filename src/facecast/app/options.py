@@ -266,6 +266,10 @@ def _validate(settings: dict[str, Any]) -> None:
         raise InputError(f"--latency must be one of {', '.join(LATENCY_CHOICES)} (got {settings['latency']!r})")
     if settings["latency"] != "low" and settings["generator"] != "learned":
         raise InputError(f"--latency {settings['latency']} needs the learned generator (--generator learned)")
+    if settings["latency"] != "low" and (settings["camera"] is not None or settings["camera_file"]):
+        # the webcam moves the head as it happens; the lips would come 1.7 s after it
+        raise InputError(f"--latency {settings['latency']} cannot follow a webcam (the head would move 1.7 s "
+                         "before the lips): use --latency low with --camera")
     if settings["generator"] == "learned" and settings["motion_model"] and not Path(settings["motion_model"]).is_file():
         raise InputError(f"motion model not found: {settings['motion_model']}")
     if settings["ws"] is not None and settings["ws"] != "":
