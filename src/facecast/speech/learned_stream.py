@@ -19,7 +19,7 @@ which hear 0.56 s ahead and Whisper's encoder states, as `facecast render`'s:
 every SYNC_UPDATE_FRAMES frames Whisper encodes the last SYNC_WINDOW_S seconds
 on their own (`whisper_states.WhisperStates.recent_rows`) and the frames whose
 lookahead has been heard get their jaw. The avatar then trails the voice by
-about a second, which a stream makes up by delaying the voice as much (OBS: the
+about 1.7 s, which a stream makes up by delaying the voice as much (OBS: the
 microphone's Sync Offset); everything else is the low-latency stream's.
 
 Visemes and the voice level (what VRM "A I U E O" avatars and VTube Studio
@@ -197,9 +197,7 @@ class LearnedMotionGenerator:
             heard = np.full((rows, audio.shape[1]), SILENT, np.float32)
             self._mouth.target(self._mouth.inputs(heard, states[-rows:]), self._mouth.ahead)
             mouths.append(time.perf_counter() - started)
-        # The batch is a burst of compute on a CPU the renderer shares, where the chunk is not: four times it (with
-        # twice, a fifth of the frames came late in the live benchmark); the avatar trails by a second anyway.
-        return 2.0 * float(np.median(timings[1:])) + 4.0 * float(np.median(mouths)) + 0.005
+        return 2.0 * (float(np.median(timings[1:])) + float(np.median(mouths))) + 0.005
 
     def lighten(self, light: bool) -> None:
         """Fewer denoising steps (LIGHT_SAMPLE_STEPS) while the machine is short of CPU, the live daemon's last
