@@ -4,6 +4,7 @@
     python benchmarks/quality.py --clips 6           # a quick look (3 GRID s4 + 3 in-the-wild clips)
     python benchmarks/quality.py --generators rule --model alt=out/alt.pt   # other learned weights as row "alt"
     python benchmarks/quality.py --group wild        # the headline alone
+    python benchmarks/quality.py --generators learned,learned-live,learned-sync   # render; live, low / sync latency
     python benchmarks/quality.py --generators extracted,extracted-gap,extracted-still   # real motion re-rendered
     python benchmarks/quality.py --fold 2 --generators loudness --model cand=out/cand_fold2.pt --json f2.json
     python benchmarks/quality.py --fold-summary f1.json f2.json f3.json       # fold mean, spread, weakest
