@@ -66,7 +66,7 @@ def make_generator(name: str, fps: float = 25.0, seed: int = 0, model_path: Path
     blocks will come from, read ahead once (a fraction of a second per minute) for the learned model's loud
     level so its frames stream from the first seconds instead of all coming at the end. `voice_gate`: the mouth
     stays shut on sound that is not a voice (`voice_gate`; off for singing or for comparisons). `latency` (the
-    learned model streamed): "low" or "sync" (`learned_stream.LATENCIES`: the mouth as offline, about a second
+    learned model streamed): "low" or "sync" (`learned_stream.LATENCIES`: the mouth as offline, about 1.7 s
     behind the voice). Every
     generator's head leaves through `steady.SteadyHead` (a causal low-pass: real people's head jitter, the head
     65 ms behind slow motion at 25 fps)."""

@@ -136,8 +136,10 @@ class LearnedMotionGenerator:
             from facecast.speech.whisper_states import shared
 
             self._mouth, self._whisper = whisper[0], shared()
-            # the samples from `_recent_start` on: what the next encodings hear (SYNC_WINDOW_S before a batch)
+            # the samples from `_recent_start` on: what the next encodings hear (SYNC_WINDOW_S before a batch);
+            # blocks wait in `_arrived` and join them only when a batch is encoded (not on every 10 ms block)
             self._recent, self._recent_start = np.zeros(0, np.float32), 0
+            self._arrived: list[np.ndarray] = []
             self.lookahead_s = (self._mouth.ahead + SYNC_UPDATE_FRAMES) / FPS
         #: Seconds of frames released at once: a sync-latency batch, else a chunk (the live daemon's queue holds it).
         self.burst_s = (SYNC_UPDATE_FRAMES if self._sync else chunk) / FPS
@@ -219,7 +221,7 @@ class LearnedMotionGenerator:
         self._clock.add(len(block), capture_time)
         self._keep_voice(self._voice.push(block))
         if self._sync:
-            self._recent = np.concatenate([self._recent, block.astype(np.float32)])
+            self._arrived.append(block.astype(np.float32))
         for windows in self._framer.push(block):
             self._add_hops(log_mel(windows))
         while self._committed + self.chunk + self.lookahead <= self._framed:
@@ -316,6 +318,9 @@ class LearnedMotionGenerator:
     def _mouth_batch(self, first: int, ready: int, end: int) -> None:
         """The jaw of frames [first, ready), hearing the frames' audio up to `end` (`_set_mouths`)."""
         mouth = self._mouth
+        if self._arrived:
+            self._recent = np.concatenate([self._recent, *self._arrived])
+            self._arrived = []
         # Whisper hears up to the end of frame `end` (or of the audio) from a frame boundary SYNC_WINDOW_S before.
         last = min(end * SAMPLES_PER_FRAME, self._clock.samples)
         begin = max(0, last - int(SYNC_WINDOW_S * SAMPLE_RATE))
