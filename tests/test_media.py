@@ -134,6 +134,33 @@ def test_atomic_output_appears_only_on_commit(tmp_path):
         AtomicOutput(tmp_path / "missing" / "out.mp4", overwrite=False)
 
 
+def test_overwriting_a_frames_folder_never_deletes_other_files(tmp_path):
+    """--frames DIR --overwrite replaces a folder of facecast's own frames; a folder holding anything else
+    (a user's notes, a subfolder) is refused before the work, its files untouched."""
+    def render_into(folder):
+        with AtomicOutput(folder, overwrite=True, is_dir=True) as out:
+            (out.temp / "frame_000000.png").write_bytes(b"new")
+            out.commit()
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        (frames / f"frame_{i:06d}.png").write_bytes(b"old")
+    render_into(frames)
+    assert sorted(p.name for p in frames.iterdir()) == ["frame_000000.png"]
+    assert (frames / "frame_000000.png").read_bytes() == b"new"
+
+    mixed = tmp_path / "mixed"
+    (mixed / "sub").mkdir(parents=True)
+    (mixed / "notes.txt").write_text("keep me")
+    (mixed / "frame_000000.png").write_bytes(b"old")
+    with pytest.raises(OutputError, match=r"holds files facecast did not write \(notes.txt, sub\)"):
+        render_into(mixed)
+    assert (mixed / "notes.txt").read_text() == "keep me" and (mixed / "sub").is_dir()
+    assert (mixed / "frame_000000.png").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "mixed"]  # no partial folder left
+
+
 @pytest.mark.parametrize("suffix", [".webm", ".mov"])
 def test_alpha_video_writer_round_trip(tmp_path, suffix):
     """VP9 + alpha (WebM) and ProRes 4444 (MOV) keep the alpha, soft edges included; alpha=False writes none."""

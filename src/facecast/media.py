@@ -11,6 +11,7 @@ MP4's AAC format for muxing the original sound back in.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
 import time
@@ -283,6 +284,8 @@ class AtomicOutput:
         if self.final.exists() and (self.final.is_dir() != is_dir):
             kind = "a folder" if self.final.is_dir() else "a file"
             raise OutputError(f"{self.final} is {kind}; choose another output path")
+        if is_dir and self.final.is_dir():
+            _check_replaceable(self.final)
         parent = self.final.parent if str(self.final.parent) else Path(".")
         if not parent.is_dir():
             raise OutputError(f"cannot write {self.final}: folder {parent} does not exist")
@@ -333,8 +336,24 @@ class AtomicOutput:
             self.discard()
 
 
+#: What a frames folder facecast wrote holds (`app.render.PngFrameWriter`): only such a folder is replaced.
+FRAME_FILE = re.compile(r"frame_\d+\.png")
+
+
+def _check_replaceable(folder: Path) -> None:
+    """A folder output is replaced only if it holds nothing but frames facecast wrote: --overwrite must never
+    delete a user's other files (checked before the work, so a refusal loses nothing)."""
+    others = sorted(child.name for child in folder.iterdir()
+                    if not (FRAME_FILE.fullmatch(child.name) and child.is_file() and not child.is_symlink()))
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise OutputError(f"{folder} holds files facecast did not write ({shown}); --overwrite replaces only a "
+                          f"folder of its own frames: choose a new or empty folder")
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
+        _check_replaceable(path)
         for child in path.iterdir():
             child.unlink()
         path.rmdir()
