@@ -68,6 +68,20 @@ def workdir(tmp_path: Path, sample_portrait: Path, sample_speech: Path) -> Path:
      ["--framing", "auto, face, picture, full"]),
     (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--size", "257"], ["even", "--size"]),
     (["--portrait", "face.jpg", "-o", "out.mp4"], ["--audio"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--fps", "0"], ["--fps", "got 0"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--seed", "99999999999999999999"],
+     ["--seed", "between 0 and 4294967295"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--motion-model", "nope.pt"],
+     ["motion model not found: nope.pt"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--generator", "rule",
+      "--motion-model", "nope.pt"], ["--motion-model is for --generator learned"]),
+    # argparse's own errors: one line too, not its usage block
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--size", "nan"],
+     ["--size", "'nan'", "facecast render --help"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--frames", "dir"],
+     ["not allowed with argument --output"]),
+    (["--portrait", "face.jpg", "--audio", "speech.flac", "-o", "out.mp4", "--generator", "magic"],
+     ["invalid choice: 'magic'"]),
 ])
 def test_bad_render_input_is_one_line_and_leaves_nothing(workdir, args, fragments):
     before = {p.name for p in workdir.iterdir()}
@@ -88,6 +102,9 @@ def test_bad_motion_command_input(workdir):
         result = run_facecast("motion", "--audio", "tone.wav", "-o", "m.jsonl", "--motion-model", model, cwd=workdir)
         assert_one_line_error(result, model, fragment)
     (workdir / "junk.pt").unlink()
+    for args, fragment in ((["-o", "m.mp4"], "name it .jsonl"), (["-o", "m.jsonl", "--seed", "-1"], "--seed"),
+                           (["-o", "m.jsonl", "--fps", "abc"], "--fps")):
+        assert_one_line_error(run_facecast("motion", "--audio", "tone.wav", *args, cwd=workdir), fragment)
     assert_nothing_written(workdir, before)
 
 

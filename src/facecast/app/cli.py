@@ -15,7 +15,7 @@ import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 #: When this command started (near enough: the first facecast module imported), for start-up times.
 STARTED = time.perf_counter()
@@ -38,6 +38,7 @@ from facecast.errors import FacecastError  # noqa: E402
 EXIT_ERROR = 1
 EXIT_NOT_FOUND = 1       # `verify`: no watermark
 EXIT_BAD_INPUT = 2       # `verify`: unreadable file (argparse usage errors also exit 2)
+EXIT_USAGE = 2           # a mistyped command line, as argparse
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
@@ -53,7 +54,7 @@ def _add_portrait_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--portrait", "-p", type=Path, required=True,
                         help="the picture to animate (JPEG, PNG, WebP, ...)")
     parser.add_argument("--size", type=int, default=512,
-                        help="output width and height in pixels, 256-1024 (default 512)")
+                        help="output width and height in pixels, 256-1024, even for an MP4 (default 512)")
     # checked by the command (one line naming the choices), not by argparse's usage dump
     parser.add_argument("--framing", default="auto", metavar="|".join(FRAMING_CHOICES),
                         help=FRAMING_HELP + " (default auto)")
@@ -91,8 +92,16 @@ def _add_generator_options(parser: argparse.ArgumentParser) -> None:
                         help="weights for --generator learned, e.g. from `facecast train` (default: the shipped model)")
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse, but a mistyped option is one line (what is wrong, where to look), not the whole usage block;
+    exit status 2 as argparse's. Subcommands inherit it (`add_subparsers` uses the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"facecast: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="facecast",
         description="One portrait + a voice -> a talking face, on an ordinary computer.",
     )

@@ -270,8 +270,10 @@ def _validate(settings: dict[str, Any]) -> None:
         # the webcam moves the head as it happens; the lips would come 1.7 s after it
         raise InputError(f"--latency {settings['latency']} cannot follow a webcam (the head would move 1.7 s "
                          "before the lips): use --latency low with --camera")
-    if settings["generator"] == "learned" and settings["motion_model"] and not Path(settings["motion_model"]).is_file():
-        raise InputError(f"motion model not found: {settings['motion_model']}")
+    validate_seed(settings["seed"])
+    if settings["generator"] == "learned" and settings["motion_model"]:
+        # (with the rule generator a config file's motion_model is left unused: the file may serve both)
+        validate_generator_model("learned", settings["motion_model"])
     if settings["ws"] is not None and settings["ws"] != "":
         try:
             port = int(settings["ws"])
@@ -279,6 +281,26 @@ def _validate(settings: dict[str, Any]) -> None:
             raise InputError(f"--ws takes a port number (got {settings['ws']!r})") from None
         if not 0 <= port < 65536:
             raise InputError(f"--ws port must be 0-65535, 0 = any free port (got {port})")
+
+
+#: Seeds every generator takes (the learned model's torch generator holds 64 bits, the rule's numpy one any
+#: non-negative integer): one range for all, so a seed means the same everywhere.
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def validate_seed(seed: int) -> None:
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise InputError(f"--seed must be between {SEED_RANGE[0]} and {SEED_RANGE[1]} (got {seed})")
+
+
+def validate_generator_model(generator: str, motion_model: Path | str | None) -> None:
+    """--motion-model before any work: a file that exists, and only for the learned generator (which has weights)."""
+    if motion_model is None:
+        return
+    if generator != "learned":
+        raise InputError(f"--motion-model is for --generator learned (the {generator} generator has no weights)")
+    if not Path(motion_model).is_file():
+        raise InputError(f"motion model not found: {motion_model}")
 
 
 def validate_framing(framing: str) -> None:

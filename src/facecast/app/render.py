@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from facecast.app.options import validate_framing
+from facecast.app.options import validate_framing, validate_generator_model, validate_seed
 from facecast.controls import Controls
 from facecast.errors import InputError, OutputError
 from facecast.media import (
@@ -125,9 +125,12 @@ def render(request: RenderRequest) -> RenderReport:
         if request.fps is not None and request.fps != motion_header.fps:
             raise InputError(f"{request.motion} is at {motion_header.fps:g} fps; "
                              f"leave out --fps or regenerate the motion at {request.fps:g} fps")
-    fps = request.fps or (motion_header.fps if motion_header else 25.0)
+    fps = request.fps if request.fps is not None else (motion_header.fps if motion_header else 25.0)
     validate_size(request.size)
     validate_fps(fps)
+    validate_seed(request.seed)
+    if request.motion is None:
+        validate_generator_model(request.generator, request.motion_model)
     validate_encoding(request.crf, request.preset)
     validate_framing(request.framing)
     provenance = Provenance(request.badge)
@@ -305,6 +308,10 @@ def generate_motion_file(audio: Path, output: Path, fps: float = 25.0, seed: int
                          generator: str = DEFAULT_GENERATOR, motion_model: Path | None = None) -> tuple[Path, int]:
     """`facecast motion`: speech -> a JSONL motion file users can inspect and edit."""
     validate_fps(fps)
+    validate_seed(seed)
+    validate_generator_model(generator, motion_model)
+    if output.suffix.lower() != ".jsonl":
+        raise InputError(f"the motion file is JSON Lines: name it .jsonl (got {output.name})")
     AudioReader(audio).close()  # fail on bad audio before creating anything
     with AtomicOutput(output, overwrite) as sink:
         made = make_generator(generator, fps=fps, seed=seed, model_path=motion_model, streaming=False, clip=audio)
