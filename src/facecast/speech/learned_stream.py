@@ -66,7 +66,7 @@ CHUNK_FRAMES = 1
 LOOKAHEAD_FRAMES = 2
 #: Time constant (s) of the causal smoothing of the head's rotation and position in the output: each chunk is
 #: sampled afresh, so the head would shake from chunk to chunk. The mouth is left alone (it must not lag).
-HEAD_SMOOTHING_S = 0.25
+HEAD_SMOOTHING_S = 0.2
 #: Denoising steps per chunk (offline: 8): live, fewer steps followed the mouth better, at a quarter of the compute.
 LIVE_SAMPLE_STEPS = 2
 #: Denoising steps per chunk while the live daemon is short of CPU (`lighten`): half the model's compute.
