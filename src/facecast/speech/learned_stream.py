@@ -67,6 +67,10 @@ LOOKAHEAD_FRAMES = 2
 #: Time constant (s) of the causal smoothing of the head's rotation and position in the output: each chunk is
 #: sampled afresh, so the head would shake from chunk to chunk. The mouth is left alone (it must not lag).
 HEAD_SMOOTHING_S = 0.2
+#: How much wider than they ask the low-latency mouth-gap nets open the lips: hearing 80 ms ahead and log-mel
+#: alone, they hedge towards a half-open mouth, about 0.8 as wide as the offline nets' on the speaker folds'
+#: unseen speakers (model card: "Fourteenth round"), so the live mouth looked small.
+LIVE_MOUTH_GAIN = 1.25
 #: Denoising steps per chunk (offline: 8): live, fewer steps followed the mouth better, at a quarter of the compute.
 LIVE_SAMPLE_STEPS = 2
 #: Denoising steps per chunk while the live daemon is short of CPU (`lighten`): half the model's compute.
@@ -277,7 +281,7 @@ class LearnedMotionGenerator:
         rows = self.model.to_motion(new.numpy())
         if self._mouth is not None and not self._sync:
             heard = np.stack([self._audio[i] for i in range(max(0, start - RECEPTIVE_FIELD), start + span)])
-            self._mouth.apply(rows, heard, future=span - count)
+            self._mouth.apply(rows, heard, future=span - count, gain=LIVE_MOUTH_GAIN)
         for i, row in enumerate(self._blinks.shape(rows)):
             head = row[HEAD_GUIDED].copy()
             self._head = head if self._head is None else self._head + self._head_step * (head - self._head)

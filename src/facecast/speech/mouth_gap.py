@@ -281,15 +281,16 @@ class MouthGap:
         return gap, closure, inside
 
     def target(self, audio: np.ndarray, future: int = 0, more: int = 0,
-               closure_exponent: float = CLOSURE_EXPONENT) -> np.ndarray:
+               closure_exponent: float = CLOSURE_EXPONENT, gain: float = 1.0) -> np.ndarray:
         """The gap the lips should show (face heights), `predict`'s rows: the opening (smoothed: `smoothing`) shut
         by the closures, which stay as sharp as the nets make them. The smoothing reaches `more` of the `future`
         rows (rows of the recording whose own lookahead was heard: a stream's next rows) and treats the rows asked
         for as the recording's last otherwise. `closure_exponent`: other than CLOSURE_EXPONENT only in the
-        speaker folds' comparison (`benchmarks/mouth_gap_folds.py --closure-exponents`)."""
+        speaker folds' comparison (`benchmarks/mouth_gap_folds.py --closure-exponents`). `gain` scales the
+        opening (a stream's nets, which hear less, open the lips less wide than the speakers': `learned_stream`)."""
         frames = len(audio) - future
         gap, closure, inside = self.predict(audio, future - min(more, future))
-        opening = np.maximum(gap, 0.0)
+        opening = gain * np.maximum(gap, 0.0)
         if self.smoothing > 0:
             from scipy.ndimage import gaussian_filter1d
 
@@ -299,11 +300,13 @@ class MouthGap:
             target = target * (1.0 - inside ** IN_SPEECH_EXPONENT)
         return target[:frames]
 
-    def apply(self, rows: np.ndarray, audio: np.ndarray, future: int = 0, more: int = 0) -> np.ndarray:
+    def apply(self, rows: np.ndarray, audio: np.ndarray, future: int = 0, more: int = 0,
+              gain: float = 1.0) -> np.ndarray:
         """Set the jaw of `rows` so the rendered gap is this model's (in place; returns rows). `audio`: input rows
         (`inputs`) ending with the rows' own frames and then `future` rows heard after them (`more` of them rows of
-        the recording the smoothing reaches: `target`); rows before theirs (up to `history`) are history."""
-        target = self.target(audio, future, more)[-len(rows):]
+        the recording the smoothing reaches: `target`); rows before theirs (up to `history`) are history. `gain`:
+        as `target`'s."""
+        target = self.target(audio, future, more, gain=gain)[-len(rows):]
         per = self.per_coefficient
         closed = np.clip(rows[:, CLOSE], 0.0, 1.0)
         parting = np.flatnonzero(per > 0)
