@@ -18,7 +18,7 @@ from facecast import media
 from facecast.app import audio_input
 from facecast.app.audio_input import input_candidates, list_input_devices
 from facecast.app.cli import configure_console
-from facecast.app.live import install_stop_handlers
+from facecast.app.stop_signals import install_stop_handlers
 from facecast.errors import OutputError
 from facecast.user_dirs import user_cache_dir, user_config_dir
 

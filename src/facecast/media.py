@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import tempfile
 import time
 import warnings
@@ -25,7 +24,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facecast.errors import InputError, OutputError
+from facecast.errors import InputError, OutputError, check_regular_file
 
 #: Motion generators consume mono float32 audio at this rate.
 MOTION_SAMPLE_RATE = 16000
@@ -57,23 +56,6 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 REPLACE_ATTEMPTS = 10
 REPLACE_RETRY_S = 0.1
 FFMPEG_ERRORS = tuple(e for e in (getattr(av, "FFmpegError", None), getattr(av, "AVError", None)) if e) or (Exception,)
-
-
-def check_regular_file(path: Path, what: str = "picture") -> None:
-    """InputError (one line) unless `path` is an existing regular file: not found, a folder, a device or pipe
-    (reading /dev/zero or a FIFO would never end), a path the system refuses (too long, no permission)."""
-    try:
-        mode = path.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        raise InputError(f"{what} not found: {path}") from None
-    except ValueError:  # an embedded NUL
-        raise InputError(f"not a valid file path: {str(path)[:80]!r}") from None
-    except OSError as exc:  # too long, permission denied, a symlink loop ...
-        raise InputError(f"cannot open {what} {str(path)[:200]}: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(mode):
-        raise InputError(f"{path} is not a file but a folder: give a {what} file")
-    if not stat.S_ISREG(mode):
-        raise InputError(f"{path} is not a file but a device, pipe or socket: give a {what} file")
 
 
 def load_image(path: str | Path, max_side: int | None = MAX_PICTURE_SIDE) -> np.ndarray:
@@ -167,6 +149,7 @@ class AudioReader:
             raise InputError(f"audio file not found: {self.path}")
         if self.path.is_dir():
             raise InputError(f"audio input {self.path} is a folder, not a file")
+        check_regular_file(self.path, "sound")   # a pipe or device would block or never end
         try:
             self._container = av.open(str(self.path), "r")
         except FFMPEG_ERRORS as exc:

@@ -17,7 +17,7 @@ import pytest
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 
-from conftest import Collector, live_endpoints
+from conftest import Collector, assert_one_line_error, live_endpoints
 from facecast.app.audio_input import FileSource
 from facecast.app.daemon import LiveDaemon
 from facecast.app.live import OUTPUTS, ControlForward, build_outputs
@@ -185,6 +185,26 @@ def test_bad_config_is_one_clear_error(tmp_path, text, message):
         resolve_settings({"config": config})
 
 
+def test_a_pipe_is_refused_not_read(tmp_path):
+    """A config file, avatar config, motion model or sound that is a pipe (or /dev/zero) would block or fill the
+    memory when read: each is one line before anything starts."""
+    import os
+
+    from facecast.app.options import read_config, validate_generator_model
+    from facecast.bridges.vrchat_avatar import load_avatar_config
+    from facecast.media import AudioReader
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    refusals = (lambda: read_config(fifo), lambda: validate_generator_model("learned", fifo),
+                lambda: AudioReader(fifo))
+    for refusal in refusals:
+        with pytest.raises(InputError, match="not a file but a device, pipe or socket"):
+            refusal()
+    with pytest.raises(ValueError, match="not a file but a device, pipe or socket"):
+        load_avatar_config(fifo)
+
+
 def test_default_config_documents_every_setting_and_parses(tmp_path):
     text = default_config_text()
     assert tomllib.loads(text) == {}  # everything commented out: defaults apply
@@ -290,6 +310,9 @@ def test_config_init_and_devices_commands(tmp_path):
     again = subprocess.run([sys.executable, "-m", "facecast.app.cli", "config", "--init", "-o", str(out)],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "--overwrite" in again.stderr
+    inside_a_file = subprocess.run([sys.executable, "-m", "facecast.app.cli", "config", "--init", "-o",
+                                    str(out / "sub" / "x.toml")], capture_output=True, text=True, timeout=60)
+    assert_one_line_error(inside_a_file, "cannot write", "cannot make folder")
     listing = subprocess.run([sys.executable, "-m", "facecast.app.cli", "devices", "--json"],
                              capture_output=True, text=True, timeout=60)
     assert listing.returncode == 0, listing.stderr
@@ -311,6 +334,25 @@ def test_sigterm_stops_the_daemon_cleanly(sample_portrait, sample_speech):
     rest = process.stderr.read()
     assert process.wait(timeout=20) == 0
     assert "stopped after" in rest and "Traceback" not in rest
+
+
+def test_a_stop_while_starting_is_a_clean_exit(tmp_path, sample_portrait, sample_speech):
+    """SIGTERM (the OBS panel's Stop) while the daemon is still loading: one line and exit 0, not a silent kill
+    (a new picture's analysis and the learned model take seconds to load; the signal comes in that time)."""
+    import os
+    import signal
+
+    fresh = tmp_path / "fresh.jpg"
+    fresh.write_bytes(sample_portrait.read_bytes() + b"\0")   # not in the portrait cache yet
+    process = subprocess.Popen(
+        [sys.executable, "-m", "facecast.app.cli", "live", "--portrait", str(fresh), "--audio", str(sample_speech),
+         "--size", "256"], stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert err.strip().splitlines() == ["facecast: stopped"], err
 
 
 def test_control_messages_change_the_live_motion(sample_portrait, sample_speech):

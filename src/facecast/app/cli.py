@@ -33,7 +33,7 @@ from facecast.app.options import (  # noqa: E402
     default_config_text,
     parse_color,
 )
-from facecast.errors import FacecastError  # noqa: E402
+from facecast.errors import FacecastError, OutputError  # noqa: E402
 
 EXIT_ERROR = 1
 EXIT_NOT_FOUND = 1       # `verify`: no watermark
@@ -325,10 +325,20 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_live(args: argparse.Namespace) -> int:
-    from facecast.app.live import run_live  # loads mediapipe, the renderer and the bridges: only `live` pays for them
+    from facecast.app.stop_signals import StopRequested, stop_while_starting
 
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "debug")}
-    return run_live(flags)
+    # a stop (the OBS panel's Stop, `kill`) before the daemon runs unwinds the start-up like Ctrl-C
+    restore_signals = stop_while_starting()
+    try:
+        from facecast.app.live import run_live  # loads mediapipe, the renderer and the bridges: only `live` pays
+
+        flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "debug")}
+        return run_live(flags)
+    except StopRequested:
+        print("facecast: stopped", file=sys.stderr)
+        return 0
+    finally:
+        restore_signals()
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -413,7 +423,11 @@ def _cmd_config(args: argparse.Namespace) -> int:
     from facecast.media import AtomicOutput
 
     target = args.output or default_config_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: cannot make folder {target.parent}: "
+                          f"{exc.strerror or exc}") from None
     with AtomicOutput(target, args.overwrite) as sink:
         sink.temp.write_text(default_config_text(), encoding="utf-8")
         sink.commit()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from facecast.app.logs import configure_logging
 from facecast.app.options import parse_color, persistent_token, resolve_settings
 from facecast.app.portrait_job import prepare_portrait
 from facecast.app.render import validate_size
+from facecast.app.stop_signals import install_stop_handlers
 from facecast.bridges import vmc, vrchat, ws_protocol
 from facecast.bridges.osc_udp import VmcSender, VrchatSender, parse_host_port
 from facecast.bridges.output import Output
@@ -171,36 +170,6 @@ def make_live_generator(settings: dict[str, Any]) -> MotionGenerator:
         torch.set_num_threads(1)   # a small model: one thread per chunk, the other core renders
     return make_generator(settings["generator"], fps=settings["fps"], seed=settings["seed"],
                           model_path=settings["motion_model"] or None, streaming=True, latency=settings["latency"])
-
-
-#: The signals that mean "stop cleanly", where the OS has them: SIGTERM (`kill`, service managers) and SIGHUP
-#: (the terminal closed) on Linux and macOS; SIGBREAK (Ctrl-Break in a console) on Windows, whose other way
-#: in is the `stop` control message. SIGINT stays Python's KeyboardInterrupt (Ctrl-C), caught in `run_live`.
-STOP_SIGNALS = ("SIGTERM", "SIGHUP", "SIGBREAK")
-
-
-def install_stop_handlers(stop: Callable[[], None], signals: Any = signal) -> Callable[[], None]:
-    """Call `stop` on each of `STOP_SIGNALS` this OS has; returns the function that puts the old handlers back.
-
-    A signal someone chose to ignore (SIGHUP under `nohup`) stays ignored; outside the main thread (where
-    Python cannot set handlers) nothing is installed.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous: dict[int, Any] = {}
-    for name in STOP_SIGNALS:
-        number = getattr(signals, name, None)
-        if number is None or signals.getsignal(number) == signals.SIG_IGN:
-            continue
-        try:
-            previous[number] = signals.signal(number, lambda *_: stop())
-        except (OSError, ValueError):  # not settable here: the others still work
-            continue
-
-    def restore() -> None:
-        for number, handler in previous.items():
-            signals.signal(number, handler if handler is not None else signals.SIG_DFL)
-    return restore
 
 
 def run_live(flags: dict[str, Any]) -> int:

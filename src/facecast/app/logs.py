@@ -86,4 +86,6 @@ def configure_logging(level: str) -> logging.Handler:
     # websockets logs every connection's opening and closing at INFO: a reconnecting client would fill the
     # log (and the OBS script's log file) with two lines a second. Its warnings and errors still show.
     logging.getLogger("websockets").setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
+    # torch logs its compile caches' statistics at INFO as the process exits (after a Ctrl-C while it loads)
+    logging.getLogger("torch").setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
     return handler

@@ -20,7 +20,7 @@ from facecast.app.hybrid import DRIVE_HELP, parse_drive
 from facecast.bridges.vmc import parse_bone_offsets
 from facecast.bridges.vrchat import parse_binary_spec
 from facecast.controls import controls_from
-from facecast.errors import InputError
+from facecast.errors import InputError, check_regular_file
 from facecast.speech.generator import DEFAULT_GENERATOR, GENERATOR_CHOICES
 from facecast.user_dirs import user_config_dir
 
@@ -214,6 +214,8 @@ def resolve_settings(flags: dict[str, Any]) -> dict[str, Any]:
 def read_config(path: Path) -> dict[str, Any]:
     """Parse a TOML settings file; unknown keys and wrong types are one-line errors."""
     try:
+        if path.exists():
+            check_regular_file(path, "config")   # /dev/zero or a pipe would never end
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"config file not found: {path} (create one with `facecast config --init`)") from None
@@ -299,8 +301,7 @@ def validate_generator_model(generator: str, motion_model: Path | str | None) ->
         return
     if generator != "learned":
         raise InputError(f"--motion-model is for --generator learned (the {generator} generator has no weights)")
-    if not Path(motion_model).is_file():
-        raise InputError(f"motion model not found: {motion_model}")
+    check_regular_file(Path(motion_model), "motion model")
 
 
 def validate_framing(framing: str) -> None:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from facecast.bridges.vrchat import AvatarParameters
+from facecast.errors import InputError, check_regular_file
 
 __all__ = ["AvatarConfigSource", "load_avatar_config", "newest_avatar_config", "vrchat_osc_dirs"]
 
@@ -64,8 +65,12 @@ def load_avatar_config(path: str | Path) -> AvatarParameters:
     """One avatar's OSC config; ValueError (one line) if it cannot be read or is not one."""
     path = Path(path)
     try:
+        if path.exists():
+            check_regular_file(path, "VRChat avatar config")   # /dev/zero or a pipe would never end
         # VRChat writes these files with a UTF-8 byte order mark.
         data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
     except FileNotFoundError:
         raise ValueError(f"VRChat avatar config not found: {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
