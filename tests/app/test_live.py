@@ -336,6 +336,27 @@ def test_sigterm_stops_the_daemon_cleanly(sample_portrait, sample_speech):
     assert "stopped after" in rest and "Traceback" not in rest
 
 
+def test_live_takes_hand_placed_points_for_a_picture_without_a_detectable_face(tmp_path, sample_speech):
+    """The no-face error names --landmarks: live takes it too (it did not), in the config file as well."""
+    from PIL import Image
+
+    drawing, points = tmp_path / "sky.png", tmp_path / "points.json"
+    Image.new("RGB", (400, 400), (120, 160, 200)).save(drawing)   # nothing to detect
+    points.write_text(json.dumps({
+        "left_eye_outer": [258, 180], "left_eye_inner": [222, 180], "right_eye_inner": [178, 180],
+        "right_eye_outer": [142, 180], "nose_tip": [200, 230], "mouth_left": [240, 282], "mouth_right": [160, 282],
+        "chin": [200, 345]}))
+    command = [sys.executable, "-m", "facecast.app.cli", "live", "--portrait", str(drawing), "--audio",
+               str(sample_speech), "--once", "--size", "256", "--generator", "rule"]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert_one_line_error(refused, "no face", "--landmarks")
+    ran = subprocess.run(command + ["--landmarks", str(points)], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and "stopped after" in ran.stderr, ran.stderr
+    config = tmp_path / "facecast.toml"
+    config.write_text(f'portrait = "{drawing.as_posix()}"\nlandmarks = "{points.as_posix()}"\n')
+    assert resolve_settings({"config": config})["landmarks"] == points.as_posix()
+
+
 def test_a_stop_while_starting_is_a_clean_exit(tmp_path, sample_portrait, sample_speech):
     """SIGTERM (the OBS panel's Stop) while the daemon is still loading: one line and exit 0, not a silent kill
     (a new picture's analysis and the learned model take seconds to load; the signal comes in that time)."""

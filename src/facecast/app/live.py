@@ -188,8 +188,11 @@ def run_live(flags: dict[str, Any]) -> int:
 
     def load_renderer(path: Path | str) -> Any:
         # the analysis (mediapipe) in a child process that has ended before the generator (torch) loads, so
-        # their memory never adds up; a swap's child inherits the swapper thread's lowered priority
-        rig = prepare_portrait(path, size=settings["size"], framing=settings["framing"], cutout=settings["cutout"])
+        # their memory never adds up; a swap's child inherits the swapper thread's lowered priority.
+        # --landmarks places the face of the picture it was given for (not of a picture swapped in later).
+        landmarks = settings["landmarks"] if str(path) == str(settings["portrait"]) else None
+        rig = prepare_portrait(path, size=settings["size"], framing=settings["framing"], cutout=settings["cutout"],
+                               landmarks_json=landmarks)
         renderer = Renderer(rig, device="auto")
         return lambda frame: provenance.apply(renderer.render(frame), frame.t)
 

@@ -52,6 +52,8 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("portrait", str, None, "the picture to animate"),
+    Option("landmarks", str, None, "hand-placed face points for the portrait when no face is detected: a JSON "
+           "object of [x, y] pixel positions (the keys `facecast render --help` lists)", metavar="POINTS.json"),
     Option("audio", str, None, "play this audio file in real time instead of using the microphone"),
     Option("device", str, None, "microphone: a name (or part of it) or an index from `facecast devices`; "
            "default input if unset"),
@@ -169,7 +171,8 @@ def default_config_text() -> str:
             example = {"portrait": '"me.png"', "audio": '"speech.wav"', "device": '"USB Microphone"',
                        "vmc": '"127.0.0.1:39539"', "vrchat": '"127.0.0.1:9000"', "ws": "39650",
                        "badge": '"AI-generated"', "emotion": '"happy:0.5"', "gaze": '"10,-5"',
-                       "motion_model": '"my_motion.pt"', "camera": '"0"', "camera_file": '"me.mp4"'}[option.name]
+                       "motion_model": '"my_motion.pt"', "camera": '"0"', "camera_file": '"me.mp4"',
+                       "landmarks": '"points.json"'}[option.name]
             lines.append(f"# {option.name} = {example}")
         elif isinstance(value, bool):
             lines.append(f"# {option.name} = {'true' if value else 'false'}")
