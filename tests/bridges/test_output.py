@@ -24,7 +24,7 @@ PURE_MODULES = ("osc", "vmc", "vrchat", "vtube_studio_protocol", "ws_protocol", 
                 "output")
 TRANSPORT_LIBRARIES = {"socket", "threading", "asyncio", "concurrent", "websockets", "pyvirtualcam", "selectors"}
 CONTRACTS = {"facecast.motion", "facecast.controls", "facecast.errors", "facecast.media", "facecast.rig",
-             "facecast.user_dirs"}
+             "facecast.user_dirs", "facecast.log_throttle"}
 
 
 def free_udp_port() -> int:

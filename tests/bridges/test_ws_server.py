@@ -377,7 +377,8 @@ def test_control_callback_refusal_and_crash_keep_serving() -> None:
         srv.stop()
 
 
-def test_oversize_message_closes_only_that_connection(server: WsServer, commands: list[dict]) -> None:
+def test_oversize_message_closes_only_that_connection(server: WsServer, commands: list[dict],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
     async def run() -> None:
         async with connect(ws_url(server, "/motion")) as watcher:
             await watcher.recv()  # hello
@@ -392,8 +393,11 @@ def test_oversize_message_closes_only_that_connection(server: WsServer, commands
                 await ws.send(json.dumps({"type": "mute", "muted": False, "token": server.token}))
                 assert json.loads(await ws.recv()) == {"type": "ack"}
 
-    asyncio.run(run())
+    with caplog.at_level(logging.WARNING, logger="facecast"):
+        asyncio.run(run())
     assert commands == [{"type": "mute", "muted": False}]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"control message refused: over {MAX_MESSAGE_BYTES} bytes (connection closed)"]
 
 
 @pytest.mark.parametrize("path", ["/motion", "/frames", "/control"])
@@ -493,6 +497,9 @@ def test_hostile_control_messages_get_one_line_each_and_no_traceback(caplog: pyt
         assert reply["type"] == "error" and reason in reply["message"], (message[:60], reply)
     assert commands == []
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    # the refusals are logged, but as one line for a burst (a client's fault must not bury the log)
+    refused = [r.getMessage() for r in caplog.records if "control message refused" in r.getMessage()]
+    assert len(refused) == 1 and "nested deeper" in refused[0], refused
 
 
 def test_a_failing_handler_is_one_error_answer_and_one_log_line(caplog: pytest.LogCaptureFixture) -> None:

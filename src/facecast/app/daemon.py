@@ -44,6 +44,7 @@ from facecast.app.pacing import FramePacer, FrameQueue, QualityGovernor
 from facecast.app.portrait_swap import PortraitSwapper, Reply
 from facecast.bridges.output import Output
 from facecast.controls import Controls
+from facecast.log_throttle import LogThrottle
 from facecast.motion import MotionFrame
 from facecast.speech.audio_features import SAMPLE_RATE, CaptureClock
 
@@ -235,6 +236,8 @@ class LiveDaemon:
         self.once = once
         self._block_s = block_s  # the audio source's block length
         self.controls = controls or Controls()
+        #: accepted control messages are logged, but at most one line per kind every few seconds (a dragged slider)
+        self._control_log = LogThrottle(log)
         self._load_renderer = load_renderer
         self._render = render if any(o.needs_image for o in outputs) else None
         #: Gives up picture size when frames come late (nothing to give up without pictures).
@@ -505,7 +508,7 @@ class LiveDaemon:
             log.info("portrait swap to %s accepted", path)
             return {"type": "accepted", "path": path}
         self.controls.update(command)
-        log.info("control %s applied", command["type"])
+        self._control_log.log(logging.INFO, command["type"], "control %s applied", command["type"])
         return None
 
     def _load_portrait(self, path: Path) -> Callable[[MotionFrame], np.ndarray]:

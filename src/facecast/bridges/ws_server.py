@@ -35,6 +35,7 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from facecast.bridges.frame_codec import as_rgb_background, check_image, encode_frame, encode_jpeg, mjpeg_part
@@ -69,6 +70,7 @@ from facecast.bridges.ws_protocol import (
     token_refusal,
     validate_control,
 )
+from facecast.log_throttle import LogThrottle
 from facecast.motion import MotionFrame
 
 __all__ = ["ServerStartError", "WsServer"]
@@ -278,6 +280,8 @@ class WsServer:
                                         "http_refused", "token_refused"), 0)
         self._encode_ms: float | None = None
         self._failures: dict[str, str] = {}  # what fails now -> its message
+        #: refused control messages are a client's fault, logged but at most a line every few seconds
+        self._refusals = LogThrottle(log)
         # Event-loop state; touched only on the server thread once it runs.
         self._motion_clients: set[_Slot] = set()
         self._frame_clients: set[_Slot] = set()
@@ -649,12 +653,18 @@ class WsServer:
             async for raw in ws:
                 if not limiter.allow(time.monotonic()):
                     self._counters["control_limited"] += 1
+                    self._refusals.log(logging.WARNING, "control", "control message refused: more than %g a "
+                                       "second on one connection", self._control_rate)
                     await answers.put(error_message(f"too many control messages: at most {self._control_rate:g} "
                                                     "per second"))
                     continue
                 await answers.put(self._control_answer(raw, reply))
-        except ConnectionClosed:  # includes messages over MAX_MESSAGE_BYTES (close code 1009)
-            pass
+        except ConnectionClosed as closed:
+            # over MAX_MESSAGE_BYTES: the close frame names the limit to the client, the log says it once
+            if closed.sent is not None and closed.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self._counters["control_refused"] += 1
+                self._refusals.log(logging.WARNING, "control", "control message refused: over %d bytes "
+                                   "(connection closed)", MAX_MESSAGE_BYTES)
         finally:
             open_[0] = False
             self._control_clients -= 1
@@ -668,6 +678,7 @@ class WsServer:
             answer = ack_message() if first is None else _reply_text(first)
         except ValueError as exc:  # ControlError, or the daemon refusing the command
             self._counters["control_refused"] += 1
+            self._refusals.log(logging.WARNING, "control", "control message refused: %s", one_line(str(exc), 200))
             return error_message(str(exc))
         except Exception as exc:  # a bug must not close the server, nor flood the log with tracebacks
             self._counters["control_refused"] += 1
