@@ -80,10 +80,14 @@ def test_a_file_ends_like_an_audio_file_does(shared_data: Path, tmp_path: Path) 
         assert len(indices) == expected, (loop, indices)
 
 
-@pytest.mark.parametrize("content, reason", [(b"not a video at all", "not a supported video file"),
-                                             (None, "video not found")])
-def test_a_file_that_is_not_a_video_is_one_line(tmp_path: Path, content: bytes | None, reason: str) -> None:
-    path = tmp_path / "clip.mp4"
+@pytest.mark.parametrize("content, reason, suffix", [
+    (b"not a video at all", "not a supported video file", ".mp4"),
+    (None, "video not found", ".mp4"),
+    (b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 10, "no picture could be decoded", ".jpg"),  # opens, no frame
+])
+def test_a_file_that_is_not_a_video_is_one_line(tmp_path: Path, content: bytes | None, reason: str,
+                                                suffix: str) -> None:
+    path = tmp_path / f"clip{suffix}"
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(InputError, match=reason) as error:

@@ -340,6 +340,13 @@ class VideoFileCamera(_CaptureThread):
         self.path = Path(path)
         super().__init__("facecast-camera-file", str(self.path), mirror, clock)
         info = open_video(self.path)  # InputError now, in one line, for a missing file or one that is not a video
+        capture = _cv2().VideoCapture(str(self.path))
+        try:
+            decodes = capture.read()[0]
+        finally:
+            capture.release()
+        if not decodes:   # a container that opens but holds no decodable picture (a corrupt JPEG, say)
+            raise InputError(f"{self.path}: no picture could be decoded (a corrupt or unsupported video)")
         self.fps = info.fps
         self.loop = loop
         self._sleep = sleep

@@ -42,7 +42,7 @@ import av
 import numpy as np
 
 from facecast import face_regions as fr
-from facecast.errors import InputError, NoFaceError
+from facecast.errors import InputError, NoFaceError, check_regular_file
 from facecast.face.measure import FaceMeasurer, eye_openness, mouth_opening
 from facecast.face.portrait import FACE_LENGTH, MEAN_FACE_PATH, native_stderr_silenced
 from facecast.face_model import (
@@ -122,6 +122,7 @@ def open_video(path: str | Path) -> VideoInfo:
         raise InputError(f"video not found: {path}")
     if path.is_dir():
         raise InputError(f"video input {path} is a folder, not a file")
+    check_regular_file(path, "video")   # a pipe or device would block or never end
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
