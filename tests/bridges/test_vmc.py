@@ -270,6 +270,47 @@ def test_sender_without_receiver_never_raises_and_counts_failures(caplog):
     assert len(warnings) == 1 and "cannot send" in warnings[0].getMessage()
 
 
+def test_a_host_name_that_does_not_resolve_is_an_outage_not_a_failure(caplog, monkeypatch):
+    """`--vmc pc.local:39539` before that PC's name resolves: one warning, frames counted as lost, and once the
+    name resolves (retried in the background) frames arrive. The resolver is made to fail first and then to
+    answer with loopback: a name that starts resolving mid-run cannot be arranged on this machine otherwise."""
+    import facecast.bridges.osc_udp as osc_udp
+
+    caplog.set_level(logging.INFO, logger="facecast.bridges.vmc")
+    unresolvable = VmcSender("nosuchhost.invalid", 39539)           # a real lookup that fails
+    unresolvable.send(MotionFrame(t=0.0))
+    assert unresolvable.transport.failed == 3 and "cannot resolve nosuchhost.invalid" in unresolvable.counters["error"]
+    unresolvable.close()
+
+    receiver = Receiver()
+    real_lookup, lookups = socket.getaddrinfo, []
+
+    def lookup(host, port, *args, **kwargs):
+        lookups.append(host)
+        if host != "streaming-pc.invalid":
+            return real_lookup(host, port, *args, **kwargs)
+        if len(lookups) < 3:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real_lookup("127.0.0.1", port, *args, **kwargs)
+
+    monkeypatch.setattr(osc_udp.socket, "getaddrinfo", lookup)
+    monkeypatch.setattr(osc_udp, "RESOLVE_RETRY_S", 0.05)
+    sender = VmcSender("streaming-pc.invalid", receiver.port)
+    try:
+        deadline = time.monotonic() + 10
+        while not receiver.dispatcher.packets and time.monotonic() < deadline:
+            sender.send(MotionFrame(t=1.0))
+            time.sleep(0.01)
+        receiver.wait_packets(3)
+    finally:
+        sender.close()
+        receiver.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot resolve streaming-pc.invalid" in m for m in messages) == 1
+    assert any("resolved streaming-pc.invalid to 127.0.0.1" in m for m in messages)
+    assert sender.transport.failed > 0 and sender.transport.sent >= 3
+
+
 def test_receiver_restart_mid_stream_gets_frames_again(caplog):
     caplog.set_level(logging.INFO, logger="facecast.bridges.vmc")
     first = Receiver()

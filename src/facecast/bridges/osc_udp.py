@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from typing import Sequence
 
@@ -32,6 +33,8 @@ __all__ = ["RECOVERY_S", "OscOutput", "UdpOscSender", "VmcSender", "VrchatSender
 #: On loopback a closed port answers every other datagram with ICMP "port
 #: unreachable", so a short error-free stretch means a receiver is back.
 RECOVERY_S = 1.0
+#: Seconds between two lookups of a receiver's host name that did not resolve.
+RESOLVE_RETRY_S = 10.0
 
 
 def _is_number(text: str) -> bool:
@@ -92,22 +95,53 @@ class UdpOscSender:
         self.error: str | None = None
         self.last_error: str | None = None
         self._log = logging.getLogger(f"facecast.bridges.{name}")
-        try:
-            family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
-        except (OSError, UnicodeError) as exc:
-            raise ValueError(f"cannot resolve {host!r}: {exc}") from None
-        self._sock = socket.socket(family, kind, proto)
-        self._sock.setblocking(False)
-        self._address = address
+        self._sock: socket.socket | None = None
+        self._address: tuple = ()
         self._connected = False
         self._closed = False
         self._down = False
         self._last_failure = 0.0
+        self._lock = threading.Lock()
+        try:
+            self._open(socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0])
+        except UnicodeError as exc:   # not a host name at all
+            raise ValueError(f"cannot resolve {host!r}: {exc}") from None
+        except OSError as exc:
+            # A name that does not resolve yet (the streaming PC's `.local` name before its network is up, a DNS
+            # outage) is an outage like a receiver that is not running: logged once, retried in the background
+            # (a lookup can take seconds; the frame loop must not wait for it).
+            self.error = self.last_error = f"cannot resolve {host}: {exc.strerror or exc}"
+            self._down, self._last_failure = True, time.monotonic()
+            self._log.warning("cannot resolve %s (%s); will keep trying every %g s", host, exc.strerror or exc,
+                              RESOLVE_RETRY_S)
+            threading.Thread(target=self._resolve_later, name=f"facecast-{name}-resolve", daemon=True).start()
+
+    def _open(self, resolved: tuple) -> None:
+        family, kind, proto, _, address = resolved
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        with self._lock:
+            if self._closed:
+                sock.close()
+                return
+            self._address = address
+            self._sock = sock
+
+    def _resolve_later(self) -> None:
+        while not self._closed:
+            time.sleep(RESOLVE_RETRY_S)
+            try:
+                resolved = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)[0]
+            except OSError:
+                continue
+            self._open(resolved)
+            self._log.info("resolved %s to %s", self.host, resolved[4][0])
+            return
 
     def send(self, packets: Sequence[bytes]) -> None:
         """Send each datagram now or drop it; never blocks, never raises."""
         for packet in packets:
-            if self._closed:
+            if self._closed or self._sock is None:   # closed, or the host name not resolved yet
                 self.failed += 1
                 continue
             try:
@@ -144,8 +178,10 @@ class UdpOscSender:
 
     def close(self) -> None:
         """Release the socket; later sends only count as failed."""
-        self._closed = True
-        self._sock.close()
+        with self._lock:
+            self._closed = True
+            if self._sock is not None:
+                self._sock.close()
 
 
 class OscOutput:
