@@ -17,7 +17,7 @@ import pytest
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 
-from conftest import Collector, assert_one_line_error, live_endpoints
+from conftest import Collector, assert_one_line_error, live_endpoints, tone_speech, write_audio
 from facecast.app.audio_input import FileSource
 from facecast.app.daemon import LiveDaemon
 from facecast.app.live import OUTPUTS, ControlForward, build_outputs
@@ -355,6 +355,20 @@ def test_live_takes_hand_placed_points_for_a_picture_without_a_detectable_face(t
     config = tmp_path / "facecast.toml"
     config.write_text(f'portrait = "{drawing.as_posix()}"\nlandmarks = "{points.as_posix()}"\n')
     assert resolve_settings({"config": config})["landmarks"] == points.as_posix()
+
+
+def test_live_runs_without_a_virtual_camera_and_says_so_once(tmp_path, sample_portrait):
+    """--vcam on a machine with no virtual camera (this one: no v4l2loopback): the daemon runs its other
+    outputs, warns once with the setup command, and keeps looking for the device."""
+    speech = write_audio(tmp_path / "speech.wav", tone_speech(1.5, 16000), 16000)
+    result = subprocess.run(
+        [sys.executable, "-m", "facecast.app.cli", "live", "--portrait", str(sample_portrait), "--audio",
+         str(speech), "--once", "--size", "256", "--generator", "rule", "--vcam", "--vrchat", "9"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "no virtual camera available" in line]
+    assert len(warnings) == 1 and "modprobe v4l2loopback" in warnings[0] and "every 10 s" in warnings[0]
+    assert "stopped after" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_stop_while_starting_is_a_clean_exit(tmp_path, sample_portrait, sample_speech):

@@ -103,6 +103,39 @@ def test_no_backend_is_one_line_with_the_setup_command(monkeypatch: pytest.Monke
     assert "OBS" in vcam.setup_hint("Darwin") and "30" in vcam.setup_hint("Darwin")
 
 
+def test_a_virtual_camera_that_appears_later_gets_the_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No virtual camera at start (v4l2loopback not loaded yet): the output waits, asks for no pictures and
+    reports why; once the device exists (here: the third look) frames reach it. The real pyvirtualcam finds no
+    device on this machine; the fake stands in for the one that appears."""
+    import time
+
+    looks = []
+
+    def camera_after_two_looks(*args, **kwargs):
+        looks.append(1)
+        if len(looks) < 3:
+            raise RuntimeError("'v4l2loopback' backend: No v4l2 loopback device found at /dev/video[0-99].")
+        return FakeCamera(*args, **kwargs)
+
+    monkeypatch.setattr(pyvirtualcam, "Camera", camera_after_two_looks)
+    FakeCamera.instances = []
+    opened = []
+    with pytest.raises(vcam.NoVirtualCameraError) as missing:
+        VirtualCamera(640, 360)
+    waiting = vcam.WaitingVirtualCamera(lambda: VirtualCamera(640, 360), str(missing.value), on_open=opened.append,
+                                        retry_s=0.02)
+    assert not waiting.wants_image and "modprobe v4l2loopback" in waiting.counters["error"]
+    waiting.send(MotionFrame(t=0.0), None)
+    deadline = time.monotonic() + 5
+    while not waiting.wants_image and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert waiting.wants_image and waiting.counters == {"frames_dropped": 1, "error": None} and len(opened) == 1
+    waiting.send(MotionFrame(t=0.1), avatar())
+    waiting.close()
+    assert len(FakeCamera.instances) == 1 and len(FakeCamera.instances[0].frames) == 1
+    assert FakeCamera.instances[0].closed
+
+
 def test_no_backend_with_the_real_pyvirtualcam() -> None:
     if vcam.platform.system() != "Linux" or vcam.v4l2loopback_devices():
         pytest.skip("only meaningful on a Linux machine without v4l2loopback")

@@ -26,7 +26,7 @@ from facecast.app.stop_signals import install_stop_handlers
 from facecast.bridges import vmc, vrchat, ws_protocol
 from facecast.bridges.osc_udp import VmcSender, VrchatSender, parse_host_port
 from facecast.bridges.output import Output
-from facecast.bridges.vcam import VirtualCamera
+from facecast.bridges.vcam import DEVICE_RETRY_S, NoVirtualCameraError, VirtualCamera, WaitingVirtualCamera
 from facecast.bridges.vrchat_avatar import AvatarConfigSource
 from facecast.bridges.vtube_studio import VTubeStudioClient
 from facecast.bridges.ws_protocol import is_loopback_host
@@ -112,9 +112,22 @@ def _open_ws(settings: dict[str, Any], controls: ControlForward | None) -> Outpu
 
 def _open_vcam(settings: dict[str, Any], controls: ControlForward | None) -> Output:
     background = settings["background"]
-    camera = VirtualCamera(settings["vcam_width"], settings["vcam_height"], settings["fps"],
-                           background=parse_color(background) if background.startswith("#") else background)
-    log.info("virtual camera %s (%s) started at %dx%d", camera.device, camera.backend, camera.width, camera.height)
+
+    def open_camera() -> VirtualCamera:
+        return VirtualCamera(settings["vcam_width"], settings["vcam_height"], settings["fps"],
+                             background=parse_color(background) if background.startswith("#") else background)
+
+    def started(camera: VirtualCamera) -> None:
+        log.info("virtual camera %s (%s) started at %dx%d", camera.device, camera.backend, camera.width,
+                 camera.height)
+
+    try:
+        camera = open_camera()
+    except NoVirtualCameraError as exc:   # a bad background or backend stays a start-up error
+        # the device may come (modprobe, OBS installed) while the other outputs run
+        log.warning("%s; looking for one every %g s meanwhile", exc, DEVICE_RETRY_S)
+        return WaitingVirtualCamera(open_camera, str(exc), on_open=started)
+    started(camera)
     return camera
 
 

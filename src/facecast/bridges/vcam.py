@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,11 @@ SETUP_HINTS = {
 
 class VirtualCameraError(FacecastError):
     """No virtual camera can be opened; the message says how to set one up on this OS."""
+
+
+class NoVirtualCameraError(VirtualCameraError):
+    """The settings are fine but this OS has no virtual camera device now (v4l2loopback not loaded, OBS's not
+    installed): one may appear while facecast runs (`WaitingVirtualCamera`)."""
 
 
 def setup_hint(system: str | None = None) -> str:
@@ -69,7 +75,7 @@ class VirtualCamera:
                                                backend=backend, device=device)
         except Exception as exc:  # pyvirtualcam raises RuntimeError listing each backend's failure
             reason = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-            raise VirtualCameraError(f"no virtual camera available ({reason}); {setup_hint()}") from None
+            raise NoVirtualCameraError(f"no virtual camera available ({reason}); {setup_hint()}") from None
         self.width, self.height, self.fps = width, height, fps
 
     @property
@@ -146,3 +152,64 @@ def list_vcam_backends() -> list[dict[str, Any]]:
         except VirtualCameraError as exc:
             backends.append({"backend": name, "usable": False, "devices": [], "detail": str(exc)})
     return backends
+
+
+#: Seconds between two looks for a virtual camera that was missing.
+DEVICE_RETRY_S = 10.0
+
+
+class WaitingVirtualCamera:
+    """The virtual webcam output while no virtual camera exists: the other outputs run, a background thread
+    opens one every DEVICE_RETRY_S (`open_camera`, e.g. once `modprobe v4l2loopback` has run), and frames go to
+    it from then on. Until then it asks for no pictures (`wants_image`) and reports the reason as its error."""
+
+    name = "virtual_camera"
+    needs_image = True
+
+    def __init__(self, open_camera: Any, error: str, on_open: Any = None,
+                 retry_s: float | None = None) -> None:
+        self._open_camera, self._on_open = open_camera, on_open
+        self.error: str | None = error
+        self.frames_dropped = 0
+        self._camera: VirtualCamera | None = None
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._retry_s = DEVICE_RETRY_S if retry_s is None else retry_s
+        threading.Thread(target=self._look, name="facecast-vcam-wait", daemon=True).start()
+
+    def _look(self) -> None:
+        while not self._closed.wait(self._retry_s):
+            try:
+                camera = self._open_camera()
+            except NoVirtualCameraError as exc:
+                self.error = str(exc)
+                continue
+            with self._lock:
+                if self._closed.is_set():
+                    camera.close()
+                    return
+                self._camera, self.error = camera, None
+            if self._on_open is not None:
+                self._on_open(camera)
+            return
+
+    @property
+    def wants_image(self) -> bool:
+        return self._camera is not None
+
+    @property
+    def counters(self) -> dict[str, Any]:
+        return {"frames_dropped": self.frames_dropped, "error": self.error}
+
+    def send(self, frame: MotionFrame, image: np.ndarray | None) -> None:
+        camera = self._camera
+        if camera is None:
+            self.frames_dropped += 1
+            return
+        camera.send(frame, image)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed.set()
+            if self._camera is not None:
+                self._camera.close()
