@@ -177,6 +177,9 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     ('portrait = "me.png"\nlatency = "sync"\ncamera_file = "me.mp4"\n', "--latency sync cannot follow a webcam"),
     ('portrait = "me.png"\ngenerator = "learned"\nmotion_model = "/no/such/model.pt"\n', "motion model not found"),
     ('portrait = "me.png"\nseed = 4294967296\n', "--seed must be between 0 and 4294967295"),
+    ('portrait = "me.png"\nbackground = "#zzzzzz"\n', "colour must look like #RRGGBB"),
+    ('portrait = "me.png"\nbackground = "/no/such/backdrop.png"\n', "background picture not found"),
+    ('portrait = "me.png"\nvcam_width = 0\n', "--vcam-width and --vcam-height must be positive"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, text, message):
     config = tmp_path / "facecast.toml"

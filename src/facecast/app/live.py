@@ -194,6 +194,8 @@ def run_live(flags: dict[str, Any]) -> int:
     settings = resolve_settings(flags)
     configure_logging(settings["log_level"])
     validate_size(settings["size"])
+    if settings["once"] and not settings["audio"]:
+        log.warning("--once has no effect without --audio: the microphone never ends")
     source = load_source(Path(settings["audio"]) if settings["audio"] else None, settings["device"])
 
     badge = settings["badge"]

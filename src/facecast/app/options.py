@@ -276,6 +276,14 @@ def _validate(settings: dict[str, Any]) -> None:
         raise InputError(f"--latency {settings['latency']} cannot follow a webcam (the head would move 1.7 s "
                          "before the lips): use --latency low with --camera")
     validate_seed(settings["seed"])
+    # checked whether or not their output is on: a setting that is wrong now would surprise later
+    if settings["background"].startswith("#"):
+        parse_color(settings["background"])
+    else:
+        check_regular_file(Path(settings["background"]), "background picture")
+    if settings["vcam_width"] <= 0 or settings["vcam_height"] <= 0:
+        raise InputError(f"--vcam-width and --vcam-height must be positive (got {settings['vcam_width']}x"
+                         f"{settings['vcam_height']})")
     if settings["generator"] == "learned" and settings["motion_model"]:
         # (with the rule generator a config file's motion_model is left unused: the file may serve both)
         validate_generator_model("learned", settings["motion_model"])
