@@ -102,6 +102,7 @@ class UdpOscSender:
         self._down = False
         self._last_failure = 0.0
         self._lock = threading.Lock()
+        self._closing = threading.Event()   # wakes the background lookup at `close`
         try:
             self._open(socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0])
         except UnicodeError as exc:   # not a host name at all
@@ -128,13 +129,13 @@ class UdpOscSender:
             self._sock = sock
 
     def _resolve_later(self) -> None:
-        while not self._closed:
-            time.sleep(RESOLVE_RETRY_S)
+        while not self._closing.wait(RESOLVE_RETRY_S):
             try:
                 resolved = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)[0]
-            except OSError:
+                self._open(resolved)
+            except (OSError, UnicodeError) as exc:
+                self.error = self.last_error = f"cannot resolve {self.host}: {exc}"
                 continue
-            self._open(resolved)
             self._log.info("resolved %s to %s", self.host, resolved[4][0])
             return
 
@@ -180,6 +181,7 @@ class UdpOscSender:
         """Release the socket; later sends only count as failed."""
         with self._lock:
             self._closed = True
+            self._closing.set()
             if self._sock is not None:
                 self._sock.close()
 

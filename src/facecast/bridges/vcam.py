@@ -181,8 +181,8 @@ class WaitingVirtualCamera:
         while not self._closed.wait(self._retry_s):
             try:
                 camera = self._open_camera()
-            except NoVirtualCameraError as exc:
-                self.error = str(exc)
+            except Exception as exc:  # still none (or a driver's odd failure): the reason stays the error
+                self.error = " ".join(f"{exc}".split()) or type(exc).__name__
                 continue
             with self._lock:
                 if self._closed.is_set():
