@@ -132,6 +132,17 @@ def test_atomic_output_appears_only_on_commit(tmp_path):
         AtomicOutput(final, overwrite=False)
     with pytest.raises(OutputError, match="does not exist"):
         AtomicOutput(tmp_path / "missing" / "out.mp4", overwrite=False)
+    # --overwrite never replaces what is not an output: the command's own input, a pipe or device, a folder
+    with pytest.raises(OutputError, match="is also the input"):
+        AtomicOutput(final, overwrite=True, inputs=(None, tmp_path / "." / "out.mp4"))
+    os.mkfifo(tmp_path / "pipe.mp4")
+    with pytest.raises(OutputError, match="not a regular file"):
+        AtomicOutput(tmp_path / "pipe.mp4", overwrite=True)
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(OutputError, match="is a folder"):   # said first, not "already exists"
+        AtomicOutput(tmp_path / "folder.mp4", overwrite=False)
+    with pytest.raises(OutputError, match="empty"):
+        AtomicOutput("", overwrite=True)
 
 
 def test_overwriting_a_frames_folder_never_deletes_other_files(tmp_path):

@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import av
 import numpy as np
@@ -259,14 +259,25 @@ class AtomicOutput:
     partial output behind.
     """
 
-    def __init__(self, final: str | Path, overwrite: bool, is_dir: bool = False) -> None:
+    def __init__(self, final: str | Path, overwrite: bool, is_dir: bool = False,
+                 inputs: Sequence[str | Path | None] = ()) -> None:
+        """`inputs`: the files the command reads; the output may not be one of them (--overwrite would destroy
+        it before it is read)."""
         self.final = Path(final)
         self.is_dir = is_dir
-        if self.final.exists() and not overwrite:
-            raise OutputError(f"{self.final} already exists (use --overwrite to replace it)")
+        if not str(final).strip():
+            raise OutputError("the output path is empty")
         if self.final.exists() and (self.final.is_dir() != is_dir):
             kind = "a folder" if self.final.is_dir() else "a file"
             raise OutputError(f"{self.final} is {kind}; choose another output path")
+        if self.final.exists() and not is_dir and not self.final.is_file():
+            raise OutputError(f"{self.final} is not a regular file (a device or pipe); choose another output path")
+        for source in inputs:
+            if source is not None and self.final.exists() and Path(source).exists() \
+                    and os.path.samefile(self.final, source):
+                raise OutputError(f"{self.final} is also the input: write the output to another path")
+        if self.final.exists() and not overwrite:
+            raise OutputError(f"{self.final} already exists (use --overwrite to replace it)")
         if is_dir and self.final.is_dir():
             _check_replaceable(self.final)
         parent = self.final.parent if str(self.final.parent) else Path(".")

@@ -108,6 +108,29 @@ def test_bad_motion_command_input(workdir):
     assert_nothing_written(workdir, before)
 
 
+@pytest.mark.parametrize("args, fragments", [
+    (["analyze", "-p", "face.jpg", "-o", "face.jpg", "--overwrite"], ["is also the input"]),
+    (["analyze", "-p", "face.jpg", "-o", "framed.txt"], [".png, .jpg or .webp"]),
+    (["analyze", "-p", "face.jpg", "--landmarks", "pipe.json"], ["not a file but a device, pipe or socket"]),
+    (["verify", "pipe.mp4"], ["not a file but a device, pipe or socket"]),
+    (["verify", "face.jpg", "--seconds", "-1"], ["--seconds must be a positive number"]),
+    (["verify", "face.jpg", "--seconds", "nan"], ["--seconds must be a positive number"]),
+    (["train", "--data", ".", "--minutes", "-5"], ["--minutes must be a positive number"]),
+    (["train", "--data", ".", "--steps", "0"], ["--steps must be positive"]),
+    (["train", "--data", ".", "--cache", "face.jpg"], ["--cache face.jpg is a file"]),
+    (["dataset", "build", "--data", ".", "--cache", "face.jpg"], ["--cache face.jpg is a file"]),
+])
+def test_side_commands_refuse_bad_input_in_one_line(workdir, args, fragments):
+    """A pipe never hangs a command, an input is never overwritten, options are checked before any work."""
+    import os
+
+    os.mkfifo(workdir / "pipe.mp4")
+    os.mkfifo(workdir / "pipe.json")
+    before = (workdir / "face.jpg").read_bytes()
+    assert_one_line_error(run_facecast(*args, cwd=workdir), *fragments)
+    assert (workdir / "face.jpg").read_bytes() == before
+
+
 @pytest.mark.parametrize("generator", ["learned", "rule"])
 def test_motion_command_writes_editable_jsonl(workdir, generator):
     write_audio(workdir / "tone.wav", tone_speech(2.0, 44100, 2), 44100)

@@ -33,7 +33,7 @@ from facecast.app.options import (  # noqa: E402
     default_config_text,
     parse_color,
 )
-from facecast.errors import FacecastError, OutputError  # noqa: E402
+from facecast.errors import FacecastError, InputError, OutputError  # noqa: E402
 
 EXIT_ERROR = 1
 EXIT_NOT_FOUND = 1       # `verify`: no watermark
@@ -273,10 +273,17 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from facecast.errors import InputError
+    import math
+
+    from facecast.errors import check_regular_file
     from facecast.provenance.verify import verify
 
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        print(f"facecast: error: --seconds must be a positive number (got {args.seconds:g})", file=sys.stderr)
+        return EXIT_USAGE
     try:
+        if Path(args.file).exists() and not Path(args.file).is_dir():   # (verify names the other cases)
+            check_regular_file(Path(args.file), "media")   # a pipe would block
         report = verify(args.file, max_seconds=args.seconds)
     except InputError as exc:
         print(f"facecast: error: {exc}", file=sys.stderr)
@@ -295,10 +302,11 @@ def _cmd_motion(args: argparse.Namespace) -> int:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from facecast.errors import InputError
     from facecast.face.portrait import analyze_portrait
     from facecast.face_model import shut_mouth
 
+    if args.output is not None and args.output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise InputError(f"the framed picture is written as .png, .jpg or .webp (got {args.output.name})")
     rig = analyze_portrait(args.portrait, size=args.size, face_index=args.face_index, landmarks_json=args.landmarks,
                            framing=args.framing)
     height, width = rig.frame_shape
@@ -313,7 +321,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
         from facecast.media import AtomicOutput
 
-        with AtomicOutput(args.output, args.overwrite) as sink:
+        with AtomicOutput(args.output, args.overwrite, inputs=(args.portrait,)) as sink:
             canvas = (rig.image if rig.backdrop is None else rig.backdrop)[:, :, :3].copy()
             for x, y in rig.landmarks[:, :2] + rig.placement:
                 cv2.circle(canvas, (int(round(x)), int(round(y))), 1, (0, 255, 0), -1, lineType=cv2.LINE_AA)
@@ -385,12 +393,15 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _frame_number(text: str) -> int:
-    from facecast.errors import InputError
-
     try:
         return int(text)
     except ValueError:
         raise InputError(f"--reference must be 'neutral' or a frame number, got '{text}'") from None
+
+
+def _check_cache_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--cache {folder} is a file, not a folder")
 
 
 def _cmd_dataset_build(args: argparse.Namespace) -> int:
@@ -398,6 +409,7 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
     from facecast.dataset.cache import DEFAULT_DATA, build, default_cache_dir, load_index, summary
 
     cache = args.cache or default_cache_dir()
+    _check_cache_folder(cache)
     report = build(args.data or DEFAULT_DATA, cache, only=args.only, progress=None if args.quiet else print)
     for rel, reason in report.failed or []:
         print(f"skipped {rel}: {reason}", file=sys.stderr)
@@ -410,9 +422,20 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     # training is an offline package the runtime never loads: imported only when `train` runs
+    import math
+
     from facecast.training.motion_diffusion import default_own_model_path, fine_tune
 
     out = args.output or default_own_model_path()
+    # checked before the videos are read (extraction alone can take minutes)
+    if not (math.isfinite(args.minutes) and args.minutes > 0):
+        raise InputError(f"--minutes must be a positive number (got {args.minutes:g})")
+    if args.steps is not None and args.steps <= 0:
+        raise InputError(f"--steps must be positive (got {args.steps})")
+    if out.is_dir():
+        raise InputError(f"{out} is a folder: give the model file to write (e.g. {out / 'my_motion.pt'})")
+    if args.cache is not None:
+        _check_cache_folder(args.cache)
     result = fine_tune(args.data, out, minutes=args.minutes, steps=args.steps, resume=args.resume, cache=args.cache)
     print(f"wrote {out} after {result['steps']} steps ({result['minutes']:.1f} min, loss {result['loss']:.3f}); "
           f"use it: facecast render --generator learned --motion-model {out} ...")

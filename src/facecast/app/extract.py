@@ -27,7 +27,7 @@ def extract_with_voice(path: str | Path, reference: int | str = "neutral",
 def extract_motion_file(video: Path, output: Path, reference: int | str = "neutral",
                         overwrite: bool = False) -> tuple[Path, Extraction]:
     """`facecast extract`: video -> a JSONL motion file; returns the path and what was measured."""
-    with AtomicOutput(output, overwrite) as sink:  # an unwritable output fails before the work
+    with AtomicOutput(output, overwrite, inputs=(video,)) as sink:  # an unwritable output fails before the work
         result = extract_with_voice(video, reference=reference)
         write_motion(sink.temp, MotionHeader(fps=result.fps, generator="extract", source=Path(video).name),
                      result.frames())

@@ -138,7 +138,8 @@ def render(request: RenderRequest) -> RenderReport:
     reader = AudioReader(request.audio) if request.audio is not None else None
     try:
         sink = AtomicOutput(request.output or request.frames_dir, request.overwrite,
-                            is_dir=request.frames_dir is not None)
+                            is_dir=request.frames_dir is not None,
+                            inputs=(request.portrait, request.audio, request.motion))
         with sink:
             t0 = time.perf_counter()
             stages: dict[str, float] = {}
@@ -313,7 +314,7 @@ def generate_motion_file(audio: Path, output: Path, fps: float = 25.0, seed: int
     if output.suffix.lower() != ".jsonl":
         raise InputError(f"the motion file is JSON Lines: name it .jsonl (got {output.name})")
     AudioReader(audio).close()  # fail on bad audio before creating anything
-    with AtomicOutput(output, overwrite) as sink:
+    with AtomicOutput(output, overwrite, inputs=(audio,)) as sink:
         made = make_generator(generator, fps=fps, seed=seed, model_path=motion_model, streaming=False, clip=audio)
         header = MotionHeader(fps=fps, generator=generator, seed=seed, source=audio.name)
         count = write_motion(sink.temp, header, generate_offline(made, iter_mono_blocks(audio)))

@@ -47,7 +47,7 @@ import cv2
 import numpy as np
 
 from facecast import face_regions as fr
-from facecast.errors import InputError, NoFaceError
+from facecast.errors import InputError, NoFaceError, check_regular_file
 from facecast.face.measure import eye_openness, mouth_opening
 from facecast.face.tracker import FaceDetector, FaceLandmarker
 from facecast.media import load_image
@@ -354,6 +354,8 @@ def _load_mean_face() -> np.ndarray:
 
 def _read_manual_points(path: Path, width: int, height: int) -> np.ndarray:
     """Validated (8,2) points in MANUAL_POINTS order, in original pixels."""
+    if path.exists():
+        check_regular_file(path, "landmarks")   # a folder, pipe or device: one line, never a hang
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
