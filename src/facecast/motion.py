@@ -297,6 +297,12 @@ class MotionHeader:
         return {k: v for k, v in vars(self).items() if v is not None}
 
 
+def check_motion_output(path: Path) -> None:
+    """A motion file is JSON Lines named .jsonl: another name (an .mp4) would mislead whoever opens it."""
+    if path.suffix.lower() != ".jsonl":
+        raise InputError(f"the motion file is JSON Lines: name it .jsonl (got {path.name})")
+
+
 def write_motion(path: str | Path | IO[str], header: MotionHeader, frames: Iterable[MotionFrame]) -> int:
     """Stream frames to a JSONL motion file; returns the number of frames written."""
     if isinstance(path, (str, Path)):

@@ -119,6 +119,8 @@ def test_bad_motion_command_input(workdir):
     (["train", "--data", ".", "--steps", "0"], ["--steps must be positive"]),
     (["train", "--data", ".", "--cache", "face.jpg"], ["--cache face.jpg is a file"]),
     (["dataset", "build", "--data", ".", "--cache", "face.jpg"], ["--cache face.jpg is a file"]),
+    (["train", "--data", "face.jpg"], ["face.jpg is a file, not a folder"]),
+    (["extract", "face.jpg", "-o", "motion.mp4"], ["name it .jsonl"]),
 ])
 def test_side_commands_refuse_bad_input_in_one_line(workdir, args, fragments):
     """A pipe never hangs a command, an input is never overwritten, options are checked before any work."""
@@ -129,6 +131,17 @@ def test_side_commands_refuse_bad_input_in_one_line(workdir, args, fragments):
     before = (workdir / "face.jpg").read_bytes()
     assert_one_line_error(run_facecast(*args, cwd=workdir), *fragments)
     assert (workdir / "face.jpg").read_bytes() == before
+
+
+def test_dataset_build_says_when_only_matches_nothing(tmp_path, shared_data):
+    result = run_facecast("dataset", "build", "--data", shared_data, "--cache", tmp_path / "cache", "--only",
+                          "nomatch/*")
+    assert_one_line_error(result, "matches --only 'nomatch/*'", "talking/")
+
+
+def test_doctor_fails_for_a_portrait_that_is_not_a_picture_file(tmp_path):
+    result = run_facecast("doctor", "--portrait", tmp_path / "missing.png")
+    assert result.returncode == 1 and "--portrait" in result.stdout and "not found" in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize("generator", ["learned", "rule"])

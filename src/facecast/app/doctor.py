@@ -128,6 +128,10 @@ def check_face_models(portrait: Path | None = None) -> Check:
     from facecast.errors import FacecastError
 
     picture = portrait or SAMPLE_PORTRAIT
+    if portrait is not None and not portrait.is_file():   # the user's own picture: say what is wrong with it
+        what = "not found" if not portrait.exists() else "is a folder" if portrait.is_dir() else \
+            "is not a file but a device, pipe or socket"
+        return Check(FAIL, "face models", f"--portrait {portrait}: {what}", "give the path of a picture file")
     if not picture.is_file():
         try:  # no sample outside a source checkout: at least load the models
             from facecast.face.tracker import FaceLandmarker

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from facecast.face.extraction import Extraction, extract, open_video
 from facecast.media import AtomicOutput, iter_mono_blocks
-from facecast.motion import MotionHeader, write_motion
+from facecast.motion import MotionHeader, check_motion_output, write_motion
 from facecast.speech.voice import voice_track
 
 
@@ -27,6 +27,7 @@ def extract_with_voice(path: str | Path, reference: int | str = "neutral",
 def extract_motion_file(video: Path, output: Path, reference: int | str = "neutral",
                         overwrite: bool = False) -> tuple[Path, Extraction]:
     """`facecast extract`: video -> a JSONL motion file; returns the path and what was measured."""
+    check_motion_output(Path(output))
     with AtomicOutput(output, overwrite, inputs=(video,)) as sink:  # an unwritable output fails before the work
         result = extract_with_voice(video, reference=reference)
         write_motion(sink.temp, MotionHeader(fps=result.fps, generator="extract", source=Path(video).name),

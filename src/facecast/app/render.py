@@ -38,7 +38,7 @@ from facecast.media import (
     iter_mono_blocks,
     validate_encoding,
 )
-from facecast.motion import MotionHeader, read_motion, write_motion
+from facecast.motion import MotionHeader, check_motion_output, read_motion, write_motion
 from facecast.speech.generator import DEFAULT_GENERATOR, MotionGenerator, generate_offline, make_generator
 
 SUPPORTED_FPS = (25.0, 30.0, 60.0)
@@ -311,8 +311,7 @@ def generate_motion_file(audio: Path, output: Path, fps: float = 25.0, seed: int
     validate_fps(fps)
     validate_seed(seed)
     validate_generator_model(generator, motion_model)
-    if output.suffix.lower() != ".jsonl":
-        raise InputError(f"the motion file is JSON Lines: name it .jsonl (got {output.name})")
+    check_motion_output(output)
     AudioReader(audio).close()  # fail on bad audio before creating anything
     with AtomicOutput(output, overwrite, inputs=(audio,)) as sink:
         made = make_generator(generator, fps=fps, seed=seed, model_path=motion_model, streaming=False, clip=audio)

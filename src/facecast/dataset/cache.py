@@ -111,6 +111,8 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 
 def list_videos(folder: Path) -> list[tuple[str, str]]:
     """(relative path, "talking") of every video anywhere under `folder`, sorted."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} is a file, not a folder: give the folder that holds the videos")
     if not folder.is_dir():
         raise InputError(f"video folder not found: {folder}")
     videos = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
@@ -235,6 +237,8 @@ def build(data: Path = DEFAULT_DATA, cache: Path | None = None, only: str | None
         listed = list_clips(data)
     cache.mkdir(parents=True, exist_ok=True)
     clips = [(rel, kind) for rel, kind in listed if only is None or fnmatch.fnmatchcase(rel, only)]
+    if only is not None and not clips:
+        raise InputError(f"no clip under {data} matches --only {only!r} (paths look like {listed[0][0]})")
     owners = {rel: speaker_of(rel, speakers) for rel, _ in clips}  # all split errors before any work
     index_path = cache / "index.json"
     index: dict[str, dict] = json.loads(index_path.read_text(encoding="utf-8")) if index_path.exists() else {}
