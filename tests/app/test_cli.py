@@ -139,6 +139,16 @@ def test_dataset_build_says_when_only_matches_nothing(tmp_path, shared_data):
     assert_one_line_error(result, "matches --only 'nomatch/*'", "talking/")
 
 
+def test_dataset_build_fails_when_every_clip_is_skipped(tmp_path):
+    """A build that extracted nothing is an error (it exited 0), each skip said once."""
+    clip = tmp_path / "data" / "talking" / "grid_s1" / "zzzz.mp4"
+    clip.parent.mkdir(parents=True)
+    clip.write_bytes(b"not a video" * 50)
+    result = run_facecast("dataset", "build", "--data", tmp_path / "data", "--cache", tmp_path / "cache")
+    assert result.returncode == 1 and "every clip was skipped" in result.stderr
+    assert (result.stdout + result.stderr).count("not a supported video file") == 2   # the skip, the error
+
+
 def test_doctor_fails_for_a_portrait_that_is_not_a_picture_file(tmp_path):
     result = run_facecast("doctor", "--portrait", tmp_path / "missing.png")
     assert result.returncode == 1 and "--portrait" in result.stdout and "not found" in result.stdout, result.stdout

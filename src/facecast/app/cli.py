@@ -411,11 +411,15 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
     cache = args.cache or default_cache_dir()
     _check_cache_folder(cache)
     report = build(args.data or DEFAULT_DATA, cache, only=args.only, progress=None if args.quiet else print)
-    for rel, reason in report.failed or []:
-        print(f"skipped {rel}: {reason}", file=sys.stderr)
+    failed = report.failed or []
+    if args.quiet:  # (otherwise each skip was a progress line already)
+        for rel, reason in failed:
+            print(f"skipped {rel}: {reason}", file=sys.stderr)
     print(f"{cache}: {report.clips} clips ({report.extracted} extracted, {report.skipped} already cached, "
-          f"{len(report.failed or [])} skipped), {report.frames} new frames ({report.lost} with the face lost) "
+          f"{len(failed)} skipped), {report.frames} new frames ({report.lost} with the face lost) "
           f"in {report.seconds:.0f} s; cache {report.bytes / 1e6:.1f} MB")
+    if report.clips and len(failed) == report.clips:
+        raise InputError(f"every clip was skipped ({failed[0][0]}: {failed[0][1]})")
     print("\n".join(summary(load_index(cache))))
     return 0
 
