@@ -149,6 +149,15 @@ def test_dataset_build_fails_when_every_clip_is_skipped(tmp_path):
     assert (result.stdout + result.stderr).count("not a supported video file") == 2   # the skip, the error
 
 
+def test_train_says_each_skipped_video_once(tmp_path):
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "broken.mp4").write_bytes(b"not a video" * 50)
+    result = run_facecast("train", "--data", tmp_path / "videos", "--cache", tmp_path / "cache", "-o",
+                          tmp_path / "mine.pt")
+    assert_one_line_error(result, "none of the videos")
+    assert result.stdout.count("not a supported video file") == 1, result.stdout
+
+
 def test_doctor_fails_for_a_portrait_that_is_not_a_picture_file(tmp_path):
     result = run_facecast("doctor", "--portrait", tmp_path / "missing.png")
     assert result.returncode == 1 and "--portrait" in result.stdout and "not found" in result.stdout, result.stdout

@@ -281,9 +281,7 @@ def fine_tune(videos: Path, out: Path | None = None, minutes: float = 10.0, step
         key = hashlib.sha1(str(videos.resolve()).encode()).hexdigest()[:12]
         cache = default_cache_dir().parent / "own_videos" / key
     wanted = {rel for rel, _ in list_videos(videos)}
-    report = build(videos, cache, progress=progress, own_videos=True)
-    for rel, reason in report.failed or []:
-        progress(f"skipped {rel}: {reason}")
+    build(videos, cache, progress=progress, own_videos=True)   # its progress says each video skipped, once
     clips = [c for c in iter_clips(cache=cache) if str(c["path"]) in wanted and len(c["audio"])]
     if not clips:
         raise InputError(f"none of the videos under {videos} has both a face and a voice to learn from")
