@@ -267,19 +267,20 @@ class AtomicOutput:
         self.is_dir = is_dir
         if not str(final).strip():
             raise OutputError("the output path is empty")
-        if self.final.exists() and (self.final.is_dir() != is_dir):
-            kind = "a folder" if self.final.is_dir() else "a file"
-            raise OutputError(f"{self.final} is {kind}; choose another output path")
-        if self.final.exists() and not is_dir and not self.final.is_file():
-            raise OutputError(f"{self.final} is not a regular file (a device or pipe); choose another output path")
-        for source in inputs:
-            if source is not None and self.final.exists() and Path(source).exists() \
-                    and os.path.samefile(self.final, source):
+        if self.final.exists():
+            if self.final.is_dir() != is_dir:
+                kind = "a folder" if self.final.is_dir() else "a file"
+                raise OutputError(f"{self.final} is {kind}; choose another output path")
+            if not is_dir and not self.final.is_file():
+                raise OutputError(f"{self.final} is not a regular file (a device or pipe); choose another output "
+                                  "path")
+            if any(source is not None and Path(source).exists() and os.path.samefile(self.final, source)
+                   for source in inputs):
                 raise OutputError(f"{self.final} is also the input: write the output to another path")
-        if self.final.exists() and not overwrite:
-            raise OutputError(f"{self.final} already exists (use --overwrite to replace it)")
-        if is_dir and self.final.is_dir():
-            _check_replaceable(self.final)
+            if not overwrite:
+                raise OutputError(f"{self.final} already exists (use --overwrite to replace it)")
+            if is_dir:
+                _check_replaceable(self.final)
         parent = self.final.parent if str(self.final.parent) else Path(".")
         if not parent.is_dir():
             raise OutputError(f"cannot write {self.final}: folder {parent} does not exist")

@@ -15,7 +15,7 @@ import av
 import cv2
 import numpy as np
 
-from facecast.errors import InputError
+from facecast.errors import InputError, check_regular_file
 from facecast.media import load_image
 from facecast.provenance.watermark import Detection, LockIn, detect_maps
 
@@ -59,6 +59,7 @@ def verify(path: Path, max_seconds: float = DEFAULT_MAX_SECONDS, max_frames: int
         raise InputError(f"file not found: {path}")
     if path.is_dir():
         raise InputError(f"{path} is a folder, not a video or image file")
+    check_regular_file(path, "media")   # a pipe or device would block or never end
     lock_in = LockIn()
     if path.suffix.lower() in IMAGE_SUFFIXES:
         frames = _image_frames(path)
