@@ -114,6 +114,23 @@ def test_mp4_writer_muxes_audio_in_sync(tmp_path, fragmented):
     assert abs(audio_seconds - 2.0) < 1 / 25
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".webm", ".mov"])
+def test_a_sound_of_a_few_samples_still_gets_its_audio_track(tmp_path, suffix):
+    """Five samples are shorter than the resampler's filter and came out as no audio at all (a file without its
+    audio track); the track is then silence as long as the video."""
+    source = write_audio(tmp_path / "in.wav", np.full(5, 0.1, np.float32), 16000)
+    path = tmp_path / f"out{suffix}"
+    writer = Mp4Writer(path, 64, 25, audio_channels=1) if suffix == ".mp4" else AlphaVideoWriter(path, 64, 25, 1)
+    with AudioReader(source) as reader:
+        for frame in reader.frames():
+            writer.write_audio(frame)
+    writer.write_frame(np.zeros((64, 64, 4 if suffix != ".mp4" else 3), np.uint8))
+    writer.close()
+    with av.open(str(path)) as container:
+        samples = sum(frame.samples for frame in container.decode(audio=0))
+    assert samples >= 48000 / 25
+
+
 def test_atomic_output_appears_only_on_commit(tmp_path):
     final = tmp_path / "out.mp4"
     with pytest.raises(RuntimeError):

@@ -77,8 +77,11 @@ def load_image(path: str | Path, max_side: int | None = MAX_PICTURE_SIDE) -> np.
                 im = _reduced(im, max_side)
             ImageOps.exif_transpose(im, in_place=True)
             return _to_uint8_rgb(im)
-    except Image.DecompressionBombError:
-        raise InputError(_too_large(path, f"over {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels")) from None
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses before it gives the size; its message holds the pixel count
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise InputError(_too_large(path, f"{'' if found else 'over '}{pixels / 1e6:.0f} megapixels")) from None
     except UnidentifiedImageError:
         raise InputError(f"{path} is not a picture facecast can read (use a JPEG, PNG or WebP picture)") from None
     except MemoryError:
@@ -414,6 +417,7 @@ class Mp4Writer:
         self._audio = None
         self._audio_resampler = None
         self._audio_samples = 0
+        self._audio_fed = False
         if channels is not None:
             layout = mux_layout(channels)
             self._audio = self._container.add_stream(codec, rate=MUX_SAMPLE_RATE)
@@ -438,15 +442,35 @@ class Mp4Writer:
         """Resample and encode decoded input audio; None flushes the resampler's tail."""
         if self._audio is None:
             return
+        self._audio_fed |= frame is not None
         for out in self._audio_resampler.resample(frame):
             out.pts = self._audio_samples
             self._audio_samples += out.samples
             self._container.mux(self._audio.encode(out))
 
+    def _write_silence(self) -> None:
+        """A silent audio track as long as the video: a sound of a few samples is shorter than the resampler's
+        filter and comes out as nothing, and a file without its audio track looks broken to an editor."""
+        codec = self._audio.codec_context
+        frame_size = codec.frame_size or 1024
+        remaining = max(1, round(self._frames * float(self._video.codec_context.time_base) * MUX_SAMPLE_RATE))
+        while remaining > 0:
+            samples = min(frame_size, remaining)
+            frame = av.AudioFrame(format=codec.format.name, layout=codec.layout.name, samples=samples)
+            for plane in frame.planes:
+                plane.update(bytes(plane.buffer_size))
+            frame.sample_rate = MUX_SAMPLE_RATE
+            frame.pts = self._audio_samples
+            self._audio_samples += samples
+            remaining -= samples
+            self._container.mux(self._audio.encode(frame))
+
     def close(self) -> None:
         """Flush the encoders and finish the file."""
         if self._audio is not None:
             self.write_audio(None)
+            if self._audio_fed and not self._audio_samples:
+                self._write_silence()
             self._container.mux(self._audio.encode(None))
         self._container.mux(self._video.encode(None))
         self._container.close()

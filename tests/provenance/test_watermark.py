@@ -177,7 +177,8 @@ def test_render_then_verify_end_to_end(tmp_path, sample_portrait, shared_data):
 @pytest.mark.parametrize("make, fragment", [
     (lambda d: d / "missing.mp4", "not found"),
     (lambda d: d, "is a folder"),
-    (lambda d: (d / "junk.mp4").write_bytes(b"not a video") and d / "junk.mp4", "not a supported"),
+    (lambda d: (d / "junk.mp4").write_bytes(b"not a video") and d / "junk.mp4",
+     "not a supported video or image file (Invalid data found when processing input)"),   # FFmpeg's reason
     (lambda d: (d / "junk.png").write_bytes(b"\x89PNG broken") and d / "junk.png", "not a picture"),
 ])
 def test_verify_bad_input_is_exit_2_and_one_line(tmp_path, make, fragment):

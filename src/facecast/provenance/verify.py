@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from facecast.errors import InputError, check_regular_file
-from facecast.media import load_image
+from facecast.media import error_reason, load_image
 from facecast.provenance.watermark import Detection, LockIn, detect_maps
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -89,7 +89,7 @@ def _video_frames(path: Path, max_seconds: float, max_frames: int) -> Iterator[t
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        reason = exc.__class__.__name__
+        reason = error_reason(exc)
         raise InputError(f"cannot read {path}: not a supported video or image file ({reason})") from None
     with container:
         if not container.streams.video:
@@ -117,5 +117,5 @@ def _video_frames(path: Path, max_seconds: float, max_frames: int) -> Iterator[t
         except (av.error.FFmpegError, ValueError) as exc:
             if decoded:
                 return  # a truncated file: check what could be decoded
-            reason = exc.__class__.__name__
+            reason = error_reason(exc)
             raise InputError(f"cannot decode {path}: the file is corrupt or truncated ({reason})") from None
