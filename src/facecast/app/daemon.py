@@ -299,6 +299,7 @@ class LiveDaemon:
                 self.camera.stop()
             for output in self.outputs:
                 output.close()
+            self._control_log.close()   # the control lines still held back, counted
             self.stats.elapsed = self._clock() - self.stats.started
             self.stats.cpu_seconds = time.process_time() - cpu_start
         return self.stats

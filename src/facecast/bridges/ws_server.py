@@ -389,6 +389,7 @@ class WsServer:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        self._refusals.close()   # the refusals still held back, counted
 
     def close(self) -> None:
         """`stop`: close every connection and the port."""
@@ -653,7 +654,7 @@ class WsServer:
             async for raw in ws:
                 if not limiter.allow(time.monotonic()):
                     self._counters["control_limited"] += 1
-                    self._refusals.log(logging.WARNING, "control", "control message refused: more than %g a "
+                    self._refusals.log(logging.WARNING, "rate", "control message refused: more than %g a "
                                        "second on one connection", self._control_rate)
                     await answers.put(error_message(f"too many control messages: at most {self._control_rate:g} "
                                                     "per second"))
@@ -663,7 +664,7 @@ class WsServer:
             # over MAX_MESSAGE_BYTES: the close frame names the limit to the client, the log says it once
             if closed.sent is not None and closed.sent.code == CloseCode.MESSAGE_TOO_BIG:
                 self._counters["control_refused"] += 1
-                self._refusals.log(logging.WARNING, "control", "control message refused: over %d bytes "
+                self._refusals.log(logging.WARNING, "size", "control message refused: over %d bytes "
                                    "(connection closed)", MAX_MESSAGE_BYTES)
         finally:
             open_[0] = False
@@ -678,7 +679,7 @@ class WsServer:
             answer = ack_message() if first is None else _reply_text(first)
         except ValueError as exc:  # ControlError, or the daemon refusing the command
             self._counters["control_refused"] += 1
-            self._refusals.log(logging.WARNING, "control", "control message refused: %s", one_line(str(exc), 200))
+            self._refusals.log(logging.WARNING, "invalid", "control message refused: %s", one_line(str(exc), 200))
             return error_message(str(exc))
         except Exception as exc:  # a bug must not close the server, nor flood the log with tracebacks
             self._counters["control_refused"] += 1
