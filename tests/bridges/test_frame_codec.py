@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 from test_ws_server import DISC_RGB, disc_avatar
 
+from facecast.bridges import frame_codec
 from facecast.bridges.frame_codec import (
     FRAME_HEADER,
     FRAME_MAGIC,
@@ -56,3 +60,13 @@ def test_jpeg_composites_alpha_over_background() -> None:
     rgb = cv2.imdecode(np.frombuffer(encode_jpeg(image, (0, 0, 255)), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
     for (y, x), expected in (((32, 32), DISC_RGB), ((60, 60), (0, 0, 255)), ((8, 8), (128, 128, 255))):
         assert np.abs(rgb[y, x].astype(int) - expected).max() <= 8, (y, x, rgb[y, x])
+
+
+def test_the_format_tables_name_the_version_the_code_writes() -> None:
+    """A client written from the docstring's table or overlay.js's header must expect the version sent (both
+    said 1 while the code wrote and read 2)."""
+    overlay = (Path(frame_codec.__file__).parent / "overlay" / "overlay.js").read_text()
+    assert re.search(r"format version, ``(\d+)``", frame_codec.__doc__).group(1) == str(FRAME_VERSION)
+    assert re.search(r"format version \((\d+)\)", overlay).group(1) == str(FRAME_VERSION)
+    assert re.search(r"Binary frame format, version (\d+)", overlay).group(1) == str(FRAME_VERSION)
+    assert f"const VERSION = {FRAME_VERSION};" in overlay

@@ -11,7 +11,7 @@ all numbers big-endian:
 offset size    field
 ====== ======= =====================================================================
 0      3       magic ``b"FCF"``
-3      1       format version, ``1``
+3      1       format version, ``2``
 4      4       uint32 frame index (counts submitted frames, wraps at 2**32)
 8      8       float64 ``t``: the frame's presentation time in seconds (`MotionFrame.t`)
 16     8       float64 capture time: `MotionFrame.capture_time`, seconds on the daemon's

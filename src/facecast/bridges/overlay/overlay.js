@@ -1,8 +1,8 @@
 // facecast overlay: draws the newest avatar frame from ws://<this page's host>/frames.
 //
-// Binary frame format, version 1 (big-endian; facecast/bridges/frame_codec.py is the reference):
+// Binary frame format, version 2 (big-endian; facecast/bridges/frame_codec.py is the reference):
 //   offset 0   3 bytes  magic "FCF"
-//   offset 3   uint8    format version (1)
+//   offset 3   uint8    format version (2)
 //   offset 4   uint32   frame index
 //   offset 8   float64  t, the frame's presentation time (s)
 //   offset 16  float64  capture time (daemon's monotonic clock, s; NaN if none)
