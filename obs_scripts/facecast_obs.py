@@ -84,6 +84,17 @@ DEFAULT_MIC_SOURCE = "Mic/Aux"  # OBS's own microphone source (Settings -> Audio
 #: resynchronise the source's audio (a small click), and the delay itself wobbles by a few ms from frame to frame.
 SYNC_STEP_MS = 10
 
+#: What the panel says while the daemon has not yet given its control token.
+STILL_STARTING = "facecast is still starting; try again in a moment"
+#: The panel's names for the command-line flags a running facecast keeps until it is started again.
+RESTART_LABELS = (("", "facecast executable"), ("--fps", "Frames per second"), ("--size", "Avatar size"),
+                  ("--framing", "Framing"), ("--latency", "Latency"), ("--device", "Microphone"),
+                  ("--audio", "Audio file"), ("--camera", "Webcam"), ("--ws", "Overlay"), ("--cutout", "Overlay"),
+                  ("--vcam", "Virtual webcam"), ("--vmc", "VMC"), ("--vrchat", "VRChat"),
+                  ("--vts", "VTube Studio"))
+#: Flags a running facecast follows without a restart (over its control connection), or that never change.
+LIVE_FLAGS = ("--portrait", "--mouth-intensity", "--log-level")
+
 _TOKEN_RE = re.compile(r"control token ([A-Za-z0-9_\-]+)")
 _LOG_LINE_RE = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+): (.*)$")
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -116,10 +127,13 @@ def find_facecast(configured: str) -> Optional[str]:
     return shutil.which("facecast")
 
 
-def build_command(executable: str, settings: Mapping[str, Any]) -> List[str]:
+def build_command(executable: str, settings: Mapping[str, Any], browser_source: bool = True) -> List[str]:
     """The `facecast live` command line for the panel's settings; ValueError says what is missing.
 
-    Values go as ``--flag=value`` so a file name starting with a dash cannot be read as a flag.
+    Values go as ``--flag=value`` so a file name starting with a dash cannot be read as a flag. The overlay
+    cuts the person out of the picture's background only where that shows: in a Browser Source (a Media
+    Source, which an OBS without the browser plugin gets, has no alpha: the person would sit on black) and
+    with a framing that crops around the head (`full` keeps the whole picture, background included).
     """
     portrait = str(settings.get("portrait") or "").strip()
     if not portrait:
@@ -162,11 +176,30 @@ def build_command(executable: str, settings: Mapping[str, Any]) -> List[str]:
         if not 1 <= port <= 65535:
             raise ValueError("port must be 1-65535")
         command.append("--ws=%d" % port)
-        command.append("--cutout")  # the overlay shows the person without the picture's background
+        if browser_source and framing != "full":
+            command.append("--cutout")  # the overlay shows the person without the picture's background
     for key, flag in (("out_vcam", "--vcam"), ("out_vmc", "--vmc"), ("out_vrchat", "--vrchat"), ("out_vts", "--vts")):
         if settings.get(key):
             command.append(flag)
     return command
+
+
+def command_flags(command: Sequence[str]) -> Dict[str, str]:
+    """A `build_command` line as {flag: value} (bare flags: ""), the executable under ""."""
+    flags = {"": command[0]} if command else {}
+    for argument in command[2:]:
+        flag, _, value = argument.partition("=")
+        flags[flag] = value
+    return flags
+
+
+def needs_restart(running: Sequence[str], wanted: Sequence[str]) -> List[str]:
+    """The panel's names of what differs between a running daemon's command line and the one the settings ask
+    for now, beyond what a running daemon follows (`LIVE_FLAGS`): those need Stop, then Start."""
+    have, want = command_flags(running), command_flags(wanted)
+    changed = {flag for flag in set(have) | set(want) if flag not in LIVE_FLAGS and have.get(flag) != want.get(flag)}
+    names = [name for flag, name in RESTART_LABELS if flag in changed]
+    return sorted(set(names), key=names.index)
 
 
 def control_port(command: Sequence[str]) -> Optional[int]:
@@ -1049,6 +1082,13 @@ class Panel:
         self._controls: List[ControlMessage] = []
         self._port = DEFAULT_PORT  # the port the running daemon serves on (settings may change meanwhile)
         self.remote_error: Optional[str] = None  # why the daemon on another computer does not answer
+        #: Whether this OBS has the Browser Source (the OBS glue asks OBS; a Media Source shows no alpha).
+        self.browser_source = True
+        #: The local daemon's command line, and what it was last given over its control connection: a new
+        #: portrait and the mouth intensity are sent to it once it can take them (`_follow`).
+        self._command: List[str] = []
+        self._applied: Dict[str, Any] = {}
+        self._following: Optional[ControlMessage] = None
         self._lock = threading.RLock()
 
     # ---- actions
@@ -1084,13 +1124,16 @@ class Panel:
                     "virtual environment's bin or Scripts folder)")
                 return self.daemon.error
             try:
-                command = build_command(executable, self.settings)
+                command = build_command(executable, self.settings, self.browser_source)
             except ValueError as exc:
                 self.daemon.state, self.daemon.error = "failed", str(exc)
                 return str(exc)
             self._port = int(self.settings.get("port") or DEFAULT_PORT)
             self.last_status = None
             self.notice = None
+            self._command = command
+            self._applied = {"portrait": self._wanted("portrait"), "mouth": self._wanted("mouth")}
+            self._drop_following()
             error = self.daemon.start(command)
             return error or "starting: " + " ".join(command[1:])
 
@@ -1098,7 +1141,80 @@ class Panel:
         with self._lock:
             self.daemon.stop()
             self._drop_requests()
+            self._drop_following()
             return "stopping facecast"
+
+    def apply_settings(self, settings: Dict[str, Any]) -> Optional[str]:
+        """The user changed the panel: a running facecast here gets a new portrait and mouth intensity at once
+        (or as soon as it has started), and the line names what else needs Stop, then Start; a facecast on
+        another computer gets the mouth intensity. Returns the line to show, if any."""
+        with self._lock:
+            before, self.settings = self.settings, settings
+            if self.remote() is not None:
+                if settings.get("mouth_intensity") != before.get("mouth_intensity"):
+                    return self.mouth_intensity()
+                return None
+            if not self.daemon.alive:
+                return None
+            try:
+                wanted = build_command(self.executable() or self._command[0], settings, self.browser_source)
+            except ValueError as exc:
+                self.notice = "not applied: " + str(exc)
+                return self.notice
+            restart = needs_restart(self._command, wanted)
+            if restart:
+                self.notice = "restart facecast (Stop, then Start) to apply: " + ", ".join(restart)
+            elif self.notice is not None and self.notice.startswith(("restart facecast", "not applied")):
+                self.notice = None
+            sent = self._follow()
+            if sent is None and self.daemon.token is None and self._behind():
+                sent = self.notice = "%s: sent once facecast has started" % " and ".join(self._behind())
+            return sent or (self.notice if restart else None)
+
+    def _wanted(self, what: str) -> Any:
+        if what == "portrait":
+            return str(self.settings.get("portrait") or "").strip()
+        return round(min(MAX_MOUTH_INTENSITY, max(0.0, float(self.settings.get("mouth_intensity", 1.0)))), 3)
+
+    def _behind(self) -> List[str]:
+        """What the local daemon has not been given yet: "portrait", "mouth intensity"."""
+        behind = []
+        if self._wanted("portrait") and self._wanted("portrait") != self._applied.get("portrait"):
+            behind.append("portrait")
+        if self._wanted("mouth") != self._applied.get("mouth"):
+            behind.append("mouth intensity")
+        return behind
+
+    def _follow(self) -> Optional[str]:
+        """Send the local daemon the portrait or mouth intensity it is behind on, one message at a time, once it
+        serves its control connection; the line to show, or None (nothing sent)."""
+        if (self.remote() is not None or not self._local_control() or self.daemon.token is None
+                or self._following is not None):
+            return None
+        behind = self._behind()
+        if not behind:
+            return None
+        if behind[0] == "portrait":
+            portrait = self._wanted("portrait")
+            message: Dict[str, Any] = {"type": "portrait", "path": portrait}
+            self._applied["portrait"], line = portrait, "portrait %s sent" % portrait
+        else:
+            mouth = self._wanted("mouth")
+            message = {"type": "mouth", "intensity": mouth}
+            self._applied["mouth"], line = mouth, "mouth intensity %g sent" % mouth
+        self._following = ControlMessage(HOST, self._port, dict(message, token=self.daemon.token),
+                                         clock=self._clock)
+        self.notice = line
+        return line
+
+    def _local_control(self) -> bool:
+        """Whether the daemon started here serves its control connection (it was started with the Overlay on)."""
+        return self.daemon.alive and "--ws=%d" % self._port in self._command
+
+    def _drop_following(self) -> None:
+        if self._following is not None:
+            self._following.close()
+            self._following = None
 
     def emotion(self, preset: str) -> str:
         """Queue an emotion preset for the running daemon (sent over ws /control by the timer)."""
@@ -1125,13 +1241,13 @@ class Panel:
     def _send(self, message: Dict[str, Any], what: str, sent: str) -> str:
         """Queue a control message for the daemon shown (here or on another computer); the line to show."""
         host, port, remote_token = self._target()
-        if self.remote() is None and (not self.daemon.alive or not self.settings.get("out_overlay")):
+        if self.remote() is None and not self._local_control():
             self.notice = "%s a running facecast with the Overlay output on" % what
             return self.notice
         token = remote_token if self.remote() is not None else self.daemon.token
         if not token:
             self.notice = ("set the token of facecast on %s first" % host if self.remote() is not None
-                           else "facecast is still starting; try again in a moment")
+                           else STILL_STARTING)
             return self.notice
         message = dict(message, token=token)
         self._controls.append(ControlMessage(host, port, message, token=remote_token or None, clock=self._clock))
@@ -1161,16 +1277,23 @@ class Panel:
                     self.cameras = self._lister.cameras
                     self._lister = None
             self._poll_status()
-            for exchange in list(self._controls):
+            if self.notice == STILL_STARTING and self.daemon.token is not None:
+                self.notice = None   # it has started: the button works now
+            following = [self._following] if self._following is not None else []
+            for exchange in list(self._controls) + following:
                 if exchange.poll():
-                    self._controls.remove(exchange)
+                    if exchange is self._following:
+                        self._following = None
+                    else:
+                        self._controls.remove(exchange)
                     problem = control_outcome(exchange)
                     if problem is not None:
                         self.notice = "control refused: " + problem
+            self._follow()
 
     def _poll_status(self) -> None:
         remote = self.remote() is not None
-        if not remote and (not self.daemon.alive or not self.settings.get("out_overlay")):
+        if not remote and not self._local_control():
             self._drop_requests(controls=False)
             if not self.daemon.alive:
                 self.last_status = None
@@ -1228,7 +1351,7 @@ class Panel:
                 problem = microphone_problem(daemon.log_tail) or (
                     status_problem(self.last_status) if self.last_status is not None else None)
             line = format_status_line(daemon.state, self.last_status, daemon.error, problem,
-                                      bool(self.settings.get("out_overlay")))
+                                      self._local_control() or not daemon.alive)
             if self.notice and daemon.state == "running":
                 line += " (" + self.notice + ")"
             return line
@@ -1237,6 +1360,7 @@ class Panel:
         """Stop everything this panel started (script unload, OBS exit)."""
         with self._lock:
             self._drop_requests()
+            self._drop_following()
             lister, self._lister = self._lister, None
         self.daemon.shutdown()
         if lister is not None:
@@ -1576,7 +1700,7 @@ def script_properties() -> Any:
                                                        "and goes back when facecast stops.")
 
     obs.obs_properties_add_bool(props, "out_overlay", "Overlay in OBS, background cut out (local server; also "
-                                "status and emotions)")
+                                "status, emotions and changes while running)")
     obs.obs_properties_add_int(props, "port", "Overlay server port", 1024, 65535, 1)
     remote = obs.obs_properties_add_text(props, "remote_host", "facecast on another computer (address; empty: here)",
                                          obs.OBS_TEXT_DEFAULT)
@@ -1601,11 +1725,10 @@ def script_properties() -> Any:
 def script_update(settings: Any) -> None:
     global _obs_settings
     _obs_settings = settings
-    before = PANEL.settings.get("mouth_intensity")
-    PANEL.settings = _read_settings(settings)
-    # the slider moved: a running facecast follows at once (one that starts later gets it as a flag)
-    if PANEL.settings.get("mouth_intensity") != before and (PANEL.daemon.alive or PANEL.remote() is not None):
-        _log("facecast: " + PANEL.mouth_intensity())
+    # a running facecast follows a new portrait and the mouth slider at once; the panel says what needs a restart
+    line = PANEL.apply_settings(_read_settings(settings))
+    if line:
+        _log("facecast: " + line)
 
 
 def script_load(settings: Any) -> None:
@@ -1613,6 +1736,7 @@ def script_load(settings: Any) -> None:
     global _obs_settings
     _obs_settings = settings
     PANEL.settings = _read_settings(settings)
+    PANEL.browser_source = obs.obs_source_get_display_name(BROWSER_SOURCE) is not None
     _write_status()
     actions = [("facecast.start", "facecast: Start", _do_start), ("facecast.stop", "facecast: Stop", _do_stop),
                ("facecast.add_overlay", "facecast: Add overlay to the current scene", _do_add_overlay)]

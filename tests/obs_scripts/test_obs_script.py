@@ -101,9 +101,12 @@ def test_build_command_from_panel_settings() -> None:
     settings = {**fo.default_settings(), "portrait": "-odd name.png", "microphone": "USB Mic", "fps": 60,
                 "size": 384, "framing": "full", "port": 40000, "out_vmc": True, "out_vts": True}
     command = fo.build_command("/opt/facecast", settings)
+    # framing "full" keeps the whole picture, background included: no cut-out (the daemon refuses the two)
     assert command == ["/opt/facecast", "live", "--portrait=-odd name.png", "--fps=60", "--size=384",
-                       "--framing=full", "--log-level=info", "--device=USB Mic", "--ws=40000", "--cutout", "--vmc",
-                       "--vts"]
+                       "--framing=full", "--log-level=info", "--device=USB Mic", "--ws=40000", "--vmc", "--vts"]
+    assert "--cutout" in fo.build_command("facecast", {**settings, "framing": "picture"})
+    # an OBS without the Browser Source shows the MJPEG stream, which has no alpha: no cut-out onto black
+    assert "--cutout" not in fo.build_command("facecast", {**settings, "framing": "picture"}, browser_source=False)
     # an audio file replaces the microphone; outputs off leave their flags out
     settings.update(audio_file="talk.flac", out_overlay=False, out_vmc=False, out_vts=False, out_vcam=True,
                     out_vrchat=True)
@@ -621,7 +624,7 @@ def test_panel_runs_the_real_daemon_and_surfaces_no_face(tmp_path: Path) -> None
     assert panel.status_line().startswith("Error: no face found in wall.png")
 
 
-def test_panel_with_the_real_daemon_status_emotion_and_no_microphone() -> None:
+def test_panel_with_the_real_daemon_status_emotion_and_no_microphone(shared_data: Path) -> None:
     """The real `facecast live` with a microphone that does not exist: it keeps running (and retrying), the
     panel shows fps and latency from /status plus the daemon's warning, and an emotion button is applied."""
     with socket.socket() as probe:
@@ -632,16 +635,35 @@ def test_panel_with_the_real_daemon_status_emotion_and_no_microphone() -> None:
                           microphone="no-such-mic-xyz", size=256, port=port)
     try:
         panel.start()
+        # the slider moved while facecast analyses the portrait: it follows once started (it was lost)
+        assert panel.apply_settings({**panel.settings, "mouth_intensity": 0.3}) == (
+            "mouth intensity: sent once facecast has started")
         run_until(lambda: panel.last_status is not None, panel.tick, timeout=90)
+        run_until(lambda: "control mouth applied" in panel.daemon.log_tail, panel.tick)
         line = run_until(lambda: "Warning" in panel.status_line() and panel.status_line(), panel.tick, timeout=10)
         assert line.startswith("Running: ") and " fps, latency " in line, line
         assert line.endswith("Warning: microphone no-such-mic-xyz lost: cannot open it: "
-                             "No input device matching 'no-such-mic-xyz'"), line
+                             "No input device matching 'no-such-mic-xyz' (mouth intensity 0.3 sent)"), line
         assert panel.emotion("surprised") == "emotion surprised sent"
         run_until(lambda: "control emotion applied" in panel.daemon.log_tail, panel.tick)
         assert panel.notice == "emotion surprised sent"  # no "control refused"
         assert panel.calibrate() == "calibrating: look at the camera"   # without a webcam, refused in one line
         run_until(lambda: (panel.notice or "").startswith("control refused: no camera is on"), panel.tick)
+        # changes while running: a new portrait is swapped in; what needs a restart is said (both did nothing)
+        other = str(shared_data / "portraits" / "liveportrait_s1.jpg")
+        assert panel.apply_settings({**panel.settings, "portrait": other}) == "portrait %s sent" % other
+        run_until(lambda: "portrait swapped to" in panel.daemon.log_tail, panel.tick, timeout=60)
+        line = panel.apply_settings({**panel.settings, "framing": "face", "size": 384})
+        assert line == "restart facecast (Stop, then Start) to apply: Avatar size, Framing", line
+        assert panel.status_line().endswith("(restart facecast (Stop, then Start) to apply: Avatar size, Framing)")
+        assert panel.apply_settings({**panel.settings, "framing": "auto", "size": 256}) is None   # put back
+        assert "restart" not in panel.status_line()
+        # the Overlay unticked: the running facecast keeps its server (status, emotions) until restarted
+        assert panel.apply_settings({**panel.settings, "out_overlay": False}).endswith("to apply: Overlay")
+        assert panel.emotion("happy") == "emotion happy sent"
+        run_until(lambda: "control emotion applied" in panel.daemon.log_tail.split("control emotion applied", 1)[1],
+                  panel.tick)
+        assert panel.status_line().startswith("Running: ")
         panel.stop()  # the clean stop on every OS: the `stop` control message, not a signal
         run_until(lambda: panel.daemon.state == "stopped", panel.tick, timeout=15)
         assert "stopping: asked on the control connection" in panel.daemon.log_tail
@@ -695,6 +717,7 @@ class StandInObs(ModuleType):
         self.hotkeys: dict[str, Callable[[bool], None]] = {}
         self.timers: list[Callable[[], None]] = []
         self.events: list[Callable[[int], None]] = []
+        self.browser = True
 
     # data
     def obs_data_set_default_bool(self, d: StandInData, k: str, v: bool) -> None: d.defaults[k] = v
@@ -721,6 +744,8 @@ class StandInObs(ModuleType):
     def timer_remove(self, callback: Callable[[], None]) -> None: self.timers.remove(callback)
     def obs_frontend_add_event_callback(self, callback: Callable[[int], None]) -> None: self.events.append(callback)
     def obs_get_source_by_name(self, name: str) -> None: return None  # no facecast source in this scene
+    def obs_source_get_display_name(self, kind: str) -> str | None:   # Debian's OBS has no browser plugin
+        return "Browser" if kind == "browser_source" and self.browser else None
     def obs_enum_sources(self) -> list[Any]: return []  # nor any audio source
     def source_list_release(self, sources: list[Any]) -> None: pass
     def script_log(self, level: int, message: str) -> None: self.log.append((level, message))
@@ -825,6 +850,19 @@ def test_panel_in_obs(in_obs: Any, fake_facecast: Path, tmp_path: Path) -> None:
     pid = int(run_until(lambda: pid_file.exists() and pid_file.read_text().strip(), None))
     in_obs.script_unload()
     assert not alive(pid) and not obs.timers
+
+
+def test_an_obs_without_the_browser_source_gets_the_framed_picture(in_obs: Any, fake_facecast: Path) -> None:
+    """Debian's OBS has no Browser Source: the overlay is the MJPEG stream, which has no alpha, so the person is
+    not cut out (it was, onto black)."""
+    obs, settings = in_obs.stand_in, StandInData({"portrait": "me.png"})
+    obs.browser = False
+    in_obs.script_defaults(settings)
+    in_obs.script_load(settings)
+    started = in_obs.PANEL.start()
+    assert started.startswith("starting: live --portrait=me.png") and "--ws=" in started, started
+    assert "--cutout" not in started
+    in_obs.PANEL.stop()
 
 
 def test_obs_exit_event_stops_the_daemon(in_obs: Any, fake_facecast: Path, tmp_path: Path) -> None:
