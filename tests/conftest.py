@@ -175,7 +175,7 @@ def tiny_model(held_out_dataset: tuple[Path, Path], tmp_path_factory: pytest.Tem
     import numpy as np
 
     from facecast.dataset.cache import load_clip
-    from facecast.training.motion_diffusion import train
+    from facecast.training.motion_diffusion import checkpoint_path, train
     from facecast.training.mouth_gap import add_to_model
 
     data, cache = held_out_dataset
@@ -185,6 +185,6 @@ def tiny_model(held_out_dataset: tuple[Path, Path], tmp_path_factory: pytest.Tem
                    data_dir=data, cache=cache)
     assert result["steps"] == 20 and np.isfinite(result["loss"])
     assert len(list((cache / "logmel").glob("*.npy"))) == len(HELD_OUT_CLIPS)   # log-mel cached beside the dataset
-    assert not out.with_suffix(".ckpt").exists()                                 # a finished run leaves no checkpoint
+    assert not checkpoint_path(out).exists()                                     # a finished run leaves no checkpoint
     add_to_model(out, steps=20, cache=cache, data_dir=data, clips=clips, seeds=(0,), progress=lambda line: None)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from facecast.dataset.cache import (
     AUDIO_FEATURES,
     audio_features,
     build,
+    cache_name,
     iter_clips,
     list_clips,
     load_clip,
@@ -134,3 +136,35 @@ def test_dataset_build_is_incremental(shared_data: Path, tmp_path: Path) -> None
     motion_only = next(iter_clips(kind="motion_only", cache=cache))
     assert str(motion_only["speaker"]) == "liveportrait_d0" and len(motion_only["audio"]) == 0
     assert len(motion_only["words"]) == 0 and motion_only["voice"].max() == 0.0
+
+
+def test_two_videos_never_share_a_cache_file() -> None:
+    """"x/y.mp4" and "x__y.mp4" both flattened to "x__y.npz": one video's frames were trained on twice, the
+    other's never."""
+    names = {cache_name(rel) for rel in ("x/y.mp4", "x__y.mp4", "x/y__z.mp4", "x__y/z.mp4", "a/b.mov")}
+    assert len(names) == 5
+    assert cache_name("talking/grid_s4/bbaf2a.mp4") == "talking__grid_s4__bbaf2a.npz"   # built caches stay valid
+
+
+@pytest.mark.parametrize("index, fragment", [
+    ('{"project": "my notes", "items": [1, 2]}', "its index.json is not facecast's"),
+    ("not json", "its index.json is not facecast's"), ("[1, 2, 3]", "its index.json is not facecast's"),
+    (None, "it holds other files (notes.txt, ...)"),
+])
+def test_a_folder_that_is_not_a_cache_is_refused_before_anything_is_written(
+        shared_data: Path, tmp_path: Path, index: str | None, fragment: str) -> None:
+    """`--cache` pointed at a folder of the user's: internal errors, and their index.json rewritten with
+    facecast's entries merged in."""
+    data = tmp_path / "data"
+    (data / "talking" / "grid_s4").mkdir(parents=True)
+    shutil.copy2(shared_data / "talking" / "grid_s4" / "bbaf2a.mp4", data / "talking" / "grid_s4")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("my notes")
+    if index is not None:
+        (folder / "index.json").write_text(index)
+    with pytest.raises(InputError, match=re.escape(f"{folder} is not a facecast cache: ") + ".*" + re.escape(fragment)):
+        build(data, folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["notes.txt"] + (["index.json"] if index else []))
+    if index is not None:
+        assert (folder / "index.json").read_text() == index

@@ -12,7 +12,7 @@ from facecast.dataset.cache import load_clip
 from facecast.errors import FacecastError
 from facecast.motion import EXPRESSION_CHANNELS, resample_frames
 from facecast.speech.learned import FPS, MOTION_DIMS, LearnedMotion, frame_audio
-from facecast.training.motion_diffusion import motion_matrix, train
+from facecast.training.motion_diffusion import checkpoint_path, motion_matrix, train
 
 
 def test_features_line_up_with_25_fps_frames(held_out_dataset: tuple[Path, Path]) -> None:
@@ -46,7 +46,7 @@ def test_an_interrupted_training_resumes_to_the_same_weights(held_out_dataset: t
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     interrupted = tmp_path / "interrupted.pt"
     process = subprocess.Popen([sys.executable, "-c", script, str(interrupted), "new"], env=env)
-    checkpoint = interrupted.with_suffix(".ckpt")
+    checkpoint = checkpoint_path(interrupted)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if checkpoint.exists() and torch.load(checkpoint, weights_only=False)["step"] >= 5:
@@ -112,6 +112,75 @@ def test_facecast_train_fine_tunes_on_a_folder_of_videos(held_out_dataset: tuple
                                        "--generator", "learned", "--motion-model", tmp_path / "junk.pt"),
                           "is not a facecast motion model")
     assert not (tmp_path / "j.mp4").exists()
+
+
+def _video_only(source: Path, target: Path) -> None:
+    """A copy of `source` with its picture and no sound (a screen recording without a microphone)."""
+    import av
+
+    with av.open(str(source)) as inp, av.open(str(target), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+
+
+def test_facecast_train_keeps_what_the_user_owns(held_out_dataset: tuple[Path, Path], tmp_path: Path) -> None:
+    """`train -o` never replaces a file without --overwrite, never deletes a file beside it (`NAME.ckpt` was its
+    checkpoint's name, removed at the end), leaves the file that was there when stopped (it wrote the half-trained
+    model over it), saves the state it stopped at for --resume, and says a video without sound is skipped."""
+    import hashlib
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import assert_one_line_error, run_facecast
+
+    data, _ = held_out_dataset
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy2(data / HELD_OUT_CLIPS[0], videos / "one.mp4")
+    _video_only(data / HELD_OUT_CLIPS[3], videos / "silent.mp4")
+    cache = tmp_path / "cache"
+    out = tmp_path / "mine.pt"
+    out.write_bytes(b"a model trained last week")
+    (tmp_path / "mine.ckpt").write_bytes(b"another tool's checkpoint")
+    assert_one_line_error(run_facecast("train", "--data", videos, "--steps", "2", "-o", out, "--cache", cache),
+                          f"{out} already exists (use --overwrite to replace it)")
+    assert out.read_bytes() == b"a model trained last week"
+
+    # stopped while training: the old file stays, the state is saved, --resume finishes from it
+    process = subprocess.Popen([sys.executable, "-m", "facecast.app.cli", "train", "--data", str(videos), "-o",
+                                str(out), "--cache", str(cache), "--overwrite", "--minutes", "10"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        lines.append(line)
+        if "fine-tuning on" in line or not line:
+            break
+    time.sleep(8)                                          # some steps
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    stdout = "".join(lines) + stdout
+    assert process.returncode == 130, stderr
+    assert "skipped silent.mp4: no audio track" in stdout and "fine-tuning on 1 videos" in stdout
+    assert "saved the training state at step" in stdout
+    checkpoint = checkpoint_path(out)
+    assert stderr.strip().splitlines()[-1] == f"facecast: stopped (resume with --resume: {checkpoint})"
+    assert out.read_bytes() == b"a model trained last week" and checkpoint.exists()
+    resumed = run_facecast("train", "--data", videos, "-o", out, "--cache", cache, "--resume", "--steps", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed at step" in resumed.stdout and f"wrote {out} after" in resumed.stdout
+    assert LearnedMotion(out).features == "logmel" and not checkpoint.exists()
+    assert (tmp_path / "mine.ckpt").read_bytes() == b"another tool's checkpoint"
+    assert hashlib.sha1(out.read_bytes()).hexdigest() != hashlib.sha1(b"a model trained last week").hexdigest()
 
 
 def test_calibration_stores_the_chosen_guidance_in_the_model_file(tiny_model: Path, held_out_dataset: tuple[Path, Path],

@@ -243,9 +243,14 @@ def _add_dataset_commands(commands: argparse._SubParsersAction) -> None:
                        help="a folder of talking videos (MP4, MOV, MKV, WebM, AVI), each with one face and a voice")
     train.add_argument("--output", "-o", type=Path, default=None,
                        help="the weights to write (default: ~/.local/share/facecast/motion_model.pt)")
-    train.add_argument("--minutes", type=float, default=10.0, help="training time after extraction (default 10)")
+    train.add_argument("--minutes", type=float, default=10.0,
+                       help="training time of the motion model after extraction (default 10); its six mouth-gap "
+                            "nets take about 3-4 minutes more on 2 cores")
     train.add_argument("--steps", type=int, default=None, help="or stop after this many steps")
-    train.add_argument("--resume", action="store_true", help="carry on from an interrupted run's checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="carry on from an interrupted run's checkpoint (saved every 5 minutes and when "
+                            "stopped: Ctrl-C or a stop signal)")
+    train.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     train.add_argument("--cache", type=Path, default=None, help="where to cache the extracted videos")
     train.set_defaults(handler=_cmd_train)
 
@@ -424,9 +429,14 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     # training is an offline package the runtime never loads: imported only when `train` runs
     import math
+    import shlex
+    import time
 
-    from facecast.training.motion_diffusion import default_own_model_path, fine_tune
+    from facecast.app.stop_signals import StopRequested, stop_while_starting
+    from facecast.media import AtomicOutput
+    from facecast.training.motion_diffusion import checkpoint_path, default_own_model_path, fine_tune
 
+    started = time.monotonic()
     out = args.output or default_own_model_path()
     # checked before the videos are read (extraction alone can take minutes)
     if not (math.isfinite(args.minutes) and args.minutes > 0):
@@ -437,9 +447,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"{out} is a folder: give the model file to write (e.g. {out / 'my_motion.pt'})")
     if args.cache is not None:
         _check_cache_folder(args.cache)
-    result = fine_tune(args.data, out, minutes=args.minutes, steps=args.steps, resume=args.resume, cache=args.cache)
-    print(f"wrote {out} after {result['steps']} steps ({result['minutes']:.1f} min, loss {result['loss']:.3f}); "
-          f"use it: facecast render --generator learned --motion-model {out} ...")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {out}: cannot make folder {out.parent}: {exc.strerror or exc}") from None
+    checkpoint = checkpoint_path(out)
+    # a stop signal (`kill`, a closed terminal) stops like Ctrl-C: the training state is saved to resume from
+    restore_signals = stop_while_starting()
+    try:
+        # the model appears at `out` only once complete: an interrupted run leaves the file that was there
+        with AtomicOutput(out, args.overwrite or args.resume, inputs=[args.data]) as sink:
+            result = fine_tune(args.data, sink.temp, minutes=args.minutes, steps=args.steps, resume=args.resume,
+                               cache=args.cache, checkpoint=checkpoint)
+            sink.commit()
+    except StopRequested:
+        print("facecast: stopped" + (f" (resume with --resume: {checkpoint})" if checkpoint.exists() else ""),
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        restore_signals()
+    checkpoint.unlink(missing_ok=True)
+    print(f"wrote {out} after {result['steps']} steps of the motion model ({result['minutes']:.1f} min, loss "
+          f"{result['loss']:.3f}) and its mouth-gap nets, {(time.monotonic() - started) / 60:.1f} min in all; use "
+          f"it: facecast render --generator learned --motion-model {shlex.quote(str(out))} ...")
     return 0
 
 

@@ -29,6 +29,7 @@ version, so a rebuild only does new or changed clips. Arrays per clip:
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import time
@@ -193,8 +194,39 @@ def clip_group(relpath: str) -> str:
 # ----------------------------------------------------------------------------- the cache
 
 def cache_name(relpath: str) -> str:
-    """The cache file name of a clip (its relative path, flattened)."""
-    return relpath.replace("/", "__").removesuffix(".mp4") + ".npz"
+    """The cache file name of a clip: its relative path, flattened ("a/b.mp4" -> "a__b.npz"). A path that has
+    "__" of its own gets a hash of itself too, so "a/b.mp4" and "a__b.mp4" never share a file."""
+    flat = relpath.replace("/", "__").removesuffix(".mp4")
+    if "__" in relpath:
+        flat += "-" + hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:8]
+    return flat + ".npz"
+
+
+def _is_cache_entry(name: str) -> bool:
+    """A file facecast's cache writes: clips, the index, and their half-written forms."""
+    return name.endswith(".npz") or name.startswith("index.json")
+
+
+def read_index(cache: Path) -> dict[str, dict]:
+    """The index of a cache folder ({} for a new or empty one); an InputError of one line for a folder that is
+    not a facecast cache (another index.json, or other files), which a build must not write into."""
+    path = Path(cache) / "index.json"
+    if not path.exists():
+        others = sorted(p.name for p in Path(cache).iterdir() if not _is_cache_entry(p.name)) \
+            if Path(cache).is_dir() else []
+        if others:
+            raise InputError(f"{cache} is not a facecast cache: it holds other files ({others[0]}, ...); "
+                             "give --cache an empty or new folder")
+        return {}
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        index = None
+    if not (isinstance(index, dict)
+            and all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in index.values())):
+        raise InputError(f"{cache} is not a facecast cache: its index.json is not facecast's; give --cache an "
+                         "empty or new folder")
+    return index
 
 
 def _signature(path: Path) -> str:
@@ -235,13 +267,13 @@ def build(data: Path = DEFAULT_DATA, cache: Path | None = None, only: str | None
     else:
         speakers = load_split()
         listed = list_clips(data)
+    index = read_index(cache)                      # a folder that is not a cache is refused before any write
     cache.mkdir(parents=True, exist_ok=True)
     clips = [(rel, kind) for rel, kind in listed if only is None or fnmatch.fnmatchcase(rel, only)]
     if only is not None and not clips:
         raise InputError(f"no clip under {data} matches --only {only!r} (paths look like {listed[0][0]})")
     owners = {rel: speaker_of(rel, speakers) for rel, _ in clips}  # all split errors before any work
     index_path = cache / "index.json"
-    index: dict[str, dict] = json.loads(index_path.read_text(encoding="utf-8")) if index_path.exists() else {}
     aligners: list[ForcedAligner] = []
 
     def aligner() -> ForcedAligner:
@@ -297,7 +329,7 @@ def load_index(cache: Path | None = None) -> dict[str, dict]:
     path = (Path(cache) if cache is not None else default_cache_dir()) / "index.json"
     if not path.exists():
         raise InputError(f"no dataset cache at {path.parent}: run `facecast dataset build` first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_index(path.parent)
 
 
 def summary(index: dict[str, dict]) -> list[str]:

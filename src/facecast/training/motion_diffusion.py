@@ -146,8 +146,10 @@ class Budget:
 
 
 def checkpoint_path(out: Path) -> Path:
-    """Where training of `out` keeps its resumable state (beside it, `<name>.ckpt`)."""
-    return Path(out).with_suffix(".ckpt")
+    """Where training of `out` keeps its resumable state: beside it, `<name>.ckpt` (`model.pt.ckpt`: a name of
+    facecast's own, never another file of the user's, which training removes at its end)."""
+    out = Path(out)
+    return out.with_name(out.name + ".ckpt")
 
 
 def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float = 20.0, batch: int = 64,
@@ -155,18 +157,22 @@ def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float =
           audio_drop: float = 0.1, context_drop: float = 0.5, style_drop: float = 0.1, features: str = "logmel",
           data_dir: Path | None = None, steps: int | None = None, resume: bool = False,
           init_from: Path | None = None, learning_rate: float = 5e-4, save_every_s: float = 300.0,
-          truncated: float = 0.3) -> dict[str, float]:
+          truncated: float = 0.3, checkpoint: Path | None = None,
+          keep_checkpoint: bool = False) -> dict[str, float]:
     """Train the denoiser on the cached training split (talking and motion-only clips); writes `out`.
 
-    Every `save_every_s` the whole training state goes to `checkpoint_path(out)`; `resume=True` carries
-    on from it (same result as an uninterrupted run up to the order of random draws after the resume).
+    Every `save_every_s`, and when interrupted (Ctrl-C, or a stop signal the caller turns into one), the whole
+    training state goes to `checkpoint` (default `checkpoint_path(out)`); `resume=True` carries on from it (same
+    result as an uninterrupted run up to the order of random draws after the resume). It is removed once `out`
+    is written, unless `keep_checkpoint` (the caller has more to do before its output is complete: a resume
+    then skips straight to that).
     `init_from` starts from another model's weights and normalisation (fine-tuning). A `truncated` share
     of windows end after a random number of frames, as the live stream's short chunks do."""
     torch = _torch()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     budget = Budget(minutes, steps)
-    checkpoint = checkpoint_path(out)
+    checkpoint = Path(checkpoint) if checkpoint is not None else checkpoint_path(out)
     base = read_model(init_from) if init_from is not None else None
     if base is not None:
         features = base.get("features", features)
@@ -207,45 +213,54 @@ def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float =
     started = last_save = time.monotonic()
     first_step = step
     model.train()
-    while spent + time.monotonic() - started < budget.minutes * 60 and (budget.steps is None or step < budget.steps):
-        motion, audio, valid, has_audio, style = data.batch(rng, batch, GROUP_WEIGHTS)
-        ends = np.where(rng.random(batch) < truncated, CONTEXT + rng.integers(1, WINDOW + 1, batch), CONTEXT + WINDOW)
-        valid &= np.arange(CONTEXT + WINDOW)[None] < ends[:, None]
-        motion, audio, valid, style = (torch.from_numpy(x) for x in (motion, audio, valid, style))
-        keep_context = torch.from_numpy(rng.random(batch) >= context_drop)
-        context_valid = valid & is_context & keep_context[:, None]
-        valid_tokens = torch.where(is_context, context_valid, valid)
-        valid_tokens[:, CONTEXT] = True   # never an all-masked row
-        level = torch.from_numpy(rng.random(batch).astype(np.float32))
-        signal = alpha_bar(level)[:, None, None]
-        noisy = signal.sqrt() * motion + (1 - signal).sqrt() * torch.randn_like(motion)
-        inputs = torch.where(is_context[..., None], motion * context_valid[..., None], noisy)
-        audio_kept = torch.from_numpy((rng.random(batch) >= audio_drop) & has_audio)
-        style = torch.where(torch.from_numpy(rng.random(batch) < style_drop), len(STYLES), style)
-        predicted = model(inputs, is_context, audio, audio_kept, level, valid_tokens, style)
-        target_mask = (valid & ~is_context)[..., None].float()
-        error = ((predicted - motion) ** 2 * target_mask).sum() / target_mask.sum().clamp(min=1) / MOTION_DIMS
-        velocity = (((predicted[:, 1:] - predicted[:, :-1]) - (motion[:, 1:] - motion[:, :-1])) ** 2
-                    * (target_mask[:, 1:] * target_mask[:, :-1])).sum() / target_mask.sum().clamp(min=1) / MOTION_DIMS
-        loss = error + velocity
-        optimiser.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        step += 1
-        recent.append(loss.item())
-        if total is None and step - first_step == 50:
-            rate = 50 / (time.monotonic() - started)
-            total = step + int(rate * (budget.minutes * 60 - spent - (time.monotonic() - started)))
-        if total:
-            for group in optimiser.param_groups:
-                group["lr"] = learning_rate * 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))
-        if step % log_every == 0:
-            elapsed = spent + time.monotonic() - started
-            print(f"step {step:6d}  loss {np.mean(recent[-log_every:]):.4f}  {elapsed:6.0f} s", flush=True)
-        if time.monotonic() - last_save >= save_every_s:
+    try:
+        while (spent + time.monotonic() - started < budget.minutes * 60
+               and (budget.steps is None or step < budget.steps)):
+            motion, audio, valid, has_audio, style = data.batch(rng, batch, GROUP_WEIGHTS)
+            ends = np.where(rng.random(batch) < truncated, CONTEXT + rng.integers(1, WINDOW + 1, batch),
+                            CONTEXT + WINDOW)
+            valid &= np.arange(CONTEXT + WINDOW)[None] < ends[:, None]
+            motion, audio, valid, style = (torch.from_numpy(x) for x in (motion, audio, valid, style))
+            keep_context = torch.from_numpy(rng.random(batch) >= context_drop)
+            context_valid = valid & is_context & keep_context[:, None]
+            valid_tokens = torch.where(is_context, context_valid, valid)
+            valid_tokens[:, CONTEXT] = True   # never an all-masked row
+            level = torch.from_numpy(rng.random(batch).astype(np.float32))
+            signal = alpha_bar(level)[:, None, None]
+            noisy = signal.sqrt() * motion + (1 - signal).sqrt() * torch.randn_like(motion)
+            inputs = torch.where(is_context[..., None], motion * context_valid[..., None], noisy)
+            audio_kept = torch.from_numpy((rng.random(batch) >= audio_drop) & has_audio)
+            style = torch.where(torch.from_numpy(rng.random(batch) < style_drop), len(STYLES), style)
+            predicted = model(inputs, is_context, audio, audio_kept, level, valid_tokens, style)
+            target_mask = (valid & ~is_context)[..., None].float()
+            error = ((predicted - motion) ** 2 * target_mask).sum() / target_mask.sum().clamp(min=1) / MOTION_DIMS
+            velocity = (((predicted[:, 1:] - predicted[:, :-1]) - (motion[:, 1:] - motion[:, :-1])) ** 2
+                        * (target_mask[:, 1:] * target_mask[:, :-1])).sum() / target_mask.sum().clamp(min=1) \
+                / MOTION_DIMS
+            loss = error + velocity
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            step += 1
+            recent.append(loss.item())
+            if total is None and step - first_step == 50:
+                rate = 50 / (time.monotonic() - started)
+                total = step + int(rate * (budget.minutes * 60 - spent - (time.monotonic() - started)))
+            if total:
+                for group in optimiser.param_groups:
+                    group["lr"] = learning_rate * 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))
+            if step % log_every == 0:
+                elapsed = spent + time.monotonic() - started
+                print(f"step {step:6d}  loss {np.mean(recent[-log_every:]):.4f}  {elapsed:6.0f} s", flush=True)
+            if time.monotonic() - last_save >= save_every_s:
+                save_checkpoint()
+                last_save = time.monotonic()
+    except KeyboardInterrupt:   # Ctrl-C, or a stop signal: what was learned so far can be resumed
+        if step > first_step:
             save_checkpoint()
-            last_save = time.monotonic()
+            print(f"saved the training state at step {step}: run again with --resume to carry on", flush=True)
+        raise
     spent += time.monotonic() - started
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "mean": torch.from_numpy(data.mean), "std": torch.from_numpy(data.std),
@@ -255,7 +270,10 @@ def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float =
                 **{key: base[key] for key in ("sampling", "expression_gain", "mouth", GAP_GEOMETRY_KEY)
                    if base is not None and key in base}},
                out)
-    checkpoint.unlink(missing_ok=True)
+    if keep_checkpoint:
+        save_checkpoint()
+    else:
+        checkpoint.unlink(missing_ok=True)
     return {"steps": step, "loss": float(np.mean(recent[-log_every:])) if recent else float("nan"),
             "minutes": spent / 60}
 
@@ -272,9 +290,11 @@ MOUTH_FINE_TUNE_STEPS = 300
 
 def fine_tune(videos: Path, out: Path | None = None, minutes: float = 10.0, steps: int | None = None,
               resume: bool = False, cache: Path | None = None, base: Path = WEIGHTS_PATH,
-              progress=print) -> dict[str, float]:
+              progress=print, checkpoint: Path | None = None) -> dict[str, float]:
     """`facecast train --data DIR`: extract a folder of one person's talking videos (cached, incremental),
-    then continue training `base` on them at a lower learning rate, its mouth-gap nets too; writes `out`."""
+    then continue training `base` on them at a lower learning rate, its mouth-gap nets too; writes `out`
+    (`checkpoint`: where the resumable state goes, default beside `out`; it stays until the caller removes it
+    once `out` is complete: an interrupted mouth-gap phase resumes after the motion model's training)."""
     videos = Path(videos)
     out = Path(out) if out is not None else default_own_model_path()
     if cache is None:
@@ -282,13 +302,20 @@ def fine_tune(videos: Path, out: Path | None = None, minutes: float = 10.0, step
         cache = default_cache_dir().parent / "own_videos" / key
     wanted = {rel for rel, _ in list_videos(videos)}
     build(videos, cache, progress=progress, own_videos=True)   # its progress says each video skipped, once
-    clips = [c for c in iter_clips(cache=cache) if str(c["path"]) in wanted and len(c["audio"])]
+    clips = []
+    for clip in iter_clips(cache=cache):
+        if str(clip["path"]) not in wanted:
+            continue
+        if len(clip["audio"]):
+            clips.append(clip)
+        else:   # a face but no sound: nothing for the lips to learn from (said, as other skips are)
+            progress(f"skipped {clip['path']}: no audio track")
     if not clips:
         raise InputError(f"none of the videos under {videos} has both a face and a voice to learn from")
     seconds = sum(len(c["found"]) / float(c["fps"]) for c in clips)
     progress(f"fine-tuning on {len(clips)} videos ({seconds / 60:.1f} min) from {base}")
     result = train(clips=clips, minutes=minutes, steps=steps, resume=resume, out=out, cache=cache, data_dir=videos,
-                   init_from=base, learning_rate=1e-4, log_every=100)
+                   init_from=base, learning_rate=1e-4, log_every=100, checkpoint=checkpoint, keep_checkpoint=True)
     if read_model(out).get("mouth"):
         add_to_model(out, steps=min(MOUTH_FINE_TUNE_STEPS, steps or MOUTH_FINE_TUNE_STEPS), cache=cache,
                      data_dir=videos, clips=clips, progress=progress, fine_tune=True)
