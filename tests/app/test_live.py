@@ -21,7 +21,7 @@ from conftest import Collector, assert_one_line_error, live_endpoints, tone_spee
 from facecast.app.audio_input import FileSource
 from facecast.app.daemon import LiveDaemon
 from facecast.app.live import OUTPUTS, ControlForward, build_outputs
-from facecast.app.options import add_live_flags, default_config_text, resolve_settings
+from facecast.app.options import add_live_flags, default_config_text, read_config, resolve_settings
 from facecast.bridges.frame_codec import decode_frame
 from facecast.bridges.osc_udp import VmcSender, VrchatSender
 from facecast.bridges.output import Output
@@ -148,7 +148,7 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     config = tmp_path / "facecast.toml"
     config.write_text('portrait = "me.png"\nfps = 60\nvmc = true\nvrchat = "10.0.0.2:9001"\nws = 40000\n')
     settings = resolve_settings({"config": config, "fps": 30.0})
-    assert settings["portrait"] == "me.png" and settings["fps"] == 30.0  # the flag wins
+    assert settings["portrait"] == str(tmp_path / "me.png") and settings["fps"] == 30.0  # the flag wins
     assert settings["vmc"] == "" and settings["vrchat"] == "10.0.0.2:9001" and settings["ws"] == 40000
     assert settings["size"] == 512 and settings["framing"] == "auto"  # untouched defaults
     config.write_text('portrait = "me.png"\nframing = "full"\n')
@@ -179,7 +179,10 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     ('portrait = "me.png"\nseed = 4294967296\n', "--seed must be between 0 and 4294967295"),
     ('portrait = "me.png"\nbackground = "#zzzzzz"\n', "colour must look like #RRGGBB"),
     ('portrait = "me.png"\nbackground = "/no/such/backdrop.png"\n', "background picture not found"),
-    ('portrait = "me.png"\nvcam_width = 0\n', "--vcam-width and --vcam-height must be positive"),
+    ('portrait = "me.png"\nvcam_width = 0\n', "--vcam-width and --vcam-height must be 1-8192"),
+    # a huge camera was a MemoryError (an internal error) when the first frame was made
+    ('portrait = "me.png"\nvcam = true\nvcam_width = 100000\nvcam_height = 100000\n', r"must be 1-8192 \(got "
+     "100000x100000"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, text, message):
     config = tmp_path / "facecast.toml"
@@ -218,6 +221,27 @@ def test_default_config_documents_every_setting_and_parses(tmp_path):
     # the example motion_model names a user's own file, which the learned (default) generator must find
     path.write_text("\n".join(line for line in uncommented.splitlines() if not line.startswith("motion_model")))
     assert resolve_settings({"config": path})["vmc"] == "127.0.0.1:39539"
+
+
+def test_config_paths_are_taken_from_the_files_folder_and_home(tmp_path, monkeypatch):
+    """A config kept beside the picture names it as `me.jpg`: that was looked up in the folder facecast was
+    started from ("picture not found"), `~/...` was taken literally, and Notepad's byte-order mark was a TOML
+    error."""
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    folder = tmp_path / "my stream"
+    folder.mkdir()
+    config = folder / "facecast.toml"
+    config.write_bytes('\ufeffportrait = "me.jpg"\r\nmotion_model = "~/models/mine.pt"\r\n'
+                       'background = "#112233"\r\naudio = "/abs/talk.wav"\r\n'.encode("utf-8"))
+    (home / "models" / "mine.pt").write_bytes(b"")       # only its existence is checked here
+    monkeypatch.chdir(tmp_path)
+    settings = read_config(config)
+    assert settings["portrait"] == str(folder / "me.jpg")
+    assert settings["motion_model"] == str(home / "models" / "mine.pt")
+    assert settings["background"] == "#112233" and settings["audio"] == "/abs/talk.wav"
+    assert "live --config" in default_config_text().splitlines()[0]
 
 
 def test_outputs_are_wired_from_the_table(caplog):

@@ -11,6 +11,7 @@ import argparse
 import codecs
 import io
 import os
+import shlex
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -429,8 +430,6 @@ def _cmd_dataset_build(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     # training is an offline package the runtime never loads: imported only when `train` runs
     import math
-    import shlex
-    import time
 
     from facecast.app.stop_signals import StopRequested, stop_while_starting
     from facecast.media import AtomicOutput
@@ -485,7 +484,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
     with AtomicOutput(target, args.overwrite) as sink:
         sink.temp.write_text(default_config_text(), encoding="utf-8")
         sink.commit()
-    print(f"wrote {target}")
+    print(f"wrote {target}; use it: facecast live --config {shlex.quote(str(target))}")
     return 0
 
 

@@ -50,6 +50,10 @@ class Option:
     metavar: str = "[HOST:]PORT"
 
 
+#: The largest virtual webcam side: 8K (7680x4320) fits; v4l2loopback, OBS's virtual camera and video
+#: calls take no more, and a frame beyond it would only exhaust memory.
+MAX_VCAM_SIDE = 8192
+
 OPTIONS: tuple[Option, ...] = (
     Option("portrait", str, None, "the picture to animate"),
     Option("landmarks", str, None, "hand-placed face points for the portrait when no face is detected: a JSON "
@@ -162,8 +166,9 @@ def persistent_token(path: Path | None = None) -> str:
 
 def default_config_text() -> str:
     """A commented TOML file listing every setting with its default."""
-    lines = ["# facecast live settings. Every key is also a command-line flag (`--key-name`);",
-             "# flags override this file. Uncomment and edit what you need.", ""]
+    lines = ["# facecast live settings: use them with `facecast live --config THIS-FILE`. Every key is also a",
+             "# command-line flag (`--key-name`); flags override this file. Uncomment and edit what you need.",
+             "# Paths may start with ~ (your home folder) or be relative to this file's folder.", ""]
     for option in OPTIONS:
         lines.append(f"# {option.help}")
         value = option.default
@@ -214,12 +219,27 @@ def resolve_settings(flags: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+#: Settings that name a file or folder: in a config file, `~` is the home folder and a relative path is relative
+#: to the config file's own folder (where the user keeps the picture beside it), not to where facecast started.
+PATH_SETTINGS = frozenset({"portrait", "landmarks", "audio", "camera_file", "motion_model", "background",
+                           "vrchat_avatar_config"})
+
+
+def _config_path_value(value: str, folder: Path) -> str:
+    if value.startswith("#") or value == "auto":   # a background colour, the automatic VRChat avatar config
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else folder / path)
+
+
 def read_config(path: Path) -> dict[str, Any]:
-    """Parse a TOML settings file; unknown keys and wrong types are one-line errors."""
+    """Parse a TOML settings file; unknown keys and wrong types are one-line errors. Paths in it are taken
+    from the file's own folder (`PATH_SETTINGS`)."""
     try:
         if path.exists():
             check_regular_file(path, "config")   # /dev/zero or a pipe would never end
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: Windows Notepad may save a byte-order mark, which TOML would read as a stray character
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise InputError(f"config file not found: {path} (create one with `facecast config --init`)") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -241,13 +261,16 @@ def read_config(path: Path) -> dict[str, Any]:
             pass
         elif not isinstance(value, option.kind) or (option.kind is int and isinstance(value, bool)):
             raise InputError(f"{path}: '{key}' must be {option.kind.__name__}, got {value!r}")
+        if key in PATH_SETTINGS and isinstance(value, str) and value:
+            value = _config_path_value(value, path.parent)
         out[key] = value
     return out
 
 
 def _validate(settings: dict[str, Any]) -> None:
     if not settings["portrait"]:
-        raise InputError("give the picture to animate: --portrait FILE (or `portrait` in the config file)")
+        raise InputError("give the picture to animate: --portrait FILE (or `portrait` in a config file given "
+                         "with --config FILE)")
     if settings["fps"] not in LIVE_FPS:
         raise InputError(f"--fps must be 30 or 60 for live output (got {settings['fps']:g})")
     validate_framing(settings["framing"])
@@ -281,9 +304,10 @@ def _validate(settings: dict[str, Any]) -> None:
         parse_color(settings["background"])
     else:
         check_regular_file(Path(settings["background"]), "background picture")
-    if settings["vcam_width"] <= 0 or settings["vcam_height"] <= 0:
-        raise InputError(f"--vcam-width and --vcam-height must be positive (got {settings['vcam_width']}x"
-                         f"{settings['vcam_height']})")
+    width, height = settings["vcam_width"], settings["vcam_height"]
+    if not (0 < width <= MAX_VCAM_SIDE and 0 < height <= MAX_VCAM_SIDE):
+        raise InputError(f"--vcam-width and --vcam-height must be 1-{MAX_VCAM_SIDE} (got {width}x{height}; "
+                         "1280x720 and 1920x1080 are the usual webcam sizes)")
     if settings["generator"] == "learned" and settings["motion_model"]:
         # (with the rule generator a config file's motion_model is left unused: the file may serve both)
         validate_generator_model("learned", settings["motion_model"])
