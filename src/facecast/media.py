@@ -72,7 +72,7 @@ def load_image(path: str | Path, max_side: int | None = MAX_PICTURE_SIDE) -> np.
         with Image.open(path) as im:
             width, height = im.size
             if width * height > MAX_PICTURE_PIXELS:
-                raise InputError(_too_large(path, f"{width}x{height} = {width * height / 1e6:.0f} megapixels"))
+                raise InputError(_too_large(path, f"{width}x{height} = {_megapixels(width * height)} megapixels"))
             if max_side is not None and max(width, height) > max_side:
                 im = _reduced(im, max_side)
             ImageOps.exif_transpose(im, in_place=True)
@@ -81,7 +81,7 @@ def load_image(path: str | Path, max_side: int | None = MAX_PICTURE_SIDE) -> np.
         # Pillow refuses before it gives the size; its message holds the pixel count
         found = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0)
-        raise InputError(_too_large(path, f"{'' if found else 'over '}{pixels / 1e6:.0f} megapixels")) from None
+        raise InputError(_too_large(path, f"{'' if found else 'over '}{_megapixels(pixels)} megapixels")) from None
     except UnidentifiedImageError:
         raise InputError(f"{path} is not a picture facecast can read (use a JPEG, PNG or WebP picture)") from None
     except MemoryError:
@@ -92,7 +92,12 @@ def load_image(path: str | Path, max_side: int | None = MAX_PICTURE_SIDE) -> np.
 
 
 def _too_large(path: Path, detail: str) -> str:
-    return f"picture {path} is too large: {detail} (at most {MAX_PICTURE_PIXELS / 1e6:.0f} megapixels)"
+    return f"picture {path} is too large: {detail} (at most {_megapixels(MAX_PICTURE_PIXELS)} megapixels)"
+
+
+def _megapixels(pixels: int) -> str:
+    """108, 100.01: just over the limit must not read as the limit itself."""
+    return f"{pixels / 1e6:.2f}".rstrip("0").rstrip(".")
 
 
 def _reduced(im: Image.Image, max_side: int) -> Image.Image:

@@ -46,6 +46,12 @@ def test_a_failing_check_is_one_line_with_its_fix_and_exit_1(tmp_path: Path) -> 
     assert failed[0].startswith("✗ face models: wall.png: no face found")
     assert failed[0].endswith(" - fix: try another picture, or place the points by hand with --landmarks (README)")
     assert result.stdout.splitlines()[-1] == "not ready: 1 required check(s) failed (fixes above)"
+    # a file that is no picture is not a face the models missed: no hand-placed points for it
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(wall.read_bytes()[:200])
+    failed = [line for line in run_facecast("doctor", "--portrait", broken).stdout.splitlines()
+              if line.startswith("✗ ")]
+    assert len(failed) == 1 and failed[0].endswith(" - fix: give --portrait a JPEG, PNG or WebP picture"), failed
 
 
 def test_packages_missing_or_too_old_get_a_pip_command() -> None:

@@ -223,6 +223,14 @@ def test_default_config_documents_every_setting_and_parses(tmp_path):
     assert resolve_settings({"config": path})["vmc"] == "127.0.0.1:39539"
 
 
+def test_live_takes_renders_short_flags():
+    """`render -p me.png -a talk.wav` and `live -p ... -a ...`: live refused -p ("unrecognized arguments")."""
+    from facecast.app.cli import build_parser
+
+    args = vars(build_parser().parse_args(["live", "-p", "me.png", "-a", "talk.wav"]))
+    assert (args["portrait"], args["audio"]) == ("me.png", "talk.wav")
+
+
 def test_config_paths_are_taken_from_the_files_folder_and_home(tmp_path, monkeypatch):
     """A config kept beside the picture names it as `me.jpg`: that was looked up in the folder facecast was
     started from ("picture not found"), `~/...` was taken literally, and Notepad's byte-order mark was a TOML

@@ -205,6 +205,33 @@ def test_two_faces_largest_first_and_face_index(photo):
         analyze_portrait(canvas, face_index=2)
 
 
+@needs_portraits
+def test_the_second_face_is_found_where_only_a_retry_confirms_it(shared_data, tmp_path):
+    """Two photos side by side (liveportrait_s1 and s2, 512 px tall, saved as a JPEG): `analyze` counted 2
+    faces, then `--face-index 1` said there was only 1 (a turned retry, which finds one face, ended the search)."""
+    from PIL import Image
+
+    pictures = [Image.open(shared_data / "portraits" / name).convert("RGB")
+                for name in ("liveportrait_s1.jpg", "liveportrait_s2.jpg")]
+    pictures = [np.asarray(p.resize((p.width * 512 // p.height, 512))) for p in pictures]
+    Image.fromarray(np.concatenate(pictures, axis=1)).save(tmp_path / "two.jpg")
+    canvas = tmp_path / "two.jpg"
+    assert analyze_portrait(canvas).face_count == 2
+    second = analyze_portrait(canvas, face_index=1)
+    assert second.face_count == 2
+    # the chosen face is the right-hand photo's: its landmarks map back into the right half of the canvas
+    centre = np.linalg.inv(second.transform)[:2] @ np.append(second.landmarks[:, :2].mean(0), 1.0)
+    assert centre[0] > pictures[0].shape[1]
+
+
+def test_a_picture_too_small_to_hold_a_face_is_refused(photo):
+    """At 16x16 face mesh 'found' a face after turning the picture, its landmarks strewn over the whole
+    picture; now one line."""
+    tiny = cv2.resize(photo, (16, 16), interpolation=cv2.INTER_AREA)
+    with pytest.raises(InputError, match="is 16x16 px: too small to animate"):
+        analyze_portrait(tiny)
+
+
 def test_blank_image_has_no_face():
     with pytest.raises(NoFaceError, match="--landmarks"):
         analyze_portrait(np.full((480, 480, 3), 180, np.uint8))

@@ -125,7 +125,7 @@ def check_metadata(pyproject: Path | None = None, installed: Iterable[str] | Non
 
 def check_face_models(portrait: Path | None = None) -> Check:
     """Run the face tracker on a portrait (the bundled sample by default): the models load and find the face."""
-    from facecast.errors import FacecastError
+    from facecast.errors import FacecastError, NoFaceError
 
     picture = portrait or SAMPLE_PORTRAIT
     if portrait is not None and not portrait.is_file():   # the user's own picture: say what is wrong with it
@@ -146,9 +146,11 @@ def check_face_models(portrait: Path | None = None) -> Check:
         from facecast.face.portrait import analyze_portrait
 
         rig = analyze_portrait(picture, size=256)
-    except FacecastError as exc:  # no face, unreadable picture: the models ran
+    except NoFaceError as exc:  # the models ran and found no face
         return Check(FAIL, "face models", f"{picture.name}: {exc}",
                      "try another picture, or place the points by hand with --landmarks (README)")
+    except FacecastError as exc:  # not a picture facecast can read: the models never saw it
+        return Check(FAIL, "face models", f"{picture.name}: {exc}", "give --portrait a JPEG, PNG or WebP picture")
     except Exception as exc:
         return Check(FAIL, "face models", f"cannot run them: {type(exc).__name__}: {exc}",
                      'pip install -U "mediapipe>=1.2.3"; on Linux mediapipe needs glibc 2.28 or newer (README: '

@@ -189,23 +189,27 @@ def default_config_text() -> str:
     return "\n".join(lines)
 
 
+#: The short flags `render` has for the same settings, so a command line moves between the two.
+SHORT_FLAGS = {"portrait": ("-p",), "audio": ("-a",)}
+
+
 def add_live_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per option; defaults are SUPPRESSed so only flags the user typed override the config."""
     parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
                         help="TOML settings file (see `facecast config --init`)")
     for option in OPTIONS:
-        flag = "--" + option.name.replace("_", "-")
+        flags = ["--" + option.name.replace("_", "-"), *SHORT_FLAGS.get(option.name, ())]
         default_text = "" if option.default in (None, False) else f" (default {option.default})"
         if option.kind is bool and option.default:  # on by default: --no-... turns it off
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=option.help + " (default on)")
         elif option.kind is bool:
-            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=option.help)
+            parser.add_argument(*flags, action="store_true", default=argparse.SUPPRESS, help=option.help)
         elif option.optional_value:
-            parser.add_argument(flag, nargs="?", const="", default=argparse.SUPPRESS, metavar=option.metavar,
+            parser.add_argument(*flags, nargs="?", const="", default=argparse.SUPPRESS, metavar=option.metavar,
                                 help=option.help)
         else:
-            parser.add_argument(flag, type=option.kind, default=argparse.SUPPRESS, help=option.help + default_text)
+            parser.add_argument(*flags, type=option.kind, default=argparse.SUPPRESS, help=option.help + default_text)
 
 
 def resolve_settings(flags: dict[str, Any]) -> dict[str, Any]:

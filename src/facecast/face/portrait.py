@@ -57,6 +57,9 @@ MIN_SIZE, MAX_SIZE = 256, 1024
 DETECT_MAX_SIDE = 2048        # larger pictures are shrunk before detection (speed, same result)
 DETECT_MIN_SIDE = 512         # smaller ones are enlarged so the face detector sees enough pixels
 FACE_CROP_SIZE = 512          # side of the face crops where face mesh looks again (retries, second pass)
+#: A picture's shorter side must be at least this: face mesh "found" faces in a 16x16 picture by fitting noise
+#: (landmarks strewn over the whole picture); a 64x64 one is still read correctly.
+MIN_PICTURE_SIDE = 32
 STABLE_FIT = 0.04             # mean landmark shift between two measurements, in eye distances, of a good fit
 MAX_FACES = 8
 # The legacy framing (LEGACY_FRAMING), as fractions of the crop's size. FACE_LENGTH is also the reference
@@ -302,6 +305,7 @@ def _detect_faces(base: np.ndarray, to_base: np.ndarray, detectors: _Detectors,
     two agree. Otherwise the most stable attempt wins, then any unconfirmed detection."""
     best: tuple[float, list[np.ndarray], str] | None = None
     unconfirmed: tuple[list[np.ndarray], str] = ([], "")
+    most: tuple[list[np.ndarray], str] = ([], "")    # the attempt that found the most faces (for index's error)
     for retry, picture, base_to_picture in _variants(base, detectors):
         found = detectors.mesh(picture)
         if not found:
@@ -312,8 +316,9 @@ def _detect_faces(base: np.ndarray, to_base: np.ndarray, detectors: _Detectors,
             if not any(_overlaps(kept, face) for kept in faces):
                 faces.append(face)
         method = "face_mesh" + (f"+retry:{retry}" if retry else "")
-        if index >= len(faces):
-            return faces, method
+        if index >= len(faces):   # a retry (a turned picture) may find fewer faces than an attempt before it
+            most = most if len(most[0]) >= len(faces) else (faces, method)
+            continue
         first = _refine(base, to_base, faces[index], detectors)
         second = None if first is None else _refine(base, to_base, first, detectors)
         if second is None:
@@ -326,7 +331,7 @@ def _detect_faces(base: np.ndarray, to_base: np.ndarray, detectors: _Detectors,
             return faces, method
         if best is None or instability < best[0]:
             best = (instability, faces, method)
-    return best[1:] if best else unconfirmed
+    return best[1:] if best else unconfirmed if unconfirmed[0] else most
 
 
 def _refine(base: np.ndarray, to_base: np.ndarray, face: np.ndarray, detectors: _Detectors) -> np.ndarray | None:
@@ -631,6 +636,9 @@ def analyze_portrait(source: str | Path | np.ndarray, size: int = 512, face_inde
         image, name, label = _as_image_array(source), "portrait array", "the portrait array"
     else:
         image, name, label = load_image(source), str(source), Path(source).name
+    if min(image.shape[:2]) < MIN_PICTURE_SIDE:
+        raise InputError(f"{label} is {image.shape[1]}x{image.shape[0]} px: too small to animate (use a picture "
+                         f"at least {MIN_PICTURE_SIDE} px on its shorter side; 256 px or more looks good)")
     index = 0 if face_index is None else face_index
     if landmarks_json is not None:
         points = _fit_mean_face(_read_manual_points(Path(landmarks_json), image.shape[1], image.shape[0]))
