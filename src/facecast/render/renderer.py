@@ -29,8 +29,11 @@ from facecast.render.shut_lips import shut_lips
 from facecast.render.warp_basis import WarpBasis, split_turn, sum_fields
 from facecast.rig import PortraitRig
 
-#: Head turns beyond this many times the parallax reference angle are clamped.
-MAX_PARALLAX_SCALE = 1.75
+#: Head turns (yaw, pitch) are drawn as given up to TURN_KNEE_DEG and beyond it eased towards TURN_MAX_DEG: one
+#: picture warped further tears (a 3/4 portrait's brow pulled past its outline, the far eye squashed, a cheek
+#: smeared, glasses kinked; on the portraits these begin at about 12 degrees). The motion itself is untouched:
+#: VMC, VRChat and VTube Studio receivers get the whole turn.
+TURN_KNEE_DEG, TURN_MAX_DEG = 10.0, 15.0
 #: Gaze beyond this many times the reference angle is clamped (the iris must stay in the eye).
 MAX_GAZE_SCALE = 1.0
 #: Coefficients below this are treated as zero (skips their fields).
@@ -45,6 +48,15 @@ PASTE_FEATHER = 0.03
 _IDENTITY = np.eye(3)[:2]
 
 
+def drawn_turn(degrees: float) -> float:
+    """How far (degrees, >= 0) a head turn of `degrees` is drawn: as given up to TURN_KNEE_DEG, then easing
+    smoothly (same slope at the knee) towards TURN_MAX_DEG."""
+    if degrees <= TURN_KNEE_DEG:
+        return degrees
+    room = TURN_MAX_DEG - TURN_KNEE_DEG
+    return TURN_KNEE_DEG + room * float(np.tanh((degrees - TURN_KNEE_DEG) / room))
+
+
 def _coefficients(frame: MotionFrame) -> dict[str, float]:
     """The active channels and their strengths for one frame."""
     coeffs = {name: frame.expression(name) for name in EXPRESSION_CHANNELS}
@@ -52,7 +64,7 @@ def _coefficients(frame: MotionFrame) -> dict[str, float]:
     coeffs["mouthClose"] = min(coeffs["mouthClose"], coeffs["jawOpen"])
     coeffs["blinkLeft"], coeffs["blinkRight"] = frame.blink.left, frame.blink.right
     for axis, angle in (("yaw", frame.head.yaw), ("pitch", frame.head.pitch)):
-        coeffs[axis + ("+" if angle > 0 else "-")] = min(abs(angle) / PARALLAX_REF_DEG, MAX_PARALLAX_SCALE)
+        coeffs[axis + ("+" if angle > 0 else "-")] = drawn_turn(abs(angle)) / PARALLAX_REF_DEG
     gaze_x = float(np.clip(frame.gaze.yaw / GAZE_REF_DEG, -MAX_GAZE_SCALE, MAX_GAZE_SCALE))
     gaze_y = float(np.clip(frame.gaze.pitch / GAZE_REF_DEG, -MAX_GAZE_SCALE, MAX_GAZE_SCALE))
     for side, blink in (("Left", frame.blink.left), ("Right", frame.blink.right)):

@@ -220,31 +220,50 @@ class BlinkShaper:
     """Turns the model's blink channels into clean blinks, frame by frame (offline and live alike).
 
     Sampled blinks flutter (closures half-open and re-closing within 0.2 s). A blink starts when the eyes
-    close past START, not within REFRACTORY_S of the last start, and keeps them shut until they open below
-    END or for at most MAX_CLOSED_S (real blinks take 0.1-0.4 s); outside blinks the eyes are open. START
-    gives real speakers' blink rate offline and streamed alike (model card: "Why these constants")."""
+    close past START, not within REFRACTORY_S of the last start; the lids then close over CLOSE_S, stay shut
+    until the model opens them below END (at least HOLD_S, at most MAX_CLOSED_S from the start: real blinks take
+    0.1-0.4 s) and open over OPEN_S, as real lids do (they close faster than they open); outside blinks the
+    eyes are open. Without the opening a blink snapped from shut to open, a one-frame flicker at its shortest.
+    START gives real speakers' blink rate offline and streamed alike (model card: "Why these constants")."""
 
     START, END = 0.45, 0.3
     REFRACTORY_S = 1.5
     MAX_CLOSED_S = 0.25
+    #: Closing, least shut and opening times (s). Real lids close in about 0.07 s and open in about twice that;
+    #: a closing spread over two 25 fps frames read shallower on the viewer's face mesh (model card: "Why these
+    #: constants"), so the lids shut within a frame and the opening is eased.
+    CLOSE_S, HOLD_S, OPEN_S = 0.04, 0.06, 0.16
 
     def __init__(self, fps: float = FPS) -> None:
         self.fps = fps
         self._frame = 0
         self._last_start = -10**9
         self._started: int | None = None     # frame the current blink started, or None
+        self._opening: list[float] = []      # the opening lids' next closures, once the blink is over
+        closing = max(1, round(self.CLOSE_S * fps))
+        # closing, then shut for at least HOLD_S (a frame at least)
+        self._closing = [(k + 1) / closing for k in range(closing)] + [1.0] * max(0, round(self.HOLD_S * fps) - 1)
+        opening = max(2, round(self.OPEN_S * fps))
+        self._open_ramp = [0.5 * (1 + math.cos(math.pi * k / opening)) for k in range(1, opening)]
 
     def shape(self, rows: np.ndarray) -> np.ndarray:
         """Rows of motion (their BLINKS columns are rewritten in place); returns them."""
         for row in rows:
             closure = float(row[BLINKS].mean())
-            if self._started is not None and (closure < self.END or
-                                              self._frame - self._started >= self.MAX_CLOSED_S * self.fps):
-                self._started = None
-            if (self._started is None and closure > self.START
+            value = 0.0
+            if self._started is not None:
+                held = self._frame - self._started
+                if held >= len(self._closing) and (closure < self.END or held >= self.MAX_CLOSED_S * self.fps):
+                    self._started, self._opening = None, list(self._open_ramp)
+                else:
+                    value = self._closing[held] if held < len(self._closing) else 1.0
+            if self._started is None and self._opening:
+                value = self._opening.pop(0)
+            elif (self._started is None and closure > self.START
                     and self._frame - self._last_start >= self.REFRACTORY_S * self.fps):
                 self._started = self._last_start = self._frame
-            row[BLINKS] = 0.0 if self._started is None else 1.0
+                value = self._closing[0]
+            row[BLINKS] = value
             self._frame += 1
         return rows
 
