@@ -10,6 +10,7 @@ from facecast import face_regions as fr
 from facecast.errors import InputError
 from facecast.face.measure import FaceMeasurer, eye_openness, face_height, mouth_opening
 from facecast.face.portrait import analyze_portrait
+from facecast.media import load_image
 from facecast.motion import HeadPose, MotionFrame
 from facecast.render.renderer import TURN_KNEE_DEG, TURN_MAX_DEG, Renderer, drawn_turn
 from facecast.render.shut_lips import mouth_interior, shut_lips
@@ -258,3 +259,12 @@ def test_large_head_turns_are_eased_where_one_picture_would_tear(renderer):
     still = renderer.render(MotionFrame(t=0.0)).astype(int)
     assert np.abs(wide - wider).mean() < 0.05 * np.abs(wide - still).mean()
     assert np.abs(moderate - still).mean() > 0.3 * np.abs(wide - still).mean()
+
+
+def test_a_black_and_white_photo_opens_a_black_and_white_mouth(shared_data):
+    """liveportrait_s2 is grey through and through: its teeth came out ivory and its tongue red (channels up to 15
+    levels apart in an otherwise grey frame)."""
+    rig = analyze_portrait(load_image(shared_data / "portraits" / "liveportrait_s2.jpg"), size=256)
+    assert np.ptp(rig.image[..., :3].astype(int), axis=-1).max() == 0
+    frame = Renderer(rig, device="cpu").render(MotionFrame(t=0.0, expressions={"jawOpen": 0.9})).astype(int)
+    assert np.ptp(frame[..., :3], axis=-1).max() <= 1

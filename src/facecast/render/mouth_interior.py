@@ -28,6 +28,8 @@ TOOTH_SPACING = 0.11       # of mouth width
 IVORY = np.array([0.93, 0.90, 0.84], np.float32)
 TEETH_SKIN_TINT = 0.3      # teeth take this much of the portrait's skin colour, so they match its lighting
 SMOOTHING_PASSES = 2       # Chaikin passes that round the 20-point inner-lip polygon
+TONGUE_TINT = np.array([0.55, 0.35, 0.35], np.float32)   # the tongue: the lip colour, redder
+GREY_SPREAD = 0.02         # a face whose pixels' channels differ by less than this on average is black and white
 SUPERSAMPLE = 4            # the mask is drawn this many times larger, then area-averaged (clean anti-aliasing)
 FILL_BITS = 4              # fillPoly's fractional bits for sub-pixel vertices
 
@@ -71,6 +73,11 @@ class MouthInterior:
         skin = rgb[face > 0].mean(0) if face.any() else np.full(3, 0.6, np.float32)
         teeth = (1 - TEETH_SKIN_TINT) * IVORY + TEETH_SKIN_TINT * skin / max(float(skin.max()), 1e-3)
         self.teeth_colour = teeth * np.clip(float(skin.mean()) / 0.6, 0.55, 1.0)
+        self.tongue_tint = TONGUE_TINT
+        if face.any() and float(np.ptp(rgb[face > 0], axis=1).mean()) < GREY_SPREAD:
+            # a black-and-white picture: ivory teeth and a red tongue would be the only colour in it
+            self.teeth_colour, self.lip_colour, self.tongue_tint = (
+                np.full(3, float(c.mean()), np.float32) for c in (self.teeth_colour, self.lip_colour, TONGUE_TINT))
         self.neutral_gap = _gap(lm)
 
     def patch(self, points: np.ndarray) -> Patch | None:
@@ -118,7 +125,7 @@ class MouthInterior:
         # Tongue hint low in a wide-open mouth.
         tongue = (smoothstep(0.55, 0.9, t) * smoothstep(0.12 * width, 0.3 * width, gap)
                   * (1 - smoothstep(0.3, 0.8, side)))
-        colour = colour + (lip * np.array([0.55, 0.35, 0.35]) - colour) * (0.6 * tongue)[..., None]
+        colour = colour + (lip * self.tongue_tint - colour) * (0.6 * tongue)[..., None]
         # Upper teeth under the upper lip, fading and darkening towards the corners, with faint gaps.
         crown = np.minimum(TEETH_HEIGHT * width, TEETH_MAX_SHARE * gap)
         below_lip = b - top
