@@ -114,6 +114,20 @@ def test_facecast_train_fine_tunes_on_a_folder_of_videos(held_out_dataset: tuple
     assert not (tmp_path / "j.mp4").exists()
 
 
+def test_a_kept_checkpoint_holds_the_training_time_once(held_out_dataset: tuple[Path, Path], tmp_path: Path) -> None:
+    """`keep_checkpoint` (fine-tuning keeps it until its mouth nets are done): its time spent is the run's, not
+    twice it (saved after the run's time was already counted, a resume would have reported double)."""
+    import torch
+
+    data, cache = held_out_dataset
+    out = tmp_path / "kept.pt"
+    result = train(clips=[load_clip(HELD_OUT_CLIPS[0], cache)], steps=3, batch=4, out=out, cache=cache,
+                   data_dir=data, log_every=10**9, keep_checkpoint=True)
+    state = torch.load(checkpoint_path(out), weights_only=False)
+    assert state["step"] == result["steps"] == 3
+    assert state["spent"] == pytest.approx(result["minutes"] * 60, rel=0.25)
+
+
 def _video_only(source: Path, target: Path) -> None:
     """A copy of `source` with its picture and no sound (a screen recording without a microphone)."""
     import av

@@ -261,6 +261,8 @@ def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float =
             save_checkpoint()
             print(f"saved the training state at step {step}: run again with --resume to carry on", flush=True)
         raise
+    if keep_checkpoint:   # (before `spent` takes this run's time in: the checkpoint adds it itself)
+        save_checkpoint()
     spent += time.monotonic() - started
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "mean": torch.from_numpy(data.mean), "std": torch.from_numpy(data.std),
@@ -270,9 +272,7 @@ def train(clips: Sequence[dict[str, np.ndarray]] | None = None, minutes: float =
                 **{key: base[key] for key in ("sampling", "expression_gain", "mouth", GAP_GEOMETRY_KEY)
                    if base is not None and key in base}},
                out)
-    if keep_checkpoint:
-        save_checkpoint()
-    else:
+    if not keep_checkpoint:
         checkpoint.unlink(missing_ok=True)
     return {"steps": step, "loss": float(np.mean(recent[-log_every:])) if recent else float("nan"),
             "minutes": spent / 60}
