@@ -1085,7 +1085,8 @@ class Panel:
         #: Whether this OBS has the Browser Source (the OBS glue asks OBS; a Media Source shows no alpha).
         self.browser_source = True
         #: The local daemon's command line, and what it was last given over its control connection: a new
-        #: portrait and the mouth intensity are sent to it once it can take them (`_follow`).
+        #: portrait and the mouth intensity are sent to it once it can take them (`_follow`), one at a time
+        #: (`_following`, one of `_controls` while it is under way).
         self._command: List[str] = []
         self._applied: Dict[str, Any] = {}
         self._following: Optional[ControlMessage] = None
@@ -1133,7 +1134,7 @@ class Panel:
             self.notice = None
             self._command = command
             self._applied = {"portrait": self._wanted("portrait"), "mouth": self._wanted("mouth")}
-            self._drop_following()
+            self._following = None
             error = self.daemon.start(command)
             return error or "starting: " + " ".join(command[1:])
 
@@ -1141,7 +1142,6 @@ class Panel:
         with self._lock:
             self.daemon.stop()
             self._drop_requests()
-            self._drop_following()
             return "stopping facecast"
 
     def apply_settings(self, settings: Dict[str, Any]) -> Optional[str]:
@@ -1167,8 +1167,9 @@ class Panel:
             elif self.notice is not None and self.notice.startswith(("restart facecast", "not applied")):
                 self.notice = None
             sent = self._follow()
-            if sent is None and self.daemon.token is None and self._behind():
-                sent = self.notice = "%s: sent once facecast has started" % " and ".join(self._behind())
+            behind = self._behind()
+            if sent is None and self.daemon.token is None and behind:
+                sent = self.notice = "%s: sent once facecast has started" % " and ".join(behind)
             return sent or (self.notice if restart else None)
 
     def _wanted(self, what: str) -> Any:
@@ -1204,17 +1205,13 @@ class Panel:
             self._applied["mouth"], line = mouth, "mouth intensity %g sent" % mouth
         self._following = ControlMessage(HOST, self._port, dict(message, token=self.daemon.token),
                                          clock=self._clock)
+        self._controls.append(self._following)
         self.notice = line
         return line
 
     def _local_control(self) -> bool:
         """Whether the daemon started here serves its control connection (it was started with the Overlay on)."""
-        return self.daemon.alive and "--ws=%d" % self._port in self._command
-
-    def _drop_following(self) -> None:
-        if self._following is not None:
-            self._following.close()
-            self._following = None
+        return self.daemon.alive and control_port(self._command) is not None
 
     def emotion(self, preset: str) -> str:
         """Queue an emotion preset for the running daemon (sent over ws /control by the timer)."""
@@ -1229,9 +1226,9 @@ class Panel:
         """Send the panel's mouth intensity to the running daemon (the slider moved); a daemon started later
         gets it on its command line."""
         with self._lock:
-            mouth = min(MAX_MOUTH_INTENSITY, max(0.0, float(self.settings.get("mouth_intensity", 1.0))))
-            return self._send({"type": "mouth", "intensity": round(mouth, 3)}, "the mouth intensity needs",
-                              "mouth intensity %g sent" % round(mouth, 3))
+            mouth = self._wanted("mouth")
+            return self._send({"type": "mouth", "intensity": mouth}, "the mouth intensity needs",
+                              "mouth intensity %g sent" % mouth)
 
     def calibrate(self) -> str:
         """Ask the running daemon to take the webcam user's neutral pose and eye openness again."""
@@ -1279,16 +1276,14 @@ class Panel:
             self._poll_status()
             if self.notice == STILL_STARTING and self.daemon.token is not None:
                 self.notice = None   # it has started: the button works now
-            following = [self._following] if self._following is not None else []
-            for exchange in list(self._controls) + following:
+            for exchange in list(self._controls):
                 if exchange.poll():
-                    if exchange is self._following:
-                        self._following = None
-                    else:
-                        self._controls.remove(exchange)
+                    self._controls.remove(exchange)
                     problem = control_outcome(exchange)
                     if problem is not None:
                         self.notice = "control refused: " + problem
+            if self._following not in self._controls:
+                self._following = None
             self._follow()
 
     def _poll_status(self) -> None:
@@ -1330,7 +1325,7 @@ class Panel:
         if controls:
             for exchange in self._controls:
                 exchange.close()
-            self._controls = []
+            self._controls, self._following = [], None
 
     def status_line(self) -> str:
         """The text the panel shows now."""
@@ -1360,7 +1355,6 @@ class Panel:
         """Stop everything this panel started (script unload, OBS exit)."""
         with self._lock:
             self._drop_requests()
-            self._drop_following()
             lister, self._lister = self._lister, None
         self.daemon.shutdown()
         if lister is not None:
