@@ -405,6 +405,15 @@ def _frame_number(text: str) -> int:
         raise InputError(f"--reference must be 'neutral' or a frame number, got '{text}'") from None
 
 
+def _make_parent_folder(target: Path) -> None:
+    """The folder an output goes into, made if missing; one line when the system refuses (a parent that is a
+    file, no permission)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: cannot make folder {target.parent}: {exc.strerror or exc}") from None
+
+
 def _check_cache_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--cache {folder} is a file, not a folder")
@@ -449,10 +458,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"{out} is a folder: give the model file to write (e.g. {out / 'my_motion.pt'})")
     if args.cache is not None:
         _check_cache_folder(args.cache)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot write {out}: cannot make folder {out.parent}: {exc.strerror or exc}") from None
+    _make_parent_folder(out)
     checkpoint = checkpoint_path(out)
     # a stop signal (`kill`, a closed terminal) stops like Ctrl-C: the training state is saved to resume from
     restore_signals = stop_while_starting()
@@ -479,11 +485,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
     from facecast.media import AtomicOutput
 
     target = args.output or default_config_path()
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot write {target}: cannot make folder {target.parent}: "
-                          f"{exc.strerror or exc}") from None
+    _make_parent_folder(target)
     with AtomicOutput(target, args.overwrite) as sink:
         sink.temp.write_text(default_config_text(), encoding="utf-8")
         sink.commit()

@@ -12,6 +12,7 @@ is used, so CPU renders skip its start-up cost.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import Any
@@ -54,7 +55,7 @@ def drawn_turn(degrees: float) -> float:
     if degrees <= TURN_KNEE_DEG:
         return degrees
     room = TURN_MAX_DEG - TURN_KNEE_DEG
-    return TURN_KNEE_DEG + room * float(np.tanh((degrees - TURN_KNEE_DEG) / room))
+    return TURN_KNEE_DEG + room * math.tanh((degrees - TURN_KNEE_DEG) / room)
 
 
 def _coefficients(frame: MotionFrame) -> dict[str, float]:
