@@ -20,11 +20,12 @@ states (a diagnostic: no runtime can run Whisper), "student" / "logmel_student" 
 "cmvn_utterance" / "cmvn_stream" band-normalised log-mel (`speech.mouth_gap.BandNormaliser`), "encoder" /
 "logmel_encoder" the states of Whisper's encoder made to stream (`training.streaming_encoder`, cached by
 `python -m facecast.training.speech_encoder --cache`, from the weights that command writes: as is, or
-`--distil STEPS`); "logmel_whisper" (the shipped offline recipe) log-mel and the shipped full-context encoder's
-states, each recording encoded alone as `facecast render` encodes it (`--cache whisper`), the in-speech
-closure output trained but not applied, the opening smoothed over a frame (`Recipe.target_smoothing`);
-"logmel_whisper_closing" the same with the closure applied, "logmel_whisper_unsmoothed" without the smoothing
-(the fifth round's recipe).
+`--distil STEPS`); "logmel_whisper" (the shipped offline recipe) log-mel and the shipped full-context encoders'
+states, each recording encoded alone as `facecast render` encodes it (`--cache whisper [--encoder base]`), a
+group of nets hearing Whisper tiny.en's and one hearing base's, averaged, the in-speech closure output trained
+but not applied, the opening smoothed over a frame (`Recipe.target_smoothing`); "logmel_whisper_tiny" and
+"logmel_whisper_base" one of those groups alone; "logmel_whisper_closing" the same with the closure applied,
+"logmel_whisper_unsmoothed" without the smoothing (the fifth round's recipe).
 
     python benchmarks/mouth_gap_folds.py --candidates logmel_whisper --steps 600 --closure-exponents 2,4,8
 
@@ -88,11 +89,14 @@ CANDIDATES = {
     # embedding), as is or distilled from the full-context teacher: a front-end a runtime could run
     "encoder": Recipe(features="encoder"),
     "logmel_encoder": Recipe(features="logmel+encoder"),
-    # the shipped offline recipe: log-mel and the shipped full-context encoder's states (`speech.whisper_states`;
+    # the shipped offline recipe: log-mel and the shipped full-context encoders' states (`speech.whisper_states`;
     # cached by `python -m facecast.training.speech_encoder --cache whisper`), each recording encoded alone, the
     # in-speech closure output trained but not applied, the opening smoothed; "..._closing" applies the closure,
     # "..._unsmoothed" does not smooth (the model card's fifth round)
     "logmel_whisper": OFFLINE_RECIPE,
+    # one group of its nets alone: hearing Whisper tiny.en's states, or base's (the shipped recipe averages both)
+    "logmel_whisper_tiny": replace(OFFLINE_RECIPE, encoders=("tiny.en",)),
+    "logmel_whisper_base": replace(OFFLINE_RECIPE, encoders=("base",)),
     "logmel_whisper_closing": replace(OFFLINE_RECIPE, in_speech_closure=True),
     "logmel_whisper_unsmoothed": replace(OFFLINE_RECIPE, target_smoothing=0.0),
     # the shipped offline recipe trained on targets as recorded, not put in step with their sound

@@ -27,6 +27,7 @@ PACKAGE_DATA = (
     "facecast/bridges/overlay/overlay.js",
     "facecast/speech/data/motion_diffusion.pt",
     "facecast/speech/data/whisper_encoder.pt",
+    "facecast/speech/data/whisper_base_encoder.pt",
     "facecast/speech/data/WHISPER_LICENSE",
     "facecast/face/data/mean_face.npy",
     "facecast/face/models/face_landmarker.task",

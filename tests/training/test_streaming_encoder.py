@@ -82,10 +82,10 @@ def test_the_weights_are_whisper_tiny_en_from_the_train_extra(weights: Path) -> 
     """The written file is exactly the encoder of the Whisper tiny.en file it names as its source, under our names."""
     import torch
 
-    from facecast.training.speech_encoder import encoder_weights, read_ct2, whisper_model_file
+    from facecast.training.speech_encoder import encoder_weights, read_ct2, whisper_model_files
 
     written = torch.load(weights, map_location="cpu", weights_only=True)
-    ct2 = read_ct2(whisper_model_file(), "encoder/")
+    ct2 = read_ct2(whisper_model_files(), "encoder/")
     assert ct2["encoder/position_encodings/encodings"].shape == (1500, WIDTH)        # read, then dropped
     expected = encoder_weights(ct2, 4)
     assert set(written) == set(expected) and "norm.weight" in written and "layer_3.qkv.weight" in written

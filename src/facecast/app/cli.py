@@ -245,8 +245,8 @@ def _add_dataset_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--output", "-o", type=Path, default=None,
                        help="the weights to write (default: ~/.local/share/facecast/motion_model.pt)")
     train.add_argument("--minutes", type=float, default=10.0,
-                       help="training time of the motion model after extraction (default 10); its six mouth-gap "
-                            "nets take about 3-4 minutes more on 2 cores")
+                       help="training time of the motion model after extraction (default 10); its ten mouth-gap "
+                            "nets (eight offline, two live) add a few minutes on 2 cores")
     train.add_argument("--steps", type=int, default=None, help="or stop after this many steps")
     train.add_argument("--resume", action="store_true",
                        help="carry on from an interrupted run's checkpoint (saved every 5 minutes and when "

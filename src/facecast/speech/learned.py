@@ -63,7 +63,6 @@ from facecast.speech.audio_features import (
 from facecast.speech.mouth_gap import GAP_GEOMETRY_KEY, MouthGap
 from facecast.speech.phones import SILENCE, phone_track
 from facecast.speech.voice import VoiceAnalyser, VoiceFrame
-from facecast.speech.whisper_states import WIDTH as WHISPER_WIDTH
 
 FPS = 25.0
 HOPS_PER_FRAME = 4
@@ -437,16 +436,16 @@ def offline_states(model: "LearnedMotion", samples: np.ndarray) -> np.ndarray | 
         return None
     from facecast.speech.whisper_states import shared
 
-    return shared().clip_rows(samples)
+    return shared(model.mouth[max(model.mouth)].encoders).clip_rows(samples)
 
 
 def _window_rows(model: "LearnedMotion"):
     """A `whisper_states.WindowRows` for the model's offline mouth-gap nets if they hear Whisper, else None."""
     if not _hears_whisper(model):
         return None
-    from facecast.speech.whisper_states import WindowRows
+    from facecast.speech.whisper_states import WindowRows, shared
 
-    return WindowRows()
+    return WindowRows(shared(model.mouth[max(model.mouth)].encoders))
 
 
 def generate_frames(audio: np.ndarray, fps: float, frames: int, seed: int = 0,
@@ -731,7 +730,7 @@ class _ClipStream:
                 future = self._mouth.lookahead
             states = None
             if self._whisper is not None:           # past the recording's end: silence, zero rows
-                silent = np.zeros(WHISPER_WIDTH, np.float32)
+                silent = np.zeros(self._whisper.encoder.width, np.float32)
                 states = np.stack([self._states.get(i, silent) for i in range(lo, lo + len(heard))])
             rows = np.stack([self._raw[i] for i in range(start, ready)])
             self._mouth.apply(rows, self._mouth.inputs(np.stack(heard), states), future=future, more=more)

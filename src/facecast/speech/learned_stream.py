@@ -139,7 +139,8 @@ class LearnedMotionGenerator:
                                     "this model has none (use --latency low)")
             from facecast.speech.whisper_states import shared
 
-            self._mouth, self._whisper = whisper[0], shared()
+            self._mouth = whisper[0]
+            self._whisper = shared(self._mouth.encoders)
             # the samples from `_recent_start` on: what the next encodings hear (SYNC_WINDOW_S before a batch);
             # blocks wait in `_arrived` and join them only when a batch is encoded (not on every 10 ms block)
             self._recent, self._recent_start = np.zeros(0, np.float32), 0

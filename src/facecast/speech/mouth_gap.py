@@ -23,10 +23,11 @@ bilabials, which the first two left open at a quarter of such words.
 
 Each net sees RECEPTIVE_FIELD frames of the past and `lookahead` frames of the
 future (25 fps): offline 14 (0.56 s), live the stream's 2 (80 ms). The offline
-nets also hear, beside the log-mel, the principal components of Whisper tiny.en's
-encoder states of the recording (`whisper_states`; `MouthGap.inputs`): they
-follow voices no net trained on far more closely, but Whisper attends over 30 s
-both ways, so the live nets hear log-mel alone. The offline nets' opening is
+nets also hear, beside the log-mel, the principal components of Whisper's encoder
+states of the recording (`whisper_states`; `MouthGap.inputs`): they follow voices
+no net trained on far more closely, but Whisper attends over 30 s both ways, so the
+live nets hear log-mel alone. The shipped offline nets are two groups, one hearing
+Whisper tiny.en, one Whisper base (`MouthGap.encoders`), averaged as seeds are. The offline nets' opening is
 smoothed over a frame each way before the closures shut it (`MouthGap.target`),
 which a stream could have only by waiting longer. The nets
 (seeds) of one lookahead are averaged. They are stored in the motion model file
@@ -45,6 +46,7 @@ from typing import Sequence
 import numpy as np
 
 from facecast.motion import EXPRESSION_CHANNELS, gaussian_radius
+from facecast.speech.whisper_states import DEFAULT_ENCODERS
 
 #: Dilations of the residual causal convolutions (kernel 3): each frame's prediction sees 30 frames back.
 DILATIONS = (1, 2, 4, 8)
@@ -53,7 +55,8 @@ WIDTH = 128
 #: Future frames each net hears: offline (`LearnedMotion.generate`) and live (`learned_stream`, 80 ms).
 OFFLINE_LOOKAHEAD = 14
 LIVE_LOOKAHEAD = 2
-#: How strongly the closure probability shuts the lips: gap * (1 - p ** CLOSURE_EXPONENT).
+#: How strongly the closure probability shuts the lips: gap * (1 - p ** E), E the nets' own ("closure_exponent"
+#: in their state: the offline nets' 2, chosen on the speaker folds, model card "Seventeenth round") or this.
 CLOSURE_EXPONENT = 4.0
 #: How strongly the third output, the probability of a closure inside speech (b, p, m), shuts the lips on top
 #: of the second's: gap * (1 - q ** IN_SPEECH_EXPONENT) (model card: "Bilabial closure").
@@ -192,12 +195,18 @@ class MouthGap:
         projection = state.get("whisper_input")
         self._projection = (None if projection is None else
                             tuple(np.asarray(projection[k], np.float64) for k in ("mean", "components", "scale")))
+        #: The shipped Whisper encoders whose rows, side by side in this order, make those states
+        #: (`whisper_states.shared`); none for nets that hear log-mel alone.
+        self.encoders: tuple[str, ...] = (() if projection is None else
+                                          tuple(state.get("whisper_encoders", DEFAULT_ENCODERS)))
         #: Whether the in-speech closure output shuts the lips (`target`); older files: always.
         self.in_speech_closure = bool(state.get("in_speech_closure", True))
         #: The opening (before the closures shut it) smoothed by a Gaussian of this many frames (0: not), and the
         #: frames that reaches each way: a stream gives `target` that many frames more (`ahead`, `history`).
         self.smoothing = float(state.get("target_smoothing", 0.0))
         self.reach = gaussian_radius(self.smoothing)
+        #: E of gap * (1 - p ** E), the shut-lips output's strength (`target`).
+        self.closure_exponent = float(state.get("closure_exponent", CLOSURE_EXPONENT))
         self._fuse(state["nets"])
 
     @property
@@ -218,7 +227,7 @@ class MouthGap:
 
     def inputs(self, audio: np.ndarray, states: np.ndarray | None = None) -> np.ndarray:
         """The nets' input rows: frame audio (T, FRAME_DIMS), and for nets that hear Whisper, the principal
-        components of its (T, 384) states after it."""
+        components of its states (T, the `encoders`' widths together) after it."""
         audio = np.asarray(audio, np.float32)
         if self._projection is None:
             return audio
@@ -281,12 +290,12 @@ class MouthGap:
         return gap, closure, inside
 
     def target(self, audio: np.ndarray, future: int = 0, more: int = 0,
-               closure_exponent: float = CLOSURE_EXPONENT, gain: float = 1.0) -> np.ndarray:
+               closure_exponent: float | None = None, gain: float = 1.0) -> np.ndarray:
         """The gap the lips should show (face heights), `predict`'s rows: the opening (smoothed: `smoothing`) shut
         by the closures, which stay as sharp as the nets make them. The smoothing reaches `more` of the `future`
         rows (rows of the recording whose own lookahead was heard: a stream's next rows) and treats the rows asked
-        for as the recording's last otherwise. `closure_exponent`: other than CLOSURE_EXPONENT only in the
-        speaker folds' comparison (`benchmarks/mouth_gap_folds.py --closure-exponents`). `gain` scales the
+        for as the recording's last otherwise. `closure_exponent`: other than the nets' own only in the speaker
+        folds' comparison (`benchmarks/mouth_gap_folds.py --closure-exponents`). `gain` scales the
         opening (a stream's nets, which hear less, open the lips less wide than the speakers': `learned_stream`)."""
         frames = len(audio) - future
         gap, closure, inside = self.predict(audio, future - min(more, future))
@@ -295,7 +304,7 @@ class MouthGap:
             from scipy.ndimage import gaussian_filter1d
 
             opening = gaussian_filter1d(opening, self.smoothing, mode="nearest")
-        target = opening * (1.0 - closure ** closure_exponent)
+        target = opening * (1.0 - closure ** (self.closure_exponent if closure_exponent is None else closure_exponent))
         if self.in_speech_closure:
             target = target * (1.0 - inside ** IN_SPEECH_EXPONENT)
         return target[:frames]

