@@ -29,8 +29,9 @@ def test_doctor_on_this_machine_reports_everything_and_passes() -> None:
     checks = lines[1:-1]
     assert all(line.startswith(SYMBOL_LINE) for line in checks), checks
     names = [name for name in (line[2:].split(":")[0] for line in checks) if name != "torch build"]  # CUDA torch
-    assert names == ["Python", "packages", "face models", "video encoder", "microphones", "cameras",
-                     "virtual camera", "ports", "GPU"], names
+    assert names == ["Python", "packages", "face models", "motion model", "video encoder", "microphones",
+                     "cameras", "virtual camera", "ports", "GPU"], names
+    assert "✓ motion model: the learned model loads, its mouth hearing Whisper tiny.en and base" in checks
     assert next(line for line in checks if "face models" in line).startswith("✓ face models: found 1 face(s) in "
                                                                               "mona_lisa.jpg")
     assert "Traceback" not in result.stderr
@@ -52,6 +53,22 @@ def test_a_failing_check_is_one_line_with_its_fix_and_exit_1(tmp_path: Path) -> 
     failed = [line for line in run_facecast("doctor", "--portrait", broken).stdout.splitlines()
               if line.startswith("✗ ")]
     assert len(failed) == 1 and failed[0].endswith(" - fix: give --portrait a JPEG, PNG or WebP picture"), failed
+
+
+def test_a_missing_whisper_encoder_fails_the_motion_model_check(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken install without the base encoder's file: one failing line naming the file, with its fix."""
+    from facecast.speech import whisper_states
+
+    monkeypatch.setitem(whisper_states.ENCODERS, "base", tmp_path / "whisper_base_encoder.pt")
+    whisper_states.encoder.cache_clear()
+    try:
+        check = doctor.check_motion_model()
+    finally:
+        whisper_states.encoder.cache_clear()
+    assert check.status == FAIL and "whisper_base_encoder.pt not found" in check.detail, check
+    assert check.line().endswith("fix: reinstall facecast (pip install --force-reinstall -e .), or render with "
+                                 "--generator rule")
 
 
 def test_packages_missing_or_too_old_get_a_pip_command() -> None:

@@ -1,7 +1,8 @@
 """`facecast doctor`: check what a first run needs, one line per check, each problem with its one-line fix.
 
 Required (exit 1 when one fails): the Python and the packages facecast was installed with, the face models
-(found by running them on a portrait), the H.264 encoder, and a CUDA GPU when `--gpu` asks for one.
+(found by running them on a portrait), the learned motion model and the Whisper encoders its mouth hears
+(package data a broken install can lack), the H.264 encoder, and a CUDA GPU when `--gpu` asks for one.
 Reported but not required (`render` needs none of them; `live` needs some): microphones, cameras, a
 virtual-camera backend, the default ports, a CUDA build of torch on a machine without a GPU.
 
@@ -159,6 +160,24 @@ def check_face_models(portrait: Path | None = None) -> Check:
                                     f"in {time.perf_counter() - started:.1f} s")
 
 
+def check_motion_model() -> Check:
+    """The default generator's model file and the Whisper encoders its offline mouth-gap nets name load: without
+    them `render` stops at its first second of audio."""
+    try:
+        from facecast.speech.learned import load
+        from facecast.speech.whisper_states import encoder
+
+        model = load()
+        names = model.mouth[max(model.mouth)].encoders if model.mouth else ()
+        for name in names:
+            encoder(name)
+    except Exception as exc:
+        return Check(FAIL, "motion model", f"cannot load it: {_first_sentence(str(exc)) or type(exc).__name__}",
+                     "reinstall facecast (pip install --force-reinstall -e .), or render with --generator rule")
+    heard = f", its mouth hearing Whisper {' and '.join(names)}" if names else ""
+    return Check(OK, "motion model", f"the learned model loads{heard}")
+
+
 def check_encoder() -> Check:
     """`render` writes H.264 + AAC through PyAV's bundled FFmpeg."""
     try:
@@ -313,7 +332,7 @@ def run_checks(portrait: Path | None = None, gpu: bool = False, cameras: bool = 
     """Every check in order: (the lines, whether all required checks passed)."""
     stale = _safely(check_metadata, "install")
     required: list[Check] = [check_python(), *([stale] if stale else []), *check_packages(),
-                             check_face_models(portrait), check_encoder()]
+                             check_face_models(portrait), check_motion_model(), check_encoder()]
     if gpu:
         required.append(check_gpu())
     reported: list[Check] = [check_microphones(), check_cameras(asked=cameras), check_virtual_camera(),
