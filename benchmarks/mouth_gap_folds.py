@@ -28,6 +28,7 @@ but not applied, the opening smoothed over a frame (`Recipe.target_smoothing`); 
 "logmel_whisper_unsmoothed" without the smoothing (the fifth round's recipe).
 
     python benchmarks/mouth_gap_folds.py --candidates logmel_whisper --steps 600 --closure-exponents 2,4,8
+    python benchmarks/mouth_gap_folds.py --candidates logmel_whisper --steps 600 --seeds 0,1,2,3   # as shipped
 
 also scores each fold's net with its closures applied as gap * (1 - p ** E) for each E
 (`speech.mouth_gap.CLOSURE_EXPONENT`; no refit): r, size, and how often the lips close while the
@@ -220,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", default="shipped,balanced,voice,teacher")
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--folds", default="1,2,3")
+    parser.add_argument("--seeds", default="0", help="nets per candidate and fold, averaged (comma-separated "
+                                                     "seeds; default one, seed 0)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--students", type=Path, default=Path.home() / ".cache" / "facecast" / "students",
                         help="where the student candidates' student is kept (trained when missing)")
@@ -233,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         exponents = [float(e) for e in args.closure_exponents.split(",") if e]
     except ValueError:
         parser.error(f"--closure-exponents wants numbers separated by commas, got {args.closure_exponents!r}")
+    try:
+        seeds = tuple(int(seed) for seed in args.seeds.split(","))
+    except ValueError:
+        parser.error(f"--seeds wants integers separated by commas, got {args.seeds!r}")
     if args.languages:
         print("\n".join(languages(args.languages)))
         return 0
@@ -246,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             recipe = CANDIDATES[name]
             student = fold_student(args.students, args.student_steps) if "student" in recipe.features else None
-            state = train_nets(without_fold(clips, fold), OFFLINE_LOOKAHEAD, args.steps, seeds=(0,),
+            state = train_nets(without_fold(clips, fold), OFFLINE_LOOKAHEAD, args.steps, seeds=seeds,
                                recipe=recipe, progress=lambda m: print(m, file=sys.stderr), student=student)
             model = MouthGap(state, np.zeros(1))
             results.setdefault(name, {})[fold] = score(
