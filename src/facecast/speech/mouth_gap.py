@@ -169,6 +169,12 @@ def rendered_gap(rows: np.ndarray, per_coefficient: np.ndarray) -> np.ndarray:
     return coefficients @ per_coefficient
 
 
+def heard_encoders(state: dict) -> tuple[str, ...]:
+    """The shipped Whisper encoders whose states, side by side in this order, the offline nets of a state hear
+    ("whisper_encoders"; files that name none: tiny.en)."""
+    return tuple(state.get("whisper_encoders", DEFAULT_ENCODERS))
+
+
 def project_states(states: np.ndarray, projection: Sequence[np.ndarray]) -> np.ndarray:
     """(T, dims) principal components of encoder states (T, D) by a projection (mean, components (dims, D),
     scale), unit variance each on the states they were fitted on: what nets that hear the states get."""
@@ -197,8 +203,7 @@ class MouthGap:
                             tuple(np.asarray(projection[k], np.float64) for k in ("mean", "components", "scale")))
         #: The shipped Whisper encoders whose rows, side by side in this order, make those states
         #: (`whisper_states.shared`); none for nets that hear log-mel alone.
-        self.encoders: tuple[str, ...] = (() if projection is None else
-                                          tuple(state.get("whisper_encoders", DEFAULT_ENCODERS)))
+        self.encoders: tuple[str, ...] = () if projection is None else heard_encoders(state)
         #: Whether the in-speech closure output shuts the lips (`target`); older files: always.
         self.in_speech_closure = bool(state.get("in_speech_closure", True))
         #: The opening (before the closures shut it) smoothed by a Gaussian of this many frames (0: not), and the

@@ -54,9 +54,9 @@ from facecast.speech.mouth_gap import (
     VOICE_LEVEL,
     BandNormaliser,
     build_net,
+    heard_encoders,
     project_states,
 )
-from facecast.speech.whisper_states import DEFAULT_ENCODERS
 from facecast.training.teacher import fit_teacher_projection
 
 #: Nets (seeds) averaged per lookahead (`Recipe.seeds`'s default): on the held-out speakers two seeds' r differed
@@ -225,11 +225,6 @@ def _teacher_frames(clip: dict, count: int, source: str = "teacher", data_dir: P
     return states[:count]
 
 
-def _encoders(state: dict) -> tuple[str, ...]:
-    """The shipped Whisper encoders whose states side by side the nets of `state` hear (older files: tiny.en)."""
-    return tuple(state.get("whisper_encoders", DEFAULT_ENCODERS))
-
-
 def combine_groups(groups: Sequence[dict]) -> dict:
     """One state from groups of nets that each hear log-mel and one encoder's states (`train_nets` with one
     encoder each): the encoders' states side by side, projected block by block, and each net's input weights
@@ -256,7 +251,7 @@ def combine_groups(groups: Sequence[dict]) -> dict:
             wide[:, FRAME_DIMS + dims[i]: FRAME_DIMS + dims[i + 1]] = heard[:, FRAME_DIMS:]
             nets.append({**net, "inp.weight": wide})
     joined = {k: torch.cat([p[k] for p in projections]) for k in ("mean", "scale")}
-    return {**first, "nets": nets, "whisper_encoders": [name for group in groups for name in _encoders(group)],
+    return {**first, "nets": nets, "whisper_encoders": [name for group in groups for name in heard_encoders(group)],
             "whisper_input": {**joined, "components": components}}
 
 
@@ -391,7 +386,7 @@ def fold_inputs(clip: dict, audio: np.ndarray, state: dict) -> tuple[np.ndarray,
         rows = _with_student(audio, projection, features)
     else:
         projection = tuple(state[_source(features) + "_input"][k].numpy() for k in ("mean", "components", "scale"))
-        states = _teacher_frames(clip, len(audio), _source(features), encoders=_encoders(state))
+        states = _teacher_frames(clip, len(audio), _source(features), encoders=heard_encoders(state))
         rows = _with_teacher(audio, states, projection, features)
     pad = _silence_row(audio, features, projection)
     return np.concatenate([rows, np.repeat(pad[None], state["lookahead"], 0)]), int(state["lookahead"])
@@ -438,7 +433,7 @@ def train_nets(clips: Sequence[dict], lookahead: int, steps: int = 2000, seeds: 
     if init is not None:                            # fine-tuning hears what the nets it continues heard
         recipe = Recipe(features=str(init.get("features", "logmel")),
                         in_speech_closure=bool(init.get("in_speech_closure", True)),
-                        target_smoothing=float(init.get("target_smoothing", 0.0)), encoders=_encoders(init),
+                        target_smoothing=float(init.get("target_smoothing", 0.0)), encoders=heard_encoders(init),
                         closure_exponent=float(init.get("closure_exponent", CLOSURE_EXPONENT)))
         if recipe.features not in (RECIPE.features, OFFLINE_RECIPE.features) or init.get("normalise"):
             raise FacecastError("fine-tuning continues the shipped recipes' nets only")
