@@ -8,6 +8,7 @@
     python benchmarks/quality.py --generators extracted,extracted-gap,extracted-still   # real motion re-rendered
     python benchmarks/quality.py --fold 2 --generators loudness --model cand=out/cand_fold2.pt --json f2.json
     python benchmarks/quality.py --fold-summary f1.json f2.json f3.json       # fold mean, spread, weakest
+    python benchmarks/quality.py --generators learned --head-intensity 1,0.5   # the head-intensity control
 
 Needs the dataset cache (`facecast dataset build`, about 30 minutes once). For
 each held-out talking clip (`src/facecast/dataset/split.json`: GRID s4 and the
@@ -82,6 +83,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import numpy as np  # noqa: E402
 
+from facecast.controls import check_intensity  # noqa: E402
 from facecast.dataset import cache as dataset  # noqa: E402
 from facecast.dataset.folds import load_folds  # noqa: E402
 from facecast.evaluation.motion_quality import (  # noqa: E402
@@ -106,7 +108,7 @@ from facecast.evaluation.motion_quality import (  # noqa: E402
 )
 from facecast.evaluation.sync_scorer import FPS as SYNC_FPS  # noqa: E402
 from facecast.evaluation.sync_scorer import MAX_OFFSET, SyncScorer, enough_face, scorable  # noqa: E402
-from facecast.motion import EXPRESSION_CHANNELS, MOUTH_CHANNELS  # noqa: E402
+from facecast.motion import EXPRESSION_CHANNELS, MOUTH_CHANNELS, scale_head  # noqa: E402
 
 SIZE = 512
 #: A real clip's own audio-video offset (`recording_lag`) is trusted on clips this long: the scorer's misses on
@@ -167,10 +169,17 @@ def extracted_motion(clip: dict, row: str = "extracted") -> list:
     return motion_frames(float(clip["fps"]), head, gaze, clip["blink"], expressions, clip["visemes"], clip["voice"])
 
 
+def head_row(name: str, intensity: float) -> str:
+    """The row of a generator rendered with the head-intensity control at `intensity` (1: the generator's own)."""
+    return name if intensity == 1.0 else f"{name}, head {intensity:g}"
+
+
 def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | None,
-                models: dict[str, Path] | None = None) -> dict[str, object]:
+                models: dict[str, Path] | None = None, head_intensities: tuple[float, ...] = (1.0,)
+                ) -> dict[str, object]:
     """Render every generator's motion for one held-out clip and measure the output frames; `models` adds
-    learned generators with other weights (name -> weights file)."""
+    learned generators with other weights (name -> weights file); each generator is rendered once per
+    head intensity (`controls.Controls.head`, as `--head-intensity` sets it; real motion only as recorded)."""
     clip, fps, count, renderer, samples = clip_renderer(relpath, data, cache)
     out: dict[str, object] = {"seconds": {}}
     for name in generators:
@@ -182,8 +191,11 @@ def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | N
             motion = learned(samples, fps, count, model_path=models[name])
         else:
             motion = GENERATORS[name](samples, fps, count)
-        out[name + ":motion"] = motion_head_and_blink(motion)
-        out[name] = measure_frames((renderer.render(frame)[:, :, :3] for frame in motion), fps)
+        for intensity in (1.0,) if name in REAL_MOTION else head_intensities:
+            controlled = [scale_head(frame, intensity) for frame in motion]
+            row = head_row(name, intensity)
+            out[row + ":motion"] = motion_head_and_blink(controlled)
+            out[row] = measure_frames((renderer.render(frame)[:, :, :3] for frame in controlled), fps)
         out["seconds"][name] = time.perf_counter() - started  # type: ignore[index]
     return out
 
@@ -383,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=WEIGHTS",
                         help="also score the learned generator with these weights, as row NAME (repeatable; a NAME "
                              "ending in -live streams them as the live daemon does)")
+    parser.add_argument("--head-intensity", default="1", metavar="H[,H...]",
+                        help="render each generator with the head-intensity control at each of these (0-2; "
+                             "default 1, the generator's own head), as rows 'NAME, head H'")
     args = parser.parse_args(argv)
     if args.from_json:
         for line in report(json.loads(args.from_json.read_text(encoding="utf-8"))["clips"]):
@@ -406,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [g for g in generators if g not in GENERATORS and g not in models and g not in REAL_MOTION]
     if unknown:
         parser.error(f"unknown generator(s) {', '.join(unknown)}; choose from {', '.join((*GENERATORS, *REAL_MOTION))}")
+    try:
+        head_intensities = tuple(check_intensity(float(h), "head") for h in args.head_intensity.split(","))
+    except ValueError as exc:
+        parser.error(f"--head-intensity: {exc}")
     started = time.perf_counter()
     clips = held_out(args.cache, args.clips, args.group, args.fold)
     if not clips:
@@ -415,8 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(clips)} held-out clips ({frames} frames), generators: {', '.join(generators)}", file=sys.stderr)
     results: list[dict] = [{}] * len(clips)
     with ProcessPoolExecutor(max_workers=args.workers, initializer=_init_worker) as pool:
-        futures = {pool.submit(render_clip, str(c["path"]), generators, args.data, args.cache, models): i
-                   for i, c in enumerate(clips)}
+        futures = {pool.submit(render_clip, str(c["path"]), generators, args.data, args.cache, models,
+                               head_intensities): i for i, c in enumerate(clips)}
         for done, future in enumerate(as_completed(futures), 1):
             results[futures[future]] = future.result()
             print(f"  {done}/{len(clips)} {clips[futures[future]]['path']}  {time.perf_counter() - started:5.0f} s",
@@ -425,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     real = [Measured.from_clip(c) for c in clips]
     records = {"real": [clip_record(c, m, scorer, (m.head, m.blink)) for c, m in zip(clips, real)]}
     av_lags = [recording_lag(record, float(c["fps"])) for c, record in zip(clips, records["real"])]
-    for name in generators:
+    rows = [head_row(name, h) for name in generators for h in ((1.0,) if name in REAL_MOTION else head_intensities)]
+    for name in rows:
         # re-rendered real motion keeps the recording's own timing: it is in step with the real mouth as recorded
         records[name] = [clip_record(c, r[name], scorer, r[name + ":motion"], 0 if name in REAL_MOTION else av_lag)
                          for c, r, av_lag in zip(clips, results, av_lags)]

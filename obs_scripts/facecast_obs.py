@@ -69,6 +69,11 @@ LATENCIES = (("low", "Low: the avatar 0.2 s behind (calls, games)"),
 EMOTION_PRESETS = ("neutral", "happy", "sad", "angry", "surprised", "fear", "disgusted", "contempt")
 #: The daemon's mouth-intensity range (controls.py MAX_MOUTH_INTENSITY): 0 still lips, 1 as generated, 2 twice as wide.
 MAX_MOUTH_INTENSITY = 2.0
+#: The daemon's head-intensity range (controls.py MAX_HEAD_INTENSITY): 0 the head held as pictured, 1 as generated.
+MAX_HEAD_INTENSITY = 2.0
+#: The intensity sliders a running facecast follows at once: control part -> (setting, flag, maximum, label).
+INTENSITIES = {"mouth": ("mouth_intensity", "--mouth-intensity", MAX_MOUTH_INTENSITY, "mouth intensity"),
+               "head": ("head_intensity", "--head-intensity", MAX_HEAD_INTENSITY, "head intensity")}
 SOURCE_NAME = "facecast overlay"
 BROWSER_SOURCE = "browser_source"
 MEDIA_SOURCE = "ffmpeg_source"
@@ -93,7 +98,7 @@ RESTART_LABELS = (("", "facecast executable"), ("--fps", "Frames per second"), (
                   ("--vcam", "Virtual webcam"), ("--vmc", "VMC"), ("--vrchat", "VRChat"),
                   ("--vts", "VTube Studio"))
 #: Flags a running facecast follows without a restart (over its control connection), or that never change.
-LIVE_FLAGS = ("--portrait", "--mouth-intensity", "--log-level")
+LIVE_FLAGS = ("--portrait", "--mouth-intensity", "--head-intensity", "--log-level")
 
 _TOKEN_RE = re.compile(r"control token ([A-Za-z0-9_\-]+)")
 _LOG_LINE_RE = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+): (.*)$")
@@ -107,7 +112,7 @@ def default_settings() -> Dict[str, Any]:
     return {
         "facecast_path": "", "portrait": "", "microphone": "", "audio_file": "", "camera": "",
         "fps": 30, "size": DEFAULT_SIZE, "framing": "auto", "latency": "low", "port": DEFAULT_PORT, "intensity": 0.6,
-        "mouth_intensity": 1.0,
+        "mouth_intensity": 1.0, "head_intensity": 1.0,
         # Lips and voice together: delay this OBS audio source by the avatar's delay behind the microphone.
         "sync_mic": True, "mic_source": DEFAULT_MIC_SOURCE,
         "out_overlay": True, "out_vcam": False, "out_vmc": False, "out_vrchat": False, "out_vts": False,
@@ -150,15 +155,18 @@ def build_command(executable: str, settings: Mapping[str, Any], browser_source: 
     latency = str(settings.get("latency") or "low")
     if latency not in [value for value, _ in LATENCIES]:
         raise ValueError("latency must be one of " + ", ".join(value for value, _ in LATENCIES))
-    mouth = float(settings.get("mouth_intensity", 1.0))
-    if not 0.0 <= mouth <= MAX_MOUTH_INTENSITY:
-        raise ValueError("mouth intensity must be 0-%g" % MAX_MOUTH_INTENSITY)
+    intensities = []
+    for setting, flag, maximum, label in INTENSITIES.values():
+        value = float(settings.get(setting, 1.0))
+        if not 0.0 <= value <= maximum:
+            raise ValueError("%s must be 0-%g" % (label, maximum))
+        if value != 1.0:
+            intensities.append("%s=%g" % (flag, round(value, 3)))
     command = [executable, "live", "--portrait=" + portrait, "--fps=%d" % fps, "--size=%d" % size,
                "--framing=" + framing, "--log-level=info"]
     if latency != "low":
         command.append("--latency=" + latency)
-    if mouth != 1.0:
-        command.append("--mouth-intensity=%g" % round(mouth, 3))
+    command.extend(intensities)
     audio_file = str(settings.get("audio_file") or "").strip()
     microphone = str(settings.get("microphone") or "").strip()
     if audio_file:
@@ -1085,7 +1093,7 @@ class Panel:
         #: Whether this OBS has the Browser Source (the OBS glue asks OBS; a Media Source shows no alpha).
         self.browser_source = True
         #: The local daemon's command line, and what it was last given over its control connection: a new
-        #: portrait and the mouth intensity are sent to it once it can take them (`_follow`), one at a time
+        #: portrait and the mouth and head intensities are sent to it once it can take them (`_follow`), one at a time
         #: (`_following`, one of `_controls` while it is under way).
         self._command: List[str] = []
         self._applied: Dict[str, Any] = {}
@@ -1133,7 +1141,7 @@ class Panel:
             self.last_status = None
             self.notice = None
             self._command = command
-            self._applied = {"portrait": self._wanted("portrait"), "mouth": self._wanted("mouth")}
+            self._applied = {what: self._wanted(what) for what in ("portrait", *INTENSITIES)}
             self._following = None
             error = self.daemon.start(command)
             return error or "starting: " + " ".join(command[1:])
@@ -1145,15 +1153,15 @@ class Panel:
             return "stopping facecast"
 
     def apply_settings(self, settings: Dict[str, Any]) -> Optional[str]:
-        """The user changed the panel: a running facecast here gets a new portrait and mouth intensity at once
-        (or as soon as it has started), and the line names what else needs Stop, then Start; a facecast on
-        another computer gets the mouth intensity. Returns the line to show, if any."""
+        """The user changed the panel: a running facecast here gets a new portrait and mouth and head intensity
+        at once (or as soon as it has started), and the line names what else needs Stop, then Start; a facecast
+        on another computer gets the intensities. Returns the line to show, if any."""
         with self._lock:
             before, self.settings = self.settings, settings
             if self.remote() is not None:
-                if settings.get("mouth_intensity") != before.get("mouth_intensity"):
-                    return self.mouth_intensity()
-                return None
+                moved = [part for part, (setting, _, _, _) in INTENSITIES.items()
+                         if settings.get(setting) != before.get(setting)]
+                return "; ".join(self.intensity(part) for part in moved) or None
             if not self.daemon.alive:
                 return None
             try:
@@ -1173,21 +1181,23 @@ class Panel:
             return sent or (self.notice if restart else None)
 
     def _wanted(self, what: str) -> Any:
+        """The panel's portrait, or the "mouth" or "head" intensity, as the daemon is to be given it."""
         if what == "portrait":
             return str(self.settings.get("portrait") or "").strip()
-        return round(min(MAX_MOUTH_INTENSITY, max(0.0, float(self.settings.get("mouth_intensity", 1.0)))), 3)
+        setting, _, maximum, _ = INTENSITIES[what]
+        return round(min(maximum, max(0.0, float(self.settings.get(setting, 1.0)))), 3)
 
     def _behind(self) -> List[str]:
-        """What the local daemon has not been given yet: "portrait", "mouth intensity"."""
+        """What the local daemon has not been given yet: "portrait", "mouth intensity", "head intensity"."""
         behind = []
         if self._wanted("portrait") and self._wanted("portrait") != self._applied.get("portrait"):
             behind.append("portrait")
-        if self._wanted("mouth") != self._applied.get("mouth"):
-            behind.append("mouth intensity")
+        behind.extend(label for part, (_, _, _, label) in INTENSITIES.items()
+                      if self._wanted(part) != self._applied.get(part))
         return behind
 
     def _follow(self) -> Optional[str]:
-        """Send the local daemon the portrait or mouth intensity it is behind on, one message at a time, once it
+        """Send the local daemon the portrait or an intensity it is behind on, one message at a time, once it
         serves its control connection; the line to show, or None (nothing sent)."""
         if (self.remote() is not None or not self._local_control() or self.daemon.token is None
                 or self._following is not None):
@@ -1200,9 +1210,10 @@ class Panel:
             message: Dict[str, Any] = {"type": "portrait", "path": portrait}
             self._applied["portrait"], line = portrait, "portrait %s sent" % portrait
         else:
-            mouth = self._wanted("mouth")
-            message = {"type": "mouth", "intensity": mouth}
-            self._applied["mouth"], line = mouth, "mouth intensity %g sent" % mouth
+            part = next(part for part, (_, _, _, label) in INTENSITIES.items() if label == behind[0])
+            value = self._wanted(part)
+            message = {"type": part, "intensity": value}
+            self._applied[part], line = value, "%s %g sent" % (behind[0], value)
         self._following = ControlMessage(HOST, self._port, dict(message, token=self.daemon.token),
                                          clock=self._clock)
         self._controls.append(self._following)
@@ -1222,13 +1233,12 @@ class Panel:
             message = {"type": "emotion", "preset": preset, "intensity": round(intensity, 3)}
             return self._send(message, "emotions need", "emotion %s sent" % preset)
 
-    def mouth_intensity(self) -> str:
-        """Send the panel's mouth intensity to the running daemon (the slider moved); a daemon started later
-        gets it on its command line."""
+    def intensity(self, part: str) -> str:
+        """Send the panel's "mouth" or "head" intensity to the running daemon (its slider moved); a daemon
+        started later gets it on its command line."""
         with self._lock:
-            mouth = self._wanted("mouth")
-            return self._send({"type": "mouth", "intensity": mouth}, "the mouth intensity needs",
-                              "mouth intensity %g sent" % mouth)
+            value, label = self._wanted(part), INTENSITIES[part][3]
+            return self._send({"type": part, "intensity": value}, "the %s needs" % label, "%s %g sent" % (label, value))
 
     def calibrate(self) -> str:
         """Ask the running daemon to take the webcam user's neutral pose and eye openness again."""
@@ -1708,6 +1718,8 @@ def script_properties() -> Any:
 
     obs.obs_properties_add_float_slider(props, "mouth_intensity", "Mouth intensity (calm 0 - 1 - 2 lively)", 0.0,
                                         MAX_MOUTH_INTENSITY, 0.05)
+    obs.obs_properties_add_float_slider(props, "head_intensity", "Head motion (still 0 - 1 - 2 lively)", 0.0,
+                                        MAX_HEAD_INTENSITY, 0.05)
     obs.obs_properties_add_float_slider(props, "intensity", "Emotion intensity", 0.0, 1.0, 0.05)
     for preset in EMOTION_PRESETS:
         obs.obs_properties_add_button(props, "emotion_" + preset, "Emotion: " + preset, _button(_do_emotion(preset)))
@@ -1719,7 +1731,8 @@ def script_properties() -> Any:
 def script_update(settings: Any) -> None:
     global _obs_settings
     _obs_settings = settings
-    # a running facecast follows a new portrait and the mouth slider at once; the panel says what needs a restart
+    # a running facecast follows a new portrait and the mouth and head sliders at once; the panel says what needs a
+    # restart
     line = PANEL.apply_settings(_read_settings(settings))
     if line:
         _log("facecast: " + line)

@@ -17,7 +17,7 @@ from facecast.controls import (
     parse_gaze,
 )
 from facecast.errors import InputError
-from facecast.motion import MotionFrame
+from facecast.motion import HeadPose, MotionFrame
 
 
 def _frame() -> MotionFrame:
@@ -77,11 +77,25 @@ def test_update_from_control_messages():
     controls.update({"type": "distance", "value": 0.8})
     controls.update({"type": "mute", "muted": True})
     controls.update({"type": "mouth", "intensity": 1.5})
+    controls.update({"type": "head", "intensity": 0.4})
     assert (controls.emotion, controls.intensity, controls.gaze_yaw, controls.distance, controls.muted) == \
         ("sad", 0.3, 10.0, 0.8, True)
-    assert controls.mouth == 1.5
+    assert (controls.mouth, controls.head) == (1.5, 0.4)
     with pytest.raises(ValueError):
         controls.update({"type": "portrait", "path": "x.png"})
+
+
+def test_head_intensity_scales_the_head_about_the_picture_pose_not_the_face():
+    frame = MotionFrame(t=0.0, expressions={"jawOpen": 0.4}, voice=0.6)
+    frame.head = HeadPose(yaw=6.0, pitch=-4.0, roll=2.0, x=0.02, y=-0.01, distance=1.1)
+    frame.gaze.yaw, frame.blink.left = 5.0, 0.7
+    calm = Controls(head=0.5).apply(frame)
+    assert calm.head == HeadPose(yaw=3.0, pitch=-2.0, roll=1.0, x=0.01, y=-0.005, distance=pytest.approx(1.05))
+    assert calm.expression("jawOpen") == 0.4 and calm.gaze.yaw == 5.0 and calm.blink.left == 0.7 and calm.voice == 0.6
+    assert Controls(head=0.0).apply(frame).head == HeadPose()                  # held as pictured
+    lively = Controls(head=2.0, distance=1.5).apply(frame)
+    assert lively.head.yaw == 12.0 and lively.head.distance == pytest.approx(1.2 * 1.5)   # the user's distance on top
+    assert frame.head.yaw == 6.0                                              # the input frame is not modified
 
 
 def test_parse_emotion():
@@ -94,8 +108,8 @@ def test_parse_emotion():
 
 
 def test_command_line_controls_parse_or_fail_in_one_line():
-    controls = controls_from("sad:0.4", "10,-5", 1.5, 0.25)
-    assert (controls.emotion, controls.intensity, controls.mouth) == ("sad", 0.4, 0.25)
+    controls = controls_from("sad:0.4", "10,-5", 1.5, 0.25, 0.5)
+    assert (controls.emotion, controls.intensity, controls.mouth, controls.head) == ("sad", 0.4, 0.25, 0.5)
     assert (controls.gaze_yaw, controls.gaze_pitch, controls.distance) == (10.0, -5.0, 1.5)
     assert controls_from() == Controls()
     assert parse_gaze(" -20 , 7.5 ") == (-20.0, 7.5)
@@ -104,7 +118,8 @@ def test_command_line_controls_parse_or_fail_in_one_line():
                          (dict(gaze="60,0"), "45"), (dict(gaze="nan,0"), "45"),
                          (dict(distance=0.2), "0.5-2"), (dict(distance=float("inf")), "0.5-2"),
                          (dict(mouth_intensity=2.5), "mouth intensity must be 0-2"),
-                         (dict(mouth_intensity=float("nan")), "mouth intensity must be 0-2")):
+                         (dict(mouth_intensity=float("nan")), "mouth intensity must be 0-2"),
+                         (dict(head_intensity=-1), "head intensity must be 0-2")):
         with pytest.raises(InputError, match=message):
             controls_from(**bad)
 
@@ -185,6 +200,25 @@ def test_each_control_moves_the_rendered_face_the_expected_way(portrait, generat
     assert (changed - neutral[key]) * direction > spread, (key, neutral[key], changed)
 
 
+def test_head_intensity_steadies_or_livens_the_rendered_head(portrait):
+    """The learned generator's head, rendered and read back by the face mesh, turns half as far at head intensity
+    0.5 and hardly at all at 0 (what is left there is the mesh's own noise and the jaw it reads as a nod)."""
+    from facecast.evaluation.motion_quality import GENERATORS, head_motion, measure_frames
+
+    seconds, fps = 4.0, 25.0
+    t = np.arange(int(seconds * 16000)) / 16000
+    speech = 0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 2.0 * t) > 0)
+    motion = GENERATORS["learned"](speech, fps, int(seconds * fps))
+    spread = {}
+    for head in (0.0, 0.5, 1.0):
+        frames = (_RENDERER[portrait].render(Controls(head=head).apply(f))[:, :, :3] for f in motion)
+        spread[head] = head_motion(measure_frames(frames, fps).head, fps)[1]
+    assert spread[1.0] > 0.5 and spread[0.0] < 0.4 * spread[1.0], spread
+    # the spread the head's turns add to what the mesh reads of a still head: half of it at half the intensity
+    turning = {head: np.sqrt(max(0.0, value ** 2 - spread[0.0] ** 2)) for head, value in spread.items()}
+    assert 0.35 < turning[0.5] / turning[1.0] < 0.65, spread
+
+
 def test_render_applies_the_command_line_controls(sample_portrait, sample_speech, tmp_path):
     """--distance and --emotion reach the rendered frames through `facecast render`."""
     import cv2
@@ -208,6 +242,9 @@ def test_render_applies_the_command_line_controls(sample_portrait, sample_speech
     bad = run_facecast("render", "-p", sample_portrait, "-a", sample_speech, "-o", tmp_path / "x.mp4",
                        "--mouth-intensity", "3")
     assert_one_line_error(bad, "mouth intensity must be 0-2")
+    bad = run_facecast("render", "-p", sample_portrait, "-a", sample_speech, "-o", tmp_path / "x.mp4",
+                       "--head-intensity", "-0.5")
+    assert_one_line_error(bad, "head intensity must be 0-2")
     assert not (tmp_path / "x.mp4").exists()
 
 
@@ -215,7 +252,7 @@ def test_every_control_command_checks_out_and_updates_the_controls():
     """The schema of live control messages (their token and JSON wrapping: bridges/test_ws_protocol)."""
     commands = [{"type": "emotion", "preset": "sad", "intensity": 1, "offset": {"jawOpen": -0.5}},
                 {"type": "gaze", "yaw": 10, "pitch": -5}, {"type": "distance", "value": 2},
-                {"type": "mouth", "intensity": 0}, {"type": "mute", "muted": True},
+                {"type": "mouth", "intensity": 0}, {"type": "head", "intensity": 2}, {"type": "mute", "muted": True},
                 {"type": "portrait", "path": "me.png"}, {"type": "calibrate"}, {"type": "stop"}]
     assert [c["type"] for c in commands] == list(CONTROL_SCHEMA)
     controls = Controls()
@@ -226,10 +263,11 @@ def test_every_control_command_checks_out_and_updates_the_controls():
             controls.update(checked)
     assert (controls.emotion, controls.offset, controls.gaze_yaw, controls.distance, controls.muted) == \
         ("sad", {"jawOpen": -0.5}, 10.0, 2.0, True)
-    assert controls.mouth == 0.0
+    assert (controls.mouth, controls.head) == (0.0, 2.0)
     for bad, reason in (({"type": "emotion", "preset": "smug"}, "one of"), ({"type": "mute"}, "needs 'muted'"),
                         ({"type": "mouth", "intensity": 2.5}, "between 0 and 2"),
                         ({"type": "mouth", "intensity": "1"}, "must be a number"), ({"type": "mouth"}, "needs"),
+                        ({"type": "head", "intensity": -0.1}, "between 0 and 2"),
                         ({"type": "gaze", "yaw": 0, "pitch": 0, "token": "T"}, "unknown field"),
                         ({"type": "stop", "now": True}, "unknown field")):
         with pytest.raises(ControlError, match=reason):

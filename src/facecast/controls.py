@@ -1,4 +1,5 @@
-"""User controls layered on generated motion: emotion, mouth intensity, main gaze direction, head distance, mute.
+"""User controls layered on generated motion: emotion, mouth and head intensity, main gaze direction, head distance,
+mute.
 
 VASA-1 conditions its generator on these; facecast applies them to any
 generator's output, so the rule-based and learned generators, the renderer and
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from facecast.errors import InputError
-from facecast.motion import ARKIT_BLENDSHAPES, DERIVED_BLENDSHAPES, MotionFrame, scale_mouth
+from facecast.motion import ARKIT_BLENDSHAPES, DERIVED_BLENDSHAPES, MotionFrame, scale_head, scale_mouth
 
 #: Bounds shared by the command line and the live control messages: gaze targets beyond this (degrees
 #: from the camera) look like eye-rolling; head distance is relative to the portrait (1.0 as pictured).
@@ -23,6 +24,9 @@ MIN_DISTANCE, MAX_DISTANCE = 0.5, 2.0
 #: Mouth intensity: how far the lips move with speech (`motion.scale_mouth`): 0 keeps them still, 1 as generated,
 #: 2 twice as wide (livelier lips for a small avatar or a quiet voice; below 1 calmer).
 MAX_MOUTH_INTENSITY = 2.0
+#: Head intensity: how far the head moves (`motion.scale_head`): 0 holds it as pictured, 1 as generated (or as the
+#: webcam drives it), 2 twice as far (below 1 a calmer, steadier head; the lips and eyes are not touched).
+MAX_HEAD_INTENSITY = 2.0
 
 #: ARKit expression offsets at full intensity for each emotion preset (the eight MEAD emotions).
 #: Renderers show the channels they animate; ARKit-speaking bridges receive them all. Negative offsets
@@ -59,6 +63,7 @@ class Controls:
     gaze_pitch: float = 0.0
     distance: float = 1.0        # multiplies the generated head distance
     mouth: float = 1.0           # mouth intensity: scales the speaking mouth (0..MAX_MOUTH_INTENSITY)
+    head: float = 1.0            # head intensity: scales the head's motion (0..MAX_HEAD_INTENSITY)
     muted: bool = False
 
     def expression_offsets(self) -> dict[str, float]:
@@ -68,9 +73,10 @@ class Controls:
         return offsets
 
     def apply(self, frame: MotionFrame) -> MotionFrame:
-        """`frame` with its mouth scaled by the mouth intensity, then emotion offsets (clamped to [0, 1]), gaze
-        target and distance applied (the intensity scales the speech, not the emotion's own mouth)."""
-        frame = scale_mouth(frame, self.mouth)
+        """`frame` with its mouth and head scaled by their intensities, then emotion offsets (clamped to [0, 1]),
+        gaze target and distance applied (the intensities scale the speech and the head's motion, not the
+        emotion's own mouth or the distance the user chose)."""
+        frame = scale_head(scale_mouth(frame, self.mouth), self.head)
         offsets = self.expression_offsets()
         if not offsets and not (self.gaze_yaw or self.gaze_pitch) and self.distance == 1.0:
             return frame
@@ -97,6 +103,8 @@ class Controls:
             self.distance = float(command["value"])
         elif kind == "mouth":
             self.mouth = float(command["intensity"])
+        elif kind == "head":
+            self.head = float(command["intensity"])
         elif kind == "mute":
             self.muted = bool(command["muted"])
         else:
@@ -138,20 +146,23 @@ def check_distance(value: float) -> float:
     return float(value)
 
 
-def check_mouth_intensity(value: float) -> float:
-    """Mouth intensity, 0-MAX_MOUTH_INTENSITY (1 = as generated)."""
-    if not (math.isfinite(value) and 0.0 <= value <= MAX_MOUTH_INTENSITY):
-        raise ValueError(f"mouth intensity must be 0-{MAX_MOUTH_INTENSITY:g} (1 = as generated; got {value:g})")
+def check_intensity(value: float, part: str) -> float:
+    """The mouth's or the head's intensity (`part`), 0 to its maximum (1 = as generated)."""
+    maximum = {"mouth": MAX_MOUTH_INTENSITY, "head": MAX_HEAD_INTENSITY}[part]
+    if not (math.isfinite(value) and 0.0 <= value <= maximum):
+        raise ValueError(f"{part} intensity must be 0-{maximum:g} (1 = as generated; got {value:g})")
     return float(value)
 
 
 def controls_from(emotion: str | None = None, gaze: str | None = None, distance: float | None = None,
-                  mouth_intensity: float | None = None) -> Controls:
+                  mouth_intensity: float | None = None, head_intensity: float | None = None) -> Controls:
     """The starting controls of a render or a live run from its options; InputError with a one-line reason."""
     controls = Controls()
     try:
         if mouth_intensity is not None:
-            controls.mouth = check_mouth_intensity(float(mouth_intensity))
+            controls.mouth = check_intensity(float(mouth_intensity), "mouth")
+        if head_intensity is not None:
+            controls.head = check_intensity(float(head_intensity), "head")
         if emotion:
             controls.emotion, controls.intensity = parse_emotion(emotion)
         if gaze:
@@ -240,6 +251,8 @@ CONTROL_SCHEMA: dict[str, dict[str, _Field]] = {
     "distance": {"value": (_number(MIN_DISTANCE, MAX_DISTANCE), True)},
     # how far the lips move with speech: 0 still, 1 as generated, 2 twice as wide
     "mouth": {"intensity": (_number(0.0, MAX_MOUTH_INTENSITY), True)},
+    # how far the head moves: 0 held as pictured, 1 as generated, 2 twice as far
+    "head": {"intensity": (_number(0.0, MAX_HEAD_INTENSITY), True)},
     "mute": {"muted": (_boolean, True)},
     "portrait": {"path": (_path, True)},
     # take the webcam user's neutral head pose and eye openness again from the next second (facecast.face.live)

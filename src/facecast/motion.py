@@ -240,6 +240,20 @@ def scale_mouth(frame: MotionFrame, factor: float) -> MotionFrame:
                    voice=_clamp01(frame.voice * factor))
 
 
+def scale_head(frame: MotionFrame, factor: float) -> MotionFrame:
+    """`frame` with its head motion scaled by `factor` about the pose of the picture (0 = held as pictured,
+    1 = as is, 2 = twice as far): rotation, sideways and vertical shift, and the distance's change. A calm
+    speaker turns less far and so also more slowly, which scaling the whole path gives at once (speed,
+    spread and shake all scale by `factor`). The same frame object when factor is 1."""
+    if factor == 1.0:
+        return frame
+    factor = max(0.0, float(factor))
+    head = frame.head
+    return replace(frame, head=HeadPose(yaw=head.yaw * factor, pitch=head.pitch * factor, roll=head.roll * factor,
+                                        x=head.x * factor, y=head.y * factor,
+                                        distance=1.0 + (head.distance - 1.0) * factor))
+
+
 def _short(value: object, limit: int = 40) -> str:
     """A value for a one-line message: repr-escaped for non-strings, control characters as spaces, cut."""
     text = value if isinstance(value, str) else repr(value)

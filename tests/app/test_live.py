@@ -158,6 +158,9 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     config.write_text('portrait = "me.png"\nmouth_intensity = 2\n')   # a TOML integer is a float setting too
     assert resolve_settings({"config": config})["mouth_intensity"] == 2.0
     assert resolve_settings({"config": config, "mouth_intensity": 0.5})["mouth_intensity"] == 0.5
+    assert settings["head_intensity"] == 1.0
+    config.write_text('portrait = "me.png"\nhead_intensity = 0.4\n')
+    assert resolve_settings({"config": config})["head_intensity"] == 0.4
 
 
 @pytest.mark.parametrize("text, message", [
@@ -170,6 +173,7 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     ('portrait = "me.png"\ndistance = 5\n', "distance must be 0.5-2"),
     ('portrait = "me.png"\nmouth_intensity = 2.5\n', "mouth intensity must be 0-2"),
     ('portrait = "me.png"\nmouth_intensity = "loud"\n', "'mouth_intensity' must be float"),
+    ('portrait = "me.png"\nhead_intensity = 2.5\n', "head intensity must be 0-2"),
     ('portrait = "me.png"\ngenerator = "magic"\n', "--generator must be one of rule, learned"),
     ('portrait = "me.png"\nframing = "zoom"\n', "--framing must be one of auto, face, picture, full"),
     ('portrait = "me.png"\nlatency = "fast"\n', "--latency must be one of low, sync"),
@@ -426,7 +430,8 @@ def test_a_stop_while_starting_is_a_clean_exit(tmp_path, sample_portrait, sample
 
 
 def test_control_messages_change_the_live_motion(sample_portrait, sample_speech):
-    """Over ws /control with the run's token: 'happy' shows in the motion stream, 'mute' stops speech."""
+    """Over ws /control with the run's token: 'happy' shows in the motion stream, mouth and head intensity 0 hold
+    the lips and the head still, 'mute' stops speech."""
     import websockets.sync.client
 
     process = subprocess.Popen(
@@ -435,12 +440,15 @@ def test_control_messages_change_the_live_motion(sample_portrait, sample_speech)
     try:
         url, token = live_endpoints(process.stderr)
 
-        def expressions(seconds: float) -> list[dict]:
+        def streamed(seconds: float, part: str = "expressions") -> list[dict]:
             with websockets.sync.client.connect(url + "/motion") as ws:
                 ws.recv(timeout=5)  # hello
                 end = time.monotonic() + seconds
-                return [json.loads(ws.recv(timeout=2))["frame"]["expressions"] for _ in iter(
+                return [json.loads(ws.recv(timeout=2))["frame"][part] for _ in iter(
                     lambda: time.monotonic() < end, False)]
+
+        def expressions(seconds: float) -> list[dict]:
+            return streamed(seconds)
 
         with websockets.sync.client.connect(url + "/control") as control:
             control.send(json.dumps({"type": "emotion", "preset": "happy", "token": token}))
@@ -454,6 +462,12 @@ def test_control_messages_change_the_live_motion(sample_portrait, sample_speech)
             assert max(e["jawOpen"] for e in still) < 0.02
             control.send(json.dumps({"type": "mouth", "intensity": 1, "token": token}))
             assert json.loads(control.recv(timeout=5))["type"] == "ack"
+            assert max(abs(h["yaw"]) + abs(h["pitch"]) for h in streamed(1.0, "head")) > 0.05   # the head moves
+            control.send(json.dumps({"type": "head", "intensity": 0, "token": token}))
+            assert json.loads(control.recv(timeout=5))["type"] == "ack"
+            time.sleep(0.3)
+            held = streamed(1.0, "head")   # head intensity 0: held as pictured while the speech goes on
+            assert all(h["yaw"] == h["pitch"] == h["roll"] == h["x"] == h["y"] == 0 for h in held), held[:3]
             control.send(json.dumps({"type": "mute", "muted": True, "token": "wrong"}))
             assert json.loads(control.recv(timeout=5))["type"] == "error"
             control.send(json.dumps({"type": "mute", "muted": True, "token": token}))

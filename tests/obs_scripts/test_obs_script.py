@@ -85,13 +85,14 @@ def test_constants_match_the_daemon() -> None:
     """The script repeats a few of facecast's facts (OBS's Python cannot import facecast): they must agree."""
     from facecast.app.options import FRAMING_CHOICES, LATENCY_CHOICES, LIVE_FPS
     from facecast.bridges import ws_protocol
-    from facecast.controls import CONTROL_SCHEMA, EMOTION_PRESETS, MAX_MOUTH_INTENSITY
+    from facecast.controls import CONTROL_SCHEMA, EMOTION_PRESETS, MAX_HEAD_INTENSITY, MAX_MOUTH_INTENSITY
     from facecast.speech.learned_stream import LATENCIES
 
     assert fo.EMOTION_PRESETS == tuple(EMOTION_PRESETS)
     assert tuple(value for value, _ in fo.FRAMINGS) == FRAMING_CHOICES
     assert tuple(value for value, _ in fo.LATENCIES) == LATENCY_CHOICES == LATENCIES
     assert fo.MAX_MOUTH_INTENSITY == MAX_MOUTH_INTENSITY and "mouth" in CONTROL_SCHEMA
+    assert fo.MAX_HEAD_INTENSITY == MAX_HEAD_INTENSITY and "head" in CONTROL_SCHEMA
     assert fo.DEFAULT_PORT == ws_protocol.DEFAULT_PORT and fo.HOST == ws_protocol.DEFAULT_HOST
     assert fo.FPS_CHOICES == tuple(int(f) for f in LIVE_FPS)
     assert "stop" in CONTROL_SCHEMA and not CONTROL_SCHEMA["stop"]  # the script's clean stop: a bare message
@@ -116,6 +117,8 @@ def test_build_command_from_panel_settings() -> None:
     assert "--cutout" not in command  # the cut-out comes with the overlay
     assert not any(a.startswith("--mouth-intensity") for a in command)   # 1, the default, is left out
     assert "--mouth-intensity=1.5" in fo.build_command("facecast", {**settings, "mouth_intensity": 1.5})
+    assert not any(a.startswith("--head-intensity") for a in command)
+    assert "--head-intensity=0.4" in fo.build_command("facecast", {**settings, "head_intensity": 0.4})
     assert not any(a.startswith("--latency") for a in command)      # low, the default, is left out
     assert "--latency=sync" in fo.build_command("facecast", {**settings, "latency": "sync"})
     assert not any(a.startswith("--camera") for a in command)       # no webcam unless one is picked
@@ -129,7 +132,7 @@ def test_build_command_parses_with_the_real_cli() -> None:
 
     settings = {**fo.default_settings(), "portrait": "me.png", "microphone": "2", "out_vcam": True,
                 "out_vmc": True, "out_vrchat": True, "out_vts": True, "port": 40001, "framing": "picture",
-                "mouth_intensity": 0.25, "latency": "sync"}
+                "mouth_intensity": 0.25, "head_intensity": 0.5, "latency": "sync"}
     args = build_parser().parse_args(fo.build_command("facecast", settings)[1:])
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "debug")}
     resolved = resolve_settings(flags)
@@ -137,6 +140,7 @@ def test_build_command_parses_with_the_real_cli() -> None:
     assert resolved["vmc"] == "" and resolved["vrchat"] == "" and resolved["vts"] and resolved["vcam"]
     assert resolved["fps"] == 30 and resolved["size"] == 512 and resolved["framing"] == "picture"
     assert resolved["cutout"] is True and resolved["mouth_intensity"] == 0.25 and resolved["latency"] == "sync"
+    assert resolved["head_intensity"] == 0.5
     camera = build_parser().parse_args(fo.build_command("facecast", {**settings, "camera": "1", "latency": "low"})[1:])
     assert resolve_settings({k: v for k, v in vars(camera).items() if k not in ("command", "handler", "debug")}
                             )["camera"] == "1"
@@ -149,6 +153,7 @@ def test_build_command_parses_with_the_real_cli() -> None:
     ({"portrait": ""}, "choose a portrait"), ({"fps": 25}, "fps must be 30 or 60"), ({"size": 2048}, "size must be"),
     ({"port": 70000}, "port must be"), ({"framing": "zoomed"}, "framing must be one of auto, face, picture, full"),
     ({"mouth_intensity": 2.5}, "mouth intensity must be 0-2"),
+    ({"head_intensity": -0.1}, "head intensity must be 0-2"),
     ({"latency": "fast"}, "latency must be one of low, sync"),
     ({"latency": "sync", "camera": "0"}, "lip sync latency cannot follow a webcam"),
 ])
@@ -421,9 +426,13 @@ def test_panel_shows_and_controls_facecast_on_another_computer(lan_server: Any) 
     run_until(lambda: lan_server.received, panel.tick)
     assert lan_server.received[0]["preset"] == "happy"
     panel.settings["mouth_intensity"] = 1.5
-    assert panel.mouth_intensity() == "mouth intensity 1.5 sent"
+    assert panel.intensity("mouth") == "mouth intensity 1.5 sent"
     run_until(lambda: len(lan_server.received) == 2, panel.tick)
     assert lan_server.received[1] == {"type": "mouth", "intensity": 1.5}   # checked by the real control schema
+    # the head slider moved: the computer facecast runs on is sent the new head intensity
+    assert panel.apply_settings({**panel.settings, "head_intensity": 0.35}) == "head intensity 0.35 sent"
+    run_until(lambda: len(lan_server.received) == 3, panel.tick)
+    assert lan_server.received[2] == {"type": "head", "intensity": 0.35}
     panel.shutdown()
 
 
@@ -682,7 +691,8 @@ def test_panel_refuses_to_start_without_what_it_needs(monkeypatch: pytest.Monkey
     panel.settings["facecast_path"] = str(FACECAST)
     assert panel.start() == "choose a portrait picture first"
     assert panel.emotion("happy") == "emotions need a running facecast with the Overlay output on"
-    assert panel.mouth_intensity() == "the mouth intensity needs a running facecast with the Overlay output on"
+    assert panel.intensity("mouth") == "the mouth intensity needs a running facecast with the Overlay output on"
+    assert panel.intensity("head") == "the head intensity needs a running facecast with the Overlay output on"
     assert panel.calibrate() == "calibrating needs a running facecast with the Overlay output on"
 
 
@@ -819,13 +829,15 @@ def test_panel_in_obs(in_obs: Any, fake_facecast: Path, tmp_path: Path) -> None:
     assert [value for _, value in props["framing"]["items"]] == ["auto", "face", "picture", "full"]
     assert settings.defaults["framing"] == "auto"
     for name in ("portrait", "audio_file", "facecast_path", "out_overlay", "out_vcam", "out_vmc", "out_vrchat",
-                 "out_vts", "port", "intensity", "mouth_intensity", "start", "stop", "add_overlay", "refresh_status",
+                 "out_vts", "port", "intensity", "mouth_intensity", "head_intensity", "start", "stop", "add_overlay",
+                 "refresh_status",
                  "refresh_mics", "emotion_happy", "emotion_contempt", "sync_mic", "mic_source"):
         assert name in props, name
     assert settings.defaults["sync_mic"] is True and settings.defaults["mic_source"] == "Mic/Aux"
     assert props["mic_source"]["items"] == [("Mic/Aux", "Mic/Aux")]     # OBS's own microphone, even before it exists
     assert settings.defaults["port"] == 39650 and settings.defaults["out_overlay"] is True
     assert props["mouth_intensity"]["range"] == (0.0, 2.0) and settings.defaults["mouth_intensity"] == 1.0
+    assert props["head_intensity"]["range"] == (0.0, 2.0) and settings.defaults["head_intensity"] == 1.0
 
     assert props["start"]["callback"](props, props["start"]) is True  # the button redraws the panel
     assert settings.values["status"].startswith("Starting")
@@ -839,6 +851,9 @@ def test_panel_in_obs(in_obs: Any, fake_facecast: Path, tmp_path: Path) -> None:
     assert obs.log[-1][1] == "facecast: mouth intensity 0.5 sent"
     in_obs.script_update(settings)                     # no change, nothing sent
     assert obs.log[-1][1] == "facecast: mouth intensity 0.5 sent" and len(in_obs.PANEL._controls) <= 1
+    settings.values["head_intensity"] = 0.25          # so is the head slider, once the mouth's message is answered
+    in_obs.script_update(settings)
+    run_until(lambda: in_obs.PANEL.notice == "head intensity 0.25 sent", tick)
 
     props["stop"]["callback"](props, None)
     run_until(lambda: not alive(pid), tick)

@@ -68,13 +68,17 @@ def _add_portrait_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_control_options(parser: argparse.ArgumentParser) -> None:
-    """--emotion, --mouth-intensity, --gaze, --distance: layered on any generator's motion (`controls.py`)."""
+    """--emotion, --mouth-intensity, --head-intensity, --gaze, --distance: layered on any generator's motion
+    (`controls.py`)."""
     from facecast.controls import EMOTION_PRESETS
 
     parser.add_argument("--emotion", default=None, metavar="NAME[:INTENSITY]",
                         help=f"an emotion over the speech: {', '.join(EMOTION_PRESETS)}; intensity 0-1 (default 1)")
     parser.add_argument("--mouth-intensity", type=float, default=None, metavar="M",
                         help="how far the lips move with speech: 0-2 (default 1; below 1 calmer, above 1 livelier)")
+    parser.add_argument("--head-intensity", type=float, default=None, metavar="H",
+                        help="how far the head moves: 0-2 (default 1; 0 holds it as pictured, below 1 a calmer, "
+                             "steadier head, above 1 livelier)")
     parser.add_argument("--gaze", default=None, metavar="YAW,PITCH",
                         help="main gaze direction in degrees (default 0,0 = the camera; yaw > 0 towards image right, "
                              "pitch > 0 up); glances still happen around it")
@@ -265,7 +269,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
         size=args.size, fps=args.fps, seed=args.seed, face_index=args.face_index, landmarks=args.landmarks,
         framing=args.framing, overwrite=args.overwrite, device=args.device, background=parse_color(args.background),
         progress=not args.quiet and sys.stderr.isatty(), badge=args.badge,
-        controls=controls_from(args.emotion, args.gaze, args.distance, args.mouth_intensity),
+        controls=controls_from(args.emotion, args.gaze, args.distance, args.mouth_intensity,
+                               args.head_intensity),
         generator=args.generator, motion_model=args.motion_model, cutout=args.cutout,
         **{name: value for name in ("crf", "preset") if (value := getattr(args, name)) is not None},
     ))

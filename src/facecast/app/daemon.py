@@ -486,7 +486,8 @@ class LiveDaemon:
         stats.add_handoff(now, latency, behind, ahead)
 
     def on_control(self, command: dict[str, Any], reply: Reply | None = None) -> dict[str, Any] | None:
-        """A validated control message (emotion, mouth, gaze, distance, mute, portrait, stop); ValueError refuses it.
+        """A validated control message (emotion, mouth, head, gaze, distance, mute, portrait, calibrate, stop);
+        ValueError refuses it.
 
         Returns the first answer (None: a plain ``ack``). A portrait swap is
         ``accepted`` at once; `reply` later gets ``swapped`` or an ``error``.

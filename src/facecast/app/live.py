@@ -223,7 +223,7 @@ def run_live(flags: dict[str, Any]) -> int:
     daemon = LiveDaemon(source, generator, outputs, settings["fps"], render=render, once=settings["once"],
                         load_renderer=load_renderer, camera=camera, drive=parse_drive(settings["drive"]),
                         controls=controls_from(settings["emotion"], settings["gaze"], settings["distance"],
-                                               settings["mouth_intensity"]))
+                                               settings["mouth_intensity"], settings["head_intensity"]))
     controls.handler = daemon.on_control
     for output in outputs:
         if isinstance(output, WsServer):  # /status reports the daemon's health

@@ -89,6 +89,8 @@ OPTIONS: tuple[Option, ...] = (
            "surprised, fear, disgusted or contempt; intensity 0-1 (changeable live over ws /control)"),
     Option("mouth_intensity", float, 1.0, "how far the lips move with speech, 0-2: below 1 calmer, above 1 "
            "livelier (changeable live over ws /control)"),
+    Option("head_intensity", float, 1.0, "how far the head moves, 0-2: 0 holds it as pictured, below 1 a calmer, "
+           "steadier head, above 1 livelier (changeable live over ws /control)"),
     Option("gaze", str, None, "main gaze direction YAW,PITCH in degrees (0,0: the camera; "
            "yaw > 0 towards image right)"),
     Option("distance", float, 1.0, "head distance relative to the portrait, 0.5-2"),
@@ -291,7 +293,8 @@ def _validate(settings: dict[str, Any]) -> None:
     if settings["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise InputError("--log-level must be debug, info, warning or error")
     # raises InputError for bad values
-    controls_from(settings["emotion"], settings["gaze"], settings["distance"], settings["mouth_intensity"])
+    controls_from(settings["emotion"], settings["gaze"], settings["distance"], settings["mouth_intensity"],
+                  settings["head_intensity"])
     if settings["generator"] not in GENERATOR_CHOICES:
         raise InputError(f"--generator must be one of {', '.join(GENERATOR_CHOICES)} (got {settings['generator']!r})")
     if settings["latency"] not in LATENCY_CHOICES:
