@@ -107,6 +107,11 @@ _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 # --------------------------------------------------------------------------------------------- settings
 
+def _named(what: str) -> str:
+    """How the panel names "portrait" or an INTENSITIES part ("mouth" -> "mouth intensity")."""
+    return INTENSITIES[what][3] if what in INTENSITIES else what
+
+
 def default_settings() -> Dict[str, Any]:
     """Every panel setting with its default (OBS stores the user's values in the scene collection)."""
     return {
@@ -1177,7 +1182,7 @@ class Panel:
             sent = self._follow()
             behind = self._behind()
             if sent is None and self.daemon.token is None and behind:
-                sent = self.notice = "%s: sent once facecast has started" % " and ".join(behind)
+                sent = self.notice = "%s: sent once facecast has started" % " and ".join(map(_named, behind))
             return sent or (self.notice if restart else None)
 
     def _wanted(self, what: str) -> Any:
@@ -1188,12 +1193,11 @@ class Panel:
         return round(min(maximum, max(0.0, float(self.settings.get(setting, 1.0)))), 3)
 
     def _behind(self) -> List[str]:
-        """What the local daemon has not been given yet: "portrait", "mouth intensity", "head intensity"."""
+        """What the local daemon has not been given yet: "portrait" and the INTENSITIES parts, in that order."""
         behind = []
         if self._wanted("portrait") and self._wanted("portrait") != self._applied.get("portrait"):
             behind.append("portrait")
-        behind.extend(label for part, (_, _, _, label) in INTENSITIES.items()
-                      if self._wanted(part) != self._applied.get(part))
+        behind.extend(part for part in INTENSITIES if self._wanted(part) != self._applied.get(part))
         return behind
 
     def _follow(self) -> Optional[str]:
@@ -1210,10 +1214,9 @@ class Panel:
             message: Dict[str, Any] = {"type": "portrait", "path": portrait}
             self._applied["portrait"], line = portrait, "portrait %s sent" % portrait
         else:
-            part = next(part for part, (_, _, _, label) in INTENSITIES.items() if label == behind[0])
-            value = self._wanted(part)
+            part, value = behind[0], self._wanted(behind[0])
             message = {"type": part, "intensity": value}
-            self._applied[part], line = value, "%s %g sent" % (behind[0], value)
+            self._applied[part], line = value, "%s %g sent" % (_named(part), value)
         self._following = ControlMessage(HOST, self._port, dict(message, token=self.daemon.token),
                                          clock=self._clock)
         self._controls.append(self._following)
