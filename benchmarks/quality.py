@@ -174,6 +174,11 @@ def head_row(name: str, intensity: float) -> str:
     return name if intensity == 1.0 else f"{name}, head {intensity:g}"
 
 
+def row_intensities(name: str, head_intensities: tuple[float, ...]) -> tuple[float, ...]:
+    """The head intensities a row is rendered at: real motion only as recorded, a generator at each asked for."""
+    return (1.0,) if name in REAL_MOTION else head_intensities
+
+
 def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | None,
                 models: dict[str, Path] | None = None, head_intensities: tuple[float, ...] = (1.0,)
                 ) -> dict[str, object]:
@@ -191,7 +196,7 @@ def render_clip(relpath: str, generators: list[str], data: Path, cache: Path | N
             motion = learned(samples, fps, count, model_path=models[name])
         else:
             motion = GENERATORS[name](samples, fps, count)
-        for intensity in (1.0,) if name in REAL_MOTION else head_intensities:
+        for intensity in row_intensities(name, head_intensities):
             controlled = [scale_head(frame, intensity) for frame in motion]
             row = head_row(name, intensity)
             out[row + ":motion"] = motion_head_and_blink(controlled)
@@ -444,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     real = [Measured.from_clip(c) for c in clips]
     records = {"real": [clip_record(c, m, scorer, (m.head, m.blink)) for c, m in zip(clips, real)]}
     av_lags = [recording_lag(record, float(c["fps"])) for c, record in zip(clips, records["real"])]
-    rows = [head_row(name, h) for name in generators for h in ((1.0,) if name in REAL_MOTION else head_intensities)]
+    rows = [head_row(name, h) for name in generators for h in row_intensities(name, head_intensities)]
     for name in rows:
         # re-rendered real motion keeps the recording's own timing: it is in step with the real mouth as recorded
         records[name] = [clip_record(c, r[name], scorer, r[name + ":motion"], 0 if name in REAL_MOTION else av_lag)

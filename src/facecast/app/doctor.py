@@ -168,7 +168,7 @@ def check_motion_model() -> Check:
         from facecast.speech.whisper_states import encoder
 
         model = load()
-        names = model.mouth[max(model.mouth)].encoders if model.mouth else ()
+        names = model.offline_mouth.encoders if model.offline_mouth is not None else ()
         for name in names:
             encoder(name)
     except Exception as exc:

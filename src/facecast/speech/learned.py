@@ -312,6 +312,11 @@ class LearnedMotion:
             geometry = state[GAP_GEOMETRY_KEY].numpy()
             self.mouth = {int(look): MouthGap(net, geometry) for look, net in nets.items()}
 
+    @property
+    def offline_mouth(self) -> MouthGap | None:
+        """The offline mouth-gap nets (the longest lookahead: what a render hears), None in a file without nets."""
+        return self.mouth[max(self.mouth)] if self.mouth else None
+
     def to_motion(self, normalised: np.ndarray) -> np.ndarray:
         """The model's normalised output rows -> motion rows, expressions widened by `expression_gain`."""
         rows = normalised * self.std + self.mean
@@ -339,8 +344,8 @@ class LearnedMotion:
             lo = max(0, start - CONTEXT)
             out[start: start + count] = self.denoise(out[lo:start], features[lo: start + count], sampling, generator)
         rows = self.to_motion(out.numpy())
-        if self.mouth:
-            mouth = self.mouth[max(self.mouth)]
+        mouth = self.offline_mouth
+        if mouth is not None:
             heard = _rows_for(states, frames) if mouth.hears_whisper else None
             mouth.apply(rows, mouth.inputs(features.numpy(), heard))
         # scipy.ndimage on first use: importing it adds about 30 ms to every `facecast` start-up
@@ -427,7 +432,7 @@ def _rows_for(states: np.ndarray | None, frames: int) -> np.ndarray:
 
 def _hears_whisper(model: "LearnedMotion") -> bool:
     """Whether the model's offline mouth-gap nets (the longest lookahead) hear Whisper's states."""
-    return bool(model.mouth) and model.mouth[max(model.mouth)].hears_whisper
+    return model.offline_mouth is not None and model.offline_mouth.hears_whisper
 
 
 def offline_states(model: "LearnedMotion", samples: np.ndarray) -> np.ndarray | None:
@@ -450,7 +455,7 @@ def _offline_encoder(model: "LearnedMotion"):
     """The shipped Whisper encoders the model's offline mouth-gap nets name, their rows side by side."""
     from facecast.speech.whisper_states import shared
 
-    return shared(model.mouth[max(model.mouth)].encoders)
+    return shared(model.offline_mouth.encoders)
 
 
 def generate_frames(audio: np.ndarray, fps: float, frames: int, seed: int = 0,
@@ -601,7 +606,7 @@ class _ClipStream:
         self._gate_lead = round(OFFLINE_GATE_LEAD_S * fps) if voice_gate else None
         self._sampling = model.sampling_for(seed)
         self._random = torch.Generator().manual_seed(self._sampling.seed)
-        self._mouth = model.mouth[max(model.mouth)] if model.mouth else None
+        self._mouth = model.offline_mouth
         self._mouth_ahead = self._mouth.ahead if self._mouth is not None else 0
         # the offline mouth-gap nets' Whisper rows (`whisper_states`), window by window, where they hear them
         self._whisper = _window_rows(model)
