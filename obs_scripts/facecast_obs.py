@@ -88,6 +88,10 @@ DEFAULT_MIC_SOURCE = "Mic/Aux"  # OBS's own microphone source (Settings -> Audio
 #: The microphone's Sync Offset follows the avatar's delay only when it moved by this much: each change makes OBS
 #: resynchronise the source's audio (a small click), and the delay itself wobbles by a few ms from frame to frame.
 SYNC_STEP_MS = 10
+#: The script setting that keeps, while facecast delays the microphone, which offset to give back. OBS writes a scene
+#: collection's sources before it asks scripts to stop, so quitting OBS while facecast runs (or OBS crashing) saves
+#: the delayed offset; the next start gives it back from here.
+MIC_TO_RESTORE = "mic_offset_to_restore"
 
 #: What the panel says while the daemon has not yet given its control token.
 STILL_STARTING = "facecast is still starting; try again in a moment"
@@ -390,6 +394,21 @@ def sync_offset_change(applied_ms: Optional[int], wanted_ms: Optional[int], step
     if wanted_ms is None:
         return False
     return applied_ms is None or abs(wanted_ms - applied_ms) >= step_ms
+
+
+def saved_microphone_delay(text: str) -> Optional[Dict[str, Any]]:
+    """The microphone delay a saved MIC_TO_RESTORE holds ({"source", "original" ns, "applied_ms"}), or None when it
+    holds none or something unreadable (a hand-edited collection)."""
+    try:
+        saved = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(saved, dict) or not isinstance(saved.get("source"), str):
+        return None
+    if not all(isinstance(saved.get(key), int) and not isinstance(saved.get(key), bool)
+               for key in ("original", "applied_ms")):
+        return None
+    return saved
 
 
 def status_problem(status: Mapping[str, Any]) -> Optional[str]:
@@ -1391,6 +1410,8 @@ _was_running = False
 #: The microphone source whose Sync Offset this script set: {"source": name, "original": ns, "applied_ms": ms}.
 _synced: Optional[Dict[str, Any]] = None
 _missing_mic: Optional[str] = None  # a chosen microphone source not found (warned about once)
+#: A microphone delay saved when OBS last closed (as in `_synced`), until its source is loaded and given back.
+_left_delayed: Optional[Dict[str, Any]] = None
 
 
 def _log(message: str, warning: bool = False) -> None:
@@ -1451,6 +1472,7 @@ def _tick() -> None:
     if running and not _was_running:
         _reopen_media_source()
     _was_running = running
+    _restore_microphone_left_delayed()
     _sync_microphone()
     _log_status()
 
@@ -1495,6 +1517,25 @@ def _restore_microphone() -> None:
     obs.obs_source_set_sync_offset(source, synced["original"])
     obs.obs_source_release(source)
     _log("facecast: %r Sync Offset back to %d ms" % (synced["source"], synced["original"] // 1000000))
+
+
+def _restore_microphone_left_delayed() -> None:
+    """Give the microphone back the offset it had if OBS last closed while facecast delayed it, unless someone has
+    changed the offset since (then theirs stays). Scripts load before the collection's sources, so the timer tries
+    until the source is there."""
+    global _left_delayed
+    saved = _left_delayed
+    if saved is None:
+        return
+    source = obs.obs_get_source_by_name(saved["source"])
+    if source is None:
+        return
+    _left_delayed = None
+    if obs.obs_source_get_sync_offset(source) == saved["applied_ms"] * 1000000:
+        obs.obs_source_set_sync_offset(source, saved["original"])
+        _log("facecast: %r Sync Offset back to %d ms (OBS last closed while facecast delayed it)"
+             % (saved["source"], saved["original"] // 1000000))
+    obs.obs_source_release(source)
 
 
 def audio_source_names() -> List[str]:
@@ -1743,8 +1784,9 @@ def script_update(settings: Any) -> None:
 
 def script_load(settings: Any) -> None:
     """Register the timer and hotkeys and list microphones; the daemon is NOT started here."""
-    global _obs_settings
+    global _obs_settings, _left_delayed
     _obs_settings = settings
+    _left_delayed = saved_microphone_delay(obs.obs_data_get_string(settings, MIC_TO_RESTORE))
     PANEL.settings = _read_settings(settings)
     PANEL.browser_source = obs.obs_source_get_display_name(BROWSER_SOURCE) is not None
     _write_status()
@@ -1763,7 +1805,10 @@ def script_load(settings: Any) -> None:
 
 
 def script_save(settings: Any) -> None:
-    """Persist the hotkey bindings with the script's other settings."""
+    """Persist the hotkey bindings with the script's other settings, and the microphone's own offset while facecast
+    delays it (OBS has already written the delayed one with the source)."""
+    delayed = _synced if _synced is not None else _left_delayed
+    obs.obs_data_set_string(settings, MIC_TO_RESTORE, json.dumps(delayed) if delayed is not None else "")
     for name, hotkey in _hotkeys.items():
         saved = obs.obs_hotkey_save(hotkey)
         obs.obs_data_set_array(settings, "hotkey_" + name, saved)

@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 # Debian packages some tests drive for real: PortAudio + a private PulseAudio
 # server (a real microphone device fed from a FIFO), Chromium (the overlay page),
-# and OBS Studio under a virtual X server with Mesa's software OpenGL (the OBS script).
+# and OBS Studio under a virtual X server with Mesa's software OpenGL (the OBS script);
+# gdb prints OBS's threads should OBS ever hang on exit in that test.
 DEBIAN_PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins chromium
-                 obs-studio xvfb libgl1-mesa-dri libegl-mesa0)
+                 obs-studio xvfb libgl1-mesa-dri libegl-mesa0 gdb)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -37,7 +37,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,9 @@ import numpy as np
 import pytest
 from PIL import Image
 from websockets.sync.client import ClientConnection, connect
+from Xlib import X
+from Xlib.display import Display
+from Xlib.protocol.event import ClientMessage
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "obs_fixtures"
@@ -154,6 +157,7 @@ class ObsRun:
     config: Path
     facecast_port: int
     daemon_tmp: Path
+    launch: ObsLaunch
     log_lines_seen: int = 0
 
     def obs_log(self) -> str:
@@ -218,10 +222,14 @@ def _start_xvfb() -> tuple[subprocess.Popen, str]:
     return xvfb, ":" + number
 
 
-def _stop(process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+def _stop(process: subprocess.Popen | None, ask: Callable[[], None] | None = None, timeout: float = 10.0) -> None:
+    """Ask `process` to quit (SIGTERM, unless `ask` says how), then kill it if it is still there after `timeout`."""
     if process is None or process.poll() is not None:
         return
-    process.send_signal(sig)
+    try:
+        (ask or process.terminate)()
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the process is killed below
+        print(f"could not ask {process.args[0]} to quit: {exc!r}")
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -248,6 +256,73 @@ def obs_python_binding() -> tuple[Path, list[Path]] | None:
     return None
 
 
+@dataclass
+class ObsLaunch:
+    """How the test starts OBS: its environment, working folder, obs-websocket port and where its output goes."""
+    env: dict[str, str]
+    root: Path
+    websocket_port: int
+
+    def start(self) -> subprocess.Popen:
+        """OBS started and listening on obs-websocket (an OBS that crashes during its own start-up is retried)."""
+        for attempt in range(OBS_START_ATTEMPTS):
+            with (self.root / "obs-stdout.txt").open("ab") as output:
+                process = subprocess.Popen(
+                    ["nice", "-n", "5", OBS, "--multi", "--minimize-to-tray", "--disable-missing-files-check",
+                     "--collection", "facecast-test", "--profile", "facecast-test", "--websocket_port",
+                     str(self.websocket_port)],
+                    env=self.env, cwd=self.root, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            wait_until(lambda started=process: started.poll() is not None or port_open(self.websocket_port),
+                       OBS_START_S, "obs-websocket to listen")
+            if process.poll() is None:
+                return process
+            output_text = self.output()
+            # OBS itself under Xvfb has died by a signal while starting up, before loading any script ("stack
+            # smashing detected" after its system info, once on a fresh-clone CI run); that start is retried,
+            # anything else fails the tests
+            if process.returncode >= 0 or "obs-scripting" in output_text or attempt == OBS_START_ATTEMPTS - 1:
+                pytest.fail(f"OBS exited with {process.returncode}: {output_text[-3000:]}")
+        raise AssertionError("unreachable")
+
+    def connect(self) -> ClientConnection:
+        return connect(f"ws://127.0.0.1:{self.websocket_port}", subprotocols=["obswebsocket.json"], open_timeout=10,
+                       max_size=None)
+
+    def output(self) -> str:
+        """What OBS printed (its log lines and FFmpeg's) in every start so far."""
+        return (self.root / "obs-stdout.txt").read_text(errors="replace")
+
+
+def close_obs(run: ObsRun) -> None:
+    """Close OBS's main window the way a window manager does when the user clicks its close button (the
+    WM_DELETE_WINDOW message), so OBS quits as after File -> Exit. SIGINT is not used: OBS 29.0 closes its window
+    from inside the signal handler, which deadlocks when the signal lands while Qt's main thread holds its event
+    queue's lock (seen under load: OBS's threads stuck in QCoreApplication's posted-event lock)."""
+    x = Display(run.launch.env["DISPLAY"])
+    try:
+        windows = [window for window in x.screen().root.query_tree().children
+                   if (window.get_wm_name() or "").startswith("OBS ")]
+        assert len(windows) == 1, f"expected one OBS main window, found {len(windows)}"
+        protocols, delete = x.intern_atom("WM_PROTOCOLS"), x.intern_atom("WM_DELETE_WINDOW")
+        windows[0].send_event(ClientMessage(window=windows[0], client_type=protocols,
+                                            data=(32, [delete, X.CurrentTime, 0, 0, 0])))
+        x.sync()  # a round trip, so the server has passed the message on before this connection closes
+    finally:
+        x.close()
+
+
+def wait_for_exit(run: ObsRun, timeout: float) -> None:
+    """Wait for OBS to exit; if it does not, fail with how far it got and, where gdb is installed, its threads."""
+    try:
+        run.obs.wait(timeout)
+    except subprocess.TimeoutExpired:
+        threads = ""
+        if shutil.which("gdb"):
+            threads = subprocess.run(["gdb", "-p", str(run.obs.pid), "-batch", "-ex", "thread apply all bt"],
+                                     capture_output=True, text=True, timeout=120).stdout
+        pytest.fail(f"OBS did not exit within {timeout:.0f} s; its log ends:\n{run.obs_log()[-4000:]}\n{threads}")
+
+
 @pytest.fixture(scope="module")
 def obs_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObsRun]:
     require(("obs (Debian: obs-studio)", OBS), ("Xvfb (Debian: xvfb)", XVFB))
@@ -269,32 +344,17 @@ def obs_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObsRun]:
     # importing cv2 (opencv-python's Qt build) points Qt at its own plugins; OBS must use the system's
     for variable in ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_PLUGIN_PATH", "QT_QPA_FONTDIR"):
         env.pop(variable, None)
-    obs_output = (root / "obs-stdout.txt").open("wb")
-    process = None
+    launch = ObsLaunch(env, root, websocket_port)
+    run = None
     try:
-        for attempt in range(OBS_START_ATTEMPTS):
-            process = subprocess.Popen(
-                ["nice", "-n", "5", OBS, "--multi", "--minimize-to-tray", "--disable-missing-files-check",
-                 "--collection", "facecast-test", "--profile", "facecast-test", "--websocket_port",
-                 str(websocket_port)],
-                env=env, cwd=root, stdout=obs_output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            wait_until(lambda started=process: started.poll() is not None or port_open(websocket_port),
-                       OBS_START_S, "obs-websocket to listen")
-            if process.poll() is None:
-                break
-            output = (root / "obs-stdout.txt").read_text(errors="replace")
-            # OBS itself under Xvfb has died by a signal while starting up, before loading any script ("stack
-            # smashing detected" after its system info, once on a fresh-clone CI run); that start is retried,
-            # anything else fails the tests
-            if process.returncode >= 0 or "obs-scripting" in output or attempt == OBS_START_ATTEMPTS - 1:
-                pytest.fail(f"OBS exited with {process.returncode}: {output[-3000:]}")
-        with connect(f"ws://127.0.0.1:{websocket_port}", subprotocols=["obswebsocket.json"], open_timeout=10,
-                     max_size=None) as ws:
-            yield ObsRun(process, ObsWebSocket(ws), config, facecast_port, daemon_tmp)
+        process = launch.start()
+        with launch.connect() as ws:
+            run = ObsRun(process, ObsWebSocket(ws), config, facecast_port, daemon_tmp, launch)
+            yield run
     finally:
-        _stop(process, signal.SIGINT, timeout=20)  # SIGINT: OBS 29 shuts down cleanly (SIGTERM kills it)
+        if run is not None:  # a test may have started OBS again
+            _stop(run.obs, lambda: close_obs(run), timeout=20)
         _stop(xvfb)
-        obs_output.close()
         for pid in daemon_pids(facecast_port):  # only if the script failed to stop its daemon
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -394,16 +454,18 @@ def test_start_overlay_screenshot_emotion_stop(obs_run: ObsRun) -> None:
     # lips and voice together: the voice source's Sync Offset is the avatar's delay that /status reports
     obs_run.wait_log(f"facecast: '{VOICE_SOURCE}' delayed by ", 20)
 
-    def offset_as_logged() -> int | None:
-        """The source's Sync Offset once it is the last one the script logged (it follows the delay in 10 ms
-        steps, so it may move between the two reads)."""
+    def offset_following_the_delay() -> tuple[int, dict[str, int]] | None:
+        """The source's Sync Offset and /status's delay, once the offset is the last one the script logged and
+        within 30 ms of the delay. Under load the delay moves by tens of ms between the script's reads of
+        /status and the test's, and the script follows it in 10 ms steps, so this waits for the two to meet."""
         offset = ws.call("GetInputAudioSyncOffset", inputName=VOICE_SOURCE)["inputAudioSyncOffset"]
         logged = re.findall(rf"facecast: '{VOICE_SOURCE}' delayed by (\d+) ms", obs_run.obs_log())
-        return offset if logged and int(logged[-1]) == offset else None
+        delay = daemon_status(port)["av_delay_ms"]
+        following = logged and int(logged[-1]) == offset and abs(offset - delay["total"]) < 30
+        return (offset, delay) if following else None
 
-    offset = wait_until(offset_as_logged, 10, "the voice's Sync Offset to be the one logged")
-    delay = daemon_status(port)["av_delay_ms"]
-    assert 50 <= offset <= 1000 and abs(offset - delay["total"]) < 30, (offset, delay)
+    offset, delay = wait_until(offset_following_the_delay, 20, "the voice's Sync Offset to follow the avatar's delay")
+    assert 50 <= offset <= 1000, (offset, delay)
     assert delay["lookahead"] >= 80                       # the generator hears at least 80 ms past each frame
 
     ws.hotkey("facecast.emotion.happy")
@@ -423,10 +485,12 @@ def test_obs_exit_stops_the_daemon_and_keeps_the_settings(obs_run: ObsRun) -> No
     obs_run.ws.hotkey("facecast.start")
     wait_until(lambda: daemon_status(port), DAEMON_START_S, "the daemon's /status")
     assert daemon_pids(port)
+    delayed = obs_run.wait_log(f"facecast: '{VOICE_SOURCE}' delayed by ", 20)
+    delayed_ms = int(re.search(r"delayed by (\d+) ms", delayed).group(1))
     obs_run.ws.ws.close()
-    # OBS 29 quits cleanly on SIGINT: scripts unload, the scene collection is saved
-    obs_run.obs.send_signal(signal.SIGINT)
-    obs_run.obs.wait(120)  # a loaded 2-core CI machine took over 30 s to shut OBS down
+    # the user closes OBS: the scene collection is saved, then scripts unload
+    close_obs(obs_run)
+    wait_for_exit(obs_run, 120)  # a loaded 2-core CI machine took over 30 s to shut OBS down
     wait_until(lambda: not port_open(port) and not daemon_pids(port), 10, "the daemon to stop with OBS")
 
     saved = json.loads((obs_run.config / "obs-studio" / "basic" / "scenes" / "facecast-test.json").read_text())
@@ -435,3 +499,18 @@ def test_obs_exit_stops_the_daemon_and_keeps_the_settings(obs_run: ObsRun) -> No
     assert script["settings"]["portrait"].endswith("mona_lisa.jpg") and script["settings"]["size"] == AVATAR
     assert "hotkey_facecast.start" in script["settings"]
     assert any(source["name"] == SOURCE_NAME for source in saved["sources"])
+    # OBS writes its sources before scripts stop, so the voice is saved delayed (by the last delay the script set)
+    # and the script keeps the offset it had
+    voice = next(source for source in saved["sources"] if source["name"] == VOICE_SOURCE)
+    to_restore = json.loads(script["settings"]["mic_offset_to_restore"])
+    assert to_restore["source"] == VOICE_SOURCE and to_restore["original"] == VOICE_OFFSET_MS * 1000000
+    assert voice["sync"] == to_restore["applied_ms"] * 1000000 and abs(to_restore["applied_ms"] - delayed_ms) < 200
+
+    # started again, OBS gives the voice its own offset back, and facecast stays stopped until asked
+    obs_run.obs, obs_run.log_lines_seen = obs_run.launch.start(), 0
+    with obs_run.launch.connect() as ws:
+        obs_run.ws = ObsWebSocket(ws)
+        obs_run.wait_log(f"facecast: '{VOICE_SOURCE}' Sync Offset back to {VOICE_OFFSET_MS} ms (OBS last closed", 20)
+        assert obs_run.ws.call("GetInputAudioSyncOffset", inputName=VOICE_SOURCE)["inputAudioSyncOffset"] == \
+            VOICE_OFFSET_MS
+        assert not port_open(port) and not daemon_pids(port)

@@ -302,6 +302,16 @@ def test_the_microphone_follows_the_avatars_delay_in_steps() -> None:
     assert fo.sync_offset_change(143, 143 + fo.SYNC_STEP_MS) and fo.sync_offset_change(143, 100)
 
 
+def test_a_saved_microphone_delay_is_read_back_only_when_whole() -> None:
+    """What script_save keeps for the next start (the microphone's own offset while facecast delays it); the real
+    round trip through an OBS exit and start is in tests/obs_scripts/test_obs.py."""
+    kept = {"source": "Mic/Aux", "original": 20000000, "applied_ms": 143}
+    assert fo.saved_microphone_delay(json.dumps(kept)) == kept
+    for text in ("", "null", "{", "[]", json.dumps({**kept, "original": "20"}), json.dumps({**kept, "source": None}),
+                 json.dumps({**kept, "applied_ms": True}), json.dumps({"source": "Mic/Aux"})):
+        assert fo.saved_microphone_delay(text) is None, text
+
+
 def test_websocket_framing() -> None:
     assert fo.websocket_accept("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455's example
     for size in (0, 5, 125, 126, 65535, 65536, 70000):
