@@ -421,7 +421,9 @@ def test_start_overlay_screenshot_emotion_stop(obs_run: ObsRun) -> None:
     transform = item["sceneItemTransform"]
 
     ws.hotkey("facecast.start")
-    status = wait_until(lambda: daemon_status(port), DAEMON_START_S, "the daemon's /status")
+    # /status answers as soon as the server listens; its inputs come with the daemon's first report
+    status = wait_until(lambda: (status := daemon_status(port)) and status["inputs"] and status, DAEMON_START_S,
+                        "the daemon's /status with its inputs")
     assert status["inputs"]["audio"]["device"].endswith("grid_s1_speech.flac")
     obs_run.wait_log("facecast: Running", 10)
 
