@@ -10,7 +10,8 @@ It then drives OBS only the way a user or a stream deck would: the script's
 hotkeys (the same actions as its Start/Stop/Add overlay/emotion buttons),
 triggered over obs-websocket with ``TriggerHotkeyByName``. The panel buttons
 themselves cannot be clicked from obs-websocket. OBS's program output is read
-back with ``GetSourceScreenshot``.
+back with ``GetSourceScreenshot``. OBS is closed as its window's close button
+closes it (the WM_DELETE_WINDOW message a window manager sends).
 
 Debian's OBS has no Browser Source, so the script adds a Media Source on the
 daemon's MJPEG stream here; the overlay page itself is tested in headless
