@@ -178,9 +178,10 @@ def sheet(rows: list[tuple[str, dict]], path: Path, labels: bool = True) -> None
     cv2.imwrite(str(path), cv2.cvtColor(np.vstack([header, grid]), cv2.COLOR_RGB2BGR))
 
 
-def held_out_first_frames(limit: int) -> list[tuple[str, np.ndarray]]:
+def held_out_first_frames(limit: int, cache: Path | None = None) -> list[tuple[str, np.ndarray]]:
     """The first face frames of `limit` of the quality benchmark's held-out clips (half GRID s4, half wild),
-    from the dataset cache; none when the cache or the data is missing (said on stderr)."""
+    from the dataset cache (`cache`, or the default one); none when the cache or the data is missing (said on
+    stderr)."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     import quality  # type: ignore[import-not-found]  # its held-out selection, so both judge the same clips
 
@@ -188,9 +189,9 @@ def held_out_first_frames(limit: int) -> list[tuple[str, np.ndarray]]:
 
     frames = []
     try:
-        for clip in quality.held_out(None, limit):
+        for clip in quality.held_out(cache, limit):
             relpath = str(clip["path"])
-            first = int(np.argmax(quality.dataset.load_clip(relpath, None)["found"]))
+            first = int(np.argmax(quality.dataset.load_clip(relpath, cache)["found"]))
             frame = next(f for i, f in enumerate(iter_video_frames(quality.dataset.DEFAULT_DATA / relpath))
                          if i == first)
             frames.append((Path(relpath).stem, frame))
@@ -212,13 +213,15 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="only these portrait file names")
     parser.add_argument("--held-out", type=int, default=0, metavar="N",
                         help="add the first frames of N of the quality benchmark's held-out clips (needs its cache)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="the dataset cache holding them (as quality.py's --cache; default: the user cache)")
     args = parser.parse_args()
     paths = sorted(p for p in args.portraits.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
     if args.only:
         paths = [p for p in paths if p.name in args.only]
     sources: list[tuple[str, object]] = [(p.name, p) for p in paths]
     if args.held_out:
-        sources += held_out_first_frames(args.held_out)
+        sources += held_out_first_frames(args.held_out, args.cache)
     frames = motion()[::args.stride]
     if args.sheet_only:
         frames = frames[:1]

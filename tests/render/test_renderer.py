@@ -268,3 +268,37 @@ def test_a_black_and_white_photo_opens_a_black_and_white_mouth(shared_data):
     assert np.ptp(rig.image[..., :3].astype(int), axis=-1).max() == 0
     frame = Renderer(rig, device="cpu").render(MotionFrame(t=0.0, expressions={"jawOpen": 0.9})).astype(int)
     assert np.ptp(frame[..., :3], axis=-1).max() <= 1
+
+
+@pytest.mark.parametrize("backend", ["cv2", "torch"])
+def test_a_head_filling_its_crop_never_samples_beyond_the_frame(shared_data, monkeypatch, backend):
+    """A painting whose picture is as tight as the head (`auto` puts her face at 63 % of the height): nodding,
+    rolling and turning, no output pixel samples from beyond the crop (before `edge_easing`, a nod sampled up to
+    2 px beyond the bottom edge: a sliver repeated from the edge row)."""
+    import facecast.render.renderer as renderer_module
+    from facecast.render.torch_warp import TorchWarper
+
+    rig = analyze_portrait(shared_data / "portraits" / "sadtalker_art_0.png", size=SIZE)
+    renderer = Renderer(rig, device="cpu", backend=backend)
+    sampled: list[np.ndarray] = []
+    if backend == "cv2":
+        remap = renderer_module._remap
+
+        def recording_remap(image, positions, border):
+            if image is renderer._image:
+                sampled.append(positions.copy())
+            return remap(image, positions, border)
+        monkeypatch.setattr(renderer_module, "_remap", recording_remap)
+    else:
+        sample = TorchWarper._sample
+
+        def recording_sample(image, pixels, padding, extent):
+            if padding == "border":
+                sampled.append(pixels.numpy().copy())
+            return sample(image, pixels, padding, extent)
+        monkeypatch.setattr(TorchWarper, "_sample", staticmethod(recording_sample))
+    for motion in (frame(pitch=11, roll=-2), frame(pitch=-11, roll=2), frame(yaw=12, pitch=6, roll=5),
+                   frame(yaw=-12, pitch=-6, roll=-5, x=0.02, distance=0.9, jawOpen=0.8)):
+        renderer.render(motion)
+    assert len(sampled) == 4
+    assert min(float(p.min()) for p in sampled) >= -0.5 and max(float(p.max()) for p in sampled) <= SIZE - 0.5

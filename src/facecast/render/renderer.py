@@ -27,7 +27,7 @@ from facecast.render.closed_lids import ClosedLids
 from facecast.render.mouth_interior import MouthInterior, Patch
 from facecast.render.paste_back import PasteBack
 from facecast.render.shut_lips import shut_lips
-from facecast.render.warp_basis import WarpBasis, split_turn, sum_fields
+from facecast.render.warp_basis import WarpBasis, edge_easing, split_turn, sum_fields
 from facecast.rig import PortraitRig
 
 #: Head turns (yaw, pitch) are drawn as given up to TURN_KNEE_DEG and beyond it eased towards TURN_MAX_DEG: one
@@ -201,6 +201,9 @@ class _Cv2Warper:
         self._from_cells = np.linalg.inv(self._to_cells)
         ys, xs = np.nonzero(basis.head_mask > 0)
         self._head_box = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
+        self._towards_low, self._towards_high = edge_easing(grid.size)
+        #: pixels next to each edge where motion towards it is eased
+        self._eased = int((self._towards_low < 1).sum())
 
     def _moving_box(self, coeffs: dict[str, float], forward_cells: np.ndarray | None) -> tuple[int, int, int, int]:
         """The cells (y0, y1, x0, x1) whose output can differ from the portrait this frame."""
@@ -257,6 +260,7 @@ class _Cv2Warper:
             # Upsample the displacement, not the positions: identity must stay exact at the box edges.
             box = cv2.resize(box, ((cx1 - cx0) * k, (cy1 - cy0) * k), interpolation=cv2.INTER_LINEAR)
         positions = cv2.scaleAdd(box[:y1 - y0, :x1 - x0], float(k), self._pixels[y0:y1, x0:x1])
+        self._ease_edges(positions, y0, x0)
         out[y0:y1, x0:x1] = _remap(self._image, positions, cv2.BORDER_REPLICATE)
         for patch in patches:
             h, w = patch.alpha.shape
@@ -265,3 +269,20 @@ class _Cv2Warper:
             region += alpha * (patch.colour - region)
             out[patch.y0:patch.y0 + h, patch.x0:patch.x0 + w, :3] = np.rint(region).astype(np.uint8)
         return out
+
+    def _ease_edges(self, positions: np.ndarray, y0: int, x0: int) -> None:
+        """In place: sampling towards the frame's edges eased to nothing at them (`edge_easing`), on the rows and
+        columns of the resampled box (its corner at y0, x0) that lie next to an edge."""
+        size, eased = self._basis.grid.size, self._eased
+        for axis, origin, length in ((1, y0, positions.shape[0]), (0, x0, positions.shape[1])):
+            for lo, hi in ((0, eased), (max(eased, size - eased), size)):
+                lo, hi = max(lo, origin), min(hi, origin + length)
+                if hi <= lo:
+                    continue
+                shape = (-1, 1) if axis == 1 else (1, -1)
+                band = (slice(lo - origin, hi - origin), slice(None)) if axis == 1 else \
+                    (slice(None), slice(lo - origin, hi - origin))
+                here = np.arange(lo, hi, dtype=np.float32).reshape(shape)
+                shift = positions[band + (axis,)] - here
+                positions[band + (axis,)] = (here + np.maximum(shift, 0) * self._towards_high[lo:hi].reshape(shape)
+                                             + np.minimum(shift, 0) * self._towards_low[lo:hi].reshape(shape))

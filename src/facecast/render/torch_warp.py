@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from facecast.render.mouth_interior import Patch
-from facecast.render.warp_basis import WarpBasis, split_turn, sum_fields
+from facecast.render.warp_basis import WarpBasis, edge_easing, split_turn, sum_fields
 
 
 class TorchWarper:
@@ -26,6 +26,10 @@ class TorchWarper:
         axis = torch.arange(grid.extent, dtype=torch.float32, device=self._device)
         self._pixels = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1)
         self._mask = torch.from_numpy(basis.head_mask).to(self._device)[None, None]
+        # (size, size, 2) shares of each pixel's (x, y) displacement kept towards the lower / higher edges
+        low, high = (torch.from_numpy(w).to(self._device) for w in edge_easing(grid.size))
+        self._towards_low = torch.stack(torch.meshgrid(low, low, indexing="xy"), -1)
+        self._towards_high = torch.stack(torch.meshgrid(high, high, indexing="xy"), -1)
 
     @staticmethod
     def _sample(image: torch.Tensor, pixels: torch.Tensor, padding: str, extent: int) -> torch.Tensor:
@@ -58,7 +62,10 @@ class TorchWarper:
             shift = F.interpolate((source - self._base).permute(2, 0, 1)[None], size=(extent, extent),
                                   mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
             source = shift + self._pixels
-        out = self._sample(self._image, source[:size, :size], "border", size)[0]
+        shift = source[:size, :size] - self._pixels[:size, :size]   # eased at the frame's edges (`edge_easing`)
+        source = self._pixels[:size, :size] + shift.clamp(min=0) * self._towards_high \
+            + shift.clamp(max=0) * self._towards_low
+        out = self._sample(self._image, source, "border", size)[0]
         for patch in patches:
             h, w = patch.alpha.shape
             colour = torch.from_numpy(patch.colour).to(self._device).permute(2, 0, 1)

@@ -61,6 +61,11 @@ HEAD_MASK_FALLOFF = 1.5
 HEAD_MASK_EDGE_FADE = 0.08  # of the frame size
 HEAD_MASK_BOXINESS = 3.0    # superellipse exponent of the upper half (2 = ellipse)
 
+#: Over this many pixels (of a 512² frame, scaled with the frame) next to the frame's edges, motion that would
+#: bring in what lies beyond an edge is eased to nothing at it (`edge_easing`): nothing is sampled from beyond
+#: the picture's crop.
+EDGE_EASING_PX = 8.0
+
 #: Smoothing of each field (grid cells) per channel family.
 SIGMA_FINE = 0.8
 SIGMA_MOUTH = 1.2
@@ -291,6 +296,19 @@ class WarpBasis:
         oval = self.landmarks[list(fr.FACE_OVAL)]
         self.face_centre = oval.mean(0)
         self.neck_pivot = self.landmarks[fr.CHIN] + NECK_PIVOT_BELOW_CHIN * self.frame.height * self.frame.v
+
+
+def edge_easing(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel row (or column) of a `size` frame, the share of a backward displacement towards the lower
+    (first array) and the higher (second) edge that the warp keeps.
+
+    The fields are zero at the border anchors but smoothed after, and the head's motion composes them, so a
+    head filling its crop would otherwise sample a pixel or two beyond the frame's edge (a sliver repeated
+    from the edge row). Eased linearly to nothing at the edge pixel, a displacement smaller than the easing's
+    reach can no longer leave the frame; content moving out of the frame is untouched."""
+    reach = max(EDGE_EASING_PX * size / 512, 1.0)
+    axis = np.arange(size, dtype=np.float32)
+    return np.minimum(axis / reach, 1.0), np.minimum((size - 1 - axis) / reach, 1.0)
 
 
 def split_turn(coeffs: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
