@@ -272,7 +272,7 @@ def test_a_black_and_white_photo_opens_a_black_and_white_mouth(shared_data):
 
 @pytest.mark.parametrize("backend", ["cv2", "torch"])
 def test_a_head_filling_its_crop_never_samples_beyond_the_frame(shared_data, monkeypatch, backend):
-    """A painting whose picture is as tight as the head (`auto` puts her face at 63 % of the height): nodding,
+    """A painting whose picture is as tight as the head (`auto` puts the face at 63 % of the height): nodding,
     rolling and turning, no output pixel samples from beyond the crop (before `edge_easing`, a nod sampled up to
     2 px beyond the bottom edge: a sliver repeated from the edge row)."""
     import facecast.render.renderer as renderer_module
