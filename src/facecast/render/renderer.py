@@ -274,15 +274,14 @@ class _Cv2Warper:
         """In place: sampling towards the frame's edges eased to nothing at them (`edge_easing`), on the rows and
         columns of the resampled box (its corner at y0, x0) that lie next to an edge."""
         size, eased = self._basis.grid.size, self._eased
-        for axis, origin, length in ((1, y0, positions.shape[0]), (0, x0, positions.shape[1])):
+        # rows carry y (component 1); columns, seen as the rows of the transposed view, carry x (component 0)
+        for view, origin, component in ((positions, y0, 1), (positions.swapaxes(0, 1), x0, 0)):
             for lo, hi in ((0, eased), (max(eased, size - eased), size)):
-                lo, hi = max(lo, origin), min(hi, origin + length)
+                lo, hi = max(lo, origin), min(hi, origin + view.shape[0])
                 if hi <= lo:
                     continue
-                shape = (-1, 1) if axis == 1 else (1, -1)
-                band = (slice(lo - origin, hi - origin), slice(None)) if axis == 1 else \
-                    (slice(None), slice(lo - origin, hi - origin))
-                here = np.arange(lo, hi, dtype=np.float32).reshape(shape)
-                shift = positions[band + (axis,)] - here
-                positions[band + (axis,)] = (here + np.maximum(shift, 0) * self._towards_high[lo:hi].reshape(shape)
-                                             + np.minimum(shift, 0) * self._towards_low[lo:hi].reshape(shape))
+                band = view[lo - origin:hi - origin, :, component]
+                here = np.arange(lo, hi, dtype=np.float32)[:, None]
+                shift = band - here
+                band[...] = (here + np.maximum(shift, 0) * self._towards_high[lo:hi, None]
+                             + np.minimum(shift, 0) * self._towards_low[lo:hi, None])
