@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 
 import facecast.render.renderer as renderer_module  # noqa: E402
 from facecast import face_regions as fr  # noqa: E402
+from facecast.errors import FacecastError  # noqa: E402
 from facecast.face.portrait import LEGACY_FRAMING, analyze_portrait  # noqa: E402
 from facecast.media import decode_mono  # noqa: E402
 from facecast.render.renderer import Renderer  # noqa: E402
@@ -195,7 +196,7 @@ def held_out_first_frames(limit: int, cache: Path | None = None) -> list[tuple[s
             frame = next(f for i, f in enumerate(iter_video_frames(quality.dataset.DEFAULT_DATA / relpath))
                          if i == first)
             frames.append((Path(relpath).stem, frame))
-    except (OSError, ValueError, KeyError, StopIteration) as exc:
+    except (OSError, ValueError, KeyError, StopIteration, FacecastError) as exc:
         print(f"held-out first frames skipped: {exc}", file=sys.stderr)
         return []
     return frames
@@ -216,12 +217,16 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None,
                         help="the dataset cache holding them (as quality.py's --cache; default: the user cache)")
     args = parser.parse_args()
+    if args.cache is not None and not args.cache.is_dir():
+        parser.error(f"--cache {args.cache}: no such folder")
     paths = sorted(p for p in args.portraits.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
     if args.only:
         paths = [p for p in paths if p.name in args.only]
     sources: list[tuple[str, object]] = [(p.name, p) for p in paths]
     if args.held_out:
         sources += held_out_first_frames(args.held_out, args.cache)
+    if not sources:
+        parser.error("nothing to measure: no portrait matched and no held-out first frame was found")
     frames = motion()[::args.stride]
     if args.sheet_only:
         frames = frames[:1]

@@ -5,6 +5,7 @@ for pictures that need care. Real pictures and the real detector and renderer th
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import cv2
@@ -272,3 +273,25 @@ def test_real_portraits_in_every_mode(name: str) -> None:
         assert_inside_unrotated(rig)
         assert rig.image.shape[:2] == (SIZE, SIZE)
         assert rig.has_alpha == name.endswith(".png")
+
+
+def test_the_picture_benchmark_says_in_one_line_what_it_cannot_measure(tmp_path: Path) -> None:
+    """`benchmarks/picture.py`: a --cache that is not there, or nothing left to measure (no portrait matched, the
+    held-out frames' cache missing), is one error line and exit 2; a missing cache alone only skips those frames."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "picture.py"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}   # no dataset cache there
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env,
+                              timeout=120)
+
+    missing = run("--only", "none", "--held-out", "2", "--cache", str(tmp_path / "no-such"))
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].endswith("no-such: no such folder")
+    nothing = run("--only", "none", "--held-out", "2")
+    assert nothing.returncode == 2 and "Traceback" not in nothing.stderr
+    assert "held-out first frames skipped: no dataset cache" in nothing.stderr
+    assert nothing.stderr.strip().splitlines()[-1].endswith("nothing to measure: no portrait matched and no held-out "
+                                                             "first frame was found")
